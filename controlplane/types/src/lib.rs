@@ -1,0 +1,19 @@
+//! The Kubernetes object model as Wasmkube serves it.
+//!
+//! This crate owns the API types (re-exported from `k8s-openapi`, Kubernetes 1.33),
+//! the [`registry`] of every built-in kind with the facts that routing, discovery and
+//! store keys are derived from, label and field [`selector`]s, and the name and label
+//! [`validation`] rules of Kubernetes.
+//!
+//! It does no I/O and depends on no runtime (no tokio, axum, etcd or wasmtime): every
+//! other crate can use it, and it can be used from anywhere.
+
+pub mod registry;
+pub mod selector;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use registry::{ResourceType, Subresource, Verb};
+
+/// The Kubernetes minor version whose API Wasmkube serves.
+pub const KUBERNETES_VERSION: (u32, u32) = (1, 33);

@@ -1,0 +1,4 @@
+//! Label and field selectors: the Kubernetes grammar, parsing and matching.
+
+pub mod fields;
+pub mod labels;
