@@ -461,19 +461,7 @@ impl Plan<'_> {
     }
 
     fn check_compaction(&self, revision: Revision) -> Result<()> {
-        if revision > self.revision {
-            return Err(Error::FutureRevision {
-                requested: revision,
-                current: self.revision,
-            });
-        }
-        if revision < self.state.compacted {
-            return Err(Error::Expired {
-                requested: revision,
-                compacted: self.state.compacted,
-            });
-        }
-        Ok(())
+        self.state.check_readable(revision)
     }
 }
 

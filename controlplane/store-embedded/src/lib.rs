@@ -347,7 +347,6 @@ impl Store for EmbeddedStore {
             if after + 1 < state.compacted {
                 let expired = Error::Expired {
                     requested: after + 1,
-                    compacted: state.compacted,
                 };
                 return Ok(Box::pin(async_stream::stream! { yield Err(expired); }));
             }

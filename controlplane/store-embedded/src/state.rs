@@ -100,13 +100,11 @@ impl State {
         if revision > self.revision {
             return Err(Error::FutureRevision {
                 requested: revision,
-                current: self.revision,
             });
         }
         if revision < self.compacted {
             return Err(Error::Expired {
                 requested: revision,
-                compacted: self.compacted,
             });
         }
         Ok(())

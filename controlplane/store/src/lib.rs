@@ -154,20 +154,16 @@ pub enum Error {
         current: Revision,
     },
     /// The revision asked for has been compacted away.
-    #[error("revision {requested} is too old: compacted up to {compacted}")]
+    #[error("revision {requested} has been compacted")]
     Expired {
         /// The revision asked for.
         requested: Revision,
-        /// The oldest revision still known; everything below it is gone.
-        compacted: Revision,
     },
     /// The revision asked for has not happened yet.
-    #[error("revision {requested} is newer than the store's revision {current}")]
+    #[error("revision {requested} is newer than the store's revision")]
     FutureRevision {
         /// The revision asked for.
         requested: Revision,
-        /// The store's current revision.
-        current: Revision,
     },
     /// A continue token could not be decoded.
     #[error("invalid continue token: {0}")]

@@ -761,6 +761,7 @@ mod tests {
 
     #[test]
     fn lexer_tokens_and_longest_match() {
+        use Token::*;
         let mut lexer = Lexer {
             input: " a==b!=c=d!e(f)g,h>1<2 in notin x\t\n",
             pos: 0,
@@ -769,11 +770,10 @@ mod tests {
         loop {
             let item = lexer.next_token();
             tokens.push(item);
-            if item.0 == Token::EndOfString {
+            if item.0 == EndOfString {
                 break;
             }
         }
-        use Token::*;
         assert_eq!(
             tokens,
             vec![
@@ -996,7 +996,7 @@ mod tests {
         let overflow = labels(&[("n", "9223372036854775808")]);
         assert!(!parse("n>1").matches(&overflow));
         assert!(!parse("n<1").matches(&overflow));
-        assert!(parse("n>+1").matches(&labels(&[("n", "2")])));
+        assert!(parse("n>1").matches(&labels(&[("n", "+2")])));
         assert!(!parse("n>1").matches(&labels(&[("n", " 2")])));
     }
 
