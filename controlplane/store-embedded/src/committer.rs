@@ -246,6 +246,9 @@ impl Committer {
         }
 
         let events = self.apply(records, compaction);
+        if compaction.is_some() {
+            self.maybe_rewrite();
+        }
         for answer in answers {
             match answer {
                 Answer::Event(index, reply) => {
@@ -259,9 +262,6 @@ impl Committer {
                 }
                 Answer::Nobody => {}
             }
-        }
-        if compaction.is_some() {
-            self.maybe_rewrite();
         }
     }
 
