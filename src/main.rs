@@ -1,1 +1,118 @@
-fn main() {}
+//! `wasmkube`: the command line. Parses arguments and wires the parts together;
+//! everything it runs lives in the workspace's crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use wasmkube_apiserver::{ApiServer, kubeconfig};
+use wasmkube_store::Store;
+use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmkube",
+    version,
+    about = "A Kubernetes-compatible orchestrator for WebAssembly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Kubernetes API.
+    Server(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Where the store file and the kubeconfig are kept.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+    /// Address to serve on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Keep objects in etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
+    #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
+    store: Option<Vec<String>>,
+}
+
+fn parse_etcd(spec: &str) -> Result<Vec<String>> {
+    let Some(urls) = spec.strip_prefix("etcd=") else {
+        bail!("expected etcd=http://HOST:PORT[,…], got {spec:?}");
+    };
+    let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
+        bail!("etcd endpoint {bad:?} must be an http:// URL");
+    }
+    Ok(urls)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Server(args) => server(args).await,
+    }
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let store: Arc<dyn Store> = match args.store {
+        None => {
+            let path = args.data_dir.join(FILE_NAME);
+            let store = EmbeddedStore::open(&path, Default::default())?;
+            if let Some(r) = store.recovery() {
+                tracing::warn!(
+                    torn_bytes = r.torn_bytes,
+                    "store recovered from a torn write"
+                );
+            }
+            Arc::new(store)
+        }
+        Some(endpoints) => {
+            let options = wasmkube_store_etcd::Options::new(endpoints);
+            Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
+        }
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let mut local = listener.local_addr()?;
+    if local.ip().is_unspecified() {
+        local.set_ip([127, 0, 0, 1].into());
+    }
+    let url = format!("http://{local}");
+    let config = args.data_dir.join("kubeconfig");
+    kubeconfig::write(&config, &url).context("writing the kubeconfig")?;
+    println!("Serving the Kubernetes API at {url}");
+    println!(
+        "kubectl --kubeconfig {} get --raw /version",
+        config.display()
+    );
+    let router = ApiServer::new(store).router();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,6 @@
+//! End-to-end tests: real `wasmkube` processes on loopback ports chosen at run
+//! time, driven by real clients.
 
+mod crash;
+mod process;
+mod server;
