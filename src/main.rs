@@ -1,6 +1,7 @@
 //! `wasmkube`: the command line. Parses arguments and wires the parts together;
 //! everything it runs lives in the workspace's crates.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,11 +96,12 @@ async fn server(args: ServerArgs) -> Result<()> {
     let url = format!("http://{local}");
     let config = args.data_dir.join("kubeconfig");
     kubeconfig::write(&config, &url).context("writing the kubeconfig")?;
-    println!("Serving the Kubernetes API at {url}");
-    println!(
-        "kubectl --kubeconfig {} get --raw /version",
-        config.display()
-    );
+    // A closed stdout must not stop a server: what it says here is a courtesy.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Serving the Kubernetes API at {url}");
+    let _ = writeln!(out, "kubectl --kubeconfig {} version", config.display());
+    let _ = out.flush();
+    drop(out);
     let router = ApiServer::new(store).router();
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())

@@ -223,11 +223,12 @@ impl Committer {
             frame.push(&Record::Compact { compacted });
         }
 
-        if self.failed.is_none() && !frame.is_empty() {
-            if let Err(e) = self.append(frame.seal()) {
-                tracing::error!(path = %self.path.display(), error = %e, "store write failed");
-                self.failed = Some(e.to_string());
-            }
+        if self.failed.is_none()
+            && !frame.is_empty()
+            && let Err(e) = self.append(frame.seal())
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "store write failed");
+            self.failed = Some(e.to_string());
         }
         if let Some(reason) = &self.failed {
             let error = || Error::Unavailable(format!("store file failed ({reason}); reopen it"));

@@ -189,7 +189,7 @@ impl EmbeddedStore {
             .map_err(io)?;
         let mut state = State::default();
         let scan = format::scan(&path, &file, |record| committer::replay(&mut state, record))?;
-        let recovery = (scan.torn_bytes > 0).then(|| Recovery {
+        let recovery = (scan.torn_bytes > 0).then_some(Recovery {
             torn_bytes: scan.torn_bytes,
             valid_len: scan.valid_len,
         });

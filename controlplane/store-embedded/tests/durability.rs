@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rand::Rng;
-use wasmkube_store::{Bytes, Error, EventType, ListOptions, Store};
+use wasmkube_store::{Bytes, Error, EventType, KeyValue, ListOptions, Store, conformance};
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME, OpenError, Options};
 
 fn options() -> Options {
@@ -55,6 +55,15 @@ fn copy_cut(from: &Path, dir: &Path, len: u64, name: &str) -> PathBuf {
     bytes.truncate(len as usize);
     fs::write(&to, bytes).unwrap();
     to
+}
+
+/// Every key at `revision`.
+async fn at(store: &dyn Store, revision: i64) -> Vec<KeyValue> {
+    let options = ListOptions {
+        revision: Some(revision),
+        ..ListOptions::default()
+    };
+    store.list("/", &options).await.unwrap().items
 }
 
 #[tokio::test]
@@ -255,20 +264,8 @@ async fn concurrent_writers_share_commits_one_sync_each() {
     let store = Arc::new(open(&dir.path().join(FILE_NAME)));
     const WRITERS: usize = 64;
     const EACH: usize = 20;
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..EACH {
-                    store
-                        .create(&format!("/g/{w}/{i}"), value("x"), None)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
+    let shared: Arc<dyn Store> = store.clone();
+    for t in conformance::spawn_creators(&shared, "/g/", WRITERS, EACH) {
         t.await.unwrap();
     }
     let stats = store.stats();
@@ -311,17 +308,7 @@ async fn compaction_rewrites_a_file_grown_with_history() {
     let after = fs::metadata(&path).unwrap().len();
     assert!(after * 4 < before, "rewrite left {after} of {before} bytes");
     let state = all(&store).await;
-    let at_keep = store
-        .list(
-            "/",
-            &ListOptions {
-                revision: Some(keep),
-                ..ListOptions::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items;
+    let at_keep = at(&store, keep).await;
     store.create("/after", value("x"), None).await.unwrap();
     drop(store);
 
@@ -331,17 +318,7 @@ async fn compaction_rewrites_a_file_grown_with_history() {
     expected.sort();
     assert_eq!(all(&store).await, expected);
     // The compacted revision is still readable after the rewrite; before it is not.
-    let reread = store
-        .list(
-            "/",
-            &ListOptions {
-                revision: Some(keep),
-                ..ListOptions::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items;
+    let reread = at(&store, keep).await;
     assert_eq!(reread, at_keep);
     let older = store.range("/", "", 0, Some(keep - 1)).await;
     assert!(matches!(older, Err(Error::Expired { .. })), "{older:?}");

@@ -82,6 +82,27 @@ async fn keys_and_values(
         .collect()
 }
 
+/// Starts `writers` tasks that each create `each` keys under `prefix`, one after
+/// the other.
+pub fn spawn_creators(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    writers: usize,
+    each: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let (store, prefix) = (store.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let key = format!("{prefix}{w}-{i}");
+                    store.create(&key, value("x"), None).await.unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 /// Create, get, update, delete, and their errors.
 pub async fn crud(store: Arc<dyn Store>) {
     let before = store.revision().await.unwrap();
@@ -469,19 +490,7 @@ pub async fn watch_sees_concurrent_writes_once_in_order(store: Arc<dyn Store>) {
     const EACH: usize = 50;
     let start = store.revision().await.unwrap();
     let mut watch = store.watch("/registry/cc/", start).await.unwrap();
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..EACH {
-                    store
-                        .create(&format!("/registry/cc/{w}-{i}"), value("x"), None)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
+    let tasks = spawn_creators(&store, "/registry/cc/", WRITERS, EACH);
     let mut last = start;
     let mut keys = BTreeMap::new();
     for _ in 0..WRITERS * EACH {

