@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Wasmkube needs on a Debian machine with a Rust
 # toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
-# benchmark) and kubectl (end-to-end tests). Does nothing for what is already there.
+# benchmark), cargo-nextest (the test runner) and kubectl (end-to-end tests). Does nothing for what is already there.
 set -euo pipefail
 
 need=()
@@ -14,6 +14,10 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest
 fi
 
 if ! command -v kubectl >/dev/null; then

@@ -284,8 +284,7 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
     for i in 0..N {
         store.create(&key(i), value("v0"), None).await.unwrap();
     }
-    let writer = {
-        let store = store.clone();
+    let spawn_writer = |store: Arc<dyn Store>| {
         tokio::spawn(async move {
             for i in 0..N {
                 match i % 3 {
@@ -307,6 +306,7 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
             }
         })
     };
+    let mut writer = None;
     let mut options = ListOptions {
         limit: 7,
         ..ListOptions::default()
@@ -321,7 +321,9 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
                 .iter()
                 .map(|kv| (kv.key.clone(), text(kv).to_owned())),
         );
-        // Write between pages too, so the test does not depend on the writer's pace.
+        // Others write from the first page on; between pages too, so the test does
+        // not depend on the writer's pace.
+        writer.get_or_insert_with(|| spawn_writer(store.clone()));
         store
             .create(
                 &format!("/registry/cw/between-{}", seen.len()),
@@ -335,7 +337,7 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
             None => break,
         }
     }
-    writer.await.unwrap();
+    writer.expect("writer started").await.unwrap();
     let expected: Vec<_> = (0..N).map(|i| (key(i), "v0".to_owned())).collect();
     assert_eq!(
         seen, expected,
@@ -343,6 +345,10 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
     );
     assert_eq!(
         keys_and_values(&*store, "/registry/cw/", revision).await,
+        expected
+    );
+    assert_ne!(
+        keys_and_values(&*store, "/registry/cw/", None).await,
         expected
     );
 }
