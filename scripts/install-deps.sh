@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Wasmkube needs on a Debian machine with a Rust
 # toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
-# benchmark), cargo-nextest (the test runner) and kubectl (end-to-end tests). Does nothing for what is already there.
+# benchmark), cargo-nextest (the test runner) and kubectl (end-to-end tests).
+# Does nothing for what is already there.
 set -euo pipefail
 
 need=()
