@@ -10,6 +10,7 @@
 
 pub mod registry;
 pub mod selector;
+pub mod table;
 pub mod validation;
 
 pub use k8s_openapi;

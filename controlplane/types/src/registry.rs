@@ -13,7 +13,20 @@ use k8s_openapi::api::{
     scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::serde::de::DeserializeOwned;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
+use serde_json::Value;
+
+use crate::table::{self, Column};
+
+/// Decodes `object` as a `T`, and says which field did not decode.
+fn check_as<T: DeserializeOwned>(object: &Value) -> Result<(), String> {
+    match serde_path_to_error::deserialize::<_, T>(object) {
+        Ok(_) => Ok(()),
+        Err(e) if e.path().to_string() == "." => Err(e.inner().to_string()),
+        Err(e) => Err(format!("{}: {}", e.path(), e.inner())),
+    }
+}
 
 /// A verb of the Kubernetes API, as listed in discovery documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,7 +139,7 @@ impl Scope for ClusterResourceScope {
 }
 
 /// Everything Wasmkube knows about one kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct ResourceType {
     /// API group, "" for the core group.
     pub group: &'static str,
@@ -151,13 +164,17 @@ pub struct ResourceType {
     /// Where objects are kept under `/registry/`; `None` for kinds that are never
     /// stored (a Binding is an action on a pod).
     pub storage_prefix: Option<&'static str>,
+    /// The columns of `kubectl get`.
+    pub columns: &'static [Column],
+    /// Checks that an object decodes as the kind's type; the error names the field.
+    pub check: fn(&Value) -> Result<(), String>,
 }
 
 impl ResourceType {
     /// A stored kind with every verb and no subresource, facts taken from its type.
     pub const fn of<T>() -> ResourceType
     where
-        T: Resource,
+        T: Resource + DeserializeOwned,
         T::Scope: Scope,
     {
         ResourceType {
@@ -172,7 +189,14 @@ impl ResourceType {
             categories: &[],
             field_labels: &[],
             storage_prefix: Some(T::URL_PATH_SEGMENT),
+            columns: table::DEFAULT,
+            check: check_as::<T>,
         }
+    }
+
+    const fn columns(mut self, columns: &'static [Column]) -> Self {
+        self.columns = columns;
+        self
     }
 
     const fn short(mut self, names: &'static [&'static str]) -> Self {
@@ -305,33 +329,46 @@ pub static BUILTIN: &[ResourceType] = &[
         .short(&["po"])
         .sub(POD_SUBRESOURCES)
         .in_all()
-        .fields(POD_FIELDS),
+        .fields(POD_FIELDS)
+        .columns(table::POD),
     ResourceType::of::<core::Service>()
         .short(&["svc"])
         .sub(STATUS)
         .in_all()
-        .stored_as("services/specs"),
+        .stored_as("services/specs")
+        .columns(table::SERVICE),
     ResourceType::of::<core::Endpoints>()
         .short(&["ep"])
-        .stored_as("services/endpoints"),
+        .stored_as("services/endpoints")
+        .columns(table::ENDPOINTS),
     ResourceType::of::<core::Node>()
         .short(&["no"])
         .sub(STATUS)
         .fields(&["spec.unschedulable"])
-        .stored_as("minions"),
+        .stored_as("minions")
+        .columns(table::NODE),
     ResourceType::of::<core::Namespace>()
         .short(&["ns"])
         .sub(STATUS)
-        .fields(&["status.phase"]),
-    ResourceType::of::<core::Secret>().fields(&["type"]),
-    ResourceType::of::<core::ConfigMap>().short(&["cm"]),
-    ResourceType::of::<core::ServiceAccount>().short(&["sa"]),
+        .fields(&["status.phase"])
+        .columns(table::NAMESPACE),
+    ResourceType::of::<core::Secret>()
+        .fields(&["type"])
+        .columns(table::SECRET),
+    ResourceType::of::<core::ConfigMap>()
+        .short(&["cm"])
+        .columns(table::CONFIG_MAP),
+    ResourceType::of::<core::ServiceAccount>()
+        .short(&["sa"])
+        .columns(table::SERVICE_ACCOUNT),
     ResourceType::of::<core::PersistentVolume>()
         .short(&["pv"])
-        .sub(STATUS),
+        .sub(STATUS)
+        .columns(table::PERSISTENT_VOLUME),
     ResourceType::of::<core::PersistentVolumeClaim>()
         .short(&["pvc"])
-        .sub(STATUS),
+        .sub(STATUS)
+        .columns(table::PERSISTENT_VOLUME_CLAIM),
     ResourceType::of::<core::ResourceQuota>()
         .short(&["quota"])
         .sub(STATUS),
@@ -341,39 +378,47 @@ pub static BUILTIN: &[ResourceType] = &[
         .sub(STATUS_AND_SCALE)
         .in_all()
         .fields(REPLICAS_FIELDS)
-        .stored_as("controllers"),
+        .stored_as("controllers")
+        .columns(table::REPLICA_SET),
     ResourceType::of::<core::Event>()
         .short(&["ev"])
-        .fields(EVENT_FIELDS),
+        .fields(EVENT_FIELDS)
+        .columns(table::EVENT),
     ResourceType::of::<core::Binding>().action(),
     // apps/v1
     ResourceType::of::<apps::Deployment>()
         .short(&["deploy"])
         .sub(STATUS_AND_SCALE)
-        .in_all(),
+        .in_all()
+        .columns(table::DEPLOYMENT),
     ResourceType::of::<apps::ReplicaSet>()
         .short(&["rs"])
         .sub(STATUS_AND_SCALE)
         .in_all()
-        .fields(REPLICAS_FIELDS),
+        .fields(REPLICAS_FIELDS)
+        .columns(table::REPLICA_SET),
     ResourceType::of::<apps::DaemonSet>()
         .short(&["ds"])
         .sub(STATUS)
-        .in_all(),
+        .in_all()
+        .columns(table::DAEMON_SET),
     ResourceType::of::<apps::StatefulSet>()
         .short(&["sts"])
         .sub(STATUS_AND_SCALE)
-        .in_all(),
+        .in_all()
+        .columns(table::STATEFUL_SET),
     ResourceType::of::<apps::ControllerRevision>(),
     // batch/v1
     ResourceType::of::<batch::Job>()
         .sub(STATUS)
         .in_all()
-        .fields(&["status.successful"]),
+        .fields(&["status.successful"])
+        .columns(table::JOB),
     ResourceType::of::<batch::CronJob>()
         .short(&["cj"])
         .sub(STATUS)
-        .in_all(),
+        .in_all()
+        .columns(table::CRON_JOB),
     // autoscaling/v2
     ResourceType::of::<autoscaling::HorizontalPodAutoscaler>()
         .short(&["hpa"])
@@ -397,7 +442,7 @@ pub static BUILTIN: &[ResourceType] = &[
     ResourceType::of::<storage::StorageClass>().short(&["sc"]),
     ResourceType::of::<storage::CSIDriver>(),
     // coordination.k8s.io/v1
-    ResourceType::of::<coordination::Lease>(),
+    ResourceType::of::<coordination::Lease>().columns(table::LEASE),
     // scheduling.k8s.io/v1
     ResourceType::of::<scheduling::PriorityClass>().short(&["pc"]),
     // policy/v1
