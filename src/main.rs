@@ -102,7 +102,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     let _ = writeln!(out, "kubectl --kubeconfig {} version", config.display());
     let _ = out.flush();
     drop(out);
-    let router = ApiServer::new(store).router();
+    let router = ApiServer::start(store).await?.router();
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await?;

@@ -69,7 +69,7 @@ mod tests {
     async fn version_and_health() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap();
-        let server = ApiServer::new(Arc::new(store));
+        let server = ApiServer::start(Arc::new(store)).await.unwrap();
         let (status, body) = get(&server, "/version/").await;
         assert_eq!(status, 200);
         let version: serde_json::Value = serde_json::from_str(&body).unwrap();

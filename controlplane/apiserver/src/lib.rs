@@ -1,18 +1,39 @@
 //! The API server: serves the Kubernetes API over HTTP from a [`Store`].
 //!
-//! It owns routing, the wire format and the errors users see; objects live in the
-//! store it is given (embedded or etcd), and every kind it serves comes from the
-//! registry of `wasmkube-types`. Today it answers the health and version endpoints
-//! that clients and orchestrators probe first.
+//! Every kind in the registry of `wasmkube-types` is served by one generic code
+//! path: the path names a kind (and namespace, name, subresource), the verb picks
+//! the operation, and the kind's row in the registry supplies everything specific
+//! (scope, verbs, subresources, store key, table columns, defaults). Errors are
+//! metav1 Status objects; bodies are JSON or YAML; `kubectl get` gets Tables.
+//!
+//! It owns routing, the wire format and what users see; objects live in the store
+//! it is given (embedded or etcd). It depends on no runtime but tokio and axum.
 
+mod discovery;
+pub mod error;
 mod health;
 pub mod kubeconfig;
+mod negotiate;
+mod objects;
+mod path;
+mod rest;
+mod table;
+mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
-use wasmkube_store::Store;
+use axum::routing::{any, get};
+use serde_json::json;
+use wasmkube_store::{Bytes, Error as StoreError, ListOptions, Store};
+use wasmkube_types::registry::{BUILTIN, by_kind};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The namespaces every cluster has.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -27,9 +48,49 @@ impl std::fmt::Debug for ApiServer {
 }
 
 impl ApiServer {
-    /// An API server over `store`.
-    pub fn new(store: Arc<dyn Store>) -> ApiServer {
-        ApiServer { store }
+    /// An API server over `store`, with the system namespaces in place and
+    /// namespaces left terminating by an earlier run finished.
+    pub async fn start(store: Arc<dyn Store>) -> Result<ApiServer, StoreError> {
+        let server = ApiServer { store };
+        let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
+        for name in SYSTEM_NAMESPACES {
+            let namespace = json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {
+                    "name": name, "uid": uuid::Uuid::new_v4().to_string(),
+                    "creationTimestamp": objects::now(),
+                    "labels": {"kubernetes.io/metadata.name": name},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            });
+            let key = namespaces
+                .storage_key(None, name)
+                .expect("namespaces are stored");
+            match server
+                .store
+                .create(&key, Bytes::from(namespace.to_string()), None)
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let root = namespaces.storage_root().expect("namespaces are stored");
+        for kv in server
+            .store
+            .list(&root, &ListOptions::default())
+            .await?
+            .items
+        {
+            if let Ok(ns) = rest::decode_stored(&kv)
+                && objects::deleting(&ns)
+                && let Some(name) = objects::name(&ns)
+            {
+                server.finalize_namespace(name.to_owned());
+            }
+        }
+        Ok(server)
     }
 
     /// The HTTP routes.
@@ -40,6 +101,105 @@ impl ApiServer {
             .route("/healthz", get(health::live))
             .route("/livez", get(health::live))
             .route("/readyz", get(health::ready))
+            .route("/api", any(rest::handle))
+            .route("/api/", any(rest::handle))
+            .route("/api/{*rest}", any(rest::handle))
+            .route("/apis", any(rest::handle))
+            .route("/apis/", any(rest::handle))
+            .route("/apis/{*rest}", any(rest::handle))
             .with_state(self.clone())
+    }
+
+    /// Refuses to create in a namespace that does not exist or is being deleted.
+    async fn namespace_open(&self, namespace: &str) -> ApiResult<()> {
+        let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
+        let key = namespaces
+            .storage_key(None, namespace)
+            .expect("namespaces are stored");
+        let Some(kv) = self.store.get(&key).await? else {
+            return Err(ApiError::not_found(namespaces, namespace));
+        };
+        let object = rest::decode_stored(&kv)?;
+        if objects::deleting(&object) {
+            return Err(ApiError {
+                details: Some(json!({"name": namespace, "kind": "namespaces",
+                    "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}]})),
+                ..ApiError::forbidden(format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ))
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes everything in a terminating namespace, then the namespace, in the
+    /// background.
+    fn finalize_namespace(&self, namespace: String) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match server.empty_namespace(&namespace).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(namespace, error = %e.message, "emptying namespace"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
+            let key = namespaces
+                .storage_key(None, &namespace)
+                .expect("namespaces are stored");
+            match server.store.delete(&key, None).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {
+                    tracing::info!(namespace, "namespace deleted")
+                }
+                Err(e) => tracing::warn!(namespace, error = %e, "deleting namespace"),
+            }
+        });
+    }
+
+    /// Asks every object in `namespace` to go; true once none is left.
+    async fn empty_namespace(&self, namespace: &str) -> ApiResult<bool> {
+        let mut empty = true;
+        for resource in BUILTIN.iter().filter(|r| r.namespaced) {
+            let Some(prefix) = resource.storage_collection(Some(namespace)) else {
+                continue;
+            };
+            for kv in self
+                .store
+                .list(&prefix, &ListOptions::default())
+                .await?
+                .items
+            {
+                empty = false;
+                let object = rest::decode_stored(&kv)?;
+                if objects::deleting(&object) {
+                    continue;
+                }
+                let name = objects::name(&object).unwrap_or("").to_owned();
+                let target = path::Target {
+                    resource,
+                    namespace: Some(namespace.to_owned()),
+                    name: Some(name.clone()),
+                    subresource: None,
+                };
+                let params = rest::Params::new();
+                let request = rest::Request {
+                    server: self,
+                    target: &target,
+                    params: &params,
+                    format: negotiate::Format::Json,
+                };
+                match request
+                    .delete(&name, &json!({"gracePeriodSeconds": 0}))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(empty)
     }
 }

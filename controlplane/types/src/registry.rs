@@ -170,6 +170,15 @@ pub struct ResourceType {
     pub check: fn(&Value) -> Result<(), String>,
 }
 
+/// Kinds are the same when their group, version and kind are.
+impl PartialEq for ResourceType {
+    fn eq(&self, other: &Self) -> bool {
+        (self.group, self.version, self.kind) == (other.group, other.version, other.kind)
+    }
+}
+
+impl Eq for ResourceType {}
+
 impl ResourceType {
     /// A stored kind with every verb and no subresource, facts taken from its type.
     pub const fn of<T>() -> ResourceType

@@ -1,0 +1,375 @@
+//! Errors as the Kubernetes API reports them: a metav1 Status with a reason and an
+//! HTTP code, and for validation failures the fields that failed.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use wasmkube_types::ResourceType;
+
+/// A failed API call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// The HTTP status code.
+    pub code: u16,
+    /// The Status reason (`NotFound`, `Conflict`, …).
+    pub reason: &'static str,
+    /// What a person reads.
+    pub message: String,
+    /// The Status details, when there are any.
+    pub details: Option<Value>,
+}
+
+/// The result of an API call.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Why one field of an object is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// The field's path, `metadata.name`.
+    pub field: String,
+    /// What is wrong with it.
+    pub kind: FieldErrorKind,
+    /// Why, for a person.
+    pub detail: String,
+}
+
+/// The kinds of field errors of Kubernetes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldErrorKind {
+    /// The value given is not allowed; holds the value as text.
+    Invalid(String),
+    /// A value is needed and missing.
+    Required,
+    /// The field may not be set or changed.
+    Forbidden,
+}
+
+impl FieldError {
+    /// An invalid value.
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::Invalid(value.into()),
+            detail: detail.into(),
+        }
+    }
+
+    /// A missing value.
+    pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::Required,
+            detail: detail.into(),
+        }
+    }
+
+    /// A value that may not be set or changed.
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::Forbidden,
+            detail: detail.into(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.kind {
+            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Forbidden => "FieldValueForbidden",
+        }
+    }
+
+    /// The message without the field: `Invalid value: "x": why`.
+    fn body(&self) -> String {
+        let (what, value) = match &self.kind {
+            FieldErrorKind::Invalid(v) => ("Invalid value", Some(v)),
+            FieldErrorKind::Required => ("Required value", None),
+            FieldErrorKind::Forbidden => ("Forbidden", None),
+        };
+        let mut s = what.to_owned();
+        if let Some(v) = value {
+            s.push_str(&format!(": {v:?}"));
+        }
+        if !self.detail.is_empty() {
+            s.push_str(": ");
+            s.push_str(&self.detail);
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.body())
+    }
+}
+
+/// `pods`, or `deployments.apps` for a kind in a group: how messages name a resource.
+pub fn qualified(resource: &ResourceType) -> String {
+    if resource.group.is_empty() {
+        resource.plural.to_owned()
+    } else {
+        format!("{}.{}", resource.plural, resource.group)
+    }
+}
+
+fn details(resource: &ResourceType, name: &str) -> Value {
+    json!({"name": name, "group": resource.group, "kind": resource.plural})
+}
+
+impl ApiError {
+    /// An error with a code, a reason and a message.
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// 400: the request cannot be understood.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    /// 403: not allowed.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "Forbidden", message)
+    }
+
+    /// 404 for a path that names nothing served.
+    pub fn no_such_path() -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    /// 404 for an object.
+    pub fn not_found(resource: &ResourceType, name: &str) -> ApiError {
+        ApiError {
+            details: Some(details(resource, name)),
+            ..ApiError::new(
+                404,
+                "NotFound",
+                format!("{} {name:?} not found", qualified(resource)),
+            )
+        }
+    }
+
+    /// 409 for a create of an object that exists.
+    pub fn already_exists(resource: &ResourceType, name: &str) -> ApiError {
+        ApiError {
+            details: Some(details(resource, name)),
+            ..ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} {name:?} already exists", qualified(resource)),
+            )
+        }
+    }
+
+    /// 409 for a write that lost a race or failed a precondition.
+    pub fn conflict(resource: &ResourceType, name: &str, why: &str) -> ApiError {
+        ApiError {
+            details: Some(details(resource, name)),
+            ..ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: {why}",
+                    qualified(resource)
+                ),
+            )
+        }
+    }
+
+    /// 409 for a write with a stale resourceVersion.
+    pub fn modified(resource: &ResourceType, name: &str) -> ApiError {
+        ApiError::conflict(
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 422 with the fields that failed validation.
+    pub fn invalid(resource: &ResourceType, name: &str, errors: &[FieldError]) -> ApiError {
+        let list = match errors {
+            [one] => one.to_string(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
+            .collect();
+        ApiError {
+            details: Some(json!({
+                "name": name, "group": resource.group, "kind": resource.kind, "causes": causes
+            })),
+            ..ApiError::new(
+                422,
+                "Invalid",
+                format!("{} {name:?} is invalid: {list}", resource.kind),
+            )
+        }
+    }
+
+    /// 405: the verb is not supported here.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(405, "MethodNotAllowed", message)
+    }
+
+    /// 406: no response format the client accepts.
+    pub fn not_acceptable(accept: &str) -> ApiError {
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: application/json, application/yaml (asked for {accept})"
+            ),
+        )
+    }
+
+    /// 415: a body in a format not understood.
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/json, application/yaml"
+            ),
+        )
+    }
+
+    /// 410: a resourceVersion too old to serve.
+    pub fn expired(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+
+    /// 500: a failure of the server.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", message)
+    }
+
+    /// 503: a part the server needs is not answering.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
+    /// The error as a metav1 Status object.
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        status
+    }
+}
+
+impl From<wasmkube_store::Error> for ApiError {
+    /// Store failures that no handler turned into something more precise.
+    fn from(error: wasmkube_store::Error) -> ApiError {
+        use wasmkube_store::Error as E;
+        match error {
+            E::Expired { requested } => ApiError::expired(format!(
+                "The resourceVersion for the provided list is too old: {requested} has been compacted"
+            )),
+            E::FutureRevision { requested } => ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {requested}"),
+            ),
+            E::InvalidContinue(why) => {
+                ApiError::bad_request(format!("invalid continue token: {why}"))
+            }
+            E::Unavailable(why) => ApiError::unavailable(why),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.status()).expect("a Status serializes");
+        (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmkube_types::registry::by_kind;
+
+    #[test]
+    fn messages_read_like_kubernetes() {
+        let pods = by_kind("", "v1", "Pod").unwrap();
+        let deployments = by_kind("apps", "v1", "Deployment").unwrap();
+        assert_eq!(
+            ApiError::not_found(pods, "web").message,
+            r#"pods "web" not found"#
+        );
+        assert_eq!(
+            ApiError::already_exists(deployments, "d").message,
+            r#"deployments.apps "d" already exists"#
+        );
+        assert_eq!(
+            ApiError::modified(pods, "web").message,
+            r#"Operation cannot be fulfilled on pods "web": the object has been modified; please apply your changes to the latest version and try again"#
+        );
+        let invalid = ApiError::invalid(
+            pods,
+            "Web",
+            &[FieldError::invalid(
+                "metadata.name",
+                "Web",
+                "must be lower case",
+            )],
+        );
+        assert_eq!(invalid.code, 422);
+        assert_eq!(
+            invalid.message,
+            r#"Pod "Web" is invalid: metadata.name: Invalid value: "Web": must be lower case"#
+        );
+        let status = invalid.status();
+        assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "FieldValueInvalid"
+        );
+        let two = ApiError::invalid(
+            pods,
+            "x",
+            &[
+                FieldError::required("spec.containers", ""),
+                FieldError::forbidden("spec", "may not change"),
+            ],
+        );
+        assert_eq!(
+            two.message,
+            r#"Pod "x" is invalid: [spec.containers: Required value, spec: Forbidden: may not change]"#
+        );
+    }
+}

@@ -1,0 +1,995 @@
+//! The verbs on objects: one generic code path for every kind in the registry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
+use wasmkube_types::registry::by_kind;
+use wasmkube_types::selector::fields::FieldSelector;
+use wasmkube_types::selector::labels::Selector;
+use wasmkube_types::{ResourceType, Verb};
+
+use crate::ApiServer;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::negotiate::{Format, decode_body, respond, response_format};
+use crate::objects::{
+    apply_defaults, bump_generation, check_decodes, check_namespace, check_type_meta, deleting,
+    finalizers, generate_name, keep_server_fields, labels, meta_str, metadata_mut, name, now,
+    stamp_new, validate_metadata, validate_update,
+};
+use crate::path::{self, Route, Target};
+use crate::table::{Include, table};
+use crate::{discovery, watch};
+
+/// How long Events are kept.
+const EVENT_TTL: Duration = Duration::from_secs(3600);
+/// How many times a read-modify-write is tried against concurrent writers.
+const ATTEMPTS: usize = 5;
+
+/// The query parameters of a request.
+pub(crate) type Params = HashMap<String, String>;
+
+/// Every request under `/api` and `/apis`.
+pub(crate) async fn handle(
+    State(server): State<ApiServer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match dispatch(&server, method, &uri, &headers, &body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    server: &ApiServer,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let route = path::parse(uri.path())?;
+    let Route::Objects(target) = route else {
+        if method != Method::GET {
+            return Err(not_allowed());
+        }
+        return Ok(discovery::serve(&route, headers));
+    };
+    let params: Params = Query::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let format = response_format(headers)?;
+    let r = target.resource;
+    let allow = |verb: Verb| {
+        if r.supports(verb) {
+            Ok(())
+        } else {
+            Err(not_allowed())
+        }
+    };
+    let sub = target.subresource.as_deref();
+    let request = Request {
+        server,
+        target: &target,
+        params: &params,
+        format,
+    };
+    match (method, target.name.as_deref(), sub) {
+        (Method::GET, None, None) if is_true(params.get("watch")) => {
+            allow(Verb::Watch)?;
+            watch::serve(request).await
+        }
+        (Method::GET, None, None) => {
+            allow(Verb::List)?;
+            request.list().await
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            allow(Verb::Get)?;
+            let (object, _) = request.read(name).await?;
+            Ok(request.render(200, &object))
+        }
+        (Method::GET, Some(name), Some("scale")) => {
+            let (object, _) = request.read(name).await?;
+            Ok(respond(Format::Json, 200, &scale_of(&object)))
+        }
+        (Method::POST, None, None) => {
+            allow(Verb::Create)?;
+            let object = decode_body(headers, body)?;
+            if r.kind == "Binding" {
+                let pod = name(&object)
+                    .ok_or_else(|| ApiError::bad_request("a Binding needs metadata.name"))?;
+                return request.bind(pod, &object).await;
+            }
+            request.create(object).await
+        }
+        (Method::POST, Some(name), Some("binding")) => {
+            request.bind(name, &decode_body(headers, body)?).await
+        }
+        (Method::POST, Some(name), Some("eviction")) => {
+            request.evict(name, &decode_body(headers, body)?).await
+        }
+        (Method::PUT, Some(name), None | Some("status")) => {
+            allow(Verb::Update)?;
+            let object = decode_body(headers, body)?;
+            let (object, code) = request.replace(name, object, sub == Some("status")).await?;
+            Ok(request.render(code, &object))
+        }
+        (Method::PUT, Some(name), Some("scale")) => {
+            request.scale(name, decode_body(headers, body)?).await
+        }
+        (Method::PATCH, Some(name), _) => {
+            allow(Verb::Patch)?;
+            request.patch(name, headers, body).await
+        }
+        (Method::DELETE, Some(name), None) => {
+            allow(Verb::Delete)?;
+            let options = delete_options(&params, body)?;
+            let (object, code) = request.delete(name, &options).await?;
+            Ok(request.render(code, &object))
+        }
+        (Method::DELETE, None, None) => {
+            allow(Verb::DeleteCollection)?;
+            request
+                .delete_collection(&delete_options(&params, body)?)
+                .await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+fn not_allowed() -> ApiError {
+    ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+}
+
+/// `true`, `1`: how clients say yes in a query.
+pub(crate) fn is_true(value: Option<&String>) -> bool {
+    matches!(value.map(String::as_str), Some("true" | "1"))
+}
+
+/// The object as stored, with its resourceVersion.
+pub(crate) fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
+    let mut object: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_version(&mut object, kv.mod_revision);
+    Ok(object)
+}
+
+fn set_version(object: &mut Value, revision: Revision) {
+    metadata_mut(object).insert("resourceVersion".into(), json!(revision.to_string()));
+}
+
+/// The object as the store keeps it: without a resourceVersion, which is the
+/// store's revision.
+fn encode(object: &mut Value) -> Bytes {
+    metadata_mut(object).remove("resourceVersion");
+    Bytes::from(serde_json::to_vec(object).expect("JSON values serialize"))
+}
+
+/// The list and watch filters of a request.
+pub(crate) struct Filters {
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+impl Filters {
+    pub(crate) fn parse(resource: &ResourceType, params: &Params) -> ApiResult<Filters> {
+        let labels = Selector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        fields
+            .check_fields(|f| resource.supports_field_label(f))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Filters { labels, fields })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(&labels(object)) && self.fields.matches(object)
+    }
+}
+
+/// A request on objects of one kind.
+pub(crate) struct Request<'a> {
+    pub(crate) server: &'a ApiServer,
+    pub(crate) target: &'a Target,
+    pub(crate) params: &'a Params,
+    pub(crate) format: Format,
+}
+
+impl Request<'_> {
+    fn resource(&self) -> &'static ResourceType {
+        self.target.resource
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.target.namespace.as_deref()
+    }
+
+    fn key(&self, name: &str) -> ApiResult<String> {
+        self.resource()
+            .storage_key(self.namespace(), name)
+            .ok_or_else(not_allowed)
+    }
+
+    /// The response for one object, as a one-row table when a table was asked for.
+    fn render(&self, code: u16, object: &Value) -> Response {
+        if self.format == Format::Table {
+            let include = Include::parse(self.params.get("includeObject").map(String::as_str));
+            let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+            return respond(
+                Format::Json,
+                code,
+                &table(
+                    self.resource(),
+                    std::slice::from_ref(object),
+                    metadata,
+                    include,
+                ),
+            );
+        }
+        respond(self.format, code, object)
+    }
+
+    /// The stored object and its revision, or 404.
+    async fn read(&self, name: &str) -> ApiResult<(Value, Revision)> {
+        let key = self.key(name)?;
+        let kv = self
+            .server
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found(self.resource(), name))?;
+        Ok((decode_stored(&kv)?, kv.mod_revision))
+    }
+
+    fn dry_run(&self) -> bool {
+        self.params.get("dryRun").is_some_and(|v| v == "All")
+    }
+
+    async fn list(&self) -> ApiResult<Response> {
+        let r = self.resource();
+        let filters = Filters::parse(r, self.params)?;
+        let limit: usize = match self.params.get("limit").filter(|l| !l.is_empty()) {
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+            None => 0,
+        };
+        let continue_token = self
+            .params
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .cloned();
+        let revision = list_revision(self.params, continue_token.is_some())?;
+        if let Some(wanted) = revision.not_older_than {
+            let current = self.server.store.revision().await?;
+            if current < wanted {
+                return Err(ApiError::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {wanted}, current: {current}"),
+                ));
+            }
+        }
+        let prefix = r
+            .storage_collection(self.namespace())
+            .ok_or_else(not_allowed)?;
+        let mut options = ListOptions {
+            limit,
+            continue_token,
+            revision: revision.exact,
+        };
+        let mut items = Vec::new();
+        let (revision, continue_token, remaining) = loop {
+            let page = self.server.store.list(&prefix, &options).await.map_err(|e| match e {
+                StoreError::Expired { .. } => ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ),
+                other => other.into(),
+            })?;
+            let mut last_key = None;
+            for kv in &page.items {
+                let object = decode_stored(kv)?;
+                if filters.matches(&object) {
+                    items.push(object);
+                    last_key = Some(&kv.key);
+                    if limit > 0 && items.len() == limit {
+                        break;
+                    }
+                }
+            }
+            let full = limit > 0 && items.len() == limit;
+            match (&page.continue_token, full) {
+                // The page was cut short of its end: resume after the last item kept.
+                (_, true)
+                    if last_key != page.items.last().map(|kv| &kv.key)
+                        || page.continue_token.is_some() =>
+                {
+                    let after = &last_key.expect("a full page has a last key")[prefix.len()..];
+                    let token = encode_continue(&format!("{after}\0"), page.revision);
+                    break (
+                        page.revision,
+                        Some(token),
+                        page.remaining.filter(|_| filters.is_empty()),
+                    );
+                }
+                (Some(token), false) => {
+                    options.continue_token = Some(token.clone());
+                    options.limit = limit.max(500);
+                }
+                _ => break (page.revision, None, None),
+            }
+        };
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(token) = continue_token {
+            metadata["continue"] = json!(token);
+        }
+        if let Some(n) = remaining {
+            metadata["remainingItemCount"] = json!(n);
+        }
+        if self.format == Format::Table {
+            let include = Include::parse(self.params.get("includeObject").map(String::as_str));
+            return Ok(respond(
+                Format::Json,
+                200,
+                &table(r, &items, metadata, include),
+            ));
+        }
+        let list = json!({
+            "kind": format!("{}List", r.kind),
+            "apiVersion": r.api_version(),
+            "metadata": metadata,
+            "items": items,
+        });
+        Ok(respond(self.format, 200, &list))
+    }
+
+    async fn create(&self, mut object: Value) -> ApiResult<Response> {
+        let r = self.resource();
+        check_type_meta(r, &mut object)?;
+        check_namespace(r, &mut object, self.namespace())?;
+        generate_name(&mut object);
+        check_decodes(r, &object)?;
+        let name = name(&object).unwrap_or("").to_owned();
+        let errors = validate_metadata(r, &object);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(r, &name, &errors));
+        }
+        apply_defaults(r, &mut object);
+        stamp_new(&mut object);
+        if let Some(ns) = self.namespace() {
+            self.server.namespace_open(ns).await?;
+        }
+        if self.dry_run() {
+            return Ok(self.render(201, &object));
+        }
+        let key = self.key(&name)?;
+        let ttl = (r.kind == "Event").then_some(EVENT_TTL);
+        let kv = self
+            .server
+            .store
+            .create(&key, encode(&mut object), ttl)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { .. } => ApiError::already_exists(r, &name),
+                other => other.into(),
+            })?;
+        set_version(&mut object, kv.mod_revision);
+        Ok(self.render(201, &object))
+    }
+
+    /// PUT: replaces the object (or only its status), returning it and the code.
+    async fn replace(
+        &self,
+        name: &str,
+        mut object: Value,
+        status_only: bool,
+    ) -> ApiResult<(Value, u16)> {
+        let r = self.resource();
+        check_type_meta(r, &mut object)?;
+        check_namespace(r, &mut object, self.namespace())?;
+        match meta_str(&object, "name") {
+            None => drop(metadata_mut(&mut object).insert("name".into(), json!(name))),
+            Some(given) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
+        }
+        check_decodes(r, &object)?;
+        let (old, revision) = self.read(name).await?;
+        let expected = match meta_str(&object, "resourceVersion") {
+            Some(rv) => rv
+                .parse::<Revision>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            None => revision,
+        };
+        if expected != revision {
+            return Err(ApiError::modified(r, name));
+        }
+        let new = if status_only {
+            let mut new = old.clone();
+            new["status"] = object["status"].take();
+            new
+        } else {
+            if r.subresource("status").is_some() {
+                object["status"] = old["status"].clone();
+            }
+            keep_server_fields(&old, &mut object);
+            bump_generation(&old, &mut object);
+            object
+        };
+        let mut errors = validate_metadata(r, &new);
+        errors.extend(validate_update(r, &old, &new));
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(r, name, &errors));
+        }
+        if self.dry_run() {
+            return Ok((new, 200));
+        }
+        Ok((self.commit(name, new, expected).await?, 200))
+    }
+
+    /// Writes an updated object over revision `expected`; an object being deleted
+    /// whose last finalizer is gone is deleted instead.
+    async fn commit(&self, name: &str, mut object: Value, expected: Revision) -> ApiResult<Value> {
+        let r = self.resource();
+        let key = self.key(name)?;
+        let store_error = |e| match e {
+            StoreError::Conflict { .. } => ApiError::modified(r, name),
+            StoreError::NotFound { .. } => ApiError::not_found(r, name),
+            other => other.into(),
+        };
+        if deleting(&object) && finalizers(&object).is_empty() {
+            let kv = self
+                .server
+                .store
+                .delete(&key, Some(expected))
+                .await
+                .map_err(store_error)?;
+            set_version(&mut object, kv.mod_revision);
+            return Ok(object);
+        }
+        let ttl = (r.kind == "Event").then_some(EVENT_TTL);
+        let kv = self
+            .server
+            .store
+            .update(&key, encode(&mut object), expected, ttl)
+            .await
+            .map_err(store_error)?;
+        set_version(&mut object, kv.mod_revision);
+        Ok(object)
+    }
+
+    /// Reads, changes and writes back an object, again if another writer came first.
+    async fn modify(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut Value) -> ApiResult<()>,
+    ) -> ApiResult<Value> {
+        for attempt in 1..=ATTEMPTS {
+            let (mut object, revision) = self.read(name).await?;
+            change(&mut object)?;
+            match self.commit(name, object, revision).await {
+                Err(e) if e.reason == "Conflict" && attempt < ATTEMPTS => continue,
+                result => return result,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn patch(&self, name: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.split(';').next() != Some("application/merge-patch+json") {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/merge-patch+json"
+                ),
+            ));
+        }
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        if self.target.subresource.as_deref() == Some("scale") {
+            let (object, _) = self.read(name).await?;
+            let mut scale = scale_of(&object);
+            merge_patch(&mut scale, &patch);
+            return self.scale(name, scale).await;
+        }
+        let status_only = self.target.subresource.as_deref() == Some("status");
+        for attempt in 1..=ATTEMPTS {
+            let (mut object, _) = self.read(name).await?;
+            merge_patch(&mut object, &patch);
+            match self.replace(name, object, status_only).await {
+                Err(e)
+                    if e.reason == "Conflict"
+                        && patch["metadata"]["resourceVersion"].is_null()
+                        && attempt < ATTEMPTS => {}
+                result => return result.map(|(object, code)| self.render(code, &object)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn scale(&self, name: &str, scale: Value) -> ApiResult<Response> {
+        let r = self.resource();
+        let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+        if replicas < 0 {
+            let scale_type = by_kind("autoscaling", "v1", "Scale").unwrap_or(r);
+            return Err(ApiError::invalid(
+                scale_type,
+                name,
+                &[FieldError::invalid(
+                    "spec.replicas",
+                    replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let precondition =
+            meta_str(&scale, "resourceVersion").and_then(|rv| rv.parse::<Revision>().ok());
+        let object = self
+            .modify(name, |object| {
+                if let Some(rv) = precondition
+                    && object["metadata"]["resourceVersion"] != json!(rv.to_string())
+                {
+                    return Err(ApiError::modified(r, name));
+                }
+                let old = object.clone();
+                object["spec"]["replicas"] = json!(replicas);
+                bump_generation(&old, object);
+                Ok(())
+            })
+            .await?;
+        Ok(respond(Format::Json, 200, &scale_of(&object)))
+    }
+
+    /// Binds a pod to a node (what the scheduler does).
+    async fn bind(&self, pod: &str, binding: &Value) -> ApiResult<Response> {
+        let pods = by_kind("", "v1", "Pod").expect("pods are served");
+        let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                by_kind("", "v1", "Binding").expect("bindings are served"),
+                pod,
+                &[FieldError::required("target.name", "")],
+            ));
+        }
+        let target = Target {
+            resource: pods,
+            namespace: self.target.namespace.clone(),
+            name: Some(pod.to_owned()),
+            subresource: None,
+        };
+        let on_pods = Request {
+            target: &target,
+            ..*self
+        };
+        on_pods
+            .modify(pod, |object| {
+                if let Some(current) = object["spec"]["nodeName"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                {
+                    return Err(ApiError::conflict(
+                        pods,
+                        pod,
+                        &format!("pod {pod} is already assigned to node {current:?}"),
+                    ));
+                }
+                if deleting(object) {
+                    return Err(ApiError::conflict(
+                        pods,
+                        pod,
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
+                }
+                object["spec"]["nodeName"] = json!(node);
+                set_condition(object, "PodScheduled", "True");
+                Ok(())
+            })
+            .await?;
+        Ok(respond(Format::Json, 201, &success(201)))
+    }
+
+    /// Evicts a pod unless a disruption budget forbids it.
+    async fn evict(&self, pod: &str, eviction: &Value) -> ApiResult<Response> {
+        let (object, _) = self.read(pod).await?;
+        let budgets = by_kind("policy", "v1", "PodDisruptionBudget").expect("budgets are served");
+        let prefix = budgets
+            .storage_collection(self.namespace())
+            .expect("budgets are stored");
+        let pod_labels = labels(&object);
+        for kv in self
+            .server
+            .store
+            .list(&prefix, &ListOptions::default())
+            .await?
+            .items
+        {
+            let budget = decode_stored(&kv)?;
+            let selector = serde_json::from_value(budget["spec"]["selector"].clone())
+                .ok()
+                .and_then(|s| Selector::from_label_selector(&s).ok());
+            if selector.is_some_and(|s| s.matches(&pod_labels))
+                && budget["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) < 1
+            {
+                return Err(ApiError {
+                    details: Some(json!({"causes": [{
+                        "reason": "DisruptionBudget",
+                        "message": format!(
+                            "The disruption budget {} needs {} healthy pods and has {} currently",
+                            name(&budget).unwrap_or(""),
+                            budget["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                            budget["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                        ),
+                    }]})),
+                    ..ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    )
+                });
+            }
+        }
+        let options = match eviction.get("deleteOptions") {
+            Some(o) if o.is_object() => o.clone(),
+            _ => json!({}),
+        };
+        self.delete(pod, &options).await?;
+        Ok(respond(Format::Json, 201, &success(201)))
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers or a graceful
+    /// stop remain. Returns the object and the code.
+    pub(crate) async fn delete(&self, name: &str, options: &Value) -> ApiResult<(Value, u16)> {
+        let r = self.resource();
+        for attempt in 1..=ATTEMPTS {
+            let (mut object, revision) = self.read(name).await?;
+            check_preconditions(r, name, &object, options)?;
+            if deleting(&object) {
+                return Ok((object, 202));
+            }
+            let mut marks = finalizers(&object);
+            match options["propagationPolicy"].as_str() {
+                Some("Foreground") => marks.push("foregroundDeletion".into()),
+                Some("Orphan") => marks.push("orphan".into()),
+                _ => {}
+            }
+            let grace = options["gracePeriodSeconds"]
+                .as_i64()
+                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30);
+            let running_pod = r.kind == "Pod"
+                && object["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty());
+            let namespace = r.kind == "Namespace" && r.group.is_empty();
+            if self.dry_run() {
+                return Ok((object, 200));
+            }
+            let result = if marks.is_empty() && !namespace && !(running_pod && grace > 0) {
+                let key = self.key(name)?;
+                self.server
+                    .store
+                    .delete(&key, Some(revision))
+                    .await
+                    .map(|kv| {
+                        set_version(&mut object, kv.mod_revision);
+                        (object, 200)
+                    })
+            } else {
+                let meta = metadata_mut(&mut object);
+                meta.insert("deletionTimestamp".into(), json!(now()));
+                meta.insert(
+                    "deletionGracePeriodSeconds".into(),
+                    json!(if running_pod { grace } else { 0 }),
+                );
+                marks.dedup();
+                if !marks.is_empty() {
+                    meta.insert("finalizers".into(), json!(marks));
+                }
+                if namespace {
+                    object["status"]["phase"] = json!("Terminating");
+                }
+                match self.commit(name, object, revision).await {
+                    Ok(object) => {
+                        if namespace {
+                            self.server.finalize_namespace(name.to_owned());
+                        }
+                        return Ok((object, 200));
+                    }
+                    Err(e) if e.reason == "Conflict" && attempt < ATTEMPTS => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            match result {
+                Ok(done) => return Ok(done),
+                Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => continue,
+                Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(r, name)),
+                Err(StoreError::Conflict { .. }) => return Err(ApiError::modified(r, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn delete_collection(&self, options: &Value) -> ApiResult<Response> {
+        let r = self.resource();
+        let filters = Filters::parse(r, self.params)?;
+        let prefix = r
+            .storage_collection(self.namespace())
+            .ok_or_else(not_allowed)?;
+        let mut deleted = Vec::new();
+        for kv in self
+            .server
+            .store
+            .list(&prefix, &ListOptions::default())
+            .await?
+            .items
+        {
+            let object = decode_stored(&kv)?;
+            if !filters.matches(&object) {
+                continue;
+            }
+            let name = name(&object).unwrap_or("").to_owned();
+            let target = Target {
+                resource: r,
+                namespace: meta_str(&object, "namespace").map(str::to_owned),
+                name: Some(name.clone()),
+                subresource: None,
+            };
+            match (Request {
+                target: &target,
+                ..*self
+            })
+            .delete(&name, options)
+            .await
+            {
+                Ok((object, _)) => deleted.push(object),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({
+            "kind": format!("{}List", r.kind),
+            "apiVersion": r.api_version(),
+            "metadata": {},
+            "items": deleted,
+        });
+        Ok(respond(self.format, 200, &list))
+    }
+}
+
+/// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
+struct ListRevision {
+    /// Read exactly this revision.
+    exact: Option<Revision>,
+    /// Read the newest, which must be at least this.
+    not_older_than: Option<Revision>,
+}
+
+fn list_revision(params: &Params, continuing: bool) -> ApiResult<ListRevision> {
+    let rv = params.get("resourceVersion").filter(|v| !v.is_empty());
+    let mode = params.get("resourceVersionMatch").filter(|v| !v.is_empty());
+    if continuing && rv.is_some_and(|v| v != "0") {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    let Some(rv) = rv else {
+        if mode.is_some() {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        return Ok(ListRevision {
+            exact: None,
+            not_older_than: None,
+        });
+    };
+    let revision: Revision = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+    match mode.map(String::as_str) {
+        Some("Exact") if revision == 0 => Err(ApiError::bad_request(
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        Some("Exact") => Ok(ListRevision {
+            exact: Some(revision),
+            not_older_than: None,
+        }),
+        None | Some("NotOlderThan") => Ok(ListRevision {
+            exact: None,
+            not_older_than: Some(revision),
+        }),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+/// DeleteOptions from the body (if any) and the query.
+fn delete_options(params: &Params, body: &[u8]) -> ApiResult<Value> {
+    let mut options = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if let Some(grace) = params.get("gracePeriodSeconds") {
+        let grace: i64 = grace
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {grace:?}")))?;
+        options["gracePeriodSeconds"] = json!(grace);
+    }
+    if let Some(policy) = params.get("propagationPolicy") {
+        options["propagationPolicy"] = json!(policy);
+    }
+    match options["propagationPolicy"].as_str() {
+        None | Some("Foreground" | "Background" | "Orphan") => Ok(options),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
+    }
+}
+
+fn check_preconditions(
+    resource: &ResourceType,
+    name: &str,
+    object: &Value,
+    options: &Value,
+) -> ApiResult<()> {
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        if let Some(wanted) = options["preconditions"][field].as_str()
+            && meta_str(object, field) != Some(wanted)
+        {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!(
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {}",
+                    meta_str(object, field).unwrap_or("")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A Status of success.
+fn success(code: u16) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
+}
+
+/// Sets a condition of an object's status, with the time of the change.
+fn set_condition(object: &mut Value, kind: &str, status: &str) {
+    let condition =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
+    let conditions = &mut object["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().expect("an array");
+    match list.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) => *existing = condition,
+        None => list.push(condition),
+    }
+}
+
+/// The autoscaling/v1 Scale of a workload.
+fn scale_of(object: &Value) -> Value {
+    let selector = match &object["spec"]["selector"] {
+        s if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() => {
+            serde_json::from_value(s.clone())
+                .ok()
+                .and_then(|s| Selector::from_label_selector(&s).ok())
+                .map(|s| s.to_string())
+        }
+        Value::Object(map) => Some(
+            map.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => None,
+    };
+    let meta = &object["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {
+            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector.unwrap_or_default(),
+        },
+    })
+}
+
+/// Applies a JSON merge patch (RFC 7386).
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (key, value) in fields {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
+        merge_patch(
+            &mut doc,
+            &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}),
+        );
+        assert_eq!(
+            doc,
+            json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
+        );
+    }
+
+    #[test]
+    fn list_revisions() {
+        let params = |pairs: &[(&str, &str)]| -> Params {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let exact = list_revision(
+            &params(&[("resourceVersion", "5"), ("resourceVersionMatch", "Exact")]),
+            false,
+        )
+        .unwrap();
+        assert_eq!((exact.exact, exact.not_older_than), (Some(5), None));
+        let newer = list_revision(&params(&[("resourceVersion", "5")]), false).unwrap();
+        assert_eq!((newer.exact, newer.not_older_than), (None, Some(5)));
+        assert!(list_revision(&params(&[("resourceVersion", "x")]), false).is_err());
+        assert!(list_revision(&params(&[("resourceVersion", "5")]), true).is_err());
+        assert!(list_revision(&params(&[("resourceVersionMatch", "Exact")]), false).is_err());
+    }
+
+    #[test]
+    fn scale_of_a_deployment() {
+        let d = json!({"metadata": {"name": "d", "namespace": "n", "resourceVersion": "4"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}}, "status": {"replicas": 2}});
+        let scale = scale_of(&d);
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["selector"], "app=web");
+        assert_eq!(scale["metadata"]["resourceVersion"], "4");
+    }
+}
