@@ -2,5 +2,6 @@
 //! time, driven by real clients.
 
 mod crash;
+mod kubectl;
 mod process;
 mod server;

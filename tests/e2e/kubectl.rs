@@ -1,0 +1,358 @@
+//! kubectl, pinned at 1.27 and 1.33, against `wasmkube server`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::process::Server;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures");
+
+/// kubectl of one minor version, talking to one server.
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(minor: u32, data_dir: &Path) -> Kubectl {
+        let dispatcher = which("kubectl");
+        let dir = std::fs::canonicalize(&dispatcher).unwrap();
+        let binary = dir.parent().unwrap().join(format!("kubectl.1.{minor}"));
+        assert!(binary.exists(), "{} is missing", binary.display());
+        Kubectl {
+            binary,
+            kubeconfig: data_dir.join("kubeconfig"),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates the objects of a manifest in `namespace`. Client-side validation is
+    /// off: it needs the OpenAPI documents.
+    fn create(&self, namespace: &str, manifest: &str) -> String {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), manifest).unwrap();
+        let path = file.path().to_str().unwrap();
+        self.ok(&["create", "-n", namespace, "-f", path, "--validate=false"])
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn which(program: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} is not installed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Reads lines of a child's stdout on a thread, so a test can wait for one.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {needle:?}: {e}"),
+        }
+    }
+}
+
+fn header(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
+}
+
+fn drive(minor: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let k = Kubectl::new(minor, dir.path());
+    let ns = "demo";
+
+    let resources = k.ok(&["api-resources"]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("deployments ")
+            && l.contains("deploy")
+            && l.contains("apps/v1")),
+        "{resources}"
+    );
+    if minor < 32 {
+        k.ok(&["create", "namespace", ns]);
+    } else {
+        // kubectl 1.32+ sends `create namespace` as protobuf; a manifest goes as JSON.
+        k.create(
+            "default",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+        );
+    }
+    let created = k.create(
+        ns,
+        &std::fs::read_to_string(format!("{FIXTURES}/demo.yaml")).unwrap(),
+    );
+    assert!(
+        created.contains("pod/web created") && created.contains("deployment.apps/api created"),
+        "{created}"
+    );
+
+    let pods = k.ok(&["get", "pods", "-n", ns]);
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert!(pods.lines().nth(1).unwrap().starts_with("web "), "{pods}");
+    assert!(pods.contains("0/1") && pods.contains("Pending"), "{pods}");
+    let wide = k.ok(&["get", "pods", "-n", ns, "-o", "wide"]);
+    assert!(
+        header(&wide).contains(&"NODE") && header(&wide).contains(&"IP"),
+        "{wide}"
+    );
+    let deploys = k.ok(&["get", "deploy", "-n", ns]);
+    assert_eq!(
+        header(&deploys),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
+    assert!(deploys.contains("0/2"), "{deploys}");
+
+    let yaml = k.ok(&["get", "pod", "web", "-n", ns, "-o", "yaml"]);
+    assert!(
+        yaml.contains("restartPolicy: Always") && yaml.contains("uid: "),
+        "{yaml}"
+    );
+    let path = k.ok(&[
+        "get",
+        "pod",
+        "web",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.labels.tier}",
+    ]);
+    assert_eq!(path, "front");
+
+    let selected = k.ok(&[
+        "get",
+        "pods,configmaps",
+        "-n",
+        ns,
+        "-l",
+        "app=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        selected.lines().collect::<Vec<_>>(),
+        ["pod/web", "configmap/settings"]
+    );
+    let none = k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        "app notin (web)",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(none, "");
+    let fields = k.ok(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "metadata.name=web,status.phase=Pending",
+    ]);
+    assert!(
+        header(&fields)[0] == "NAMESPACE" && fields.contains("demo"),
+        "{fields}"
+    );
+    let bad = k.run(&["get", "pods", "-n", ns, "--field-selector", "spec.image=x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("field label not supported: spec.image"));
+
+    k.ok(&["scale", "deployment", "api", "-n", ns, "--replicas=5"]);
+    let replicas = k.ok(&[
+        "get",
+        "deploy",
+        "api",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.replicas}/{.metadata.generation}",
+    ]);
+    assert_eq!(replicas, "5/2");
+
+    let replaced = dir.path().join("replaced.yaml");
+    let settings = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, labels: {app: web}}\ndata: {mode: slow}\n";
+    std::fs::write(&replaced, settings).unwrap();
+    k.ok(&[
+        "replace",
+        "-n",
+        ns,
+        "-f",
+        replaced.to_str().unwrap(),
+        "--validate=false",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.data.mode}"
+        ]),
+        "slow"
+    );
+
+    // `get -w` sees changes made after it started.
+    let mut watch = k.spawn(&["get", "configmaps", "-n", ns, "-w"]);
+    let seen = lines(&mut watch);
+    wait_for_line(&seen, "settings");
+    k.create(
+        ns,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {a: b}\n",
+    );
+    let line = wait_for_line(&seen, "later");
+    assert!(line.split_whitespace().nth(1) == Some("1"), "{line}");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+
+    // An event about the pod shows in `describe`.
+    let uid = k.ok(&[
+        "get",
+        "pod",
+        "web",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    k.create(
+        ns,
+        &format!(
+            "apiVersion: v1\nkind: Event\nmetadata: {{name: web.1}}\ninvolvedObject: {{kind: Pod, name: web, namespace: demo, uid: {uid}, apiVersion: v1}}\nreason: Pulled\nmessage: image pulled\ntype: Normal\nsource: {{component: test}}\ncount: 1\n"
+        ),
+    );
+    let described = k.ok(&["describe", "pod", "web", "-n", ns]);
+    assert!(
+        described.contains("Events:")
+            && described.contains("Pulled")
+            && described.contains("image pulled"),
+        "{described}"
+    );
+
+    // `delete` waits until the object is gone.
+    k.ok(&["delete", "pod", "web", "-n", ns]);
+    let gone = k.run(&["get", "pod", "web", "-n", ns]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains(r#"pods "web" not found"#));
+
+    // An object with a finalizer stays until the finalizer is removed.
+    k.create(
+        ns,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [example.com/hold]}\n",
+    );
+    let mut deleting = k.spawn(&["delete", "configmap", "held", "-n", ns]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while k
+        .ok(&[
+            "get",
+            "cm",
+            "held",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ])
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "deletion never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        deleting.try_wait().unwrap().is_none(),
+        "delete returned while a finalizer remained"
+    );
+    k.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    assert!(deleting.wait().unwrap().success());
+    assert!(!k.run(&["get", "cm", "held", "-n", ns]).status.success());
+
+    assert!(server.stop());
+}
+
+#[test]
+fn kubectl_1_27_drives_the_api() {
+    drive(27);
+}
+
+#[test]
+fn kubectl_1_33_drives_the_api() {
+    drive(33);
+}
