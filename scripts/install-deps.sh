@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Wasmkube needs on a Debian machine with a Rust
 # toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
-# benchmark), cargo-nextest (the test runner) and kubectl (end-to-end tests).
+# benchmark), cargo-nextest (the test runner), kubectl and the Python kubernetes
+# client (end-to-end tests).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -19,6 +20,10 @@ fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
+fi
+
+if ! python3 -c "import kubernetes" 2>/dev/null; then
+    python3 -m pip install --quiet kubernetes
 fi
 
 if ! command -v kubectl >/dev/null; then

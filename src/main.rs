@@ -41,10 +41,14 @@ struct ServerArgs {
     listen: SocketAddr,
     /// Keep objects in etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
     #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
-    store: Option<Vec<String>>,
+    store: Option<EtcdEndpoints>,
 }
 
-fn parse_etcd(spec: &str) -> Result<Vec<String>> {
+/// The client URLs of an etcd cluster.
+#[derive(Debug, Clone)]
+struct EtcdEndpoints(Vec<String>);
+
+fn parse_etcd(spec: &str) -> Result<EtcdEndpoints> {
     let Some(urls) = spec.strip_prefix("etcd=") else {
         bail!("expected etcd=http://HOST:PORT[,…], got {spec:?}");
     };
@@ -52,7 +56,7 @@ fn parse_etcd(spec: &str) -> Result<Vec<String>> {
     if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
         bail!("etcd endpoint {bad:?} must be an http:// URL");
     }
-    Ok(urls)
+    Ok(EtcdEndpoints(urls))
 }
 
 #[tokio::main]
@@ -81,7 +85,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             }
             Arc::new(store)
         }
-        Some(endpoints) => {
+        Some(EtcdEndpoints(endpoints)) => {
             let options = wasmkube_store_etcd::Options::new(endpoints);
             Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
         }

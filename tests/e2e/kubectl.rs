@@ -6,6 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use wasmkube_store_etcd::server::EtcdServer;
+
 use crate::process::Server;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures");
@@ -120,9 +122,22 @@ fn header(table: &str) -> Vec<&str> {
         .collect()
 }
 
-fn drive(minor: u32) {
+/// Which store the server keeps objects in.
+enum Backend {
+    Embedded,
+    Etcd,
+}
+
+fn drive(minor: u32, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let (server, _etcd) = match backend {
+        Backend::Embedded => (Server::start(dir.path()), None),
+        Backend::Etcd => {
+            let etcd = EtcdServer::start(etcd_dir.path()).unwrap();
+            (Server::start_on_etcd(dir.path(), &etcd.url()), Some(etcd))
+        }
+    };
     let k = Kubectl::new(minor, dir.path());
     let ns = "demo";
 
@@ -349,10 +364,15 @@ fn drive(minor: u32) {
 
 #[test]
 fn kubectl_1_27_drives_the_api() {
-    drive(27);
+    drive(27, Backend::Embedded);
 }
 
 #[test]
 fn kubectl_1_33_drives_the_api() {
-    drive(33);
+    drive(33, Backend::Embedded);
+}
+
+#[test]
+fn kubectl_1_33_drives_the_api_on_etcd() {
+    drive(33, Backend::Etcd);
 }

@@ -1,7 +1,9 @@
 //! End-to-end tests: real `wasmkube` processes on loopback ports chosen at run
 //! time, driven by real clients.
 
+mod bad_input;
 mod crash;
 mod kubectl;
 mod process;
+mod python;
 mod server;

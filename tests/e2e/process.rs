@@ -11,14 +11,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `wasmkube server` on a free loopback port with its data in `data_dir`.
+    /// Starts `wasmkube server` on a free loopback port with its data in `data_dir`
+    /// and the embedded store.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts `wasmkube server` keeping objects in the etcd at `etcd_url`.
+    pub fn start_on_etcd(data_dir: &Path, etcd_url: &str) -> Server {
+        Server::start_with(data_dir, &["--store", &format!("etcd={etcd_url}")])
+    }
+
+    fn start_with(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("wasmkube runs");

@@ -394,8 +394,12 @@ fn workload_defaults(object: &mut Value) {
     pod_spec_defaults(object, "/spec/template/spec");
 }
 
-/// The fields Kubernetes fills in when a kind's object leaves them out.
-const DEFAULTS: &[(&str, &str, fn(&mut Value))] = &[
+/// Fills in the defaults of one kind's objects.
+type Defaulter = fn(&mut Value);
+
+/// The fields Kubernetes fills in when a kind's object leaves them out, by group
+/// and kind.
+const DEFAULTS: &[(&str, &str, Defaulter)] = &[
     ("", "Pod", |o| {
         pod_spec_defaults(o, "/spec");
         default(o, "/status/phase", json!("Pending"));
