@@ -106,9 +106,13 @@ async fn server(args: ServerArgs) -> Result<()> {
     let _ = writeln!(out, "kubectl --kubeconfig {} version", config.display());
     let _ = out.flush();
     drop(out);
-    let router = ApiServer::start(store).await?.router();
+    let api = ApiServer::start(store).await?;
+    let router = api.router();
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(async move {
+            shutdown().await;
+            api.close();
+        })
         .await?;
     Ok(())
 }

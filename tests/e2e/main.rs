@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod kube_client;
 mod kubectl;
 mod process;
 mod python;

@@ -17,6 +17,11 @@ impl Server {
         Server::start_with(data_dir, &[])
     }
 
+    /// Starts `wasmkube server` with the embedded store on a given address.
+    pub fn start_at(data_dir: &Path, address: &str) -> Server {
+        Server::start_with(data_dir, &["--listen", address])
+    }
+
     /// Starts `wasmkube server` keeping objects in the etcd at `etcd_url`.
     pub fn start_on_etcd(data_dir: &Path, etcd_url: &str) -> Server {
         Server::start_with(data_dir, &["--store", &format!("etcd={etcd_url}")])
@@ -27,8 +32,11 @@ impl Server {
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(if args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(args)
             .stdout(Stdio::piped())
             .spawn()

@@ -39,6 +39,8 @@ pub const SYSTEM_NAMESPACES: [&str; 4] =
 #[derive(Clone)]
 pub struct ApiServer {
     store: Arc<dyn Store>,
+    /// Set when the server shuts down: long-running requests (watches) end.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -51,7 +53,10 @@ impl ApiServer {
     /// An API server over `store`, with the system namespaces in place and
     /// namespaces left terminating by an earlier run finished.
     pub async fn start(store: Arc<dyn Store>) -> Result<ApiServer, StoreError> {
-        let server = ApiServer { store };
+        let server = ApiServer {
+            store,
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+        };
         let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
         for name in SYSTEM_NAMESPACES {
             let namespace = json!({
@@ -91,6 +96,12 @@ impl ApiServer {
             }
         }
         Ok(server)
+    }
+
+    /// Ends the watches being served, so that a graceful shutdown does not wait for
+    /// them to time out.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The HTTP routes.

@@ -50,6 +50,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let include = Include::parse(params.get("includeObject").map(String::as_str));
     let tables = request.format == Format::Table;
     let store = request.server.store.clone();
+    let mut closing = request.server.closing.subscribe();
 
     // Without a resourceVersion (or with "0") the watch starts with the current
     // objects, as ADDED events; with one, it starts after that revision.
@@ -95,6 +96,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
             let change = tokio::select! {
                 change = changes.next() => change,
                 () = sleep_until(deadline) => break,
+                _ = closing.changed() => break,
                 () = sleep_until(next_bookmark), if bookmarks => {
                     next_bookmark = Instant::now() + BOOKMARK_EVERY;
                     let bookmark = json!({

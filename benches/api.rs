@@ -1,0 +1,305 @@
+//! API benchmark: `wasmkube server` on the embedded store and on a real etcd, side
+//! by side, driven over loopback by a kube-rs client.
+//!
+//! For 1, 16 and 64 concurrent clients: pod creates and gets, and lists of 10,000
+//! pods; then 1,000 watchers that each receive every one of 200 changes (delivery
+//! time, server CPU and memory). Prints throughput, p50 and p99 latency and the
+//! embedded/etcd ratio.
+//!
+//! `cargo bench --bench api` (needs `etcd` on the PATH).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
+use kube::{Api, Client, Config};
+use wasmkube_store_etcd::server::EtcdServer;
+
+const CLIENTS: [usize; 3] = [1, 16, 64];
+const OPS: usize = 2000;
+const LISTED: usize = 10_000;
+const LISTS: usize = 32;
+const WATCHERS: usize = 1000;
+const CHANGES: usize = 200;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut first).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+        Server { child, url }
+    }
+
+    /// User plus system CPU time of the server so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Resident memory of the server, in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0",
+            "ports": [{"containerPort": 8080}], "env": [{"name": "MODE", "value": "fast"}]}]},
+    }))
+    .unwrap()
+}
+
+#[derive(Clone, Copy)]
+struct Figures {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `op(i)` for `i` in `0..total`, split over `clients` tasks.
+async fn measure<F, Fut>(clients: usize, total: usize, op: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (c..total).step_by(clients) {
+                    let t = Instant::now();
+                    op(i).await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Figures {
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+struct WatchFigures {
+    delivered_per_sec: f64,
+    seconds: f64,
+    cpu_ms: f64,
+    rss_before: f64,
+    rss_after: f64,
+}
+
+async fn run(server: &Server) -> (Vec<(String, Figures)>, WatchFigures) {
+    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut rows = Vec::new();
+    for clients in CLIENTS {
+        let api = pods.clone();
+        let create = measure(clients, OPS, move |i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &pod(&format!("p{clients}-{i}")))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        rows.push((format!("create  {clients:>3}"), create));
+        let api = pods.clone();
+        let get = measure(clients, OPS, move |i| {
+            let api = api.clone();
+            async move {
+                api.get(&format!("p{clients}-{i}")).await.unwrap();
+            }
+        })
+        .await;
+        rows.push((format!("get     {clients:>3}"), get));
+    }
+    // Fill up to the listed number of pods in a namespace of their own.
+    let listed: Api<Pod> = Api::namespaced(client.clone(), "kube-public");
+    let api = listed.clone();
+    measure(64, LISTED, move |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &pod(&format!("l{i}")))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    for clients in CLIENTS {
+        let api = listed.clone();
+        let list = measure(clients, LISTS, move |_| {
+            let api = api.clone();
+            async move {
+                let list = api.list(&ListParams::default()).await.unwrap();
+                assert_eq!(list.items.len(), LISTED);
+            }
+        })
+        .await;
+        rows.push((format!("list10k {clients:>3}"), list));
+    }
+
+    // 1,000 watchers of one namespace, each receiving every change.
+    let watched: Api<Pod> = Api::namespaced(client.clone(), "kube-node-lease");
+    let rss_before = server.rss_mib();
+    let mut watchers = Vec::new();
+    let start = watched
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(WATCHERS);
+    for _ in 0..WATCHERS {
+        let api = watched.clone();
+        let start = start.clone();
+        let ready = ready_tx.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut stream = api
+                .watch(&WatchParams::default().timeout(290), &start)
+                .await
+                .unwrap()
+                .boxed();
+            ready.send(()).await.unwrap();
+            let mut seen = 0;
+            while seen < CHANGES {
+                match stream.next().await {
+                    Some(Ok(WatchEvent::Added(_))) => seen += 1,
+                    Some(Ok(_)) => {}
+                    other => panic!("watch ended early: {other:?}"),
+                }
+            }
+        }));
+    }
+    for _ in 0..WATCHERS {
+        ready_rx.recv().await.unwrap();
+    }
+    let rss_after = server.rss_mib();
+    let cpu_before = server.cpu();
+    let started = Instant::now();
+    for i in 0..CHANGES {
+        watched
+            .create(&PostParams::default(), &pod(&format!("w{i}")))
+            .await
+            .unwrap();
+    }
+    for w in watchers {
+        w.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let watch = WatchFigures {
+        delivered_per_sec: (WATCHERS * CHANGES) as f64 / seconds,
+        seconds,
+        cpu_ms: (server.cpu() - cpu_before).as_secs_f64() * 1000.0,
+        rss_before,
+        rss_after,
+    };
+    (rows, watch)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded_dir = dir.path().join("embedded");
+    let etcd_dir = dir.path().join("etcd");
+    let etcd_server_dir = dir.path().join("etcd-server");
+    for d in [&embedded_dir, &etcd_dir, &etcd_server_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let embedded = Server::start(&embedded_dir, &[]);
+    let (embedded_rows, embedded_watch) = run(&embedded).await;
+    drop(embedded);
+    let etcd = EtcdServer::start(&etcd_server_dir).unwrap();
+    let on_etcd = Server::start(&etcd_dir, &["--store", &format!("etcd={}", etcd.url())]);
+    let (etcd_rows, etcd_watch) = run(&on_etcd).await;
+
+    println!(
+        "API benchmark: kube-rs client over loopback, {OPS} creates and gets per row, lists of {LISTED} pods"
+    );
+    println!(
+        "{:<11} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>7}",
+        "op clients", "embedded/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio"
+    );
+    for ((name, e), (_, d)) in embedded_rows.iter().zip(&etcd_rows) {
+        println!(
+            "{name:<11} | {:>10.0} {:>8} {:>8} | {:>10.0} {:>8} {:>8} | {:>6.1}x",
+            e.per_sec,
+            ms(e.p50),
+            ms(e.p99),
+            d.per_sec,
+            ms(d.p50),
+            ms(d.p99),
+            e.per_sec / d.per_sec
+        );
+    }
+    println!("{WATCHERS} watchers x {CHANGES} changes (every watcher receives every change):");
+    for (name, w) in [("embedded", &embedded_watch), ("etcd", &etcd_watch)] {
+        println!(
+            "  {name:<8}: {:.0} events delivered/s, all delivered in {:.2} s, server CPU {:.0} ms, server RSS {:.1} MiB -> {:.1} MiB with watchers ({:.1} KiB each)",
+            w.delivered_per_sec,
+            w.seconds,
+            w.cpu_ms,
+            w.rss_before,
+            w.rss_after,
+            (w.rss_after - w.rss_before) * 1024.0 / WATCHERS as f64
+        );
+    }
+}
