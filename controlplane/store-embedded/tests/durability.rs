@@ -265,7 +265,7 @@ async fn concurrent_writers_share_commits_one_sync_each() {
     const WRITERS: usize = 64;
     const EACH: usize = 20;
     let shared: Arc<dyn Store> = store.clone();
-    for t in conformance::spawn_creators(&shared, "/g/", WRITERS, EACH) {
+    for t in conformance::spawn_creators(&shared, "/g/", WRITERS, EACH, value("x")) {
         t.await.unwrap();
     }
     let stats = store.stats();

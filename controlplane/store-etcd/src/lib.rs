@@ -28,6 +28,12 @@ use wasmkube_store::{
     Store, WatchStream,
 };
 
+/// Keys read per request of a large range.
+const RANGE_CHUNK: usize = 1000;
+/// The largest answer accepted from etcd (its own limit on a request is 1.5 MiB
+/// per value, so a chunk of values can be large).
+const MAX_MESSAGE: usize = 1 << 30;
+
 /// How to reach etcd.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -285,26 +291,53 @@ impl Store for EtcdStore {
         limit: usize,
         revision: Option<Revision>,
     ) -> Result<Range> {
-        let from = format!("{prefix}{start}");
-        let mut options = GetOptions::new()
-            .with_range(prefix_end(prefix))
-            .with_limit(limit as i64);
-        if let Some(revision) = revision {
-            options = options.with_revision(revision);
+        // Large ranges are read in chunks at one revision, so that no answer of
+        // etcd grows past what a gRPC message may hold.
+        let end = prefix_end(prefix);
+        let mut from = format!("{prefix}{start}").into_bytes();
+        let mut at = revision;
+        let mut items = Vec::new();
+        loop {
+            let want = match limit {
+                0 => RANGE_CHUNK,
+                limit => (limit - items.len()).min(RANGE_CHUNK),
+            };
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(want as i64);
+            if let Some(revision) = at {
+                options = options.with_revision(revision);
+            }
+            let response = self
+                .read(|c| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move {
+                        c.kv_client()
+                            .max_decoding_message_size(MAX_MESSAGE)
+                            .get(from, Some(options))
+                            .await
+                    }
+                })
+                .await
+                .map_err(|e| at_revision(e, revision.unwrap_or(0)))?;
+            let read_at = *at.get_or_insert_with(|| header_revision(response.header()));
+            let chunk = response.kvs();
+            items.extend(chunk.iter().map(key_value));
+            let remaining = response.count() - chunk.len() as i64;
+            match chunk.last() {
+                Some(last) if remaining > 0 && (limit == 0 || items.len() < limit) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => {
+                    return Ok(Range {
+                        items,
+                        revision: read_at,
+                        remaining,
+                    });
+                }
+            }
         }
-        let response = self
-            .read(|mut c| {
-                let (from, options) = (from.clone(), options.clone());
-                async move { c.get(from, Some(options)).await }
-            })
-            .await
-            .map_err(|e| at_revision(e, revision.unwrap_or(0)))?;
-        let items: Vec<_> = response.kvs().iter().map(key_value).collect();
-        Ok(Range {
-            remaining: response.count() - items.len() as i64,
-            revision: revision.unwrap_or_else(|| header_revision(response.header())),
-            items,
-        })
     }
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {

@@ -28,6 +28,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@each $factory;
             crud, cas_conflicts, revisions_count_writes, list_prefix_in_key_order, list_pages,
             list_pages_under_concurrent_writes, list_at_past_revision, future_revision,
+            large_lists,
             watch_delivers_changes_in_order, watch_from_past_revision,
             watch_sees_concurrent_writes_once_in_order, compaction_expires_old_revisions,
             concurrent_cas_increments, ttl_expires_keys);
@@ -83,20 +84,21 @@ async fn keys_and_values(
 }
 
 /// Starts `writers` tasks that each create `each` keys under `prefix`, one after
-/// the other.
+/// the other, with `value`.
 pub fn spawn_creators(
     store: &Arc<dyn Store>,
     prefix: &str,
     writers: usize,
     each: usize,
+    value: Bytes,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..writers)
         .map(|w| {
-            let (store, prefix) = (store.clone(), prefix.to_owned());
+            let (store, prefix, value) = (store.clone(), prefix.to_owned(), value.clone());
             tokio::spawn(async move {
                 for i in 0..each {
                     let key = format!("{prefix}{w}-{i}");
-                    store.create(&key, value("x"), None).await.unwrap();
+                    store.create(&key, value.clone(), None).await.unwrap();
                 }
             })
         })
@@ -353,6 +355,51 @@ pub async fn list_pages_under_concurrent_writes(store: Arc<dyn Store>) {
     );
 }
 
+/// Lists of thousands of keys, whole or in big pages, at one revision.
+pub async fn large_lists(store: Arc<dyn Store>) {
+    // 2,500 values of 2 KiB: more than one gRPC message of etcd's client can hold.
+    let big = Bytes::from(vec![b'x'; 2048]);
+    for t in spawn_creators(&store, "/registry/big/", 25, 100, big) {
+        t.await.unwrap();
+    }
+    let before = store.revision().await.unwrap();
+    store
+        .create("/registry/big/~after", value("x"), None)
+        .await
+        .unwrap();
+    let options = ListOptions {
+        revision: Some(before),
+        ..ListOptions::default()
+    };
+    let all = store.list("/registry/big/", &options).await.unwrap();
+    assert_eq!(all.items.len(), 2500);
+    assert_eq!(all.revision, before);
+    assert!(all.items.windows(2).all(|w| w[0].key < w[1].key));
+    let first = store
+        .list(
+            "/registry/big/",
+            &ListOptions {
+                limit: 1500,
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.items.len(), first.remaining), (1500, Some(1001)));
+    let rest = store
+        .list(
+            "/registry/big/",
+            &ListOptions {
+                continue_token: first.continue_token,
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1001);
+    assert_eq!(rest.items.last().unwrap().key, "/registry/big/~after");
+}
+
 /// A list at a past revision shows the keys as they were then.
 pub async fn list_at_past_revision(store: Arc<dyn Store>) {
     let a1 = store
@@ -496,7 +543,7 @@ pub async fn watch_sees_concurrent_writes_once_in_order(store: Arc<dyn Store>) {
     const EACH: usize = 50;
     let start = store.revision().await.unwrap();
     let mut watch = store.watch("/registry/cc/", start).await.unwrap();
-    let tasks = spawn_creators(&store, "/registry/cc/", WRITERS, EACH);
+    let tasks = spawn_creators(&store, "/registry/cc/", WRITERS, EACH, value("x"));
     let mut last = start;
     let mut keys = BTreeMap::new();
     for _ in 0..WRITERS * EACH {
