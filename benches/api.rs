@@ -19,6 +19,10 @@ use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Config};
 use wasmkube_store_etcd::server::EtcdServer;
 
+use common::{Figures, measure, ms};
+
+mod common;
+
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const OPS: usize = 2000;
 const LISTED: usize = 10_000;
@@ -89,48 +93,6 @@ fn pod(name: &str) -> Pod {
             "ports": [{"containerPort": 8080}], "env": [{"name": "MODE", "value": "fast"}]}]},
     }))
     .unwrap()
-}
-
-#[derive(Clone, Copy)]
-struct Figures {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `op(i)` for `i` in `0..total`, split over `clients` tasks.
-async fn measure<F, Fut>(clients: usize, total: usize, op: F) -> Figures
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in (c..total).step_by(clients) {
-                    let t = Instant::now();
-                    op(i).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Figures {
-        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-    }
 }
 
 struct WatchFigures {
@@ -249,10 +211,6 @@ async fn run(server: &Server) -> (Vec<(String, Figures)>, WatchFigures) {
         rss_after,
     };
     (rows, watch)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]

@@ -8,23 +8,20 @@
 //! the writes per phase, 2000 by default).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use wasmkube_store::{Bytes, ListOptions, Store};
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 use wasmkube_store_etcd::EtcdStore;
 use wasmkube_store_etcd::server::EtcdServer;
 
+use common::{Figures, measure, ms};
+
+mod common;
+
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// About the size of a small pod serialized as JSON.
 const VALUE_SIZE: usize = 1024;
-
-#[derive(Clone, Copy)]
-struct Figures {
-    ops_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -45,75 +42,62 @@ impl Op {
     }
 }
 
-/// Runs `total` operations split over `clients` tasks and measures them.
-async fn measure(store: &Arc<dyn Store>, op: Op, clients: usize, total: usize) -> Figures {
+/// Runs `total` operations of one kind split over `clients` tasks. Creates keep
+/// the revision of each key, which updates then expect.
+async fn phase(
+    store: &Arc<dyn Store>,
+    op: Op,
+    clients: usize,
+    total: usize,
+    revisions: &Arc<Vec<AtomicI64>>,
+) -> Figures {
     let value = Bytes::from(vec![b'x'; VALUE_SIZE]);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let (store, value) = (store.clone(), value.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in (client..total).step_by(clients) {
-                    let key = format!("/registry/bench/{clients}/{i:06}");
-                    let t = Instant::now();
-                    match op {
-                        Op::Create => drop(store.create(&key, value.clone(), None).await.unwrap()),
-                        Op::Update => {
-                            let kv = store.get(&key).await.unwrap().unwrap();
-                            let t = Instant::now();
-                            store
-                                .update(&key, value.clone(), kv.mod_revision, None)
-                                .await
-                                .unwrap();
-                            latencies.push(t.elapsed());
-                            continue;
-                        }
-                        Op::Get => drop(store.get(&key).await.unwrap().unwrap()),
-                        Op::List => {
-                            let prefix = format!("/registry/bench/{clients}/");
-                            let list = store.list(&prefix, &ListOptions::default()).await.unwrap();
-                            assert!(!list.items.is_empty());
-                        }
-                    }
-                    latencies.push(t.elapsed());
+    let (store, revisions) = (store.clone(), revisions.clone());
+    measure(clients, total, move |i| {
+        let (store, value, revisions) = (store.clone(), value.clone(), revisions.clone());
+        async move {
+            let key = format!("/registry/bench/{clients}/{i:06}");
+            match op {
+                Op::Create => {
+                    let kv = store.create(&key, value, None).await.unwrap();
+                    revisions[i].store(kv.mod_revision, Ordering::Relaxed);
                 }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Figures {
-        ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-    }
+                Op::Update => {
+                    let expected = revisions[i].load(Ordering::Relaxed);
+                    let kv = store.update(&key, value, expected, None).await.unwrap();
+                    revisions[i].store(kv.mod_revision, Ordering::Relaxed);
+                }
+                Op::Get => drop(store.get(&key).await.unwrap().unwrap()),
+                Op::List => {
+                    let prefix = format!("/registry/bench/{clients}/");
+                    let list = store.list(&prefix, &ListOptions::default()).await.unwrap();
+                    assert!(!list.items.is_empty());
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Every phase, for every concurrency, on one store.
 async fn run(store: Arc<dyn Store>, writes: usize) -> Vec<(Op, usize, Figures)> {
     let mut results = Vec::new();
     for clients in CONCURRENCY {
+        let revisions = Arc::new((0..writes).map(|_| AtomicI64::new(0)).collect());
         for (op, total) in [
             (Op::Create, writes),
             (Op::Update, writes),
             (Op::Get, writes),
             (Op::List, (writes / 20).max(clients)),
         ] {
-            results.push((op, clients, measure(&store, op, clients, total).await));
+            results.push((
+                op,
+                clients,
+                phase(&store, op, clients, total, &revisions).await,
+            ));
         }
     }
     results
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]
@@ -154,13 +138,13 @@ async fn main() {
             "{:<7} {:>7} | {:>12.0} {:>9} {:>9} | {:>12.0} {:>9} {:>9} | {:>7.1}x",
             op.name(),
             clients,
-            e.ops_per_sec,
+            e.per_sec,
             ms(e.p50),
             ms(e.p99),
-            d.ops_per_sec,
+            d.per_sec,
             ms(d.p50),
             ms(d.p99),
-            e.ops_per_sec / d.ops_per_sec
+            e.per_sec / d.per_sec
         );
     }
 }

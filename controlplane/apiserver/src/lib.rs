@@ -121,6 +121,12 @@ impl ApiServer {
             .with_state(self.clone())
     }
 
+    /// Every object stored under `prefix`.
+    async fn objects(&self, prefix: &str) -> ApiResult<Vec<serde_json::Value>> {
+        let list = self.store.list(prefix, &ListOptions::default()).await?;
+        list.items.iter().map(rest::decode_stored).collect()
+    }
+
     /// Refuses to create in a namespace that does not exist or is being deleted.
     async fn namespace_open(&self, namespace: &str) -> ApiResult<()> {
         let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
@@ -176,14 +182,8 @@ impl ApiServer {
             let Some(prefix) = resource.storage_collection(Some(namespace)) else {
                 continue;
             };
-            for kv in self
-                .store
-                .list(&prefix, &ListOptions::default())
-                .await?
-                .items
-            {
+            for object in self.objects(&prefix).await? {
                 empty = false;
-                let object = rest::decode_stored(&kv)?;
                 if objects::deleting(&object) {
                     continue;
                 }

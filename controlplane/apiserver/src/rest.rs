@@ -616,14 +616,7 @@ impl Request<'_> {
             .storage_collection(self.namespace())
             .expect("budgets are stored");
         let pod_labels = labels(&object);
-        for kv in self
-            .server
-            .store
-            .list(&prefix, &ListOptions::default())
-            .await?
-            .items
-        {
-            let budget = decode_stored(&kv)?;
+        for budget in self.server.objects(&prefix).await? {
             let selector = serde_json::from_value(budget["spec"]["selector"].clone())
                 .ok()
                 .and_then(|s| Selector::from_label_selector(&s).ok());
@@ -737,14 +730,7 @@ impl Request<'_> {
             .storage_collection(self.namespace())
             .ok_or_else(not_allowed)?;
         let mut deleted = Vec::new();
-        for kv in self
-            .server
-            .store
-            .list(&prefix, &ListOptions::default())
-            .await?
-            .items
-        {
-            let object = decode_stored(&kv)?;
+        for object in self.server.objects(&prefix).await? {
             if !filters.matches(&object) {
                 continue;
             }

@@ -114,16 +114,38 @@ pub const POD: &[Column] = &[
     })),
 ];
 
+/// Ready replicas of the desired ones, `2/3`.
+const READY_OF_DESIRED: Column = col("Ready", "Number of the pod with ready state.", |o, _| {
+    json!(format!(
+        "{}/{}",
+        number(o, "status.readyReplicas"),
+        number(o, "spec.replicas")
+    ))
+});
+
+/// The containers of a workload's pod template.
+const CONTAINERS: Column = col(
+    "Containers",
+    "Names of each container in the template.",
+    |o, _| json!(containers(o, "name")),
+);
+
+/// The images of a workload's pod template.
+const IMAGES: Column = col(
+    "Images",
+    "Images referenced by each container in the template.",
+    |o, _| json!(containers(o, "image")),
+);
+
+/// A workload's pod selector.
+const SELECTOR: Column = col("Selector", "Label selector for pods.", |o, _| {
+    json!(selector(o))
+});
+
 /// Deployments.
 pub const DEPLOYMENT: &[Column] = &[
     NAME,
-    col("Ready", "Number of the pod with ready state.", |o, _| {
-        json!(format!(
-            "{}/{}",
-            number(o, "status.readyReplicas"),
-            number(o, "spec.replicas")
-        ))
-    }),
+    READY_OF_DESIRED,
     int(
         "Up-to-date",
         "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
@@ -135,19 +157,9 @@ pub const DEPLOYMENT: &[Column] = &[
         |o, _| json!(number(o, "status.availableReplicas")),
     ),
     AGE,
-    wide(col(
-        "Containers",
-        "Names of each container in the template.",
-        |o, _| json!(containers(o, "name")),
-    )),
-    wide(col(
-        "Images",
-        "Images referenced by each container in the template.",
-        |o, _| json!(containers(o, "image")),
-    )),
-    wide(col("Selector", "Label selector for pods.", |o, _| {
-        json!(selector(o))
-    })),
+    wide(CONTAINERS),
+    wide(IMAGES),
+    wide(SELECTOR),
 ];
 
 /// ReplicaSets and ReplicationControllers.
@@ -163,33 +175,13 @@ pub const REPLICA_SET: &[Column] = &[
         json!(number(o, "status.readyReplicas"))
     }),
     AGE,
-    wide(col(
-        "Containers",
-        "Names of each container in the template.",
-        |o, _| json!(containers(o, "name")),
-    )),
-    wide(col(
-        "Images",
-        "Images referenced by each container in the template.",
-        |o, _| json!(containers(o, "image")),
-    )),
-    wide(col("Selector", "Label selector for pods.", |o, _| {
-        json!(selector(o))
-    })),
+    wide(CONTAINERS),
+    wide(IMAGES),
+    wide(SELECTOR),
 ];
 
 /// StatefulSets.
-pub const STATEFUL_SET: &[Column] = &[
-    NAME,
-    col("Ready", "Number of the pod with ready state.", |o, _| {
-        json!(format!(
-            "{}/{}",
-            number(o, "status.readyReplicas"),
-            number(o, "spec.replicas")
-        ))
-    }),
-    AGE,
-];
+pub const STATEFUL_SET: &[Column] = &[NAME, READY_OF_DESIRED, AGE];
 
 /// DaemonSets.
 pub const DAEMON_SET: &[Column] = &[
