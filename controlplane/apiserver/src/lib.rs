@@ -59,16 +59,12 @@ impl ApiServer {
         };
         let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
         for name in SYSTEM_NAMESPACES {
-            let namespace = json!({
+            let mut namespace = json!({
                 "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {
-                    "name": name, "uid": uuid::Uuid::new_v4().to_string(),
-                    "creationTimestamp": objects::now(),
-                    "labels": {"kubernetes.io/metadata.name": name},
-                },
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"},
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
             });
+            objects::apply_defaults(namespaces, &mut namespace);
+            objects::stamp_new(&mut namespace);
             let key = namespaces
                 .storage_key(None, name)
                 .expect("namespaces are stored");

@@ -225,7 +225,7 @@ impl Request<'_> {
     /// The response for one object, as a one-row table when a table was asked for.
     fn render(&self, code: u16, object: &Value) -> Response {
         if self.format == Format::Table {
-            let include = Include::parse(self.params.get("includeObject").map(String::as_str));
+            let include = Include::from_params(self.params);
             let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
             return respond(
                 Format::Json,
@@ -339,7 +339,7 @@ impl Request<'_> {
             metadata["remainingItemCount"] = json!(n);
         }
         if self.format == Format::Table {
-            let include = Include::parse(self.params.get("includeObject").map(String::as_str));
+            let include = Include::from_params(self.params);
             return Ok(respond(
                 Format::Json,
                 200,

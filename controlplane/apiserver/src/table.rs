@@ -18,9 +18,9 @@ pub enum Include {
 }
 
 impl Include {
-    /// Reads the `includeObject` parameter.
-    pub fn parse(value: Option<&str>) -> Include {
-        match value {
+    /// Reads the `includeObject` query parameter.
+    pub(crate) fn from_params(params: &crate::rest::Params) -> Include {
+        match params.get("includeObject").map(String::as_str) {
             Some("None") => Include::None,
             Some("Object") => Include::Object,
             _ => Include::Metadata,

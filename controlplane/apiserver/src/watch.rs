@@ -47,7 +47,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
         None => DEFAULT_TIMEOUT,
     };
     let bookmarks = is_true(params.get("allowWatchBookmarks"));
-    let include = Include::parse(params.get("includeObject").map(String::as_str));
+    let include = Include::from_params(params);
     let tables = request.format == Format::Table;
     let store = request.server.store.clone();
     let mut closing = request.server.closing.subscribe();

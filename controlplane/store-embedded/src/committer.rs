@@ -198,7 +198,7 @@ impl Committer {
                         Err(e) => Answer::Failed(reply, e),
                     },
                     Command::Compact { revision, reply } => {
-                        let result = plan.check_compaction(revision);
+                        let result = plan.state.check_readable(revision);
                         if result.is_ok() {
                             compaction = compaction.max(Some(revision));
                         }
@@ -459,10 +459,6 @@ impl Plan<'_> {
             key,
             value,
         }
-    }
-
-    fn check_compaction(&self, revision: Revision) -> Result<()> {
-        self.state.check_readable(revision)
     }
 }
 

@@ -110,11 +110,15 @@ impl State {
         Ok(())
     }
 
+    /// Changes after `after`, oldest first.
+    fn history_after(&self, after: Revision) -> impl DoubleEndedIterator<Item = &Arc<Event>> {
+        let from = self.history.partition_point(|e| e.revision() <= after);
+        self.history.range(from..)
+    }
+
     /// Changes after `after` under `prefix`, oldest first.
     pub(crate) fn events_after(&self, prefix: &str, after: Revision) -> Vec<Arc<Event>> {
-        let from = self.history.partition_point(|e| e.revision() <= after);
-        self.history
-            .range(from..)
+        self.history_after(after)
             .filter(|e| e.kv.key.starts_with(prefix))
             .cloned()
             .collect()
@@ -149,7 +153,8 @@ impl State {
             .take_while(|(k, _)| k.starts_with(prefix));
         // The keys changed after `revision`, with their values as of `revision`.
         let mut then: BTreeMap<&str, Option<&KeyValue>> = BTreeMap::new();
-        for event in self.events_after_ref(revision) {
+        // Newest first, so that the oldest change of a key is seen last.
+        for event in self.history_after(revision).rev() {
             let key = event.kv.key.as_str();
             if key.starts_with(prefix) && key >= from.as_str() {
                 then.insert(key, event.prev.as_ref());
@@ -173,13 +178,6 @@ impl State {
             revision,
             remaining,
         }
-    }
-
-    /// Changes after `after`, newest first, so that the oldest change of a key is
-    /// seen last.
-    fn events_after_ref(&self, after: Revision) -> impl Iterator<Item = &Event> {
-        let from = self.history.partition_point(|e| e.revision() <= after);
-        self.history.range(from..).rev().map(|e| &**e)
     }
 }
 
