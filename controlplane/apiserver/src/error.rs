@@ -305,6 +305,9 @@ impl From<wasmkube_store::Error> for ApiError {
                 ApiError::bad_request(format!("invalid continue token: {why}"))
             }
             E::Unavailable(why) => ApiError::unavailable(why),
+            E::WatcherTooSlow(behind) => ApiError::expired(format!(
+                "the watch fell more than {behind} changes behind and was closed; list again"
+            )),
             other => ApiError::internal(other.to_string()),
         }
     }

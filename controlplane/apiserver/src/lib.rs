@@ -9,6 +9,7 @@
 //! It owns routing, the wire format and what users see; objects live in the store
 //! it is given (embedded or etcd). It depends on no runtime but tokio and axum.
 
+mod cache;
 mod discovery;
 pub mod error;
 mod health;
@@ -29,6 +30,7 @@ use serde_json::json;
 use wasmkube_store::{Bytes, Error as StoreError, ListOptions, Store};
 use wasmkube_types::registry::{BUILTIN, by_kind};
 
+use crate::cache::WatchCache;
 use crate::error::{ApiError, ApiResult};
 
 /// The namespaces every cluster has.
@@ -39,6 +41,8 @@ pub const SYSTEM_NAMESPACES: [&str; 4] =
 #[derive(Clone)]
 pub struct ApiServer {
     store: Arc<dyn Store>,
+    /// Lists and watches are served from here.
+    cache: Arc<WatchCache>,
     /// Set when the server shuts down: long-running requests (watches) end.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -53,10 +57,6 @@ impl ApiServer {
     /// An API server over `store`, with the system namespaces in place and
     /// namespaces left terminating by an earlier run finished.
     pub async fn start(store: Arc<dyn Store>) -> Result<ApiServer, StoreError> {
-        let server = ApiServer {
-            store,
-            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
-        };
         let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
         for name in SYSTEM_NAMESPACES {
             let mut namespace = json!({
@@ -68,8 +68,7 @@ impl ApiServer {
             let key = namespaces
                 .storage_key(None, name)
                 .expect("namespaces are stored");
-            match server
-                .store
+            match store
                 .create(&key, Bytes::from(namespace.to_string()), None)
                 .await
             {
@@ -77,6 +76,12 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
+        let closing = Arc::new(tokio::sync::watch::Sender::new(false));
+        let server = ApiServer {
+            cache: WatchCache::start(store.clone(), closing.subscribe()).await?,
+            store,
+            closing,
+        };
         let root = namespaces.storage_root().expect("namespaces are stored");
         for kv in server
             .store

@@ -3,8 +3,11 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use std::sync::Arc;
 
+use serde_json::{Value, json};
+
+use crate::cache::Cached;
 use crate::error::{ApiError, ApiResult};
 
 /// One media range of an Accept header, with its parameters.
@@ -120,6 +123,30 @@ pub fn respond(format: Format, code: u16, body: &Value) -> Response {
         )
             .into_response(),
     }
+}
+
+/// A JSON list of objects already serialized: the items are spliced in as they are,
+/// not decoded and written again.
+pub(crate) fn respond_list(
+    kind: &str,
+    api_version: &str,
+    metadata: &Value,
+    items: &[Arc<Cached>],
+) -> Response {
+    let head = json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
+    let mut body = serde_json::to_vec(&head).expect("JSON values serialize");
+    body.pop(); // the closing brace: the items go in before it
+    let size: usize = items.iter().map(|c| c.json.len() + 1).sum();
+    body.reserve(size + 12);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item.json);
+    }
+    body.extend_from_slice(b"]}");
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The verbs on objects: one generic code path for every kind in the registry.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -10,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
 use wasmkube_types::registry::by_kind;
-use wasmkube_types::selector::fields::FieldSelector;
 use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::{ResourceType, Verb};
 
 use crate::ApiServer;
+use crate::cache::{Cached, Filters, Page};
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::negotiate::{Format, decode_body, respond, response_format};
+use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
 use crate::objects::{
     apply_defaults, bump_generation, check_decodes, check_namespace, check_type_meta, deleting,
     finalizers, generate_name, keep_server_fields, labels, meta_str, metadata_mut, name, now,
@@ -172,33 +173,6 @@ fn encode(object: &mut Value) -> Bytes {
     Bytes::from(serde_json::to_vec(object).expect("JSON values serialize"))
 }
 
-/// The list and watch filters of a request.
-pub(crate) struct Filters {
-    labels: Selector,
-    fields: FieldSelector,
-}
-
-impl Filters {
-    pub(crate) fn parse(resource: &ResourceType, params: &Params) -> ApiResult<Filters> {
-        let labels = Selector::parse(params.get("labelSelector").map_or("", String::as_str))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let fields = FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        fields
-            .check_fields(|f| resource.supports_field_label(f))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Filters { labels, fields })
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
-    }
-
-    pub(crate) fn matches(&self, object: &Value) -> bool {
-        self.labels.matches(&labels(object)) && self.fields.matches(object)
-    }
-}
-
 /// A request on objects of one kind.
 pub(crate) struct Request<'a> {
     pub(crate) server: &'a ApiServer,
@@ -272,27 +246,76 @@ impl Request<'_> {
             .filter(|c| !c.is_empty())
             .cloned();
         let revision = list_revision(self.params, continue_token.is_some())?;
-        if let Some(wanted) = revision.not_older_than {
-            let current = self.server.store.revision().await?;
-            if current < wanted {
-                return Err(ApiError::new(
-                    504,
-                    "Timeout",
-                    format!("Too large resource version: {wanted}, current: {current}"),
-                ));
-            }
-        }
         let prefix = r
             .storage_collection(self.namespace())
             .ok_or_else(not_allowed)?;
-        let mut options = ListOptions {
-            limit,
-            continue_token,
-            revision: revision.exact,
+        let page = match (continue_token, revision.exact) {
+            (None, None) => {
+                let cache = &self.server.cache;
+                cache
+                    .list(&prefix, &filters, limit, revision.not_older_than)
+                    .await?
+            }
+            (continue_token, exact) => {
+                let options = ListOptions {
+                    limit,
+                    continue_token,
+                    revision: exact,
+                };
+                self.list_stored(&prefix, &filters, options).await?
+            }
         };
+        let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+        if let Some(token) = page.continue_token {
+            metadata["continue"] = json!(token);
+        }
+        if let Some(n) = page.remaining {
+            metadata["remainingItemCount"] = json!(n);
+        }
+        let kind = format!("{}List", r.kind);
+        if self.format == Format::Json {
+            return Ok(respond_list(
+                &kind,
+                &r.api_version(),
+                &metadata,
+                &page.items,
+            ));
+        }
+        let items = page
+            .items
+            .iter()
+            .map(|c| c.object())
+            .collect::<ApiResult<Vec<_>>>()?;
+        if self.format == Format::Table {
+            let include = Include::from_params(self.params);
+            return Ok(respond(
+                Format::Json,
+                200,
+                &table(r, &items, metadata, include),
+            ));
+        }
+        let list = json!({
+            "kind": kind,
+            "apiVersion": r.api_version(),
+            "metadata": metadata,
+            "items": items,
+        });
+        Ok(respond(self.format, 200, &list))
+    }
+
+    /// A page of a list read from the store: a page after the first, or one at an
+    /// exact past revision, which the watch cache does not keep.
+    async fn list_stored(
+        &self,
+        prefix: &str,
+        filters: &Filters,
+        mut options: ListOptions,
+    ) -> ApiResult<Page> {
+        let r = self.resource();
+        let limit = options.limit;
         let mut items = Vec::new();
-        let (revision, continue_token, remaining) = loop {
-            let page = self.server.store.list(&prefix, &options).await.map_err(|e| match e {
+        loop {
+            let page = self.server.store.list(prefix, &options).await.map_err(|e| match e {
                 StoreError::Expired { .. } => ApiError::expired(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 ),
@@ -300,9 +323,9 @@ impl Request<'_> {
             })?;
             let mut last_key = None;
             for kv in &page.items {
-                let object = decode_stored(kv)?;
+                let object = Cached::new(kv, Some(r))?;
                 if filters.matches(&object) {
-                    items.push(object);
+                    items.push(Arc::new(object));
                     last_key = Some(&kv.key);
                     if limit > 0 && items.len() == limit {
                         break;
@@ -317,42 +340,27 @@ impl Request<'_> {
                         || page.continue_token.is_some() =>
                 {
                     let after = &last_key.expect("a full page has a last key")[prefix.len()..];
-                    let token = encode_continue(&format!("{after}\0"), page.revision);
-                    break (
-                        page.revision,
-                        Some(token),
-                        page.remaining.filter(|_| filters.is_empty()),
-                    );
+                    return Ok(Page {
+                        items,
+                        revision: page.revision,
+                        continue_token: Some(encode_continue(&format!("{after}\0"), page.revision)),
+                        remaining: page.remaining.filter(|_| filters.is_empty()),
+                    });
                 }
                 (Some(token), false) => {
                     options.continue_token = Some(token.clone());
                     options.limit = limit.max(500);
                 }
-                _ => break (page.revision, None, None),
+                _ => {
+                    return Ok(Page {
+                        items,
+                        revision: page.revision,
+                        continue_token: None,
+                        remaining: None,
+                    });
+                }
             }
-        };
-        let mut metadata = json!({"resourceVersion": revision.to_string()});
-        if let Some(token) = continue_token {
-            metadata["continue"] = json!(token);
         }
-        if let Some(n) = remaining {
-            metadata["remainingItemCount"] = json!(n);
-        }
-        if self.format == Format::Table {
-            let include = Include::from_params(self.params);
-            return Ok(respond(
-                Format::Json,
-                200,
-                &table(r, &items, metadata, include),
-            ));
-        }
-        let list = json!({
-            "kind": format!("{}List", r.kind),
-            "apiVersion": r.api_version(),
-            "metadata": metadata,
-            "items": items,
-        });
-        Ok(respond(self.format, 200, &list))
     }
 
     async fn create(&self, mut object: Value) -> ApiResult<Response> {
@@ -730,10 +738,9 @@ impl Request<'_> {
             .storage_collection(self.namespace())
             .ok_or_else(not_allowed)?;
         let mut deleted = Vec::new();
-        for object in self.server.objects(&prefix).await? {
-            if !filters.matches(&object) {
-                continue;
-            }
+        let page = self.server.cache.list(&prefix, &filters, 0, None).await?;
+        for object in page.items {
+            let object = object.object()?;
             let name = name(&object).unwrap_or("").to_owned();
             let target = Target {
                 resource: r,

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
-use wasmkube_store::{Error as StoreError, Event, EventType, ListOptions, Revision};
+use wasmkube_store::{Error as StoreError, EventType};
 
+use crate::cache::{Cached, Change, Filters};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Format;
-use crate::rest::{Filters, Request, decode_stored, is_true};
+use crate::rest::{Request, is_true};
 use crate::table::{Include, table};
 
 /// How long a watch lasts when the client does not say.
@@ -23,12 +24,23 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
-/// One watch event as a line of JSON.
-fn line(kind: &str, object: &Value) -> Bytes {
-    let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object}))
-        .expect("JSON values serialize");
-    bytes.push(b'\n');
+/// One watch event as a line of JSON, around an object already serialized.
+fn line(kind: &str, object: &[u8]) -> Bytes {
+    let mut bytes = Vec::with_capacity(object.len() + 32);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(kind.as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    bytes.extend_from_slice(object);
+    bytes.extend_from_slice(b"}\n");
     Bytes::from(bytes)
+}
+
+/// One watch event as a line of JSON.
+fn value_line(kind: &str, object: &Value) -> Bytes {
+    line(
+        kind,
+        &serde_json::to_vec(object).expect("JSON values serialize"),
+    )
 }
 
 /// Answers `?watch=true` on a collection.
@@ -49,12 +61,12 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let bookmarks = is_true(params.get("allowWatchBookmarks"));
     let include = Include::from_params(params);
     let tables = request.format == Format::Table;
-    let store = request.server.store.clone();
+    let cache = &request.server.cache;
     let mut closing = request.server.closing.subscribe();
 
     // Without a resourceVersion (or with "0") the watch starts with the current
     // objects, as ADDED events; with one, it starts after that revision.
-    let (initial, start): (Vec<Value>, Revision) = match params
+    let (initial, start, mut changes) = match params
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && *v != "0")
     {
@@ -62,33 +74,33 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
             let rv = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-            (Vec::new(), rv)
+            (Vec::new(), rv, cache.watch_after(&prefix, rv).await?)
         }
         None => {
-            let list = store.list(&prefix, &ListOptions::default()).await?;
-            let mut objects = Vec::new();
-            for kv in &list.items {
-                let object = decode_stored(kv)?;
-                if filters.matches(&object) {
-                    objects.push(object);
-                }
-            }
-            (objects, list.revision)
+            let (mut objects, revision, changes) = cache.watch_now(&prefix).await?;
+            objects.retain(|object| filters.matches(object));
+            (objects, revision, changes)
         }
     };
-    let mut changes = store.watch(&prefix, start).await?;
-    let render = move |object: &Value| -> Value {
-        if tables {
-            let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
-            table(resource, std::slice::from_ref(object), metadata, include)
-        } else {
-            object.clone()
+    let render = move |kind: &str, object: &Cached| -> Bytes {
+        if !tables {
+            return line(kind, &object.json);
+        }
+        match object.object() {
+            Ok(object) => {
+                let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                value_line(
+                    kind,
+                    &table(resource, std::slice::from_ref(&object), metadata, include),
+                )
+            }
+            Err(e) => value_line("ERROR", &e.status()),
         }
     };
     let deadline = Instant::now() + timeout;
     let body = async_stream::stream! {
         for object in &initial {
-            yield line("ADDED", &render(object));
+            yield render("ADDED", object);
         }
         let mut last = start;
         let mut next_bookmark = Instant::now() + BOOKMARK_EVERY;
@@ -104,29 +116,24 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
                         "apiVersion": resource.api_version(),
                         "metadata": {"resourceVersion": last.to_string()},
                     });
-                    yield line("BOOKMARK", &bookmark);
+                    yield value_line("BOOKMARK", &bookmark);
                     continue;
                 }
             };
             match change {
-                Some(Ok(event)) => {
-                    last = event.revision();
-                    match seen_as(&event, &filters) {
-                        Ok(Some((kind, object))) => yield line(kind, &render(&object)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            yield line("ERROR", &e.status());
-                            break;
-                        }
+                Some(Ok(change)) => {
+                    last = change.revision();
+                    if let Some(kind) = seen_as(&change, &filters) {
+                        yield render(kind, &change.object);
                     }
                 }
                 Some(Err(StoreError::Expired { requested })) => {
                     let e = ApiError::expired(format!("too old resource version: {}", requested - 1));
-                    yield line("ERROR", &e.status());
+                    yield value_line("ERROR", &e.status());
                     break;
                 }
                 Some(Err(e)) => {
-                    yield line("ERROR", &ApiError::from(e).status());
+                    yield value_line("ERROR", &ApiError::from(e).status());
                     break;
                 }
                 None => break,
@@ -137,21 +144,20 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// How a watcher with `filters` sees a change: the event type and the object, or
-/// nothing if the object neither matched before nor matches now.
-fn seen_as(event: &Event, filters: &Filters) -> ApiResult<Option<(&'static str, Value)>> {
-    let object = decode_stored(&event.kv)?;
-    let now = filters.matches(&object);
-    let before = match &event.prev {
-        Some(prev) if !filters.is_empty() => filters.matches(&decode_stored(prev)?),
+/// How a watcher with `filters` sees a change: as an event of which type, or not
+/// at all if the object neither matched before nor matches now.
+fn seen_as(change: &Change, filters: &Filters) -> Option<&'static str> {
+    let now = filters.matches(&change.object);
+    let before = match &change.prev {
+        Some(prev) if !filters.is_empty() => filters.matches(prev),
         _ => now,
     };
-    Ok(match event.kind {
-        EventType::Added if now => Some(("ADDED", object)),
-        EventType::Modified if now && before => Some(("MODIFIED", object)),
-        EventType::Modified if now => Some(("ADDED", object)),
-        EventType::Modified if before => Some(("DELETED", object)),
-        EventType::Deleted if before => Some(("DELETED", object)),
+    match change.kind {
+        EventType::Added if now => Some("ADDED"),
+        EventType::Modified if now && before => Some("MODIFIED"),
+        EventType::Modified if now => Some("ADDED"),
+        EventType::Modified if before => Some("DELETED"),
+        EventType::Deleted if before => Some("DELETED"),
         _ => None,
-    })
+    }
 }

@@ -265,9 +265,16 @@ impl ResourceType {
 
     /// Whether `label` can be used in a field selector on this kind.
     pub fn supports_field_label(&self, label: &str) -> bool {
-        label == "metadata.name"
-            || (self.namespaced && label == "metadata.namespace")
-            || self.field_labels.contains(&label)
+        self.selectable_fields().any(|f| f == label)
+    }
+
+    /// Every field a field selector can name on this kind: `metadata.name`,
+    /// `metadata.namespace` when namespaced, and the kind's own field labels.
+    pub fn selectable_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let namespace = self.namespaced.then_some("metadata.namespace");
+        std::iter::once("metadata.name")
+            .chain(namespace)
+            .chain(self.field_labels.iter().copied())
     }
 
     /// The store key prefix of every object of this kind, ending in `/`:

@@ -64,7 +64,12 @@ impl Requirement {
     /// Whether `object` satisfies the term (see [`field_values`] for what a field of an
     /// object reads as).
     pub fn matches(&self, object: &Value) -> bool {
-        let any_equal = field_values(object, &self.field).contains(&self.value);
+        self.holds(&field_values(object, &self.field))
+    }
+
+    /// Whether the term holds for a field that reads as `values`.
+    pub fn holds(&self, values: &[String]) -> bool {
+        let any_equal = values.contains(&self.value);
         match self.operator {
             Operator::Equals => any_equal,
             Operator::NotEquals => !any_equal,
@@ -138,6 +143,12 @@ impl FieldSelector {
     /// Whether `object` (an API object as JSON) satisfies every term.
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|r| r.matches(object))
+    }
+
+    /// Whether every term holds, a field reading as `values(field)`: for callers that
+    /// keep the fields of an object rather than the object.
+    pub fn matches_by<'a>(&self, values: impl Fn(&str) -> &'a [String]) -> bool {
+        self.requirements.iter().all(|r| r.holds(values(&r.field)))
     }
 
     /// The value `field` must have for the selector to match, when a term pins it.
