@@ -468,3 +468,174 @@ fn subscribe(
     };
     Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmkube_store_embedded::{EmbeddedStore, Options};
+
+    const PODS: &str = "/registry/pods/default/";
+
+    fn pod(name: &str, app: &str) -> Bytes {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+            "spec": {"nodeName": "edge-1"},
+        });
+        Bytes::from(pod.to_string())
+    }
+
+    /// A cache kept current for as long as the returned sender lives.
+    async fn start(store: &Arc<dyn Store>) -> (watch::Sender<bool>, Arc<WatchCache>) {
+        let (closing, closed) = watch::channel(false);
+        let cache = WatchCache::start(store.clone(), closed).await.unwrap();
+        (closing, cache)
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        _closing: watch::Sender<bool>,
+        store: Arc<dyn Store>,
+        cache: Arc<WatchCache>,
+    }
+
+    async fn cache() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap());
+        let (closing, cache) = start(&store).await;
+        Fixture {
+            _dir: dir,
+            _closing: closing,
+            store,
+            cache,
+        }
+    }
+
+    fn filters(query: &[(&str, &str)]) -> Filters {
+        let pods = wasmkube_types::registry::by_kind("", "v1", "Pod").unwrap();
+        let params = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Filters::parse(pods, &params).unwrap()
+    }
+
+    fn names(items: &[Arc<Cached>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|c| {
+                c.object().unwrap()["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_list_reads_the_writes_before_it() {
+        let fixture = cache().await;
+        let (store, cache) = (fixture.store.clone(), fixture.cache.clone());
+        for (name, app) in [("a", "web"), ("b", "db"), ("c", "web")] {
+            store
+                .create(&format!("{PODS}{name}"), pod(name, app), None)
+                .await
+                .unwrap();
+        }
+        let page = cache.list(PODS, &filters(&[]), 0, None).await.unwrap();
+        assert_eq!(names(&page.items), ["a", "b", "c"]);
+        assert_eq!(page.revision, store.revision().await.unwrap());
+        let json: Value = serde_json::from_slice(&page.items[0].json).unwrap();
+        assert_eq!(json["metadata"]["resourceVersion"], "1");
+
+        let web = filters(&[
+            ("labelSelector", "app=web"),
+            ("fieldSelector", "spec.nodeName=edge-1"),
+        ]);
+        let page = cache.list(PODS, &web, 1, None).await.unwrap();
+        assert_eq!(names(&page.items), ["a"]);
+        assert_eq!(page.remaining, Some(1));
+        let token = page.continue_token.expect("a second page");
+        let (after, revision) = wasmkube_store::decode_continue(&token).unwrap();
+        assert_eq!((after.as_str(), revision), ("a\0", 3));
+    }
+
+    #[tokio::test]
+    async fn watches_replay_history_then_follow() {
+        let fixture = cache().await;
+        let (store, cache) = (fixture.store.clone(), fixture.cache.clone());
+        let first = store
+            .create(&format!("{PODS}a"), pod("a", "web"), None)
+            .await
+            .unwrap();
+        // Before the cache started: served by the store's watch.
+        let (_closing, late) = start(&store).await;
+        let mut from_store = late.watch_after(PODS, 0).await.unwrap();
+        let change = from_store.next().await.unwrap().unwrap();
+        assert_eq!(
+            (change.kind, change.revision()),
+            (EventType::Added, first.mod_revision)
+        );
+
+        let mut watch = cache
+            .watch_after(PODS, first.mod_revision - 1)
+            .await
+            .unwrap();
+        store
+            .update(
+                &format!("{PODS}a"),
+                pod("a", "db"),
+                first.mod_revision,
+                None,
+            )
+            .await
+            .unwrap();
+        store.delete(&format!("{PODS}a"), None).await.unwrap();
+        let kinds: Vec<_> = (&mut watch)
+            .take(3)
+            .map(|c| c.unwrap().kind)
+            .collect()
+            .await;
+        assert_eq!(
+            kinds,
+            [EventType::Added, EventType::Modified, EventType::Deleted]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_dropped_and_others_go_on() {
+        let fixture = cache().await;
+        let (store, cache) = (fixture.store.clone(), fixture.cache.clone());
+        let (_, _, mut slow) = cache.watch_now(PODS).await.unwrap();
+        let (_, _, mut fast) = cache.watch_now(PODS).await.unwrap();
+        let writes = WATCHER_QUEUE + 10;
+        let writer = tokio::spawn(async move {
+            for i in 0..writes {
+                let name = format!("p{i:05}");
+                store
+                    .create(&format!("{PODS}{name}"), pod(&name, "web"), None)
+                    .await
+                    .unwrap();
+            }
+        });
+        for _ in 0..writes {
+            fast.next().await.unwrap().unwrap();
+        }
+        writer.await.unwrap();
+        let mut delivered = 0;
+        let error = loop {
+            match slow.next().await.expect("the stream ends with an error") {
+                Ok(_) => delivered += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(delivered, WATCHER_QUEUE);
+        assert!(
+            matches!(error, StoreError::WatcherTooSlow(WATCHER_QUEUE)),
+            "{error}"
+        );
+        assert!(slow.next().await.is_none());
+        assert_eq!(cache.state.read().unwrap().watchers.len(), 1);
+    }
+}
