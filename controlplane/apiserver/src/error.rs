@@ -42,6 +42,12 @@ pub enum FieldErrorKind {
     Required,
     /// The field may not be set or changed.
     Forbidden,
+    /// The value is not one of a fixed set; holds the value and the set.
+    NotSupported(String, Vec<&'static str>),
+    /// The value is already used by another item of the list; holds the value.
+    Duplicate(String),
+    /// The value names something that does not exist; holds the value.
+    NotFound(String),
 }
 
 impl FieldError {
@@ -76,11 +82,45 @@ impl FieldError {
         }
     }
 
+    /// A value outside the `supported` set.
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        supported: &[&'static str],
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()),
+            detail: String::new(),
+        }
+    }
+
+    /// A value another item of the list already has.
+    pub fn duplicate(field: impl Into<String>, value: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::Duplicate(value.into()),
+            detail: String::new(),
+        }
+    }
+
+    /// A reference to something that does not exist.
+    pub fn not_found(field: impl Into<String>, value: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::NotFound(value.into()),
+            detail: String::new(),
+        }
+    }
+
     fn reason(&self) -> &'static str {
         match self.kind {
             FieldErrorKind::Invalid(_) => "FieldValueInvalid",
             FieldErrorKind::Required => "FieldValueRequired",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::NotSupported(..) => "FieldValueNotSupported",
+            FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
+            FieldErrorKind::NotFound(_) => "FieldValueNotFound",
         }
     }
 
@@ -90,10 +130,18 @@ impl FieldError {
             FieldErrorKind::Invalid(v) => ("Invalid value", Some(v)),
             FieldErrorKind::Required => ("Required value", None),
             FieldErrorKind::Forbidden => ("Forbidden", None),
+            FieldErrorKind::NotSupported(v, _) => ("Unsupported value", Some(v)),
+            FieldErrorKind::Duplicate(v) => ("Duplicate value", Some(v)),
+            FieldErrorKind::NotFound(v) => ("Not found", Some(v)),
         };
         let mut s = what.to_owned();
         if let Some(v) = value {
             s.push_str(&format!(": {v:?}"));
+        }
+        if let FieldErrorKind::NotSupported(_, supported) = &self.kind {
+            let quoted: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
+            s.push_str(": supported values: ");
+            s.push_str(&quoted.join(", "));
         }
         if !self.detail.is_empty() {
             s.push_str(": ");

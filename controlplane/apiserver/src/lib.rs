@@ -18,6 +18,7 @@ mod negotiate;
 mod objects;
 mod path;
 mod rest;
+mod spec;
 mod table;
 mod watch;
 

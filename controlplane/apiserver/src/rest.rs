@@ -24,6 +24,7 @@ use crate::objects::{
     stamp_new, validate_metadata, validate_update,
 };
 use crate::path::{self, Route, Target};
+use crate::spec::validate_spec;
 use crate::table::{Include, table};
 use crate::{discovery, watch};
 
@@ -370,11 +371,12 @@ impl Request<'_> {
         generate_name(&mut object);
         check_decodes(r, &object)?;
         let name = name(&object).unwrap_or("").to_owned();
-        let errors = validate_metadata(r, &object);
+        apply_defaults(r, &mut object);
+        let mut errors = validate_metadata(r, &object);
+        errors.extend(validate_spec(r, &object));
         if !errors.is_empty() {
             return Err(ApiError::invalid(r, &name, &errors));
         }
-        apply_defaults(r, &mut object);
         stamp_new(&mut object);
         if let Some(ns) = self.namespace() {
             self.server.namespace_open(ns).await?;
@@ -440,6 +442,7 @@ impl Request<'_> {
             object
         };
         let mut errors = validate_metadata(r, &new);
+        errors.extend(validate_spec(r, &new));
         errors.extend(validate_update(r, &old, &new));
         if !errors.is_empty() {
             return Err(ApiError::invalid(r, name, &errors));
