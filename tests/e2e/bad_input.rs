@@ -104,6 +104,29 @@ fn bad_requests_get_statuses() {
         "metadata.name: Invalid value: \"Not_Valid\"",
     );
     assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+    let no_containers = POD.replace(r#""containers":[{"name":"c","image":"x"}]"#, "");
+    let status = check(
+        call(&server.url, "POST", pods, json, &no_containers),
+        422,
+        "Invalid",
+        "spec.containers: Required value",
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.containers");
+    let deployment = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},
+        "spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"db"}},
+        "spec":{"containers":[{"name":"c","image":"x"}]}}}}"#;
+    check(
+        call(
+            &server.url,
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            json,
+            deployment,
+        ),
+        422,
+        "Invalid",
+        "`selector` does not match template `labels`",
+    );
     let bad_field = POD.replace(
         r#""image":"x""#,
         r#""image":"x","ports":[{"containerPort":"eighty"}]"#,
