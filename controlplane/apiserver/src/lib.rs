@@ -9,6 +9,7 @@
 //! It owns routing, the wire format and what users see; objects live in the store
 //! it is given (embedded or etcd). It depends on no runtime but tokio and axum.
 
+mod allocate;
 mod cache;
 mod discovery;
 pub mod error;
@@ -83,6 +84,15 @@ impl ApiServer {
             store,
             closing,
         };
+        let services = by_kind("", "v1", "Service").expect("services are served");
+        allocate::reclaim(
+            server.store.clone(),
+            server.cache.clone(),
+            services,
+            server.closing.subscribe(),
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(e.message))?;
         let root = namespaces.storage_root().expect("namespaces are stored");
         for kv in server
             .store

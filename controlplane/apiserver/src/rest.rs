@@ -14,7 +14,6 @@ use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::{ResourceType, Verb};
 
-use crate::ApiServer;
 use crate::cache::{Cached, Filters, Page};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
@@ -26,6 +25,7 @@ use crate::objects::{
 use crate::path::{self, Route, Target};
 use crate::spec::validate_spec;
 use crate::table::{Include, table};
+use crate::{ApiServer, allocate};
 use crate::{discovery, watch};
 
 /// How long Events are kept.
@@ -386,15 +386,18 @@ impl Request<'_> {
         }
         let key = self.key(&name)?;
         let ttl = (r.kind == "Event").then_some(EVENT_TTL);
-        let kv = self
-            .server
-            .store
-            .create(&key, encode(&mut object), ttl)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists { .. } => ApiError::already_exists(r, &name),
-                other => other.into(),
-            })?;
+        let store = &self.server.store;
+        let claims = allocate::claim(store, r, &mut object, &Default::default()).await?;
+        let kv = match store.create(&key, encode(&mut object), ttl).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                claims.release().await;
+                return Err(match e {
+                    StoreError::AlreadyExists { .. } => ApiError::already_exists(r, &name),
+                    other => other.into(),
+                });
+            }
+        };
         set_version(&mut object, kv.mod_revision);
         Ok(self.render(201, &object))
     }
@@ -438,6 +441,8 @@ impl Request<'_> {
                 object["status"] = old["status"].clone();
             }
             keep_server_fields(&old, &mut object);
+            apply_defaults(r, &mut object);
+            allocate::carry_over(r, &old, &mut object);
             bump_generation(&old, &mut object);
             object
         };
@@ -450,7 +455,19 @@ impl Request<'_> {
         if self.dry_run() {
             return Ok((new, 200));
         }
-        Ok((self.commit(name, new, expected).await?, 200))
+        let mut new = new;
+        let store = &self.server.store;
+        let claims = allocate::claim(store, r, &mut new, &allocate::held(&old)).await?;
+        match self.commit(name, new, expected).await {
+            Ok(new) => {
+                allocate::release_dropped(&**store, &old, &new).await;
+                Ok((new, 200))
+            }
+            Err(e) => {
+                claims.release().await;
+                Err(e)
+            }
+        }
     }
 
     /// Writes an updated object over revision `expected`; an object being deleted
