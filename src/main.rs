@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API.
     Server(ServerArgs),
+    /// Run a single-node cluster in one process: the API server and every other
+    /// part of the control plane and node that this build has.
+    Up(ServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +69,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Server(args) => server(args).await,
+        Command::Server(args) | Command::Up(args) => server(args).await,
     }
 }
 
