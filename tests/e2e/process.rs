@@ -4,32 +4,36 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// A running `wasmkube server`, stopped when dropped.
+/// A running `wasmkube up` or `wasmkube server`, stopped when dropped.
 pub struct Server {
     pub child: Child,
     pub url: String,
 }
 
 impl Server {
-    /// Starts `wasmkube server` on a free loopback port with its data in `data_dir`
-    /// and the embedded store.
+    /// Starts the single-node cluster, `wasmkube up`, on a free loopback port with
+    /// its data in `data_dir` and the embedded store.
     pub fn start(data_dir: &Path) -> Server {
-        Server::start_with(data_dir, &[])
+        Server::start_with("up", data_dir, &[])
     }
 
     /// Starts `wasmkube server` with the embedded store on a given address.
     pub fn start_at(data_dir: &Path, address: &str) -> Server {
-        Server::start_with(data_dir, &["--listen", address])
+        Server::start_with("server", data_dir, &["--listen", address])
     }
 
     /// Starts `wasmkube server` keeping objects in the etcd at `etcd_url`.
     pub fn start_on_etcd(data_dir: &Path, etcd_url: &str) -> Server {
-        Server::start_with(data_dir, &["--store", &format!("etcd={etcd_url}")])
+        Server::start_with(
+            "server",
+            data_dir,
+            &["--store", &format!("etcd={etcd_url}")],
+        )
     }
 
-    fn start_with(data_dir: &Path, args: &[&str]) -> Server {
+    fn start_with(role: &str, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .arg("server")
+            .arg(role)
             .arg("--data-dir")
             .arg(data_dir)
             .args(if args.contains(&"--listen") {
