@@ -1,6 +1,7 @@
 //! kubectl, pinned at 1.27 and 1.33, against `wasmkube server`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -360,6 +361,116 @@ fn drive(minor: u32, backend: Backend) {
     assert!(!k.run(&["get", "cm", "held", "-n", ns]).status.success());
 
     assert!(server.stop());
+}
+
+/// The verbs that patch: label, annotate, patch of every type, set image, edit.
+fn patch_verbs(minor: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let k = Kubectl::new(minor, dir.path());
+    k.create(
+        "default",
+        &std::fs::read_to_string(format!("{FIXTURES}/demo.yaml")).unwrap(),
+    );
+    let get = |what: &str, path: &str| k.ok(&["get", what, "-o", &format!("jsonpath={path}")]);
+
+    k.ok(&["label", "deployment", "api", "tier=back", "--overwrite"]);
+    k.ok(&["annotate", "deployment", "api", "owner=edge-team"]);
+    assert_eq!(get("deploy/api", "{.metadata.labels.tier}"), "back");
+    assert_eq!(
+        get("deploy/api", "{.metadata.annotations.owner}"),
+        "edge-team"
+    );
+    k.ok(&["label", "deployment", "api", "tier-"]);
+    assert_eq!(get("deploy/api", "{.metadata.labels.tier}"), "");
+
+    // Strategic merge (the default type): a container merged by name, the others kept.
+    let before = get("deploy/api", "{.spec.template.spec.containers[*].name}");
+    k.ok(&[
+        "patch",
+        "deployment",
+        "api",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"side:1"}]}}}}"#,
+    ]);
+    assert_eq!(
+        get("deploy/api", "{.spec.template.spec.containers[*].name}"),
+        format!("{before} side")
+    );
+    k.ok(&[
+        "patch",
+        "deployment",
+        "api",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "deployment",
+        "api",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/minReadySeconds","value":5},{"op":"remove","path":"/spec/template/spec/containers/1"}]"#,
+    ]);
+    assert_eq!(get("deploy/api", "{.spec.replicas}"), "3");
+    assert_eq!(get("deploy/api", "{.spec.minReadySeconds}"), "5");
+    assert_eq!(
+        get("deploy/api", "{.spec.template.spec.containers[*].name}"),
+        before
+    );
+    let refused = k.run(&[
+        "patch",
+        "deployment",
+        "api",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/replicas","value":9}]"#,
+    ]);
+    assert!(!refused.status.success());
+
+    let container = before.split(' ').next().unwrap().to_owned();
+    k.ok(&[
+        "set",
+        "image",
+        "deployment/api",
+        &format!("{container}=api:2"),
+    ]);
+    assert_eq!(
+        get("deploy/api", "{.spec.template.spec.containers[0].image}"),
+        "api:2"
+    );
+
+    // `edit` with an editor that rewrites the image.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/api:2/api:3/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let edited = k
+        .command(&["edit", "deployment", "api", "--validate=false"])
+        .env("EDITOR", &editor)
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(
+        edited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    assert_eq!(
+        get("deploy/api", "{.spec.template.spec.containers[0].image}"),
+        "api:3"
+    );
+    assert!(server.stop());
+}
+
+#[test]
+fn kubectl_1_27_patches() {
+    patch_verbs(27);
+}
+
+#[test]
+fn kubectl_1_33_patches() {
+    patch_verbs(33);
 }
 
 #[test]

@@ -118,6 +118,20 @@ d = apps.replace_namespaced_deployment("py-deploy", NS, d)
 assert d.spec.replicas == 4 and d.metadata.generation == 2
 scale = apps.read_namespaced_deployment_scale("py-deploy", NS)
 assert scale.spec.replicas == 4 and scale.status.selector == "app=py"
+# Patches: strategic merge merges containers by name; merge patch replaces lists.
+side = {"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:1"}]}}}}
+d = apps.patch_namespaced_deployment("py-deploy", NS, side)
+assert [c.name for c in d.spec.template.spec.containers] == ["c", "side"], d.spec.template.spec.containers
+d = apps.patch_namespaced_deployment(
+    "py-deploy", NS, side, _content_type="application/strategic-merge-patch+json"
+)
+assert [c.name for c in d.spec.template.spec.containers] == ["c", "side"]
+d = apps.patch_namespaced_deployment(
+    "py-deploy", NS, {"metadata": {"labels": {"patched": "yes"}}, **side},
+    _content_type="application/merge-patch+json",
+)
+assert [c.name for c in d.spec.template.spec.containers] == ["side"]
+assert d.metadata.labels == {"patched": "yes"}
 d.spec.selector = client.V1LabelSelector(match_labels={"app": "other"})
 try:
     apps.replace_namespaced_deployment("py-deploy", NS, d)

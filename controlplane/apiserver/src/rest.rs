@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
+use wasmkube_types::patch::{definition_of, strategic};
 use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::{ResourceType, Verb};
@@ -523,32 +524,24 @@ impl Request<'_> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if content_type.split(';').next() != Some("application/merge-patch+json") {
-            return Err(ApiError::new(
-                415,
-                "UnsupportedMediaType",
-                format!(
-                    "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/merge-patch+json"
-                ),
-            ));
-        }
-        let patch: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let patch = Patch::decode(content_type, body)?;
         if self.target.subresource.as_deref() == Some("scale") {
             let (object, _) = self.read(name).await?;
-            let mut scale = scale_of(&object);
-            merge_patch(&mut scale, &patch);
+            let scale = patch.apply(
+                &scale_of(&object),
+                definition_of("autoscaling", "v1", "Scale"),
+            )?;
             return self.scale(name, scale).await;
         }
+        let r = self.resource();
+        let definition = definition_of(r.group, r.version, r.kind);
         let status_only = self.target.subresource.as_deref() == Some("status");
         for attempt in 1..=ATTEMPTS {
-            let (mut object, _) = self.read(name).await?;
-            merge_patch(&mut object, &patch);
+            let (object, _) = self.read(name).await?;
+            let object = patch.apply(&object, definition)?;
             match self.replace(name, object, status_only).await {
-                Err(e)
-                    if e.reason == "Conflict"
-                        && patch["metadata"]["resourceVersion"].is_null()
-                        && attempt < ATTEMPTS => {}
+                Err(e) if e.reason == "Conflict" && !patch.pins_version() && attempt < ATTEMPTS => {
+                }
                 result => return result.map(|(object, code)| self.render(code, &object)),
             }
         }
@@ -939,21 +932,80 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
-/// Applies a JSON merge patch (RFC 7386).
-pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(fields) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
+/// The patch media types, as a 415 lists them.
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+
+/// A PATCH body.
+enum Patch {
+    /// RFC 6902.
+    Json(json_patch::Patch),
+    /// RFC 7386.
+    Merge(Value),
+    /// Kubernetes' strategic merge patch.
+    Strategic(Value),
+}
+
+impl Patch {
+    fn decode(content_type: &str, body: &[u8]) -> ApiResult<Patch> {
+        let json = || -> ApiResult<Value> {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+        };
+        match content_type.split(';').next().unwrap_or("").trim() {
+            "application/json-patch+json" => serde_json::from_value(json()?)
+                .map(Patch::Json)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}"))),
+            "application/merge-patch+json" => Ok(Patch::Merge(json()?)),
+            "application/strategic-merge-patch+json" => Ok(Patch::Strategic(json()?)),
+            other => Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format ({other}) - accepted media types include: {PATCH_TYPES}"
+                ),
+            )),
+        }
     }
-    let map = target.as_object_mut().expect("an object");
-    for (key, value) in fields {
-        if value.is_null() {
-            map.remove(key);
-        } else {
-            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+
+    /// `target` patched; `definition` is its OpenAPI definition, which strategic
+    /// merge patch needs.
+    fn apply(&self, target: &Value, definition: Option<&'static str>) -> ApiResult<Value> {
+        let unprocessable = |e: String| ApiError::new(422, "Invalid", e);
+        match self {
+            Patch::Json(operations) => {
+                let mut patched = target.clone();
+                json_patch::patch(&mut patched, operations)
+                    .map_err(|e| unprocessable(e.to_string()))?;
+                Ok(patched)
+            }
+            Patch::Merge(patch) => {
+                let mut patched = target.clone();
+                json_patch::merge(&mut patched, patch);
+                Ok(patched)
+            }
+            Patch::Strategic(patch) => {
+                if definition.is_none() {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        "strategic merge patch is not supported for this kind: use a merge patch (application/merge-patch+json)",
+                    ));
+                }
+                strategic::apply(target, patch, definition)
+                    .map_err(|e| unprocessable(e.to_string()))
+            }
+        }
+    }
+
+    /// Whether the patch sets the resourceVersion, and so must not be retried
+    /// against a newer one.
+    fn pins_version(&self) -> bool {
+        match self {
+            Patch::Merge(p) | Patch::Strategic(p) => !p["metadata"]["resourceVersion"].is_null(),
+            Patch::Json(ops) => ops
+                .0
+                .iter()
+                .any(|op| op.path().as_str() == "/metadata/resourceVersion"),
         }
     }
 }
@@ -961,19 +1013,6 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
-        merge_patch(
-            &mut doc,
-            &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}),
-        );
-        assert_eq!(
-            doc,
-            json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
-        );
-    }
 
     #[test]
     fn list_revisions() {
