@@ -463,6 +463,62 @@ fn patch_verbs(minor: u32) {
     assert!(server.stop());
 }
 
+/// Client-side apply, validated by the server, builds its patches from the OpenAPI
+/// documents: a re-apply removes what the manifest no longer has.
+#[test]
+fn kubectl_1_33_applies_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let k = Kubectl::new(33, dir.path());
+    let first = format!("{FIXTURES}/apply.yaml");
+    let applied = k.ok(&["apply", "-f", &first]);
+    assert!(
+        applied.contains("deployment.apps/ap created") && applied.contains("secret/ap created"),
+        "{applied}"
+    );
+    let manifest = std::fs::read_to_string(&first).unwrap();
+    let second = dir.path().join("second.yaml");
+    let changed = manifest
+        .replace("tier: one", "tier: two")
+        .replace(r#", {name: B, value: "2"}"#, "");
+    assert_ne!(changed, manifest);
+    std::fs::write(&second, changed).unwrap();
+    let reapplied = k.ok(&["apply", "-f", second.to_str().unwrap()]);
+    assert!(
+        reapplied.contains("deployment.apps/ap configured"),
+        "{reapplied}"
+    );
+    assert!(reapplied.contains("service/ap unchanged"), "{reapplied}");
+    let deployment = k.ok(&[
+        "get",
+        "deploy",
+        "ap",
+        "-o",
+        "jsonpath={.metadata.labels.tier} {.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert_eq!(deployment, "two A");
+
+    let file = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndatum: {a: b}\n",
+    )
+    .unwrap();
+    let refused = k.run(&["create", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains(r#"unknown field "datum""#),
+        "{stderr}"
+    );
+
+    let explained = k.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        explained.contains("rollingUpdate") && explained.contains("Recreate"),
+        "{explained}"
+    );
+    assert!(server.stop());
+}
+
 #[test]
 fn kubectl_1_27_patches() {
     patch_verbs(27);

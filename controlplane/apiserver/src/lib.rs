@@ -17,6 +17,7 @@ mod health;
 pub mod kubeconfig;
 mod negotiate;
 mod objects;
+mod openapi;
 mod path;
 mod rest;
 mod spec;
@@ -124,6 +125,9 @@ impl ApiServer {
             .route("/healthz", get(health::live))
             .route("/livez", get(health::live))
             .route("/readyz", get(health::ready))
+            .route("/openapi/v3", get(openapi::index))
+            .route("/openapi/v3/", get(openapi::index))
+            .route("/openapi/v3/{*path}", get(openapi::group_version))
             .route("/api", any(rest::handle))
             .route("/api/", any(rest::handle))
             .route("/api/{*rest}", any(rest::handle))

@@ -27,7 +27,7 @@ use crate::path::{self, Route, Target};
 use crate::spec::validate_spec;
 use crate::table::{Include, table};
 use crate::{ApiServer, allocate};
-use crate::{discovery, watch};
+use crate::{discovery, openapi, watch};
 
 /// How long Events are kept.
 const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -229,6 +229,26 @@ impl Request<'_> {
         Ok((decode_stored(&kv)?, kv.mod_revision))
     }
 
+    /// With `fieldValidation=Strict`, refuses an object with fields its schema does
+    /// not have, naming them as Kubernetes does.
+    fn check_fields(&self, object: &Value) -> ApiResult<()> {
+        if self.params.get("fieldValidation").map(String::as_str) != Some("Strict") {
+            return Ok(());
+        }
+        let unknown = openapi::unknown_fields(self.resource(), object);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            fields.join(", ")
+        )))
+    }
+
     fn dry_run(&self) -> bool {
         self.params.get("dryRun").is_some_and(|v| v == "All")
     }
@@ -371,6 +391,7 @@ impl Request<'_> {
         check_namespace(r, &mut object, self.namespace())?;
         generate_name(&mut object);
         check_decodes(r, &object)?;
+        self.check_fields(&object)?;
         let name = name(&object).unwrap_or("").to_owned();
         apply_defaults(r, &mut object);
         let mut errors = validate_metadata(r, &object);
@@ -423,6 +444,9 @@ impl Request<'_> {
             Some(_) => {}
         }
         check_decodes(r, &object)?;
+        if !status_only {
+            self.check_fields(&object)?;
+        }
         let (old, revision) = self.read(name).await?;
         let expected = match meta_str(&object, "resourceVersion") {
             Some(rv) => rv

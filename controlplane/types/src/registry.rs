@@ -15,6 +15,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::serde::de::DeserializeOwned;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 use crate::table::{self, Column};
@@ -168,6 +169,9 @@ pub struct ResourceType {
     pub columns: &'static [Column],
     /// Checks that an object decodes as the kind's type; the error names the field.
     pub check: fn(&Value) -> Result<(), String>,
+    /// The OpenAPI schema of the kind's objects (a reference into the generator's
+    /// definitions, which it fills).
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
 }
 
 /// Kinds are the same when their group, version and kind are.
@@ -183,7 +187,7 @@ impl ResourceType {
     /// A stored kind with every verb and no subresource, facts taken from its type.
     pub const fn of<T>() -> ResourceType
     where
-        T: Resource + DeserializeOwned,
+        T: Resource + DeserializeOwned + JsonSchema,
         T::Scope: Scope,
     {
         ResourceType {
@@ -200,6 +204,7 @@ impl ResourceType {
             storage_prefix: Some(T::URL_PATH_SEGMENT),
             columns: table::DEFAULT,
             check: check_as::<T>,
+            schema: SchemaGenerator::subschema_for::<T>,
         }
     }
 
