@@ -142,12 +142,24 @@ fn bad_requests_get_statuses() {
             &server.url,
             "POST",
             pods,
-            Some("application/vnd.kubernetes.protobuf"),
+            Some("application/cbor"),
             "k8s",
         ),
         415,
         "UnsupportedMediaType",
         "application/json",
+    );
+    check(
+        call(
+            &server.url,
+            "POST",
+            pods,
+            Some("application/vnd.kubernetes.protobuf"),
+            "k8s",
+        ),
+        400,
+        "BadRequest",
+        "does not start with the k8s\\0 magic",
     );
     check(
         call(

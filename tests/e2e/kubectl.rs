@@ -149,15 +149,30 @@ fn drive(minor: u32, backend: Backend) {
             && l.contains("apps/v1")),
         "{resources}"
     );
-    if minor < 32 {
-        k.ok(&["create", "namespace", ns]);
-    } else {
-        // kubectl 1.32+ sends `create namespace` as protobuf; a manifest goes as JSON.
-        k.create(
-            "default",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
-        );
-    }
+    // kubectl 1.32+ sends `create namespace` and `create deployment` as protobuf.
+    k.ok(&["create", "namespace", ns]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "made",
+        "--image=registry.example/made:1",
+        "--replicas=3",
+        "--port=8080",
+        "-n",
+        ns,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "made",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort}",
+        ]),
+        "3 8080"
+    );
     let created = k.create(
         ns,
         &std::fs::read_to_string(format!("{FIXTURES}/demo.yaml")).unwrap(),

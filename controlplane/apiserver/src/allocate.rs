@@ -79,8 +79,14 @@ pub fn held(service: &Value) -> BTreeSet<String> {
     let ports = spec["ports"].as_array().into_iter().flatten();
     let ports = ports
         .filter_map(|p| p["nodePort"].as_u64())
+        .filter(|port| *port != 0)
         .map(|port| format!("{}{port}", PORTS.root));
     ips.chain(ports).collect()
+}
+
+/// Whether a node port is left for the server to pick: missing, or 0 as Go writes it.
+fn unset(node_port: &Value) -> bool {
+    node_port.is_null() || node_port == 0
 }
 
 /// Keeps what an update leaves out but `old` holds: the cluster IPs, and the node
@@ -99,9 +105,9 @@ pub fn carry_over(resource: &ResourceType, old: &Value, new: &mut Value) {
         .as_array()
         .map_or(&[][..], Vec::as_slice);
     for port in spec["ports"].as_array_mut().into_iter().flatten() {
-        if port["nodePort"].is_null()
+        if unset(&port["nodePort"])
             && let Some(before) = old_ports.iter().find(|p| same(p, port))
-            && !before["nodePort"].is_null()
+            && !unset(&before["nodePort"])
         {
             port["nodePort"] = before["nodePort"].clone();
         }
@@ -196,7 +202,11 @@ async fn claim_all(
     if kind == "NodePort" || kind == "LoadBalancer" {
         let ports = spec["ports"].as_array_mut().into_iter().flatten();
         for (i, port) in ports.enumerate() {
-            let wanted = port["nodePort"].as_u64().map(|p| p as u32);
+            // 0 is how Go clients write "none yet".
+            let wanted = port["nodePort"]
+                .as_u64()
+                .filter(|p| *p != 0)
+                .map(|p| p as u32);
             let field = format!("spec.ports[{i}].nodePort");
             let port_number = claims.take(&PORTS, wanted, holds, &parent, &field).await?;
             port["nodePort"] = json!(port_number);

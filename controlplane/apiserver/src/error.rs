@@ -298,7 +298,7 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/json, application/yaml"
+                "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
             ),
         )
     }

@@ -19,6 +19,7 @@ mod negotiate;
 mod objects;
 mod openapi;
 mod path;
+mod protobuf;
 mod rest;
 mod spec;
 mod table;

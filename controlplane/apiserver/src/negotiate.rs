@@ -88,7 +88,8 @@ pub fn response_format(headers: &HeaderMap) -> ApiResult<Format> {
     Err(ApiError::not_acceptable(accept))
 }
 
-/// Decodes a request body written in JSON (also when no Content-Type is given) or YAML.
+/// Decodes a request body written in JSON (also when no Content-Type is given),
+/// YAML or Kubernetes' protobuf.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -100,6 +101,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {

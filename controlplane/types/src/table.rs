@@ -361,7 +361,7 @@ pub const SERVICE: &[Column] = &[
             .iter()
             .map(|p| {
                 let proto = p["protocol"].as_str().unwrap_or("TCP");
-                match p["nodePort"].as_i64() {
+                match p["nodePort"].as_i64().filter(|n| *n != 0) {
                     Some(node) => format!("{}:{node}/{proto}", p["port"]),
                     None => format!("{}/{proto}", p["port"]),
                 }
