@@ -138,13 +138,7 @@ fn bad_requests_get_statuses() {
         "spec.containers[0].ports[0].containerPort",
     );
     check(
-        call(
-            &server.url,
-            "POST",
-            pods,
-            Some("application/cbor"),
-            "k8s",
-        ),
+        call(&server.url, "POST", pods, Some("application/cbor"), "k8s"),
         415,
         "UnsupportedMediaType",
         "application/json",

@@ -13,6 +13,8 @@ mod allocate;
 mod cache;
 mod discovery;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod health;
 pub mod kubeconfig;
 mod negotiate;
