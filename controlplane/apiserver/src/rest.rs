@@ -956,6 +956,14 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
+/// `target` with a JSON patch applied. The patch works on a copy, which a failed
+/// operation leaves behind (the crate's own rollback can panic on some sequences).
+pub(crate) fn json_patch(target: &Value, operations: &json_patch::Patch) -> Result<Value, String> {
+    let mut patched = target.clone();
+    json_patch::patch_unsafe(&mut patched, operations).map_err(|e| e.to_string())?;
+    Ok(patched)
+}
+
 /// The patch media types, as a 415 lists them.
 const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
@@ -996,12 +1004,7 @@ impl Patch {
     fn apply(&self, target: &Value, definition: Option<&'static str>) -> ApiResult<Value> {
         let unprocessable = |e: String| ApiError::new(422, "Invalid", e);
         match self {
-            Patch::Json(operations) => {
-                let mut patched = target.clone();
-                json_patch::patch(&mut patched, operations)
-                    .map_err(|e| unprocessable(e.to_string()))?;
-                Ok(patched)
-            }
+            Patch::Json(operations) => json_patch(target, operations).map_err(unprocessable),
             Patch::Merge(patch) => {
                 let mut patched = target.clone();
                 json_patch::merge(&mut patched, patch);

@@ -1,4 +1,5 @@
-//! Patch metadata of the built-in kinds and strategic merge patch, which reads it.
+//! Patch metadata of the built-in kinds, and what reads it: strategic merge patch
+//! and the field ownership of server-side apply.
 //!
 //! The table (`table.rs`) is derived from the Kubernetes OpenAPI document by
 //! `scripts/gen-patch-table.py`: for every field of every object definition
@@ -6,6 +7,7 @@
 //! key, list type, list map keys and map type. The same rows serve strategic merge
 //! patch here, and the OpenAPI documents and server-side apply of the API server.
 
+pub mod apply;
 pub mod strategic;
 mod table;
 
