@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 
@@ -100,4 +100,69 @@ async fn next(
         .expect("an event within 30 s")
         .expect("the stream goes on")
         .expect("no watch error")
+}
+
+/// Server-side apply from kube-rs: create by apply, a conflict between two
+/// managers, and a forced apply that takes the field over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_applies_server_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
+    let config = |value: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "applied"},
+            "data": {"k": value, "owner": "alice"},
+        })
+    };
+    let alice = PatchParams::apply("alice");
+    let created = api
+        .patch("applied", &alice, &Patch::Apply(config("1")))
+        .await
+        .unwrap();
+    assert_eq!(created.data.unwrap()["k"], "1");
+    let managers = created.metadata.managed_fields.unwrap();
+    assert_eq!(managers[0].manager.as_deref(), Some("alice"));
+    assert_eq!(managers[0].operation.as_deref(), Some("Apply"));
+
+    let bob = PatchParams::apply("bob");
+    let refused = api
+        .patch("applied", &bob, &Patch::Apply(config("2")))
+        .await
+        .unwrap_err();
+    match refused {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 409);
+            assert!(
+                status.message.contains(r#"conflict with "alice""#),
+                "{}",
+                status.message
+            );
+            assert!(status.message.contains(".data.k"), "{}", status.message);
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let forced = api
+        .patch("applied", &bob.force(), &Patch::Apply(config("2")))
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "2");
+
+    // Alice drops a field she alone owned: it goes.
+    let dropped = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"k": "2"},
+    });
+    let after = api
+        .patch(
+            "applied",
+            &PatchParams::apply("alice"),
+            &Patch::Apply(dropped),
+        )
+        .await
+        .unwrap();
+    let data = after.data.unwrap();
+    assert_eq!(data.get("k").map(String::as_str), Some("2"));
+    assert!(data.contains_key("owner"), "bob still owns owner: {data:?}");
+    assert!(server.stop());
 }

@@ -526,6 +526,48 @@ fn kubectl_1_33_applies_and_explains() {
         "{stderr}"
     );
 
+    // Server-side, from the state client-side apply left: a second manager that
+    // sets the image differently conflicts until it forces.
+    let applied = k.ok(&["apply", "--server-side", "-f", second.to_str().unwrap()]);
+    assert!(
+        applied.contains("deployment.apps/ap serverside-applied"),
+        "{applied}"
+    );
+    let other = dir.path().join("other.yaml");
+    let changed = std::fs::read_to_string(&second).unwrap();
+    std::fs::write(&other, changed.replace("image: x:1", "image: x:2")).unwrap();
+    let path = other.to_str().unwrap();
+    let refused = k.run(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        path,
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("conflict with \"kubectl\""),
+        "{stderr}"
+    );
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        path,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "ap",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]),
+        "x:2"
+    );
+
     let explained = k.ok(&["explain", "deployment.spec.strategy"]);
     assert!(
         explained.contains("rollingUpdate") && explained.contains("Recreate"),

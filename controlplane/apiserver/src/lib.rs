@@ -219,6 +219,7 @@ impl ApiServer {
                     target: &target,
                     params: &params,
                     format: negotiate::Format::Json,
+                    manager: "wasmkube-apiserver",
                 };
                 match request
                     .delete(&name, &json!({"gracePeriodSeconds": 0}))

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
-use wasmkube_types::patch::{definition_of, strategic};
+use wasmkube_types::patch::{apply, definition_of, strategic};
 use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::{ResourceType, Verb};
@@ -78,11 +78,19 @@ async fn dispatch(
         }
     };
     let sub = target.subresource.as_deref();
+    // As Kubernetes names a manager the client did not name: by its user agent.
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or("unknown");
     let request = Request {
         server,
         target: &target,
         params: &params,
         format,
+        manager: params.get("fieldManager").map_or(agent, String::as_str),
     };
     match (method, target.name.as_deref(), sub) {
         (Method::GET, None, None) if is_true(params.get("watch")) => {
@@ -110,7 +118,7 @@ async fn dispatch(
                     .ok_or_else(|| ApiError::bad_request("a Binding needs metadata.name"))?;
                 return request.bind(pod, &object).await;
             }
-            request.create(object).await
+            request.create(object, Write::Update).await
         }
         (Method::POST, Some(name), Some("binding")) => {
             request.bind(name, &decode_body(headers, body)?).await
@@ -121,7 +129,12 @@ async fn dispatch(
         (Method::PUT, Some(name), None | Some("status")) => {
             allow(Verb::Update)?;
             let object = decode_body(headers, body)?;
-            let (object, code) = request.replace(name, object, sub == Some("status")).await?;
+            let write = if sub == Some("status") {
+                Write::Status
+            } else {
+                Write::Update
+            };
+            let (object, code) = request.replace(name, object, write).await?;
             Ok(request.render(code, &object))
         }
         (Method::PUT, Some(name), Some("scale")) => {
@@ -181,6 +194,19 @@ pub(crate) struct Request<'a> {
     pub(crate) target: &'a Target,
     pub(crate) params: &'a Params,
     pub(crate) format: Format,
+    /// Who writes, for managedFields: `fieldManager`, else the client's name.
+    pub(crate) manager: &'a str,
+}
+
+/// What a write is, for managedFields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// A create, replace or patch: the manager takes the fields it changes.
+    Update,
+    /// A write of the status alone, which no manager owns.
+    Status,
+    /// A server-side apply: the object carries its managedFields already.
+    Apply,
 }
 
 impl Request<'_> {
@@ -227,6 +253,13 @@ impl Request<'_> {
             .await?
             .ok_or_else(|| ApiError::not_found(self.resource(), name))?;
         Ok((decode_stored(&kv)?, kv.mod_revision))
+    }
+
+    /// Gives the request's manager the fields it changes from `old` to `new`.
+    fn record(&self, old: Option<&Value>, new: &mut Value) {
+        let r = self.resource();
+        let definition = definition_of(r.group, r.version, r.kind);
+        apply::record_update(old, new, self.manager, &r.api_version(), &now(), definition);
     }
 
     /// With `fieldValidation=Strict`, refuses an object with fields its schema does
@@ -385,7 +418,7 @@ impl Request<'_> {
         }
     }
 
-    async fn create(&self, mut object: Value) -> ApiResult<Response> {
+    async fn create(&self, mut object: Value, write: Write) -> ApiResult<Response> {
         let r = self.resource();
         check_type_meta(r, &mut object)?;
         check_namespace(r, &mut object, self.namespace())?;
@@ -400,6 +433,9 @@ impl Request<'_> {
             return Err(ApiError::invalid(r, &name, &errors));
         }
         stamp_new(&mut object);
+        if write == Write::Update {
+            self.record(None, &mut object);
+        }
         if let Some(ns) = self.namespace() {
             self.server.namespace_open(ns).await?;
         }
@@ -429,8 +465,9 @@ impl Request<'_> {
         &self,
         name: &str,
         mut object: Value,
-        status_only: bool,
+        write: Write,
     ) -> ApiResult<(Value, u16)> {
+        let status_only = write == Write::Status;
         let r = self.resource();
         check_type_meta(r, &mut object)?;
         check_namespace(r, &mut object, self.namespace())?;
@@ -469,6 +506,9 @@ impl Request<'_> {
             apply_defaults(r, &mut object);
             allocate::carry_over(r, &old, &mut object);
             bump_generation(&old, &mut object);
+            if write == Write::Update {
+                self.record(Some(&old), &mut object);
+            }
             object
         };
         let mut errors = validate_metadata(r, &new);
@@ -548,6 +588,9 @@ impl Request<'_> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        if content_type.split(';').next().map(str::trim) == Some(APPLY) {
+            return self.apply(name, body).await;
+        }
         let patch = Patch::decode(content_type, body)?;
         if self.target.subresource.as_deref() == Some("scale") {
             let (object, _) = self.read(name).await?;
@@ -559,13 +602,79 @@ impl Request<'_> {
         }
         let r = self.resource();
         let definition = definition_of(r.group, r.version, r.kind);
-        let status_only = self.target.subresource.as_deref() == Some("status");
+        let write = if self.target.subresource.as_deref() == Some("status") {
+            Write::Status
+        } else {
+            Write::Update
+        };
         for attempt in 1..=ATTEMPTS {
             let (object, _) = self.read(name).await?;
             let object = patch.apply(&object, definition)?;
-            match self.replace(name, object, status_only).await {
+            match self.replace(name, object, write).await {
                 Err(e) if e.reason == "Conflict" && !patch.pins_version() && attempt < ATTEMPTS => {
                 }
+                result => return result.map(|(object, code)| self.render(code, &object)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Server-side apply: the body is the manager's whole intent for the object,
+    /// created if missing.
+    async fn apply(&self, name: &str, body: &[u8]) -> ApiResult<Response> {
+        let r = self.resource();
+        let Some(manager) = self.params.get("fieldManager").filter(|m| !m.is_empty()) else {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        };
+        if self.target.subresource.is_some() {
+            return Err(ApiError::method_not_allowed(
+                "server-side apply of a subresource is not supported",
+            ));
+        }
+        let mut config: Value = serde_yaml_ng::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the apply configuration is not valid YAML: {e}"))
+        })?;
+        if !config.is_object() {
+            return Err(ApiError::bad_request(
+                "the apply configuration must be an object",
+            ));
+        }
+        check_type_meta(r, &mut config)?;
+        check_namespace(r, &mut config, self.namespace())?;
+        match meta_str(&config, "name") {
+            Some(given) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => drop(metadata_mut(&mut config).insert("name".into(), json!(name))),
+        }
+        let time = now();
+        let request = apply::Apply {
+            manager,
+            api_version: &r.api_version(),
+            time: &time,
+            force: is_true(self.params.get("force")),
+            definition: definition_of(r.group, r.version, r.kind),
+        };
+        for attempt in 1..=ATTEMPTS {
+            let live = match self.read(name).await {
+                Ok((live, _)) => live,
+                Err(e) if e.code == 404 => {
+                    let object = apply::apply(&json!({}), &config, &request)
+                        .map_err(|c| conflicts(r, name, &c))?;
+                    return self.create(object, Write::Apply).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let object =
+                apply::apply(&live, &config, &request).map_err(|c| conflicts(r, name, &c))?;
+            match self.replace(name, object, Write::Apply).await {
+                Err(e) if e.reason == "Conflict" && attempt < ATTEMPTS => {}
                 result => return result.map(|(object, code)| self.render(code, &object)),
             }
         }
@@ -964,8 +1073,40 @@ pub(crate) fn json_patch(target: &Value, operations: &json_patch::Patch) -> Resu
     Ok(patched)
 }
 
+/// The media type of server-side apply.
+const APPLY: &str = "application/apply-patch+yaml";
+
 /// The patch media types, as a 415 lists them.
-const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
+/// The 409 of an apply that conflicts with other managers.
+fn conflicts(resource: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {:?} using {}", c.manager, c.api_version),
+                "field": apply::display(&c.path),
+            })
+        })
+        .collect();
+    let list: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    let (count, noun) = match conflicts.len() {
+        1 => (1, "conflict"),
+        n => (n, "conflicts"),
+    };
+    ApiError {
+        details: Some(
+            json!({"name": name, "group": resource.group, "kind": resource.plural, "causes": causes}),
+        ),
+        ..ApiError::new(
+            409,
+            "Conflict",
+            format!("Apply failed with {count} {noun}: {}", list.join("\n")),
+        )
+    }
+}
 
 /// A PATCH body.
 enum Patch {

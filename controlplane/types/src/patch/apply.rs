@@ -185,12 +185,16 @@ fn collect(value: &Value, schema: Schema, path: &mut Path, out: &mut FieldSet) {
     }
 }
 
-/// The key of a list-map item: its key fields, as canonical JSON.
+/// The key of a list-map item: its key fields, as canonical JSON. A `protocol`
+/// left out is TCP, the default the API declares for it, so that a port applied
+/// without one is the port the server stored with one.
 fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
     let mut key = Map::new();
     for k in keys {
-        if let Some(v) = item.get(*k) {
-            key.insert((*k).to_owned(), v.clone());
+        match item.get(*k) {
+            Some(v) => drop(key.insert((*k).to_owned(), v.clone())),
+            None if *k == "protocol" => drop(key.insert((*k).to_owned(), json!("TCP"))),
+            None => {}
         }
     }
     (!key.is_empty()).then(|| Value::Object(key).to_string())
@@ -203,10 +207,11 @@ pub fn value_at<'a>(object: &'a Value, path: &Path) -> Option<&'a Value> {
         at = match element {
             Element::Field(name) => at.get(name)?,
             Element::Key(key) => {
-                let key: Map<String, Value> = serde_json::from_str(key).ok()?;
+                let fields: Map<String, Value> = serde_json::from_str(key).ok()?;
+                let names: Vec<&str> = fields.keys().map(String::as_str).collect();
                 at.as_array()?
                     .iter()
-                    .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))?
+                    .find(|item| item_key(item, &names).as_ref() == Some(key))?
             }
             Element::Value(value) => {
                 let value: Value = serde_json::from_str(value).ok()?;
@@ -475,6 +480,8 @@ pub fn apply(live: &Value, config: &Value, request: &Apply<'_>) -> Result<Value,
 
 /// Records a write other than apply: `manager` takes the fields it changed from
 /// `old` (`None` when creating) to `new`, and fields it removed belong to nobody.
+/// A write that sets managedFields itself (as kubectl does when it moves the fields
+/// of client-side apply over to server-side apply) is taken at its word.
 pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
@@ -483,6 +490,10 @@ pub fn record_update(
     time: &str,
     definition: Option<&'static str>,
 ) {
+    let given = &new["metadata"]["managedFields"];
+    if given.is_array() && old.is_some_and(|o| o["metadata"]["managedFields"] != *given) {
+        return;
+    }
     let mut managers = old.map(managers).unwrap_or_default();
     let after = fields_of(new, definition);
     let before = old.map(|o| fields_of(o, definition)).unwrap_or_default();
