@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Derives the patch metadata table of the built-in kinds from the Kubernetes
-OpenAPI (v2) document: `scripts/gen-patch-table.py SWAGGER.json > OUT.rs`.
+OpenAPI (v2) document:
+
+    scripts/gen-patch-table.py ../shared/k8s-openapi/swagger-v1.36.0.json \
+        > controlplane/types/src/patch/table.rs
+
 
 For every object definition reachable from a kind of a GA version (v1, v2), it
 writes each field that leads to another definition or carries patch metadata:

@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Derives the protobuf message table of the built-in kinds from the message
 definitions of the `k8s-pb` crate and the Kubernetes OpenAPI document:
-`scripts/gen-protobuf-table.py K8S_PB_SRC SWAGGER.json > OUT.rs`.
+
+
+    scripts/gen-protobuf-table.py ~/.cargo/registry/src/*/k8s-pb-0.9.0/src \
+        ../shared/k8s-openapi/swagger-v1.36.0.json \
+        > controlplane/apiserver/src/protobuf/table.rs
+
+(k8s-pb is a dev-dependency of the API server, so cargo has fetched it).
 
 For every message reachable from a kind of a GA version (v1, v2) it writes each
 field's tag, its JSON name (the OpenAPI property it encodes) and its type, so that
