@@ -576,6 +576,122 @@ fn kubectl_1_33_applies_and_explains() {
     assert!(server.stop());
 }
 
+/// A CRD: its kind appears in discovery, its objects are defaulted, validated and
+/// shown with the printer columns, its status is a subresource, and it goes with
+/// its objects.
+fn custom_resources(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let (server, _etcd) = match backend {
+        Backend::Embedded => (Server::start(dir.path()), None),
+        Backend::Etcd => {
+            let etcd = EtcdServer::start(etcd_dir.path()).unwrap();
+            (Server::start_on_etcd(dir.path(), &etcd.url()), Some(etcd))
+        }
+    };
+    let k = Kubectl::new(33, dir.path());
+    k.ok(&["apply", "-f", &format!("{FIXTURES}/crd.yaml")]);
+    let established = || {
+        k.ok(&[
+            "get",
+            "crd",
+            "widgets.example.com",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while established() != "True" {
+        assert!(Instant::now() < deadline, "the CRD was never established");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resources = k.ok(&["api-resources", "--api-group=example.com"]);
+    assert!(
+        resources.contains("widgets") && resources.contains("wd") && resources.contains("Widget"),
+        "{resources}"
+    );
+
+    let widget = |name: &str, size: i64| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {{size: {size}}}\n"
+        )
+    };
+    k.create("default", &widget("small", 3));
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(&invalid, widget("none", 0)).unwrap();
+    let refused = k.run(&["create", "-f", invalid.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("spec.size: Invalid value")
+            && stderr.contains("greater than or equal to 1"),
+        "{stderr}"
+    );
+    let table = k.ok(&["get", "wd"]);
+    assert_eq!(header(&table), ["NAME", "SIZE", "COLOUR", "AGE"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..3],
+        ["small", "3", "red"],
+        "the default fills the colour"
+    );
+
+    k.ok(&[
+        "patch",
+        "widget",
+        "small",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"ready":true},"spec":{"size":9}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "wd",
+            "small",
+            "-o",
+            "jsonpath={.status.ready} {.spec.size}"
+        ]),
+        "true 3",
+        "a status write changes the status alone"
+    );
+
+    k.ok(&["delete", "crd", "widgets.example.com"]);
+    let gone = k.run(&["get", "crd", "widgets.example.com"]);
+    assert!(!gone.status.success());
+    let resources = k.ok(&["api-resources", "--api-group=example.com"]);
+    assert!(!resources.contains("widgets"), "{resources}");
+    // Created again, the kind is empty: the objects went with the definition.
+    k.ok(&["apply", "-f", &format!("{FIXTURES}/crd.yaml")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while established() != "True" {
+        assert!(
+            Instant::now() < deadline,
+            "the CRD was never established again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = k.run(&["get", "wd", "-o", "name"]);
+    assert!(
+        listed.status.success() && listed.stdout.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&listed.stdout),
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(server.stop());
+}
+
+#[test]
+fn kubectl_1_33_custom_resources() {
+    custom_resources(Backend::Embedded);
+}
+
+#[test]
+fn kubectl_1_33_custom_resources_on_etcd() {
+    custom_resources(Backend::Etcd);
+}
+
 #[test]
 fn kubectl_1_27_patches() {
     patch_verbs(27);

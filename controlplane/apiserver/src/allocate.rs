@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -298,10 +297,22 @@ pub(crate) async fn reclaim(
     store: Arc<dyn Store>,
     cache: Arc<WatchCache>,
     services: &'static ResourceType,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) -> ApiResult<()> {
     let root = services.storage_root().expect("services are stored");
-    let (current, mut last, mut changes) = cache.watch_now(&root).await?;
+    let releasing = store.clone();
+    let current = cache
+        .follow(root, closing, move |change| {
+            let store = releasing.clone();
+            async move {
+                if change.kind == EventType::Deleted
+                    && let Ok(service) = change.object.object()
+                {
+                    release(&*store, held(&service)).await;
+                }
+            }
+        })
+        .await?;
     let mut in_use = BTreeSet::new();
     for service in &current {
         in_use.extend(held(&service.object()?));
@@ -311,49 +322,6 @@ pub(crate) async fn reclaim(
         let orphans = list.items.into_iter().map(|kv| kv.key);
         release(&*store, orphans.filter(|k| !in_use.contains(k))).await;
     }
-    tokio::spawn(async move {
-        loop {
-            // Ended by the cache (it listed again): resume where it stopped. Ended
-            // by an error (history gone): start again from now.
-            let failed = loop {
-                let change = tokio::select! {
-                    _ = closing.wait_for(|closed| *closed) => return,
-                    change = changes.next() => change,
-                };
-                match change {
-                    Some(Ok(change)) => {
-                        last = change.revision();
-                        if change.kind == EventType::Deleted
-                            && let Ok(service) = change.object.object()
-                        {
-                            release(&*store, held(&service)).await;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "following service deletions");
-                        break true;
-                    }
-                    None => break false,
-                }
-            };
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let resumed = if failed {
-                cache
-                    .watch_now(&root)
-                    .await
-                    .map(|(_, now, more)| (now, more))
-            } else {
-                cache
-                    .watch_after(&root, last)
-                    .await
-                    .map(|more| (last, more))
-            };
-            match resumed {
-                Ok((from, more)) => (last, changes) = (from, more),
-                Err(e) => tracing::warn!(error = e.message, "following service deletions"),
-            }
-        }
-    });
     Ok(())
 }
 

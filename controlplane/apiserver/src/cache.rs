@@ -12,6 +12,7 @@
 //! up with the store's revision, so a client always reads its own writes.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
@@ -62,9 +63,14 @@ impl Cached {
     /// The object stored as `kv`, an object of kind `resource` (when known).
     pub(crate) fn new(kv: &KeyValue, resource: Option<&ResourceType>) -> ApiResult<Cached> {
         let object = decode_stored(kv)?;
-        let fields = resource
+        // A kind the registry does not know (a custom one) has the fields every
+        // kind has.
+        let selectable: Vec<&'static str> = match resource {
+            Some(r) => r.selectable_fields().collect(),
+            None => vec!["metadata.name", "metadata.namespace"],
+        };
+        let fields = selectable
             .into_iter()
-            .flat_map(ResourceType::selectable_fields)
             .map(|field| (field, field_values(&object, field)))
             .collect();
         Ok(Cached {
@@ -254,7 +260,7 @@ impl WatchCache {
     /// Follows the store's changes; after a failure, lists again and goes on.
     async fn feed(self: Arc<Self>, mut after: Revision, mut closing: watch::Receiver<bool>) {
         loop {
-            match self.follow(after, &mut closing).await {
+            match self.feed_from(after, &mut closing).await {
                 Ok(()) | Err(StoreError::Closed) => return,
                 Err(e) => tracing::warn!(error = %e, "watch cache lost its watch; listing again"),
             }
@@ -276,7 +282,7 @@ impl WatchCache {
     }
 
     /// Applies the store's changes after `after` until closing (`Ok`) or a failure.
-    async fn follow(
+    async fn feed_from(
         &self,
         after: Revision,
         closing: &mut watch::Receiver<bool>,
@@ -438,6 +444,71 @@ impl WatchCache {
                 Err(e) => Some(Err(e)),
             }
         })))
+    }
+}
+
+impl WatchCache {
+    /// The objects under `prefix` now; every later change goes to `each`, in
+    /// order, from a task that runs until `closing`. A watch the cache ends (it
+    /// listed again) resumes where it stopped; one that fails (its history is
+    /// gone) starts again from the current objects, which come as ADDED changes.
+    pub(crate) async fn follow<F, Fut>(
+        self: &Arc<Self>,
+        prefix: String,
+        mut closing: watch::Receiver<bool>,
+        mut each: F,
+    ) -> ApiResult<Vec<Arc<Cached>>>
+    where
+        F: FnMut(Arc<Change>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (current, mut last, mut changes) = self.watch_now(&prefix).await?;
+        let cache = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let failed = loop {
+                    let change = tokio::select! {
+                        _ = closing.wait_for(|closed| *closed) => return,
+                        change = changes.next() => change,
+                    };
+                    match change {
+                        Some(Ok(change)) => {
+                            last = change.revision();
+                            each(change).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(prefix, error = %e, "following changes");
+                            break true;
+                        }
+                        None => break false,
+                    }
+                };
+                tokio::time::sleep(RETRY).await;
+                let resumed = if failed {
+                    cache.watch_now(&prefix).await.map(|(now, revision, more)| {
+                        let added = now.into_iter().map(|object| {
+                            Ok(Arc::new(Change {
+                                kind: EventType::Added,
+                                object,
+                                prev: None,
+                            }))
+                        });
+                        let replay: Changes = Box::pin(futures::stream::iter(added).chain(more));
+                        (revision, replay)
+                    })
+                } else {
+                    cache
+                        .watch_after(&prefix, last)
+                        .await
+                        .map(|more| (last, more))
+                };
+                match resumed {
+                    Ok((from, more)) => (last, changes) = (from, more),
+                    Err(e) => tracing::warn!(prefix, error = e.message, "following changes"),
+                }
+            }
+        });
+        Ok(current)
     }
 }
 

@@ -5,9 +5,9 @@
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use wasmkube_types::registry::{BUILTIN, group_versions};
 use wasmkube_types::{ResourceType, Subresource};
 
+use crate::crd::Kinds;
 use crate::negotiate::{Format, accepted, respond};
 use crate::path::Route;
 
@@ -32,10 +32,10 @@ fn aggregated(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 /// Answers a discovery route.
-pub fn serve(route: &Route, headers: &HeaderMap) -> Response {
+pub fn serve(route: &Route, headers: &HeaderMap, kinds: &Kinds) -> Response {
     if let (Route::CoreVersions | Route::Groups, Some(version)) = (route, aggregated(headers)) {
         let core = matches!(route, Route::CoreVersions);
-        let body = aggregated_list(version, core);
+        let body = aggregated_list(kinds, version, core);
         let content_type =
             format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
         return ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response();
@@ -49,19 +49,19 @@ pub fn serve(route: &Route, headers: &HeaderMap) -> Response {
         Route::Groups => json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": groups().iter().map(|g| group(g)).collect::<Vec<_>>(),
+            "groups": groups(kinds).iter().map(|g| group(kinds, g)).collect::<Vec<_>>(),
         }),
-        Route::Group(name) => group(name),
-        Route::Resources { group, version } => resource_list(group, version),
+        Route::Group(name) => group(kinds, name),
+        Route::Resources { group, version } => resource_list(kinds, group, version),
         Route::Objects(_) => unreachable!("objects are not discovery"),
     };
     respond(Format::Json, 200, &body)
 }
 
 /// The named groups (not the core group), in table order.
-fn groups() -> Vec<&'static str> {
+fn groups(kinds: &Kinds) -> Vec<&'static str> {
     let mut names = Vec::new();
-    for (g, _) in group_versions() {
+    for (g, _) in kinds.group_versions() {
         if !g.is_empty() && !names.contains(&g) {
             names.push(g);
         }
@@ -69,16 +69,17 @@ fn groups() -> Vec<&'static str> {
     names
 }
 
-fn versions(group: &str) -> Vec<&'static str> {
-    group_versions()
+fn versions(kinds: &Kinds, group: &str) -> Vec<&'static str> {
+    kinds
+        .group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(_, v)| v)
         .collect()
 }
 
-fn group(name: &str) -> Value {
-    let versions: Vec<Value> = versions(name)
+fn group(kinds: &Kinds, name: &str) -> Value {
+    let versions: Vec<Value> = versions(kinds, name)
         .iter()
         .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
         .collect();
@@ -95,15 +96,15 @@ fn verbs(verbs: &[wasmkube_types::Verb]) -> Vec<&'static str> {
     verbs.iter().map(|v| v.as_str()).collect()
 }
 
-fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceType> {
-    BUILTIN
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+fn resources_of(kinds: &Kinds, group: &str, version: &str) -> Vec<&'static ResourceType> {
+    let mut all = kinds.all();
+    all.retain(|r| r.group == group && r.version == version);
+    all
 }
 
-fn resource_list(group: &str, version: &str) -> Value {
+fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for r in resources_of(group, version) {
+    for r in resources_of(kinds, group, version) {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular(),
@@ -158,16 +159,18 @@ fn sub_kind(
     }
 }
 
-fn aggregated_list(version: &str, core: bool) -> Value {
-    let names: Vec<&str> = if core { vec![""] } else { groups() };
+fn aggregated_list(kinds: &Kinds, version: &str, core: bool) -> Value {
+    let names: Vec<&str> = if core { vec![""] } else { groups(kinds) };
     let items: Vec<Value> = names
         .iter()
         .map(|g| {
-            let versions: Vec<Value> = versions(g)
+            let versions: Vec<Value> = versions(kinds, g)
                 .iter()
                 .map(|v| {
-                    let resources: Vec<Value> =
-                        resources_of(g, v).map(aggregated_resource).collect();
+                    let resources: Vec<Value> = resources_of(kinds, g, v)
+                        .into_iter()
+                        .map(aggregated_resource)
+                        .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn legacy_resource_list_has_subresources() {
-        let list = resource_list("apps", "v1");
+        let list = resource_list(&Kinds::default(), "apps", "v1");
         let resources = list["resources"].as_array().unwrap();
         let scale = resources
             .iter()
@@ -240,7 +243,7 @@ mod tests {
 
     #[test]
     fn aggregated_lists_every_group() {
-        let apis = aggregated_list("v2", false);
+        let apis = aggregated_list(&Kinds::default(), "v2", false);
         let names: Vec<_> = apis["items"]
             .as_array()
             .unwrap()
@@ -249,7 +252,7 @@ mod tests {
             .collect();
         assert!(names.contains(&json!("apps")));
         assert!(!names.contains(&json!("")));
-        let core = aggregated_list("v2beta1", true);
+        let core = aggregated_list(&Kinds::default(), "v2beta1", true);
         assert_eq!(core["apiVersion"], "apidiscovery.k8s.io/v2beta1");
         let pods = &core["items"][0]["versions"][0]["resources"]
             .as_array()

@@ -43,7 +43,7 @@ pub enum FieldErrorKind {
     /// The field may not be set or changed.
     Forbidden,
     /// The value is not one of a fixed set; holds the value and the set.
-    NotSupported(String, Vec<&'static str>),
+    NotSupported(String, Vec<String>),
     /// The value is already used by another item of the list; holds the value.
     Duplicate(String),
     /// The value names something that does not exist; holds the value.
@@ -86,11 +86,14 @@ impl FieldError {
     pub fn not_supported(
         field: impl Into<String>,
         value: impl Into<String>,
-        supported: &[&'static str],
+        supported: &[&str],
     ) -> Self {
         FieldError {
             field: field.into(),
-            kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()),
+            kind: FieldErrorKind::NotSupported(
+                value.into(),
+                supported.iter().map(|s| (*s).to_owned()).collect(),
+            ),
             detail: String::new(),
         }
     }

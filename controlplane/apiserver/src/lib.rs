@@ -11,6 +11,7 @@
 
 mod allocate;
 mod cache;
+mod crd;
 mod discovery;
 pub mod error;
 #[cfg(test)]
@@ -34,9 +35,10 @@ use axum::Router;
 use axum::routing::{any, get};
 use serde_json::json;
 use wasmkube_store::{Bytes, Error as StoreError, ListOptions, Store};
-use wasmkube_types::registry::{BUILTIN, by_kind};
+use wasmkube_types::registry::by_kind;
 
 use crate::cache::WatchCache;
+use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult};
 
 /// The namespaces every cluster has.
@@ -49,6 +51,8 @@ pub struct ApiServer {
     store: Arc<dyn Store>,
     /// Lists and watches are served from here.
     cache: Arc<WatchCache>,
+    /// The kinds served: the built-in ones and those of the CRDs.
+    kinds: Arc<Kinds>,
     /// Set when the server shuts down: long-running requests (watches) end.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -85,6 +89,7 @@ impl ApiServer {
         let closing = Arc::new(tokio::sync::watch::Sender::new(false));
         let server = ApiServer {
             cache: WatchCache::start(store.clone(), closing.subscribe()).await?,
+            kinds: Arc::default(),
             store,
             closing,
         };
@@ -97,6 +102,9 @@ impl ApiServer {
         )
         .await
         .map_err(|e| StoreError::Unavailable(e.message))?;
+        crd::follow(server.clone(), server.closing.subscribe())
+            .await
+            .map_err(|e| StoreError::Unavailable(e.message))?;
         let root = namespaces.storage_root().expect("namespaces are stored");
         for kv in server
             .store
@@ -197,7 +205,7 @@ impl ApiServer {
     /// Asks every object in `namespace` to go; true once none is left.
     async fn empty_namespace(&self, namespace: &str) -> ApiResult<bool> {
         let mut empty = true;
-        for resource in BUILTIN.iter().filter(|r| r.namespaced) {
+        for resource in self.kinds.all().into_iter().filter(|r| r.namespaced) {
             let Some(prefix) = resource.storage_collection(Some(namespace)) else {
                 continue;
             };

@@ -1,8 +1,8 @@
 //! Which part of the API a request path names.
 
 use wasmkube_types::ResourceType;
-use wasmkube_types::registry::{self, BUILTIN};
 
+use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult};
 
 /// What a path under `/api` or `/apis` names.
@@ -38,14 +38,16 @@ pub struct Target {
     pub subresource: Option<String>,
 }
 
-/// Reads a path (without the query).
-pub fn parse(path: &str) -> ApiResult<Route> {
+/// Reads a path (without the query), against the kinds served.
+pub fn parse(path: &str, kinds: &Kinds) -> ApiResult<Route> {
+    let group_versions = kinds.group_versions();
+    let all = kinds.all();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api"] => return Ok(Route::CoreVersions),
         ["apis"] => return Ok(Route::Groups),
         ["apis", group] => {
-            if registry::group_versions().iter().any(|(g, _)| g == group) {
+            if group_versions.iter().any(|(g, _)| g == group) {
                 return Ok(Route::Group((*group).to_owned()));
             }
             return Err(ApiError::no_such_path());
@@ -54,12 +56,12 @@ pub fn parse(path: &str) -> ApiResult<Route> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::no_such_path()),
     };
-    if !registry::group_versions().contains(&(group, version)) {
+    if !group_versions.contains(&(group, version)) {
         return Err(ApiError::no_such_path());
     }
     let find = |plural: &str| {
-        BUILTIN
-            .iter()
+        all.iter()
+            .copied()
             .find(|r| r.group == group && r.version == version && r.plural == plural)
     };
     let owned = |s: &&str| (*s).to_owned();
@@ -113,7 +115,7 @@ mod tests {
     use super::*;
 
     fn target(path: &str) -> (String, Option<String>, Option<String>, Option<String>) {
-        match parse(path).unwrap() {
+        match parse(path, &Kinds::default()).unwrap() {
             Route::Objects(t) => (
                 t.resource.plural.to_owned(),
                 t.namespace,
@@ -130,19 +132,34 @@ mod tests {
 
     #[test]
     fn discovery_paths() {
-        assert_eq!(parse("/api").unwrap(), Route::CoreVersions);
-        assert_eq!(parse("/api/").unwrap(), Route::CoreVersions);
-        assert_eq!(parse("/apis").unwrap(), Route::Groups);
-        assert_eq!(parse("/apis/apps").unwrap(), Route::Group("apps".into()));
         assert_eq!(
-            parse("/apis/apps/v1").unwrap(),
+            parse("/api", &Kinds::default()).unwrap(),
+            Route::CoreVersions
+        );
+        assert_eq!(
+            parse("/api/", &Kinds::default()).unwrap(),
+            Route::CoreVersions
+        );
+        assert_eq!(parse("/apis", &Kinds::default()).unwrap(), Route::Groups);
+        assert_eq!(
+            parse("/apis/apps", &Kinds::default()).unwrap(),
+            Route::Group("apps".into())
+        );
+        assert_eq!(
+            parse("/apis/apps/v1", &Kinds::default()).unwrap(),
             Route::Resources {
                 group: "apps".into(),
                 version: "v1".into()
             }
         );
-        assert_eq!(parse("/apis/apps/v2"), Err(ApiError::no_such_path()));
-        assert_eq!(parse("/apis/nope"), Err(ApiError::no_such_path()));
+        assert_eq!(
+            parse("/apis/apps/v2", &Kinds::default()),
+            Err(ApiError::no_such_path())
+        );
+        assert_eq!(
+            parse("/apis/nope", &Kinds::default()),
+            Err(ApiError::no_such_path())
+        );
     }
 
     #[test]
@@ -177,11 +194,22 @@ mod tests {
             ("nodes".into(), None, s("n1"), None)
         );
         assert_eq!(
-            parse("/api/v1/namespaces/a/pods/web/nope"),
+            parse("/api/v1/namespaces/a/pods/web/nope", &Kinds::default()),
             Err(ApiError::no_such_path())
         );
-        assert_eq!(parse("/api/v1/widgets"), Err(ApiError::no_such_path()));
-        assert_eq!(parse("/api/v1/pods/a/b/c"), Err(ApiError::no_such_path()));
-        assert_eq!(parse("/api/v1/namespaces/a/pods/..").unwrap_err().code, 400);
+        assert_eq!(
+            parse("/api/v1/widgets", &Kinds::default()),
+            Err(ApiError::no_such_path())
+        );
+        assert_eq!(
+            parse("/api/v1/pods/a/b/c", &Kinds::default()),
+            Err(ApiError::no_such_path())
+        );
+        assert_eq!(
+            parse("/api/v1/namespaces/a/pods/..", &Kinds::default())
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::objects::{
 };
 use crate::path::{self, Route, Target};
 use crate::spec::validate_spec;
-use crate::table::{Include, table};
+use crate::table::{Columns, Include, table};
 use crate::{ApiServer, allocate};
 use crate::{discovery, openapi, watch};
 
@@ -58,12 +58,12 @@ async fn dispatch(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let route = path::parse(uri.path())?;
+    let route = path::parse(uri.path(), &server.kinds)?;
     let Route::Objects(target) = route else {
         if method != Method::GET {
             return Err(not_allowed());
         }
-        return Ok(discovery::serve(&route, headers));
+        return Ok(discovery::serve(&route, headers, &server.kinds));
     };
     let params: Params = Query::try_from_uri(uri)
         .map(|Query(q)| q)
@@ -233,7 +233,7 @@ impl Request<'_> {
                 Format::Json,
                 code,
                 &table(
-                    self.resource(),
+                    &Columns::of(&self.server.kinds, self.resource()),
                     std::slice::from_ref(object),
                     metadata,
                     include,
@@ -262,14 +262,26 @@ impl Request<'_> {
         apply::record_update(old, new, self.manager, &r.api_version(), &now(), definition);
     }
 
-    /// With `fieldValidation=Strict`, refuses an object with fields its schema does
-    /// not have, naming them as Kubernetes does.
-    fn check_fields(&self, object: &Value) -> ApiResult<()> {
-        if self.params.get("fieldValidation").map(String::as_str) != Some("Strict") {
-            return Ok(());
-        }
-        let unknown = openapi::unknown_fields(self.resource(), object);
-        if unknown.is_empty() {
+    /// Checks the fields of an object against its kind's schema. A custom object
+    /// gets its defaults and loses the fields its schema lacks (422 for values the
+    /// schema refuses); with `fieldValidation=Strict`, fields the schema lacks are
+    /// refused instead, named as Kubernetes names them.
+    fn check_fields(&self, object: &mut Value) -> ApiResult<()> {
+        let r = self.resource();
+        let strict = self.params.get("fieldValidation").map(String::as_str) == Some("Strict");
+        let unknown = match self.server.kinds.custom(r) {
+            Some(custom) => {
+                let (errors, unknown) = custom.admit(object);
+                if !errors.is_empty() {
+                    let name = meta_str(object, "name").unwrap_or("").to_owned();
+                    return Err(ApiError::invalid(r, &name, &errors));
+                }
+                unknown
+            }
+            None if strict => openapi::unknown_fields(r, object),
+            None => Vec::new(),
+        };
+        if !strict || unknown.is_empty() {
             return Ok(());
         }
         let fields: Vec<String> = unknown
@@ -346,7 +358,12 @@ impl Request<'_> {
             return Ok(respond(
                 Format::Json,
                 200,
-                &table(r, &items, metadata, include),
+                &table(
+                    &Columns::of(&self.server.kinds, r),
+                    &items,
+                    metadata,
+                    include,
+                ),
             ));
         }
         let list = json!({
@@ -424,7 +441,7 @@ impl Request<'_> {
         check_namespace(r, &mut object, self.namespace())?;
         generate_name(&mut object);
         check_decodes(r, &object)?;
-        self.check_fields(&object)?;
+        self.check_fields(&mut object)?;
         let name = name(&object).unwrap_or("").to_owned();
         apply_defaults(r, &mut object);
         let mut errors = validate_metadata(r, &object);
@@ -482,7 +499,7 @@ impl Request<'_> {
         }
         check_decodes(r, &object)?;
         if !status_only {
-            self.check_fields(&object)?;
+            self.check_fields(&mut object)?;
         }
         let (old, revision) = self.read(name).await?;
         let expected = match meta_str(&object, "resourceVersion") {

@@ -1,9 +1,13 @@
 //! `meta.k8s.io/v1` Tables: what `kubectl get` prints, one row per object, with the
 //! columns of the kind from the registry.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use wasmkube_types::ResourceType;
+use wasmkube_types::table::Column;
 
+use crate::crd::{Custom, Kinds};
 use crate::objects::now_seconds;
 
 /// What each row carries besides its cells (`includeObject`).
@@ -28,31 +32,62 @@ impl Include {
     }
 }
 
-/// The column definitions of a kind.
-fn definitions(resource: &ResourceType) -> Vec<Value> {
-    resource
-        .columns
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "type": c.kind,
-                "format": c.format,
-                "description": c.description,
-                "priority": c.priority,
-            })
-        })
-        .collect()
+/// The columns of a kind's tables.
+pub(crate) enum Columns {
+    /// A built-in kind's, from the registry.
+    Kind(&'static [Column]),
+    /// A custom kind's printer columns, after its name.
+    Printer(Arc<Custom>),
+}
+
+impl Columns {
+    /// The columns of `resource`.
+    pub(crate) fn of(kinds: &Kinds, resource: &'static ResourceType) -> Columns {
+        match kinds.custom(resource) {
+            Some(custom) if !custom.columns.is_empty() => Columns::Printer(custom),
+            _ => Columns::Kind(resource.columns),
+        }
+    }
+
+    fn definitions(&self) -> Vec<Value> {
+        let definition = |name: &str, kind: &str, format: &str, description: &str, priority| json!({"name": name, "type": kind, "format": format, "description": description, "priority": priority});
+        match self {
+            Columns::Kind(columns) => columns
+                .iter()
+                .map(|c| {
+                    definition(
+                        c.name,
+                        c.kind,
+                        c.format,
+                        c.description,
+                        i64::from(c.priority),
+                    )
+                })
+                .collect(),
+            Columns::Printer(custom) => {
+                let name = definition("Name", "string", "name", "The name of the object.", 0);
+                let printer = custom
+                    .columns
+                    .iter()
+                    .map(|c| definition(&c.name, &c.kind, &c.format, &c.description, c.priority));
+                std::iter::once(name).chain(printer).collect()
+            }
+        }
+    }
+
+    fn cells(&self, object: &Value, now: i64) -> Vec<Value> {
+        match self {
+            Columns::Kind(columns) => columns.iter().map(|c| (c.cell)(object, now)).collect(),
+            Columns::Printer(custom) => std::iter::once(object["metadata"]["name"].clone())
+                .chain(custom.columns.iter().map(|c| c.cell(object, now)))
+                .collect(),
+        }
+    }
 }
 
 /// One row for an object.
-pub fn row(resource: &ResourceType, object: &Value, include: Include, now: i64) -> Value {
-    let cells: Vec<Value> = resource
-        .columns
-        .iter()
-        .map(|c| (c.cell)(object, now))
-        .collect();
-    let mut row = json!({"cells": cells});
+pub(crate) fn row(columns: &Columns, object: &Value, include: Include, now: i64) -> Value {
+    let mut row = json!({"cells": columns.cells(object, now)});
     match include {
         Include::None => {}
         Include::Metadata => {
@@ -68,8 +103,8 @@ pub fn row(resource: &ResourceType, object: &Value, include: Include, now: i64) 
 }
 
 /// A table of `objects`, with the list metadata given.
-pub fn table(
-    resource: &ResourceType,
+pub(crate) fn table(
+    columns: &Columns,
     objects: &[Value],
     metadata: Value,
     include: Include,
@@ -79,8 +114,8 @@ pub fn table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": definitions(resource),
-        "rows": objects.iter().map(|o| row(resource, o, include, now)).collect::<Vec<_>>(),
+        "columnDefinitions": columns.definitions(),
+        "rows": objects.iter().map(|o| row(columns, o, include, now)).collect::<Vec<_>>(),
     })
 }
 
@@ -95,7 +130,7 @@ mod tests {
         let pod = json!({"metadata": {"name": "web", "namespace": "default"},
             "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}});
         let t = table(
-            pods,
+            &Columns::of(&Kinds::default(), pods),
             &[pod],
             json!({"resourceVersion": "7"}),
             Include::Metadata,

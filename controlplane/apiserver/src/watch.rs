@@ -17,7 +17,7 @@ use crate::cache::{Cached, Change, Filters};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Format;
 use crate::rest::{Request, is_true};
-use crate::table::{Include, table};
+use crate::table::{Columns, Include, table};
 
 /// How long a watch lasts when the client does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -61,6 +61,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let bookmarks = is_true(params.get("allowWatchBookmarks"));
     let include = Include::from_params(params);
     let tables = request.format == Format::Table;
+    let columns = Columns::of(&request.server.kinds, resource);
     let cache = &request.server.cache;
     let mut closing = request.server.closing.subscribe();
 
@@ -91,7 +92,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
                 let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
                 value_line(
                     kind,
-                    &table(resource, std::slice::from_ref(&object), metadata, include),
+                    &table(&columns, std::slice::from_ref(&object), metadata, include),
                 )
             }
             Err(e) => value_line("ERROR", &e.status()),

@@ -208,6 +208,40 @@ impl ResourceType {
         }
     }
 
+    /// A kind a CustomResourceDefinition defines: every verb, no field labels of its
+    /// own, kept under `/registry/<group>/<plural>/`, its objects checked by the
+    /// definition's schema rather than by a type. `storage_prefix` is
+    /// `<group>/<plural>`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn custom(
+        group: &'static str,
+        version: &'static str,
+        kind: &'static str,
+        plural: &'static str,
+        namespaced: bool,
+        short_names: &'static [&'static str],
+        categories: &'static [&'static str],
+        subresources: &'static [Subresource],
+        storage_prefix: &'static str,
+    ) -> ResourceType {
+        ResourceType {
+            group,
+            version,
+            kind,
+            plural,
+            short_names,
+            namespaced,
+            verbs: ALL_VERBS,
+            subresources,
+            categories,
+            field_labels: &[],
+            storage_prefix: Some(storage_prefix),
+            columns: table::DEFAULT,
+            check: |_| Ok(()),
+            schema: |_| schemars::json_schema!({"type": "object"}),
+        }
+    }
+
     const fn columns(mut self, columns: &'static [Column]) -> Self {
         self.columns = columns;
         self
@@ -340,8 +374,10 @@ const POD_SUBRESOURCES: &[Subresource] = &[
     of_kind::<core::Binding>("binding", CREATE_ONLY),
     of_kind::<policy::Eviction>("eviction", CREATE_ONLY),
 ];
-const STATUS: &[Subresource] = &[Subresource::STATUS];
-const STATUS_AND_SCALE: &[Subresource] = &[Subresource::STATUS, Subresource::scale()];
+/// The `status` subresource alone.
+pub const STATUS: &[Subresource] = &[Subresource::STATUS];
+/// The `status` and `scale` subresources.
+pub const STATUS_AND_SCALE: &[Subresource] = &[Subresource::STATUS, Subresource::scale()];
 
 /// Every built-in kind, in the order discovery lists them.
 pub static BUILTIN: &[ResourceType] = &[

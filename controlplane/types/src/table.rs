@@ -660,13 +660,19 @@ fn pod_status(pod: &Value, _: i64) -> Value {
 
 /// How long ago the time at `path` was, as kubectl prints ages ("5m", "3h12m").
 fn age(object: &Value, path: &str, now: i64) -> String {
-    let Some(then) = at(object, path)
-        .and_then(Value::as_str)
+    at(object, path).map_or_else(String::new, |t| age_of(t, now))
+}
+
+/// How long before `now` (seconds since the epoch) an RFC 3339 time was; empty
+/// when it is not one.
+pub fn age_of(time: &Value, now: i64) -> String {
+    match time
+        .as_str()
         .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-    else {
-        return String::new();
-    };
-    human_duration(now - then.as_second())
+    {
+        Some(then) => human_duration(now - then.as_second()),
+        None => String::new(),
+    }
 }
 
 /// Kubernetes' short human-readable duration.
