@@ -129,16 +129,22 @@ enum Backend {
     Etcd,
 }
 
+/// A server on `backend` with its data in `dir`, and the etcd it uses, if any.
+fn start(backend: Backend, dir: &Path) -> (Server, Option<EtcdServer>) {
+    match backend {
+        Backend::Embedded => (Server::start(dir), None),
+        Backend::Etcd => {
+            let etcd_dir = dir.join("etcd");
+            std::fs::create_dir_all(&etcd_dir).unwrap();
+            let etcd = EtcdServer::start(&etcd_dir).unwrap();
+            (Server::start_on_etcd(dir, &etcd.url()), Some(etcd))
+        }
+    }
+}
+
 fn drive(minor: u32, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let etcd_dir = tempfile::tempdir().unwrap();
-    let (server, _etcd) = match backend {
-        Backend::Embedded => (Server::start(dir.path()), None),
-        Backend::Etcd => {
-            let etcd = EtcdServer::start(etcd_dir.path()).unwrap();
-            (Server::start_on_etcd(dir.path(), &etcd.url()), Some(etcd))
-        }
-    };
+    let (server, _etcd) = start(backend, dir.path());
     let k = Kubectl::new(minor, dir.path());
     let ns = "demo";
 
@@ -581,14 +587,7 @@ fn kubectl_1_33_applies_and_explains() {
 /// its objects.
 fn custom_resources(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let etcd_dir = tempfile::tempdir().unwrap();
-    let (server, _etcd) = match backend {
-        Backend::Embedded => (Server::start(dir.path()), None),
-        Backend::Etcd => {
-            let etcd = EtcdServer::start(etcd_dir.path()).unwrap();
-            (Server::start_on_etcd(dir.path(), &etcd.url()), Some(etcd))
-        }
-    };
+    let (server, _etcd) = start(backend, dir.path());
     let k = Kubectl::new(33, dir.path());
     k.ok(&["apply", "-f", &format!("{FIXTURES}/crd.yaml")]);
     let established = || {

@@ -257,19 +257,23 @@ fn remove_at(object: &mut Value, path: &Path) {
     }
 }
 
+/// How FieldsV1 names a path element: `f:name`, `k:{"name":"web"}`, `v:"a"`.
+fn v1_name(element: &Element) -> String {
+    match element {
+        Element::Field(f) => format!("f:{f}"),
+        Element::Key(k) => format!("k:{k}"),
+        Element::Value(v) => format!("v:{v}"),
+    }
+}
+
 /// A field set as FieldsV1.
 pub fn to_fields_v1(fields: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in fields {
         let mut at = &mut root;
         for element in path {
-            let name = match element {
-                Element::Field(f) => format!("f:{f}"),
-                Element::Key(k) => format!("k:{k}"),
-                Element::Value(v) => format!("v:{v}"),
-            };
             at = at
-                .entry(name)
+                .entry(v1_name(element))
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
                 .expect("made an object");
@@ -280,12 +284,9 @@ pub fn to_fields_v1(fields: &FieldSet) -> Value {
         if matches!(path.last(), Some(Element::Key(_) | Element::Value(_))) {
             let mut at = &mut root;
             for element in path {
-                let name = match element {
-                    Element::Field(f) => format!("f:{f}"),
-                    Element::Key(k) => format!("k:{k}"),
-                    Element::Value(v) => format!("v:{v}"),
-                };
-                at = at[&name].as_object_mut().expect("inserted above");
+                at = at[&v1_name(element)]
+                    .as_object_mut()
+                    .expect("inserted above");
             }
             if !at.is_empty() {
                 at.insert(".".into(), json!({}));
