@@ -235,9 +235,10 @@ pub(crate) async fn group_version(Path(path): Path<String>) -> Response {
     }
 }
 
-/// The fields of `object`, a `resource`, that its schema does not have
-/// (`spec.replica`), as paths.
-pub(crate) fn unknown_fields(resource: &ResourceType, object: &Value) -> Vec<String> {
+/// Drops the fields of `object`, a `resource`, that its schema does not have, as
+/// decoding into the kind's type does in Kubernetes; returns their paths
+/// (`spec.replica`).
+pub(crate) fn prune_unknown(resource: &ResourceType, object: &mut Value) -> Vec<String> {
     let base = if resource.group.is_empty() {
         format!("api/{}", resource.version)
     } else {
@@ -279,7 +280,7 @@ fn resolve<'a>(schemas: &'a Map<String, Value>, schema: &'a Value) -> &'a Value 
 fn walk(
     schemas: &Map<String, Value>,
     schema: &Value,
-    value: &Value,
+    value: &mut Value,
     path: &str,
     unknown: &mut Vec<String>,
 ) {
@@ -290,7 +291,8 @@ fn walk(
     match value {
         Value::Object(fields) => {
             if let Some(Value::Object(properties)) = schema.get("properties") {
-                for (key, v) in fields {
+                let mut dropped = Vec::new();
+                for (key, v) in fields.iter_mut() {
                     let at = if path.is_empty() {
                         key.clone()
                     } else {
@@ -298,18 +300,22 @@ fn walk(
                     };
                     match properties.get(key) {
                         Some(s) => walk(schemas, s, v, &at, unknown),
-                        None => unknown.push(at),
+                        None => {
+                            unknown.push(at);
+                            dropped.push(key.clone());
+                        }
                     }
                 }
+                fields.retain(|k, _| !dropped.contains(k));
             } else if let Some(values @ Value::Object(_)) = schema.get("additionalProperties") {
-                for (key, v) in fields {
+                for (key, v) in fields.iter_mut() {
                     walk(schemas, values, v, &format!("{path}[{key}]"), unknown);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item) = schema.get("items") {
-                for (i, v) in items.iter().enumerate() {
+                for (i, v) in items.iter_mut().enumerate() {
                     walk(schemas, item, v, &format!("{path}[{i}]"), unknown);
                 }
             }
@@ -362,9 +368,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_named_by_path() {
+    fn unknown_fields_are_dropped_and_named_by_path() {
         let deployments = by_kind("apps", "v1", "Deployment").unwrap();
-        let object = json!({
+        let mut object = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "d", "labels": {"any": "thing"}, "colour": "red"},
             "spec": {"replica": 2, "template": {"spec": {"containers": [
@@ -372,12 +378,18 @@ mod tests {
             ]}}},
         });
         assert_eq!(
-            unknown_fields(deployments, &object),
+            prune_unknown(deployments, &mut object),
             [
                 "metadata.colour",
                 "spec.replica",
                 "spec.template.spec.containers[0].imagePolicy"
             ]
+        );
+        assert!(object["spec"].get("replica").is_none());
+        assert_eq!(object["metadata"]["labels"]["any"], "thing");
+        assert_eq!(
+            object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "i"
         );
     }
 }

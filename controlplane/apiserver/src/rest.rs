@@ -262,10 +262,10 @@ impl Request<'_> {
         apply::record_update(old, new, self.manager, &r.api_version(), &now(), definition);
     }
 
-    /// Checks the fields of an object against its kind's schema. A custom object
-    /// gets its defaults and loses the fields its schema lacks (422 for values the
-    /// schema refuses); with `fieldValidation=Strict`, fields the schema lacks are
-    /// refused instead, named as Kubernetes names them.
+    /// Checks the fields of an object against its kind's schema: the fields the
+    /// schema lacks are dropped, as Kubernetes drops them, or with
+    /// `fieldValidation=Strict` refused, named as Kubernetes names them. A custom
+    /// object also gets its defaults, and a 422 for values its schema refuses.
     fn check_fields(&self, object: &mut Value) -> ApiResult<()> {
         let r = self.resource();
         let strict = self.params.get("fieldValidation").map(String::as_str) == Some("Strict");
@@ -278,8 +278,7 @@ impl Request<'_> {
                 }
                 unknown
             }
-            None if strict => openapi::unknown_fields(r, object),
-            None => Vec::new(),
+            None => openapi::prune_unknown(r, object),
         };
         if !strict || unknown.is_empty() {
             return Ok(());
