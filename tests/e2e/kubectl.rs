@@ -656,6 +656,11 @@ fn custom_resources(backend: Backend) {
         "a status write changes the status alone"
     );
 
+    k.ok(&["scale", "widget", "small", "--replicas=5"]);
+    assert_eq!(
+        k.ok(&["get", "wd", "small", "-o", "jsonpath={.spec.size}"]),
+        "5"
+    );
     k.ok(&["delete", "crd", "widgets.example.com"]);
     let gone = k.run(&["get", "crd", "widgets.example.com"]);
     assert!(!gone.status.success());

@@ -67,6 +67,42 @@ pub(crate) struct Custom {
     schema: Value,
     /// Its `additionalPrinterColumns` (empty: NAME and AGE).
     pub(crate) columns: Vec<PrinterColumn>,
+    /// Where its scale subresource reads and writes, if it has one.
+    pub(crate) scale: Option<ScalePaths>,
+}
+
+/// Where a kind keeps what its scale subresource shows, as JSON pointers.
+#[derive(Clone, Debug)]
+pub(crate) struct ScalePaths {
+    /// The desired replicas (`/spec/replicas`).
+    pub(crate) spec: String,
+    /// The observed replicas (`/status/replicas`).
+    pub(crate) status: String,
+    /// A label selector as a string, if the kind keeps one (a CRD's
+    /// `labelSelectorPath`); `None` reads the built-in `spec.selector`.
+    pub(crate) selector: Option<String>,
+}
+
+impl ScalePaths {
+    /// The built-in kinds' paths.
+    pub(crate) fn builtin() -> ScalePaths {
+        ScalePaths {
+            spec: "/spec/replicas".into(),
+            status: "/status/replicas".into(),
+            selector: None,
+        }
+    }
+
+    /// A CRD's `subresources.scale`, its `.a.b` paths made pointers.
+    fn of_crd(scale: &Value) -> ScalePaths {
+        let pointer = |path: &Value| path.as_str().map(|p| p.replace('.', "/"));
+        ScalePaths {
+            spec: pointer(&scale["specReplicasPath"]).unwrap_or_else(|| "/spec/replicas".into()),
+            status: pointer(&scale["statusReplicasPath"])
+                .unwrap_or_else(|| "/status/replicas".into()),
+            selector: pointer(&scale["labelSelectorPath"]),
+        }
+    }
 }
 
 /// Every kind the server serves.
@@ -188,11 +224,13 @@ fn versions(kinds: &Kinds, crd: &Value) -> Vec<Custom> {
                     path: c["jsonPath"].as_str().unwrap_or("").to_owned(),
                 })
                 .collect();
+            let scale = &version["subresources"]["scale"];
             Custom {
                 crd: crd_name.clone(),
                 resource: kinds.intern(crd, version),
                 schema: version["schema"]["openAPIV3Schema"].clone(),
                 columns,
+                scale: scale.is_object().then(|| ScalePaths::of_crd(scale)),
             }
         })
         .collect()

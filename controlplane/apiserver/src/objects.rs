@@ -338,6 +338,11 @@ fn default(object: &mut Value, pointer: &str, value: Value) {
     if object.pointer(pointer).is_some_and(|v| !v.is_null()) {
         return;
     }
+    set_pointer(object, pointer, value);
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+pub fn set_pointer(object: &mut Value, pointer: &str, value: Value) {
     let (parent, field) = pointer.rsplit_once('/').expect("pointers start with /");
     let mut at = &mut *object;
     for part in parent.split('/').skip(1) {

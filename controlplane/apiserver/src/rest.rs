@@ -16,12 +16,13 @@ use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::{ResourceType, Verb};
 
 use crate::cache::{Cached, Filters, Page};
+use crate::crd::ScalePaths;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
 use crate::objects::{
     apply_defaults, bump_generation, check_decodes, check_namespace, check_type_meta, deleting,
     finalizers, generate_name, keep_server_fields, labels, meta_str, metadata_mut, name, now,
-    stamp_new, validate_metadata, validate_update,
+    set_pointer, stamp_new, validate_metadata, validate_update,
 };
 use crate::path::{self, Route, Target};
 use crate::spec::validate_spec;
@@ -108,7 +109,7 @@ async fn dispatch(
         }
         (Method::GET, Some(name), Some("scale")) => {
             let (object, _) = request.read(name).await?;
-            Ok(respond(Format::Json, 200, &scale_of(&object)))
+            Ok(respond(Format::Json, 200, &request.scale_of(&object)))
         }
         (Method::POST, None, None) => {
             allow(Verb::Create)?;
@@ -611,7 +612,7 @@ impl Request<'_> {
         if self.target.subresource.as_deref() == Some("scale") {
             let (object, _) = self.read(name).await?;
             let scale = patch.apply(
-                &scale_of(&object),
+                &self.scale_of(&object),
                 definition_of("autoscaling", "v1", "Scale"),
             )?;
             return self.scale(name, scale).await;
@@ -714,6 +715,7 @@ impl Request<'_> {
         }
         let precondition =
             meta_str(&scale, "resourceVersion").and_then(|rv| rv.parse::<Revision>().ok());
+        let paths = self.scale_paths();
         let object = self
             .modify(name, |object| {
                 if let Some(rv) = precondition
@@ -722,12 +724,24 @@ impl Request<'_> {
                     return Err(ApiError::modified(r, name));
                 }
                 let old = object.clone();
-                object["spec"]["replicas"] = json!(replicas);
+                set_pointer(object, &paths.spec, json!(replicas));
                 bump_generation(&old, object);
                 Ok(())
             })
             .await?;
-        Ok(respond(Format::Json, 200, &scale_of(&object)))
+        Ok(respond(Format::Json, 200, &self.scale_of(&object)))
+    }
+
+    /// Where the kind keeps what its scale subresource shows.
+    fn scale_paths(&self) -> ScalePaths {
+        let custom = self.server.kinds.custom(self.resource());
+        custom
+            .and_then(|c| c.scale.clone())
+            .unwrap_or_else(ScalePaths::builtin)
+    }
+
+    fn scale_of(&self, object: &Value) -> Value {
+        scale_of(object, &self.scale_paths())
     }
 
     /// Binds a pod to a node (what the scheduler does).
@@ -1049,22 +1063,29 @@ fn set_condition(object: &mut Value, kind: &str, status: &str) {
 }
 
 /// The autoscaling/v1 Scale of a workload.
-fn scale_of(object: &Value) -> Value {
-    let selector = match &object["spec"]["selector"] {
-        s if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() => {
-            serde_json::from_value(s.clone())
-                .ok()
-                .and_then(|s| Selector::from_label_selector(&s).ok())
-                .map(|s| s.to_string())
-        }
-        Value::Object(map) => Some(
-            map.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        _ => None,
+fn scale_of(object: &Value, paths: &ScalePaths) -> Value {
+    let selector = match &paths.selector {
+        Some(pointer) => object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        None => match &object["spec"]["selector"] {
+            s if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() => {
+                serde_json::from_value(s.clone())
+                    .ok()
+                    .and_then(|s| Selector::from_label_selector(&s).ok())
+                    .map(|s| s.to_string())
+            }
+            Value::Object(map) => Some(
+                map.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => None,
+        },
     };
+    let replicas = |pointer: &str| object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
     let meta = &object["metadata"];
     json!({
         "kind": "Scale",
@@ -1073,9 +1094,9 @@ fn scale_of(object: &Value) -> Value {
             "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
             "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
         },
-        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "spec": {"replicas": replicas(&paths.spec)},
         "status": {
-            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "replicas": replicas(&paths.status),
             "selector": selector.unwrap_or_default(),
         },
     })
@@ -1223,7 +1244,7 @@ mod tests {
     fn scale_of_a_deployment() {
         let d = json!({"metadata": {"name": "d", "namespace": "n", "resourceVersion": "4"},
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}}, "status": {"replicas": 2}});
-        let scale = scale_of(&d);
+        let scale = scale_of(&d, &ScalePaths::builtin());
         assert_eq!(scale["spec"]["replicas"], 3);
         assert_eq!(scale["status"]["selector"], "app=web");
         assert_eq!(scale["metadata"]["resourceVersion"], "4");
