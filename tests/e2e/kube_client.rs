@@ -9,6 +9,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 
+use wasmkube_store_etcd::server::EtcdServer;
+
 use crate::process::Server;
 
 fn config_map(name: &str, tier: &str) -> ConfigMap {
@@ -102,12 +104,22 @@ async fn next(
         .expect("no watch error")
 }
 
-/// Server-side apply from kube-rs: create by apply, a conflict between two
-/// managers, and a forced apply that takes the field over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_applies_server_side() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    applies_server_side(Server::start(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_applies_server_side_on_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(dir.path()).unwrap();
+    applies_server_side(Server::start_on_etcd(dir.path(), &etcd.url())).await;
+}
+
+/// Server-side apply from kube-rs: create by apply, a conflict between two
+/// managers, and a forced apply that takes the field over.
+async fn applies_server_side(server: Server) {
     let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
     let config = |value: &str| {
         serde_json::json!({

@@ -384,9 +384,9 @@ fn drive(minor: u32, backend: Backend) {
 }
 
 /// The verbs that patch: label, annotate, patch of every type, set image, edit.
-fn patch_verbs(minor: u32) {
+fn patch_verbs(minor: u32, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let (server, _etcd) = start(backend, dir.path());
     let k = Kubectl::new(minor, dir.path());
     k.create(
         "default",
@@ -486,9 +486,9 @@ fn patch_verbs(minor: u32) {
 /// Client-side apply, validated by the server, builds its patches from the OpenAPI
 /// documents (v2 for kubectl 1.27, v3 for 1.33): a re-apply removes what the
 /// manifest no longer has.
-fn applies_and_explains(minor: u32) {
+fn applies_and_explains(minor: u32, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let (server, _etcd) = start(backend, dir.path());
     let k = Kubectl::new(minor, dir.path());
     let first = format!("{FIXTURES}/apply.yaml");
     let applied = k.ok(&["apply", "-f", &first]);
@@ -697,22 +697,32 @@ fn kubectl_1_33_custom_resources_on_etcd() {
 
 #[test]
 fn kubectl_1_27_applies_and_explains() {
-    applies_and_explains(27);
+    applies_and_explains(27, Backend::Embedded);
 }
 
 #[test]
 fn kubectl_1_33_applies_and_explains() {
-    applies_and_explains(33);
+    applies_and_explains(33, Backend::Embedded);
+}
+
+#[test]
+fn kubectl_1_33_applies_and_explains_on_etcd() {
+    applies_and_explains(33, Backend::Etcd);
 }
 
 #[test]
 fn kubectl_1_27_patches() {
-    patch_verbs(27);
+    patch_verbs(27, Backend::Embedded);
 }
 
 #[test]
 fn kubectl_1_33_patches() {
-    patch_verbs(33);
+    patch_verbs(33, Backend::Embedded);
+}
+
+#[test]
+fn kubectl_1_33_patches_on_etcd() {
+    patch_verbs(33, Backend::Etcd);
 }
 
 #[test]

@@ -327,27 +327,14 @@ pub(crate) async fn reclaim(
 
 #[cfg(test)]
 mod tests {
-    use axum::body::{Body, to_bytes};
-    use axum::http::Request;
-    use tower::ServiceExt;
-    use wasmkube_store_embedded::{EmbeddedStore, Options};
-
     use super::*;
-    use crate::ApiServer;
+    use crate::testing::TestServer;
 
     const SERVICES: &str = "/api/v1/namespaces/default/services";
 
-    async fn call(server: &ApiServer, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = server.router().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    async fn call(server: &TestServer, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, body) = server.call(method, path, body).await;
+        (status, body)
     }
 
     fn service(name: &str, kind: &str, cluster_ip: Option<&str>) -> Value {
@@ -366,9 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn services_get_addresses_and_ports_that_come_back_when_they_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap();
-        let server = ApiServer::start(Arc::new(store)).await.unwrap();
+        let server = TestServer::start().await;
 
         let (code, a) = call(&server, "POST", SERVICES, service("a", "ClusterIP", None)).await;
         assert_eq!(code, 201, "{a}");

@@ -48,31 +48,15 @@ pub(crate) async fn ready(State(server): State<ApiServer>) -> (StatusCode, Strin
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use axum::body::{Body, to_bytes};
-    use axum::http::Request;
-    use tower::ServiceExt;
-    use wasmkube_store_embedded::{EmbeddedStore, Options};
-
-    use crate::ApiServer;
-
-    async fn get(server: &ApiServer, path: &str) -> (u16, String) {
-        let request = Request::get(path).body(Body::empty()).unwrap();
-        let response = server.router().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
+    use crate::testing::TestServer;
 
     #[tokio::test]
     async fn version_and_health() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap();
-        let server = ApiServer::start(Arc::new(store)).await.unwrap();
-        let (status, body) = get(&server, "/version/").await;
+        let server = TestServer::start().await;
+        let (status, _, version) = server
+            .call("GET", "/version/", serde_json::Value::Null)
+            .await;
         assert_eq!(status, 200);
-        let version: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(version["major"], "1");
         assert_eq!(version["minor"], "33");
         assert!(
@@ -82,8 +66,10 @@ mod tests {
                 .starts_with("v1.33.")
         );
         for path in ["/healthz", "/livez", "/readyz"] {
-            assert_eq!(get(&server, path).await, (200, "ok".to_owned()), "{path}");
+            let (status, _, body) = server.call("GET", path, serde_json::Value::Null).await;
+            assert_eq!((status, body), (200, serde_json::json!("ok")), "{path}");
         }
-        assert_eq!(get(&server, "/nope").await.0, 404);
+        let (status, _, _) = server.call("GET", "/nope", serde_json::Value::Null).await;
+        assert_eq!(status, 404);
     }
 }

@@ -27,6 +27,8 @@ mod protobuf;
 mod rest;
 mod spec;
 mod table;
+#[cfg(test)]
+mod testing;
 mod watch;
 
 use std::sync::Arc;
@@ -224,12 +226,14 @@ impl ApiServer {
                     subresource: None,
                 };
                 let params = rest::Params::new();
+                let warnings = std::sync::Mutex::default();
                 let request = rest::Request {
                     server: self,
                     target: &target,
                     params: &params,
                     format: negotiate::Format::Json,
                     manager: "wasmkube-apiserver",
+                    warnings: &warnings,
                 };
                 match request
                     .delete(&name, &json!({"gracePeriodSeconds": 0}))

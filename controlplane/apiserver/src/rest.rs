@@ -1,12 +1,12 @@
 //! The verbs on objects: one generic code path for every kind in the registry.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
@@ -86,12 +86,14 @@ async fn dispatch(
         .and_then(|ua| ua.split('/').next())
         .filter(|name| !name.is_empty())
         .unwrap_or("unknown");
+    let warnings = Mutex::default();
     let request = Request {
         server,
         target: &target,
         params: &params,
         format,
         manager: params.get("fieldManager").map_or(agent, String::as_str),
+        warnings: &warnings,
     };
     match (method, target.name.as_deref(), sub) {
         (Method::GET, None, None) if is_true(params.get("watch")) => {
@@ -197,6 +199,9 @@ pub(crate) struct Request<'a> {
     pub(crate) format: Format,
     /// Who writes, for managedFields: `fieldManager`, else the client's name.
     pub(crate) manager: &'a str,
+    /// Warnings for the client (`Warning` headers), such as the unknown fields a
+    /// write dropped.
+    pub(crate) warnings: &'a Mutex<Vec<String>>,
 }
 
 /// What a write is, for managedFields.
@@ -227,21 +232,27 @@ impl Request<'_> {
 
     /// The response for one object, as a one-row table when a table was asked for.
     fn render(&self, code: u16, object: &Value) -> Response {
-        if self.format == Format::Table {
+        let mut response = if self.format == Format::Table {
             let include = Include::from_params(self.params);
             let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
-            return respond(
-                Format::Json,
-                code,
-                &table(
-                    &Columns::of(&self.server.kinds, self.resource()),
-                    std::slice::from_ref(object),
-                    metadata,
-                    include,
-                ),
+            let table = table(
+                &Columns::of(&self.server.kinds, self.resource()),
+                std::slice::from_ref(object),
+                metadata,
+                include,
             );
+            respond(Format::Json, code, &table)
+        } else {
+            respond(self.format, code, object)
+        };
+        for warning in self.warnings.lock().expect("warnings lock").iter() {
+            // RFC 7234 warn-code 299, as Kubernetes sends them.
+            let text = format!("299 - {:?}", warning);
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                response.headers_mut().append(header::WARNING, value);
+            }
         }
-        respond(self.format, code, object)
+        response
     }
 
     /// The stored object and its revision, or 404.
@@ -264,12 +275,12 @@ impl Request<'_> {
     }
 
     /// Checks the fields of an object against its kind's schema: the fields the
-    /// schema lacks are dropped, as Kubernetes drops them, or with
-    /// `fieldValidation=Strict` refused, named as Kubernetes names them. A custom
-    /// object also gets its defaults, and a 422 for values its schema refuses.
+    /// schema lacks are dropped, as Kubernetes drops them, and named in warnings
+    /// (`fieldValidation=Warn`, the default), or not (`Ignore`), or refused
+    /// (`Strict`). A custom object also gets its defaults, and a 422 for values its
+    /// schema refuses.
     fn check_fields(&self, object: &mut Value) -> ApiResult<()> {
         let r = self.resource();
-        let strict = self.params.get("fieldValidation").map(String::as_str) == Some("Strict");
         let unknown = match self.server.kinds.custom(r) {
             Some(custom) => {
                 let (errors, unknown) = custom.admit(object);
@@ -281,17 +292,19 @@ impl Request<'_> {
             }
             None => openapi::prune_unknown(r, object),
         };
-        if !strict || unknown.is_empty() {
-            return Ok(());
+        let fields = unknown.iter().map(|f| format!("unknown field {f:?}"));
+        match self.params.get("fieldValidation").map(String::as_str) {
+            Some("Strict") if !unknown.is_empty() => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                fields.collect::<Vec<_>>().join(", ")
+            ))),
+            Some("Ignore") | Some("Strict") => Ok(()),
+            // Warn, the default: the fields go, and the client hears of it.
+            _ => {
+                self.warnings.lock().expect("warnings lock").extend(fields);
+                Ok(())
+            }
         }
-        let fields: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field {f:?}"))
-            .collect();
-        Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            fields.join(", ")
-        )))
     }
 
     fn dry_run(&self) -> bool {
@@ -1218,6 +1231,39 @@ impl Patch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn unknown_fields_are_dropped_with_a_warning_or_refused() {
+        let server = crate::testing::TestServer::start().await;
+        let pods = "/api/v1/namespaces/default/pods";
+        let pod = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "i", "imagePolicy": "x"}]}})
+        };
+        let (status, headers, created) = server.call("POST", pods, pod("warned")).await;
+        assert_eq!(status, 201, "{created}");
+        assert!(
+            created["spec"]["containers"][0]
+                .get("imagePolicy")
+                .is_none()
+        );
+        let warning = headers.get(header::WARNING).unwrap().to_str().unwrap();
+        assert_eq!(
+            warning,
+            r#"299 - "unknown field \"spec.containers[0].imagePolicy\"""#
+        );
+        let strict = format!("{pods}?fieldValidation=Strict");
+        let (status, _, refused) = server.call("POST", &strict, pod("refused")).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            refused["message"],
+            r#"strict decoding error: unknown field "spec.containers[0].imagePolicy""#
+        );
+        let ignore = format!("{pods}?fieldValidation=Ignore");
+        let (status, headers, _) = server.call("POST", &ignore, pod("quiet")).await;
+        assert_eq!(status, 201);
+        assert!(headers.get(header::WARNING).is_none());
+    }
 
     #[test]
     fn list_revisions() {
