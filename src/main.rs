@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wasmkube_apiserver::{ApiServer, kubeconfig};
+use wasmkube_runtime::{ImageStore, normalize};
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
@@ -32,6 +33,25 @@ enum Command {
     /// Run a single-node cluster in one process: the API server and every other
     /// part of the control plane and node that this build has.
     Up(ServerArgs),
+    /// Manage the components of a node's local image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Put a component in the local image store of the node whose data dir is
+    /// given (for air-gapped nodes); pods then name it with
+    /// `imagePullPolicy: Never` or `IfNotPresent`.
+    Import {
+        /// The node's data dir.
+        #[arg(long, default_value = "wasmkube-data")]
+        data_dir: PathBuf,
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The name pods use: `NAME[:TAG]`.
+        reference: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +90,17 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) | Command::Up(args) => server(args).await,
+        Command::Image(ImageCommand::Import {
+            data_dir,
+            file,
+            reference,
+        }) => {
+            let images = ImageStore::open(&data_dir)
+                .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
+            let image = images.import(&file, &reference)?;
+            println!("{} is {}", normalize(&reference)?, image.digest);
+            Ok(())
+        }
     }
 }
 

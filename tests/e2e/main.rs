@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod image;
 mod kube_client;
 mod kubectl;
 mod process;

@@ -1,0 +1,186 @@
+//! The Wasm pod runtime: the node's components, compiled once, run as the
+//! containers of pods by one wasmtime [`Engine`].
+//!
+//! - [`ImageStore`] keeps components by digest under the node's data dir, with
+//!   tags naming them (`wasmkube image import`).
+//! - [`Runtime`] owns the process's one Engine (async, epoch interruption) and
+//!   compiles each image once: in memory for this process, on disk for the next
+//!   (keyed by digest and by the engine's compatibility hash, so a new wasmtime
+//!   never loads an old artefact).
+//! - [`Runtime::run`] runs one `wasi:cli/command` container to its end: args,
+//!   env, preopened directories, stdout and stderr to files, a memory limit whose
+//!   refusal is reported as OOMKilled, and cooperative preemption every tick so a
+//!   busy loop stalls neither other containers nor the agent. A [`Stop`] ends it.
+//!
+//! It knows nothing of Kubernetes objects: the agent maps pods to [`Container`]s.
+
+mod images;
+mod run;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+pub use images::{Image, ImageError, ImageStore, normalize};
+pub use run::{Container, Exit, Mount, Stop};
+
+/// How often running guests are interrupted to let others run.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Why the runtime cannot start or a component cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the configuration or the component.
+    #[error("{0}")]
+    Wasm(String),
+    /// The data dir could not be used.
+    #[error("runtime: {0}")]
+    Io(#[from] std::io::Error),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+fn wasm_error(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Wasm(e.to_string())
+}
+
+/// The runtime of one node.
+pub struct Runtime {
+    engine: Engine,
+    images: ImageStore,
+    /// Where compiled components are kept.
+    compiled_dir: PathBuf,
+    /// Components compiled or loaded by this process, by digest.
+    compiled: Mutex<HashMap<String, Component>>,
+    /// Set when the runtime goes: ends the epoch ticker.
+    gone: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("compiled_dir", &self.compiled_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// A runtime keeping its images and compiled components under `data_dir`.
+    pub fn new(data_dir: &Path) -> Result<Runtime, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(wasm_error)?;
+        let compiled_dir = data_dir.join("compiled");
+        std::fs::create_dir_all(&compiled_dir)?;
+        let gone = Arc::new(AtomicBool::new(false));
+        let ticker = (engine.weak(), gone.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                let (engine, gone) = ticker;
+                while !gone.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            images: ImageStore::open(data_dir)?,
+            compiled_dir,
+            compiled: Mutex::default(),
+            gone,
+        })
+    }
+
+    /// The node's images.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// The compiled form of `image`: from memory, else from disk, else compiled
+    /// now (off the async threads) and kept in both.
+    pub async fn component(&self, image: &Image) -> Result<Component, RuntimeError> {
+        if let Some(found) = self
+            .compiled
+            .lock()
+            .expect("compiled lock")
+            .get(&image.digest)
+        {
+            return Ok(found.clone());
+        }
+        let mut hasher = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let hex = image.digest.trim_start_matches("sha256:");
+        let artefact = self
+            .compiled_dir
+            .join(format!("{hex}-{:016x}.cwasm", hasher.finish()));
+        let engine = self.engine.clone();
+        let source = image.path.clone();
+        let component =
+            tokio::task::spawn_blocking(move || load_or_compile(&engine, &source, &artefact))
+                .await
+                .map_err(wasm_error)??;
+        self.compiled
+            .lock()
+            .expect("compiled lock")
+            .insert(image.digest.clone(), component.clone());
+        Ok(component)
+    }
+
+    /// Runs `container` until it ends or `stop` is set.
+    pub async fn run(&self, container: &Container, stop: &Stop) -> Exit {
+        let component = match self.component(&container.image).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Exit::Failed {
+                    code: 128,
+                    reason: format!("cannot load the image: {e}"),
+                };
+            }
+        };
+        run::run(&self.engine, &component, container, stop).await
+    }
+}
+
+/// Loads the artefact this engine wrote for a component, or compiles the component
+/// and writes the artefact.
+fn load_or_compile(
+    engine: &Engine,
+    source: &Path,
+    artefact: &Path,
+) -> Result<Component, RuntimeError> {
+    if artefact.exists() {
+        // SAFETY: the artefact was written by `Component::serialize` of an engine
+        // with the same compatibility hash (it is in the file name), into the
+        // node's own data dir, through a rename, so it is whole and ours.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, artefact) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
+        }
+    }
+    let component = Component::from_file(engine, source).map_err(wasm_error)?;
+    let compiled = component.serialize().map_err(wasm_error)?;
+    let partial = artefact.with_extension("partial");
+    std::fs::write(&partial, &compiled)?;
+    std::fs::rename(&partial, artefact)?;
+    Ok(component)
+}

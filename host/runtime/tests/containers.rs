@@ -1,0 +1,154 @@
+//! The example workloads (built from source by scripts/build-examples.sh) run on
+//! the runtime: output, args, env and mounts; exit codes; the memory limit; and
+//! preemption of a busy loop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use wasmkube_runtime::{Container, Exit, Image, Mount, Runtime, Stop};
+
+/// Builds the examples once per test process; the directory of the components.
+fn examples() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = Command::new(root.join("scripts/build-examples.sh"))
+            .status()
+            .expect("the build script runs");
+        assert!(status.success(), "building the examples failed");
+        root.join("examples/wasi/target/wasm32-wasip2/release")
+    })
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    runtime: Runtime,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(dir.path()).unwrap();
+        Node { dir, runtime }
+    }
+
+    fn image(&self, name: &str) -> Image {
+        let file = examples().join(format!("{name}.wasm"));
+        self.runtime
+            .images()
+            .import(&file, &format!("examples/{name}:1"))
+            .unwrap()
+    }
+
+    fn container(&self, name: &str, args: &[&str]) -> Container {
+        let args = std::iter::once(name)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        Container {
+            image: self.image(name),
+            args,
+            env: Vec::new(),
+            mounts: Vec::new(),
+            stdout: self.dir.path().join(format!("{name}.out")),
+            stderr: self.dir.path().join(format!("{name}.err")),
+            memory_limit: None,
+        }
+    }
+
+    fn output(&self, file: &Path) -> String {
+        std::fs::read_to_string(file).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_command_sees_its_args_env_and_mounts() {
+    let node = Node::new();
+    let data = node.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("config.txt"), "x").unwrap();
+    let mut hello = node.container("hello", &["--name", "edge"]);
+    hello.env = vec![
+        ("GREETING".into(), "hi".into()),
+        ("OTHER".into(), "no".into()),
+    ];
+    hello.mounts = vec![Mount {
+        host: data,
+        guest: "/data".into(),
+        read_only: true,
+    }];
+    assert_eq!(
+        node.runtime.run(&hello, &Stop::default()).await,
+        Exit::Completed
+    );
+    let out = node.output(&hello.stdout);
+    assert!(out.contains(r#"args ["--name", "edge"]"#), "{out}");
+    assert!(
+        out.contains("GREETING=hi") && !out.contains("OTHER"),
+        "{out}"
+    );
+    assert!(out.contains(r#"/data: ["config.txt"]"#), "{out}");
+    assert_eq!(node.output(&hello.stderr), "a line on stderr\n");
+}
+
+#[tokio::test]
+async fn failures_and_memory_limits_are_reported() {
+    let node = Node::new();
+    let fail = node.container("fail", &[]);
+    let exit = node.runtime.run(&fail, &Stop::default()).await;
+    // Rust's std (WASI 0.2.0) can only say "failure", whatever the code.
+    assert_eq!(exit.code(), 1, "{exit:?}");
+    assert!(node.output(&fail.stderr).contains("failing on purpose"));
+
+    let mut hog = node.container("hog", &[]);
+    hog.memory_limit = Some(64 << 20);
+    assert_eq!(
+        node.runtime.run(&hog, &Stop::default()).await,
+        Exit::OomKilled
+    );
+    let err = node.output(&hog.stderr);
+    assert!(err.contains("memory allocation"), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_loop_yields_to_others_and_stops_when_asked() {
+    let node = Node::new();
+    let spin = node.container("spin", &[]);
+    let hello = node.container("hello", &[]);
+    let stop = Stop::default();
+    let spinning = node.runtime.run(&spin, &stop);
+    let greeting = async {
+        // On this single thread, hello only runs if spin yields: without
+        // preemption this never ends.
+        let exit = node.runtime.run(&hello, &Stop::default()).await;
+        stop.stop();
+        exit
+    };
+    let (spun, greeted) = tokio::join!(spinning, greeting);
+    assert_eq!(greeted, Exit::Completed);
+    assert_eq!(spun, Exit::Stopped);
+    assert!(node.output(&spin.stdout).contains("spinning"));
+}
+
+#[tokio::test]
+async fn compiled_components_are_kept_on_disk() {
+    let node = Node::new();
+    let image = node.image("hello");
+    node.runtime.component(&image).await.unwrap();
+    let compiled: Vec<_> = std::fs::read_dir(node.dir.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let hex = image.digest.trim_start_matches("sha256:");
+    assert!(
+        compiled
+            .iter()
+            .any(|f| f.starts_with(hex) && f.ends_with(".cwasm")),
+        "{compiled:?}"
+    );
+    // Another runtime on the same data dir loads the artefact instead of compiling.
+    let again = Runtime::new(node.dir.path()).unwrap();
+    let hello = node.container("hello", &[]);
+    assert_eq!(again.run(&hello, &Stop::default()).await, Exit::Completed);
+}
