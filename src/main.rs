@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use kube::Client;
+use kube::config::{Config as KubeConfig, Kubeconfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use wasmkube_agent::Agent;
 use wasmkube_apiserver::{ApiServer, kubeconfig};
 use wasmkube_runtime::{ImageStore, normalize};
 use wasmkube_store::Store;
@@ -31,8 +34,11 @@ enum Command {
     /// Serve the Kubernetes API.
     Server(ServerArgs),
     /// Run a single-node cluster in one process: the API server and every other
-    /// part of the control plane and node that this build has.
-    Up(ServerArgs),
+    /// part of the control plane and node that this build has (today: a node
+    /// agent).
+    Up(UpArgs),
+    /// Join a cluster as a node: run the pods bound to it as Wasm components.
+    Agent(AgentArgs),
     /// Manage the components of a node's local image store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -67,6 +73,37 @@ struct ServerArgs {
     store: Option<EtcdEndpoints>,
 }
 
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The node's name (default: the host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// How to reach the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The node's name (default: the host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where the node keeps images, compiled components and pod data.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+}
+
+/// The host's name, as a node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// The client URLs of an etcd cluster.
 #[derive(Debug, Clone)]
 struct EtcdEndpoints(Vec<String>);
@@ -89,7 +126,12 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Server(args) | Command::Up(args) => server(args).await,
+        Command::Server(args) => server(args, None).await,
+        Command::Up(args) => {
+            let node = args.node_name.unwrap_or_else(host_name);
+            server(args.server, Some(node)).await
+        }
+        Command::Agent(args) => agent(args).await,
         Command::Image(ImageCommand::Import {
             data_dir,
             file,
@@ -104,7 +146,8 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn server(args: ServerArgs) -> Result<()> {
+/// Serves the API; with a node name, runs that node's agent in the same process.
+async fn server(args: ServerArgs, node: Option<String>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.store {
@@ -142,12 +185,42 @@ async fn server(args: ServerArgs) -> Result<()> {
     drop(out);
     let api = ApiServer::start(store).await?;
     let router = api.router();
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    if let Some(node) = node {
+        let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+        let agent = Agent::new(client, &node, &args.data_dir)?;
+        tokio::spawn(async move {
+            if let Err(e) = agent.run(closed).await {
+                tracing::error!(error = %e, "the node agent stopped");
+            }
+        });
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown().await;
+            closing.send_replace(true);
             api.close();
         })
         .await?;
+    Ok(())
+}
+
+/// Runs a node agent against the cluster of a kubeconfig.
+async fn agent(args: AgentArgs) -> Result<()> {
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = KubeConfig::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = Client::try_from(config)?;
+    let node = args.node_name.unwrap_or_else(host_name);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let agent = Agent::new(client, &node, &args.data_dir)?;
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown().await;
+        closing.send_replace(true);
+    });
+    agent.run(closed).await?;
     Ok(())
 }
 

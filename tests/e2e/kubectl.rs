@@ -77,7 +77,7 @@ impl Kubectl {
     }
 }
 
-fn which(program: &str) -> PathBuf {
+pub(crate) fn which(program: &str) -> PathBuf {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {program}"))

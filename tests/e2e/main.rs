@@ -1,6 +1,7 @@
 //! End-to-end tests: real `wasmkube` processes on loopback ports chosen at run
 //! time, driven by real clients.
 
+mod agent;
 mod bad_input;
 mod crash;
 mod image;

@@ -1,0 +1,115 @@
+//! The Node object of the agent, and its Lease in `kube-node-lease`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
+/// far more than Kubernetes' 110.
+pub const POD_CAPACITY: u32 = 1000;
+/// How long a Lease holds.
+const LEASE_SECONDS: i64 = 40;
+/// How often the agent renews it.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Who writes the node's status.
+const MANAGER: &str = "wasmkube-agent";
+
+/// RFC 3339 now; with microseconds for a MicroTime.
+pub(crate) fn now(micro: bool) -> String {
+    let at = k8s_openapi::jiff::Timestamp::try_from(std::time::SystemTime::now())
+        .expect("the clock is after 1970");
+    if micro {
+        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    } else {
+        at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+}
+
+/// The node's memory, from /proc/meminfo (0 when unknown).
+fn memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Creates the node if it is missing, then writes its status.
+pub(crate) async fn register(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": std::env::consts::OS,
+            "kubernetes.io/arch": std::env::consts::ARCH,
+            "node.kubernetes.io/runtime": "wasm",
+        }},
+    }))
+    .expect("a node");
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let capacity = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{}Ki", memory_kib()),
+        "pods": POD_CAPACITY.to_string(),
+    });
+    let time = now(false);
+    let status = json!({"status": {
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "AgentReady",
+            "message": "the wasm agent is posting ready status",
+            "lastHeartbeatTime": time, "lastTransitionTime": time,
+        }],
+        "addresses": [
+            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "Hostname", "address": name},
+        ],
+        "nodeInfo": {
+            "kubeletVersion": "v1.33.0-wasmkube",
+            "kubeProxyVersion": "",
+            "containerRuntimeVersion": "wasmtime://48.0.8",
+            "operatingSystem": std::env::consts::OS,
+            "architecture": std::env::consts::ARCH,
+            "osImage": "wasmkube",
+            "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": "",
+        },
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Renews the node's Lease every [`RENEW_EVERY`] until `closing`.
+pub(crate) async fn renew_lease(client: Client, name: String, mut closing: watch::Receiver<bool>) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    loop {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now(true)},
+        });
+        let apply = PatchParams::apply(MANAGER).force();
+        if let Err(e) = leases.patch(&name, &apply, &Patch::Apply(&lease)).await {
+            tracing::warn!(error = %e, "renewing the node lease");
+        }
+        tokio::select! {
+            _ = closing.wait_for(|closed| *closed) => return,
+            () = tokio::time::sleep(RENEW_EVERY) => {}
+        }
+    }
+}

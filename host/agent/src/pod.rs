@@ -1,0 +1,387 @@
+//! One pod on the node: its containers run as Wasm components, its status
+//! reported, its deletion carried out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Container as Spec, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use wasmkube_runtime::{Container, Exit, Image, Stop};
+
+use crate::Agent;
+use crate::node::now;
+
+/// The first wait before a container is started again; it doubles up to
+/// [`BACKOFF_MAX`], as the kubelet's does.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often a missing image is looked for again.
+const IMAGE_RETRY: Duration = Duration::from_secs(2);
+
+/// Bytes of a memory quantity (`64Mi`, `1G`, `128974848`).
+pub(crate) fn memory_bytes(quantity: &str) -> Option<usize> {
+    let suffixes: [(&str, usize); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (number, unit) = suffixes
+        .iter()
+        .find_map(|(suffix, unit)| quantity.strip_suffix(suffix).map(|n| (n, *unit)))
+        .unwrap_or((quantity, 1));
+    let number: f64 = number.trim().parse().ok()?;
+    (number >= 0.0).then_some((number * unit as f64) as usize)
+}
+
+/// What the pod's status says of each container.
+#[derive(Default)]
+struct Report {
+    containers: Vec<Value>,
+    phase: &'static str,
+}
+
+/// The worker of one pod.
+pub(crate) struct Worker {
+    agent: Agent,
+    pod: watch::Receiver<Pod>,
+    report: Arc<Mutex<Report>>,
+}
+
+impl Worker {
+    pub(crate) fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
+        Worker {
+            agent,
+            pod,
+            report: Arc::default(),
+        }
+    }
+
+    fn api(&self) -> Api<Pod> {
+        let namespace = self.pod.borrow().namespace().unwrap_or_default();
+        Api::namespaced(self.agent.client.clone(), &namespace)
+    }
+
+    pub(crate) async fn run(self) {
+        let pod = self.pod.borrow().clone();
+        let done = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !done && pod.metadata.deletion_timestamp.is_none() {
+            let stops = self.start(&pod).await;
+            tokio::select! {
+                () = self.run_containers(&pod, &stops) => {}
+                () = deleted(self.pod.clone()) => {
+                    for stop in &stops {
+                        stop.stop();
+                    }
+                }
+            }
+        }
+        deleted(self.pod.clone()).await;
+        self.finish_deletion().await;
+    }
+
+    /// Reports the pod scheduled and started; the stop handle of each container.
+    async fn start(&self, pod: &Pod) -> Vec<Stop> {
+        let containers = &pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        {
+            let mut report = self.report.lock().expect("report lock");
+            report.phase = "Pending";
+            report.containers = containers
+                .iter()
+                .map(|c| {
+                    container_status(
+                        c,
+                        None,
+                        json!({"waiting": {"reason": "ContainerCreating"}}),
+                        0,
+                        None,
+                    )
+                })
+                .collect();
+        }
+        self.publish(true).await;
+        containers.iter().map(|_| Stop::default()).collect()
+    }
+
+    /// Runs every container to its end under the pod's restart policy, then sets
+    /// the pod's final phase.
+    async fn run_containers(&self, pod: &Pod, stops: &[Stop]) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let runs = spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.run_container(pod, i, c, &policy, &stops[i]));
+        let exits = join_all(runs).await;
+        let failed = exits.iter().any(|e| !matches!(e, Exit::Completed));
+        self.report.lock().expect("report lock").phase =
+            if failed { "Failed" } else { "Succeeded" };
+        self.publish(false).await;
+    }
+
+    /// Waits for the image, then runs the container and starts it again as the
+    /// policy says, with back-off; how it last ended.
+    async fn run_container(
+        &self,
+        pod: &Pod,
+        index: usize,
+        spec: &Spec,
+        policy: &str,
+        stop: &Stop,
+    ) -> Exit {
+        let image = loop {
+            let reference = spec.image.clone().unwrap_or_default();
+            match self.agent.runtime.images().resolve(&reference) {
+                Ok(Some(image)) => break image,
+                Ok(None) => self.set(index, spec, None, json!({"waiting": {"reason": "ErrImageNeverPull",
+                    "message": format!("image {reference:?} is not in the node's image store: import it with `wasmkube image import`")}}), 0, None).await,
+                Err(e) => self.set(index, spec, None, json!({"waiting": {"reason": "InvalidImageName", "message": e.to_string()}}), 0, None).await,
+            }
+            tokio::time::sleep(IMAGE_RETRY).await;
+        };
+        let container = self.container(pod, spec, &image);
+        let mut restarts = 0;
+        let mut backoff = BACKOFF_START;
+        let mut last: Option<Value> = None;
+        loop {
+            let started = now(false);
+            self.set(
+                index,
+                spec,
+                Some(&image),
+                json!({"running": {"startedAt": started}}),
+                restarts,
+                last.clone(),
+            )
+            .await;
+            let exit = self.agent.runtime.run(&container, stop).await;
+            let (reason, message) = match &exit {
+                Exit::Completed => ("Completed", String::new()),
+                Exit::Failed { reason, .. } => ("Error", reason.clone()),
+                Exit::OomKilled => (
+                    "OOMKilled",
+                    "the container wanted more memory than its limit".into(),
+                ),
+                Exit::Stopped => ("Killed", "stopped".into()),
+            };
+            let terminated = json!({"terminated": {
+                "exitCode": exit.code(), "reason": reason, "message": message,
+                "startedAt": started, "finishedAt": now(false),
+                "containerID": container_id(pod, spec),
+            }});
+            let again = match (policy, &exit) {
+                (_, Exit::Stopped) => false,
+                ("Always", _) => true,
+                ("OnFailure", e) => !matches!(e, Exit::Completed),
+                _ => false,
+            };
+            if !again {
+                self.set(index, spec, Some(&image), terminated, restarts, last)
+                    .await;
+                return exit;
+            }
+            self.set(
+                index,
+                spec,
+                Some(&image),
+                json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off {}s restarting the container", backoff.as_secs())}}),
+                restarts,
+                Some(terminated.clone()),
+            )
+            .await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stopped(stop) => return Exit::Stopped,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            restarts += 1;
+            last = Some(terminated);
+        }
+    }
+
+    /// What the runtime runs for a container of the pod.
+    fn container(&self, pod: &Pod, spec: &Spec, image: &Image) -> Container {
+        let uid = pod.uid().unwrap_or_default();
+        let dir = self.agent.pods_dir.join(&uid);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(pod = uid, error = %e, "making the pod's directory");
+        }
+        let log = dir.join(format!("{}.log", spec.name));
+        let args = match &spec.command {
+            Some(command) if !command.is_empty() => command.clone(),
+            _ => vec![spec.name.clone()],
+        };
+        let env = spec
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        let memory_limit = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| memory_bytes(&q.0));
+        Container {
+            image: image.clone(),
+            args: args
+                .into_iter()
+                .chain(spec.args.iter().flatten().cloned())
+                .collect(),
+            env,
+            mounts: Vec::new(),
+            stdout: log.clone(),
+            stderr: log,
+            memory_limit,
+        }
+    }
+
+    /// Records one container's state and publishes the pod's status.
+    async fn set(
+        &self,
+        index: usize,
+        spec: &Spec,
+        image: Option<&Image>,
+        state: Value,
+        restarts: u32,
+        last: Option<Value>,
+    ) {
+        {
+            let mut report = self.report.lock().expect("report lock");
+            if report.containers.len() > index {
+                report.containers[index] = container_status(spec, image, state, restarts, last);
+            }
+            // Pending until a container has started.
+            if report.phase == "Pending"
+                && report.containers[index]["state"].get("running").is_some()
+            {
+                report.phase = "Running";
+            }
+        }
+        self.publish(false).await;
+    }
+
+    /// Writes the pod's status.
+    async fn publish(&self, first: bool) {
+        let (phase, containers) = {
+            let report = self.report.lock().expect("report lock");
+            (report.phase, report.containers.clone())
+        };
+        let ready = !containers.is_empty() && containers.iter().all(|c| c["ready"] == true);
+        let time = now(false);
+        let condition = |kind: &str, status: bool| json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": time});
+        let mut status = json!({
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "conditions": [
+                condition("PodScheduled", true),
+                condition("Initialized", true),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
+            ],
+            "containerStatuses": containers,
+        });
+        if first {
+            status["startTime"] = json!(time);
+        }
+        let name = self.pod.borrow().name_any();
+        let patch = json!({"status": status});
+        if let Err(e) = self
+            .api()
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = name, error = %e, "reporting pod status");
+        }
+    }
+
+    /// Removes the pod object, now that its containers have stopped.
+    async fn finish_deletion(&self) {
+        let pod = self.pod.borrow().clone();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api().delete(&pod.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => tracing::warn!(pod = pod.name_any(), error = %e, "removing a deleted pod"),
+        }
+    }
+}
+
+/// Returns once the pod is being deleted (or its worker is no longer fed).
+async fn deleted(mut pod: watch::Receiver<Pod>) {
+    let _ = pod
+        .wait_for(|pod| pod.metadata.deletion_timestamp.is_some())
+        .await;
+}
+
+/// Resolves once `stop` is set.
+async fn stopped(stop: &Stop) {
+    while !stop.is_set() {
+        tokio::time::sleep(wasmkube_runtime::TICK).await;
+    }
+}
+
+fn container_id(pod: &Pod, spec: &Spec) -> String {
+    format!("wasm://{}/{}", pod.uid().unwrap_or_default(), spec.name)
+}
+
+fn container_status(
+    spec: &Spec,
+    image: Option<&Image>,
+    state: Value,
+    restarts: u32,
+    last: Option<Value>,
+) -> Value {
+    let running = state.get("running").is_some();
+    json!({
+        "name": spec.name,
+        "image": spec.image,
+        "imageID": image.map(|i| i.digest.clone()).unwrap_or_default(),
+        "ready": running,
+        "started": running,
+        "restartCount": restarts,
+        "state": state,
+        "lastState": last.unwrap_or_else(|| json!({})),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(memory_bytes("64Mi"), Some(64 << 20));
+        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(memory_bytes("4096"), Some(4096));
+        assert_eq!(memory_bytes("lots"), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! `wasmkube up` runs pods: the agent registers its node and lease, runs wasi:cli
+//! components from the local image store, reports how they end (completed,
+//! failed, OOMKilled), and stops a running pod when it is deleted.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::Server;
+
+fn kubectl(data_dir: &Path, args: &[&str]) -> String {
+    let binary = std::fs::canonicalize(crate::kubectl::which("kubectl"))
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("kubectl.1.33");
+    let out = Command::new(binary)
+        .arg("--kubeconfig")
+        .arg(data_dir.join("kubeconfig"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls `what` until it returns `want`, for at most `limit`.
+fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = what();
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {got:?}, not {want:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod(node: &str, name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: {name}\n    image: {image}\n    imagePullPolicy: Never\n{extra}"
+    )
+}
+
+#[test]
+fn up_runs_wasm_pods_to_their_end() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Command::new(root.join("scripts/build-examples.sh"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let examples = root.join("examples/wasi/target/wasm32-wasip2/release");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Images go in while the node runs.
+    for name in ["hello", "fail", "hog", "spin"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["image", "import", "--data-dir"])
+            .arg(dir.path())
+            .arg(examples.join(format!("{name}.wasm")))
+            .arg(format!("examples/{name}:1"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let k = |args: &[&str]| kubectl(dir.path(), args);
+    eventually(Duration::from_secs(20), "True", || {
+        k(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    });
+    let node = k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    assert_eq!(
+        k(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            node.as_str(),
+            "-o",
+            "jsonpath={.spec.holderIdentity}"
+        ]),
+        node
+    );
+
+    let manifest = [
+        pod(
+            &node,
+            "hello",
+            "examples/hello:1",
+            "    args: [--name, edge]\n    env: [{name: GREETING, value: hi}]\n",
+        ),
+        pod(&node, "fail", "examples/fail:1", ""),
+        pod(
+            &node,
+            "hog",
+            "examples/hog:1",
+            "    resources: {limits: {memory: 64Mi}}\n",
+        ),
+        pod(&node, "spin", "examples/spin:1", ""),
+    ]
+    .join("---\n");
+    let file = dir.path().join("pods.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    k(&["apply", "-f", file.to_str().unwrap()]);
+
+    let state = |pod: &str| {
+        k(&[
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ])
+    };
+    eventually(Duration::from_secs(30), "Succeeded Completed 0", || {
+        state("hello")
+    });
+    eventually(Duration::from_secs(30), "Failed Error 1", || state("fail"));
+    eventually(Duration::from_secs(30), "Failed OOMKilled 137", || {
+        state("hog")
+    });
+    eventually(Duration::from_secs(30), "Running", || {
+        k(&["get", "pod", "spin", "-o", "jsonpath={.status.phase}"])
+    });
+    let uid = k(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
+    let log = std::fs::read_to_string(dir.path().join("pods").join(uid).join("hello.log")).unwrap();
+    assert!(
+        log.contains(r#"args ["--name", "edge"]"#) && log.contains("GREETING=hi"),
+        "{log}"
+    );
+
+    // The spinning pod keeps running while the others finish, and stops when
+    // deleted: `delete` returns once the agent has stopped it and removed it.
+    k(&["delete", "pod", "spin", "--timeout=20s"]);
+    let left = k(&["get", "pods", "-o", "name"]);
+    assert!(!left.contains("pod/spin"), "{left}");
+    assert!(server.stop());
+}
