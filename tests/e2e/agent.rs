@@ -94,11 +94,12 @@ fn up_runs_wasm_pods_to_their_end() {
     );
 
     let manifest = [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hello, config.txt: x}\n".to_owned(),
         pod(
             &node,
             "hello",
             "examples/hello:1",
-            "    args: [--name, edge]\n    env: [{name: GREETING, value: hi}]\n",
+            "    args: [--name, edge]\n    env:\n    - {name: GREETING, value: hi}\n    - name: GREETING_FROM_MAP\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    - name: GREETING_POD\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    volumeMounts: [{name: settings, mountPath: /data}]\n  volumes: [{name: settings, configMap: {name: settings}}]\n",
         ),
         pod(&node, "fail", "examples/fail:1", ""),
         pod(
@@ -135,10 +136,15 @@ fn up_runs_wasm_pods_to_their_end() {
     });
     let uid = k(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     let log = std::fs::read_to_string(dir.path().join("pods").join(uid).join("hello.log")).unwrap();
-    assert!(
-        log.contains(r#"args ["--name", "edge"]"#) && log.contains("GREETING=hi"),
-        "{log}"
-    );
+    for line in [
+        r#"args ["--name", "edge"]"#,
+        "GREETING=hi",
+        "GREETING_FROM_MAP=hello",
+        "GREETING_POD=hello",
+        r#"/data: ["config.txt", "greeting"]"#,
+    ] {
+        assert!(log.contains(line), "{line:?} not in {log}");
+    }
 
     // The spinning pod keeps running while the others finish, and stops when
     // deleted: `delete` returns once the agent has stopped it and removed it.

@@ -9,6 +9,7 @@
 
 mod node;
 mod pod;
+mod prepare;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

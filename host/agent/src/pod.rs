@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_runtime::{Container, Exit, Image, Stop};
 
-use crate::Agent;
 use crate::node::now;
+use crate::{Agent, prepare};
 
 /// The first wait before a container is started again; it doubles up to
 /// [`BACKOFF_MAX`], as the kubelet's does.
@@ -158,7 +158,16 @@ impl Worker {
             }
             tokio::time::sleep(IMAGE_RETRY).await;
         };
-        let container = self.container(pod, spec, &image);
+        let container = loop {
+            match self.prepare(pod, spec, &image).await {
+                Ok(container) => break container,
+                Err(message) => {
+                    let waiting = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
+                    self.set(index, spec, None, waiting, 0, None).await;
+                }
+            }
+            tokio::time::sleep(IMAGE_RETRY).await;
+        };
         let mut restarts = 0;
         let mut backoff = BACKOFF_START;
         let mut last: Option<Value> = None;
@@ -219,42 +228,37 @@ impl Worker {
         }
     }
 
-    /// What the runtime runs for a container of the pod.
-    fn container(&self, pod: &Pod, spec: &Spec, image: &Image) -> Container {
-        let uid = pod.uid().unwrap_or_default();
-        let dir = self.agent.pods_dir.join(&uid);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            tracing::warn!(pod = uid, error = %e, "making the pod's directory");
-        }
+    /// What the runtime runs for a container of the pod: its argv, environment,
+    /// volumes and log file.
+    async fn prepare(&self, pod: &Pod, spec: &Spec, image: &Image) -> Result<Container, String> {
+        let dir = self.agent.pods_dir.join(pod.uid().unwrap_or_default());
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let client = &self.agent.client;
+        let env = prepare::environment(client, pod, spec).await?;
+        let volumes = prepare::volumes(client, pod, &dir).await?;
         let log = dir.join(format!("{}.log", spec.name));
-        let args = match &spec.command {
+        let argv0 = match &spec.command {
             Some(command) if !command.is_empty() => command.clone(),
             _ => vec![spec.name.clone()],
         };
-        let env = spec
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
         let memory_limit = spec
             .resources
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
             .and_then(|q| memory_bytes(&q.0));
-        Container {
+        Ok(Container {
             image: image.clone(),
-            args: args
+            args: argv0
                 .into_iter()
                 .chain(spec.args.iter().flatten().cloned())
                 .collect(),
             env,
-            mounts: Vec::new(),
+            mounts: prepare::mounts(spec, &volumes)?,
             stdout: log.clone(),
             stderr: log,
             memory_limit,
-        }
+        })
     }
 
     /// Records one container's state and publishes the pod's status.

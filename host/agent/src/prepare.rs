@@ -1,0 +1,220 @@
+//! What a container needs before it runs: its environment (values, ConfigMap and
+//! Secret keys, fields of its pod) and its volumes as directories (emptyDir and
+//! hostPath as they are; configMap and secret keys written as files), mounted
+//! where its volumeMounts say. An error is the message of a
+//! `CreateContainerConfigError`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container as Spec, Pod, Secret};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use wasmkube_runtime::Mount;
+
+/// A volume of the pod, as a directory on the node.
+#[derive(Clone, Debug)]
+pub(crate) struct Volume {
+    path: PathBuf,
+    read_only: bool,
+}
+
+async fn config_map(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    let map = found.ok_or_else(|| format!("configmap {name:?} not found"))?;
+    Ok(map.data.unwrap_or_default())
+}
+
+async fn secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    let secret = found.ok_or_else(|| format!("secret {name:?} not found"))?;
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    Ok(data)
+}
+
+/// The value of a `fieldRef` of `pod`.
+fn field(pod: &Pod, path: &str) -> Result<String, String> {
+    let label = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("']"))
+            .map(|key| {
+                map.as_ref()
+                    .and_then(|m| m.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+    };
+    if let Some(value) = label("metadata.labels['", &pod.metadata.labels) {
+        return Ok(value);
+    }
+    if let Some(value) = label("metadata.annotations['", &pod.metadata.annotations) {
+        return Ok(value);
+    }
+    let spec = pod.spec.as_ref();
+    Ok(match path {
+        "metadata.name" => pod.name_any(),
+        "metadata.namespace" => pod.namespace().unwrap_or_default(),
+        "metadata.uid" => pod.uid().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" => "127.0.0.1".into(),
+        "status.podIP" => String::new(),
+        other => return Err(format!("fieldRef {other:?} is not supported")),
+    })
+}
+
+/// The container's environment, in the order of its `env`.
+pub(crate) async fn environment(
+    client: &Client,
+    pod: &Pod,
+    spec: &Spec,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let mut env = Vec::new();
+    for var in spec.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => Some(value.clone()),
+            (None, Some(from)) => {
+                if let Some(key) = &from.config_map_key_ref {
+                    let data = config_map(client, &namespace, &key.name).await;
+                    match data.map(|d| d.get(&key.key).cloned()) {
+                        Ok(Some(v)) => Some(v),
+                        _ if key.optional == Some(true) => None,
+                        Ok(None) => {
+                            return Err(format!(
+                                "key {:?} not found in configmap {:?}",
+                                key.key, key.name
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else if let Some(key) = &from.secret_key_ref {
+                    let data = secret(client, &namespace, &key.name).await;
+                    match data.map(|d| d.get(&key.key).cloned()) {
+                        Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
+                        _ if key.optional == Some(true) => None,
+                        Ok(None) => {
+                            return Err(format!(
+                                "key {:?} not found in secret {:?}",
+                                key.key, key.name
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else if let Some(reference) = &from.field_ref {
+                    Some(field(pod, &reference.field_path)?)
+                } else {
+                    return Err(format!(
+                        "env {:?}: only configMapKeyRef, secretKeyRef and fieldRef are supported",
+                        var.name
+                    ));
+                }
+            }
+            (None, None) => Some(String::new()),
+        };
+        if let Some(value) = value {
+            env.push((var.name.clone(), value));
+        }
+    }
+    Ok(env)
+}
+
+fn write_files(
+    dir: &Path,
+    files: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (name, bytes) in files {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(format!("key {name:?} cannot be a file name"));
+        }
+        std::fs::write(dir.join(&name), bytes).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The pod's volumes, made ready under `pod_dir/volumes`.
+pub(crate) async fn volumes(
+    client: &Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<HashMap<String, Volume>, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let mut ready = HashMap::new();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let own = pod_dir.join("volumes").join(&volume.name);
+        let (path, read_only) = if volume.empty_dir.is_some() {
+            std::fs::create_dir_all(&own).map_err(|e| e.to_string())?;
+            (own, false)
+        } else if let Some(host) = &volume.host_path {
+            let path = PathBuf::from(&host.path);
+            if host.type_.as_deref() == Some("DirectoryOrCreate") {
+                std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+            }
+            if !path.is_dir() {
+                return Err(format!("hostPath {:?} is not a directory", host.path));
+            }
+            (path, false)
+        } else if let Some(source) = &volume.config_map {
+            let data = config_map(client, &namespace, &source.name).await?;
+            write_files(&own, data.into_iter().map(|(k, v)| (k, v.into_bytes())))?;
+            (own, true)
+        } else if let Some(source) = &volume.secret {
+            let name = source.secret_name.clone().unwrap_or_default();
+            write_files(&own, secret(client, &namespace, &name).await?)?;
+            (own, true)
+        } else {
+            return Err(format!(
+                "volume {:?}: only emptyDir, hostPath, configMap and secret are supported",
+                volume.name
+            ));
+        };
+        ready.insert(volume.name.clone(), Volume { path, read_only });
+    }
+    Ok(ready)
+}
+
+/// Where the container sees the volumes it mounts.
+pub(crate) fn mounts(spec: &Spec, volumes: &HashMap<String, Volume>) -> Result<Vec<Mount>, String> {
+    spec.volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            let volume = volumes
+                .get(&m.name)
+                .ok_or_else(|| format!("volumeMount {:?} names no volume", m.name))?;
+            let host = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                Some(sub) if sub.split('/').any(|part| part == "..") => {
+                    return Err(format!("subPath {sub:?} may not leave its volume"));
+                }
+                Some(sub) => volume.path.join(sub),
+                None => volume.path.clone(),
+            };
+            Ok(Mount {
+                host,
+                guest: m.mount_path.clone(),
+                read_only: volume.read_only || m.read_only == Some(true),
+            })
+        })
+        .collect()
+}
