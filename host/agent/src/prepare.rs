@@ -83,6 +83,23 @@ fn field(pod: &Pod, path: &str) -> Result<String, String> {
     })
 }
 
+/// The value of a key of a ConfigMap or Secret: nothing when it is missing and
+/// optional, else why it cannot be had.
+fn key_value(
+    found: Result<Option<String>, String>,
+    optional: Option<bool>,
+    what: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    match found {
+        Ok(Some(value)) => Ok(Some(value)),
+        _ if optional == Some(true) => Ok(None),
+        Ok(None) => Err(format!("key {key:?} not found in {what} {name:?}")),
+        Err(e) => Err(e),
+    }
+}
+
 /// The container's environment, in the order of its `env`.
 pub(crate) async fn environment(
     client: &Client,
@@ -97,30 +114,15 @@ pub(crate) async fn environment(
             (None, Some(from)) => {
                 if let Some(key) = &from.config_map_key_ref {
                     let data = config_map(client, &namespace, &key.name).await;
-                    match data.map(|d| d.get(&key.key).cloned()) {
-                        Ok(Some(v)) => Some(v),
-                        _ if key.optional == Some(true) => None,
-                        Ok(None) => {
-                            return Err(format!(
-                                "key {:?} not found in configmap {:?}",
-                                key.key, key.name
-                            ));
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    let found = data.map(|d| d.get(&key.key).cloned());
+                    key_value(found, key.optional, "configmap", &key.name, &key.key)?
                 } else if let Some(key) = &from.secret_key_ref {
                     let data = secret(client, &namespace, &key.name).await;
-                    match data.map(|d| d.get(&key.key).cloned()) {
-                        Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
-                        _ if key.optional == Some(true) => None,
-                        Ok(None) => {
-                            return Err(format!(
-                                "key {:?} not found in secret {:?}",
-                                key.key, key.name
-                            ));
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    let found = data.map(|d| {
+                        d.get(&key.key)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    key_value(found, key.optional, "secret", &key.name, &key.key)?
                 } else if let Some(reference) = &from.field_ref {
                     Some(field(pod, &reference.field_path)?)
                 } else {
