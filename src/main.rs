@@ -93,6 +93,10 @@ struct AgentArgs {
     /// Where the node keeps images, compiled components and pod data.
     #[arg(long, default_value = "wasmkube-data")]
     data_dir: PathBuf,
+    /// Where the agent serves its own endpoints (container logs), which the API
+    /// server reaches.
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    listen: SocketAddr,
 }
 
 /// The host's name, as a node name.
@@ -189,8 +193,10 @@ async fn server(args: ServerArgs, node: Option<String>) -> Result<()> {
     if let Some(node) = node {
         let client = Client::try_from(KubeConfig::new(url.parse()?))?;
         let agent = Agent::new(client, &node, &args.data_dir)?;
+        // The in-process agent serves its endpoint on a free loopback port.
+        let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         tokio::spawn(async move {
-            if let Err(e) = agent.run(closed).await {
+            if let Err(e) = agent.run(endpoint, closed).await {
                 tracing::error!(error = %e, "the node agent stopped");
             }
         });
@@ -215,12 +221,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let agent = Agent::new(client, &node, &args.data_dir)?;
+    let endpoint = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown().await;
         closing.send_replace(true);
     });
-    agent.run(closed).await?;
+    agent.run(endpoint, closed).await?;
     Ok(())
 }
 

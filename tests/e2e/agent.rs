@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::process::Server;
 
-fn kubectl(data_dir: &Path, args: &[&str]) -> String {
+/// kubectl 1.33 on the cluster of `data_dir`: its output, or its error output
+/// after `ERROR: ` when it fails.
+fn run_kubectl(data_dir: &Path, args: &[&str]) -> String {
     let binary = std::fs::canonicalize(crate::kubectl::which("kubectl"))
         .unwrap()
         .parent()
@@ -20,12 +22,18 @@ fn kubectl(data_dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    if out.status.success() {
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        format!("ERROR: {}", String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+/// kubectl that must succeed.
+fn kubectl(data_dir: &Path, args: &[&str]) -> String {
+    let out = run_kubectl(data_dir, args);
+    assert!(!out.starts_with("ERROR: "), "kubectl {args:?}: {out}");
+    out
 }
 
 /// Polls `what` until it returns `want`, for at most `limit`.
@@ -72,12 +80,15 @@ fn up_runs_wasm_pods_to_their_end() {
     }
     let k = |args: &[&str]| kubectl(dir.path(), args);
     eventually(Duration::from_secs(20), "True", || {
-        k(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
-        ])
+        run_kubectl(
+            dir.path(),
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        )
     });
     let node = k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
     assert_eq!(
@@ -145,6 +156,17 @@ fn up_runs_wasm_pods_to_their_end() {
     ] {
         assert!(log.contains(line), "{line:?} not in {log}");
     }
+
+    // Logs come through the API server from the node's agent.
+    let logs = k(&["logs", "hello"]);
+    assert!(
+        logs.contains("GREETING_FROM_MAP=hello") && logs.contains("a line on stderr"),
+        "{logs}"
+    );
+    assert_eq!(k(&["logs", "hello", "--tail=1"]), "a line on stderr\n");
+    // Following a finished container's log ends with its end.
+    assert!(k(&["logs", "-f", "hello"]).contains("GREETING=hi"));
+    assert!(k(&["logs", "spin"]).contains("spinning"));
 
     // The spinning pod keeps running while the others finish, and stops when
     // deleted: `delete` returns once the agent has stopped it and removed it.

@@ -18,6 +18,7 @@ pub mod error;
 mod fuzz;
 mod health;
 pub mod kubeconfig;
+mod logs;
 mod negotiate;
 mod objects;
 mod openapi;

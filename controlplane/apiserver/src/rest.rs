@@ -28,7 +28,7 @@ use crate::path::{self, Route, Target};
 use crate::spec::validate_spec;
 use crate::table::{Columns, Include, table};
 use crate::{ApiServer, allocate};
-use crate::{discovery, openapi, watch};
+use crate::{discovery, logs, openapi, watch};
 
 /// How long Events are kept.
 const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -109,6 +109,7 @@ async fn dispatch(
             let (object, _) = request.read(name).await?;
             Ok(request.render(200, &object))
         }
+        (Method::GET, Some(name), Some("log")) => logs::serve(&request, name).await,
         (Method::GET, Some(name), Some("scale")) => {
             let (object, _) = request.read(name).await?;
             Ok(respond(Format::Json, 200, &request.scale_of(&object)))
@@ -256,7 +257,7 @@ impl Request<'_> {
     }
 
     /// The stored object and its revision, or 404.
-    async fn read(&self, name: &str) -> ApiResult<(Value, Revision)> {
+    pub(crate) async fn read(&self, name: &str) -> ApiResult<(Value, Revision)> {
         let key = self.key(name)?;
         let kv = self
             .server

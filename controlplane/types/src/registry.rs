@@ -78,6 +78,7 @@ pub const ALL_VERBS: &[Verb] = &[
     Verb::Watch,
 ];
 const CREATE_ONLY: &[Verb] = &[Verb::Create];
+const GET_ONLY: &[Verb] = &[Verb::Get];
 const GET_PATCH_UPDATE: &[Verb] = &[Verb::Get, Verb::Patch, Verb::Update];
 
 /// A subresource of a kind (`pods/status`, `deployments/scale`, …).
@@ -373,6 +374,14 @@ const POD_SUBRESOURCES: &[Subresource] = &[
     Subresource::STATUS,
     of_kind::<core::Binding>("binding", CREATE_ONLY),
     of_kind::<policy::Eviction>("eviction", CREATE_ONLY),
+    // A container's log: the API server reads it from the pod's node.
+    Subresource {
+        name: "log",
+        group: "",
+        version: "",
+        kind: "",
+        verbs: GET_ONLY,
+    },
 ];
 /// The `status` subresource alone.
 pub const STATUS: &[Subresource] = &[Subresource::STATUS];

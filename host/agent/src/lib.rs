@@ -7,13 +7,14 @@
 //! costs nothing but the next one. Deleting a pod stops its containers within the
 //! grace period, then the agent removes the object.
 
+mod logs;
 mod node;
 mod pod;
 mod prepare;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -44,6 +45,8 @@ pub struct Agent {
     runtime: Arc<Runtime>,
     /// Where pods keep their logs and volumes.
     pods_dir: PathBuf,
+    /// The containers running now, as `uid/name`.
+    running: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -69,12 +72,49 @@ impl Agent {
             node: node.to_owned(),
             runtime: Arc::new(Runtime::new(data_dir)?),
             pods_dir,
+            running: Arc::default(),
         })
     }
 
-    /// Registers the node and runs its pods until `closing` turns true.
-    pub async fn run(self, mut closing: watch::Receiver<bool>) -> Result<(), AgentError> {
-        node::register(&self.client, &self.node).await?;
+    /// Whether the container `uid/name` is running.
+    fn is_running(&self, key: &str) -> bool {
+        self.running.lock().expect("running lock").contains(key)
+    }
+
+    /// Marks the container `uid/name` running or not.
+    fn set_running(&self, key: String, running: bool) {
+        let mut set = self.running.lock().expect("running lock");
+        if running {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    /// Registers the node (its agent endpoint: `listener`), serves the endpoint,
+    /// and runs the node's pods until `closing` turns true.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        mut closing: watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let endpoint = listener
+            .local_addr()
+            .map_err(wasmkube_runtime::RuntimeError::from)?;
+        node::register(&self.client, &self.node, endpoint).await?;
+        let router = logs::router(self.clone());
+        let mut serving = closing.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = serving.wait_for(|closed| *closed).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(error = %e, "serving the agent endpoint");
+            }
+        });
         tokio::spawn(node::renew_lease(
             self.client.clone(),
             self.node.clone(),

@@ -42,8 +42,13 @@ fn memory_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates the node if it is missing, then writes its status.
-pub(crate) async fn register(client: &Client, name: &str) -> Result<(), kube::Error> {
+/// Creates the node if it is missing, then writes its status, with the address
+/// of the agent's endpoint.
+pub(crate) async fn register(
+    client: &Client,
+    name: &str,
+    endpoint: std::net::SocketAddr,
+) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {
@@ -75,9 +80,10 @@ pub(crate) async fn register(client: &Client, name: &str) -> Result<(), kube::Er
             "lastHeartbeatTime": time, "lastTransitionTime": time,
         }],
         "addresses": [
-            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "InternalIP", "address": endpoint.ip().to_string()},
             {"type": "Hostname", "address": name},
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": endpoint.port()}},
         "nodeInfo": {
             "kubeletVersion": "v1.33.0-wasmkube",
             "kubeProxyVersion": "",

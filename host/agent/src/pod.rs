@@ -182,7 +182,10 @@ impl Worker {
                 last.clone(),
             )
             .await;
+            let key = format!("{}/{}", pod.uid().unwrap_or_default(), spec.name);
+            self.agent.set_running(key.clone(), true);
             let exit = self.agent.runtime.run(&container, stop).await;
+            self.agent.set_running(key, false);
             let (reason, message) = match &exit {
                 Exit::Completed => ("Completed", String::new()),
                 Exit::Failed { reason, .. } => ("Error", reason.clone()),
