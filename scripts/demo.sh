@@ -25,7 +25,7 @@ until kubectl get node edge-1 >/dev/null 2>&1; do sleep 0.2; done
 kubectl apply -f examples/hello.yaml
 until [ "$(kubectl get pod hello -o jsonpath='{.status.phase}')" = Succeeded ]; do sleep 0.2; done
 kubectl get nodes,pods
-echo "--- the pod's output ($data/pods/<uid>/hello.log):"
-cat "$data/pods/$(kubectl get pod hello -o jsonpath='{.metadata.uid}')/hello.log"
+echo "--- kubectl logs hello:"
+kubectl logs hello
 echo "--- KUBECONFIG=$data/kubeconfig; Ctrl-C stops the cluster."
 wait $server
