@@ -110,7 +110,7 @@ fn up_runs_wasm_pods_to_their_end() {
             &node,
             "hello",
             "examples/hello:1",
-            "    args: [--name, edge]\n    env:\n    - {name: GREETING, value: hi}\n    - name: GREETING_FROM_MAP\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    - name: GREETING_POD\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    volumeMounts: [{name: settings, mountPath: /data}]\n  volumes: [{name: settings, configMap: {name: settings}}]\n",
+            "    args: [--name, edge]\n    env:\n    - {name: GREETING, value: hi}\n    - name: GREETING_FROM_MAP\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    - name: GREETING_POD\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    volumeMounts: [{name: settings, mountPath: /data}]\n  volumes: [{name: settings, configMap: {name: settings}}]\n  initContainers:\n  - {name: setup, image: \"examples/hello:1\", args: [init]}\n",
         ),
         pod(&node, "fail", "examples/fail:1", ""),
         pod(
@@ -164,6 +164,17 @@ fn up_runs_wasm_pods_to_their_end() {
         "{logs}"
     );
     assert_eq!(k(&["logs", "hello", "--tail=1"]), "a line on stderr\n");
+    assert!(k(&["logs", "hello", "-c", "setup"]).contains(r#"args ["init"]"#));
+    assert_eq!(
+        k(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.initContainerStatuses[0].state.terminated.reason}"
+        ]),
+        "Completed"
+    );
     // Following a finished container's log ends with its end.
     assert!(k(&["logs", "-f", "hello"]).contains("GREETING=hi"));
     assert!(k(&["logs", "spin"]).contains("spinning"));

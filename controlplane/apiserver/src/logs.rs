@@ -27,14 +27,20 @@ const PASSED: &[&str] = &[
 
 /// The container to read: the one named, or the pod's only one.
 fn container(pod: &Value, name: &str, asked: Option<&String>) -> ApiResult<String> {
-    let names: Vec<&str> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names_of = |list: &str| -> Vec<&str> {
+        pod["spec"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    };
+    let names = names_of("containers");
+    let init = names_of("initContainers");
     match (asked, names.as_slice()) {
-        (Some(asked), _) if names.contains(&asked.as_str()) => Ok(asked.clone()),
+        (Some(asked), _) if names.contains(&asked.as_str()) || init.contains(&asked.as_str()) => {
+            Ok(asked.clone())
+        }
         (Some(asked), _) => Err(ApiError::bad_request(format!(
             "container {asked} is not valid for pod {name}"
         ))),

@@ -45,8 +45,18 @@ pub(crate) fn memory_bytes(quantity: &str) -> Option<usize> {
 /// What the pod's status says of each container.
 #[derive(Default)]
 struct Report {
+    init: Vec<Value>,
     containers: Vec<Value>,
     phase: &'static str,
+    /// Whether the init containers have all completed.
+    initialized: bool,
+}
+
+/// Which status a container's state goes to.
+#[derive(Clone, Copy)]
+enum Slot {
+    Init(usize),
+    Main(usize),
 }
 
 /// The worker of one pod.
@@ -77,60 +87,70 @@ impl Worker {
             Some("Succeeded" | "Failed")
         );
         if !done && pod.metadata.deletion_timestamp.is_none() {
-            let stops = self.start(&pod).await;
+            let stop = Stop::default();
+            self.start(&pod).await;
             tokio::select! {
-                () = self.run_containers(&pod, &stops) => {}
-                () = deleted(self.pod.clone()) => {
-                    for stop in &stops {
-                        stop.stop();
-                    }
-                }
+                () = self.run_containers(&pod, &stop) => {}
+                () = deleted(self.pod.clone()) => stop.stop(),
             }
         }
         deleted(self.pod.clone()).await;
         self.finish_deletion().await;
     }
 
-    /// Reports the pod scheduled and started; the stop handle of each container.
-    async fn start(&self, pod: &Pod) -> Vec<Stop> {
-        let containers = &pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.clone())
-            .unwrap_or_default();
+    /// Reports the pod scheduled, its containers being created.
+    async fn start(&self, pod: &Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let creating = |c: &Spec| {
+            let waiting = json!({"waiting": {"reason": "ContainerCreating"}});
+            container_status(c, None, waiting, 0, None)
+        };
         {
             let mut report = self.report.lock().expect("report lock");
             report.phase = "Pending";
-            report.containers = containers
+            report.init = spec
+                .init_containers
                 .iter()
-                .map(|c| {
-                    container_status(
-                        c,
-                        None,
-                        json!({"waiting": {"reason": "ContainerCreating"}}),
-                        0,
-                        None,
-                    )
-                })
+                .flatten()
+                .map(creating)
                 .collect();
+            report.containers = spec.containers.iter().map(creating).collect();
+            report.initialized = report.init.is_empty();
         }
         self.publish(true).await;
-        containers.iter().map(|_| Stop::default()).collect()
     }
 
-    /// Runs every container to its end under the pod's restart policy, then sets
-    /// the pod's final phase.
-    async fn run_containers(&self, pod: &Pod, stops: &[Stop]) {
+    /// Runs the init containers one after the other, then every container to its
+    /// end under the pod's restart policy; then sets the pod's final phase.
+    async fn run_containers(&self, pod: &Pod, stop: &Stop) {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
+        // An init container is run again until it succeeds, unless the pod never
+        // restarts anything.
+        let init_policy = if policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            let exit = self
+                .run_container(pod, Slot::Init(i), c, init_policy, stop)
+                .await;
+            if exit != Exit::Completed {
+                self.report.lock().expect("report lock").phase = "Failed";
+                self.publish(false).await;
+                return;
+            }
+        }
+        self.report.lock().expect("report lock").initialized = true;
         let runs = spec
             .containers
             .iter()
             .enumerate()
-            .map(|(i, c)| self.run_container(pod, i, c, &policy, &stops[i]));
+            .map(|(i, c)| self.run_container(pod, Slot::Main(i), c, &policy, stop));
         let exits = join_all(runs).await;
         let failed = exits.iter().any(|e| !matches!(e, Exit::Completed));
         self.report.lock().expect("report lock").phase =
@@ -143,7 +163,7 @@ impl Worker {
     async fn run_container(
         &self,
         pod: &Pod,
-        index: usize,
+        index: Slot,
         spec: &Spec,
         policy: &str,
         stop: &Stop,
@@ -267,7 +287,7 @@ impl Worker {
     /// Records one container's state and publishes the pod's status.
     async fn set(
         &self,
-        index: usize,
+        slot: Slot,
         spec: &Spec,
         image: Option<&Image>,
         state: Value,
@@ -276,13 +296,17 @@ impl Worker {
     ) {
         {
             let mut report = self.report.lock().expect("report lock");
-            if report.containers.len() > index {
-                report.containers[index] = container_status(spec, image, state, restarts, last);
+            let status = container_status(spec, image, state, restarts, last);
+            let running = status["state"].get("running").is_some();
+            let (list, i) = match slot {
+                Slot::Init(i) => (&mut report.init, i),
+                Slot::Main(i) => (&mut report.containers, i),
+            };
+            if let Some(entry) = list.get_mut(i) {
+                *entry = status;
             }
-            // Pending until a container has started.
-            if report.phase == "Pending"
-                && report.containers[index]["state"].get("running").is_some()
-            {
+            // Pending until a container of the pod proper has started.
+            if report.phase == "Pending" && running && matches!(slot, Slot::Main(_)) {
                 report.phase = "Running";
             }
         }
@@ -291,9 +315,15 @@ impl Worker {
 
     /// Writes the pod's status.
     async fn publish(&self, first: bool) {
-        let (phase, containers) = {
+        let (phase, init, containers, initialized) = {
             let report = self.report.lock().expect("report lock");
-            (report.phase, report.containers.clone())
+            let init = report.init.clone();
+            (
+                report.phase,
+                init,
+                report.containers.clone(),
+                report.initialized,
+            )
         };
         let ready = !containers.is_empty() && containers.iter().all(|c| c["ready"] == true);
         let time = now(false);
@@ -303,10 +333,11 @@ impl Worker {
             "hostIP": "127.0.0.1",
             "conditions": [
                 condition("PodScheduled", true),
-                condition("Initialized", true),
+                condition("Initialized", initialized),
                 condition("ContainersReady", ready),
                 condition("Ready", ready),
             ],
+            "initContainerStatuses": init,
             "containerStatuses": containers,
         });
         if first {
