@@ -186,3 +186,84 @@ fn up_runs_wasm_pods_to_their_end() {
     assert!(!left.contains("pod/spin"), "{left}");
     assert!(server.stop());
 }
+
+/// Killed with SIGKILL and started again on the same data dir, the node takes its
+/// running pod back: the same pod, its container counted as restarted once, and
+/// its completed init container not run again.
+#[test]
+fn a_killed_node_takes_its_pods_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Command::new(root.join("scripts/build-examples.sh"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let examples = root.join("examples/wasi/target/wasm32-wasip2/release");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["hello", "spin"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["image", "import", "--data-dir"])
+            .arg(dir.path())
+            .arg(examples.join(format!("{name}.wasm")))
+            .arg(format!("examples/{name}:1"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut server = Server::start(dir.path());
+    let k = |args: &[&str]| kubectl(dir.path(), args);
+    eventually(Duration::from_secs(20), "True", || {
+        run_kubectl(
+            dir.path(),
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[0].status.conditions[0].status}",
+            ],
+        )
+    });
+    let node = k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: spin}}\nspec:\n  nodeName: {node}\n  initContainers: [{{name: setup, image: \"examples/hello:1\"}}]\n  containers: [{{name: spin, image: \"examples/spin:1\"}}]\n"
+    );
+    let file = dir.path().join("spin.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    k(&["apply", "-f", file.to_str().unwrap()]);
+    let seen = |dir: &Path| {
+        run_kubectl(
+            dir,
+            &[
+                "get",
+                "pod",
+                "spin",
+                "-o",
+                "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount} {.metadata.uid}",
+            ],
+        )
+    };
+    eventually(Duration::from_secs(20), "Running 0", || {
+        seen(dir.path())
+            .rsplit_once(' ')
+            .map(|(s, _)| s.to_owned())
+            .unwrap_or_default()
+    });
+    let uid = seen(dir.path()).rsplit(' ').next().unwrap().to_owned();
+
+    crate::process::signal(&server.child, "KILL");
+    server.child.wait().unwrap();
+    let server = Server::start(dir.path());
+    eventually(Duration::from_secs(20), &format!("Running 1 {uid}"), || {
+        seen(dir.path())
+    });
+    let setup_log =
+        std::fs::read_to_string(dir.path().join("pods").join(&uid).join("setup.log")).unwrap();
+    assert_eq!(
+        setup_log.matches("hello from a wasm pod").count(),
+        1,
+        "{setup_log}"
+    );
+    k(&["delete", "pod", "spin", "--timeout=20s"]);
+    assert!(server.stop());
+}

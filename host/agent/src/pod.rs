@@ -108,14 +108,29 @@ impl Worker {
         {
             let mut report = self.report.lock().expect("report lock");
             report.phase = "Pending";
+            // Init containers an earlier agent completed keep their status.
+            let before = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.clone());
             report.init = spec
                 .init_containers
                 .iter()
                 .flatten()
-                .map(creating)
+                .map(|c| {
+                    let done = before.iter().flatten().find(|s| s.name == c.name);
+                    match done.filter(|_| completed_before(pod, &c.name)) {
+                        Some(status) => serde_json::to_value(status).unwrap_or_default(),
+                        None => creating(c),
+                    }
+                })
                 .collect();
             report.containers = spec.containers.iter().map(creating).collect();
-            report.initialized = report.init.is_empty();
+            report.initialized = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .all(|c| completed_before(pod, &c.name));
         }
         self.publish(true).await;
     }
@@ -136,6 +151,9 @@ impl Worker {
             "OnFailure"
         };
         for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            if completed_before(pod, &c.name) {
+                continue;
+            }
             let exit = self
                 .run_container(pod, Slot::Init(i), c, init_policy, stop)
                 .await;
@@ -188,7 +206,9 @@ impl Worker {
             }
             tokio::time::sleep(IMAGE_RETRY).await;
         };
-        let mut restarts = 0;
+        // A container the pod's status says was started ran under an agent that
+        // is gone: taken back, it counts as restarted.
+        let mut restarts = previous_start(pod, index, &spec.name).map_or(0, |count| count + 1);
         let mut backoff = BACKOFF_START;
         let mut last: Option<Value> = None;
         loop {
@@ -371,6 +391,35 @@ impl Worker {
             Err(e) => tracing::warn!(pod = pod.name_any(), error = %e, "removing a deleted pod"),
         }
     }
+}
+
+/// Whether an earlier agent ran the init container `name` to success.
+fn completed_before(pod: &Pod, name: &str) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref());
+    statuses.into_iter().flatten().any(|c| {
+        c.name == name
+            && c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+    })
+}
+
+/// The restart count the pod's status gives a container that had started, if it
+/// had: the status an earlier agent wrote.
+fn previous_start(pod: &Pod, slot: Slot, name: &str) -> Option<u32> {
+    let status = pod.status.as_ref()?;
+    let list = match slot {
+        Slot::Init(_) => status.init_container_statuses.as_ref()?,
+        Slot::Main(_) => status.container_statuses.as_ref()?,
+    };
+    let found = list.iter().find(|c| c.name == name)?;
+    let state = found.state.as_ref()?;
+    (state.running.is_some() || state.terminated.is_some())
+        .then(|| u32::try_from(found.restart_count).unwrap_or(0))
 }
 
 /// Returns once the pod is being deleted (or its worker is no longer fed).
