@@ -1,12 +1,15 @@
-//! `wasmkube up` runs pods: the agent registers its node and lease, runs wasi:cli
+//! The node agent runs pods: it registers its node and lease, runs wasi:cli
 //! components from the local image store, reports how they end (completed,
-//! failed, OOMKilled), and stops a running pod when it is deleted.
+//! failed, OOMKilled) and what happened (events, logs), stops a running pod
+//! when it is deleted, takes its pods back when started again, and keeps them
+//! running while it cannot reach the API server.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::Server;
+use crate::process::{Agent, Server};
+use crate::proxy::Proxy;
 
 /// kubectl 1.33 on the cluster of `data_dir`: its output, or its error output
 /// after `ERROR: ` when it fails.
@@ -49,14 +52,9 @@ fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
     }
 }
 
-fn pod(node: &str, name: &str, image: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: {name}\n    image: {image}\n    imagePullPolicy: Never\n{extra}"
-    )
-}
-
-#[test]
-fn up_runs_wasm_pods_to_their_end() {
+/// Builds the examples; imports the named ones into the node of `data_dir` as
+/// `examples/<name>:1`.
+fn import_examples(data_dir: &Path, names: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         Command::new(root.join("scripts/build-examples.sh"))
@@ -65,23 +63,23 @@ fn up_runs_wasm_pods_to_their_end() {
             .success()
     );
     let examples = root.join("examples/wasi/target/wasm32-wasip2/release");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    // Images go in while the node runs.
-    for name in ["hello", "fail", "hog", "spin"] {
+    for name in names {
         let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["image", "import", "--data-dir"])
-            .arg(dir.path())
+            .arg(data_dir)
             .arg(examples.join(format!("{name}.wasm")))
             .arg(format!("examples/{name}:1"))
             .status()
             .unwrap();
         assert!(status.success());
     }
-    let k = |args: &[&str]| kubectl(dir.path(), args);
+}
+
+/// Waits until the cluster of `data_dir` has a Ready node; its name.
+fn ready_node(data_dir: &Path) -> String {
     eventually(Duration::from_secs(20), "True", || {
         run_kubectl(
-            dir.path(),
+            data_dir,
             &[
                 "get",
                 "nodes",
@@ -90,7 +88,33 @@ fn up_runs_wasm_pods_to_their_end() {
             ],
         )
     });
-    let node = k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    kubectl(
+        data_dir,
+        &["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"],
+    )
+}
+
+/// Applies `manifest` to the cluster of `data_dir`.
+fn apply(data_dir: &Path, manifest: &str) {
+    let file = data_dir.join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    kubectl(data_dir, &["apply", "-f", file.to_str().unwrap()]);
+}
+
+fn pod(node: &str, name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: {name}\n    image: {image}\n    imagePullPolicy: Never\n{extra}"
+    )
+}
+
+#[test]
+fn up_runs_wasm_pods_to_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Images go in while the node runs.
+    import_examples(dir.path(), &["hello", "fail", "hog", "spin"]);
+    let k = |args: &[&str]| kubectl(dir.path(), args);
+    let node = ready_node(dir.path());
     assert_eq!(
         k(&[
             "get",
@@ -110,7 +134,7 @@ fn up_runs_wasm_pods_to_their_end() {
             &node,
             "hello",
             "examples/hello:1",
-            "    args: [--name, edge]\n    env:\n    - {name: GREETING, value: hi}\n    - name: GREETING_FROM_MAP\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    - name: GREETING_POD\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    volumeMounts: [{name: settings, mountPath: /data}]\n  volumes: [{name: settings, configMap: {name: settings}}]\n  initContainers:\n  - {name: setup, image: \"examples/hello:1\", args: [init]}\n",
+            "    args: [--name, edge]\n    workingDir: /data\n    env:\n    - {name: GREETING, value: hi}\n    - name: GREETING_FROM_MAP\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    - name: GREETING_POD\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    volumeMounts: [{name: settings, mountPath: /data}]\n  volumes: [{name: settings, configMap: {name: settings}}]\n  initContainers:\n  - {name: setup, image: \"examples/hello:1\", args: [init]}\n",
         ),
         pod(&node, "fail", "examples/fail:1", ""),
         pod(
@@ -120,11 +144,16 @@ fn up_runs_wasm_pods_to_their_end() {
             "    resources: {limits: {memory: 64Mi}}\n",
         ),
         pod(&node, "spin", "examples/spin:1", ""),
+        pod(
+            &node,
+            "info",
+            "examples/hello:1",
+            "    volumeMounts: [{name: info, mountPath: /data}]\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: name, fieldRef: {fieldPath: metadata.name}}\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n",
+        ),
+        pod(&node, "crash", "examples/fail:1", "").replace("restartPolicy: Never", "restartPolicy: Always"),
     ]
     .join("---\n");
-    let file = dir.path().join("pods.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    k(&["apply", "-f", file.to_str().unwrap()]);
+    apply(dir.path(), &manifest);
 
     let state = |pod: &str| {
         k(&[
@@ -145,17 +174,22 @@ fn up_runs_wasm_pods_to_their_end() {
     eventually(Duration::from_secs(30), "Running", || {
         k(&["get", "pod", "spin", "-o", "jsonpath={.status.phase}"])
     });
-    let uid = k(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
-    let log = std::fs::read_to_string(dir.path().join("pods").join(uid).join("hello.log")).unwrap();
+    // Logs come through the API server from the node's agent.
+    let log = k(&["logs", "hello"]);
     for line in [
         r#"args ["--name", "edge"]"#,
         "GREETING=hi",
         "GREETING_FROM_MAP=hello",
         "GREETING_POD=hello",
+        "PWD=/data",
         r#"/data: ["config.txt", "greeting"]"#,
     ] {
         assert!(log.contains(line), "{line:?} not in {log}");
     }
+    eventually(Duration::from_secs(30), "Succeeded Completed 0", || {
+        state("info")
+    });
+    assert!(k(&["logs", "info"]).contains(r#"/data: ["labels", "name"]"#));
 
     // Logs come through the API server from the node's agent.
     let logs = k(&["logs", "hello"]);
@@ -178,6 +212,45 @@ fn up_runs_wasm_pods_to_their_end() {
     // Following a finished container's log ends with its end.
     assert!(k(&["logs", "-f", "hello"]).contains("GREETING=hi"));
     assert!(k(&["logs", "spin"]).contains("spinning"));
+    // Times are kept: each line can be shown with its own, and chosen by it.
+    let stamped = k(&["logs", "hello", "--timestamps"]);
+    let first = stamped.lines().next().unwrap();
+    let (time, text) = first.split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.len() == 30, "{first}");
+    assert!(text.starts_with("hello from a wasm pod"), "{first}");
+    assert!(k(&["logs", "hello", "--since=1h"]).contains("GREETING=hi"));
+
+    // A container that keeps failing is started again with back-off; the log of
+    // its run before is there for --previous; what happened is in its events.
+    eventually(Duration::from_secs(40), "1 CrashLoopBackOff", || {
+        k(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}",
+        ])
+    });
+    assert!(k(&["logs", "crash", "--previous"]).contains("failing on purpose"));
+    let reasons = |pod: &str| {
+        k(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+    };
+    eventually(Duration::from_secs(10), "Pulled Created Started", || {
+        reasons("hello")
+            .split(' ')
+            .filter(|r| r.starts_with('P') || r.starts_with('C') || r.starts_with('S'))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    assert!(reasons("crash").contains("BackOff"), "{}", reasons("crash"));
 
     // The spinning pod keeps running while the others finish, and stops when
     // deleted: `delete` returns once the agent has stopped it and removed it.
@@ -192,45 +265,15 @@ fn up_runs_wasm_pods_to_their_end() {
 /// its completed init container not run again.
 #[test]
 fn a_killed_node_takes_its_pods_back() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Command::new(root.join("scripts/build-examples.sh"))
-            .status()
-            .unwrap()
-            .success()
-    );
-    let examples = root.join("examples/wasi/target/wasm32-wasip2/release");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["hello", "spin"] {
-        let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["image", "import", "--data-dir"])
-            .arg(dir.path())
-            .arg(examples.join(format!("{name}.wasm")))
-            .arg(format!("examples/{name}:1"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    import_examples(dir.path(), &["hello", "spin"]);
     let mut server = Server::start(dir.path());
     let k = |args: &[&str]| kubectl(dir.path(), args);
-    eventually(Duration::from_secs(20), "True", || {
-        run_kubectl(
-            dir.path(),
-            &[
-                "get",
-                "nodes",
-                "-o",
-                "jsonpath={.items[0].status.conditions[0].status}",
-            ],
-        )
-    });
-    let node = k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let node = ready_node(dir.path());
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: spin}}\nspec:\n  nodeName: {node}\n  initContainers: [{{name: setup, image: \"examples/hello:1\"}}]\n  containers: [{{name: spin, image: \"examples/spin:1\"}}]\n"
     );
-    let file = dir.path().join("spin.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    k(&["apply", "-f", file.to_str().unwrap()]);
+    apply(dir.path(), &manifest);
     let seen = |dir: &Path| {
         run_kubectl(
             dir,
@@ -257,13 +300,172 @@ fn a_killed_node_takes_its_pods_back() {
     eventually(Duration::from_secs(20), &format!("Running 1 {uid}"), || {
         seen(dir.path())
     });
-    let setup_log =
-        std::fs::read_to_string(dir.path().join("pods").join(&uid).join("setup.log")).unwrap();
+    let setup_log = k(&["logs", "spin", "-c", "setup"]);
     assert_eq!(
         setup_log.matches("hello from a wasm pod").count(),
         1,
         "{setup_log}"
     );
     k(&["delete", "pod", "spin", "--timeout=20s"]);
+    assert!(server.stop());
+}
+
+/// `GET path` from the agent endpoint at `address`: the body.
+fn agent_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The phase the agent at `address` has for each pod, `name=phase` sorted.
+fn agent_phases(address: &str) -> String {
+    let list: serde_json::Value =
+        serde_json::from_str(&agent_get(address, "/pods")).unwrap_or_default();
+    let mut phases: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}={}",
+                p["metadata"]["name"].as_str().unwrap_or_default(),
+                p["status"]["phase"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    phases.sort();
+    phases.join(" ")
+}
+
+/// A node cut off from the API server keeps its pods running and restarting;
+/// the server itself goes away for 30 s. When both are back, the pods' status is
+/// what happened meanwhile, and pods deleted while the node could not see are
+/// stopped and gone.
+#[test]
+fn a_node_cut_off_keeps_its_pods_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_dir, node_dir) = (dir.path().join("server"), dir.path().join("node"));
+    import_examples(&node_dir, &["sleep", "fail"]);
+    let address = format!("127.0.0.1:{}", crate::process::free_port());
+    let server = Server::start_at(&server_dir, &address);
+    let proxy = Proxy::start(address.parse().unwrap());
+    let kubeconfig = std::fs::read_to_string(server_dir.join("kubeconfig")).unwrap();
+    let via_proxy = node_dir.join("kubeconfig");
+    std::fs::write(
+        &via_proxy,
+        kubeconfig.replace(&server.url, &format!("http://{}", proxy.address)),
+    )
+    .unwrap();
+    let _agent = Agent::start(&via_proxy, "edge-cut", &node_dir);
+    let k = |args: &[&str]| kubectl(&server_dir, args);
+    let node = ready_node(&server_dir);
+    let always = |name: &str, image: &str, args: &str| {
+        pod(&node, name, image, &format!("    args: {args}\n"))
+            .replace("restartPolicy: Never", "restartPolicy: Always")
+    };
+    let manifest = [
+        always("ticker", "examples/sleep:1", "[forever, '1']"),
+        pod(&node, "short", "examples/sleep:1", "    args: ['12']\n"),
+        always("crash", "examples/fail:1", "[]"),
+        always("graceful", "examples/sleep:1", "[]"),
+        always("forced", "examples/sleep:1", "[]"),
+    ]
+    .join("---\n");
+    apply(&server_dir, &manifest);
+    let phase = |pod: &str| {
+        run_kubectl(
+            &server_dir,
+            &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        )
+    };
+    for pod in ["ticker", "short", "graceful", "forced"] {
+        eventually(Duration::from_secs(20), "Running", || phase(pod));
+    }
+    let endpoint = format!(
+        "{}:{}",
+        k(&[
+            "get",
+            "node",
+            &node,
+            "-o",
+            "jsonpath={.status.addresses[0].address}"
+        ]),
+        k(&[
+            "get",
+            "node",
+            &node,
+            "-o",
+            "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"
+        ]),
+    );
+    let ticks = || {
+        agent_get(&endpoint, "/containerLogs/default/ticker/ticker")
+            .matches("tick")
+            .count()
+    };
+
+    // The node loses the server; meanwhile two pods are deleted, one gracefully
+    // (it waits for the node) and one by force (it is gone at once); then the
+    // server itself stops for 30 s.
+    proxy.cut();
+    let outage = Instant::now();
+    k(&["delete", "pod", "graceful", "--wait=false"]);
+    k(&["delete", "pod", "forced", "--force", "--grace-period=0"]);
+    crate::process::signal(&server.child, "KILL");
+    drop(server);
+
+    // The node runs on: the short pod ends, the ticker ticks, the crashing pod
+    // keeps being started again; the node cannot know of the deletions yet.
+    eventually(
+        Duration::from_secs(25),
+        "crash=Running forced=Running graceful=Running short=Succeeded ticker=Running",
+        || agent_phases(&endpoint),
+    );
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(ticks() > before, "the ticker stopped ticking");
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+
+    let server = Server::start_at(&server_dir, &address);
+    proxy.restore();
+    eventually(Duration::from_secs(30), "Succeeded", || phase("short"));
+    eventually(Duration::from_secs(30), "crash short ticker", || {
+        k(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"])
+    });
+    eventually(
+        Duration::from_secs(10),
+        "crash=Running short=Succeeded ticker=Running",
+        || agent_phases(&endpoint),
+    );
+    assert_eq!(
+        k(&[
+            "get",
+            "pod",
+            "ticker",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}"
+        ]),
+        "0"
+    );
+    // Started at once, again 10 s later and 20 s after that: twice while cut off.
+    eventually(Duration::from_secs(15), "true", || {
+        let restarts = k(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ]);
+        (restarts.parse::<u32>().unwrap_or(0) >= 2).to_string()
+    });
     assert!(server.stop());
 }

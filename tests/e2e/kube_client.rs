@@ -28,12 +28,7 @@ fn client(url: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_creates_lists_and_watches_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", crate::process::free_port());
     let server = Server::start_at(dir.path(), &address);
     let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
 

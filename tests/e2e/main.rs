@@ -8,5 +8,6 @@ mod image;
 mod kube_client;
 mod kubectl;
 mod process;
+mod proxy;
 mod python;
 mod server;

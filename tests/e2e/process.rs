@@ -72,6 +72,42 @@ impl Drop for Server {
     }
 }
 
+/// A running `wasmkube agent`, killed when dropped.
+pub struct Agent(pub Child);
+
+impl Agent {
+    /// Starts the agent of node `node` against the cluster of `kubeconfig`, with
+    /// its data in `data_dir` and its endpoint on a free loopback port.
+    pub fn start(kubeconfig: &Path, node: &str, data_dir: &Path) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--node-name", node, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wasmkube runs");
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port, for a server that must come back on the same one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Sends a signal by name with kill(1).
 pub fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

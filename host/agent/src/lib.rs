@@ -6,23 +6,33 @@
 //! reads the pod it is given and drives its containers toward it; a lost event
 //! costs nothing but the next one. Deleting a pod stops its containers within the
 //! grace period, then the agent removes the object.
+//!
+//! The agent keeps a local record of its pods ([`record`]): started again, it
+//! takes them back before it hears from the API server; cut off from the
+//! server, it keeps running them, and when the watch lists again, pods the
+//! server no longer has are stopped.
 
+mod events;
 mod logs;
 mod node;
 mod pod;
 mod prepare;
+mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
-use wasmkube_runtime::Runtime;
+use wasmkube_runtime::{Rotation, Runtime};
 
 pub use node::POD_CAPACITY;
 
@@ -43,10 +53,16 @@ pub struct Agent {
     client: Client,
     node: String,
     runtime: Arc<Runtime>,
-    /// Where pods keep their logs and volumes.
+    /// Where pods keep their record, logs and volumes.
     pods_dir: PathBuf,
+    /// The node's address, given to its pods as `hostIP`.
+    host_ip: String,
+    /// When container logs rotate.
+    rotation: Rotation,
     /// The containers running now, as `uid/name`.
     running: Arc<Mutex<HashSet<String>>>,
+    /// The UIDs of the pods the agent has, by `namespace/name`.
+    pods: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -67,13 +83,39 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         let pods_dir = data_dir.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(wasmkube_runtime::RuntimeError::from)?;
+        raise_open_files();
         Ok(Agent {
             client,
             node: node.to_owned(),
-            runtime: Arc::new(Runtime::new(data_dir)?),
+            runtime: Arc::new(Runtime::new(data_dir, POD_CAPACITY)?),
             pods_dir,
+            host_ip: String::new(),
+            rotation: Rotation::default(),
             running: Arc::default(),
+            pods: Arc::default(),
         })
+    }
+
+    /// The UID of the pod `namespace/name` the agent has, if it has it.
+    fn uid_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let pods = self.pods.lock().expect("pods lock");
+        pods.get(&format!("{namespace}/{name}")).cloned()
+    }
+
+    /// Notes that the agent has `pod`.
+    fn remember(&self, pod: &Pod) {
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let mut pods = self.pods.lock().expect("pods lock");
+        pods.insert(key, pod.uid().unwrap_or_default());
+    }
+
+    /// Notes that the agent no longer has `pod` (unless a new pod took its name).
+    fn forget(&self, pod: &Pod) {
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let mut pods = self.pods.lock().expect("pods lock");
+        if pods.get(&key) == pod.metadata.uid.as_ref() {
+            pods.remove(&key);
+        }
     }
 
     /// Whether the container `uid/name` is running.
@@ -91,17 +133,23 @@ impl Agent {
         }
     }
 
-    /// Registers the node (its agent endpoint: `listener`), serves the endpoint,
-    /// and runs the node's pods until `closing` turns true.
+    /// Takes back the pods on record, registers the node (its agent endpoint:
+    /// `listener`), serves the endpoint, and runs the node's pods until `closing`
+    /// turns true. The pods on record run whether or not the API server can be
+    /// reached; registration is retried until it can.
     pub async fn run(
-        self,
+        mut self,
         listener: tokio::net::TcpListener,
         mut closing: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let endpoint = listener
             .local_addr()
             .map_err(wasmkube_runtime::RuntimeError::from)?;
-        node::register(&self.client, &self.node, endpoint).await?;
+        self.host_ip = endpoint.ip().to_string();
+        let mut workers = Workers::default();
+        for pod in record::load_all(&self.pods_dir) {
+            workers.feed(&self, pod);
+        }
         let router = logs::router(self.clone());
         let mut serving = closing.clone();
         tokio::spawn(async move {
@@ -115,6 +163,15 @@ impl Agent {
                 tracing::warn!(error = %e, "serving the agent endpoint");
             }
         });
+        let mut backoff = Retry::default();
+        while let Err(e) = node::register(&self.client, &self.node, endpoint).await {
+            tracing::warn!(error = %e, "registering the node");
+            let delay = backoff.next().unwrap_or(RETRY_MAX);
+            tokio::select! {
+                _ = closing.wait_for(|closed| *closed) => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
         tokio::spawn(node::renew_lease(
             self.client.clone(),
             self.node.clone(),
@@ -122,16 +179,14 @@ impl Agent {
         ));
         let pods: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
-        let mut events = watcher(pods, config)
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        let mut workers: HashMap<String, watch::Sender<Pod>> = HashMap::new();
+        let mut events = watcher(pods, config).backoff(Retry::default()).boxed();
+        // The UIDs listed since the watch last started over.
+        let mut listed: HashSet<String> = HashSet::new();
         loop {
-            let pod = tokio::select! {
+            let event = tokio::select! {
                 _ = closing.wait_for(|closed| *closed) => return Ok(()),
                 event = events.next() => match event {
-                    Some(Ok(pod)) => pod,
+                    Some(Ok(event)) => event,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "watching pods");
                         continue;
@@ -139,18 +194,105 @@ impl Agent {
                     None => return Ok(()),
                 },
             };
-            let Some(uid) = pod.uid() else { continue };
-            workers.retain(|_, worker| !worker.is_closed());
-            match workers.get(&uid) {
-                Some(worker) => {
-                    worker.send_replace(pod);
+            match event {
+                watcher::Event::Init => listed.clear(),
+                watcher::Event::InitApply(pod) => {
+                    listed.extend(pod.uid());
+                    workers.feed(&self, pod);
                 }
-                None => {
-                    let (sender, receiver) = watch::channel(pod);
-                    workers.insert(uid, sender);
-                    tokio::spawn(pod::Worker::new(self.clone(), receiver).run());
+                watcher::Event::Apply(pod) => workers.feed(&self, pod),
+                watcher::Event::Delete(pod) => workers.gone(pod.uid().unwrap_or_default()),
+                // Pods the agent has that the server no longer lists were
+                // deleted while it could not see: they go too.
+                watcher::Event::InitDone => {
+                    let missing: Vec<String> = workers
+                        .0
+                        .keys()
+                        .filter(|uid| !listed.contains(*uid))
+                        .cloned()
+                        .collect();
+                    for uid in missing {
+                        workers.gone(uid);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// One worker per pod, fed the pod each time it changes.
+#[derive(Default)]
+struct Workers(HashMap<String, watch::Sender<Pod>>);
+
+impl Workers {
+    /// Gives `pod` to its worker, starting one if it has none.
+    fn feed(&mut self, agent: &Agent, pod: Pod) {
+        let Some(uid) = pod.uid() else { return };
+        self.0.retain(|_, worker| !worker.is_closed());
+        match self.0.get(&uid) {
+            Some(worker) => {
+                worker.send_replace(pod);
+            }
+            None => {
+                agent.remember(&pod);
+                let (sender, receiver) = watch::channel(pod);
+                self.0.insert(uid, sender);
+                tokio::spawn(pod::Worker::new(agent.clone(), receiver).run());
+            }
+        }
+    }
+
+    /// Tells the worker of a pod that is no longer in the API to stop it.
+    fn gone(&mut self, uid: String) {
+        if let Some(worker) = self.0.remove(&uid) {
+            worker.send_modify(|pod| {
+                pod.metadata
+                    .deletion_timestamp
+                    .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
+            });
+        }
+    }
+}
+
+/// How long the agent waits before it tries the API server again, at first and
+/// at most: short, so a node cut off catches up soon after the server is back.
+const RETRY_START: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Doubling waits from [`RETRY_START`] to [`RETRY_MAX`].
+struct Retry(Duration);
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry(RETRY_START)
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for Retry {
+    fn reset(&mut self) {
+        self.0 = RETRY_START;
+    }
+}
+
+/// Raises the limit of open files to what the system allows: every pod's log
+/// and volumes hold some.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "raising the open-file limit");
         }
     }
 }

@@ -1,6 +1,12 @@
 //! One pod on the node: its containers run as Wasm components, its status
-//! reported, its deletion carried out.
+//! reported (and kept in the local record), its deletion carried out.
+//!
+//! Status goes to the API server from a task of its own that always sends the
+//! latest and retries until the server takes it, so a pod keeps running and
+//! restarting while the server is away, and its status converges once it is
+//! back.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,8 +18,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_runtime::{Container, Exit, Image, Stop};
 
+use crate::events::{self, Kind};
 use crate::node::now;
-use crate::{Agent, prepare};
+use crate::{Agent, logs, prepare, record};
 
 /// The first wait before a container is started again; it doubles up to
 /// [`BACKOFF_MAX`], as the kubelet's does.
@@ -21,25 +28,19 @@ const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How often a missing image is looked for again.
 const IMAGE_RETRY: Duration = Duration::from_secs(2);
+/// How long a write the API server did not take waits before it is tried again,
+/// at first and at most.
+const RETRY_START: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Bytes of a memory quantity (`64Mi`, `1G`, `128974848`).
 pub(crate) fn memory_bytes(quantity: &str) -> Option<usize> {
-    let suffixes: [(&str, usize); 8] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-    ];
-    let (number, unit) = suffixes
-        .iter()
-        .find_map(|(suffix, unit)| quantity.strip_suffix(suffix).map(|n| (n, *unit)))
-        .unwrap_or((quantity, 1));
-    let number: f64 = number.trim().parse().ok()?;
-    (number >= 0.0).then_some((number * unit as f64) as usize)
+    prepare::quantity(quantity).map(|q| q as usize)
+}
+
+/// Thousandths of a CPU of a CPU quantity (`250m`, `2`), rounded up.
+fn cpu_millis(quantity: &str) -> Option<u32> {
+    prepare::quantity(quantity).map(|q| (q * 1000.0).ceil().min(f64::from(u32::MAX)) as u32)
 }
 
 /// What the pod's status says of each container.
@@ -50,6 +51,23 @@ struct Report {
     phase: &'static str,
     /// Whether the init containers have all completed.
     initialized: bool,
+    /// When the agent took the pod.
+    start_time: Option<String>,
+    /// Each condition's status and when it last changed.
+    conditions: BTreeMap<&'static str, (bool, String)>,
+}
+
+impl Report {
+    /// Sets a condition, keeping its transition time unless it changed.
+    fn condition(&mut self, kind: &'static str, status: bool) {
+        let entry = self
+            .conditions
+            .entry(kind)
+            .or_insert((!status, String::new()));
+        if entry.0 != status {
+            *entry = (status, now(false));
+        }
+    }
 }
 
 /// Which status a container's state goes to.
@@ -64,6 +82,8 @@ pub(crate) struct Worker {
     agent: Agent,
     pod: watch::Receiver<Pod>,
     report: Arc<Mutex<Report>>,
+    /// The status to give the API server, newest only.
+    status: watch::Sender<Option<Value>>,
 }
 
 impl Worker {
@@ -72,6 +92,7 @@ impl Worker {
             agent,
             pod,
             report: Arc::default(),
+            status: watch::Sender::new(None),
         }
     }
 
@@ -80,22 +101,62 @@ impl Worker {
         Api::namespaced(self.agent.client.clone(), &namespace)
     }
 
+    fn event(&self, container: Option<&Spec>, kind: Kind, reason: &str, message: String) {
+        let pod = self.pod.borrow().clone();
+        let path = container.map(|c| format!("spec.containers{{{}}}", c.name));
+        events::emit(
+            &self.agent.client,
+            &self.agent.node,
+            &pod,
+            path,
+            kind,
+            reason,
+            message,
+        );
+    }
+
     pub(crate) async fn run(self) {
         let pod = self.pod.borrow().clone();
+        tokio::spawn(send_status(
+            self.api(),
+            pod.name_any(),
+            self.status.subscribe(),
+        ));
         let done = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
-        if !done && pod.metadata.deletion_timestamp.is_none() {
+        if done {
+            // What it ended with may not have reached the server yet.
+            let status = serde_json::to_value(&pod.status).unwrap_or_default();
+            self.status.send_replace(Some(status));
+        } else if pod.metadata.deletion_timestamp.is_none() {
             let stop = Stop::default();
             self.start(&pod).await;
             tokio::select! {
                 () = self.run_containers(&pod, &stop) => {}
-                () = deleted(self.pod.clone()) => stop.stop(),
+                () = deleted(self.pod.clone()) => {
+                    for c in self.running_containers(&pod) {
+                        self.event(Some(&c), Kind::Normal, "Killing", format!("Stopping container {}", c.name));
+                    }
+                    stop.stop();
+                }
             }
         }
         deleted(self.pod.clone()).await;
         self.finish_deletion().await;
+    }
+
+    /// The containers of `pod` running now.
+    fn running_containers(&self, pod: &Pod) -> Vec<Spec> {
+        let uid = pod.uid().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        spec.init_containers
+            .into_iter()
+            .flatten()
+            .chain(spec.containers)
+            .filter(|c| self.agent.is_running(&format!("{uid}/{}", c.name)))
+            .collect()
     }
 
     /// Reports the pod scheduled, its containers being created.
@@ -108,6 +169,12 @@ impl Worker {
         {
             let mut report = self.report.lock().expect("report lock");
             report.phase = "Pending";
+            report.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .or_else(|| Some(now(false)));
             // Init containers an earlier agent completed keep their status.
             let before = pod
                 .status
@@ -132,7 +199,7 @@ impl Worker {
                 .flatten()
                 .all(|c| completed_before(pod, &c.name));
         }
-        self.publish(true).await;
+        self.publish().await;
     }
 
     /// Runs the init containers one after the other, then every container to its
@@ -159,7 +226,7 @@ impl Worker {
                 .await;
             if exit != Exit::Completed {
                 self.report.lock().expect("report lock").phase = "Failed";
-                self.publish(false).await;
+                self.publish().await;
                 return;
             }
         }
@@ -173,7 +240,7 @@ impl Worker {
         let failed = exits.iter().any(|e| !matches!(e, Exit::Completed));
         self.report.lock().expect("report lock").phase =
             if failed { "Failed" } else { "Succeeded" };
-        self.publish(false).await;
+        self.publish().await;
     }
 
     /// Waits for the image, then runs the container and starts it again as the
@@ -186,22 +253,30 @@ impl Worker {
         policy: &str,
         stop: &Stop,
     ) -> Exit {
+        let reference = spec.image.clone().unwrap_or_default();
         let image = loop {
-            let reference = spec.image.clone().unwrap_or_default();
-            match self.agent.runtime.images().resolve(&reference) {
+            let waiting = match self.agent.runtime.images().resolve(&reference) {
                 Ok(Some(image)) => break image,
-                Ok(None) => self.set(index, spec, None, json!({"waiting": {"reason": "ErrImageNeverPull",
-                    "message": format!("image {reference:?} is not in the node's image store: import it with `wasmkube image import`")}}), 0, None).await,
-                Err(e) => self.set(index, spec, None, json!({"waiting": {"reason": "InvalidImageName", "message": e.to_string()}}), 0, None).await,
-            }
+                Ok(None) => json!({"reason": "ErrImageNeverPull",
+                    "message": format!("image {reference:?} is not in the node's image store: import it with `wasmkube image import`")}),
+                Err(e) => json!({"reason": "InvalidImageName", "message": e.to_string()}),
+            };
+            self.wait(index, spec, waiting).await;
             tokio::time::sleep(IMAGE_RETRY).await;
         };
+        self.event(
+            Some(spec),
+            Kind::Normal,
+            "Pulled",
+            format!("Container image {reference:?} already present on machine"),
+        );
         let container = loop {
             match self.prepare(pod, spec, &image).await {
                 Ok(container) => break container,
                 Err(message) => {
-                    let waiting = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
-                    self.set(index, spec, None, waiting, 0, None).await;
+                    let waiting =
+                        json!({"reason": "CreateContainerConfigError", "message": message});
+                    self.wait(index, spec, waiting).await;
                 }
             }
             tokio::time::sleep(IMAGE_RETRY).await;
@@ -211,7 +286,18 @@ impl Worker {
         let mut restarts = previous_start(pod, index, &spec.name).map_or(0, |count| count + 1);
         let mut backoff = BACKOFF_START;
         let mut last: Option<Value> = None;
+        let uid = pod.uid().unwrap_or_default();
         loop {
+            let container = Container {
+                log: logs::start_log(&self.agent.pods_dir, &uid, &spec.name, restarts),
+                ..container.clone()
+            };
+            self.event(
+                Some(spec),
+                Kind::Normal,
+                "Created",
+                format!("Created container {}", spec.name),
+            );
             let started = now(false);
             self.set(
                 index,
@@ -222,7 +308,13 @@ impl Worker {
                 last.clone(),
             )
             .await;
-            let key = format!("{}/{}", pod.uid().unwrap_or_default(), spec.name);
+            self.event(
+                Some(spec),
+                Kind::Normal,
+                "Started",
+                format!("Started container {}", spec.name),
+            );
+            let key = format!("{uid}/{}", spec.name);
             self.agent.set_running(key.clone(), true);
             let exit = self.agent.runtime.run(&container, stop).await;
             self.agent.set_running(key, false);
@@ -251,6 +343,16 @@ impl Worker {
                     .await;
                 return exit;
             }
+            self.event(
+                Some(spec),
+                Kind::Warning,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    spec.name,
+                    pod.name_any()
+                ),
+            );
             self.set(
                 index,
                 spec,
@@ -274,22 +376,23 @@ impl Worker {
     /// What the runtime runs for a container of the pod: its argv, environment,
     /// volumes and log file.
     async fn prepare(&self, pod: &Pod, spec: &Spec, image: &Image) -> Result<Container, String> {
-        let dir = self.agent.pods_dir.join(pod.uid().unwrap_or_default());
+        let dir = record::pod_dir(&self.agent.pods_dir, &pod.uid().unwrap_or_default());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let client = &self.agent.client;
-        let env = prepare::environment(client, pod, spec).await?;
-        let volumes = prepare::volumes(client, pod, &dir).await?;
-        let log = dir.join(format!("{}.log", spec.name));
+        let host_ip = &self.agent.host_ip;
+        let env = prepare::environment(client, pod, spec, host_ip).await?;
+        let volumes = prepare::volumes(client, pod, &dir, host_ip).await?;
         let argv0 = match &spec.command {
             Some(command) if !command.is_empty() => command.clone(),
             _ => vec![spec.name.clone()],
         };
-        let memory_limit = spec
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get("memory"))
-            .and_then(|q| memory_bytes(&q.0));
+        let limit = |name: &str| {
+            spec.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get(name))
+                .map(|q| q.0.clone())
+        };
         Ok(Container {
             image: image.clone(),
             args: argv0
@@ -298,9 +401,11 @@ impl Worker {
                 .collect(),
             env,
             mounts: prepare::mounts(spec, &volumes)?,
-            stdout: log.clone(),
-            stderr: log,
-            memory_limit,
+            working_dir: spec.working_dir.clone().filter(|d| !d.is_empty()),
+            log: dir.join("logs"),
+            rotation: self.agent.rotation,
+            memory_limit: limit("memory").and_then(|q| memory_bytes(&q)),
+            cpu_millis: limit("cpu").and_then(|q| cpu_millis(&q)),
         })
     }
 
@@ -330,53 +435,80 @@ impl Worker {
                 report.phase = "Running";
             }
         }
-        self.publish(false).await;
+        self.publish().await;
     }
 
-    /// Writes the pod's status.
-    async fn publish(&self, first: bool) {
-        let (phase, init, containers, initialized) = {
+    /// Reports a container waiting (and, the first time for a reason, an event).
+    async fn wait(&self, slot: Slot, spec: &Spec, waiting: Value) {
+        let same = {
             let report = self.report.lock().expect("report lock");
-            let init = report.init.clone();
-            (
-                report.phase,
-                init,
-                report.containers.clone(),
-                report.initialized,
-            )
+            let list = match slot {
+                Slot::Init(_) => &report.init,
+                Slot::Main(_) => &report.containers,
+            };
+            let index = match slot {
+                Slot::Init(i) | Slot::Main(i) => i,
+            };
+            list.get(index)
+                .is_some_and(|c| c["state"]["waiting"]["reason"] == waiting["reason"])
         };
-        let ready = !containers.is_empty() && containers.iter().all(|c| c["ready"] == true);
-        let time = now(false);
-        let condition = |kind: &str, status: bool| json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": time});
-        let mut status = json!({
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "conditions": [
-                condition("PodScheduled", true),
-                condition("Initialized", initialized),
-                condition("ContainersReady", ready),
-                condition("Ready", ready),
-            ],
-            "initContainerStatuses": init,
-            "containerStatuses": containers,
-        });
-        if first {
-            status["startTime"] = json!(time);
+        if !same {
+            let message = waiting["message"].as_str().unwrap_or_default().to_owned();
+            self.event(
+                Some(spec),
+                Kind::Warning,
+                "Failed",
+                format!("Error: {message}"),
+            );
         }
-        let name = self.pod.borrow().name_any();
-        let patch = json!({"status": status});
-        if let Err(e) = self
-            .api()
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(pod = name, error = %e, "reporting pod status");
+        self.set(slot, spec, None, json!({ "waiting": waiting }), 0, None)
+            .await;
+    }
+
+    /// Records the pod's status locally and hands it to the sender.
+    async fn publish(&self) {
+        let status = {
+            let mut report = self.report.lock().expect("report lock");
+            let ready = !report.containers.is_empty()
+                && report.containers.iter().all(|c| c["ready"] == true);
+            let initialized = report.initialized;
+            report.condition("PodScheduled", true);
+            report.condition("Initialized", initialized);
+            report.condition("ContainersReady", ready);
+            report.condition("Ready", ready);
+            let conditions: Vec<Value> = report
+                .conditions
+                .iter()
+                .map(|(kind, (status, time))| json!({"type": kind, "status": if *status { "True" } else { "False" }, "lastTransitionTime": time}))
+                .collect();
+            json!({
+                "phase": report.phase,
+                "hostIP": self.agent.host_ip,
+                "hostIPs": [{"ip": self.agent.host_ip}],
+                "startTime": report.start_time,
+                "conditions": conditions,
+                "initContainerStatuses": report.init,
+                "containerStatuses": report.containers,
+            })
+        };
+        let mut pod = self.pod.borrow().clone();
+        match serde_json::from_value(status.clone()) {
+            Ok(recorded) => pod.status = Some(recorded),
+            Err(e) => tracing::warn!(pod = pod.name_any(), error = %e, "recording pod status"),
         }
+        if let Err(e) = record::save(&self.agent.pods_dir, &pod) {
+            tracing::warn!(pod = pod.name_any(), error = %e, "recording the pod");
+        }
+        self.status.send_replace(Some(status));
     }
 
     /// Removes the pod object, now that its containers have stopped.
     async fn finish_deletion(&self) {
         let pod = self.pod.borrow().clone();
+        let uid = pod.uid().unwrap_or_default();
+        // Forgotten first: an agent started again must not run it again.
+        record::remove(&self.agent.pods_dir, &uid);
+        self.agent.forget(&pod);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -385,10 +517,47 @@ impl Worker {
             }),
             ..DeleteParams::default()
         };
-        match self.api().delete(&pod.name_any(), &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => tracing::warn!(pod = pod.name_any(), error = %e, "removing a deleted pod"),
+        let mut delay = RETRY_START;
+        loop {
+            match self.api().delete(&pod.name_any(), &params).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
+                Err(e) => {
+                    tracing::warn!(pod = pod.name_any(), error = %e, "removing a deleted pod")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Sends the newest status of the pod `name` until the server takes it, each
+/// time it changes, until the worker is gone.
+async fn send_status(api: Api<Pod>, name: String, mut status: watch::Receiver<Option<Value>>) {
+    let mut delay = RETRY_START;
+    while status.changed().await.is_ok() {
+        loop {
+            let Some(body) = status.borrow_and_update().clone() else {
+                break;
+            };
+            let patch = json!({ "status": body });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    delay = RETRY_START;
+                    break;
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(e) => tracing::debug!(pod = name, error = %e, "status not taken yet"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                changed = status.changed() => if changed.is_err() { return },
+            }
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 }
@@ -465,10 +634,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_quantities() {
+    fn limits() {
         assert_eq!(memory_bytes("64Mi"), Some(64 << 20));
-        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(memory_bytes("4096"), Some(4096));
         assert_eq!(memory_bytes("lots"), None);
+        assert_eq!(cpu_millis("250m"), Some(250));
+        assert_eq!(cpu_millis("1.5"), Some(1500));
+        assert_eq!(cpu_millis("0.0001"), Some(1));
     }
 }

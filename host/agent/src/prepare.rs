@@ -1,13 +1,16 @@
 //! What a container needs before it runs: its environment (values, ConfigMap and
-//! Secret keys, fields of its pod) and its volumes as directories (emptyDir and
-//! hostPath as they are; configMap and secret keys written as files), mounted
+//! Secret keys, fields and resources of its pod) and its volumes as directories
+//! (emptyDir and hostPath as they are; configMap and secret keys and downwardAPI
+//! items written as files), mounted
 //! where its volumeMounts say. An error is the message of a
 //! `CreateContainerConfigError`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container as Spec, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container as Spec, DownwardAPIVolumeSource, Pod, ResourceFieldSelector, Secret,
+};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use wasmkube_runtime::Mount;
@@ -50,8 +53,8 @@ async fn secret(
     Ok(data)
 }
 
-/// The value of a `fieldRef` of `pod`.
-fn field(pod: &Pod, path: &str) -> Result<String, String> {
+/// The value of a `fieldRef` of `pod`, on the node whose address is `host_ip`.
+fn field(pod: &Pod, path: &str, host_ip: &str) -> Result<String, String> {
     let label = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
         path.strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix("']"))
@@ -77,10 +80,77 @@ fn field(pod: &Pod, path: &str) -> Result<String, String> {
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.hostIP" => "127.0.0.1".into(),
+        "status.hostIP" => host_ip.to_owned(),
         "status.podIP" => String::new(),
         other => return Err(format!("fieldRef {other:?} is not supported")),
     })
+}
+
+/// Parses a quantity (`250m`, `64Mi`, `1G`, `3`) into its value.
+pub(crate) fn quantity(text: &str) -> Option<f64> {
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, unit) = suffixes
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
+        .unwrap_or((text, 1.0));
+    let value: f64 = number.trim().parse().ok()?;
+    (value.is_finite() && value >= 0.0).then_some(value * unit)
+}
+
+/// The limit (or request) of a container named by a `resourceFieldRef`, in units
+/// of its divisor, rounded up as the kubelet does.
+fn resource(pod: &Pod, reference: &ResourceFieldSelector, own: &str) -> Result<String, String> {
+    let name = reference.container_name.as_deref().unwrap_or(own);
+    let container = pod
+        .spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == name)
+        .ok_or_else(|| format!("resourceFieldRef: no container {name:?}"))?;
+    let (which, key) = reference
+        .resource
+        .split_once('.')
+        .ok_or_else(|| format!("resourceFieldRef {:?} is not supported", reference.resource))?;
+    let resources = container.resources.as_ref();
+    let list = match which {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => {
+            return Err(format!(
+                "resourceFieldRef {:?} is not supported",
+                reference.resource
+            ));
+        }
+    };
+    let value = list
+        .and_then(|l| l.get(key))
+        .and_then(|q| quantity(&q.0))
+        .unwrap_or(0.0);
+    let divisor = reference
+        .divisor
+        .as_ref()
+        .and_then(|d| quantity(&d.0))
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    Ok(format!("{}", (value / divisor).ceil()))
 }
 
 /// The value of a key of a ConfigMap or Secret: nothing when it is missing and
@@ -105,6 +175,7 @@ pub(crate) async fn environment(
     client: &Client,
     pod: &Pod,
     spec: &Spec,
+    host_ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut env = Vec::new();
@@ -124,12 +195,11 @@ pub(crate) async fn environment(
                     });
                     key_value(found, key.optional, "secret", &key.name, &key.key)?
                 } else if let Some(reference) = &from.field_ref {
-                    Some(field(pod, &reference.field_path)?)
+                    Some(field(pod, &reference.field_path, host_ip)?)
+                } else if let Some(reference) = &from.resource_field_ref {
+                    Some(resource(pod, reference, &spec.name)?)
                 } else {
-                    return Err(format!(
-                        "env {:?}: only configMapKeyRef, secretKeyRef and fieldRef are supported",
-                        var.name
-                    ));
+                    return Err(format!("env {:?}: no value source", var.name));
                 }
             }
             (None, None) => Some(String::new()),
@@ -141,18 +211,63 @@ pub(crate) async fn environment(
     Ok(env)
 }
 
+/// Writes `files` (path in the volume, bytes) under `dir`; a path may have
+/// directories but may not leave the volume.
 fn write_files(
     dir: &Path,
     files: impl IntoIterator<Item = (String, Vec<u8>)>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for (name, bytes) in files {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(format!("key {name:?} cannot be a file name"));
+        let escapes = name.starts_with('/') || name.split('/').any(|p| p == ".." || p.is_empty());
+        if escapes || name.starts_with('.') {
+            return Err(format!("{name:?} cannot be a file name in a volume"));
         }
-        std::fs::write(dir.join(&name), bytes).map_err(|e| e.to_string())?;
+        let path = dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(path, bytes).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The files of a downwardAPI volume: fields of the pod and resources of its
+/// containers, one per item.
+fn downward_files(
+    pod: &Pod,
+    source: &DownwardAPIVolumeSource,
+    host_ip: &str,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    source
+        .items
+        .iter()
+        .flatten()
+        .map(|item| {
+            let value = match (&item.field_ref, &item.resource_field_ref) {
+                (Some(reference), _) => match reference.field_path.as_str() {
+                    // The whole maps, a `key="value"` line each.
+                    "metadata.labels" | "metadata.annotations" => {
+                        let map = if reference.field_path.ends_with("labels") {
+                            &pod.metadata.labels
+                        } else {
+                            &pod.metadata.annotations
+                        };
+                        map.iter()
+                            .flatten()
+                            .map(|(k, v)| format!("{k}={v:?}\n"))
+                            .collect()
+                    }
+                    path => field(pod, path, host_ip)?,
+                },
+                (None, Some(reference)) => resource(pod, reference, "")?,
+                (None, None) => {
+                    return Err(format!("downwardAPI item {:?} has no source", item.path));
+                }
+            };
+            Ok((item.path.clone(), value.into_bytes()))
+        })
+        .collect()
 }
 
 /// The pod's volumes, made ready under `pod_dir/volumes`.
@@ -160,6 +275,7 @@ pub(crate) async fn volumes(
     client: &Client,
     pod: &Pod,
     pod_dir: &Path,
+    host_ip: &str,
 ) -> Result<HashMap<String, Volume>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut ready = HashMap::new();
@@ -185,9 +301,12 @@ pub(crate) async fn volumes(
             let name = source.secret_name.clone().unwrap_or_default();
             write_files(&own, secret(client, &namespace, &name).await?)?;
             (own, true)
+        } else if let Some(source) = &volume.downward_api {
+            write_files(&own, downward_files(pod, source, host_ip)?)?;
+            (own, true)
         } else {
             return Err(format!(
-                "volume {:?}: only emptyDir, hostPath, configMap and secret are supported",
+                "volume {:?}: only emptyDir, hostPath, configMap, secret and downwardAPI are supported",
                 volume.name
             ));
         };
@@ -219,4 +338,53 @@ pub(crate) fn mounts(spec: &Spec, volumes: &HashMap<String, Volume>) -> Result<V
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity("1G"), Some(1e9));
+        assert_eq!(quantity("250m"), Some(0.25));
+        assert_eq!(quantity("4096"), Some(4096.0));
+        assert_eq!(quantity("lots"), None);
+        assert_eq!(quantity("-1"), None);
+    }
+
+    #[test]
+    fn downward_items_are_fields_and_resources() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "tier": "edge"}},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]},
+        }))
+        .unwrap();
+        let source: DownwardAPIVolumeSource = serde_json::from_value(serde_json::json!({"items": [
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+            {"path": "meta/labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}},
+            {"path": "cpu", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu"}},
+            {"path": "ip", "fieldRef": {"fieldPath": "status.hostIP"}},
+        ]}))
+        .unwrap();
+        let files: HashMap<String, String> = downward_files(&pod, &source, "10.0.0.7")
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(files["name"], "p");
+        assert_eq!(files["meta/labels"], "app=\"web\"\ntier=\"edge\"\n");
+        assert_eq!(files["mem"], "64");
+        assert_eq!(files["cpu"], "1");
+        assert_eq!(files["ip"], "10.0.0.7");
+        let escape: DownwardAPIVolumeSource = serde_json::from_value(serde_json::json!({"items": [
+            {"path": "../x", "fieldRef": {"fieldPath": "metadata.name"}},
+        ]}))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = downward_files(&pod, &escape, "").unwrap();
+        assert!(write_files(dir.path(), files).is_err());
+    }
 }

@@ -8,13 +8,16 @@
 //!   (keyed by digest and by the engine's compatibility hash, so a new wasmtime
 //!   never loads an old artefact).
 //! - [`Runtime::run`] runs one `wasi:cli/command` container to its end: args,
-//!   env, preopened directories, stdout and stderr to files, a memory limit whose
+//!   env, preopened directories, working dir, stdout and stderr to a rotated
+//!   log in the CRI format ([`log`]), a memory limit whose
 //!   refusal is reported as OOMKilled, and cooperative preemption every tick so a
-//!   busy loop stalls neither other containers nor the agent. A [`Stop`] ends it.
+//!   busy loop stalls neither other containers nor the agent (under a CPU limit
+//!   it also rests for its share). A [`Stop`] ends it.
 //!
 //! It knows nothing of Kubernetes objects: the agent maps pods to [`Container`]s.
 
 mod images;
+pub mod log;
 mod run;
 
 use std::collections::HashMap;
@@ -25,9 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use images::{Image, ImageError, ImageStore, normalize};
+pub use jiff;
+pub use log::Rotation;
 pub use run::{Container, Exit, Mount, Stop};
 
 /// How often running guests are interrupted to let others run.
@@ -78,11 +83,26 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    /// A runtime keeping its images and compiled components under `data_dir`.
-    pub fn new(data_dir: &Path) -> Result<Runtime, RuntimeError> {
+    /// A runtime for up to `pods` pods, keeping its images and compiled
+    /// components under `data_dir`.
+    ///
+    /// Instances come from wasmtime's pooling allocator, sized for `pods` pods of
+    /// two containers on average: slots are reserved once (address space, not
+    /// memory) and reused, so starting a container maps nothing new. When the
+    /// pool cannot be reserved (an address-space limit) the runtime allocates on
+    /// demand instead.
+    pub fn new(data_dir: &Path, pods: u32) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(wasm_error)?;
+        let mut pooled = config.clone();
+        pooled.allocation_strategy(pool(pods));
+        let engine = match Engine::new(&pooled) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(error = %e, "no pooling allocator: instances allocated on demand");
+                Engine::new(&config).map_err(wasm_error)?
+            }
+        };
         let compiled_dir = data_dir.join("compiled");
         std::fs::create_dir_all(&compiled_dir)?;
         let gone = Arc::new(AtomicBool::new(false));
@@ -158,6 +178,27 @@ impl Runtime {
         };
         run::run(&self.engine, &component, container, stop).await
     }
+}
+
+/// The instance pool for `pods` pods: two containers each on average, each a
+/// component of a few core instances (the program and its adapter shims) with
+/// one memory of up to 4 GiB (wasm32's most) and tables big enough for the
+/// interpreters other languages bring.
+fn pool(pods: u32) -> InstanceAllocationStrategy {
+    let containers = pods.max(1).saturating_mul(2);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(containers)
+        .total_core_instances(containers.saturating_mul(6))
+        .total_memories(containers.saturating_mul(2))
+        .total_tables(containers.saturating_mul(6))
+        .total_stacks(containers)
+        .max_memory_size(4 << 30)
+        .table_elements(100_000)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_tables_per_module(4)
+        .max_core_instances_per_component(32);
+    InstanceAllocationStrategy::Pooling(pool)
 }
 
 /// Loads the artefact this engine wrote for a component, or compiles the component

@@ -1,17 +1,17 @@
 //! One `wasi:cli/command` container, run to its end.
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::Image;
+use crate::log::{LogFile, Rotation, Source};
 
 /// A directory the container sees.
 #[derive(Clone, Debug)]
@@ -35,12 +35,16 @@ pub struct Container {
     pub env: Vec<(String, String)>,
     /// Directories the guest can reach; nothing else is.
     pub mounts: Vec<Mount>,
-    /// Files its output is appended to.
-    pub stdout: PathBuf,
-    /// Files its error output is appended to.
-    pub stderr: PathBuf,
+    /// The directory it starts in (`wasi:cli/environment.initial-cwd`, and `PWD`).
+    pub working_dir: Option<String>,
+    /// The log its stdout and stderr go to, a line each (see [`crate::log`]).
+    pub log: PathBuf,
+    /// When its log files rotate.
+    pub rotation: Rotation,
     /// The most linear memory, in bytes, all its instances may hold.
     pub memory_limit: Option<usize>,
+    /// The share of one CPU it may use, in thousandths (`500` for `500m`).
+    pub cpu_millis: Option<u32>,
 }
 
 /// Asks a running container to stop.
@@ -151,16 +155,18 @@ pub(crate) async fn run(
     container: &Container,
     stop: &Stop,
 ) -> Exit {
-    let output = |path: &PathBuf| OpenOptions::new().create(true).append(true).open(path);
-    let (stdout, stderr) = match (output(&container.stdout), output(&container.stderr)) {
-        (Ok(out), Ok(err)) => (out, err),
-        (Err(e), _) | (_, Err(e)) => return failed(128, format!("cannot open the log: {e}")),
+    let log = match LogFile::open(&container.log, container.rotation) {
+        Ok(log) => log,
+        Err(e) => return failed(128, format!("cannot open the log: {e}")),
     };
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
         .envs(&container.env)
-        .stdout(OutputFile::new(stdout))
-        .stderr(OutputFile::new(stderr));
+        .stdout(log.stream(Source::Stdout))
+        .stderr(log.stream(Source::Stderr));
+    if let Some(dir) = &container.working_dir {
+        wasi.initial_cwd(dir).env("PWD", dir);
+    }
     for mount in &container.mounts {
         let perms = if mount.read_only {
             FsPerms::ReadOnly
@@ -183,14 +189,32 @@ pub(crate) async fn run(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     // Every tick the guest yields to the other tasks, or ends if asked to stop.
+    // Under a CPU limit it also rests long enough for what it ran to be its
+    // share: 10 ms run at 250m means 30 ms of rest.
     store.set_epoch_deadline(1);
     let stopping = stop.clone();
+    let share = container
+        .cpu_millis
+        .filter(|m| *m < 1000)
+        .map(|m| f64::from(m.max(1)) / 1000.0);
+    let resumed = Arc::new(Mutex::new(Instant::now()));
     store.epoch_deadline_callback(move |_| {
         if stopping.is_set() {
-            Err(Trap::Interrupt.into())
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+            return Err(Trap::Interrupt.into());
         }
+        let Some(share) = share else {
+            return Ok(UpdateDeadline::Yield(1));
+        };
+        let ran = resumed.lock().expect("resumed lock").elapsed();
+        let rest = ran.mul_f64(1.0 / share - 1.0);
+        let resumed = resumed.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::time::sleep(rest).await;
+                *resumed.lock().expect("resumed lock") = Instant::now();
+            }),
+        ))
     });
     let mut linker = Linker::new(engine);
     if let Err(e) = wasmtime_wasi::p2::add_to_linker_async(&mut linker) {
@@ -204,6 +228,9 @@ pub(crate) async fn run(
         Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
         Err(e) => Err(e),
     };
+    if let Err(e) = log.finish() {
+        tracing::warn!(log = %container.log.display(), error = %e, "writing the log");
+    }
     match result {
         Ok(Ok(())) => Exit::Completed,
         Ok(Err(())) => failed(1, "the command returned failure"),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use wasmkube_runtime::{Container, Exit, Image, Mount, Runtime, Stop};
+use wasmkube_runtime::log::{LogLine, Source};
+use wasmkube_runtime::{Container, Exit, Image, Mount, Rotation, Runtime, Stop};
 
 /// Builds the examples once per test process; the directory of the components.
 fn examples() -> &'static Path {
@@ -29,7 +30,7 @@ struct Node {
 impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(dir.path()).unwrap();
+        let runtime = Runtime::new(dir.path(), 8).unwrap();
         Node { dir, runtime }
     }
 
@@ -51,15 +52,25 @@ impl Node {
             args,
             env: Vec::new(),
             mounts: Vec::new(),
-            stdout: self.dir.path().join(format!("{name}.out")),
-            stderr: self.dir.path().join(format!("{name}.err")),
+            working_dir: None,
+            log: self.dir.path().join(format!("{name}.log")),
+            rotation: Rotation::default(),
             memory_limit: None,
+            cpu_millis: None,
         }
     }
+}
 
-    fn output(&self, file: &Path) -> String {
-        std::fs::read_to_string(file).unwrap_or_default()
+/// What the container wrote on `source`.
+fn output(container: &Container, source: Source) -> String {
+    let text = std::fs::read(&container.log).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.split(|b| *b == b'\n').filter_map(LogLine::parse) {
+        if line.source == source {
+            line.render(false, &mut out);
+        }
     }
+    String::from_utf8(out).unwrap()
 }
 
 #[tokio::test]
@@ -78,18 +89,20 @@ async fn a_command_sees_its_args_env_and_mounts() {
         guest: "/data".into(),
         read_only: true,
     }];
+    hello.working_dir = Some("/data".into());
     assert_eq!(
         node.runtime.run(&hello, &Stop::default()).await,
         Exit::Completed
     );
-    let out = node.output(&hello.stdout);
+    let out = output(&hello, Source::Stdout);
     assert!(out.contains(r#"args ["--name", "edge"]"#), "{out}");
     assert!(
         out.contains("GREETING=hi") && !out.contains("OTHER"),
         "{out}"
     );
     assert!(out.contains(r#"/data: ["config.txt"]"#), "{out}");
-    assert_eq!(node.output(&hello.stderr), "a line on stderr\n");
+    assert!(out.contains("PWD=/data"), "{out}");
+    assert_eq!(output(&hello, Source::Stderr), "a line on stderr\n");
 }
 
 #[tokio::test]
@@ -99,7 +112,7 @@ async fn failures_and_memory_limits_are_reported() {
     let exit = node.runtime.run(&fail, &Stop::default()).await;
     // Rust's std (WASI 0.2.0) can only say "failure", whatever the code.
     assert_eq!(exit.code(), 1, "{exit:?}");
-    assert!(node.output(&fail.stderr).contains("failing on purpose"));
+    assert!(output(&fail, Source::Stderr).contains("failing on purpose"));
 
     let mut hog = node.container("hog", &[]);
     hog.memory_limit = Some(64 << 20);
@@ -107,7 +120,7 @@ async fn failures_and_memory_limits_are_reported() {
         node.runtime.run(&hog, &Stop::default()).await,
         Exit::OomKilled
     );
-    let err = node.output(&hog.stderr);
+    let err = output(&hog, Source::Stderr);
     assert!(err.contains("memory allocation"), "{err}");
 }
 
@@ -128,7 +141,7 @@ async fn a_busy_loop_yields_to_others_and_stops_when_asked() {
     let (spun, greeted) = tokio::join!(spinning, greeting);
     assert_eq!(greeted, Exit::Completed);
     assert_eq!(spun, Exit::Stopped);
-    assert!(node.output(&spin.stdout).contains("spinning"));
+    assert!(output(&spin, Source::Stdout).contains("spinning"));
 }
 
 #[tokio::test]
@@ -148,7 +161,32 @@ async fn compiled_components_are_kept_on_disk() {
         "{compiled:?}"
     );
     // Another runtime on the same data dir loads the artefact instead of compiling.
-    let again = Runtime::new(node.dir.path()).unwrap();
+    let again = Runtime::new(node.dir.path(), 8).unwrap();
     let hello = node.container("hello", &[]);
     assert_eq!(again.run(&hello, &Stop::default()).await, Exit::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
+    let node = Node::new();
+    let free = node.container("spin", &[]);
+    let mut limited = node.container("spin", &[]);
+    limited.log = node.dir.path().join("limited.log");
+    limited.cpu_millis = Some(100);
+    let stop = Stop::default();
+    let stopping = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        stop.stop();
+    };
+    let (a, b, ()) = tokio::join!(
+        node.runtime.run(&free, &stop),
+        node.runtime.run(&limited, &stop),
+        stopping
+    );
+    assert_eq!((a, b), (Exit::Stopped, Exit::Stopped));
+    let laps = |c: &Container| output(c, Source::Stdout).matches("lap").count();
+    let (free, limited) = (laps(&free), laps(&limited));
+    // 100m is a tenth of what the free loop gets; allow for noise up to a third.
+    assert!(free >= 6, "the free loop ran {free} laps");
+    assert!(limited * 3 <= free, "limited {limited} laps, free {free}");
 }

@@ -1,0 +1,62 @@
+//! Events about pods, as the kubelet reports them (`kubectl describe pod` and
+//! `kubectl get events` show them): written in the background and only once;
+//! an event that cannot be written is dropped, never waited for.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::node::now;
+
+/// Whether an event is news or a warning.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Normal,
+    Warning,
+}
+
+/// Reports `reason: message` about `pod` (and its container at `field_path`)
+/// from the kubelet of `node`.
+pub(crate) fn emit(
+    client: &Client,
+    node: &str,
+    pod: &Pod,
+    field_path: Option<String>,
+    kind: Kind,
+    reason: &str,
+    message: String,
+) {
+    let namespace = pod.namespace().unwrap_or_default();
+    let time = now(false);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let event = json!({
+        "metadata": {"name": format!("{}.{nanos:x}", pod.name_any()), "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod", "namespace": namespace,
+            "name": pod.name_any(), "uid": pod.uid(), "fieldPath": field_path,
+            "resourceVersion": pod.resource_version(),
+        },
+        "reason": reason,
+        "message": message,
+        "type": match kind { Kind::Normal => "Normal", Kind::Warning => "Warning" },
+        "source": {"component": "kubelet", "host": node},
+        "reportingComponent": "kubelet",
+        "reportingInstance": node,
+        "firstTimestamp": time,
+        "lastTimestamp": time,
+        "count": 1,
+    });
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    tokio::spawn(async move {
+        let event: Event = match serde_json::from_value(event) {
+            Ok(event) => event,
+            Err(e) => return tracing::warn!(error = %e, "building an event"),
+        };
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "an event was not written");
+        }
+    });
+}
