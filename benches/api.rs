@@ -8,10 +8,7 @@
 //!
 //! `cargo bench --bench api` (needs `etcd` on the PATH).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -20,8 +17,10 @@ use kube::{Api, Client, Config};
 use wasmkube_store_etcd::server::EtcdServer;
 
 use common::{Figures, measure, ms};
+use processes::Process;
 
 mod common;
+mod processes;
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const OPS: usize = 2000;
@@ -29,62 +28,6 @@ const LISTED: usize = 10_000;
 const LISTS: usize = 32;
 const WATCHERS: usize = 1000;
 const CHANGES: usize = 200;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut first).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = first.trim().rsplit(' ').next().unwrap().to_owned();
-        Server { child, url }
-    }
-
-    /// User plus system CPU time of the server so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
-    }
-
-    /// Resident memory of the server, in MiB.
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -103,7 +46,7 @@ struct WatchFigures {
     rss_after: f64,
 }
 
-async fn run(server: &Server) -> (Vec<(String, Figures)>, WatchFigures) {
+async fn run(server: &Process) -> (Vec<(String, Figures)>, WatchFigures) {
     let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut rows = Vec::new();
@@ -222,11 +165,20 @@ async fn main() {
     for d in [&embedded_dir, &etcd_dir, &etcd_server_dir] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let embedded = Server::start(&embedded_dir, &[]);
+    let embedded = Process::start(&["server", "--listen", "127.0.0.1:0"], &embedded_dir);
     let (embedded_rows, embedded_watch) = run(&embedded).await;
     drop(embedded);
     let etcd = EtcdServer::start(&etcd_server_dir).unwrap();
-    let on_etcd = Server::start(&etcd_dir, &["--store", &format!("etcd={}", etcd.url())]);
+    let on_etcd = Process::start(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &format!("etcd={}", etcd.url()),
+        ],
+        &etcd_dir,
+    );
     let (etcd_rows, etcd_watch) = run(&on_etcd).await;
 
     println!(

@@ -224,6 +224,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let endpoint = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "Node {node}: agent endpoint at http://{}",
+        endpoint.local_addr()?
+    );
+    let _ = out.flush();
+    drop(out);
     let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown().await;

@@ -39,7 +39,11 @@ where
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
-    let elapsed = started.elapsed();
+    figures(latencies, started.elapsed())
+}
+
+/// Figures of `latencies` from a run that took `elapsed`.
+pub fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     Figures {

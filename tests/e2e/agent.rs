@@ -174,6 +174,22 @@ fn up_runs_wasm_pods_to_their_end() {
     eventually(Duration::from_secs(30), "Running", || {
         k(&["get", "pod", "spin", "-o", "jsonpath={.status.phase}"])
     });
+    // While it spins, the agent keeps renewing its lease (every 10 s).
+    let renewed = || {
+        k(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            node.as_str(),
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = renewed();
+    eventually(Duration::from_secs(25), "true", || {
+        (renewed() != before).to_string()
+    });
     // Logs come through the API server from the node's agent.
     let log = k(&["logs", "hello"]);
     for line in [
@@ -253,8 +269,9 @@ fn up_runs_wasm_pods_to_their_end() {
     assert!(reasons("crash").contains("BackOff"), "{}", reasons("crash"));
 
     // The spinning pod keeps running while the others finish, and stops when
-    // deleted: `delete` returns once the agent has stopped it and removed it.
-    k(&["delete", "pod", "spin", "--timeout=20s"]);
+    // deleted, within its grace period (5 s): `delete` returns once the agent
+    // has stopped it and removed it.
+    k(&["delete", "pod", "spin", "--timeout=5s"]);
     let left = k(&["get", "pods", "-o", "name"]);
     assert!(!left.contains("pod/spin"), "{left}");
     assert!(server.stop());
@@ -467,5 +484,85 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
         ]);
         (restarts.parse::<u32>().unwrap_or(0) >= 2).to_string()
     });
+    assert!(server.stop());
+}
+
+/// Any wasm32-wasip2 program runs, not only the project's examples: a fresh
+/// `cargo new` one, built here, gets its args and env and exits with its code.
+#[test]
+fn a_program_built_elsewhere_runs_from_a_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("greeter");
+    let cargo = |args: &[&str]| {
+        let status = Command::new("cargo")
+            .args(args)
+            .current_dir(dir.path())
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo {args:?}");
+    };
+    cargo(&["new", "--quiet", "--vcs", "none", "--bin", "greeter"]);
+    std::fs::write(
+        project.join("src/main.rs"),
+        r#"fn main() {
+    let who: Vec<String> = std::env::args().skip(1).collect();
+    println!("greetings to {} from {}", who.join(" and "), std::env::var("FROM").unwrap_or_default());
+    if who.is_empty() { std::process::exit(2); }
+}
+"#,
+    )
+    .unwrap();
+    let manifest = project.join("Cargo.toml");
+    cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+        manifest.to_str().unwrap(),
+    ]);
+    let data = dir.path().join("data");
+    let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(["image", "import", "--data-dir"])
+        .arg(&data)
+        .arg(dir.path().join("target/wasm32-wasip2/release/greeter.wasm"))
+        .arg("greeter:0.1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = Server::start(&data);
+    let node = ready_node(&data);
+    let manifest = [
+        pod(
+            &node,
+            "greeter",
+            "greeter:0.1",
+            "    args: [edge, cloud]\n    env: [{name: FROM, value: wasm}]\n",
+        ),
+        pod(&node, "silent", "greeter:0.1", ""),
+    ]
+    .join("---\n");
+    apply(&data, &manifest);
+    let state = |pod: &str| {
+        kubectl(
+            &data,
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+            ],
+        )
+    };
+    eventually(Duration::from_secs(30), "Succeeded 0", || state("greeter"));
+    assert_eq!(
+        kubectl(&data, &["logs", "greeter"]),
+        "greetings to edge and cloud from wasm\n"
+    );
+    // Rust's std on WASI 0.2.0 reports any failing exit as 1.
+    eventually(Duration::from_secs(30), "Failed 1", || state("silent"));
     assert!(server.stop());
 }
