@@ -182,12 +182,8 @@ async fn node_ready(client: &Client) {
 #[tokio::main]
 async fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Command::new(root.join("scripts/build-examples.sh"))
-            .status()
-            .unwrap()
-            .success()
-    );
+    let built = Command::new(root.join("scripts/build-examples.sh")).status();
+    assert!(built.unwrap().success(), "building the examples");
     let dir = tempfile::tempdir().unwrap();
     let (server_dir, node_dir) = (dir.path().join("server"), dir.path().join("node"));
     let imported = Command::new(env!("CARGO_BIN_EXE_wasmkube"))

@@ -115,7 +115,7 @@ fn up_runs_wasm_pods_to_their_end() {
     import_examples(dir.path(), &["hello", "fail", "hog", "spin"]);
     let k = |args: &[&str]| kubectl(dir.path(), args);
     let node = ready_node(dir.path());
-    assert_eq!(
+    let lease = |field: &str| {
         k(&[
             "get",
             "lease",
@@ -123,10 +123,10 @@ fn up_runs_wasm_pods_to_their_end() {
             "kube-node-lease",
             node.as_str(),
             "-o",
-            "jsonpath={.spec.holderIdentity}"
-        ]),
-        node
-    );
+            &format!("jsonpath={{.spec.{field}}}"),
+        ])
+    };
+    assert_eq!(lease("holderIdentity"), node);
 
     let manifest = [
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hello, config.txt: x}\n".to_owned(),
@@ -175,20 +175,9 @@ fn up_runs_wasm_pods_to_their_end() {
         k(&["get", "pod", "spin", "-o", "jsonpath={.status.phase}"])
     });
     // While it spins, the agent keeps renewing its lease (every 10 s).
-    let renewed = || {
-        k(&[
-            "get",
-            "lease",
-            "-n",
-            "kube-node-lease",
-            node.as_str(),
-            "-o",
-            "jsonpath={.spec.renewTime}",
-        ])
-    };
-    let before = renewed();
+    let before = lease("renewTime");
     eventually(Duration::from_secs(25), "true", || {
-        (renewed() != before).to_string()
+        (lease("renewTime") != before).to_string()
     });
     // Logs come through the API server from the node's agent.
     let log = k(&["logs", "hello"]);
