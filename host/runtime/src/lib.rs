@@ -14,8 +14,12 @@
 //!   busy loop stalls neither other containers nor the agent (under a CPU limit
 //!   it also rests for its share). A [`Stop`] ends it.
 //!
+//! - A `wasi:http/proxy` container serves its ports on the pod's address, an
+//!   instance of the component per request in flight ([`http`]).
+//!
 //! It knows nothing of Kubernetes objects: the agent maps pods to [`Container`]s.
 
+mod http;
 mod images;
 pub mod log;
 mod run;
@@ -165,7 +169,8 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Runs `container` until it ends or `stop` is set.
+    /// Runs `container` until it ends or `stop` is set: a `wasi:cli/command`
+    /// to its end, a `wasi:http/proxy` serving its ports until stopped.
     pub async fn run(&self, container: &Container, stop: &Stop) -> Exit {
         let component = match self.component(&container.image).await {
             Ok(c) => c,
@@ -176,7 +181,11 @@ impl Runtime {
                 };
             }
         };
-        run::run(&self.engine, &component, container, stop).await
+        if http::serves_http(&self.engine, &component) {
+            http::serve(&self.engine, &component, container, stop).await
+        } else {
+            run::run(&self.engine, &component, container, stop).await
+        }
     }
 }
 

@@ -1,14 +1,18 @@
 //! One `wasi:cli/command` container, run to its end.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::Image;
 use crate::log::{LogFile, Rotation, Source};
@@ -45,6 +49,13 @@ pub struct Container {
     pub memory_limit: Option<usize>,
     /// The share of one CPU it may use, in thousandths (`500` for `500m`).
     pub cpu_millis: Option<u32>,
+    /// The pod's address: a wasi:http container serves its ports there, and its
+    /// outgoing requests to `localhost` go there.
+    pub address: Option<IpAddr>,
+    /// The ports a wasi:http container serves (8080 when none are given).
+    pub ports: Vec<u16>,
+    /// How long requests in flight may take to finish once it is stopped.
+    pub grace: Duration,
 }
 
 /// Asks a running container to stop.
@@ -60,6 +71,13 @@ impl Stop {
     /// Whether the container was asked to stop.
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the container is asked to stop (looked at every tick).
+    pub async fn wait(&self) {
+        while !self.is_set() {
+            tokio::time::sleep(crate::TICK).await;
+        }
     }
 }
 
@@ -127,8 +145,10 @@ impl ResourceLimiter for Limiter {
 }
 
 /// What a container's store holds.
-struct State {
+pub(crate) struct State {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: PodHooks,
     table: ResourceTable,
     limiter: Limiter,
 }
@@ -142,23 +162,82 @@ impl WasiView for State {
     }
 }
 
-fn failed(code: i32, reason: impl Into<String>) -> Exit {
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+type HttpError = wasmtime_wasi_http::Error;
+/// What ends when an outgoing request's connection is done.
+type Done = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+/// Outgoing HTTP of a pod: `localhost` is the pod's own address, so the
+/// containers of a pod reach each other there.
+struct PodHooks {
+    address: Option<IpAddr>,
+}
+
+impl WasiHttpHooks for PodHooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, Done), HttpError>> + Send> {
+        drop(fut);
+        if let Some(address) = self.address {
+            redirect_localhost(&mut request, address);
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Done))
+        })
+    }
+}
+
+/// Points a request for `localhost` (or 127.0.0.1) at `address`.
+fn redirect_localhost<B>(request: &mut http::Request<B>, address: IpAddr) {
+    let uri = request.uri();
+    let local = matches!(uri.host(), Some("localhost" | "127.0.0.1"));
+    if !local {
+        return;
+    }
+    let authority = match uri.port_u16() {
+        Some(port) => format!("{address}:{port}"),
+        None => address.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(authority) = authority.parse() {
+        parts.authority = Some(authority);
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
+pub(crate) fn failed(code: i32, reason: impl Into<String>) -> Exit {
     Exit::Failed {
         code,
         reason: reason.into(),
     }
 }
 
-pub(crate) async fn run(
+/// A store for one instance of `container`: its WASI context (args, env,
+/// directories, output to `log`), its memory limit, and an epoch callback that
+/// yields every tick (resting for its share under a CPU limit) and ends the
+/// guest once `kill` is set.
+pub(crate) fn new_store(
     engine: &wasmtime::Engine,
-    component: &Component,
     container: &Container,
-    stop: &Stop,
-) -> Exit {
-    let log = match LogFile::open(&container.log, container.rotation) {
-        Ok(log) => log,
-        Err(e) => return failed(128, format!("cannot open the log: {e}")),
-    };
+    log: &LogFile,
+    kill: &Stop,
+) -> Result<Store<State>, Exit> {
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
         .envs(&container.env)
@@ -174,11 +253,15 @@ pub(crate) async fn run(
             FsPerms::ReadWrite
         };
         if let Err(e) = wasi.preopened_dir(&mount.host, &mount.guest, perms) {
-            return failed(128, format!("cannot mount {}: {e}", mount.guest));
+            return Err(failed(128, format!("cannot mount {}: {e}", mount.guest)));
         }
     }
     let state = State {
         wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        hooks: PodHooks {
+            address: container.address,
+        },
         table: ResourceTable::new(),
         limiter: Limiter {
             limit: container.memory_limit,
@@ -192,7 +275,7 @@ pub(crate) async fn run(
     // Under a CPU limit it also rests long enough for what it ran to be its
     // share: 10 ms run at 250m means 30 ms of rest.
     store.set_epoch_deadline(1);
-    let stopping = stop.clone();
+    let stopping = kill.clone();
     let share = container
         .cpu_millis
         .filter(|m| *m < 1000)
@@ -216,6 +299,29 @@ pub(crate) async fn run(
             }),
         ))
     });
+    Ok(store)
+}
+
+/// Whether the guest of `store` wanted more memory than its limit.
+pub(crate) fn out_of_memory(store: &Store<State>) -> bool {
+    store.data().limiter.refused
+}
+
+/// Runs a `wasi:cli/command` container to its end.
+pub(crate) async fn run(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    container: &Container,
+    stop: &Stop,
+) -> Exit {
+    let log = match LogFile::open(&container.log, container.rotation) {
+        Ok(log) => log,
+        Err(e) => return failed(128, format!("cannot open the log: {e}")),
+    };
+    let mut store = match new_store(engine, container, &log, stop) {
+        Ok(store) => store,
+        Err(exit) => return exit,
+    };
     let mut linker = Linker::new(engine);
     if let Err(e) = wasmtime_wasi::p2::add_to_linker_async(&mut linker) {
         return failed(128, format!("cannot link WASI: {e}"));
@@ -234,7 +340,7 @@ pub(crate) async fn run(
     match result {
         Ok(Ok(())) => Exit::Completed,
         Ok(Err(())) => failed(1, "the command returned failure"),
-        Err(_) if store.data().limiter.refused => Exit::OomKilled,
+        Err(_) if out_of_memory(&store) => Exit::OomKilled,
         Err(e) => match e.downcast_ref::<I32Exit>() {
             Some(I32Exit(0)) => Exit::Completed,
             Some(I32Exit(code)) => failed(*code, "exited"),

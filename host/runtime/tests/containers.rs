@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use wasmkube_runtime::log::{LogLine, Source};
 use wasmkube_runtime::{Container, Exit, Image, Mount, Rotation, Runtime, Stop};
@@ -35,7 +36,7 @@ impl Node {
     }
 
     fn image(&self, name: &str) -> Image {
-        let file = examples().join(format!("{name}.wasm"));
+        let file = examples().join(format!("{}.wasm", name.replace('-', "_")));
         self.runtime
             .images()
             .import(&file, &format!("examples/{name}:1"))
@@ -57,8 +58,28 @@ impl Node {
             rotation: Rotation::default(),
             memory_limit: None,
             cpu_millis: None,
+            address: None,
+            ports: Vec::new(),
+            grace: Duration::from_secs(5),
         }
     }
+}
+
+/// `GET path` from `address`: status line and body.
+async fn get(address: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => break stream,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
 /// What the container wrote on `source`.
@@ -175,7 +196,7 @@ async fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
     limited.cpu_millis = Some(100);
     let stop = Stop::default();
     let stopping = async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         stop.stop();
     };
     let (a, b, ()) = tokio::join!(
@@ -189,4 +210,49 @@ async fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
     // 100m is a tenth of what the free loop gets; allow for noise up to a third.
     assert!(free >= 6, "the free loop ran {free} laps");
     assert!(limited * 3 <= free, "limited {limited} laps, free {free}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_component_serves_on_its_pods_address() {
+    let node = Node::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Two pods on the same port, each on its own address.
+    let mut pods = Vec::new();
+    for (i, greeting) in ["hi", "hey"].into_iter().enumerate() {
+        let mut server = node.container("http-hello", &[]);
+        server.log = node.dir.path().join(format!("http-{i}.log"));
+        server.env = vec![("GREETING".into(), greeting.into())];
+        server.address = Some(format!("127.0.9.{}", i + 1).parse().unwrap());
+        server.ports = vec![port];
+        pods.push(server);
+    }
+    let stop = Stop::default();
+    let serving = async {
+        tokio::join!(
+            node.runtime.run(&pods[0], &stop),
+            node.runtime.run(&pods[1], &stop)
+        )
+    };
+    let asking = async {
+        let first = get(&format!("127.0.9.1:{port}"), "/a?b=c").await;
+        let second = get(&format!("127.0.9.2:{port}"), "/").await;
+        // Many requests, each on an idle instance or a new one.
+        for _ in 0..50 {
+            assert_eq!(
+                get(&format!("127.0.9.1:{port}"), "/").await.0,
+                "HTTP/1.1 200 OK"
+            );
+        }
+        stop.stop();
+        (first, second)
+    };
+    let ((a, b), (first, second)) = tokio::join!(serving, asking);
+    assert_eq!((a, b), (Exit::Stopped, Exit::Stopped));
+    assert_eq!(first.0, "HTTP/1.1 200 OK");
+    assert_eq!(first.1, "hi from wasi:http: GET /a?b=c\n");
+    assert_eq!(second.1, "hey from wasi:http: GET /\n");
 }
