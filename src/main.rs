@@ -12,7 +12,7 @@ use kube::Client;
 use kube::config::{Config as KubeConfig, Kubeconfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use wasmkube_agent::Agent;
+use wasmkube_agent::{Agent, Range};
 use wasmkube_apiserver::{ApiServer, kubeconfig};
 use wasmkube_runtime::{ImageStore, normalize};
 use wasmkube_store::Store;
@@ -77,9 +77,28 @@ struct ServerArgs {
 struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// What makes a node.
+#[derive(Debug, Args)]
+struct NodeArgs {
     /// The node's name (default: the host's name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Where pods get their own addresses from, unless the Node has a
+    /// `spec.podCIDR` (default: a /16 in 127.64.0.0/10 chosen by the node's
+    /// name; any range in 127.0.0.0/8 needs no configuration).
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Option<Range>,
+}
+
+impl NodeArgs {
+    fn agent(self, client: Client, data_dir: &std::path::Path) -> Result<Agent> {
+        let name = self.node_name.unwrap_or_else(host_name);
+        Ok(Agent::new(client, &name, data_dir, self.pod_cidr)?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -87,9 +106,8 @@ struct AgentArgs {
     /// How to reach the API server.
     #[arg(long)]
     kubeconfig: PathBuf,
-    /// The node's name (default: the host's name).
-    #[arg(long)]
-    node_name: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Where the node keeps images, compiled components and pod data.
     #[arg(long, default_value = "wasmkube-data")]
     data_dir: PathBuf,
@@ -131,10 +149,7 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) => server(args, None).await,
-        Command::Up(args) => {
-            let node = args.node_name.unwrap_or_else(host_name);
-            server(args.server, Some(node)).await
-        }
+        Command::Up(args) => server(args.server, Some(args.node)).await,
         Command::Agent(args) => agent(args).await,
         Command::Image(ImageCommand::Import {
             data_dir,
@@ -151,7 +166,7 @@ async fn main() -> Result<()> {
 }
 
 /// Serves the API; with a node name, runs that node's agent in the same process.
-async fn server(args: ServerArgs, node: Option<String>) -> Result<()> {
+async fn server(args: ServerArgs, node: Option<NodeArgs>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.store {
@@ -192,7 +207,7 @@ async fn server(args: ServerArgs, node: Option<String>) -> Result<()> {
     let (closing, closed) = tokio::sync::watch::channel(false);
     if let Some(node) = node {
         let client = Client::try_from(KubeConfig::new(url.parse()?))?;
-        let agent = Agent::new(client, &node, &args.data_dir)?;
+        let agent = node.agent(client, &args.data_dir)?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         tokio::spawn(async move {
@@ -217,17 +232,17 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = KubeConfig::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = Client::try_from(config)?;
-    let node = args.node_name.unwrap_or_else(host_name);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let agent = Agent::new(client, &node, &args.data_dir)?;
+    let agent = args.node.agent(client, &args.data_dir)?;
     let endpoint = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "Node {node}: agent endpoint at http://{}",
+        "Node {}: agent endpoint at http://{}",
+        agent.node_name(),
         endpoint.local_addr()?
     );
     let _ = out.flush();

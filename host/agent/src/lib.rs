@@ -14,6 +14,7 @@
 
 mod events;
 mod logs;
+mod network;
 mod node;
 mod pod;
 mod prepare;
@@ -34,6 +35,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use wasmkube_runtime::{Rotation, Runtime};
 
+pub use network::Range;
 pub use node::POD_CAPACITY;
 
 /// Why the agent stopped.
@@ -63,6 +65,8 @@ pub struct Agent {
     running: Arc<Mutex<HashSet<String>>>,
     /// The UIDs of the pods the agent has, by `namespace/name`.
     pods: Arc<Mutex<HashMap<String, String>>>,
+    /// The pods' own addresses.
+    addresses: Arc<network::Addresses>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -75,11 +79,13 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// An agent for node `node`, keeping images, compiled components and pod data
-    /// under `data_dir`.
+    /// under `data_dir`, giving pods addresses from `pod_range` unless the Node
+    /// has a `spec.podCIDR` (by default, [`Range::for_node`]).
     pub fn new(
         client: Client,
         node: &str,
         data_dir: &std::path::Path,
+        pod_range: Option<Range>,
     ) -> Result<Agent, AgentError> {
         let pods_dir = data_dir.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(wasmkube_runtime::RuntimeError::from)?;
@@ -93,7 +99,15 @@ impl Agent {
             rotation: Rotation::default(),
             running: Arc::default(),
             pods: Arc::default(),
+            addresses: Arc::new(network::Addresses::new(
+                pod_range.unwrap_or_else(|| Range::for_node(node)),
+            )),
         })
+    }
+
+    /// The name of the agent's node.
+    pub fn node_name(&self) -> &str {
+        &self.node
     }
 
     /// The UID of the pod `namespace/name` the agent has, if it has it.
@@ -164,13 +178,21 @@ impl Agent {
             }
         });
         let mut backoff = Retry::default();
-        while let Err(e) = node::register(&self.client, &self.node, endpoint).await {
-            tracing::warn!(error = %e, "registering the node");
+        let pod_cidr = loop {
+            match node::register(&self.client, &self.node, endpoint).await {
+                Ok(pod_cidr) => break pod_cidr,
+                Err(e) => tracing::warn!(error = %e, "registering the node"),
+            }
             let delay = backoff.next().unwrap_or(RETRY_MAX);
             tokio::select! {
                 _ = closing.wait_for(|closed| *closed) => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
+        };
+        match pod_cidr.map(|cidr| cidr.parse::<Range>()) {
+            Some(Ok(range)) => self.addresses.set_range(range),
+            Some(Err(e)) => tracing::warn!(error = %e, "the node's spec.podCIDR is not used"),
+            None => {}
         }
         tokio::spawn(node::renew_lease(
             self.client.clone(),

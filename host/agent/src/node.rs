@@ -43,12 +43,12 @@ fn memory_kib() -> u64 {
 }
 
 /// Creates the node if it is missing, then writes its status, with the address
-/// of the agent's endpoint.
+/// of the agent's endpoint; the node's `spec.podCIDR`, if it has one.
 pub(crate) async fn register(
     client: &Client,
     name: &str,
     endpoint: std::net::SocketAddr,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {
@@ -94,10 +94,10 @@ pub(crate) async fn register(
             "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": "",
         },
     }});
-    nodes
+    let node = nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    Ok(())
+    Ok(node.spec.and_then(|s| s.pod_cidr))
 }
 
 /// Renews the node's Lease every [`RENEW_EVERY`] until `closing`.

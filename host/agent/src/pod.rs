@@ -81,6 +81,8 @@ enum Slot {
 pub(crate) struct Worker {
     agent: Agent,
     pod: watch::Receiver<Pod>,
+    /// The pod's own address and its node's (none when the range is full).
+    ips: Option<prepare::Ips>,
     report: Arc<Mutex<Report>>,
     /// The status to give the API server, newest only.
     status: watch::Sender<Option<Value>>,
@@ -88,9 +90,28 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
+        let (uid, had) = {
+            let pod = pod.borrow();
+            let had = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref());
+            (
+                pod.uid().unwrap_or_default(),
+                had.and_then(|ip| ip.parse().ok()),
+            )
+        };
+        let ips = match agent.addresses.assign(&uid, had) {
+            Ok(address) => Some(prepare::Ips {
+                host: agent.host_ip.clone(),
+                pod: address.to_string(),
+            }),
+            Err(e) => {
+                tracing::warn!(pod = uid, error = %e, "no address for the pod");
+                None
+            }
+        };
         Worker {
             agent,
             pod,
+            ips,
             report: Arc::default(),
             status: watch::Sender::new(None),
         }
@@ -365,7 +386,7 @@ impl Worker {
             .await;
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = stopped(stop) => return Exit::Stopped,
+                () = stop.wait() => return Exit::Stopped,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
             restarts += 1;
@@ -379,9 +400,12 @@ impl Worker {
         let dir = record::pod_dir(&self.agent.pods_dir, &pod.uid().unwrap_or_default());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let client = &self.agent.client;
-        let host_ip = &self.agent.host_ip;
-        let env = prepare::environment(client, pod, spec, host_ip).await?;
-        let volumes = prepare::volumes(client, pod, &dir, host_ip).await?;
+        let ips = self
+            .ips
+            .as_ref()
+            .ok_or("the node has no free pod address left")?;
+        let env = prepare::environment(client, pod, spec, ips).await?;
+        let volumes = prepare::volumes(client, pod, &dir, ips).await?;
         let argv0 = match &spec.command {
             Some(command) if !command.is_empty() => command.clone(),
             _ => vec![spec.name.clone()],
@@ -406,6 +430,21 @@ impl Worker {
             rotation: self.agent.rotation,
             memory_limit: limit("memory").and_then(|q| memory_bytes(&q)),
             cpu_millis: limit("cpu").and_then(|q| cpu_millis(&q)),
+            address: ips.pod.parse().ok(),
+            ports: spec
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| u16::try_from(p.container_port).ok())
+                .collect(),
+            grace: Duration::from_secs(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(30),
+            ),
         })
     }
 
@@ -481,10 +520,13 @@ impl Worker {
                 .iter()
                 .map(|(kind, (status, time))| json!({"type": kind, "status": if *status { "True" } else { "False" }, "lastTransitionTime": time}))
                 .collect();
+            let pod_ip = self.ips.as_ref().map(|ips| ips.pod.clone());
             json!({
                 "phase": report.phase,
                 "hostIP": self.agent.host_ip,
                 "hostIPs": [{"ip": self.agent.host_ip}],
+                "podIP": pod_ip,
+                "podIPs": pod_ip.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
                 "startTime": report.start_time,
                 "conditions": conditions,
                 "initContainerStatuses": report.init,
@@ -509,6 +551,7 @@ impl Worker {
         // Forgotten first: an agent started again must not run it again.
         record::remove(&self.agent.pods_dir, &uid);
         self.agent.forget(&pod);
+        self.agent.addresses.release(&uid);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -596,13 +639,6 @@ async fn deleted(mut pod: watch::Receiver<Pod>) {
     let _ = pod
         .wait_for(|pod| pod.metadata.deletion_timestamp.is_some())
         .await;
-}
-
-/// Resolves once `stop` is set.
-async fn stopped(stop: &Stop) {
-    while !stop.is_set() {
-        tokio::time::sleep(wasmkube_runtime::TICK).await;
-    }
 }
 
 fn container_id(pod: &Pod, spec: &Spec) -> String {

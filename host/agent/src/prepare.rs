@@ -53,8 +53,15 @@ async fn secret(
     Ok(data)
 }
 
-/// The value of a `fieldRef` of `pod`, on the node whose address is `host_ip`.
-fn field(pod: &Pod, path: &str, host_ip: &str) -> Result<String, String> {
+/// The addresses of a pod and of its node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ips {
+    pub(crate) host: String,
+    pub(crate) pod: String,
+}
+
+/// The value of a `fieldRef` of `pod`.
+fn field(pod: &Pod, path: &str, ips: &Ips) -> Result<String, String> {
     let label = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
         path.strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix("']"))
@@ -80,8 +87,8 @@ fn field(pod: &Pod, path: &str, host_ip: &str) -> Result<String, String> {
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.hostIP" => host_ip.to_owned(),
-        "status.podIP" => String::new(),
+        "status.hostIP" => ips.host.clone(),
+        "status.podIP" => ips.pod.clone(),
         other => return Err(format!("fieldRef {other:?} is not supported")),
     })
 }
@@ -175,7 +182,7 @@ pub(crate) async fn environment(
     client: &Client,
     pod: &Pod,
     spec: &Spec,
-    host_ip: &str,
+    ips: &Ips,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut env = Vec::new();
@@ -195,7 +202,7 @@ pub(crate) async fn environment(
                     });
                     key_value(found, key.optional, "secret", &key.name, &key.key)?
                 } else if let Some(reference) = &from.field_ref {
-                    Some(field(pod, &reference.field_path, host_ip)?)
+                    Some(field(pod, &reference.field_path, ips)?)
                 } else if let Some(reference) = &from.resource_field_ref {
                     Some(resource(pod, reference, &spec.name)?)
                 } else {
@@ -237,7 +244,7 @@ fn write_files(
 fn downward_files(
     pod: &Pod,
     source: &DownwardAPIVolumeSource,
-    host_ip: &str,
+    ips: &Ips,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     source
         .items
@@ -258,7 +265,7 @@ fn downward_files(
                             .map(|(k, v)| format!("{k}={v:?}\n"))
                             .collect()
                     }
-                    path => field(pod, path, host_ip)?,
+                    path => field(pod, path, ips)?,
                 },
                 (None, Some(reference)) => resource(pod, reference, "")?,
                 (None, None) => {
@@ -275,7 +282,7 @@ pub(crate) async fn volumes(
     client: &Client,
     pod: &Pod,
     pod_dir: &Path,
-    host_ip: &str,
+    ips: &Ips,
 ) -> Result<HashMap<String, Volume>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut ready = HashMap::new();
@@ -302,7 +309,7 @@ pub(crate) async fn volumes(
             write_files(&own, secret(client, &namespace, &name).await?)?;
             (own, true)
         } else if let Some(source) = &volume.downward_api {
-            write_files(&own, downward_files(pod, source, host_ip)?)?;
+            write_files(&own, downward_files(pod, source, ips)?)?;
             (own, true)
         } else {
             return Err(format!(
@@ -369,7 +376,11 @@ mod tests {
             {"path": "ip", "fieldRef": {"fieldPath": "status.hostIP"}},
         ]}))
         .unwrap();
-        let files: HashMap<String, String> = downward_files(&pod, &source, "10.0.0.7")
+        let ips = Ips {
+            host: "10.0.0.7".into(),
+            pod: "127.64.0.2".into(),
+        };
+        let files: HashMap<String, String> = downward_files(&pod, &source, &ips)
             .unwrap()
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
@@ -384,7 +395,7 @@ mod tests {
         ]}))
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let files = downward_files(&pod, &escape, "").unwrap();
+        let files = downward_files(&pod, &escape, &ips).unwrap();
         assert!(write_files(dir.path(), files).is_err());
     }
 }
