@@ -13,7 +13,7 @@ use crate::proxy::Proxy;
 
 /// kubectl 1.33 on the cluster of `data_dir`: its output, or its error output
 /// after `ERROR: ` when it fails.
-fn run_kubectl(data_dir: &Path, args: &[&str]) -> String {
+pub(crate) fn run_kubectl(data_dir: &Path, args: &[&str]) -> String {
     let binary = std::fs::canonicalize(crate::kubectl::which("kubectl"))
         .unwrap()
         .parent()
@@ -33,14 +33,14 @@ fn run_kubectl(data_dir: &Path, args: &[&str]) -> String {
 }
 
 /// kubectl that must succeed.
-fn kubectl(data_dir: &Path, args: &[&str]) -> String {
+pub(crate) fn kubectl(data_dir: &Path, args: &[&str]) -> String {
     let out = run_kubectl(data_dir, args);
     assert!(!out.starts_with("ERROR: "), "kubectl {args:?}: {out}");
     out
 }
 
 /// Polls `what` until it returns `want`, for at most `limit`.
-fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
+pub(crate) fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
     let deadline = Instant::now() + limit;
     loop {
         let got = what();
@@ -54,7 +54,7 @@ fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
 
 /// Builds the examples; imports the named ones into the node of `data_dir` as
 /// `examples/<name>:1`.
-fn import_examples(data_dir: &Path, names: &[&str]) {
+pub(crate) fn import_examples(data_dir: &Path, names: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         Command::new(root.join("scripts/build-examples.sh"))
@@ -67,7 +67,7 @@ fn import_examples(data_dir: &Path, names: &[&str]) {
         let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["image", "import", "--data-dir"])
             .arg(data_dir)
-            .arg(examples.join(format!("{name}.wasm")))
+            .arg(examples.join(format!("{}.wasm", name.replace('-', "_"))))
             .arg(format!("examples/{name}:1"))
             .status()
             .unwrap();
@@ -76,7 +76,7 @@ fn import_examples(data_dir: &Path, names: &[&str]) {
 }
 
 /// Waits until the cluster of `data_dir` has a Ready node; its name.
-fn ready_node(data_dir: &Path) -> String {
+pub(crate) fn ready_node(data_dir: &Path) -> String {
     eventually(Duration::from_secs(20), "True", || {
         run_kubectl(
             data_dir,
@@ -95,13 +95,13 @@ fn ready_node(data_dir: &Path) -> String {
 }
 
 /// Applies `manifest` to the cluster of `data_dir`.
-fn apply(data_dir: &Path, manifest: &str) {
+pub(crate) fn apply(data_dir: &Path, manifest: &str) {
     let file = data_dir.join("manifest.yaml");
     std::fs::write(&file, manifest).unwrap();
     kubectl(data_dir, &["apply", "-f", file.to_str().unwrap()]);
 }
 
-fn pod(node: &str, name: &str, image: &str, extra: &str) -> String {
+pub(crate) fn pod(node: &str, name: &str, image: &str, extra: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: {name}\n    image: {image}\n    imagePullPolicy: Never\n{extra}"
     )
@@ -316,8 +316,9 @@ fn a_killed_node_takes_its_pods_back() {
     assert!(server.stop());
 }
 
-/// `GET path` from the agent endpoint at `address`: the body.
-fn agent_get(address: &str, path: &str) -> String {
+/// `GET path` from the HTTP server at `address`: the body (empty when it
+/// cannot be reached).
+pub(crate) fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
         return String::new();
@@ -335,7 +336,7 @@ fn agent_get(address: &str, path: &str) -> String {
 /// The phase the agent at `address` has for each pod, `name=phase` sorted.
 fn agent_phases(address: &str) -> String {
     let list: serde_json::Value =
-        serde_json::from_str(&agent_get(address, "/pods")).unwrap_or_default();
+        serde_json::from_str(&http_get(address, "/pods")).unwrap_or_default();
     let mut phases: Vec<String> = list["items"]
         .as_array()
         .into_iter()
@@ -414,7 +415,7 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
         ]),
     );
     let ticks = || {
-        agent_get(&endpoint, "/containerLogs/default/ticker/ticker")
+        http_get(&endpoint, "/containerLogs/default/ticker/ticker")
             .matches("tick")
             .count()
     };

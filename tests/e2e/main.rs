@@ -4,6 +4,7 @@
 mod agent;
 mod bad_input;
 mod crash;
+mod http;
 mod image;
 mod kube_client;
 mod kubectl;

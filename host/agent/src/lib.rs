@@ -18,6 +18,7 @@ mod network;
 mod node;
 mod pod;
 mod prepare;
+mod probes;
 mod record;
 
 use std::collections::{HashMap, HashSet};

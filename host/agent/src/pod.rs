@@ -20,6 +20,7 @@ use wasmkube_runtime::{Container, Exit, Image, Stop};
 
 use crate::events::{self, Kind};
 use crate::node::now;
+use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, prepare, record};
 
 /// The first wait before a container is started again; it doubles up to
@@ -58,6 +59,14 @@ struct Report {
 }
 
 impl Report {
+    /// The status of the container in `slot`.
+    fn entry(&mut self, slot: Slot) -> Option<&mut Value> {
+        match slot {
+            Slot::Init(i) => self.init.get_mut(i),
+            Slot::Main(i) => self.containers.get_mut(i),
+        }
+    }
+
     /// Sets a condition, keeping its transition time unless it changed.
     fn condition(&mut self, kind: &'static str, status: bool) {
         let entry = self
@@ -337,7 +346,7 @@ impl Worker {
             );
             let key = format!("{uid}/{}", spec.name);
             self.agent.set_running(key.clone(), true);
-            let exit = self.agent.runtime.run(&container, stop).await;
+            let exit = self.run_probed(index, spec, &container, stop).await;
             self.agent.set_running(key, false);
             let (reason, message) = match &exit {
                 Exit::Completed => ("Completed", String::new()),
@@ -392,6 +401,58 @@ impl Worker {
             restarts += 1;
             last = Some(terminated);
         }
+    }
+
+    /// Runs the container once under its probes: start and readiness are
+    /// reported as they change; a failed startup or liveness probe ends the run,
+    /// which then counts as failed (137, as a killed process).
+    async fn run_probed(
+        &self,
+        slot: Slot,
+        spec: &Spec,
+        container: &Container,
+        stop: &Stop,
+    ) -> Exit {
+        let mut prober = Prober::new(spec, container.address);
+        let run_stop = Stop::default();
+        let run = self.agent.runtime.run(container, &run_stop);
+        tokio::pin!(run);
+        let mut killed = None;
+        loop {
+            tokio::select! {
+                exit = &mut run => {
+                    return match killed {
+                        Some(reason) if !stop.is_set() => Exit::Failed { code: 137, reason },
+                        _ => exit,
+                    };
+                }
+                () = stop.wait(), if !run_stop.is_set() => run_stop.stop(),
+                verdict = prober.next(), if !run_stop.is_set() => match verdict {
+                    Verdict::Started => self.mark(slot, "started", true).await,
+                    Verdict::Ready(ready) => {
+                        if !ready {
+                            self.event(Some(spec), Kind::Warning, "Unhealthy", "Readiness probe failed".into());
+                        }
+                        self.mark(slot, "ready", ready).await;
+                    }
+                    Verdict::Kill(why) => {
+                        self.event(Some(spec), Kind::Warning, "Unhealthy", why.clone());
+                        let message = format!("Container {} failed its probe, will be restarted", spec.name);
+                        self.event(Some(spec), Kind::Normal, "Killing", message);
+                        killed = Some(why);
+                        run_stop.stop();
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sets a flag (`ready`, `started`) of the container in `slot`.
+    async fn mark(&self, slot: Slot, flag: &str, value: bool) {
+        if let Some(entry) = self.report.lock().expect("report lock").entry(slot) {
+            entry[flag] = json!(value);
+        }
+        self.publish().await;
     }
 
     /// What the runtime runs for a container of the pod: its argv, environment,
@@ -462,11 +523,7 @@ impl Worker {
             let mut report = self.report.lock().expect("report lock");
             let status = container_status(spec, image, state, restarts, last);
             let running = status["state"].get("running").is_some();
-            let (list, i) = match slot {
-                Slot::Init(i) => (&mut report.init, i),
-                Slot::Main(i) => (&mut report.containers, i),
-            };
-            if let Some(entry) = list.get_mut(i) {
+            if let Some(entry) = report.entry(slot) {
                 *entry = status;
             }
             // Pending until a container of the pod proper has started.
@@ -480,15 +537,9 @@ impl Worker {
     /// Reports a container waiting (and, the first time for a reason, an event).
     async fn wait(&self, slot: Slot, spec: &Spec, waiting: Value) {
         let same = {
-            let report = self.report.lock().expect("report lock");
-            let list = match slot {
-                Slot::Init(_) => &report.init,
-                Slot::Main(_) => &report.containers,
-            };
-            let index = match slot {
-                Slot::Init(i) | Slot::Main(i) => i,
-            };
-            list.get(index)
+            let mut report = self.report.lock().expect("report lock");
+            report
+                .entry(slot)
                 .is_some_and(|c| c["state"]["waiting"]["reason"] == waiting["reason"])
         };
         if !same {
@@ -657,8 +708,8 @@ fn container_status(
         "name": spec.name,
         "image": spec.image,
         "imageID": image.map(|i| i.digest.clone()).unwrap_or_default(),
-        "ready": running,
-        "started": running,
+        "ready": running && !Prober::gates_readiness(spec),
+        "started": running && !Prober::gates_start(spec),
         "restartCount": restarts,
         "state": state,
         "lastState": last.unwrap_or_else(|| json!({})),
