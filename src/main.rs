@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wasmkube_agent::{Agent, Range};
 use wasmkube_apiserver::{ApiServer, kubeconfig};
-use wasmkube_runtime::{ImageStore, normalize};
+use wasmkube_runtime::{Credentials, ImageStore, normalize};
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
@@ -57,6 +57,19 @@ enum ImageCommand {
         file: PathBuf,
         /// The name pods use: `NAME[:TAG]`.
         reference: String,
+    },
+    /// Push a component to an OCI registry as a Wasm artifact, for pods to
+    /// pull (`image: REGISTRY/NAME:TAG`). Registries on loopback are spoken to
+    /// over plain HTTP.
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Where it goes: `REGISTRY/NAME[:TAG]`.
+        reference: String,
+        /// A user of the registry (the password comes from
+        /// `WASMKUBE_REGISTRY_PASSWORD`).
+        #[arg(long)]
+        username: Option<String>,
     },
 }
 
@@ -160,6 +173,21 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
             let image = images.import(&file, &reference)?;
             println!("{} is {}", normalize(&reference)?, image.digest);
+            Ok(())
+        }
+        Command::Image(ImageCommand::Push {
+            file,
+            reference,
+            username,
+        }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let credentials = username.map(|username| Credentials {
+                username,
+                password: std::env::var("WASMKUBE_REGISTRY_PASSWORD").unwrap_or_default(),
+            });
+            let url = wasmkube_runtime::push(bytes, &reference, credentials.as_ref()).await?;
+            println!("pushed {reference}: {url}");
             Ok(())
         }
     }

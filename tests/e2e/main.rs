@@ -11,4 +11,5 @@ mod kubectl;
 mod process;
 mod proxy;
 mod python;
+mod registry;
 mod server;

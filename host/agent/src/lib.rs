@@ -19,6 +19,7 @@ mod node;
 mod pod;
 mod prepare;
 mod probes;
+mod pull;
 mod record;
 
 use std::collections::{HashMap, HashSet};

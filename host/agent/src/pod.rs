@@ -21,7 +21,7 @@ use wasmkube_runtime::{Container, Exit, Image, Stop};
 use crate::events::{self, Kind};
 use crate::node::now;
 use crate::probes::{Prober, Verdict};
-use crate::{Agent, logs, prepare, record};
+use crate::{Agent, logs, prepare, pull, record};
 
 /// The first wait before a container is started again; it doubles up to
 /// [`BACKOFF_MAX`], as the kubelet's does.
@@ -284,21 +284,40 @@ impl Worker {
         stop: &Stop,
     ) -> Exit {
         let reference = spec.image.clone().unwrap_or_default();
+        let mut pull_backoff = BACKOFF_START;
         let image = loop {
-            let waiting = match self.agent.runtime.images().resolve(&reference) {
-                Ok(Some(image)) => break image,
-                Ok(None) => json!({"reason": "ErrImageNeverPull",
-                    "message": format!("image {reference:?} is not in the node's image store: import it with `wasmkube image import`")}),
-                Err(e) => json!({"reason": "InvalidImageName", "message": e.to_string()}),
+            let found =
+                pull::image(&self.agent.client, self.agent.runtime.images(), pod, spec).await;
+            let missing = match found {
+                Ok(image) => break image,
+                Err(missing) => missing,
             };
+            let waiting = json!({"reason": missing.reason, "message": missing.message});
             self.wait(index, spec, waiting).await;
-            tokio::time::sleep(IMAGE_RETRY).await;
+            let retry = if missing.pull_failed {
+                // As the kubelet: ErrImagePull, then ImagePullBackOff until the
+                // next try.
+                let message = format!("Back-off pulling image {reference:?}: {}", missing.message);
+                self.event(Some(spec), Kind::Normal, "BackOff", message.clone());
+                let waiting =
+                    json!({"waiting": {"reason": "ImagePullBackOff", "message": message}});
+                self.set(index, spec, None, waiting, 0, None).await;
+                let wait = pull_backoff;
+                pull_backoff = (pull_backoff * 2).min(BACKOFF_MAX);
+                wait
+            } else {
+                IMAGE_RETRY
+            };
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                () = stop.wait() => return Exit::Stopped,
+            }
         };
         self.event(
             Some(spec),
             Kind::Normal,
             "Pulled",
-            format!("Container image {reference:?} already present on machine"),
+            format!("Container image {reference:?} is {}", image.digest),
         );
         let container = loop {
             match self.prepare(pod, spec, &image).await {

@@ -20,7 +20,7 @@ pub enum ImageError {
     Reference(String),
     /// The file is not a Wasm component.
     #[error("{0} is not a WebAssembly component (a core module or another file)")]
-    NotAComponent(PathBuf),
+    NotAComponent(String),
     /// The store could not be read or written.
     #[error("image store: {0}")]
     Io(#[from] io::Error),
@@ -110,15 +110,20 @@ impl ImageStore {
 
     /// Puts the component in `file` in the store under `reference`; its digest.
     pub fn import(&self, file: &Path, reference: &str) -> Result<Image, ImageError> {
+        self.add(&fs::read(file)?, reference, &file.display().to_string())
+    }
+
+    /// Stores the component `bytes` (from `source`, for errors) and tags it
+    /// `reference`.
+    pub fn add(&self, bytes: &[u8], reference: &str, source: &str) -> Result<Image, ImageError> {
         let reference = normalize(reference)?;
-        let bytes = fs::read(file)?;
         if !bytes.starts_with(&COMPONENT_PREAMBLE) {
-            return Err(ImageError::NotAComponent(file.to_owned()));
+            return Err(ImageError::NotAComponent(source.to_owned()));
         }
-        let hex = format!("{:x}", Sha256::digest(&bytes));
+        let hex = format!("{:x}", Sha256::digest(bytes));
         let path = self.blobs.join(&hex);
         if !path.exists() {
-            write_atomically(&path, &bytes)?;
+            write_atomically(&path, bytes)?;
         }
         let digest = format!("sha256:{hex}");
         write_atomically(&self.tag_path(&reference), digest.as_bytes())?;

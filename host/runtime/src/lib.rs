@@ -2,7 +2,8 @@
 //! containers of pods by one wasmtime [`Engine`].
 //!
 //! - [`ImageStore`] keeps components by digest under the node's data dir, with
-//!   tags naming them (`wasmkube image import`).
+//!   tags naming them (`wasmkube image import`), and pulls them from OCI
+//!   registries ([`ImageStore::pull`]).
 //! - [`Runtime`] owns the process's one Engine (async, epoch interruption) and
 //!   compiles each image once: in memory for this process, on disk for the next
 //!   (keyed by digest and by the engine's compatibility hash, so a new wasmtime
@@ -22,6 +23,7 @@
 mod http;
 mod images;
 pub mod log;
+mod registry;
 mod run;
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use images::{Image, ImageError, ImageStore, normalize};
 pub use jiff;
 pub use log::Rotation;
+pub use registry::{Credentials, PullError, Pulled, names_a_registry, push, registry_of};
 pub use run::{Container, Exit, Mount, Stop};
 
 /// How often running guests are interrupted to let others run.
