@@ -52,16 +52,16 @@ pub(crate) fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> 
     }
 }
 
-/// Builds the examples; imports the named ones into the node of `data_dir` as
-/// `examples/<name>:1`.
+/// Builds the examples (with the Python and JavaScript ones when named);
+/// imports the named ones into the node of `data_dir` as `examples/<name>:1`.
 pub(crate) fn import_examples(data_dir: &Path, names: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Command::new(root.join("scripts/build-examples.sh"))
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mut build = Command::new(root.join("scripts/build-examples.sh"));
+    // The Python and JavaScript guests need their own toolchains: built on demand.
+    if names.iter().any(|n| *n == "http-python" || *n == "http-js") {
+        build.arg("--guests");
+    }
+    assert!(build.status().unwrap().success(), "building the examples");
     let examples = root.join("examples/wasi/target/wasm32-wasip2/release");
     for name in names {
         let status = Command::new(env!("CARGO_BIN_EXE_wasmkube"))

@@ -91,3 +91,42 @@ fn http_pods_serve_on_their_own_addresses_under_their_probes() {
     k(&["delete", "pod", "web-a", "web-b", "sick", "--timeout=30s"]);
     assert!(server.stop());
 }
+
+/// The same server written in Rust, Python (componentize-py) and JavaScript
+/// (componentize-js) runs from the same pod spec, with only the image changed.
+#[test]
+fn http_servers_from_any_toolchain_run_from_one_pod_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let languages = ["http-hello", "http-python", "http-js"];
+    import_examples(dir.path(), &languages);
+    let server = Server::start(dir.path());
+    let node = ready_node(dir.path());
+    let k = |args: &[&str]| kubectl(dir.path(), args);
+    let manifest: Vec<String> = languages
+        .iter()
+        .map(|name| {
+            let spec = pod(
+                &node,
+                name,
+                &format!("examples/{name}:1"),
+                "    ports: [{containerPort: 8080}]\n",
+            );
+            spec.replace("restartPolicy: Never", "restartPolicy: Always")
+        })
+        .collect();
+    apply(dir.path(), &manifest.join("---\n"));
+    for name in languages {
+        eventually(Duration::from_secs(60), "Running", || {
+            k(&["get", "pod", name, "-o", "jsonpath={.status.phase}"])
+        });
+        let ip = k(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"]);
+        // Big guests compile first (once, then from the cache): wait for the
+        // listener.
+        eventually(
+            Duration::from_secs(60),
+            "hello from wasi:http: GET /x?y=1\n",
+            || http_get(&format!("{ip}:8080"), "/x?y=1"),
+        );
+    }
+    assert!(server.stop());
+}
