@@ -1,0 +1,207 @@
+//! wasi:http benchmark: requests per second to one wasi:http pod against a plain
+//! native HTTP server on the same machine, and the agent's memory per idle
+//! wasi:http pod.
+//!
+//! `wasmkube server` (embedded store) and `wasmkube agent` run as two processes;
+//! the pod runs `examples/wasi/http-hello`. wrk (Debian's) drives the pod's
+//! address and, with the same settings, an axum server in this process that
+//! answers the same bytes. Then 5,000 idle wasi:http pods are created (each with
+//! its own address and listener) and the agent's resident memory is read.
+//!
+//! `cargo bench --bench http` (needs `wrk`: `apt-get install wrk`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, Config};
+
+use processes::Process;
+
+mod processes;
+
+const NODE: &str = "bench-http";
+const IDLE_PODS: usize = 5000;
+const CLIENTS: usize = 16;
+const WRK: [&str; 4] = ["-t2", "-c32", "-d10s", "--latency"];
+const ANSWER: &str = "hello from wasi:http: GET /\n";
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": NODE, "containers": [{
+            "name": "web", "image": "examples/http-hello:1", "imagePullPolicy": "Never",
+            "ports": [{"containerPort": 8080}],
+        }]},
+    }))
+    .unwrap()
+}
+
+/// Requests per second and the p99 latency line wrk gives for `url`.
+fn wrk(url: &str) -> (f64, String) {
+    let out = Command::new("wrk")
+        .args(WRK)
+        .arg(url)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let per_sec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in {text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map_or_else(String::new, |v| v.trim().to_owned());
+    (per_sec, p99)
+}
+
+/// Waits until `count` pods of the node are Running.
+async fn running(api: &Api<Pod>, count: usize) {
+    loop {
+        let list = api
+            .list(
+                &ListParams::default()
+                    .fields(&format!("spec.nodeName={NODE},status.phase=Running")),
+            )
+            .await
+            .unwrap();
+        if list.items.len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The body of `GET /` at `address`, once it answers.
+async fn answer(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+            let request = format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text).await;
+            if let Some((_, body)) = text.split_once("\r\n\r\n") {
+                return body.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-examples.sh")).status();
+    assert!(built.unwrap().success(), "building the examples");
+    let dir = tempfile::tempdir().unwrap();
+    let (server_dir, node_dir) = (dir.path().join("server"), dir.path().join("node"));
+    let imported = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(["image", "import", "--data-dir"])
+        .arg(&node_dir)
+        .arg(root.join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm"))
+        .arg("examples/http-hello:1")
+        .status()
+        .unwrap();
+    assert!(imported.success());
+    let server = Process::start(&["server", "--listen", "127.0.0.1:0"], &server_dir);
+    let kubeconfig = server_dir.join("kubeconfig");
+    let agent = Process::start(
+        &[
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            NODE,
+            "--pod-cidr",
+            "127.90.0.0/16",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &node_dir,
+    );
+    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    // The API answers before the agent has registered: creating pods early is
+    // fine, they wait for it.
+    api.create(&PostParams::default(), &pod("web"))
+        .await
+        .unwrap();
+    running(&api, 1).await;
+    let ip = loop {
+        let found = api.get("web").await.unwrap();
+        if let Some(ip) = found.status.and_then(|s| s.pod_ip) {
+            break ip;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer(&format!("{ip}:8080")).await, ANSWER);
+
+    // The native baseline: the same answer from axum, in this process.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { ANSWER }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    assert_eq!(answer(&native.to_string()).await, ANSWER);
+
+    let cpu_before = agent.cpu();
+    let (wasm_rps, wasm_p99) =
+        tokio::task::spawn_blocking(move || wrk(&format!("http://{ip}:8080/")))
+            .await
+            .unwrap();
+    let agent_cpu = agent.cpu() - cpu_before;
+    let (native_rps, native_p99) =
+        tokio::task::spawn_blocking(move || wrk(&format!("http://{native}/")))
+            .await
+            .unwrap();
+    let rss_one = agent.rss_mib();
+
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in (c..IDLE_PODS).step_by(CLIENTS) {
+                    api.create(&PostParams::default(), &pod(&format!("idle-{i}")))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    running(&api, IDLE_PODS + 1).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_all = agent.rss_mib();
+
+    println!(
+        "wasi:http benchmark: wrk {} against one pod and a native server",
+        WRK.join(" ")
+    );
+    println!("{:<28} | {:>10} | {:>10}", "server", "req/s", "p99");
+    println!(
+        "{:<28} | {wasm_rps:>10.0} | {wasm_p99:>10}",
+        "wasi:http pod (http-hello)"
+    );
+    println!(
+        "{:<28} | {native_rps:>10.0} | {native_p99:>10}",
+        "native (axum, same answer)"
+    );
+    println!(
+        "wasm / native: {:.0}%; agent CPU during the wasm run: {:.1} s of 10 s",
+        wasm_rps / native_rps * 100.0,
+        agent_cpu.as_secs_f64()
+    );
+    println!(
+        "agent RSS: {rss_one:.1} MiB with 1 pod (after the load) -> {rss_all:.1} MiB with {} idle wasi:http pods: {:.1} KiB per pod",
+        IDLE_PODS + 1,
+        (rss_all - rss_one) * 1024.0 / IDLE_PODS as f64
+    );
+    drop(agent);
+    drop(server);
+}
