@@ -39,6 +39,7 @@ use wasmkube_runtime::{Rotation, Runtime};
 
 pub use network::Range;
 pub use node::POD_CAPACITY;
+pub use pod::FRESH_INSTANCES;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,11 @@ const IMAGE_RETRY: Duration = Duration::from_secs(2);
 const RETRY_START: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The pod annotation that gives each request of its wasi:http containers a
+/// fresh instance: no state is shared between requests, at the cost of an
+/// instantiation each.
+pub const FRESH_INSTANCES: &str = "wasmkube.io/fresh-instance-per-request";
+
 /// Bytes of a memory quantity (`64Mi`, `1G`, `128974848`).
 pub(crate) fn memory_bytes(quantity: &str) -> Option<usize> {
     prepare::quantity(quantity).map(|q| q as usize)
@@ -518,6 +523,8 @@ impl Worker {
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| u16::try_from(p.container_port).ok())
                 .collect(),
+            reuse_instances: pod.annotations().get(FRESH_INSTANCES).map(String::as_str)
+                != Some("true"),
             grace: Duration::from_secs(
                 pod.spec
                     .as_ref()

@@ -5,7 +5,9 @@
 //! (a store and its instance that finished an earlier request cleanly) or
 //! instantiates a new one, so a busy pod pays instantiation only when its
 //! concurrency grows; an instance whose call failed or trapped is dropped,
-//! never entered again. An idle pod holds no instance at all.
+//! never entered again. An idle pod holds no instance at all. A container that
+//! wants no state shared between requests (`reuse_instances` off) gets a fresh
+//! instance for every request, as `wasmtime serve` does.
 //!
 //! Stopping ends the listeners, closes idle connections and lets requests in
 //! flight finish within the grace period; then their guests are interrupted.
@@ -34,8 +36,9 @@ use crate::log::LogFile;
 use crate::run::{State, failed, new_store, out_of_memory};
 use crate::{Container, Exit, Stop};
 
-/// Idle instances kept for the next requests, at most.
-const IDLE_INSTANCES: usize = 8;
+/// Idle instances kept for the next requests, at most: as many as wrk-like
+/// loads keep in flight.
+const IDLE_INSTANCES: usize = 32;
 
 /// Whether `component` is a `wasi:http/proxy`: it exports the incoming handler.
 pub(crate) fn serves_http(engine: &wasmtime::Engine, component: &Component) -> bool {
@@ -109,7 +112,7 @@ impl Server {
             match result {
                 Ok(()) => {
                     let mut idle = server.idle.lock().expect("idle lock");
-                    if idle.len() < IDLE_INSTANCES {
+                    if server.container.reuse_instances && idle.len() < IDLE_INSTANCES {
                         idle.push((store, proxy));
                     }
                     Ok(())

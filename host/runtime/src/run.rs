@@ -56,6 +56,9 @@ pub struct Container {
     pub ports: Vec<u16>,
     /// How long requests in flight may take to finish once it is stopped.
     pub grace: Duration,
+    /// Whether a wasi:http instance that answered cleanly may serve later
+    /// requests (else each request gets a fresh instance).
+    pub reuse_instances: bool,
 }
 
 /// Asks a running container to stop.

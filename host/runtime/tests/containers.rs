@@ -61,6 +61,7 @@ impl Node {
             address: None,
             ports: Vec::new(),
             grace: Duration::from_secs(5),
+            reuse_instances: true,
         }
     }
 }
