@@ -10,16 +10,16 @@
 //!
 //! `cargo bench --bench http` (needs `wrk`: `apt-get install wrk`).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, Config};
+use kube::Api;
 
-use processes::Process;
+use cluster::Cluster;
 
+mod cluster;
 mod processes;
 
 const NODE: &str = "bench-http";
@@ -97,36 +97,13 @@ async fn answer(address: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/build-examples.sh")).status();
-    assert!(built.unwrap().success(), "building the examples");
-    let dir = tempfile::tempdir().unwrap();
-    let (server_dir, node_dir) = (dir.path().join("server"), dir.path().join("node"));
-    let imported = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .args(["image", "import", "--data-dir"])
-        .arg(&node_dir)
-        .arg(root.join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm"))
-        .arg("examples/http-hello:1")
-        .status()
-        .unwrap();
-    assert!(imported.success());
-    let server = Process::start(&["server", "--listen", "127.0.0.1:0"], &server_dir);
-    let kubeconfig = server_dir.join("kubeconfig");
-    let agent = Process::start(
-        &[
-            "agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            NODE,
-            "--pod-cidr",
-            "127.90.0.0/16",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-        &node_dir,
+    let cluster = Cluster::start(
+        "http_hello",
+        "http-hello",
+        NODE,
+        &["--pod-cidr", "127.90.0.0/16"],
     );
-    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let (agent, client) = (&cluster.agent, cluster.client.clone());
     let api: Api<Pod> = Api::namespaced(client, "default");
     // The API answers before the agent has registered: creating pods early is
     // fine, they wait for it.
@@ -216,6 +193,4 @@ async fn main() {
         took.as_secs_f64(),
         IDLE_PODS as f64 / took.as_secs_f64()
     );
-    drop(agent);
-    drop(server);
 }

@@ -15,8 +15,6 @@
 //! `cargo bench --bench node`.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,12 +22,13 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use tokio::sync::Notify;
 
+use cluster::Cluster;
 use common::{Figures, figures, measure, ms};
-use processes::Process;
 
+mod cluster;
 mod common;
 mod processes;
 
@@ -181,34 +180,8 @@ async fn node_ready(client: &Client) {
 
 #[tokio::main]
 async fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/build-examples.sh")).status();
-    assert!(built.unwrap().success(), "building the examples");
-    let dir = tempfile::tempdir().unwrap();
-    let (server_dir, node_dir) = (dir.path().join("server"), dir.path().join("node"));
-    let imported = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .args(["image", "import", "--data-dir"])
-        .arg(&node_dir)
-        .arg(root.join("examples/wasi/target/wasm32-wasip2/release/sleep.wasm"))
-        .arg("examples/sleep:1")
-        .status()
-        .unwrap();
-    assert!(imported.success());
-    let server = Process::start(&["server", "--listen", "127.0.0.1:0"], &server_dir);
-    let kubeconfig = server_dir.join("kubeconfig");
-    let agent = Process::start(
-        &[
-            "agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            NODE,
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-        &node_dir,
-    );
-    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let cluster = Cluster::start("sleep", "sleep", NODE, &[]);
+    let (agent, client) = (&cluster.agent, cluster.client.clone());
     node_ready(&client).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let running_seen = Seen::watch(client.clone(), NODE, running);
@@ -273,6 +246,4 @@ async fn main() {
         idle_cpu.as_secs_f64() * 1000.0,
         pods + 1
     );
-    drop(agent);
-    drop(server);
 }

@@ -141,12 +141,9 @@ pub(crate) async fn serve(
     engine: &wasmtime::Engine,
     component: &Component,
     container: &Container,
+    log: &LogFile,
     stop: &Stop,
 ) -> Exit {
-    let log = match LogFile::open(&container.log, container.rotation) {
-        Ok(log) => log,
-        Err(e) => return failed(128, format!("cannot open the log: {e}")),
-    };
     let mut linker = Linker::new(engine);
     let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker));
@@ -210,9 +207,6 @@ pub(crate) async fn serve(
     if drained.is_err() {
         server.kill.stop();
         connections.shutdown().await;
-    }
-    if let Err(e) = log.finish() {
-        tracing::warn!(log = %container.log.display(), error = %e, "writing the log");
     }
     Exit::Stopped
 }

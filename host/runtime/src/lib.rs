@@ -184,11 +184,24 @@ impl Runtime {
                 };
             }
         };
-        if http::serves_http(&self.engine, &component) {
-            http::serve(&self.engine, &component, container, stop).await
+        let log = match log::LogFile::open(&container.log, container.rotation) {
+            Ok(log) => log,
+            Err(e) => {
+                return Exit::Failed {
+                    code: 128,
+                    reason: format!("cannot open the log: {e}"),
+                };
+            }
+        };
+        let exit = if http::serves_http(&self.engine, &component) {
+            http::serve(&self.engine, &component, container, &log, stop).await
         } else {
-            run::run(&self.engine, &component, container, stop).await
+            run::run(&self.engine, &component, container, &log, stop).await
+        };
+        if let Err(e) = log.finish() {
+            tracing::warn!(log = %container.log.display(), error = %e, "writing the log");
         }
+        exit
     }
 }
 

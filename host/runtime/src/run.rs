@@ -315,13 +315,10 @@ pub(crate) async fn run(
     engine: &wasmtime::Engine,
     component: &Component,
     container: &Container,
+    log: &LogFile,
     stop: &Stop,
 ) -> Exit {
-    let log = match LogFile::open(&container.log, container.rotation) {
-        Ok(log) => log,
-        Err(e) => return failed(128, format!("cannot open the log: {e}")),
-    };
-    let mut store = match new_store(engine, container, &log, stop) {
+    let mut store = match new_store(engine, container, log, stop) {
         Ok(store) => store,
         Err(exit) => return exit,
     };
@@ -337,9 +334,6 @@ pub(crate) async fn run(
         Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = log.finish() {
-        tracing::warn!(log = %container.log.display(), error = %e, "writing the log");
-    }
     match result {
         Ok(Ok(())) => Exit::Completed,
         Ok(Err(())) => failed(1, "the command returned failure"),
