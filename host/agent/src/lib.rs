@@ -253,8 +253,9 @@ impl Workers {
     /// Gives `pod` to its worker, starting one if it has none.
     fn feed(&mut self, agent: &Agent, pod: Pod) {
         let Some(uid) = pod.uid() else { return };
-        self.0.retain(|_, worker| !worker.is_closed());
-        match self.0.get(&uid) {
+        // A worker ends only once its pod is gone from the API, whose Delete
+        // event removes it here; one found ended is replaced.
+        match self.0.get(&uid).filter(|worker| !worker.is_closed()) {
             Some(worker) => {
                 worker.send_replace(pod);
             }
