@@ -27,7 +27,6 @@ mod registry;
 mod run;
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,20 +150,14 @@ impl Runtime {
         {
             return Ok(found.clone());
         }
-        let mut hasher = DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
-        let hex = image.digest.trim_start_matches("sha256:");
-        let artefact = self
-            .compiled_dir
-            .join(format!("{hex}-{:016x}.cwasm", hasher.finish()));
         let engine = self.engine.clone();
-        let source = image.path.clone();
-        let component =
-            tokio::task::spawn_blocking(move || load_or_compile(&engine, &source, &artefact))
-                .await
-                .map_err(wasm_error)??;
+        let (source, cache) = (image.path.clone(), self.compiled_dir.clone());
+        let component = tokio::task::spawn_blocking(move || {
+            wasmkube_plugin_host::load_component(&engine, &source, &cache)
+        })
+        .await
+        .map_err(wasm_error)?
+        .map_err(RuntimeError::Wasm)?;
         self.compiled
             .lock()
             .expect("compiled lock")
@@ -224,29 +217,4 @@ fn pool(pods: u32) -> InstanceAllocationStrategy {
         .max_tables_per_module(4)
         .max_core_instances_per_component(32);
     InstanceAllocationStrategy::Pooling(pool)
-}
-
-/// Loads the artefact this engine wrote for a component, or compiles the component
-/// and writes the artefact.
-fn load_or_compile(
-    engine: &Engine,
-    source: &Path,
-    artefact: &Path,
-) -> Result<Component, RuntimeError> {
-    if artefact.exists() {
-        // SAFETY: the artefact was written by `Component::serialize` of an engine
-        // with the same compatibility hash (it is in the file name), into the
-        // node's own data dir, through a rename, so it is whole and ours.
-        #[allow(unsafe_code)]
-        match unsafe { Component::deserialize_file(engine, artefact) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
-        }
-    }
-    let component = Component::from_file(engine, source).map_err(wasm_error)?;
-    let compiled = component.serialize().map_err(wasm_error)?;
-    let partial = artefact.with_extension("partial");
-    std::fs::write(&partial, &compiled)?;
-    std::fs::rename(&partial, artefact)?;
-    Ok(component)
 }

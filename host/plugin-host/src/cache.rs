@@ -1,0 +1,41 @@
+//! Components compiled once: the artefact of a compilation is kept on disk as
+//! `<sha256 of the component>-<engine compatibility hash>.cwasm`, so a process
+//! loads in a fraction of a millisecond what took seconds to compile, and a new
+//! wasmtime never loads an old artefact.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The component in `file`, from its artefact in `cache_dir` when this engine
+/// wrote one, else compiled now and its artefact written.
+pub fn load_component(engine: &Engine, file: &Path, cache_dir: &Path) -> Result<Component, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let artefact = cache_dir.join(format!(
+        "{:x}-{:016x}.cwasm",
+        Sha256::digest(&bytes),
+        hasher.finish()
+    ));
+    if artefact.exists() {
+        // SAFETY: the artefact was written by `Component::serialize` of an engine
+        // with the same compatibility hash (it is in the file name), into our own
+        // cache dir, through a rename, so it is whole and ours.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, &artefact) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
+        }
+    }
+    let component = Component::new(engine, &bytes).map_err(|e| format!("{e:#}"))?;
+    let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
+    let partial = artefact.with_extension("partial");
+    std::fs::write(&partial, &compiled)
+        .and_then(|()| std::fs::rename(&partial, &artefact))
+        .map_err(|e| format!("writing {}: {e}", artefact.display()))?;
+    Ok(component)
+}

@@ -1,0 +1,307 @@
+//! A scheduler plugin: the world `wasmkube:scheduler/scheduler-plugin` of
+//! `wit/scheduler`, called synchronously with every call bounded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::{Limits, PluginError, PluginHost, TICK};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/scheduler",
+        world: "scheduler-plugin",
+    });
+}
+
+use bindings::SchedulerPluginPre;
+pub use bindings::wasmkube::scheduler::types::{Code, NodeChange, Rejection, Status};
+
+/// The interface a scheduler plugin exports, with its version.
+pub const WIT_PACKAGE: &str = "wasmkube:scheduler/plugin@0.1.0";
+
+/// A deadline, in ticks, that no call reaches (35 years of 1 ms ticks):
+/// between calls, nothing runs.
+const NO_DEADLINE: u64 = 1 << 40;
+
+/// How much of a plugin's stderr is kept to explain a failure.
+const STDERR_KEPT: usize = 4096;
+
+/// Refuses memory growth past the limit, and remembers that it did.
+struct Limiter {
+    limit: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.refused |= desired > self.limit;
+        Ok(desired <= self.limit)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A live instance and its store.
+struct Live {
+    store: Store<State>,
+    plugin: bindings::SchedulerPlugin,
+}
+
+/// A loaded scheduler plugin.
+pub struct SchedulerPlugin {
+    name: String,
+    pre: SchedulerPluginPre<State>,
+    engine: wasmtime::Engine,
+    limits: Limits,
+    args: String,
+    /// The nodes as last given, to feed a fresh instance.
+    nodes: BTreeMap<u32, String>,
+    /// The instance; none after a failure, until the next call makes one.
+    live: Option<Live>,
+}
+
+impl std::fmt::Debug for SchedulerPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerPlugin")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `wasmkube:scheduler/plugin@…` interfaces `component` exports.
+fn exported_versions(engine: &wasmtime::Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| name.starts_with("wasmkube:scheduler/plugin"))
+        .collect()
+}
+
+impl SchedulerPlugin {
+    /// Loads the plugin in `file`, checks the interface version it was built
+    /// for, and configures it with `args` (JSON).
+    pub fn load(
+        host: &PluginHost,
+        file: &Path,
+        args: &str,
+        limits: Limits,
+    ) -> Result<SchedulerPlugin, PluginError> {
+        let plugin = file.display().to_string();
+        let component = host.component(file)?;
+        let engine = host.engine().clone();
+        let exported = exported_versions(&engine, &component);
+        if !exported.iter().any(|e| e == WIT_PACKAGE) {
+            return Err(PluginError::Version {
+                plugin,
+                found: if exported.is_empty() {
+                    "no scheduler interface".into()
+                } else {
+                    exported.join(", ")
+                },
+                expected: WIT_PACKAGE.into(),
+            });
+        }
+        let mut linker = Linker::new(&engine);
+        let load = |message: String| PluginError::Load {
+            plugin: plugin.clone(),
+            message,
+        };
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load(e.to_string()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(SchedulerPluginPre::new)
+            .map_err(|e| load(format!("{e:#}")))?;
+        let mut loaded = SchedulerPlugin {
+            name: plugin,
+            pre,
+            engine,
+            limits,
+            args: args.to_owned(),
+            nodes: BTreeMap::new(),
+            live: None,
+        };
+        loaded.name = loaded.call("name", |p, s| p.call_name(s))?;
+        Ok(loaded)
+    }
+
+    /// The plugin's name, as it gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A fresh instance: configured, and fed the nodes.
+    fn instantiate(&self) -> Result<Live, PluginError> {
+        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
+        let state = State {
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                limit: self.limits.memory,
+                refused: false,
+            },
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(NO_DEADLINE);
+        let failed = |call, message| PluginError::Call {
+            plugin: self.name.clone(),
+            call,
+            message,
+        };
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failed("instantiate", format!("{e:#}")))?;
+        let mut live = Live { store, plugin };
+        let api = live.plugin.wasmkube_scheduler_plugin();
+        match api.call_configure(&mut live.store, &self.args) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                return Err(PluginError::Config {
+                    plugin: self.name.clone(),
+                    message,
+                });
+            }
+            Err(e) => return Err(failed("configure", format!("{e:#}"))),
+        }
+        let all: Vec<NodeChange> = self
+            .nodes
+            .iter()
+            .map(|(id, json)| NodeChange::Set((*id, json.clone())))
+            .collect();
+        if !all.is_empty() {
+            api.call_update_nodes(&mut live.store, &all)
+                .map_err(|e| failed("update-nodes", format!("{e:#}")))?;
+        }
+        Ok(live)
+    }
+
+    /// Runs one call on the live instance (making one if there is none),
+    /// bounded by the limits; a failure drops the instance.
+    fn call<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(
+            &bindings::exports::wasmkube::scheduler::plugin::Guest,
+            &mut Store<State>,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => self.instantiate()?,
+        };
+        let ticks = (self.limits.call_time.as_micros() / TICK.as_micros()).max(1);
+        live.store
+            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(NO_DEADLINE));
+        let result = f(live.plugin.wasmkube_scheduler_plugin(), &mut live.store);
+        live.store.set_epoch_deadline(NO_DEADLINE);
+        match result {
+            Ok(value) => {
+                self.live = Some(live);
+                Ok(value)
+            }
+            Err(e) => {
+                let state = live.store.data();
+                let mut message = if state.limiter.refused {
+                    format!("wanted more than {} bytes of memory", self.limits.memory)
+                } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    format!("ran longer than {:?}", self.limits.call_time)
+                } else {
+                    format!("{e:#}")
+                };
+                let said = String::from_utf8_lossy(&state.stderr.contents())
+                    .trim()
+                    .to_owned();
+                if !said.is_empty() {
+                    message = format!("{message} (stderr: {said})");
+                }
+                Err(PluginError::Call {
+                    plugin: self.name.clone(),
+                    call,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Tells the plugin what changed in the nodes.
+    pub fn update_nodes(&mut self, changes: Vec<NodeChange>) -> Result<(), PluginError> {
+        for change in &changes {
+            match change {
+                NodeChange::Set((id, json)) => {
+                    self.nodes.insert(*id, json.clone());
+                }
+                NodeChange::Removed(id) => {
+                    self.nodes.remove(id);
+                }
+            }
+        }
+        // A fresh instance is fed every node when it is made.
+        if self.live.is_none() {
+            return Ok(());
+        }
+        self.call("update-nodes", |p, s| p.call_update_nodes(s, &changes))
+    }
+
+    /// Starts a cycle for the pod (its JSON).
+    pub fn pre_filter(&mut self, pod: &str) -> Result<Status, PluginError> {
+        self.call("pre-filter", |p, s| p.call_pre_filter(s, pod))
+    }
+
+    /// The nodes among `nodes` the pod does not fit, and why.
+    pub fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
+        self.call("filter", |p, s| p.call_filter(s, nodes))
+    }
+
+    /// The plugin's scores of `nodes`, normalized to 0..=100; `Ok(None)` when it
+    /// does not score.
+    pub fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
+        let scores = self.call("score", |p, s| p.call_score(s, nodes))?;
+        match scores {
+            Ok(scores) => self
+                .call("normalize-score", |p, s| p.call_normalize_score(s, &scores))
+                .map(Some),
+            Err(status) if matches!(status.code, Code::Skip) => Ok(None),
+            Err(status) => Err(PluginError::Call {
+                plugin: self.name.clone(),
+                call: "score",
+                message: status.reason,
+            }),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Scheduler plugins built from source (scripts/build-plugins.sh) on the plugin
+//! host: NodeResourcesFit filters and scores real Node and Pod JSON; a plugin
+//! that traps, spins or hogs memory fails its own call with an error naming it
+//! and works again on the next; a component that is not a scheduler plugin is
+//! refused at load.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmkube_plugin_host::{Code, Limits, NodeChange, PluginError, PluginHost, SchedulerPlugin};
+
+fn plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = Command::new(root.join("scripts/build-plugins.sh")).status();
+        assert!(built.unwrap().success(), "building the plugins failed");
+        root.join("plugins/target/wasm32-wasip2/release")
+    })
+}
+
+fn node(name: &str, cpu: &str, pods: &[&str]) -> String {
+    let pods: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|cpu| {
+            serde_json::json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}})
+        })
+        .collect();
+    serde_json::json!({
+        "node": {"metadata": {"name": name}, "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}},
+        "pods": pods,
+    })
+    .to_string()
+}
+
+const POD: &str = r#"{"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}"#;
+
+#[test]
+fn node_resources_fit_filters_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(dir.path()).unwrap();
+    let file = plugins().join("node_resources_fit.wasm");
+    let mut plugin = SchedulerPlugin::load(&host, &file, "{}", Limits::default()).unwrap();
+    assert_eq!(plugin.name(), "NodeResourcesFit");
+    plugin
+        .update_nodes(vec![
+            NodeChange::Set((1, node("big", "4", &[]))),
+            NodeChange::Set((2, node("full", "2", &["1500m"]))),
+            NodeChange::Set((3, node("busy", "4", &["2"]))),
+        ])
+        .unwrap();
+    assert!(matches!(
+        plugin.pre_filter(POD).unwrap().code,
+        Code::Success
+    ));
+    let rejected = plugin.filter(&[1, 2, 3]).unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].node, 2);
+    assert_eq!(rejected[0].status.reason, "Insufficient cpu");
+    let scores = plugin.score(&[1, 3]).unwrap().unwrap();
+    assert!(scores[0] > scores[1], "{scores:?}");
+    // A node removed is no longer known.
+    plugin.update_nodes(vec![NodeChange::Removed(1)]).unwrap();
+    let rejected = plugin.filter(&[1]).unwrap();
+    assert!(matches!(
+        rejected[0].status.code,
+        Code::UnschedulableAndUnresolvable
+    ));
+    // Compiled once: a second host loads the artefact.
+    let again = PluginHost::new(dir.path()).unwrap();
+    SchedulerPlugin::load(&again, &file, "{}", Limits::default()).unwrap();
+}
+
+#[test]
+fn a_broken_plugin_fails_its_own_call_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(dir.path()).unwrap();
+    let file = plugins().join("misbehaving.wasm");
+    let limits = Limits {
+        call_time: Duration::from_millis(50),
+        memory: 64 << 20,
+    };
+    for (what, expect) in [
+        ("panic", "misbehaving on purpose"),
+        ("spin", "ran longer than"),
+        ("hog", "wanted more than"),
+    ] {
+        let args = format!(r#"{{"do": "{what}"}}"#);
+        let mut plugin = SchedulerPlugin::load(&host, &file, &args, limits).unwrap();
+        plugin
+            .update_nodes(vec![NodeChange::Set((1, node("n", "1", &[])))])
+            .unwrap();
+        plugin.pre_filter(POD).unwrap();
+        let failed = plugin.filter(&[1]).unwrap_err().to_string();
+        assert!(
+            failed.starts_with("plugin Misbehaving: filter failed") && failed.contains(expect),
+            "{what}: {failed}"
+        );
+        // The trapped instance is gone; a fresh one answers the next call.
+        assert!(matches!(plugin.pre_filter(POD).unwrap().code, Code::Skip));
+    }
+    let refused = SchedulerPlugin::load(&host, &file, r#"{"refuse": true}"#, limits).unwrap_err();
+    assert!(matches!(refused, PluginError::Config { .. }), "{refused}");
+}
+
+#[test]
+fn other_components_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(dir.path()).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = Command::new(root.join("scripts/build-examples.sh")).status();
+    assert!(built.unwrap().success());
+    let command = root.join("examples/wasi/target/wasm32-wasip2/release/hello.wasm");
+    let refused = SchedulerPlugin::load(&host, &command, "{}", Limits::default()).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "plugin {}: built for no scheduler interface, but this host speaks wasmkube:scheduler/plugin@0.1.0",
+            command.display()
+        )
+    );
+}

@@ -1,0 +1,44 @@
+//! A plugin that misbehaves in `filter` as its args say, to show that a broken
+//! plugin fails its own call and nothing else: `{"do": "panic"}` traps,
+//! `{"do": "spin"}` never returns, `{"do": "hog"}` allocates without bound,
+//! `{"refuse": true}` refuses its args. Otherwise it passes every node.
+
+use wasmkube_sdk::{NodeInfo, Plugin, Pod, Status, export};
+
+#[derive(Default)]
+pub struct Misbehaving {
+    what: String,
+}
+
+impl Plugin for Misbehaving {
+    const NAME: &'static str = "Misbehaving";
+
+    fn configure(&mut self, args: serde_json::Value) -> Result<(), String> {
+        if args["refuse"] == true {
+            return Err("told to refuse".into());
+        }
+        self.what = args["do"].as_str().unwrap_or_default().to_owned();
+        Ok(())
+    }
+
+    fn filter(&mut self, _pod: &Pod, _node: &NodeInfo) -> Status {
+        match self.what.as_str() {
+            "panic" => panic!("misbehaving on purpose"),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    held.push(vec![1; 1 << 20]);
+                }
+            }
+            _ => Status::success(),
+        }
+    }
+}
+
+export!(Misbehaving);

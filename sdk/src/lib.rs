@@ -1,0 +1,364 @@
+//! Write a Wasmkube scheduler plugin in Rust.
+//!
+//! A plugin is a type implementing [`Plugin`]: a name and the extension points
+//! it cares about (every method has a default that passes or skips), exported
+//! with [`export!`] and built for `wasm32-wasip2` as a `cdylib`. The SDK keeps
+//! the plugin's snapshot of the nodes (fed by the scheduler with what changed)
+//! and runs `filter` and `score` over each batch of nodes inside the guest, so
+//! a scheduling cycle crosses into the plugin a handful of times, not once per
+//! node. Objects are the Kubernetes types of `k8s-openapi`.
+//!
+//! A complete plugin, which prefers nodes labelled `tier=edge`:
+//!
+//! ```ignore
+//! use wasmkube_sdk::{NodeInfo, Plugin, Pod, export};
+//!
+//! #[derive(Default)]
+//! struct PreferEdge;
+//!
+//! impl Plugin for PreferEdge {
+//!     const NAME: &'static str = "PreferEdge";
+//!
+//!     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
+//!         Some(if node.label("tier") == Some("edge") { 100 } else { 0 })
+//!     }
+//! }
+//!
+//! export!(PreferEdge);
+//! ```
+//!
+//! with `crate-type = ["cdylib"]` in its `Cargo.toml`, then
+//! `cargo build --release --target wasm32-wasip2`.
+
+use std::collections::HashMap;
+
+pub use k8s_openapi::api::core::v1::{Container, Node, Pod};
+
+#[doc(hidden)]
+pub mod __private {
+    wit_bindgen::generate!({
+        path: "../wit/scheduler",
+        world: "scheduler-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "wasmkube_sdk::__private",
+    });
+    pub use self::exports::wasmkube::scheduler::plugin::Guest;
+    pub use self::wasmkube::scheduler::types;
+}
+
+use __private::types::{Code, NodeChange, Rejection, Status as WitStatus};
+
+/// A node as the plugin sees it: the Node object and the pods bound or
+/// assumed on it.
+#[derive(Debug, Default)]
+pub struct NodeInfo {
+    /// The Node.
+    pub node: Node,
+    /// Its pods.
+    pub pods: Vec<Pod>,
+}
+
+impl NodeInfo {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The value of one of the node's labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node
+            .metadata
+            .labels
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+}
+
+/// The outcome of an extension point: a code and a reason a person can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// What happened.
+    pub code: StatusCode,
+    /// Why, when it is not success ("node(s) had untolerated taint {…}").
+    pub reason: String,
+}
+
+/// The framework's status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusCode {
+    /// It passes.
+    Success,
+    /// It does not fit; preemption might help.
+    Unschedulable,
+    /// It does not fit, and preemption would not help.
+    UnschedulableAndUnresolvable,
+    /// The plugin failed.
+    Error,
+    /// Nothing to do here.
+    Skip,
+}
+
+impl Status {
+    /// It passes.
+    pub fn success() -> Status {
+        Status {
+            code: StatusCode::Success,
+            reason: String::new(),
+        }
+    }
+
+    /// Nothing to do here.
+    pub fn skip() -> Status {
+        Status {
+            code: StatusCode::Skip,
+            reason: String::new(),
+        }
+    }
+
+    /// It does not fit, for `reason`.
+    pub fn unschedulable(reason: impl Into<String>) -> Status {
+        Status {
+            code: StatusCode::Unschedulable,
+            reason: reason.into(),
+        }
+    }
+
+    /// It does not fit, and preemption would not help, for `reason`.
+    pub fn unresolvable(reason: impl Into<String>) -> Status {
+        Status {
+            code: StatusCode::UnschedulableAndUnresolvable,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the node passes (success or skip).
+    pub fn passes(&self) -> bool {
+        matches!(self.code, StatusCode::Success | StatusCode::Skip)
+    }
+}
+
+/// A scheduler plugin: override the extension points it takes part in.
+pub trait Plugin: Default + 'static {
+    /// The name profiles know it by.
+    const NAME: &'static str;
+
+    /// Takes the plugin's args from its profile (`{}` when none).
+    fn configure(&mut self, args: serde_json::Value) -> Result<(), String> {
+        let _ = args;
+        Ok(())
+    }
+
+    /// Starts a cycle for `pod`, before any filter.
+    fn pre_filter(&mut self, pod: &Pod) -> Status {
+        let _ = pod;
+        Status::skip()
+    }
+
+    /// Whether `pod` fits on `node`.
+    fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
+        let _ = (pod, node);
+        Status::success()
+    }
+
+    /// How well `pod` suits `node` (higher is better); `None` when the plugin
+    /// does not score.
+    fn score(&mut self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
+        let _ = (pod, node);
+        None
+    }
+
+    /// Brings the scores into 0..=100; by default the highest becomes 100.
+    fn normalize(&mut self, scores: &mut [i64]) {
+        let top = scores.iter().copied().max().unwrap_or(0);
+        if top > 100 {
+            for s in scores.iter_mut() {
+                *s = *s * 100 / top;
+            }
+        }
+    }
+
+    /// The pod is about to be bound to `node`.
+    fn reserve(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
+        let _ = (pod, node);
+        Status::success()
+    }
+
+    /// Whether the pod may be bound to `node` now.
+    fn permit(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
+        let _ = (pod, node);
+        Status::success()
+    }
+}
+
+fn to_wit(status: Status) -> WitStatus {
+    WitStatus {
+        code: match status.code {
+            StatusCode::Success => Code::Success,
+            StatusCode::Unschedulable => Code::Unschedulable,
+            StatusCode::UnschedulableAndUnresolvable => Code::UnschedulableAndUnresolvable,
+            StatusCode::Error => Code::Error,
+            StatusCode::Skip => Code::Skip,
+        },
+        reason: status.reason,
+    }
+}
+
+/// What the SDK keeps for a plugin: the plugin, the nodes, the cycle's pod.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Host<P> {
+    plugin: P,
+    nodes: HashMap<u32, NodeInfo>,
+    pod: Pod,
+}
+
+impl<P: Plugin> Host<P> {
+    #[doc(hidden)]
+    pub fn configure(&mut self, args: &str) -> Result<(), String> {
+        let args = serde_json::from_str(args).map_err(|e| format!("args: {e}"))?;
+        self.plugin.configure(args)
+    }
+
+    #[doc(hidden)]
+    pub fn update_nodes(&mut self, changes: Vec<NodeChange>) {
+        for change in changes {
+            match change {
+                NodeChange::Set((id, json)) => {
+                    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                    let node = serde_json::from_value(value["node"].clone()).unwrap_or_default();
+                    let pods = serde_json::from_value(value["pods"].clone()).unwrap_or_default();
+                    self.nodes.insert(id, NodeInfo { node, pods });
+                }
+                NodeChange::Removed(id) => {
+                    self.nodes.remove(&id);
+                }
+            }
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn pre_filter(&mut self, pod: &str) -> WitStatus {
+        match serde_json::from_str(pod) {
+            Ok(pod) => self.pod = pod,
+            Err(e) => {
+                return to_wit(Status {
+                    code: StatusCode::Error,
+                    reason: format!("the pod: {e}"),
+                });
+            }
+        }
+        to_wit(self.plugin.pre_filter(&self.pod))
+    }
+
+    #[doc(hidden)]
+    pub fn filter(&mut self, ids: Vec<u32>) -> Vec<Rejection> {
+        let mut rejected = Vec::new();
+        for id in ids {
+            let status = match self.nodes.get(&id) {
+                Some(node) => self.plugin.filter(&self.pod, node),
+                None => Status::unresolvable("node not known to the plugin"),
+            };
+            if !status.passes() {
+                rejected.push(Rejection {
+                    node: id,
+                    status: to_wit(status),
+                });
+            }
+        }
+        rejected
+    }
+
+    #[doc(hidden)]
+    pub fn score(&mut self, ids: Vec<u32>) -> Result<Vec<i64>, WitStatus> {
+        let mut scores = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(node) = self.nodes.get(&id) else {
+                scores.push(0);
+                continue;
+            };
+            match self.plugin.score(&self.pod, node) {
+                Some(score) => scores.push(score),
+                None => return Err(to_wit(Status::skip())),
+            }
+        }
+        Ok(scores)
+    }
+
+    #[doc(hidden)]
+    pub fn normalize(&mut self, mut scores: Vec<i64>) -> Vec<i64> {
+        self.plugin.normalize(&mut scores);
+        scores
+    }
+
+    #[doc(hidden)]
+    pub fn at_node(&mut self, id: u32, reserve: bool) -> WitStatus {
+        let status = match self.nodes.get(&id) {
+            None => Status::unresolvable("node not known to the plugin"),
+            Some(node) if reserve => self.plugin.reserve(&self.pod, node),
+            Some(node) => self.plugin.permit(&self.pod, node),
+        };
+        to_wit(status)
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `wasmkube:scheduler/plugin`
+/// (when built for Wasm; a native build, for the plugin's own tests, exports
+/// nothing).
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __WasmkubePlugin;
+
+            thread_local! {
+                static __WASMKUBE_HOST: ::std::cell::RefCell<$crate::Host<$plugin>> =
+                    ::std::cell::RefCell::new(::std::default::Default::default());
+            }
+
+            impl $crate::__private::Guest for __WasmkubePlugin {
+                fn name() -> String {
+                    <$plugin as $crate::Plugin>::NAME.into()
+                }
+                fn configure(args: String) -> Result<(), String> {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().configure(&args))
+                }
+                fn update_nodes(changes: Vec<$crate::__private::types::NodeChange>) {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().update_nodes(changes))
+                }
+                fn pre_filter(pod: String) -> $crate::__private::types::Status {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().pre_filter(&pod))
+                }
+                fn filter(nodes: Vec<u32>) -> Vec<$crate::__private::types::Rejection> {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().filter(nodes))
+                }
+                fn post_filter(_: Vec<$crate::__private::types::Rejection>) -> Option<u32> {
+                    None
+                }
+                fn pre_score(_: Vec<u32>) -> $crate::__private::types::Status {
+                    $crate::__private::types::Status {
+                        code: $crate::__private::types::Code::Success,
+                        reason: String::new(),
+                    }
+                }
+                fn score(nodes: Vec<u32>) -> Result<Vec<i64>, $crate::__private::types::Status> {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().score(nodes))
+                }
+                fn normalize_score(scores: Vec<i64>) -> Vec<i64> {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().normalize(scores))
+                }
+                fn reserve(node: u32) -> $crate::__private::types::Status {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().at_node(node, true))
+                }
+                fn unreserve(_: u32) {}
+                fn permit(node: u32) -> $crate::__private::types::Status {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().at_node(node, false))
+                }
+            }
+
+    $crate::__private::export_plugin!(__WasmkubePlugin with_types_in $crate::__private);
+        };
+    };
+}
