@@ -56,9 +56,12 @@ fn http_pods_serve_on_their_own_addresses_under_their_probes() {
         http_get(&format!("{a}:8080"), "/hi"),
         "web-a from wasi:http: GET /hi\n"
     );
-    assert_eq!(
-        http_get(&format!("{b}:8080"), "/"),
-        "web-b from wasi:http: GET /\n"
+    // Running once started (web-b has no readiness probe): it answers once its
+    // listener is up.
+    eventually(
+        Duration::from_secs(30),
+        "web-b from wasi:http: GET /\n",
+        || http_get(&format!("{b}:8080"), "/"),
     );
 
     // Readiness follows the probe both ways.
