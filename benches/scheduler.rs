@@ -52,9 +52,11 @@ fn main() {
     // Native: the plugin's own code, called per node.
     let infos: Vec<NodeInfo> = nodes
         .iter()
-        .map(|n| NodeInfo {
-            node: serde_json::from_value(n["node"].clone()).unwrap(),
-            pods: serde_json::from_value(n["pods"].clone()).unwrap(),
+        .map(|n| {
+            NodeInfo::new(
+                serde_json::from_value(n["node"].clone()).unwrap(),
+                serde_json::from_value(n["pods"].clone()).unwrap(),
+            )
         })
         .collect();
     let the_pod: Pod = serde_json::from_value(pod()).unwrap();

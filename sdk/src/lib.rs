@@ -49,17 +49,133 @@ pub mod __private {
 
 use __private::types::{Code, NodeChange, Rejection, Status as WitStatus};
 
-/// A node as the plugin sees it: the Node object and the pods bound or
-/// assumed on it.
+/// What a pod asks for, or what a node has: thousandths of a cpu, bytes of
+/// memory, pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Thousandths of a cpu.
+    pub milli_cpu: i64,
+    /// Bytes.
+    pub memory: i64,
+    /// Pods.
+    pub pods: i64,
+}
+
+impl std::ops::Add for Resources {
+    type Output = Resources;
+
+    fn add(self, other: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu + other.milli_cpu,
+            memory: self.memory + other.memory,
+            pods: self.pods + other.pods,
+        }
+    }
+}
+
+/// Parses a quantity (`250m`, `64Mi`, `2`), times `scale` (1000 for cpu in
+/// thousandths), rounded up.
+pub fn quantity(text: &str, scale: f64) -> i64 {
+    let suffixes: [(&str, f64); 11] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64 * 1024.0),
+        ("Gi", 1024f64 * 1024.0 * 1024.0),
+        ("Ti", 1024f64 * 1024.0 * 1024.0 * 1024.0),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, unit) = suffixes
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
+        .unwrap_or((text, 1.0));
+    number
+        .trim()
+        .parse::<f64>()
+        .map_or(0, |n| (n * unit * scale).ceil() as i64)
+}
+
+/// What a pod requests, as the scheduler counts it: the sum of its
+/// containers', or its largest init container's when larger; one pod.
+pub fn requests(pod: &Pod) -> Resources {
+    let of = |c: &Container| {
+        let list = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let get = |name: &str, scale: f64| {
+            list.and_then(|l| l.get(name))
+                .map_or(0, |q| quantity(&q.0, scale))
+        };
+        Resources {
+            milli_cpu: get("cpu", 1000.0),
+            memory: get("memory", 1.0),
+            pods: 0,
+        }
+    };
+    let spec = pod.spec.as_ref();
+    let sum = spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(of)
+        .fold(Resources::default(), |a, b| a + b);
+    let init = spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .map(of)
+        .fold(Resources::default(), |a, b| Resources {
+            milli_cpu: a.milli_cpu.max(b.milli_cpu),
+            memory: a.memory.max(b.memory),
+            pods: 0,
+        });
+    Resources {
+        milli_cpu: sum.milli_cpu.max(init.milli_cpu),
+        memory: sum.memory.max(init.memory),
+        pods: 1,
+    }
+}
+
+/// A node as the plugin sees it: the Node object, the pods bound or assumed on
+/// it, and what it can give and what those pods request, counted once when
+/// the node changes (as kube-scheduler's NodeInfo does).
 #[derive(Debug, Default)]
 pub struct NodeInfo {
     /// The Node.
     pub node: Node,
     /// Its pods.
     pub pods: Vec<Pod>,
+    /// The node's allocatable.
+    pub allocatable: Resources,
+    /// The sum of its pods' requests.
+    pub requested: Resources,
 }
 
 impl NodeInfo {
+    /// A node and its pods, with their totals counted.
+    pub fn new(node: Node, pods: Vec<Pod>) -> NodeInfo {
+        let list = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+        let get = |name: &str, scale: f64| {
+            list.and_then(|l| l.get(name))
+                .map_or(0, |q| quantity(&q.0, scale))
+        };
+        let allocatable = Resources {
+            milli_cpu: get("cpu", 1000.0),
+            memory: get("memory", 1.0),
+            pods: get("pods", 1.0),
+        };
+        let requested = pods
+            .iter()
+            .map(requests)
+            .fold(Resources::default(), |a, b| a + b);
+        NodeInfo {
+            node,
+            pods,
+            allocatable,
+            requested,
+        }
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or_default()
@@ -229,7 +345,7 @@ impl<P: Plugin> Host<P> {
                     let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
                     let node = serde_json::from_value(value["node"].clone()).unwrap_or_default();
                     let pods = serde_json::from_value(value["pods"].clone()).unwrap_or_default();
-                    self.nodes.insert(id, NodeInfo { node, pods });
+                    self.nodes.insert(id, NodeInfo::new(node, pods));
                 }
                 NodeChange::Removed(id) => {
                     self.nodes.remove(&id);

@@ -78,14 +78,15 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let host = PluginHost::new(dir.path()).unwrap();
     let file = plugins().join("misbehaving.wasm");
-    let limits = Limits {
-        call_time: Duration::from_millis(50),
+    let limits = |millis| Limits {
+        call_time: Duration::from_millis(millis),
         memory: 64 << 20,
     };
-    for (what, expect) in [
-        ("panic", "misbehaving on purpose"),
-        ("spin", "ran longer than"),
-        ("hog", "wanted more than"),
+    // Time enough for the hog to reach its memory limit on a busy machine.
+    for (what, expect, limits) in [
+        ("panic", "misbehaving on purpose", limits(5000)),
+        ("spin", "ran longer than 50ms", limits(50)),
+        ("hog", "wanted more than", limits(5000)),
     ] {
         let args = format!(r#"{{"do": "{what}"}}"#);
         let mut plugin = SchedulerPlugin::load(&host, &file, &args, limits).unwrap();
@@ -101,7 +102,8 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
         // The trapped instance is gone; a fresh one answers the next call.
         assert!(matches!(plugin.pre_filter(POD).unwrap().code, Code::Skip));
     }
-    let refused = SchedulerPlugin::load(&host, &file, r#"{"refuse": true}"#, limits).unwrap_err();
+    let refused =
+        SchedulerPlugin::load(&host, &file, r#"{"refuse": true}"#, limits(50)).unwrap_err();
     assert!(matches!(refused, PluginError::Config { .. }), "{refused}");
 }
 
