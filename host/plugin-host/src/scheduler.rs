@@ -28,6 +28,10 @@ pub const WIT_PACKAGE: &str = "wasmkube:scheduler/plugin@0.1.0";
 /// between calls, nothing runs.
 const NO_DEADLINE: u64 = 1 << 40;
 
+/// Node changes given to a plugin per call: each call is bounded in time, and
+/// a plugin parses each node it is given.
+const FEED_BATCH: usize = 256;
+
 /// How much of a plugin's stderr is kept to explain a failure.
 const STDERR_KEPT: usize = 4096;
 
@@ -163,8 +167,8 @@ impl SchedulerPlugin {
         &self.name
     }
 
-    /// A fresh instance: configured, and fed the nodes.
-    fn instantiate(&self) -> Result<Live, PluginError> {
+    /// A fresh instance, configured and fed every node, each call bounded.
+    fn start(&mut self) -> Result<(), PluginError> {
         let stderr = MemoryOutputPipe::new(STDERR_KEPT);
         let state = State {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
@@ -178,41 +182,32 @@ impl SchedulerPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(NO_DEADLINE);
-        let failed = |call, message| PluginError::Call {
-            plugin: self.name.clone(),
-            call,
-            message,
-        };
         let plugin = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| failed("instantiate", format!("{e:#}")))?;
-        let mut live = Live { store, plugin };
-        let api = live.plugin.wasmkube_scheduler_plugin();
-        match api.call_configure(&mut live.store, &self.args) {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                return Err(PluginError::Config {
-                    plugin: self.name.clone(),
-                    message,
-                });
-            }
-            Err(e) => return Err(failed("configure", format!("{e:#}"))),
+            .map_err(|e| PluginError::Call {
+                plugin: self.name.clone(),
+                call: "instantiate",
+                message: format!("{e:#}"),
+            })?;
+        self.live = Some(Live { store, plugin });
+        let args = self.args.clone();
+        if let Err(message) = self.bounded("configure", |p, s| p.call_configure(s, &args))? {
+            self.live = None;
+            return Err(PluginError::Config {
+                plugin: self.name.clone(),
+                message,
+            });
         }
         let all: Vec<NodeChange> = self
             .nodes
             .iter()
             .map(|(id, json)| NodeChange::Set((*id, json.clone())))
             .collect();
-        if !all.is_empty() {
-            api.call_update_nodes(&mut live.store, &all)
-                .map_err(|e| failed("update-nodes", format!("{e:#}")))?;
-        }
-        Ok(live)
+        self.feed(&all)
     }
 
-    /// Runs one call on the live instance (making one if there is none),
-    /// bounded by the limits; a failure drops the instance.
+    /// Runs one call, on a fresh instance if there is none.
     fn call<T>(
         &mut self,
         call: &'static str,
@@ -221,9 +216,28 @@ impl SchedulerPlugin {
             &mut Store<State>,
         ) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
-        let mut live = match self.live.take() {
-            Some(live) => live,
-            None => self.instantiate()?,
+        if self.live.is_none() {
+            self.start()?;
+        }
+        self.bounded(call, f)
+    }
+
+    /// Runs one call on the live instance, bounded by the limits; a failure
+    /// drops the instance.
+    fn bounded<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(
+            &bindings::exports::wasmkube::scheduler::plugin::Guest,
+            &mut Store<State>,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let Some(mut live) = self.live.take() else {
+            return Err(PluginError::Call {
+                plugin: self.name.clone(),
+                call,
+                message: "no instance".into(),
+            });
         };
         let ticks = (self.limits.call_time.as_micros() / TICK.as_micros()).max(1);
         live.store
@@ -275,7 +289,15 @@ impl SchedulerPlugin {
         if self.live.is_none() {
             return Ok(());
         }
-        self.call("update-nodes", |p, s| p.call_update_nodes(s, &changes))
+        self.feed(&changes)
+    }
+
+    /// Gives the live instance `changes`, a bounded batch per call.
+    fn feed(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
+        for batch in changes.chunks(FEED_BATCH) {
+            self.bounded("update-nodes", |p, s| p.call_update_nodes(s, batch))?;
+        }
+        Ok(())
     }
 
     /// Starts a cycle for the pod (its JSON).
