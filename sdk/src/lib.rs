@@ -30,8 +30,6 @@
 //! with `crate-type = ["cdylib"]` in its `Cargo.toml`, then
 //! `cargo build --release --target wasm32-wasip2`.
 
-use std::collections::HashMap;
-
 pub use k8s_openapi::api::core::v1::{Container, Node, Pod};
 
 #[doc(hidden)]
@@ -326,7 +324,9 @@ fn to_wit(status: Status) -> WitStatus {
 #[derive(Default)]
 pub struct Host<P> {
     plugin: P,
-    nodes: HashMap<u32, NodeInfo>,
+    /// The nodes by number: the host numbers them densely from 0, so a vector
+    /// indexed by number is the fastest map.
+    nodes: Vec<Option<NodeInfo>>,
     pod: Pod,
 }
 
@@ -345,10 +345,16 @@ impl<P: Plugin> Host<P> {
                     let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
                     let node = serde_json::from_value(value["node"].clone()).unwrap_or_default();
                     let pods = serde_json::from_value(value["pods"].clone()).unwrap_or_default();
-                    self.nodes.insert(id, NodeInfo::new(node, pods));
+                    let slot = id as usize;
+                    if self.nodes.len() <= slot {
+                        self.nodes.resize_with(slot + 1, || None);
+                    }
+                    self.nodes[slot] = Some(NodeInfo::new(node, pods));
                 }
                 NodeChange::Removed(id) => {
-                    self.nodes.remove(&id);
+                    if let Some(slot) = self.nodes.get_mut(id as usize) {
+                        *slot = None;
+                    }
                 }
             }
         }
@@ -372,7 +378,7 @@ impl<P: Plugin> Host<P> {
     pub fn filter(&mut self, ids: Vec<u32>) -> Vec<Rejection> {
         let mut rejected = Vec::new();
         for id in ids {
-            let status = match self.nodes.get(&id) {
+            let status = match self.nodes.get(id as usize).and_then(Option::as_ref) {
                 Some(node) => self.plugin.filter(&self.pod, node),
                 None => Status::unresolvable("node not known to the plugin"),
             };
@@ -390,7 +396,7 @@ impl<P: Plugin> Host<P> {
     pub fn score(&mut self, ids: Vec<u32>) -> Result<Vec<i64>, WitStatus> {
         let mut scores = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(node) = self.nodes.get(&id) else {
+            let Some(node) = self.nodes.get(id as usize).and_then(Option::as_ref) else {
                 scores.push(0);
                 continue;
             };
@@ -410,7 +416,7 @@ impl<P: Plugin> Host<P> {
 
     #[doc(hidden)]
     pub fn at_node(&mut self, id: u32, reserve: bool) -> WitStatus {
-        let status = match self.nodes.get(&id) {
+        let status = match self.nodes.get(id as usize).and_then(Option::as_ref) {
             None => Status::unresolvable("node not known to the plugin"),
             Some(node) if reserve => self.plugin.reserve(&self.pod, node),
             Some(node) => self.plugin.permit(&self.pod, node),
