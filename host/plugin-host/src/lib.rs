@@ -14,16 +14,16 @@
 //!   pre-instantiated component, configured and fed the nodes again.
 
 mod cache;
+mod limits;
 mod scheduler;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
 pub use cache::load_component;
+pub use limits::{EpochTicker, MemoryLimit};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 
 /// How often the plugins' epoch advances.
@@ -92,7 +92,7 @@ impl Default for Limits {
 pub struct PluginHost {
     engine: Engine,
     cache_dir: PathBuf,
-    gone: Arc<AtomicBool>,
+    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -100,12 +100,6 @@ impl std::fmt::Debug for PluginHost {
         f.debug_struct("PluginHost")
             .field("cache_dir", &self.cache_dir)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.gone.store(true, Ordering::Relaxed);
     }
 }
 
@@ -120,25 +114,12 @@ impl PluginHost {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| load(e.to_string()))?;
         std::fs::create_dir_all(cache_dir).map_err(|e| load(e.to_string()))?;
-        let gone = Arc::new(AtomicBool::new(false));
-        let ticker = (engine.weak(), gone.clone());
-        std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || {
-                let (engine, gone) = ticker;
-                while !gone.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
-                    }
-                }
-            })
-            .map_err(|e| load(e.to_string()))?;
+        let ticker =
+            EpochTicker::start(&engine, TICK, "plugin-epoch").map_err(|e| load(e.to_string()))?;
         Ok(PluginHost {
             engine,
             cache_dir: cache_dir.to_owned(),
-            gone,
+            _ticker: ticker,
         })
     }
 

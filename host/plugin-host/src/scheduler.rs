@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::{Limits, PluginError, PluginHost, TICK};
+use crate::{Limits, MemoryLimit, PluginError, PluginHost, TICK};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -35,37 +35,10 @@ const FEED_BATCH: usize = 256;
 /// How much of a plugin's stderr is kept to explain a failure.
 const STDERR_KEPT: usize = 4096;
 
-/// Refuses memory growth past the limit, and remembers that it did.
-struct Limiter {
-    limit: usize,
-    refused: bool,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.refused |= desired > self.limit;
-        Ok(desired <= self.limit)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
-
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    limiter: Limiter,
+    limiter: MemoryLimit,
     stderr: MemoryOutputPipe,
 }
 
@@ -76,6 +49,23 @@ impl WasiView for State {
             table: &mut self.table,
         }
     }
+}
+
+/// A call into the plugin's exports.
+trait Call<T>:
+    FnOnce(
+    &bindings::exports::wasmkube::scheduler::plugin::Guest,
+    &mut Store<State>,
+) -> wasmtime::Result<T>
+{
+}
+
+impl<T, F> Call<T> for F where
+    F: FnOnce(
+        &bindings::exports::wasmkube::scheduler::plugin::Guest,
+        &mut Store<State>,
+    ) -> wasmtime::Result<T>
+{
 }
 
 /// A live instance and its store.
@@ -173,10 +163,7 @@ impl SchedulerPlugin {
         let state = State {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limiter: Limiter {
-                limit: self.limits.memory,
-                refused: false,
-            },
+            limiter: MemoryLimit::new(Some(self.limits.memory)),
             stderr,
         };
         let mut store = Store::new(&self.engine, state);
@@ -208,14 +195,7 @@ impl SchedulerPlugin {
     }
 
     /// Runs one call, on a fresh instance if there is none.
-    fn call<T>(
-        &mut self,
-        call: &'static str,
-        f: impl FnOnce(
-            &bindings::exports::wasmkube::scheduler::plugin::Guest,
-            &mut Store<State>,
-        ) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginError> {
+    fn call<T>(&mut self, call: &'static str, f: impl Call<T>) -> Result<T, PluginError> {
         if self.live.is_none() {
             self.start()?;
         }
@@ -224,14 +204,7 @@ impl SchedulerPlugin {
 
     /// Runs one call on the live instance, bounded by the limits; a failure
     /// drops the instance.
-    fn bounded<T>(
-        &mut self,
-        call: &'static str,
-        f: impl FnOnce(
-            &bindings::exports::wasmkube::scheduler::plugin::Guest,
-            &mut Store<State>,
-        ) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginError> {
+    fn bounded<T>(&mut self, call: &'static str, f: impl Call<T>) -> Result<T, PluginError> {
         let Some(mut live) = self.live.take() else {
             return Err(PluginError::Call {
                 plugin: self.name.clone(),
@@ -251,7 +224,7 @@ impl SchedulerPlugin {
             }
             Err(e) => {
                 let state = live.store.data();
-                let mut message = if state.limiter.refused {
+                let mut message = if state.limiter.refused() {
                     format!("wanted more than {} bytes of memory", self.limits.memory)
                 } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                     format!("ran longer than {:?}", self.limits.call_time)

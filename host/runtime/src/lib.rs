@@ -28,10 +28,10 @@ mod run;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use wasmkube_plugin_host::EpochTicker;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -70,8 +70,8 @@ pub struct Runtime {
     compiled_dir: PathBuf,
     /// Components compiled or loaded by this process, by digest.
     compiled: Mutex<HashMap<String, Component>>,
-    /// Set when the runtime goes: ends the epoch ticker.
-    gone: Arc<AtomicBool>,
+    /// Advances the engine's epoch while the runtime lives.
+    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -79,12 +79,6 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("compiled_dir", &self.compiled_dir)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.gone.store(true, Ordering::Relaxed);
     }
 }
 
@@ -111,26 +105,13 @@ impl Runtime {
         };
         let compiled_dir = data_dir.join("compiled");
         std::fs::create_dir_all(&compiled_dir)?;
-        let gone = Arc::new(AtomicBool::new(false));
-        let ticker = (engine.weak(), gone.clone());
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                let (engine, gone) = ticker;
-                while !gone.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
-                    }
-                }
-            })?;
+        let ticker = EpochTicker::start(&engine, TICK, "wasm-epoch")?;
         Ok(Runtime {
             engine,
             images: ImageStore::open(data_dir)?,
             compiled_dir,
             compiled: Mutex::default(),
-            gone,
+            _ticker: ticker,
         })
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -16,6 +16,7 @@ use wasmtime_wasi_http::{
 
 use crate::Image;
 use crate::log::{LogFile, Rotation, Source};
+use wasmkube_plugin_host::MemoryLimit;
 
 /// A directory the container sees.
 #[derive(Clone, Debug)]
@@ -114,46 +115,13 @@ impl Exit {
     }
 }
 
-/// Refuses linear memory growth past a limit, and remembers that it did.
-struct Limiter {
-    limit: Option<usize>,
-    used: usize,
-    refused: bool,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let after = self.used - current.min(self.used) + desired;
-        if self.limit.is_some_and(|limit| after > limit) {
-            self.refused = true;
-            return Ok(false);
-        }
-        self.used = after;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
-
 /// What a container's store holds.
 pub(crate) struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: PodHooks,
     table: ResourceTable,
-    limiter: Limiter,
+    limiter: MemoryLimit,
 }
 
 impl WasiView for State {
@@ -266,11 +234,7 @@ pub(crate) fn new_store(
             address: container.address,
         },
         table: ResourceTable::new(),
-        limiter: Limiter {
-            limit: container.memory_limit,
-            used: 0,
-            refused: false,
-        },
+        limiter: MemoryLimit::new(container.memory_limit),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -307,7 +271,7 @@ pub(crate) fn new_store(
 
 /// Whether the guest of `store` wanted more memory than its limit.
 pub(crate) fn out_of_memory(store: &Store<State>) -> bool {
-    store.data().limiter.refused
+    store.data().limiter.refused()
 }
 
 /// Runs a `wasi:cli/command` container to its end.
