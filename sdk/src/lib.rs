@@ -74,27 +74,7 @@ impl std::ops::Add for Resources {
 /// Parses a quantity (`250m`, `64Mi`, `2`), times `scale` (1000 for cpu in
 /// thousandths), rounded up.
 pub fn quantity(text: &str, scale: f64) -> i64 {
-    let suffixes: [(&str, f64); 11] = [
-        ("Ki", 1024f64),
-        ("Mi", 1024f64 * 1024.0),
-        ("Gi", 1024f64 * 1024.0 * 1024.0),
-        ("Ti", 1024f64 * 1024.0 * 1024.0 * 1024.0),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, unit) = suffixes
-        .iter()
-        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
-        .unwrap_or((text, 1.0));
-    number
-        .trim()
-        .parse::<f64>()
-        .map_or(0, |n| (n * unit * scale).ceil() as i64)
+    wasmkube_quantity::parse(text).map_or(0, |v| (v * scale).ceil() as i64)
 }
 
 /// What a pod requests, as the scheduler counts it: the sum of its

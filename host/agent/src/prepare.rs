@@ -93,30 +93,7 @@ fn field(pod: &Pod, path: &str, ips: &Ips) -> Result<String, String> {
     })
 }
 
-/// Parses a quantity (`250m`, `64Mi`, `1G`, `3`) into its value.
-pub(crate) fn quantity(text: &str) -> Option<f64> {
-    let suffixes: [(&str, f64); 13] = [
-        ("Ki", 1024f64),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, unit) = suffixes
-        .iter()
-        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
-        .unwrap_or((text, 1.0));
-    let value: f64 = number.trim().parse().ok()?;
-    (value.is_finite() && value >= 0.0).then_some(value * unit)
-}
+pub(crate) use wasmkube_quantity::parse as quantity;
 
 /// The limit (or request) of a container named by a `resourceFieldRef`, in units
 /// of its divisor, rounded up as the kubelet does.
@@ -350,16 +327,6 @@ pub(crate) fn mounts(spec: &Spec, volumes: &HashMap<String, Volume>) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
-        assert_eq!(quantity("1G"), Some(1e9));
-        assert_eq!(quantity("250m"), Some(0.25));
-        assert_eq!(quantity("4096"), Some(4096.0));
-        assert_eq!(quantity("lots"), None);
-        assert_eq!(quantity("-1"), None);
-    }
 
     #[test]
     fn downward_items_are_fields_and_resources() {
