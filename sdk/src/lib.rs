@@ -299,6 +299,14 @@ fn to_wit(status: Status) -> WitStatus {
     }
 }
 
+/// A node as `update-nodes` gives it, read straight into its types.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct NodeJson {
+    node: Node,
+    pods: Vec<Pod>,
+}
+
 /// What the SDK keeps for a plugin: the plugin, the nodes, the cycle's pod.
 #[doc(hidden)]
 #[derive(Default)]
@@ -322,9 +330,7 @@ impl<P: Plugin> Host<P> {
         for change in changes {
             match change {
                 NodeChange::Set((id, json)) => {
-                    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-                    let node = serde_json::from_value(value["node"].clone()).unwrap_or_default();
-                    let pods = serde_json::from_value(value["pods"].clone()).unwrap_or_default();
+                    let NodeJson { node, pods } = serde_json::from_str(&json).unwrap_or_default();
                     let slot = id as usize;
                     if self.nodes.len() <= slot {
                         self.nodes.resize_with(slot + 1, || None);

@@ -135,13 +135,15 @@ impl Agent {
         }
     }
 
-    /// Whether the container `uid/name` is running.
-    fn is_running(&self, key: &str) -> bool {
-        self.running.lock().expect("running lock").contains(key)
+    /// Whether the container `name` of the pod `uid` is running.
+    fn is_running(&self, uid: &str, name: &str) -> bool {
+        let running = self.running.lock().expect("running lock");
+        running.contains(&format!("{uid}/{name}"))
     }
 
-    /// Marks the container `uid/name` running or not.
-    fn set_running(&self, key: String, running: bool) {
+    /// Marks the container `name` of the pod `uid` running or not.
+    fn set_running(&self, uid: &str, name: &str, running: bool) {
+        let key = format!("{uid}/{name}");
         let mut set = self.running.lock().expect("running lock");
         if running {
             set.insert(key);

@@ -40,12 +40,14 @@ pub(crate) fn start_log(pods_dir: &Path, uid: &str, container: &str, restart: u3
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "creating the log dir");
     }
-    for old in runs(&dir).into_iter().filter(|r| r + 1 < restart) {
-        for file in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if name == format!("{old}.log") || name.starts_with(&format!("{old}.log.")) {
-                let _ = std::fs::remove_file(file.path());
-            }
+    // `<run>.log` and its rotated `<run>.log.<n>` alike.
+    for file in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        let run = name
+            .split_once(".log")
+            .and_then(|(run, _)| run.parse::<u32>().ok());
+        if run.is_some_and(|run| run + 1 < restart) {
+            let _ = std::fs::remove_file(file.path());
         }
     }
     dir.join(format!("{restart}.log"))
@@ -212,7 +214,8 @@ async fn container_log(
         path,
         file,
         shape,
-        key: format!("{uid}/{container}"),
+        uid,
+        container,
         carry: rest.to_vec(),
         pending: Some(first),
     });
@@ -228,8 +231,9 @@ struct Follow {
     /// The file being read; a rotation gives `path` a new one.
     file: std::fs::File,
     shape: Shape,
-    /// `uid/container`, to ask whether it still runs.
-    key: String,
+    /// The pod's UID and the container's name, to ask whether it still runs.
+    uid: String,
+    container: String,
     /// Read but not yet a whole line.
     carry: Vec<u8>,
     /// What to send first.
@@ -265,7 +269,7 @@ fn follow(state: Follow) -> impl futures::Stream<Item = Bytes> {
                 state.file = std::fs::File::open(&state.path).ok()?;
                 continue;
             }
-            if !state.agent.is_running(&state.key) {
+            if !state.agent.is_running(&state.uid, &state.container) {
                 return None;
             }
             tokio::time::sleep(FOLLOW_EVERY).await;

@@ -137,7 +137,7 @@ impl Worker {
     }
 
     fn event(&self, container: Option<&Spec>, kind: Kind, reason: &str, message: String) {
-        let pod = self.pod.borrow().clone();
+        let pod = self.pod.borrow();
         let path = container.map(|c| format!("spec.containers{{{}}}", c.name));
         events::emit(
             &self.agent.client,
@@ -190,7 +190,7 @@ impl Worker {
             .into_iter()
             .flatten()
             .chain(spec.containers)
-            .filter(|c| self.agent.is_running(&format!("{uid}/{}", c.name)))
+            .filter(|c| self.agent.is_running(&uid, &c.name))
             .collect()
     }
 
@@ -368,10 +368,9 @@ impl Worker {
                 "Started",
                 format!("Started container {}", spec.name),
             );
-            let key = format!("{uid}/{}", spec.name);
-            self.agent.set_running(key.clone(), true);
+            self.agent.set_running(&uid, &spec.name, true);
             let exit = self.run_probed(index, spec, &container, stop).await;
-            self.agent.set_running(key, false);
+            self.agent.set_running(&uid, &spec.name, false);
             let (reason, message) = match &exit {
                 Exit::Completed => ("Completed", String::new()),
                 Exit::Failed { reason, .. } => ("Error", reason.clone()),
