@@ -32,6 +32,12 @@
 
 pub use k8s_openapi::api::core::v1::{Container, Node, Pod};
 
+/// The Kubernetes types plugins read: the core group's, and label selectors.
+pub mod k8s {
+    pub use k8s_openapi::api::core::v1::*;
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+}
+
 #[doc(hidden)]
 pub mod __private {
     wit_bindgen::generate!({
@@ -170,12 +176,43 @@ impl NodeInfo {
     }
 }
 
+/// Every node the plugin knows, for a cycle's `pre_filter`.
+#[derive(Clone, Copy, Debug)]
+pub struct Nodes<'a>(&'a [Option<NodeInfo>]);
+
+impl<'a> Nodes<'a> {
+    /// The nodes in `slots` (a native host's, or a test's).
+    pub fn new(slots: &'a [Option<NodeInfo>]) -> Nodes<'a> {
+        Nodes(slots)
+    }
+
+    /// The nodes, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a NodeInfo> + 'a {
+        self.0.iter().flatten()
+    }
+}
+
+/// The highest score a node gets from one plugin.
+pub const MAX_SCORE: i64 = 100;
+
+/// Scales `scores` so that the highest is [`MAX_SCORE`] (and, with `reverse`,
+/// the highest becomes 0 and 0 becomes the highest): the framework's
+/// default normalization.
+pub fn normalize_scores(scores: &mut [i64], reverse: bool) {
+    let top = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        let scaled = if top > 0 { *s * MAX_SCORE / top } else { 0 };
+        *s = if reverse { MAX_SCORE - scaled } else { scaled };
+    }
+}
+
 /// The outcome of an extension point: a code and a reason a person can read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     /// What happened.
     pub code: StatusCode,
-    /// Why, when it is not success ("node(s) had untolerated taint {…}").
+    /// Why, when it is not success ("node(s) had untolerated taint {…}");
+    /// several reasons go one to a line, and the scheduler counts each.
     pub reason: String,
 }
 
@@ -244,9 +281,10 @@ pub trait Plugin: Default + 'static {
         Ok(())
     }
 
-    /// Starts a cycle for `pod`, before any filter.
-    fn pre_filter(&mut self, pod: &Pod) -> Status {
-        let _ = pod;
+    /// Starts a cycle for `pod`, before any filter; `nodes` are all the nodes,
+    /// for plugins that count across them (topology spread).
+    fn pre_filter(&mut self, pod: &Pod, nodes: Nodes<'_>) -> Status {
+        let _ = (pod, nodes);
         Status::skip()
     }
 
@@ -263,13 +301,11 @@ pub trait Plugin: Default + 'static {
         None
     }
 
-    /// Brings the scores into 0..=100; by default the highest becomes 100.
+    /// Brings the scores into 0..=100; by default scores over 100 are scaled
+    /// down so that the highest is 100 (see [`normalize_scores`]).
     fn normalize(&mut self, scores: &mut [i64]) {
-        let top = scores.iter().copied().max().unwrap_or(0);
-        if top > 100 {
-            for s in scores.iter_mut() {
-                *s = *s * 100 / top;
-            }
+        if scores.iter().any(|s| *s > MAX_SCORE) {
+            normalize_scores(scores, false);
         }
     }
 
@@ -357,7 +393,7 @@ impl<P: Plugin> Host<P> {
                 });
             }
         }
-        to_wit(self.plugin.pre_filter(&self.pod))
+        to_wit(self.plugin.pre_filter(&self.pod, Nodes(&self.nodes)))
     }
 
     #[doc(hidden)]

@@ -12,7 +12,6 @@
 //! server, it keeps running them, and when the watch lists again, pods the
 //! server no longer has are stopped.
 
-mod events;
 mod logs;
 mod network;
 mod node;

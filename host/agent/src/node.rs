@@ -8,6 +8,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::watch;
+use wasmkube_events::now;
 
 /// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
 /// far more than Kubernetes' 110.
@@ -18,17 +19,6 @@ const LEASE_SECONDS: i64 = 40;
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// Who writes the node's status.
 const MANAGER: &str = "wasmkube-agent";
-
-/// RFC 3339 now; with microseconds for a MicroTime.
-pub(crate) fn now(micro: bool) -> String {
-    let at = k8s_openapi::jiff::Timestamp::try_from(std::time::SystemTime::now())
-        .expect("the clock is after 1970");
-    if micro {
-        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-    } else {
-        at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    }
-}
 
 /// The node's memory, from /proc/meminfo (0 when unknown).
 fn memory_kib() -> u64 {

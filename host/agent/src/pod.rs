@@ -18,8 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_runtime::{Container, Exit, Image, Stop};
 
-use crate::events::{self, Kind};
-use crate::node::now;
+use wasmkube_events::{Kind, Reporter, now};
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, prepare, pull, record};
 
@@ -139,9 +138,13 @@ impl Worker {
     fn event(&self, container: Option<&Spec>, kind: Kind, reason: &str, message: String) {
         let pod = self.pod.borrow();
         let path = container.map(|c| format!("spec.containers{{{}}}", c.name));
-        events::emit(
+        let reporter = Reporter {
+            component: "kubelet",
+            host: Some(&self.agent.node),
+        };
+        wasmkube_events::emit(
             &self.agent.client,
-            &self.agent.node,
+            reporter,
             &pod,
             path,
             kind,

@@ -14,11 +14,17 @@ use wasmtime::component::Component;
 /// wrote one, else compiled now and its artefact written.
 pub fn load_component(engine: &Engine, file: &Path, cache_dir: &Path) -> Result<Component, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    compile(engine, &bytes, cache_dir)
+}
+
+/// The component of `bytes`, from its artefact in `cache_dir` when this engine
+/// wrote one, else compiled now and its artefact written.
+pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> Result<Component, String> {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let artefact = cache_dir.join(format!(
         "{:x}-{:016x}.cwasm",
-        Sha256::digest(&bytes),
+        Sha256::digest(bytes),
         hasher.finish()
     ));
     if artefact.exists() {
@@ -31,7 +37,7 @@ pub fn load_component(engine: &Engine, file: &Path, cache_dir: &Path) -> Result<
             Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
         }
     }
-    let component = Component::new(engine, &bytes).map_err(|e| format!("{e:#}"))?;
+    let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
     let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
     let partial = artefact.with_extension("partial");
     std::fs::write(&partial, &compiled)

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
-pub use cache::load_component;
+pub use cache::{compile, load_component};
 pub use limits::{EpochTicker, MemoryLimit};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 
@@ -130,8 +130,22 @@ impl PluginHost {
 
     /// The component in `file`, compiled (or loaded from the cache).
     pub fn component(&self, file: &Path) -> Result<wasmtime::component::Component, PluginError> {
-        load_component(&self.engine, file, &self.cache_dir).map_err(|message| PluginError::Load {
+        let bytes = std::fs::read(file).map_err(|e| PluginError::Load {
             plugin: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.compile(&file.display().to_string(), &bytes)
+    }
+
+    /// The component of `bytes` (the plugin called `plugin` in errors),
+    /// compiled or loaded from the cache.
+    pub fn compile(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+    ) -> Result<wasmtime::component::Component, PluginError> {
+        compile(&self.engine, bytes, &self.cache_dir).map_err(|message| PluginError::Load {
+            plugin: plugin.to_owned(),
             message,
         })
     }

@@ -114,10 +114,23 @@ impl SchedulerPlugin {
         args: &str,
         limits: Limits,
     ) -> Result<SchedulerPlugin, PluginError> {
-        let plugin = file.display().to_string();
         let component = host.component(file)?;
+        SchedulerPlugin::new(host, &file.display().to_string(), &component, args, limits)
+    }
+
+    /// The plugin of a compiled `component` (called `plugin` until it gives
+    /// its name): checks the interface version it was built for, and
+    /// configures it with `args` (JSON).
+    pub fn new(
+        host: &PluginHost,
+        plugin: &str,
+        component: &Component,
+        args: &str,
+        limits: Limits,
+    ) -> Result<SchedulerPlugin, PluginError> {
+        let plugin = plugin.to_owned();
         let engine = host.engine().clone();
-        let exported = exported_versions(&engine, &component);
+        let exported = exported_versions(&engine, component);
         if !exported.iter().any(|e| e == WIT_PACKAGE) {
             return Err(PluginError::Version {
                 plugin,
@@ -136,7 +149,7 @@ impl SchedulerPlugin {
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load(e.to_string()))?;
         let pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(SchedulerPluginPre::new)
             .map_err(|e| load(format!("{e:#}")))?;
         let mut loaded = SchedulerPlugin {
@@ -247,8 +260,8 @@ impl SchedulerPlugin {
     }
 
     /// Tells the plugin what changed in the nodes.
-    pub fn update_nodes(&mut self, changes: Vec<NodeChange>) -> Result<(), PluginError> {
-        for change in &changes {
+    pub fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
+        for change in changes {
             match change {
                 NodeChange::Set((id, json)) => {
                     self.nodes.insert(*id, json.clone());
@@ -262,7 +275,7 @@ impl SchedulerPlugin {
         if self.live.is_none() {
             return Ok(());
         }
-        self.feed(&changes)
+        self.feed(changes)
     }
 
     /// Gives the live instance `changes`, a bounded batch per call.
@@ -281,6 +294,21 @@ impl SchedulerPlugin {
     /// The nodes among `nodes` the pod does not fit, and why.
     pub fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
         self.call("filter", |p, s| p.call_filter(s, nodes))
+    }
+
+    /// Reserves `node` for the cycle's pod.
+    pub fn reserve(&mut self, node: u32) -> Result<Status, PluginError> {
+        self.call("reserve", |p, s| p.call_reserve(s, node))
+    }
+
+    /// Undoes `reserve`.
+    pub fn unreserve(&mut self, node: u32) -> Result<(), PluginError> {
+        self.call("unreserve", |p, s| p.call_unreserve(s, node))
+    }
+
+    /// Whether the cycle's pod may be bound to `node`.
+    pub fn permit(&mut self, node: u32) -> Result<Status, PluginError> {
+        self.call("permit", |p, s| p.call_permit(s, node))
     }
 
     /// The plugin's scores of `nodes`, normalized to 0..=100; `Ok(None)` when it

@@ -1,26 +1,47 @@
-//! Events about pods, as the kubelet reports them (`kubectl describe pod` and
-//! `kubectl get events` show them): written in the background and only once;
-//! an event that cannot be written is dropped, never waited for.
+//! Events about pods, as the kubelet and the scheduler report them (`kubectl
+//! describe pod` and `kubectl get events` show them): written in the
+//! background and only once; an event that cannot be written is dropped, never
+//! waited for.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::node::now;
+/// The time now, as the API writes it (RFC 3339, seconds or microseconds).
+pub fn now(micro: bool) -> String {
+    let at = k8s_openapi::jiff::Timestamp::try_from(std::time::SystemTime::now())
+        .expect("the clock is after 1970");
+    if micro {
+        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    } else {
+        at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+}
 
 /// Whether an event is news or a warning.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// News.
     Normal,
+    /// Something went wrong.
     Warning,
 }
 
-/// Reports `reason: message` about `pod` (and its container at `field_path`)
-/// from the kubelet of `node`.
-pub(crate) fn emit(
+/// Who reports: a component (`kubelet`, `default-scheduler`) and, for a
+/// node's, the node.
+#[derive(Clone, Copy, Debug)]
+pub struct Reporter<'a> {
+    /// The component.
+    pub component: &'a str,
+    /// The node it runs for, if it runs for one.
+    pub host: Option<&'a str>,
+}
+
+/// Reports `reason: message` about `pod` (and its container at `field_path`).
+pub fn emit(
     client: &Client,
-    node: &str,
+    reporter: Reporter<'_>,
     pod: &Pod,
     field_path: Option<String>,
     kind: Kind,
@@ -42,9 +63,9 @@ pub(crate) fn emit(
         "reason": reason,
         "message": message,
         "type": match kind { Kind::Normal => "Normal", Kind::Warning => "Warning" },
-        "source": {"component": "kubelet", "host": node},
-        "reportingComponent": "kubelet",
-        "reportingInstance": node,
+        "source": {"component": reporter.component, "host": reporter.host},
+        "reportingComponent": reporter.component,
+        "reportingInstance": reporter.host.unwrap_or(reporter.component),
         "firstTimestamp": time,
         "lastTimestamp": time,
         "count": 1,

@@ -1,0 +1,231 @@
+//! The scheduler's view of the nodes: each Node with the pods bound or assumed
+//! on it, numbered densely for the plugins, and what changed since the
+//! plugins were last told.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{Value, json};
+use wasmkube_plugin_host::NodeChange;
+
+/// A node and its pods.
+#[derive(Debug, Default)]
+struct Entry {
+    name: String,
+    /// The Node; none while only pods name it.
+    node: Option<Value>,
+    /// Its pods by uid, as the plugins see them.
+    pods: BTreeMap<String, Value>,
+}
+
+/// The nodes and their pods.
+#[derive(Debug, Default)]
+pub struct Cache {
+    ids: HashMap<String, u32>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    /// Where each pod is (bound, or assumed until its binding is seen): its
+    /// node's number.
+    pods: HashMap<String, u32>,
+    /// Nodes the plugins have not been told about since they changed.
+    dirty: BTreeSet<u32>,
+}
+
+/// A pod as the plugins see it: without what no plugin reads (status, managed
+/// fields, annotations), so feeding a node costs less.
+fn trimmed(pod: &Value) -> Value {
+    let mut pod = pod.clone();
+    if let Some(object) = pod.as_object_mut() {
+        object.remove("status");
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("annotations");
+        }
+    }
+    pod
+}
+
+fn uid(object: &Value) -> &str {
+    object["metadata"]["uid"].as_str().unwrap_or_default()
+}
+
+impl Cache {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.free.pop().unwrap_or(self.entries.len() as u32);
+        let slot = id as usize;
+        if self.entries.len() <= slot {
+            self.entries.resize_with(slot + 1, || None);
+        }
+        self.entries[slot] = Some(Entry {
+            name: name.to_owned(),
+            ..Entry::default()
+        });
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn entry(&mut self, id: u32) -> &mut Entry {
+        self.entries[id as usize].as_mut().expect("numbered nodes have entries")
+    }
+
+    /// Forgets the entry of `id` when it has neither a Node nor pods.
+    fn collect(&mut self, id: u32) {
+        let empty = self.entries[id as usize]
+            .as_ref()
+            .is_some_and(|e| e.node.is_none() && e.pods.is_empty());
+        if empty {
+            let entry = self.entries[id as usize].take().expect("checked");
+            self.ids.remove(&entry.name);
+            self.free.push(id);
+        }
+    }
+
+    /// Adds or replaces a Node.
+    pub fn set_node(&mut self, node: &Value) {
+        let name = node["metadata"]["name"].as_str().unwrap_or_default();
+        let id = self.id(name);
+        let mut node = node.clone();
+        if let Some(meta) = node["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        self.entry(id).node = Some(node);
+        self.dirty.insert(id);
+    }
+
+    /// Removes a Node (its pods stay known, for when it comes back).
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(id) = self.ids.get(name).copied() {
+            self.entry(id).node = None;
+            self.dirty.insert(id);
+            self.collect(id);
+        }
+    }
+
+    /// Puts a pod on `node` (bound there, or assumed); a pod elsewhere first
+    /// leaves where it was.
+    fn place(&mut self, pod: &Value, node: &str) {
+        let uid = uid(pod).to_owned();
+        self.remove_pod(&uid);
+        let id = self.id(node);
+        self.entry(id).pods.insert(uid.clone(), trimmed(pod));
+        self.pods.insert(uid, id);
+        self.dirty.insert(id);
+    }
+
+    /// A pod bound to `spec.nodeName` (it replaces the assumed one).
+    pub fn bound(&mut self, pod: &Value) {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+        self.place(pod, &node);
+    }
+
+    /// Assumes `pod` on `node` until its binding is seen (or fails).
+    pub fn assume(&mut self, pod: &Value, node: u32) {
+        let mut pod = pod.clone();
+        let name = self.entry(node).name.clone();
+        pod["spec"]["nodeName"] = json!(name);
+        self.place(&pod, &name);
+    }
+
+    /// Forgets a pod (deleted, finished, or its binding failed).
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(id) = self.pods.remove(uid) else {
+            return false;
+        };
+        self.entry(id).pods.remove(uid);
+        self.dirty.insert(id);
+        self.collect(id);
+        true
+    }
+
+    /// The numbers of the nodes that exist (have a Node).
+    pub fn nodes(&self) -> Vec<u32> {
+        let live = self.entries.iter().enumerate();
+        live.filter(|(_, e)| e.as_ref().is_some_and(|e| e.node.is_some()))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// The name of node `id`.
+    pub fn name(&self, id: u32) -> &str {
+        self.entries[id as usize].as_ref().map_or("", |e| e.name.as_str())
+    }
+
+    /// What changed since the last call, for the plugins.
+    pub fn changes(&mut self) -> Vec<NodeChange> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|id| match self.entries.get(id as usize).and_then(Option::as_ref) {
+                Some(Entry {
+                    node: Some(node),
+                    pods,
+                    ..
+                }) => {
+                    let pods: Vec<&Value> = pods.values().collect();
+                    NodeChange::Set((id, json!({"node": node, "pods": pods}).to_string()))
+                }
+                _ => NodeChange::Removed(id),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, node: &str) -> Value {
+        json!({"metadata": {"name": uid, "uid": uid, "managedFields": [{}]},
+               "spec": {"nodeName": node}, "status": {"phase": "Running"}})
+    }
+
+    fn node(name: &str) -> Value {
+        json!({"metadata": {"name": name}})
+    }
+
+    #[test]
+    fn nodes_carry_their_pods_and_changes_are_told_once() {
+        let mut cache = Cache::default();
+        cache.set_node(&node("a"));
+        cache.set_node(&node("b"));
+        assert_eq!(cache.nodes(), [0, 1]);
+        cache.bound(&pod("p1", "a"));
+        let changes = cache.changes();
+        assert_eq!(changes.len(), 2);
+        let NodeChange::Set((0, json)) = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        let seen: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(seen["pods"][0]["metadata"]["uid"], "p1");
+        assert!(seen["pods"][0].get("status").is_none());
+        assert!(seen["pods"][0]["metadata"].get("managedFields").is_none());
+        assert!(cache.changes().is_empty());
+
+        // An assumed pod counts on its node until it is seen bound.
+        let p2 = json!({"metadata": {"name": "p2", "uid": "p2"}, "spec": {}});
+        cache.assume(&p2, 1);
+        let changes = cache.changes();
+        let NodeChange::Set((1, json)) = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        assert!(json.contains(r#""nodeName":"b""#), "{json}");
+        cache.bound(&pod("p2", "b"));
+        assert_eq!(cache.pods["p2"], 1);
+
+        // A removed node is told as removed, and its number is reused.
+        cache.remove_pod("p2");
+        cache.remove_node("b");
+        let changes = cache.changes();
+        assert!(matches!(changes[..], [NodeChange::Removed(1)]), "{changes:?}");
+        cache.set_node(&node("c"));
+        assert_eq!(cache.nodes(), [0, 1]);
+        assert_eq!(cache.name(1), "c");
+        // Pods bound to a node not yet known wait for it.
+        cache.bound(&pod("p3", "d"));
+        assert_eq!(cache.nodes(), [0, 1]);
+        cache.set_node(&node("d"));
+        assert_eq!(cache.nodes(), [0, 1, 2]);
+    }
+}

@@ -1,0 +1,290 @@
+//! A profile's scheduling cycle: the scheduling framework's extension points
+//! run over the profile's plugins, with Kubernetes' semantics (filters in
+//! order, each seeing only the nodes the previous passed; normalized scores
+//! summed by weight; a node picked at random among the best).
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use wasmkube_plugin_host::{Code, NodeChange, PluginError, Rejection, SchedulerPlugin, Status};
+
+/// A scheduler plugin, as a cycle calls it: a Wasm component on the plugin
+/// host, or (for measuring) the same code compiled natively.
+pub trait Extension: Send {
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Keeps its snapshot of the nodes current.
+    fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError>;
+    /// Starts a cycle for the pod (JSON).
+    fn pre_filter(&mut self, pod: &str) -> Result<Status, PluginError>;
+    /// The nodes among `nodes` the pod does not fit.
+    fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError>;
+    /// Normalized scores of `nodes`; `None` when it does not score.
+    fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError>;
+    /// Reserves `node` for the pod.
+    fn reserve(&mut self, node: u32) -> Result<Status, PluginError>;
+    /// Undoes `reserve`.
+    fn unreserve(&mut self, node: u32) -> Result<(), PluginError>;
+    /// Whether the pod may be bound to `node`.
+    fn permit(&mut self, node: u32) -> Result<Status, PluginError>;
+}
+
+impl Extension for SchedulerPlugin {
+    fn name(&self) -> &str {
+        SchedulerPlugin::name(self)
+    }
+    fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
+        SchedulerPlugin::update_nodes(self, changes)
+    }
+    fn pre_filter(&mut self, pod: &str) -> Result<Status, PluginError> {
+        SchedulerPlugin::pre_filter(self, pod)
+    }
+    fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
+        SchedulerPlugin::filter(self, nodes)
+    }
+    fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
+        SchedulerPlugin::score(self, nodes)
+    }
+    fn reserve(&mut self, node: u32) -> Result<Status, PluginError> {
+        SchedulerPlugin::reserve(self, node)
+    }
+    fn unreserve(&mut self, node: u32) -> Result<(), PluginError> {
+        SchedulerPlugin::unreserve(self, node)
+    }
+    fn permit(&mut self, node: u32) -> Result<Status, PluginError> {
+        SchedulerPlugin::permit(self, node)
+    }
+}
+
+/// How a cycle ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod goes to this node.
+    Fits(u32),
+    /// It fits nowhere; the message says why, as Kubernetes words it.
+    Unschedulable(String),
+    /// A plugin failed.
+    Error(String),
+}
+
+/// A profile: its plugins, which filter, which score and by what weight.
+pub struct Framework {
+    plugins: Vec<Box<dyn Extension>>,
+    /// Indices into `plugins`, in order.
+    filters: Vec<usize>,
+    /// Indices into `plugins`, with weights.
+    scores: Vec<(usize, i64)>,
+    /// The share of nodes to find feasible (0: by cluster size).
+    percentage: u32,
+    /// Where the next cycle starts looking, so every node gets its turn.
+    next_start: usize,
+}
+
+impl std::fmt::Debug for Framework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
+        f.debug_struct("Framework").field("plugins", &names).finish_non_exhaustive()
+    }
+}
+
+/// How many feasible nodes to find among `all` before scoring, as
+/// kube-scheduler decides: all of a small cluster, else a share that falls
+/// from 50% as the cluster grows (to no less than 5%, and 100 nodes).
+pub fn nodes_to_find(all: usize, percentage: u32) -> usize {
+    const MIN: usize = 100;
+    if all < MIN {
+        return all;
+    }
+    let share = if percentage == 0 {
+        (50 - all as i64 / 125).max(5) as usize
+    } else {
+        percentage as usize
+    };
+    (all * share / 100).max(MIN).min(all)
+}
+
+/// "0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated
+/// taint {a: b}.": each reason counted over the nodes, sorted.
+pub fn unavailable(all: usize, reasons: &BTreeMap<String, usize>) -> String {
+    let mut counted: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    counted.sort();
+    format!("0/{all} nodes are available: {}.", counted.join(", "))
+}
+
+impl Framework {
+    /// A profile of `plugins`: `filters` and weighted `scores` index into them.
+    pub fn new(
+        plugins: Vec<Box<dyn Extension>>,
+        filters: Vec<usize>,
+        scores: Vec<(usize, i64)>,
+        percentage: u32,
+    ) -> Framework {
+        Framework {
+            plugins,
+            filters,
+            scores,
+            percentage,
+            next_start: 0,
+        }
+    }
+
+    /// Tells every plugin what changed in the nodes.
+    pub fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for plugin in &mut self.plugins {
+            plugin.update_nodes(changes)?;
+        }
+        Ok(())
+    }
+
+    /// One cycle: where `pod` (its JSON) goes among `nodes`.
+    pub fn schedule(&mut self, pod: &str, nodes: &[u32]) -> Outcome {
+        match self.cycle(pod, nodes) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Error(e.to_string()),
+        }
+    }
+
+    fn cycle(&mut self, pod: &str, nodes: &[u32]) -> Result<Outcome, PluginError> {
+        if nodes.is_empty() {
+            return Ok(Outcome::Unschedulable(
+                "0/0 nodes are available: no nodes available to schedule pods.".into(),
+            ));
+        }
+        // Pre-filter: every plugin starts its cycle; a skip leaves it out.
+        let mut skipped = vec![false; self.plugins.len()];
+        for (i, plugin) in self.plugins.iter_mut().enumerate() {
+            let status = plugin.pre_filter(pod)?;
+            match status.code {
+                Code::Success => {}
+                Code::Skip => skipped[i] = true,
+                Code::Error => return Ok(Outcome::Error(status.reason)),
+                Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
+                    let mut reasons = BTreeMap::new();
+                    reasons.insert(status.reason, nodes.len());
+                    return Ok(Outcome::Unschedulable(unavailable(nodes.len(), &reasons)));
+                }
+            }
+        }
+        // Filter, a batch of nodes at a time, until enough fit.
+        let wanted = nodes_to_find(nodes.len(), self.percentage);
+        let mut feasible = Vec::new();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let start = self.next_start % nodes.len();
+        let order: Vec<u32> = nodes[start..].iter().chain(&nodes[..start]).copied().collect();
+        let mut seen = 0;
+        for batch in order.chunks(wanted.max(1)) {
+            let mut passing = batch.to_vec();
+            for &f in &self.filters {
+                if skipped[f] || passing.is_empty() {
+                    continue;
+                }
+                let rejected = self.plugins[f].filter(&passing)?;
+                if let Some(r) = rejected.iter().find(|r| matches!(r.status.code, Code::Error)) {
+                    return Ok(Outcome::Error(r.status.reason.clone()));
+                }
+                let out: std::collections::HashSet<u32> = rejected.iter().map(|r| r.node).collect();
+                for r in rejected {
+                    for reason in r.status.reason.lines() {
+                        *reasons.entry(reason.to_owned()).or_default() += 1;
+                    }
+                }
+                passing.retain(|n| !out.contains(n));
+            }
+            seen += batch.len();
+            feasible.extend(passing);
+            if feasible.len() >= wanted {
+                break;
+            }
+        }
+        self.next_start = start + seen;
+        let chosen = match feasible.len() {
+            0 => return Ok(Outcome::Unschedulable(unavailable(nodes.len(), &reasons))),
+            1 => feasible[0],
+            _ => self.best(&feasible, &skipped)?,
+        };
+        self.reserve_and_permit(chosen)
+    }
+
+    /// The feasible node with the highest weighted score (ties at random).
+    fn best(&mut self, feasible: &[u32], skipped: &[bool]) -> Result<u32, PluginError> {
+        let mut totals = vec![0i64; feasible.len()];
+        for &(s, weight) in &self.scores {
+            if skipped[s] {
+                continue;
+            }
+            if let Some(scores) = self.plugins[s].score(feasible)? {
+                for (total, score) in totals.iter_mut().zip(scores) {
+                    *total += score * weight;
+                }
+            }
+        }
+        let top = totals.iter().copied().max().unwrap_or(0);
+        let best: Vec<u32> = feasible
+            .iter()
+            .zip(&totals)
+            .filter(|(_, t)| **t == top)
+            .map(|(n, _)| *n)
+            .collect();
+        Ok(best[rand::rng().random_range(0..best.len())])
+    }
+
+    /// Reserve, then permit, on every plugin; a refusal undoes the reserves.
+    fn reserve_and_permit(&mut self, node: u32) -> Result<Outcome, PluginError> {
+        let mut refused = None;
+        let mut reserved = 0;
+        for plugin in &mut self.plugins {
+            let status = plugin.reserve(node)?;
+            if !matches!(status.code, Code::Success | Code::Skip) {
+                refused = Some(status.reason);
+                break;
+            }
+            reserved += 1;
+        }
+        if refused.is_none() {
+            for plugin in &mut self.plugins {
+                let status = plugin.permit(node)?;
+                if !matches!(status.code, Code::Success | Code::Skip) {
+                    refused = Some(status.reason);
+                    break;
+                }
+            }
+        }
+        let Some(reason) = refused else {
+            return Ok(Outcome::Fits(node));
+        };
+        for plugin in self.plugins.iter_mut().take(reserved).rev() {
+            plugin.unreserve(node)?;
+        }
+        Ok(Outcome::Unschedulable(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_of_nodes_to_find_follows_kube_scheduler() {
+        assert_eq!(nodes_to_find(50, 0), 50);
+        assert_eq!(nodes_to_find(1000, 0), 420);
+        assert_eq!(nodes_to_find(5000, 0), 500);
+        assert_eq!(nodes_to_find(100_000, 0), 5000);
+        assert_eq!(nodes_to_find(5000, 100), 5000);
+        assert_eq!(nodes_to_find(150, 10), 100);
+    }
+
+    #[test]
+    fn reasons_are_counted_and_sorted() {
+        let reasons = BTreeMap::from([
+            ("node(s) had untolerated taint {gpu: yes}".to_string(), 2),
+            ("Insufficient cpu".to_string(), 3),
+        ]);
+        assert_eq!(
+            unavailable(5, &reasons),
+            "0/5 nodes are available: 2 node(s) had untolerated taint {gpu: yes}, 3 Insufficient cpu."
+        );
+    }
+}
