@@ -1,136 +1,221 @@
-//! Scheduler plugin micro-benchmark, in process, no API: one scheduling cycle
-//! (pre-filter, filter, score and normalize) of one pod against 5,000 nodes with
-//! NodeResourcesFit as a Wasm component on the plugin host, and the same crate
-//! compiled natively behind the same `Plugin` trait, side by side.
+//! Scheduler micro-benchmark, in process, no API: scheduling cycles (pre-filter,
+//! filter, score, normalize, reserve, permit) of one pod against 5,000 nodes
+//! with the default plugins as Wasm components on the plugin host, and the
+//! same crates compiled natively behind the same framework, side by side.
 //!
 //! `cargo bench --bench scheduler`.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use node_resources_fit::NodeResourcesFit;
-use wasmkube_plugin_host::{Limits, NodeChange, PluginHost, SchedulerPlugin};
-use wasmkube_sdk::{NodeInfo, Plugin, Pod};
+use wasmkube_default_plugins::{
+    NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable,
+    PodTopologySpread, TaintToleration,
+};
+use wasmkube_plugin_host::{
+    Code, Limits, NodeChange, PluginError, PluginHost, Rejection, SchedulerPlugin, Status,
+};
+use wasmkube_scheduler::{Config, Extension, Framework, Outcome, default_plugins};
+use wasmkube_sdk::Plugin;
+use wasmkube_sdk::__private::types as sdk;
 
 const NODES: usize = 5000;
-const CYCLES: usize = 200;
+const CYCLES: usize = 100;
 
-fn node(i: usize) -> serde_json::Value {
+fn node(i: usize) -> String {
     let pods: Vec<serde_json::Value> = (0..i % 8)
-        .map(|_| serde_json::json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]}}))
+        .map(|p| serde_json::json!({
+            "metadata": {"name": format!("p{i}-{p}"), "namespace": "default", "labels": {"app": if p % 2 == 0 { "web" } else { "db" }}},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]}}))
         .collect();
+    let taints = if i % 10 == 0 {
+        serde_json::json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+    } else {
+        serde_json::json!([{"key": "spot", "effect": "PreferNoSchedule"}])
+    };
     serde_json::json!({
-        "node": {"metadata": {"name": format!("node-{i}"), "labels": {"zone": format!("z{}", i % 3)}},
+        "node": {"metadata": {"name": format!("node-{i}"), "labels": {
+                    "topology.kubernetes.io/zone": format!("z{}", i % 3),
+                    "kubernetes.io/hostname": format!("node-{i}"),
+                    "tier": if i % 4 == 0 { "edge" } else { "core" }}},
+                 "spec": {"taints": taints},
                  "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}},
         "pods": pods,
     })
+    .to_string()
 }
 
-fn pod() -> serde_json::Value {
-    serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}})
+/// A pod that every default plugin has work for.
+fn pod() -> String {
+    serde_json::json!({"metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}],
+            "tolerations": [{"key": "spot", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["edge"]}]}}]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}})
+    .to_string()
 }
 
-/// The median and 99th percentile of `times`, and cycles per second.
-fn summary(mut times: Vec<Duration>) -> (Duration, Duration, f64) {
-    times.sort();
-    let total: Duration = times.iter().sum();
-    (
-        times[times.len() / 2],
-        times[times.len() * 99 / 100],
-        times.len() as f64 / total.as_secs_f64(),
+/// A plugin compiled natively, called through the SDK as the component is.
+struct Native<P: Plugin>(wasmkube_sdk::Host<P>);
+
+fn status(s: sdk::Status) -> Status {
+    let code = match s.code {
+        sdk::Code::Success => Code::Success,
+        sdk::Code::Unschedulable => Code::Unschedulable,
+        sdk::Code::UnschedulableAndUnresolvable => Code::UnschedulableAndUnresolvable,
+        sdk::Code::Error => Code::Error,
+        sdk::Code::Skip => Code::Skip,
+    };
+    Status {
+        code,
+        reason: s.reason,
+    }
+}
+
+impl<P: Plugin + Send> Extension for Native<P> {
+    fn name(&self) -> &str {
+        P::NAME
+    }
+    fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
+        let changes = changes.iter().map(|c| match c {
+            NodeChange::Set((id, json)) => sdk::NodeChange::Set((*id, json.clone())),
+            NodeChange::Removed(id) => sdk::NodeChange::Removed(*id),
+        });
+        self.0.update_nodes(changes.collect());
+        Ok(())
+    }
+    fn pre_filter(&mut self, pod: &str) -> Result<Status, PluginError> {
+        Ok(status(self.0.pre_filter(pod)))
+    }
+    fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
+        let rejected = self.0.filter(nodes.to_vec()).into_iter();
+        Ok(rejected
+            .map(|r| Rejection {
+                node: r.node,
+                status: status(r.status),
+            })
+            .collect())
+    }
+    fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
+        match self.0.score(nodes.to_vec()) {
+            Ok(scores) => Ok(Some(self.0.normalize(scores))),
+            Err(_) => Ok(None),
+        }
+    }
+    fn reserve(&mut self, node: u32) -> Result<Status, PluginError> {
+        Ok(status(self.0.at_node(node, true)))
+    }
+    fn unreserve(&mut self, _node: u32) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn permit(&mut self, node: u32) -> Result<Status, PluginError> {
+        Ok(status(self.0.at_node(node, false)))
+    }
+}
+
+fn native<P: Plugin + Send>() -> Box<dyn Extension> {
+    Box::new(Native(wasmkube_sdk::Host::<P>::default()))
+}
+
+/// A framework of the default profile's plan over `plugins` (by name).
+fn framework(mut plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Framework {
+    let plan = Config::default().profiles[0].plan();
+    let names = plan.plugins();
+    plugins.sort_by_key(|p| names.iter().position(|n| n == p.name()));
+    let index = |n: &String| names.iter().position(|m| m == n).unwrap();
+    Framework::new(
+        plugins,
+        plan.filters.iter().map(index).collect(),
+        plan.scores.iter().map(|(n, w)| (index(n), *w)).collect(),
+        percentage,
     )
 }
 
-fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
-    assert!(built.unwrap().success(), "building the plugins");
-    let nodes: Vec<serde_json::Value> = (0..NODES).map(node).collect();
-
-    // Native: the plugin's own code, called per node.
-    let infos: Vec<NodeInfo> = nodes
-        .iter()
-        .map(|n| {
-            NodeInfo::new(
-                serde_json::from_value(n["node"].clone()).unwrap(),
-                serde_json::from_value(n["pods"].clone()).unwrap(),
-            )
-        })
-        .collect();
-    let the_pod: Pod = serde_json::from_value(pod()).unwrap();
-    let mut native = NodeResourcesFit::default();
-    let mut native_times = Vec::new();
-    let mut native_fit = 0;
-    for _ in 0..CYCLES {
-        let t = Instant::now();
-        native.pre_filter(&the_pod);
-        let passing: Vec<&NodeInfo> = infos
-            .iter()
-            .filter(|n| native.filter(&the_pod, n).passes())
-            .collect();
-        let mut scores: Vec<i64> = passing
-            .iter()
-            .map(|n| native.score(&the_pod, n).unwrap_or(0))
-            .collect();
-        native.normalize(&mut scores);
-        native_times.push(t.elapsed());
-        native_fit = passing.len();
-    }
-
-    // Wasm: the same crate as a component, fed the nodes once.
-    let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(dir.path()).unwrap();
-    let file = root.join("plugins/target/wasm32-wasip2/release/node_resources_fit.wasm");
-    let mut wasm = SchedulerPlugin::load(&host, &file, "{}", Limits::default()).unwrap();
+/// Feeds `framework` the nodes, then runs the cycles: the feeding time, the
+/// cycle times.
+fn measure(framework: &mut Framework, changes: &[NodeChange]) -> (Duration, Vec<Duration>) {
     let fed = Instant::now();
-    let changes = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeChange::Set((i as u32, n.to_string())))
-        .collect();
-    wasm.update_nodes(changes).unwrap();
+    framework.update_nodes(changes).unwrap();
     let feeding = fed.elapsed();
     let ids: Vec<u32> = (0..NODES as u32).collect();
-    let pod_json = pod().to_string();
-    let mut wasm_times = Vec::new();
-    let mut wasm_fit = 0;
-    for _ in 0..CYCLES {
-        let t = Instant::now();
-        wasm.pre_filter(&pod_json).unwrap();
-        let rejected = wasm.filter(&ids).unwrap();
-        let mut fits = vec![true; NODES];
-        for r in &rejected {
-            fits[r.node as usize] = false;
-        }
-        let passing: Vec<u32> = ids.iter().copied().filter(|i| fits[*i as usize]).collect();
-        wasm.score(&passing).unwrap();
-        wasm_times.push(t.elapsed());
-        wasm_fit = passing.len();
-    }
-    assert_eq!(native_fit, wasm_fit, "both find the same nodes");
+    let pod = pod();
+    let times = (0..CYCLES)
+        .map(|_| {
+            let t = Instant::now();
+            let outcome = framework.schedule(&pod, &ids);
+            let took = t.elapsed();
+            assert!(matches!(outcome, Outcome::Fits(_)), "{outcome:?}");
+            took
+        })
+        .collect();
+    (feeding, times)
+}
 
-    let (n50, n99, n_rate) = summary(native_times);
-    let (w50, w99, w_rate) = summary(wasm_times);
+/// The median and 99th percentile of `times`.
+fn summary(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+fn main() {
+    let changes: Vec<NodeChange> = (0..NODES)
+        .map(|i| NodeChange::Set((i as u32, node(i))))
+        .collect();
+    let natives = || {
+        vec![
+            native::<NodeName>(),
+            native::<NodeUnschedulable>(),
+            native::<NodeAffinity>(),
+            native::<TaintToleration>(),
+            native::<NodeResourcesFit>(),
+            native::<NodeResourcesBalancedAllocation>(),
+            native::<PodTopologySpread>(),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(dir.path()).unwrap();
+    let wasms = || {
+        default_plugins()
+            .map(|(name, bytes)| {
+                let component = host.compile(name, bytes).unwrap();
+                let plugin =
+                    SchedulerPlugin::new(&host, name, &component, "{}", Limits::default()).unwrap();
+                Box::new(plugin) as Box<dyn Extension>
+            })
+            .collect::<Vec<_>>()
+    };
     println!(
-        "Scheduler plugin: NodeResourcesFit, one pod against {NODES} nodes ({wasm_fit} fit), filter + score per cycle"
+        "Scheduler: one pod against {NODES} nodes, the 7 default plugins, pre-filter + filter + score + reserve + permit per cycle"
     );
     println!(
-        "{:<8} | {:>10} | {:>10} | {:>10} | {:>12}",
-        "", "p50 ms", "p99 ms", "cycles/s", "nodes/s"
+        "{:<28} | {:>9} | {:>9} | {:>10} | {:>10}",
+        "", "p50 ms", "p99 ms", "pods/s", "feed ms"
     );
-    for (name, p50, p99, rate) in [("native", n50, n99, n_rate), ("wasm", w50, w99, w_rate)] {
+    let mut medians = Vec::new();
+    for (name, plugins, percentage) in [
+        ("native, every node", natives(), 100),
+        ("wasm, every node", wasms(), 100),
+        ("native, adaptive share", natives(), 0),
+        ("wasm, adaptive share", wasms(), 0),
+    ] {
+        let mut framework = framework(plugins, percentage);
+        let (feeding, times) = measure(&mut framework, &changes);
+        let (p50, p99) = summary(times);
         println!(
-            "{name:<8} | {:>10.3} | {:>10.3} | {rate:>10.0} | {:>12.0}",
+            "{name:<28} | {:>9.3} | {:>9.3} | {:>10.0} | {:>10.1}",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
-            rate * NODES as f64
+            1.0 / p50.as_secs_f64(),
+            feeding.as_secs_f64() * 1e3
         );
+        medians.push(p50.as_secs_f64());
     }
     println!(
-        "wasm / native time per cycle: {:.2}x; feeding the {NODES} nodes to the plugin once: {:.1} ms",
-        w50.as_secs_f64() / n50.as_secs_f64(),
-        feeding.as_secs_f64() * 1e3
+        "wasm / native per cycle: {:.2}x over every node, {:.2}x with the adaptive share ({} of {NODES} nodes)",
+        medians[1] / medians[0],
+        medians[3] / medians[2],
+        wasmkube_scheduler::nodes_to_find(NODES, 0)
     );
 }

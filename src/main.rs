@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use wasmkube_agent::{Agent, Range};
 use wasmkube_apiserver::{ApiServer, kubeconfig};
 use wasmkube_runtime::{Credentials, ImageStore, normalize};
+use wasmkube_scheduler::Config as SchedulerConfig;
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
@@ -33,10 +34,11 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API.
     Server(ServerArgs),
-    /// Run a single-node cluster in one process: the API server and every other
-    /// part of the control plane and node that this build has (today: a node
-    /// agent).
+    /// Run a single-node cluster in one process: the API server, the
+    /// scheduler and a node agent.
     Up(UpArgs),
+    /// Place pending pods on nodes, with Wasm scheduler plugins.
+    Scheduler(SchedulerArgs),
     /// Join a cluster as a node: run the pods bound to it as Wasm components.
     Agent(AgentArgs),
     /// Manage the components of a node's local image store.
@@ -92,6 +94,48 @@ struct UpArgs {
     server: ServerArgs,
     #[command(flatten)]
     node: NodeArgs,
+    /// The scheduler's profiles (a KubeSchedulerConfiguration; default: one
+    /// profile, `default-scheduler`, with the default plugins).
+    #[arg(long, value_name = "FILE")]
+    scheduler_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SchedulerArgs {
+    /// How to reach the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The profiles (a KubeSchedulerConfiguration; default: one profile,
+    /// `default-scheduler`, with the default plugins).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where compiled plugins and pulled plugin images are kept.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+}
+
+/// The scheduler's configuration, read from `config` (or the defaults).
+fn scheduler_config(config: Option<&Path>) -> Result<SchedulerConfig> {
+    let Some(file) = config else {
+        return Ok(SchedulerConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    SchedulerConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// Loads the profiles of `config` (compiling their plugins, under
+/// `data_dir`), then schedules until `closed`.
+async fn schedule(
+    client: Client,
+    config: SchedulerConfig,
+    data_dir: &Path,
+    closed: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let profiles = wasmkube_scheduler::load(&config, &data_dir.join("scheduler")).await?;
+    let names: Vec<&String> = profiles.frameworks.keys().collect();
+    tracing::info!(profiles = ?names, "scheduling");
+    wasmkube_scheduler::run(client, profiles, closed).await
 }
 
 /// What makes a node.
@@ -108,7 +152,7 @@ struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn agent(self, client: Client, data_dir: &std::path::Path) -> Result<Agent> {
+    fn agent(self, client: Client, data_dir: &Path) -> Result<Agent> {
         let name = self.node_name.unwrap_or_else(host_name);
         Ok(Agent::new(client, &name, data_dir, self.pod_cidr)?)
     }
@@ -162,8 +206,21 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) => server(args, None).await,
-        Command::Up(args) => server(args.server, Some(args.node)).await,
+        Command::Up(args) => {
+            let node = Some((args.node, args.scheduler_config));
+            server(args.server, node).await
+        }
         Command::Agent(args) => agent(args).await,
+        Command::Scheduler(args) => {
+            let config = scheduler_config(args.config.as_deref())?;
+            let client = client(&args.kubeconfig).await?;
+            let (closing, closed) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown().await;
+                closing.send_replace(true);
+            });
+            schedule(client, config, &args.data_dir, closed).await
+        }
         Command::Image(ImageCommand::Import {
             data_dir,
             file,
@@ -193,8 +250,9 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Serves the API; with a node name, runs that node's agent in the same process.
-async fn server(args: ServerArgs, node: Option<NodeArgs>) -> Result<()> {
+/// Serves the API; with a node, runs the scheduler and that node's agent in
+/// the same process.
+async fn server(args: ServerArgs, node: Option<(NodeArgs, Option<PathBuf>)>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.store {
@@ -233,8 +291,17 @@ async fn server(args: ServerArgs, node: Option<NodeArgs>) -> Result<()> {
     let api = ApiServer::start(store).await?;
     let router = api.router();
     let (closing, closed) = tokio::sync::watch::channel(false);
-    if let Some(node) = node {
+    if let Some((node, scheduler)) = node {
         let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+        // A bad configuration stops the start; its plugins compile while the
+        // API serves.
+        let config = scheduler_config(scheduler.as_deref())?;
+        let (data_dir, scheduling, closed_too) = (args.data_dir.clone(), client.clone(), closed.clone());
+        tokio::spawn(async move {
+            if let Err(e) = schedule(scheduling, config, &data_dir, closed_too).await {
+                tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
+            }
+        });
         let agent = node.agent(client, &args.data_dir)?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
@@ -254,12 +321,17 @@ async fn server(args: ServerArgs, node: Option<NodeArgs>) -> Result<()> {
     Ok(())
 }
 
+/// A client of the cluster of a kubeconfig.
+async fn client(kubeconfig: &Path) -> Result<Client> {
+    let read = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = KubeConfig::from_custom_kubeconfig(read, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
 /// Runs a node agent against the cluster of a kubeconfig.
 async fn agent(args: AgentArgs) -> Result<()> {
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let config = KubeConfig::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let agent = args.node.agent(client, &args.data_dir)?;

@@ -12,4 +12,5 @@ mod process;
 mod proxy;
 mod python;
 mod registry;
+mod scheduler;
 mod server;

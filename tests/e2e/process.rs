@@ -99,6 +99,35 @@ impl Drop for Agent {
     }
 }
 
+/// A running `wasmkube scheduler`, killed when dropped.
+pub struct Scheduler(pub Child);
+
+impl Scheduler {
+    /// Starts the scheduler against the cluster of `kubeconfig` with the
+    /// profiles of `config`, keeping compiled plugins in `data_dir`.
+    pub fn start(kubeconfig: &Path, config: &Path, data_dir: &Path) -> Scheduler {
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("scheduler")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wasmkube runs");
+        Scheduler(child)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free loopback port, for a server that must come back on the same one.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

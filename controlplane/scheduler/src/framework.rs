@@ -153,7 +153,8 @@ impl Framework {
                 "0/0 nodes are available: no nodes available to schedule pods.".into(),
             ));
         }
-        // Pre-filter: every plugin starts its cycle; a skip leaves it out.
+        // Pre-filter: every plugin starts its cycle; a skip leaves it out of
+        // filtering (scoring it skips by giving no scores).
         let mut skipped = vec![false; self.plugins.len()];
         for (i, plugin) in self.plugins.iter_mut().enumerate() {
             let status = plugin.pre_filter(pod)?;
@@ -203,18 +204,15 @@ impl Framework {
         let chosen = match feasible.len() {
             0 => return Ok(Outcome::Unschedulable(unavailable(nodes.len(), &reasons))),
             1 => feasible[0],
-            _ => self.best(&feasible, &skipped)?,
+            _ => self.best(&feasible)?,
         };
         self.reserve_and_permit(chosen)
     }
 
     /// The feasible node with the highest weighted score (ties at random).
-    fn best(&mut self, feasible: &[u32], skipped: &[bool]) -> Result<u32, PluginError> {
+    fn best(&mut self, feasible: &[u32]) -> Result<u32, PluginError> {
         let mut totals = vec![0i64; feasible.len()];
         for &(s, weight) in &self.scores {
-            if skipped[s] {
-                continue;
-            }
             if let Some(scores) = self.plugins[s].score(feasible)? {
                 for (total, score) in totals.iter_mut().zip(scores) {
                     *total += score * weight;
@@ -265,6 +263,85 @@ impl Framework {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plugin that rejects the nodes in `rejects` and scores node `n` as
+    /// `scores[n]` (no scores when empty); it skips pre-filter like the SDK's
+    /// default.
+    struct Fake {
+        rejects: Vec<u32>,
+        scores: Vec<i64>,
+    }
+
+    fn ok() -> Status {
+        Status {
+            code: Code::Success,
+            reason: String::new(),
+        }
+    }
+
+    impl Extension for Fake {
+        fn name(&self) -> &str {
+            "Fake"
+        }
+        fn update_nodes(&mut self, _: &[NodeChange]) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn pre_filter(&mut self, _: &str) -> Result<Status, PluginError> {
+            Ok(Status {
+                code: if self.rejects.is_empty() { Code::Skip } else { Code::Success },
+                reason: String::new(),
+            })
+        }
+        fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
+            let rejected = nodes.iter().filter(|n| self.rejects.contains(n));
+            Ok(rejected
+                .map(|n| Rejection {
+                    node: *n,
+                    status: Status {
+                        code: Code::Unschedulable,
+                        reason: format!("reason {}\nshared", n % 2),
+                    },
+                })
+                .collect())
+        }
+        fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
+            if self.scores.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(nodes.iter().map(|n| self.scores[*n as usize]).collect()))
+        }
+        fn reserve(&mut self, _: u32) -> Result<Status, PluginError> {
+            Ok(ok())
+        }
+        fn unreserve(&mut self, _: u32) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn permit(&mut self, _: u32) -> Result<Status, PluginError> {
+            Ok(ok())
+        }
+    }
+
+    #[test]
+    fn filters_narrow_and_weighted_scores_pick() {
+        let filter = Fake { rejects: vec![0, 3], scores: vec![] };
+        // A score-only plugin that skipped pre-filter still scores.
+        let prefer = Fake { rejects: vec![], scores: vec![100, 0, 10, 100] };
+        let against = Fake { rejects: vec![], scores: vec![0, 100, 0, 0] };
+        let mut framework = Framework::new(
+            vec![Box::new(filter), Box::new(prefer), Box::new(against)],
+            vec![0],
+            vec![(1, 1), (2, 2)],
+            100,
+        );
+        // Nodes 0 and 3 are out; node 1 scores 200 against node 2's 10.
+        assert_eq!(framework.schedule("{}", &[0, 1, 2, 3]), Outcome::Fits(1));
+        assert_eq!(
+            framework.schedule("{}", &[0, 3]),
+            Outcome::Unschedulable(
+                "0/2 nodes are available: 1 reason 0, 1 reason 1, 2 shared.".into()
+            )
+        );
+    }
 
     #[test]
     fn the_share_of_nodes_to_find_follows_kube_scheduler() {

@@ -45,7 +45,7 @@ fn node_resources_fit_filters_and_scores() {
     let mut plugin = SchedulerPlugin::load(&host, &file, "{}", Limits::default()).unwrap();
     assert_eq!(plugin.name(), "NodeResourcesFit");
     plugin
-        .update_nodes(vec![
+        .update_nodes(&[
             NodeChange::Set((1, node("big", "4", &[]))),
             NodeChange::Set((2, node("full", "2", &["1500m"]))),
             NodeChange::Set((3, node("busy", "4", &["2"]))),
@@ -62,7 +62,7 @@ fn node_resources_fit_filters_and_scores() {
     let scores = plugin.score(&[1, 3]).unwrap().unwrap();
     assert!(scores[0] > scores[1], "{scores:?}");
     // A node removed is no longer known.
-    plugin.update_nodes(vec![NodeChange::Removed(1)]).unwrap();
+    plugin.update_nodes(&[NodeChange::Removed(1)]).unwrap();
     let rejected = plugin.filter(&[1]).unwrap();
     assert!(matches!(
         rejected[0].status.code,
@@ -91,7 +91,7 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
         let args = format!(r#"{{"do": "{what}"}}"#);
         let mut plugin = SchedulerPlugin::load(&host, &file, &args, limits).unwrap();
         plugin
-            .update_nodes(vec![NodeChange::Set((1, node("n", "1", &[])))])
+            .update_nodes(&[NodeChange::Set((1, node("n", "1", &[])))])
             .unwrap();
         plugin.pre_filter(POD).unwrap();
         let failed = plugin.filter(&[1]).unwrap_err().to_string();

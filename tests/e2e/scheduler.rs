@@ -1,0 +1,164 @@
+//! The scheduler places pods on nodes created as API objects (no agents): by
+//! nodeSelector, node affinity, taints and tolerations, resource fit and
+//! topology spread; a pod that fits nowhere says why, as Kubernetes words it,
+//! and is placed once a node that fits appears; a pod naming a second profile
+//! is placed by that profile, whose plugin (built from the SDK's example, not
+//! one of the defaults) changes where pods go.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::agent::{apply, eventually, kubectl};
+use crate::process::{Scheduler, Server, free_port};
+
+/// A Node with `labels`, `taints` and `cpu` allocatable.
+fn node(data_dir: &Path, name: &str, labels: &str, taints: &str, cpu: &str) {
+    apply(
+        data_dir,
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, {labels}}}}}\nspec: {{taints: [{taints}]}}\n"
+        ),
+    );
+    let status = format!(
+        r#"{{"status": {{"allocatable": {{"cpu": "{cpu}", "memory": "8Gi", "pods": "20"}}, "capacity": {{"cpu": "{cpu}", "memory": "8Gi", "pods": "20"}}}}}}"#
+    );
+    kubectl(
+        data_dir,
+        &["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status],
+    );
+}
+
+/// A pod with `spec` (YAML, indented two spaces) added to its one container.
+fn pod(data_dir: &Path, name: &str, labels: &str, spec: &str) {
+    apply(
+        data_dir,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  containers:\n  - name: c\n    image: examples/hello:1\n{spec}"
+        ),
+    );
+}
+
+fn requests(cpu: &str) -> String {
+    format!("    resources: {{requests: {{cpu: \"{cpu}\"}}}}\n")
+}
+
+/// The node a pod lands on (waits for it).
+fn placed(data_dir: &Path, pod: &str) -> String {
+    let node = || {
+        kubectl(data_dir, &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+    };
+    let mut last = String::new();
+    for _ in 0..200 {
+        last = node();
+        if !last.is_empty() {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{pod} was not placed: {last:?}");
+}
+
+/// A server, and a scheduler with `config`.
+fn cluster(dir: &Path, config: &str) -> (Server, Scheduler) {
+    let server = Server::start_at(dir, &format!("127.0.0.1:{}", free_port()));
+    let file = dir.join("scheduler.yaml");
+    std::fs::write(&file, config).unwrap();
+    let scheduler = Scheduler::start(&dir.join("kubeconfig"), &file, dir);
+    (server, scheduler)
+}
+
+#[test]
+fn pods_land_where_the_default_plugins_send_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_server, _scheduler) = cluster(d, "profiles: [{schedulerName: default-scheduler}]");
+    node(d, "edge-1", "tier: edge, zone: a", "", "2");
+    node(d, "edge-2", "tier: edge, zone: b", "{key: dedicated, value: gpu, effect: NoSchedule}", "2");
+    node(d, "core-1", "tier: core, zone: a", "", "8");
+    node(d, "core-2", "tier: core, zone: b", "", "500m");
+
+    // nodeSelector: edge-2 is tainted, so edge-1.
+    pod(d, "selected", "", "  nodeSelector: {tier: edge}\n");
+    assert_eq!(placed(d, "selected"), "edge-1");
+    // Required node affinity and a toleration: only edge-2 is edge in zone b.
+    pod(
+        d,
+        "tolerant",
+        "",
+        "  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: tier, operator: In, values: [edge]}\n          - {key: zone, operator: NotIn, values: [a]}\n",
+    );
+    assert_eq!(placed(d, "tolerant"), "edge-2");
+    // Resource fit: core-2 has too little cpu for it.
+    pod(
+        d,
+        "hungry",
+        "",
+        &format!("{}  nodeSelector: {{tier: core}}\n", requests("1")),
+    );
+    assert_eq!(placed(d, "hungry"), "core-1");
+    // Topology spread: two pods of one app, at most one apart across zones.
+    let spread = "  nodeSelector: {tier: core}\n  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: spread}}}\n";
+    pod(d, "spread-1", "app: spread", spread);
+    let first = placed(d, "spread-1");
+    pod(d, "spread-2", "app: spread", spread);
+    let second = placed(d, "spread-2");
+    assert_ne!(first, second, "both pods in one zone");
+
+    // Too big for every node: it says why on the pod and in an event.
+    pod(d, "huge", "", &requests("16"));
+    let want = "0/4 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 3 Insufficient cpu.";
+    let condition = || {
+        kubectl(
+            d,
+            &["get", "pod", "huge", "-o",
+              "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"],
+        )
+    };
+    eventually(Duration::from_secs(20), want, condition);
+    let events = kubectl(
+        d,
+        &["get", "events", "--field-selector", "involvedObject.name=huge", "-o",
+          "jsonpath={.items[*].reason}"],
+    );
+    assert!(events.contains("FailedScheduling"), "{events}");
+    // A node it fits appears: it lands there.
+    node(d, "big-1", "tier: core, zone: c", "", "32");
+    assert_eq!(placed(d, "huge"), "big-1");
+    let scheduled = kubectl(
+        d,
+        &["get", "pod", "huge", "-o",
+          "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}"],
+    );
+    assert_eq!(scheduled, "True");
+}
+
+#[test]
+fn a_second_profile_places_its_pods_with_its_own_plugin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
+    assert!(built.unwrap().success(), "building the plugins");
+    let plugin = root.join("plugins/target/wasm32-wasip2/release/prefer_edge.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nplugins:\n- {{name: PreferEdge, file: {}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: edge-scheduler\n  plugins:\n    score:\n      enabled: [{{name: PreferEdge, weight: 100}}]\n",
+        plugin.display()
+    );
+    let (_server, _scheduler) = cluster(d, &config);
+    // The default profile prefers the emptier node, core-1.
+    node(d, "edge-1", "tier: edge", "", "1");
+    node(d, "core-1", "tier: core", "", "64");
+    let cpu = requests("100m");
+    pod(d, "plain", "", &cpu);
+    assert_eq!(placed(d, "plain"), "core-1");
+    // The second profile's PreferEdge outweighs that.
+    pod(d, "edgy", "", &format!("{cpu}  schedulerName: edge-scheduler\n"));
+    assert_eq!(placed(d, "edgy"), "edge-1");
+    // A pod for a scheduler nobody runs waits.
+    pod(d, "orphan", "", "  schedulerName: nobody\n");
+    pod(d, "after", "", &cpu);
+    placed(d, "after");
+    let orphan = kubectl(d, &["get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(orphan, "");
+}
