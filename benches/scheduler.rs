@@ -15,8 +15,8 @@ use wasmkube_plugin_host::{
     Code, Limits, NodeChange, PluginError, PluginHost, Rejection, SchedulerPlugin, Status,
 };
 use wasmkube_scheduler::{Config, Extension, Framework, Outcome, default_plugins};
-use wasmkube_sdk::Plugin;
 use wasmkube_sdk::__private::types as sdk;
+use wasmkube_sdk::Plugin;
 
 const NODES: usize = 5000;
 const CYCLES: usize = 100;
@@ -27,7 +27,7 @@ fn node(i: usize) -> String {
             "metadata": {"name": format!("p{i}-{p}"), "namespace": "default", "labels": {"app": if p % 2 == 0 { "web" } else { "db" }}},
             "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]}}))
         .collect();
-    let taints = if i % 10 == 0 {
+    let taints = if i.is_multiple_of(10) {
         serde_json::json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
     } else {
         serde_json::json!([{"key": "spot", "effect": "PreferNoSchedule"}])
@@ -36,7 +36,7 @@ fn node(i: usize) -> String {
         "node": {"metadata": {"name": format!("node-{i}"), "labels": {
                     "topology.kubernetes.io/zone": format!("z{}", i % 3),
                     "kubernetes.io/hostname": format!("node-{i}"),
-                    "tier": if i % 4 == 0 { "edge" } else { "core" }}},
+                    "tier": if i.is_multiple_of(4) { "edge" } else { "core" }}},
                  "spec": {"taints": taints},
                  "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}},
         "pods": pods,

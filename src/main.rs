@@ -296,7 +296,8 @@ async fn server(args: ServerArgs, node: Option<(NodeArgs, Option<PathBuf>)>) -> 
         // A bad configuration stops the start; its plugins compile while the
         // API serves.
         let config = scheduler_config(scheduler.as_deref())?;
-        let (data_dir, scheduling, closed_too) = (args.data_dir.clone(), client.clone(), closed.clone());
+        let (data_dir, scheduling, closed_too) =
+            (args.data_dir.clone(), client.clone(), closed.clone());
         tokio::spawn(async move {
             if let Err(e) = schedule(scheduling, config, &data_dir, closed_too).await {
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");

@@ -11,7 +11,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("NodeAffinity", "node_affinity"),
     ("TaintToleration", "taint_toleration"),
     ("NodeResourcesFit", "node_resources_fit"),
-    ("NodeResourcesBalancedAllocation", "node_resources_balanced_allocation"),
+    (
+        "NodeResourcesBalancedAllocation",
+        "node_resources_balanced_allocation",
+    ),
     ("PodTopologySpread", "pod_topology_spread"),
 ];
 
@@ -23,7 +26,12 @@ fn main() {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.file_name().is_some_and(|n| n != "target"));
-    let others = ["sdk", "wit", "controlplane/quantity", "scripts/build-plugins.sh"];
+    let others = [
+        "sdk",
+        "wit",
+        "controlplane/quantity",
+        "scripts/build-plugins.sh",
+    ];
     for watched in sources.chain(others.iter().map(|o| root.join(o))) {
         println!("cargo::rerun-if-changed={}", watched.display());
     }
@@ -31,7 +39,13 @@ fn main() {
     // (target, flags, jobserver): it gets a clean environment.
     let mut build = Command::new(root.join("scripts/build-plugins.sh"));
     build.env_clear();
-    for kept in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "RUSTUP_TOOLCHAIN"] {
+    for kept in [
+        "PATH",
+        "HOME",
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         if let Some(value) = std::env::var_os(kept) {
             build.env(kept, value);
         }
@@ -39,10 +53,18 @@ fn main() {
     let status = build.status().expect("running scripts/build-plugins.sh");
     assert!(status.success(), "building the default plugins failed");
     let built = root.join("plugins/target/wasm32-wasip2/release");
-    let mut table = String::from("/// The default plugins' components, by name.\npub(crate) const DEFAULT_PLUGINS: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// The default plugins' components, by name.\npub(crate) const DEFAULT_PLUGINS: &[(&str, &[u8])] = &[\n",
+    );
     for (name, file) in DEFAULTS {
-        let path = built.join(format!("{file}.wasm")).canonicalize().expect("a built plugin");
-        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        let path = built
+            .join(format!("{file}.wasm"))
+            .canonicalize()
+            .expect("a built plugin");
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     table.push_str("];\n");
     let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("default_plugins.rs");

@@ -14,7 +14,7 @@
 //! use wasmkube_sdk::{NodeInfo, Plugin, Pod, export};
 //!
 //! #[derive(Default)]
-//! struct PreferEdge;
+//! pub struct PreferEdge;
 //!
 //! impl Plugin for PreferEdge {
 //!     const NAME: &'static str = "PreferEdge";
@@ -35,7 +35,9 @@ pub use k8s_openapi::api::core::v1::{Container, Node, Pod};
 /// The Kubernetes types plugins read: the core group's, and label selectors.
 pub mod k8s {
     pub use k8s_openapi::api::core::v1::*;
-    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelector, LabelSelectorRequirement,
+    };
 }
 
 #[doc(hidden)]

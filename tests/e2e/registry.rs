@@ -16,15 +16,15 @@ use crate::agent::{apply, eventually, http_get, kubectl, pod, ready_node};
 use crate::process::{Server, free_port};
 
 /// A docker-registry on a free loopback port, removed when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl Registry {
     /// Starts a registry keeping its data under `dir`; with `users` (an
     /// htpasswd file), only they may use it.
-    fn start(dir: &Path, users: Option<&Path>) -> Registry {
+    pub(crate) fn start(dir: &Path, users: Option<&Path>) -> Registry {
         std::fs::create_dir_all(dir).unwrap();
         let address = format!("127.0.0.1:{}", free_port());
         let auth = users.map_or(String::new(), |file| {
@@ -63,7 +63,7 @@ impl Drop for Registry {
 }
 
 /// Pushes `file` to `reference` with `wasmkube image push`.
-fn push(file: &Path, reference: &str, user: Option<(&str, &str)>) {
+pub(crate) fn push(file: &Path, reference: &str, user: Option<(&str, &str)>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
     command.args(["image", "push"]).arg(file).arg(reference);
     if let Some((name, password)) = user {

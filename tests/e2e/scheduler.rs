@@ -3,7 +3,7 @@
 //! topology spread; a pod that fits nowhere says why, as Kubernetes words it,
 //! and is placed once a node that fits appears; a pod naming a second profile
 //! is placed by that profile, whose plugin (built from the SDK's example, not
-//! one of the defaults) changes where pods go.
+//! one of the defaults, and pulled from an OCI registry) changes where pods go.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::agent::{apply, eventually, kubectl};
 use crate::process::{Scheduler, Server, free_port};
+use crate::registry::{Registry, push};
 
 /// A Node with `labels`, `taints` and `cpu` allocatable.
 fn node(data_dir: &Path, name: &str, labels: &str, taints: &str, cpu: &str) {
@@ -25,7 +26,15 @@ fn node(data_dir: &Path, name: &str, labels: &str, taints: &str, cpu: &str) {
     );
     kubectl(
         data_dir,
-        &["patch", "node", name, "--subresource=status", "--type=merge", "-p", &status],
+        &[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
     );
 }
 
@@ -46,7 +55,10 @@ fn requests(cpu: &str) -> String {
 /// The node a pod lands on (waits for it).
 fn placed(data_dir: &Path, pod: &str) -> String {
     let node = || {
-        kubectl(data_dir, &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+        kubectl(
+            data_dir,
+            &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"],
+        )
     };
     let mut last = String::new();
     for _ in 0..200 {
@@ -74,7 +86,13 @@ fn pods_land_where_the_default_plugins_send_them() {
     let d = dir.path();
     let (_server, _scheduler) = cluster(d, "profiles: [{schedulerName: default-scheduler}]");
     node(d, "edge-1", "tier: edge, zone: a", "", "2");
-    node(d, "edge-2", "tier: edge, zone: b", "{key: dedicated, value: gpu, effect: NoSchedule}", "2");
+    node(
+        d,
+        "edge-2",
+        "tier: edge, zone: b",
+        "{key: dedicated, value: gpu, effect: NoSchedule}",
+        "2",
+    );
     node(d, "core-1", "tier: core, zone: a", "", "8");
     node(d, "core-2", "tier: core, zone: b", "", "500m");
 
@@ -111,15 +129,26 @@ fn pods_land_where_the_default_plugins_send_them() {
     let condition = || {
         kubectl(
             d,
-            &["get", "pod", "huge", "-o",
-              "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"],
+            &[
+                "get",
+                "pod",
+                "huge",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            ],
         )
     };
     eventually(Duration::from_secs(20), want, condition);
     let events = kubectl(
         d,
-        &["get", "events", "--field-selector", "involvedObject.name=huge", "-o",
-          "jsonpath={.items[*].reason}"],
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=huge",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
     );
     assert!(events.contains("FailedScheduling"), "{events}");
     // A node it fits appears: it lands there.
@@ -127,8 +156,13 @@ fn pods_land_where_the_default_plugins_send_them() {
     assert_eq!(placed(d, "huge"), "big-1");
     let scheduled = kubectl(
         d,
-        &["get", "pod", "huge", "-o",
-          "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}"],
+        &[
+            "get",
+            "pod",
+            "huge",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}",
+        ],
     );
     assert_eq!(scheduled, "True");
 }
@@ -138,12 +172,17 @@ fn a_second_profile_places_its_pods_with_its_own_plugin() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let built = Command::new(root.join("scripts/build-plugins.sh")).status();
     assert!(built.unwrap().success(), "building the plugins");
-    let plugin = root.join("plugins/target/wasm32-wasip2/release/prefer_edge.wasm");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let registry = Registry::start(&d.join("registry"), None);
+    let image = format!("{}/plugins/prefer-edge:1", registry.address);
+    push(
+        &root.join("plugins/target/wasm32-wasip2/release/prefer_edge.wasm"),
+        &image,
+        None,
+    );
     let config = format!(
-        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nplugins:\n- {{name: PreferEdge, file: {}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: edge-scheduler\n  plugins:\n    score:\n      enabled: [{{name: PreferEdge, weight: 100}}]\n",
-        plugin.display()
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nplugins:\n- {{name: PreferEdge, image: {image}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: edge-scheduler\n  plugins:\n    score:\n      enabled: [{{name: PreferEdge, weight: 100}}]\n"
     );
     let (_server, _scheduler) = cluster(d, &config);
     // The default profile prefers the emptier node, core-1.
@@ -153,12 +192,20 @@ fn a_second_profile_places_its_pods_with_its_own_plugin() {
     pod(d, "plain", "", &cpu);
     assert_eq!(placed(d, "plain"), "core-1");
     // The second profile's PreferEdge outweighs that.
-    pod(d, "edgy", "", &format!("{cpu}  schedulerName: edge-scheduler\n"));
+    pod(
+        d,
+        "edgy",
+        "",
+        &format!("{cpu}  schedulerName: edge-scheduler\n"),
+    );
     assert_eq!(placed(d, "edgy"), "edge-1");
     // A pod for a scheduler nobody runs waits.
     pod(d, "orphan", "", "  schedulerName: nobody\n");
     pod(d, "after", "", &cpu);
     placed(d, "after");
-    let orphan = kubectl(d, &["get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}"]);
+    let orphan = kubectl(
+        d,
+        &["get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}"],
+    );
     assert_eq!(orphan, "");
 }

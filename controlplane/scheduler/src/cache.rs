@@ -67,7 +67,9 @@ impl Cache {
     }
 
     fn entry(&mut self, id: u32) -> &mut Entry {
-        self.entries[id as usize].as_mut().expect("numbered nodes have entries")
+        self.entries[id as usize]
+            .as_mut()
+            .expect("numbered nodes have entries")
     }
 
     /// Forgets the entry of `id` when it has neither a Node nor pods.
@@ -116,7 +118,10 @@ impl Cache {
 
     /// A pod bound to `spec.nodeName` (it replaces the assumed one).
     pub fn bound(&mut self, pod: &Value) {
-        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         self.place(pod, &node);
     }
 
@@ -149,7 +154,9 @@ impl Cache {
 
     /// The name of node `id`.
     pub fn name(&self, id: u32) -> &str {
-        self.entries[id as usize].as_ref().map_or("", |e| e.name.as_str())
+        self.entries[id as usize]
+            .as_ref()
+            .map_or("", |e| e.name.as_str())
     }
 
     /// What changed since the last call, for the plugins.
@@ -157,17 +164,19 @@ impl Cache {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
-            .map(|id| match self.entries.get(id as usize).and_then(Option::as_ref) {
-                Some(Entry {
-                    node: Some(node),
-                    pods,
-                    ..
-                }) => {
-                    let pods: Vec<&Value> = pods.values().collect();
-                    NodeChange::Set((id, json!({"node": node, "pods": pods}).to_string()))
-                }
-                _ => NodeChange::Removed(id),
-            })
+            .map(
+                |id| match self.entries.get(id as usize).and_then(Option::as_ref) {
+                    Some(Entry {
+                        node: Some(node),
+                        pods,
+                        ..
+                    }) => {
+                        let pods: Vec<&Value> = pods.values().collect();
+                        NodeChange::Set((id, json!({"node": node, "pods": pods}).to_string()))
+                    }
+                    _ => NodeChange::Removed(id),
+                },
+            )
             .collect()
     }
 }
@@ -218,7 +227,10 @@ mod tests {
         cache.remove_pod("p2");
         cache.remove_node("b");
         let changes = cache.changes();
-        assert!(matches!(changes[..], [NodeChange::Removed(1)]), "{changes:?}");
+        assert!(
+            matches!(changes[..], [NodeChange::Removed(1)]),
+            "{changes:?}"
+        );
         cache.set_node(&node("c"));
         assert_eq!(cache.nodes(), [0, 1]);
         assert_eq!(cache.name(1), "c");

@@ -197,8 +197,7 @@ impl Plan {
 
 fn apply(set: &Set, filters: Option<&mut Vec<String>>, scores: Option<&mut Vec<(String, i64)>>) {
     let off = |name: &str| set.disabled.iter().any(|d| d.name == "*" || d.name == name);
-    let (mut filters, mut scores) = (filters, scores);
-    if let Some(f) = filters.as_deref_mut() {
+    if let Some(f) = filters {
         f.retain(|n| !off(n));
         for p in &set.enabled {
             if !f.contains(&p.name) {
@@ -206,7 +205,7 @@ fn apply(set: &Set, filters: Option<&mut Vec<String>>, scores: Option<&mut Vec<(
             }
         }
     }
-    if let Some(s) = scores.as_deref_mut() {
+    if let Some(s) = scores {
         s.retain(|(n, _)| !off(n));
         for p in &set.enabled {
             let weight = p.weight.unwrap_or(1);
@@ -222,9 +221,15 @@ impl Profile {
     /// The plugins the profile runs: the defaults with its changes.
     pub fn plan(&self) -> Plan {
         let mut filters: Vec<String> = DEFAULT_FILTERS.iter().map(|n| n.to_string()).collect();
-        let mut scores: Vec<(String, i64)> =
-            DEFAULT_SCORES.iter().map(|(n, w)| (n.to_string(), *w)).collect();
-        apply(&self.plugins.multi_point, Some(&mut filters), Some(&mut scores));
+        let mut scores: Vec<(String, i64)> = DEFAULT_SCORES
+            .iter()
+            .map(|(n, w)| (n.to_string(), *w))
+            .collect();
+        apply(
+            &self.plugins.multi_point,
+            Some(&mut filters),
+            Some(&mut scores),
+        );
         apply(&self.plugins.filter, Some(&mut filters), None);
         apply(&self.plugins.score, None, Some(&mut scores));
         Plan { filters, scores }
@@ -252,10 +257,17 @@ impl Config {
         if let Some(p) = config.percentage_of_nodes_to_score.filter(|p| *p > 100) {
             return Err(format!("percentageOfNodesToScore: {p} is over 100"));
         }
-        let mut names: Vec<&str> = config.profiles.iter().map(|p| p.scheduler_name.as_str()).collect();
+        let mut names: Vec<&str> = config
+            .profiles
+            .iter()
+            .map(|p| p.scheduler_name.as_str())
+            .collect();
         names.sort_unstable();
         if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("profiles: schedulerName {:?} is given twice", twice[0]));
+            return Err(format!(
+                "profiles: schedulerName {:?} is given twice",
+                twice[0]
+            ));
         }
         Ok(config)
     }
@@ -285,12 +297,20 @@ profiles:
 ",
         )
         .unwrap();
-        assert_eq!(config.profiles[0].plan().filters.len(), DEFAULT_FILTERS.len());
+        assert_eq!(
+            config.profiles[0].plan().filters.len(),
+            DEFAULT_FILTERS.len()
+        );
         let edge = &config.profiles[1];
         let plan = edge.plan();
         assert_eq!(
             plan.filters,
-            ["NodeUnschedulable", "TaintToleration", "NodeAffinity", "NodeResourcesFit"]
+            [
+                "NodeUnschedulable",
+                "TaintToleration",
+                "NodeAffinity",
+                "NodeResourcesFit"
+            ]
         );
         assert_eq!(
             plan.scores,
@@ -305,7 +325,10 @@ profiles:
         assert_eq!(edge.args("NodeAffinity"), "{}");
         let only = Set {
             enabled: vec![],
-            disabled: vec![PluginRef { name: "*".into(), weight: None }],
+            disabled: vec![PluginRef {
+                name: "*".into(),
+                weight: None,
+            }],
         };
         let mut scores = vec![("A".to_string(), 1)];
         apply(&only, None, Some(&mut scores));
@@ -320,6 +343,9 @@ profiles:
         assert!(err.contains("given twice"), "{err}");
         let err = Config::parse("percentageOfNodesToScore: 120").unwrap_err();
         assert!(err.contains("over 100"), "{err}");
-        assert_eq!(Config::parse("{}").unwrap().profiles[0].scheduler_name, DEFAULT_SCHEDULER);
+        assert_eq!(
+            Config::parse("{}").unwrap().profiles[0].scheduler_name,
+            DEFAULT_SCHEDULER
+        );
     }
 }

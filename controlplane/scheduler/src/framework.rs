@@ -83,7 +83,9 @@ pub struct Framework {
 impl std::fmt::Debug for Framework {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
-        f.debug_struct("Framework").field("plugins", &names).finish_non_exhaustive()
+        f.debug_struct("Framework")
+            .field("plugins", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,7 +176,11 @@ impl Framework {
         let mut feasible = Vec::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let start = self.next_start % nodes.len();
-        let order: Vec<u32> = nodes[start..].iter().chain(&nodes[..start]).copied().collect();
+        let order: Vec<u32> = nodes[start..]
+            .iter()
+            .chain(&nodes[..start])
+            .copied()
+            .collect();
         let mut seen = 0;
         for batch in order.chunks(wanted.max(1)) {
             let mut passing = batch.to_vec();
@@ -183,7 +189,10 @@ impl Framework {
                     continue;
                 }
                 let rejected = self.plugins[f].filter(&passing)?;
-                if let Some(r) = rejected.iter().find(|r| matches!(r.status.code, Code::Error)) {
+                if let Some(r) = rejected
+                    .iter()
+                    .find(|r| matches!(r.status.code, Code::Error))
+                {
                     return Ok(Outcome::Error(r.status.reason.clone()));
                 }
                 let out: std::collections::HashSet<u32> = rejected.iter().map(|r| r.node).collect();
@@ -288,7 +297,11 @@ mod tests {
         }
         fn pre_filter(&mut self, _: &str) -> Result<Status, PluginError> {
             Ok(Status {
-                code: if self.rejects.is_empty() { Code::Skip } else { Code::Success },
+                code: if self.rejects.is_empty() {
+                    Code::Skip
+                } else {
+                    Code::Success
+                },
                 reason: String::new(),
             })
         }
@@ -308,7 +321,9 @@ mod tests {
             if self.scores.is_empty() {
                 return Ok(None);
             }
-            Ok(Some(nodes.iter().map(|n| self.scores[*n as usize]).collect()))
+            Ok(Some(
+                nodes.iter().map(|n| self.scores[*n as usize]).collect(),
+            ))
         }
         fn reserve(&mut self, _: u32) -> Result<Status, PluginError> {
             Ok(ok())
@@ -323,10 +338,19 @@ mod tests {
 
     #[test]
     fn filters_narrow_and_weighted_scores_pick() {
-        let filter = Fake { rejects: vec![0, 3], scores: vec![] };
+        let filter = Fake {
+            rejects: vec![0, 3],
+            scores: vec![],
+        };
         // A score-only plugin that skipped pre-filter still scores.
-        let prefer = Fake { rejects: vec![], scores: vec![100, 0, 10, 100] };
-        let against = Fake { rejects: vec![], scores: vec![0, 100, 0, 0] };
+        let prefer = Fake {
+            rejects: vec![],
+            scores: vec![100, 0, 10, 100],
+        };
+        let against = Fake {
+            rejects: vec![],
+            scores: vec![0, 100, 0, 0],
+        };
         let mut framework = Framework::new(
             vec![Box::new(filter), Box::new(prefer), Box::new(against)],
             vec![0],

@@ -49,7 +49,10 @@ async fn sources(config: &Config, images: &ImageStore) -> anyhow::Result<HashMap
             (None, Some(image)) => match images.pull(image, None).await {
                 Ok(Pulled::Wasm(image)) => std::fs::read(&image.path)?,
                 Ok(Pulled::Container(_)) => {
-                    bail!("plugin {}: {image} is a container image, not a component", source.name)
+                    bail!(
+                        "plugin {}: {image} is a container image, not a component",
+                        source.name
+                    )
                 }
                 Err(e) => bail!("plugin {}: {e}", source.name),
             },
@@ -76,7 +79,9 @@ pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> 
     let images = ImageStore::open(&data_dir.join("plugins"))?;
     let mut bytes = sources(config, &images).await?;
     for (name, component) in default_plugins() {
-        bytes.entry(name.to_owned()).or_insert_with(|| component.to_vec());
+        bytes
+            .entry(name.to_owned())
+            .or_insert_with(|| component.to_vec());
     }
     let config = config.clone();
     let cache = data_dir.join("compiled");

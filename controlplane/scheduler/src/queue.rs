@@ -47,7 +47,10 @@ pub struct Queue {
 }
 
 fn uid(pod: &Value) -> String {
-    pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+    pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Whether an update could change where a pod fits (its spec or labels), as
@@ -63,7 +66,8 @@ impl Queue {
         if let Some(q) = self.pods.get_mut(uid) {
             q.state = State::Active;
             q.ticket = ticket;
-            self.heap.push((q.priority, Reverse(ticket), uid.to_owned()));
+            self.heap
+                .push((q.priority, Reverse(ticket), uid.to_owned()));
         }
     }
 

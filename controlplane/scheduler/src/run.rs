@@ -48,8 +48,15 @@ enum Input {
 /// What the thread decides.
 #[derive(Debug)]
 enum Output {
-    Bind { pod: Value, node: String },
-    Failed { pod: Value, message: String, reason: &'static str },
+    Bind {
+        pod: Value,
+        node: String,
+    },
+    Failed {
+        pod: Value,
+        message: String,
+        reason: &'static str,
+    },
 }
 
 fn key(kind: Watched, object: &Value) -> String {
@@ -160,7 +167,8 @@ impl Scheduler {
             Input::Applied(Watched::PriorityClass, class) => {
                 let value = class["value"].as_i64().unwrap_or(0) as i32;
                 let global = class["globalDefault"].as_bool().unwrap_or(false);
-                self.classes.insert(key(Watched::PriorityClass, &class), (value, global));
+                self.classes
+                    .insert(key(Watched::PriorityClass, &class), (value, global));
             }
             Input::Deleted(Watched::PriorityClass, name) => {
                 self.classes.remove(&name);
@@ -175,7 +183,9 @@ impl Scheduler {
     fn pod(&mut self, pod: Value) {
         let uid = key(Watched::Pod, &pod);
         let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-        let bound = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        let bound = pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
         if matches!(phase, "Succeeded" | "Failed") {
             // A finished pod takes nothing from its node.
             self.queue.remove(&uid);
@@ -217,11 +227,19 @@ impl Scheduler {
             }
             Outcome::Unschedulable(message) => {
                 self.queue.failed(&uid, true, now);
-                Output::Failed { pod, message, reason: "Unschedulable" }
+                Output::Failed {
+                    pod,
+                    message,
+                    reason: "Unschedulable",
+                }
             }
             Outcome::Error(message) => {
                 self.queue.failed(&uid, false, now);
-                Output::Failed { pod, message, reason: "SchedulerError" }
+                Output::Failed {
+                    pod,
+                    message,
+                    reason: "SchedulerError",
+                }
             }
         };
         let _ = self.out.send(output);
@@ -296,7 +314,13 @@ async fn bind(client: Client, pod: Value, node: String, to: Sender<Input>) {
         ),
         Err(e) => {
             tracing::info!(pod = %name, node = %node, error = %e, "binding failed");
-            event(&client, &pod, Kind::Warning, "FailedScheduling", format!("Binding rejected: {e}"));
+            event(
+                &client,
+                &pod,
+                Kind::Warning,
+                "FailedScheduling",
+                format!("Binding rejected: {e}"),
+            );
             let _ = to.send(Input::BindFailed(key(Watched::Pod, &pod)));
         }
     }
@@ -306,7 +330,13 @@ async fn bind(client: Client, pod: Value, node: String, to: Sender<Input>) {
 /// event.
 async fn report(client: Client, pod: Value, message: String, reason: &'static str) {
     let (namespace, name) = name_of(&pod);
-    event(&client, &pod, Kind::Warning, "FailedScheduling", message.clone());
+    event(
+        &client,
+        &pod,
+        Kind::Warning,
+        "FailedScheduling",
+        message.clone(),
+    );
     let mut conditions: Vec<Value> = pod["status"]["conditions"]
         .as_array()
         .cloned()
@@ -335,8 +365,16 @@ pub async fn run(
     let (to_thread, inputs) = std::sync::mpsc::channel();
     let (out, mut outputs) = mpsc::unbounded_channel();
     let watches = [
-        tokio::spawn(forward(Api::<Node>::all(client.clone()), Watched::Node, to_thread.clone())),
-        tokio::spawn(forward(Api::<Pod>::all(client.clone()), Watched::Pod, to_thread.clone())),
+        tokio::spawn(forward(
+            Api::<Node>::all(client.clone()),
+            Watched::Node,
+            to_thread.clone(),
+        )),
+        tokio::spawn(forward(
+            Api::<Pod>::all(client.clone()),
+            Watched::Pod,
+            to_thread.clone(),
+        )),
         tokio::spawn(forward(
             Api::<PriorityClass>::all(client.clone()),
             Watched::PriorityClass,

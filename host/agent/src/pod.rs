@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_runtime::{Container, Exit, Image, Stop};
 
-use wasmkube_events::{Kind, Reporter, now};
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, prepare, pull, record};
+use wasmkube_events::{Kind, Reporter, now};
 
 /// The first wait before a container is started again; it doubles up to
 /// [`BACKOFF_MAX`], as the kubelet's does.

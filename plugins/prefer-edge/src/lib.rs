@@ -4,7 +4,7 @@
 use wasmkube_sdk::{NodeInfo, Plugin, Pod, export};
 
 #[derive(Default)]
-struct PreferEdge;
+pub struct PreferEdge;
 
 impl Plugin for PreferEdge {
     const NAME: &'static str = "PreferEdge";
