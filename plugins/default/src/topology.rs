@@ -65,12 +65,24 @@ fn matching(node: &NodeInfo, namespace: &str, selector: &LabelSelector) -> i64 {
         .count() as i64
 }
 
+/// Whether the pod restricts its nodes (a `nodeSelector` or required node
+/// affinity): if not, every node passes and none needs checking.
+fn constrains_nodes(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.node_selector.as_ref().is_some_and(|n| !n.is_empty())
+            || s.affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .is_some_and(|a| a.required_during_scheduling_ignored_during_execution.is_some())
+    })
+}
+
 fn spread(c: &TopologySpreadConstraint, pod: &Pod, nodes: Nodes<'_>) -> Spread {
     let selector = selector_of(c, pod);
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     // Nodes the pod could go to by its node affinity count (nodeAffinityPolicy
     // Honor, the default), unless the constraint says Ignore.
-    let honor = c.node_affinity_policy.as_deref() != Some("Ignore");
+    let honor = c.node_affinity_policy.as_deref() != Some("Ignore") && constrains_nodes(pod);
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for node in nodes.iter() {
         let Some(domain) = node.label(&c.topology_key) else {
@@ -79,7 +91,13 @@ fn spread(c: &TopologySpreadConstraint, pod: &Pod, nodes: Nodes<'_>) -> Spread {
         if honor && !node_affinity_matches(pod, node) {
             continue;
         }
-        *counts.entry(domain.to_owned()).or_default() += matching(node, namespace, &selector);
+        let found = matching(node, namespace, &selector);
+        match counts.get_mut(domain) {
+            Some(count) => *count += found,
+            None => {
+                counts.insert(domain.to_owned(), found);
+            }
+        }
     }
     let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
     let min = if counts.len() < min_domains {
