@@ -16,7 +16,7 @@ use wasmkube_plugin_host::{
 };
 use wasmkube_scheduler::{Config, Extension, Framework, Outcome, default_plugins};
 use wasmkube_sdk::__private::types as sdk;
-use wasmkube_sdk::Plugin;
+use wasmkube_sdk::{Plugin, points};
 
 const NODES: usize = 5000;
 const CYCLES: usize = 100;
@@ -105,18 +105,19 @@ impl<P: Plugin + Send> Extension for Native<P> {
         }
     }
     fn reserve(&mut self, node: u32) -> Result<Status, PluginError> {
-        Ok(status(self.0.at_node(node, true)))
+        Ok(status(self.0.reserve(node)))
     }
-    fn unreserve(&mut self, _node: u32) -> Result<(), PluginError> {
+    fn unreserve(&mut self, node: u32) -> Result<(), PluginError> {
+        self.0.unreserve(node);
         Ok(())
     }
     fn permit(&mut self, node: u32) -> Result<Status, PluginError> {
-        Ok(status(self.0.at_node(node, false)))
+        Ok(status(self.0.permit(node)))
     }
 }
 
-fn native<P: Plugin + Send>() -> Box<dyn Extension> {
-    Box::new(Native(wasmkube_sdk::Host::<P>::default()))
+fn native<P: Plugin + Send>(points: wasmkube_sdk::Points<P>) -> Box<dyn Extension> {
+    Box::new(Native(wasmkube_sdk::Host::new(points)))
 }
 
 /// A framework of the default profile's plan over `plugins` (by name).
@@ -165,13 +166,13 @@ fn main() {
         .collect();
     let natives = || {
         vec![
-            native::<NodeName>(),
-            native::<NodeUnschedulable>(),
-            native::<NodeAffinity>(),
-            native::<TaintToleration>(),
-            native::<NodeResourcesFit>(),
-            native::<NodeResourcesBalancedAllocation>(),
-            native::<PodTopologySpread>(),
+            native(points!(NodeName: Filter)),
+            native(points!(NodeUnschedulable: Filter)),
+            native(points!(NodeAffinity: PreFilter, Filter, Score)),
+            native(points!(TaintToleration: PreFilter, Filter, Score)),
+            native(points!(NodeResourcesFit: PreFilter, Filter, Score)),
+            native(points!(NodeResourcesBalancedAllocation: PreFilter, Score)),
+            native(points!(PodTopologySpread: PreFilter, Filter, Score)),
         ]
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,9 @@
 //! Write a Wasmkube scheduler plugin in Rust.
 //!
-//! A plugin is a type implementing [`Plugin`]: a name and the extension points
-//! it cares about (every method has a default that passes or skips), exported
-//! with [`export!`] and built for `wasm32-wasip2` as a `cdylib`. The SDK keeps
+//! A plugin is a type implementing [`Plugin`] (its name and args) and a trait
+//! per extension point it takes part in ([`PreFilter`], [`Filter`],
+//! [`Score`], [`Reserve`], [`Permit`]), exported with [`export!`] naming
+//! those traits, and built for `wasm32-wasip2` as a `cdylib`. The SDK keeps
 //! the plugin's snapshot of the nodes (fed by the scheduler with what changed)
 //! and runs `filter` and `score` over each batch of nodes inside the guest, so
 //! a scheduling cycle crosses into the plugin a handful of times, not once per
@@ -11,20 +12,22 @@
 //! A complete plugin, which prefers nodes labelled `tier=edge`:
 //!
 //! ```ignore
-//! use wasmkube_sdk::{NodeInfo, Plugin, Pod, export};
+//! use wasmkube_sdk::{NodeInfo, Plugin, Pod, Score, export};
 //!
 //! #[derive(Default)]
 //! pub struct PreferEdge;
 //!
 //! impl Plugin for PreferEdge {
 //!     const NAME: &'static str = "PreferEdge";
+//! }
 //!
+//! impl Score for PreferEdge {
 //!     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
 //!         Some(if node.label("tier") == Some("edge") { 100 } else { 0 })
 //!     }
 //! }
 //!
-//! export!(PreferEdge);
+//! export!(PreferEdge: Score);
 //! ```
 //!
 //! with `crate-type = ["cdylib"]` in its `Cargo.toml`, then
@@ -272,7 +275,9 @@ impl Status {
     }
 }
 
-/// A scheduler plugin: override the extension points it takes part in.
+/// A scheduler plugin: its name and its args. The extension points it takes
+/// part in are traits of their own ([`PreFilter`], [`Filter`], [`Score`],
+/// [`Reserve`], [`Permit`]), named again in [`export!`].
 pub trait Plugin: Default + 'static {
     /// The name profiles know it by.
     const NAME: &'static str;
@@ -282,26 +287,27 @@ pub trait Plugin: Default + 'static {
         let _ = args;
         Ok(())
     }
+}
 
+/// Pre-filter: a cycle starts for a pod.
+pub trait PreFilter: Plugin {
     /// Starts a cycle for `pod`, before any filter; `nodes` are all the nodes,
-    /// for plugins that count across them (topology spread).
-    fn pre_filter(&mut self, pod: &Pod, nodes: Nodes<'_>) -> Status {
-        let _ = (pod, nodes);
-        Status::skip()
-    }
+    /// for plugins that count across them (topology spread). A skip leaves
+    /// the plugin's filter out of this cycle.
+    fn pre_filter(&mut self, pod: &Pod, nodes: Nodes<'_>) -> Status;
+}
 
+/// Filter: whether a pod fits a node.
+pub trait Filter: Plugin {
     /// Whether `pod` fits on `node`.
-    fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
-        let _ = (pod, node);
-        Status::success()
-    }
+    fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status;
+}
 
+/// Score: how well a pod suits each node that passed the filters.
+pub trait Score: Plugin {
     /// How well `pod` suits `node` (higher is better); `None` when the plugin
-    /// does not score.
-    fn score(&mut self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let _ = (pod, node);
-        None
-    }
+    /// has nothing to say about this pod.
+    fn score(&mut self, pod: &Pod, node: &NodeInfo) -> Option<i64>;
 
     /// Brings the scores into 0..=100; by default scores over 100 are scaled
     /// down so that the highest is 100 (see [`normalize_scores`]).
@@ -310,18 +316,116 @@ pub trait Plugin: Default + 'static {
             normalize_scores(scores, false);
         }
     }
+}
 
-    /// The pod is about to be bound to `node`.
-    fn reserve(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
+/// Reserve: the pod is about to be bound to a node.
+pub trait Reserve: Plugin {
+    /// Reserves on `node` what `pod` takes.
+    fn reserve(&mut self, pod: &Pod, node: &NodeInfo) -> Status;
+
+    /// The binding failed or was refused: undo `reserve`.
+    fn unreserve(&mut self, pod: &Pod, node: &NodeInfo) {
         let _ = (pod, node);
-        Status::success()
+    }
+}
+
+/// Permit: whether the pod may be bound now.
+pub trait Permit: Plugin {
+    /// Whether `pod` may be bound to `node` now.
+    fn permit(&mut self, pod: &Pod, node: &NodeInfo) -> Status;
+}
+
+/// A call at one node.
+type AtNode<P, T> = fn(&mut P, &Pod, &NodeInfo) -> T;
+
+/// The extension points a plugin takes part in: built by [`points!`] from
+/// the traits it names. A point it does not take part in passes (or, for
+/// scores, says nothing) without running any of its code.
+pub struct Points<P> {
+    pre_filter: Option<fn(&mut P, &Pod, Nodes<'_>) -> Status>,
+    filter: Option<AtNode<P, Status>>,
+    score: Option<(AtNode<P, Option<i64>>, fn(&mut P, &mut [i64]))>,
+    reserve: Option<(AtNode<P, Status>, AtNode<P, ()>)>,
+    permit: Option<AtNode<P, Status>>,
+}
+
+impl<P: Plugin> Default for Points<P> {
+    fn default() -> Self {
+        Points {
+            pre_filter: None,
+            filter: None,
+            score: None,
+            reserve: None,
+            permit: None,
+        }
+    }
+}
+
+impl<P: Plugin> Points<P> {
+    /// With pre-filter.
+    pub fn pre_filter(mut self) -> Self
+    where
+        P: PreFilter,
+    {
+        self.pre_filter = Some(<P as PreFilter>::pre_filter);
+        self
     }
 
-    /// Whether the pod may be bound to `node` now.
-    fn permit(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
-        let _ = (pod, node);
-        Status::success()
+    /// With filter.
+    pub fn filter(mut self) -> Self
+    where
+        P: Filter,
+    {
+        self.filter = Some(<P as Filter>::filter);
+        self
     }
+
+    /// With score (and normalize).
+    pub fn score(mut self) -> Self
+    where
+        P: Score,
+    {
+        self.score = Some((<P as Score>::score, <P as Score>::normalize));
+        self
+    }
+
+    /// With reserve (and unreserve).
+    pub fn reserve(mut self) -> Self
+    where
+        P: Reserve,
+    {
+        self.reserve = Some((<P as Reserve>::reserve, <P as Reserve>::unreserve));
+        self
+    }
+
+    /// With permit.
+    pub fn permit(mut self) -> Self
+    where
+        P: Permit,
+    {
+        self.permit = Some(<P as Permit>::permit);
+        self
+    }
+}
+
+/// The [`Points`] of a plugin type and the extension points it implements:
+/// `points!(MyPlugin: PreFilter, Filter, Score)`.
+#[macro_export]
+macro_rules! points {
+    ($plugin:ty $(: $($point:ident),* $(,)?)?) => {
+        $crate::__points!(<$crate::Points<$plugin> as ::std::default::Default>::default(); $($($point),*)?)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __points {
+    ($points:expr;) => { $points };
+    ($points:expr; PreFilter $(, $rest:ident)*) => { $crate::__points!($points.pre_filter(); $($rest),*) };
+    ($points:expr; Filter $(, $rest:ident)*) => { $crate::__points!($points.filter(); $($rest),*) };
+    ($points:expr; Score $(, $rest:ident)*) => { $crate::__points!($points.score(); $($rest),*) };
+    ($points:expr; Reserve $(, $rest:ident)*) => { $crate::__points!($points.reserve(); $($rest),*) };
+    ($points:expr; Permit $(, $rest:ident)*) => { $crate::__points!($points.permit(); $($rest),*) };
 }
 
 fn to_wit(status: Status) -> WitStatus {
@@ -345,11 +449,12 @@ struct NodeJson {
     pods: Vec<Pod>,
 }
 
-/// What the SDK keeps for a plugin: the plugin, the nodes, the cycle's pod.
+/// What the SDK keeps for a plugin: the plugin, its extension points, the
+/// nodes, the cycle's pod.
 #[doc(hidden)]
-#[derive(Default)]
 pub struct Host<P> {
     plugin: P,
+    points: Points<P>,
     /// The nodes by number: the host numbers them densely from 0, so a vector
     /// indexed by number is the fastest map.
     nodes: Vec<Option<NodeInfo>>,
@@ -357,6 +462,16 @@ pub struct Host<P> {
 }
 
 impl<P: Plugin> Host<P> {
+    #[doc(hidden)]
+    pub fn new(points: Points<P>) -> Host<P> {
+        Host {
+            plugin: P::default(),
+            points,
+            nodes: Vec::new(),
+            pod: Pod::default(),
+        }
+    }
+
     #[doc(hidden)]
     pub fn configure(&mut self, args: &str) -> Result<(), String> {
         let args = serde_json::from_str(args).map_err(|e| format!("args: {e}"))?;
@@ -395,15 +510,22 @@ impl<P: Plugin> Host<P> {
                 });
             }
         }
-        to_wit(self.plugin.pre_filter(&self.pod, Nodes(&self.nodes)))
+        let status = match self.points.pre_filter {
+            Some(pre_filter) => pre_filter(&mut self.plugin, &self.pod, Nodes(&self.nodes)),
+            None => Status::skip(),
+        };
+        to_wit(status)
     }
 
     #[doc(hidden)]
     pub fn filter(&mut self, ids: Vec<u32>) -> Vec<Rejection> {
+        let Some(filter) = self.points.filter else {
+            return Vec::new();
+        };
         let mut rejected = Vec::new();
         for id in ids {
             let status = match self.nodes.get(id as usize).and_then(Option::as_ref) {
-                Some(node) => self.plugin.filter(&self.pod, node),
+                Some(node) => filter(&mut self.plugin, &self.pod, node),
                 None => Status::unresolvable("node not known to the plugin"),
             };
             if !status.passes() {
@@ -418,13 +540,16 @@ impl<P: Plugin> Host<P> {
 
     #[doc(hidden)]
     pub fn score(&mut self, ids: Vec<u32>) -> Result<Vec<i64>, WitStatus> {
+        let Some((score, _)) = self.points.score else {
+            return Err(to_wit(Status::skip()));
+        };
         let mut scores = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(node) = self.nodes.get(id as usize).and_then(Option::as_ref) else {
                 scores.push(0);
                 continue;
             };
-            match self.plugin.score(&self.pod, node) {
+            match score(&mut self.plugin, &self.pod, node) {
                 Some(score) => scores.push(score),
                 None => return Err(to_wit(Status::skip())),
             }
@@ -434,34 +559,52 @@ impl<P: Plugin> Host<P> {
 
     #[doc(hidden)]
     pub fn normalize(&mut self, mut scores: Vec<i64>) -> Vec<i64> {
-        self.plugin.normalize(&mut scores);
+        if let Some((_, normalize)) = self.points.score {
+            normalize(&mut self.plugin, &mut scores);
+        }
         scores
     }
 
+    /// Runs `call` at node `id`; success when the plugin does not take part.
+    fn at_node<T>(&mut self, id: u32, call: Option<AtNode<P, T>>) -> Option<T> {
+        let call = call?;
+        let node = self.nodes.get(id as usize).and_then(Option::as_ref)?;
+        Some(call(&mut self.plugin, &self.pod, node))
+    }
+
     #[doc(hidden)]
-    pub fn at_node(&mut self, id: u32, reserve: bool) -> WitStatus {
-        let status = match self.nodes.get(id as usize).and_then(Option::as_ref) {
-            None => Status::unresolvable("node not known to the plugin"),
-            Some(node) if reserve => self.plugin.reserve(&self.pod, node),
-            Some(node) => self.plugin.permit(&self.pod, node),
-        };
-        to_wit(status)
+    pub fn reserve(&mut self, id: u32) -> WitStatus {
+        let reserve = self.points.reserve.map(|(reserve, _)| reserve);
+        to_wit(self.at_node(id, reserve).unwrap_or_else(Status::success))
+    }
+
+    #[doc(hidden)]
+    pub fn unreserve(&mut self, id: u32) {
+        let unreserve = self.points.reserve.map(|(_, unreserve)| unreserve);
+        self.at_node(id, unreserve);
+    }
+
+    #[doc(hidden)]
+    pub fn permit(&mut self, id: u32) -> WitStatus {
+        let permit = self.points.permit;
+        to_wit(self.at_node(id, permit).unwrap_or_else(Status::success))
     }
 }
 
-/// Exports a [`Plugin`] type as the component's `wasmkube:scheduler/plugin`
-/// (when built for Wasm; a native build, for the plugin's own tests, exports
-/// nothing).
+/// Exports a [`Plugin`] type, with the extension points it implements, as
+/// the component's `wasmkube:scheduler/plugin`: `export!(MyPlugin: Filter,
+/// Score)` (when built for Wasm; a native build, for the plugin's own tests,
+/// exports nothing).
 #[macro_export]
 macro_rules! export {
-    ($plugin:ty) => {
+    ($plugin:ty $(: $($point:ident),* $(,)?)?) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __WasmkubePlugin;
 
             thread_local! {
                 static __WASMKUBE_HOST: ::std::cell::RefCell<$crate::Host<$plugin>> =
-                    ::std::cell::RefCell::new(::std::default::Default::default());
+                    ::std::cell::RefCell::new($crate::Host::new($crate::points!($plugin $(: $($point),*)?)));
             }
 
             impl $crate::__private::Guest for __WasmkubePlugin {
@@ -496,15 +639,17 @@ macro_rules! export {
                     __WASMKUBE_HOST.with(|h| h.borrow_mut().normalize(scores))
                 }
                 fn reserve(node: u32) -> $crate::__private::types::Status {
-                    __WASMKUBE_HOST.with(|h| h.borrow_mut().at_node(node, true))
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().reserve(node))
                 }
-                fn unreserve(_: u32) {}
+                fn unreserve(node: u32) {
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().unreserve(node))
+                }
                 fn permit(node: u32) -> $crate::__private::types::Status {
-                    __WASMKUBE_HOST.with(|h| h.borrow_mut().at_node(node, false))
+                    __WASMKUBE_HOST.with(|h| h.borrow_mut().permit(node))
                 }
             }
 
-    $crate::__private::export_plugin!(__WasmkubePlugin with_types_in $crate::__private);
+            $crate::__private::export_plugin!(__WasmkubePlugin with_types_in $crate::__private);
         };
     };
 }

@@ -1,7 +1,9 @@
 //! NodeAffinity.
 
 use wasmkube_sdk::k8s::PreferredSchedulingTerm;
-use wasmkube_sdk::{NodeInfo, Nodes, Plugin, Pod, Status, normalize_scores};
+use wasmkube_sdk::{
+    Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status, normalize_scores,
+};
 
 use crate::selectors::{node_affinity_matches, term_matches};
 
@@ -15,7 +17,9 @@ pub struct NodeAffinity {
 
 impl Plugin for NodeAffinity {
     const NAME: &'static str = "NodeAffinity";
+}
 
+impl PreFilter for NodeAffinity {
     fn pre_filter(&mut self, pod: &Pod, _nodes: Nodes<'_>) -> Status {
         self.preferred = pod
             .spec
@@ -29,7 +33,9 @@ impl Plugin for NodeAffinity {
             .unwrap_or_default();
         Status::success()
     }
+}
 
+impl Filter for NodeAffinity {
     fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
         if node_affinity_matches(pod, node) {
             Status::success()
@@ -37,7 +43,9 @@ impl Plugin for NodeAffinity {
             Status::unresolvable("node(s) didn't match Pod's node affinity/selector")
         }
     }
+}
 
+impl Score for NodeAffinity {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         if self.preferred.is_empty() {
             return None;

@@ -1,7 +1,7 @@
 //! NodeName and NodeUnschedulable.
 
 use wasmkube_sdk::k8s::Toleration;
-use wasmkube_sdk::{NodeInfo, Plugin, Pod, Status};
+use wasmkube_sdk::{Filter, NodeInfo, Plugin, Pod, Status};
 
 use crate::taints::tolerates;
 
@@ -11,7 +11,9 @@ pub struct NodeName;
 
 impl Plugin for NodeName {
     const NAME: &'static str = "NodeName";
+}
 
+impl Filter for NodeName {
     fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(name) if !name.is_empty() && name != node.name() => {
@@ -32,7 +34,9 @@ pub struct NodeUnschedulable;
 
 impl Plugin for NodeUnschedulable {
     const NAME: &'static str = "NodeUnschedulable";
+}
 
+impl Filter for NodeUnschedulable {
     fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
         let cordoned = node
             .node

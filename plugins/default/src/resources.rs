@@ -1,7 +1,9 @@
 //! NodeResourcesFit (with LeastAllocated scoring) and
 //! NodeResourcesBalancedAllocation.
 
-use wasmkube_sdk::{NodeInfo, Nodes, Plugin, Pod, Resources, Status, requests};
+use wasmkube_sdk::{
+    Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Resources, Score, Status, requests,
+};
 
 /// A pod fits a node when its requests (cpu, memory, one pod) fit in what the
 /// node's allocatable leaves after the requests of the pods already there
@@ -16,12 +18,16 @@ pub struct NodeResourcesFit {
 
 impl Plugin for NodeResourcesFit {
     const NAME: &'static str = "NodeResourcesFit";
+}
 
+impl PreFilter for NodeResourcesFit {
     fn pre_filter(&mut self, pod: &Pod, _nodes: Nodes<'_>) -> Status {
         self.pod = requests(pod);
         Status::success()
     }
+}
 
+impl Filter for NodeResourcesFit {
     fn filter(&mut self, _pod: &Pod, node: &NodeInfo) -> Status {
         let (has, used) = (node.allocatable, node.requested);
         let mut short = Vec::new();
@@ -40,7 +46,9 @@ impl Plugin for NodeResourcesFit {
             Status::unschedulable(short.join("\n"))
         }
     }
+}
 
+impl Score for NodeResourcesFit {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         let (has, used) = (node.allocatable, node.requested);
         let free = |total: i64, taken: i64| {
@@ -66,12 +74,16 @@ pub struct NodeResourcesBalancedAllocation {
 
 impl Plugin for NodeResourcesBalancedAllocation {
     const NAME: &'static str = "NodeResourcesBalancedAllocation";
+}
 
+impl PreFilter for NodeResourcesBalancedAllocation {
     fn pre_filter(&mut self, pod: &Pod, _nodes: Nodes<'_>) -> Status {
         self.pod = requests(pod);
         Status::success()
     }
+}
 
+impl Score for NodeResourcesBalancedAllocation {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         let (has, used) = (node.allocatable, node.requested);
         let share = |total: i64, taken: i64| {

@@ -1,7 +1,9 @@
 //! TaintToleration.
 
 use wasmkube_sdk::k8s::{Taint, Toleration};
-use wasmkube_sdk::{NodeInfo, Nodes, Plugin, Pod, Status, normalize_scores};
+use wasmkube_sdk::{
+    Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status, normalize_scores,
+};
 
 /// Whether a toleration among `tolerations` tolerates the taint `key=value:effect`.
 pub(crate) fn tolerates(tolerations: &[Toleration], key: &str, value: &str, effect: &str) -> bool {
@@ -51,7 +53,9 @@ pub struct TaintToleration {
 
 impl Plugin for TaintToleration {
     const NAME: &'static str = "TaintToleration";
+}
 
+impl PreFilter for TaintToleration {
     fn pre_filter(&mut self, pod: &Pod, _nodes: Nodes<'_>) -> Status {
         self.tolerations = pod
             .spec
@@ -70,7 +74,9 @@ impl Plugin for TaintToleration {
             .collect();
         Status::success()
     }
+}
 
+impl Filter for TaintToleration {
     fn filter(&mut self, _pod: &Pod, node: &NodeInfo) -> Status {
         let untolerated = taints(node).iter().find(|t| {
             matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
@@ -85,7 +91,9 @@ impl Plugin for TaintToleration {
             None => Status::success(),
         }
     }
+}
 
+impl Score for TaintToleration {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         let count = taints(node)
             .iter()

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use wasmkube_sdk::k8s::{LabelSelector, LabelSelectorRequirement, TopologySpreadConstraint};
-use wasmkube_sdk::{NodeInfo, Nodes, Plugin, Pod, Status};
+use wasmkube_sdk::{Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status};
 
 use crate::selectors::{labels, node_affinity_matches, selector_matches};
 
@@ -73,7 +73,10 @@ fn constrains_nodes(pod: &Pod) -> bool {
             || s.affinity
                 .as_ref()
                 .and_then(|a| a.node_affinity.as_ref())
-                .is_some_and(|a| a.required_during_scheduling_ignored_during_execution.is_some())
+                .is_some_and(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .is_some()
+                })
     })
 }
 
@@ -117,7 +120,9 @@ fn spread(c: &TopologySpreadConstraint, pod: &Pod, nodes: Nodes<'_>) -> Spread {
 
 impl Plugin for PodTopologySpread {
     const NAME: &'static str = "PodTopologySpread";
+}
 
+impl PreFilter for PodTopologySpread {
     fn pre_filter(&mut self, pod: &Pod, nodes: Nodes<'_>) -> Status {
         let constraints = pod
             .spec
@@ -135,7 +140,9 @@ impl Plugin for PodTopologySpread {
             Status::success()
         }
     }
+}
 
+impl Filter for PodTopologySpread {
     fn filter(&mut self, _pod: &Pod, node: &NodeInfo) -> Status {
         for s in &self.hard {
             let Some(domain) = node.label(&s.key) else {
@@ -152,7 +159,9 @@ impl Plugin for PodTopologySpread {
         }
         Status::success()
     }
+}
 
+impl Score for PodTopologySpread {
     fn score(&mut self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
         if self.soft.is_empty() {
             return None;

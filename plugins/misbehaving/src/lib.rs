@@ -3,7 +3,7 @@
 //! `{"do": "spin"}` never returns, `{"do": "hog"}` allocates without bound,
 //! `{"refuse": true}` refuses its args. Otherwise it passes every node.
 
-use wasmkube_sdk::{NodeInfo, Plugin, Pod, Status, export};
+use wasmkube_sdk::{Filter, NodeInfo, Plugin, Pod, Status, export};
 
 #[derive(Default)]
 pub struct Misbehaving {
@@ -20,7 +20,9 @@ impl Plugin for Misbehaving {
         self.what = args["do"].as_str().unwrap_or_default().to_owned();
         Ok(())
     }
+}
 
+impl Filter for Misbehaving {
     fn filter(&mut self, _pod: &Pod, _node: &NodeInfo) -> Status {
         match self.what.as_str() {
             "panic" => panic!("misbehaving on purpose"),
@@ -41,4 +43,4 @@ impl Plugin for Misbehaving {
     }
 }
 
-export!(Misbehaving);
+export!(Misbehaving: Filter);

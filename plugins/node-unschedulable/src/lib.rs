@@ -1,3 +1,3 @@
 //! The default plugin NodeUnschedulable as a Wasm component.
 
-wasmkube_sdk::export!(wasmkube_default_plugins::NodeUnschedulable);
+wasmkube_sdk::export!(wasmkube_default_plugins::NodeUnschedulable: Filter);

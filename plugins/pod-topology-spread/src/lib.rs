@@ -1,3 +1,3 @@
 //! The default plugin PodTopologySpread as a Wasm component.
 
-wasmkube_sdk::export!(wasmkube_default_plugins::PodTopologySpread);
+wasmkube_sdk::export!(wasmkube_default_plugins::PodTopologySpread: PreFilter, Filter, Score);

@@ -1,14 +1,16 @@
 //! A plugin outside the default set, written as the SDK's documentation shows:
 //! nodes labelled `tier=edge` score 100, others 0.
 
-use wasmkube_sdk::{NodeInfo, Plugin, Pod, export};
+use wasmkube_sdk::{NodeInfo, Plugin, Pod, Score, export};
 
 #[derive(Default)]
 pub struct PreferEdge;
 
 impl Plugin for PreferEdge {
     const NAME: &'static str = "PreferEdge";
+}
 
+impl Score for PreferEdge {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         Some(if node.label("tier") == Some("edge") {
             100
@@ -18,4 +20,4 @@ impl Plugin for PreferEdge {
     }
 }
 
-export!(PreferEdge);
+export!(PreferEdge: Score);
