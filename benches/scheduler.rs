@@ -1,6 +1,7 @@
-//! Scheduler micro-benchmark, in process, no API: scheduling cycles (pre-filter,
-//! filter, score, normalize, reserve, permit) of one pod against 5,000 nodes
-//! with the default plugins as Wasm components on the plugin host, and the
+//! Scheduler micro-benchmark, in process, no API: scheduling cycles (the
+//! previous placement fed to the plugins, pre-filter, filter, score, normalize,
+//! reserve, permit) of pods of one workload against 5,000 nodes with the
+//! default plugins as Wasm components on the plugin host, and the
 //! same crates compiled natively behind the same framework, side by side.
 //!
 //! `cargo bench --bench scheduler`.
@@ -21,7 +22,7 @@ use wasmkube_sdk::{Plugin, points};
 const NODES: usize = 5000;
 const CYCLES: usize = 100;
 
-fn node(i: usize) -> String {
+fn node(i: usize) -> serde_json::Value {
     let pods: Vec<serde_json::Value> = (0..i % 8)
         .map(|p| serde_json::json!({
             "metadata": {"name": format!("p{i}-{p}"), "namespace": "default", "labels": {"app": if p % 2 == 0 { "web" } else { "db" }}},
@@ -41,12 +42,12 @@ fn node(i: usize) -> String {
                  "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}},
         "pods": pods,
     })
-    .to_string()
 }
 
-/// A pod that every default plugin has work for.
-fn pod() -> String {
-    serde_json::json!({"metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+/// The `n`th pod of a workload that every default plugin has work for.
+fn pod(n: usize) -> serde_json::Value {
+    serde_json::json!({"metadata": {"name": format!("web-{n}"), "uid": format!("web-{n}"),
+            "namespace": "default", "labels": {"app": "web"}},
         "spec": {
             "containers": [{"name": "c", "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}],
             "tolerations": [{"key": "spot", "operator": "Exists"}],
@@ -54,7 +55,6 @@ fn pod() -> String {
                 {"weight": 10, "preference": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["edge"]}]}}]}},
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                 "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}})
-    .to_string()
 }
 
 /// A plugin compiled natively, called through the SDK as the component is.
@@ -134,20 +134,35 @@ fn framework(mut plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Framework
     )
 }
 
-/// Feeds `framework` the nodes, then runs the cycles: the feeding time, the
-/// cycle times.
-fn measure(framework: &mut Framework, changes: &[NodeChange]) -> (Duration, Vec<Duration>) {
+/// Feeds `framework` the nodes, then places pods one after another as a
+/// scheduler does: each cycle first tells the plugins of the node the previous
+/// pod went to. The feeding time, the cycle times.
+fn measure(framework: &mut Framework, nodes: &[serde_json::Value]) -> (Duration, Vec<Duration>) {
+    let mut nodes = nodes.to_vec();
+    let all: Vec<NodeChange> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeChange::Set((i as u32, n.to_string())))
+        .collect();
     let fed = Instant::now();
-    framework.update_nodes(changes).unwrap();
+    framework.update_nodes(&all).unwrap();
     let feeding = fed.elapsed();
     let ids: Vec<u32> = (0..NODES as u32).collect();
-    let pod = pod();
+    let mut changes = Vec::new();
     let times = (0..CYCLES)
-        .map(|_| {
+        .map(|n| {
+            let pod = pod(n);
+            let text = pod.to_string();
             let t = Instant::now();
-            let outcome = framework.schedule(&pod, &ids);
+            framework.update_nodes(&changes).unwrap();
+            let outcome = framework.schedule(&text, &ids);
             let took = t.elapsed();
-            assert!(matches!(outcome, Outcome::Fits(_)), "{outcome:?}");
+            let Outcome::Fits(chosen) = outcome else {
+                panic!("{outcome:?}")
+            };
+            let node = &mut nodes[chosen as usize];
+            node["pods"].as_array_mut().unwrap().push(pod);
+            changes = vec![NodeChange::Set((chosen, node.to_string()))];
             took
         })
         .collect();
@@ -161,9 +176,7 @@ fn summary(mut times: Vec<Duration>) -> (Duration, Duration) {
 }
 
 fn main() {
-    let changes: Vec<NodeChange> = (0..NODES)
-        .map(|i| NodeChange::Set((i as u32, node(i))))
-        .collect();
+    let nodes: Vec<serde_json::Value> = (0..NODES).map(node).collect();
     let natives = || {
         vec![
             native(points!(NodeName: Filter)),
@@ -188,7 +201,7 @@ fn main() {
             .collect::<Vec<_>>()
     };
     println!(
-        "Scheduler: one pod against {NODES} nodes, the 7 default plugins, pre-filter + filter + score + reserve + permit per cycle"
+        "Scheduler: {CYCLES} pods one after another against {NODES} nodes, the 7 default plugins; a cycle = the previous placement fed to the plugins + pre-filter + filter + score + reserve + permit"
     );
     println!(
         "{:<28} | {:>9} | {:>9} | {:>10} | {:>10}",
@@ -202,7 +215,7 @@ fn main() {
         ("wasm, adaptive share", wasms(), 0),
     ] {
         let mut framework = framework(plugins, percentage);
-        let (feeding, times) = measure(&mut framework, &changes);
+        let (feeding, times) = measure(&mut framework, &nodes);
         let (p50, p99) = summary(times);
         println!(
             "{name:<28} | {:>9.3} | {:>9.3} | {:>10.0} | {:>10.1}",

@@ -138,6 +138,10 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     /// The sum of its pods' requests.
     pub requested: Resources,
+    /// A number no other NodeInfo of this plugin has: a node that changes is
+    /// a new NodeInfo, so what a plugin computes from a node can be kept
+    /// under its generation.
+    pub generation: u64,
 }
 
 impl NodeInfo {
@@ -157,11 +161,13 @@ impl NodeInfo {
             .iter()
             .map(requests)
             .fold(Resources::default(), |a, b| a + b);
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NodeInfo {
             node,
             pods,
             allocatable,
             requested,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -194,6 +200,12 @@ impl<'a> Nodes<'a> {
     /// The nodes, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &'a NodeInfo> + 'a {
         self.0.iter().flatten()
+    }
+
+    /// The nodes with their numbers (dense from 0), in order of number.
+    pub fn numbered(&self) -> impl Iterator<Item = (usize, &'a NodeInfo)> + 'a {
+        let slots = self.0.iter().enumerate();
+        slots.filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 }
 

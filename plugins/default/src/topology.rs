@@ -1,6 +1,6 @@
 //! PodTopologySpread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use wasmkube_sdk::k8s::{LabelSelector, LabelSelectorRequirement, TopologySpreadConstraint};
 use wasmkube_sdk::{Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status};
@@ -12,7 +12,6 @@ use crate::selectors::{labels, node_affinity_matches, selector_matches};
 struct Spread {
     key: String,
     max_skew: i64,
-    selector: LabelSelector,
     /// Whether the pod itself matches the selector (it adds one where it lands).
     counts_self: bool,
     /// Matching pods per value of the topology key, over eligible nodes.
@@ -22,15 +21,32 @@ struct Spread {
     min: i64,
 }
 
+/// What one node adds to a constraint's counts: its domain and its matching
+/// pods, or nothing when it is not eligible (no topology label, or outside
+/// the pod's node affinity).
+type Contribution = Option<(Box<str>, i64)>;
+
+/// Contributions kept by node number, each under the node's generation.
+type Memo = Vec<Option<(u64, Contribution)>>;
+
+/// The most constraint shapes kept at once.
+const MEMOS: usize = 64;
+
 /// Spreads pods over topology domains (nodes with the same value of a label):
 /// `DoNotSchedule` constraints filter out nodes where placing the pod would
 /// make the skew (its domain's matching pods minus the emptiest domain's)
 /// exceed `maxSkew`; `ScheduleAnyway` constraints score nodes in emptier
 /// domains higher.
+///
+/// Counting the matching pods of every node is the cost of a cycle, so what
+/// a node contributes is kept per constraint shape (namespace, key, selector,
+/// node affinity) until the node changes: pods of one workload, scheduled one
+/// after another, count only the nodes that changed.
 #[derive(Debug, Default)]
 pub struct PodTopologySpread {
     hard: Vec<Spread>,
     soft: Vec<Spread>,
+    memos: HashMap<String, Memo>,
 }
 
 /// The constraint's selector, with `matchLabelKeys` turned into requirements
@@ -65,56 +81,77 @@ fn matching(node: &NodeInfo, namespace: &str, selector: &LabelSelector) -> i64 {
         .count() as i64
 }
 
-/// Whether the pod restricts its nodes (a `nodeSelector` or required node
-/// affinity): if not, every node passes and none needs checking.
-fn constrains_nodes(pod: &Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.node_selector.as_ref().is_some_and(|n| !n.is_empty())
-            || s.affinity
+/// The pod's `nodeSelector` and required node affinity, as text, when it
+/// has either: nodes outside them do not count.
+fn node_constraints(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let selector = spec.node_selector.as_ref().filter(|n| !n.is_empty());
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
                 .as_ref()
-                .and_then(|a| a.node_affinity.as_ref())
-                .is_some_and(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .is_some()
-                })
-    })
+        });
+    (selector.is_some() || required.is_some()).then(|| format!("{selector:?}{required:?}"))
 }
 
-fn spread(c: &TopologySpreadConstraint, pod: &Pod, nodes: Nodes<'_>) -> Spread {
-    let selector = selector_of(c, pod);
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    // Nodes the pod could go to by its node affinity count (nodeAffinityPolicy
-    // Honor, the default), unless the constraint says Ignore.
-    let honor = c.node_affinity_policy.as_deref() != Some("Ignore") && constrains_nodes(pod);
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for node in nodes.iter() {
-        let Some(domain) = node.label(&c.topology_key) else {
-            continue;
-        };
-        if honor && !node_affinity_matches(pod, node) {
-            continue;
+impl PodTopologySpread {
+    fn spread(&mut self, c: &TopologySpreadConstraint, pod: &Pod, nodes: Nodes<'_>) -> Spread {
+        let selector = selector_of(c, pod);
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        // Nodes the pod could go to by its node affinity count
+        // (nodeAffinityPolicy Honor, the default), unless the constraint
+        // says Ignore.
+        let affinity =
+            node_constraints(pod).filter(|_| c.node_affinity_policy.as_deref() != Some("Ignore"));
+        let shape = format!(
+            "{namespace}\0{}\0{selector:?}\0{affinity:?}",
+            c.topology_key
+        );
+        if self.memos.len() >= MEMOS && !self.memos.contains_key(&shape) {
+            self.memos.clear();
         }
-        let found = matching(node, namespace, &selector);
-        match counts.get_mut(domain) {
-            Some(count) => *count += found,
-            None => {
-                counts.insert(domain.to_owned(), found);
+        let memo = self.memos.entry(shape).or_default();
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for (id, node) in nodes.numbered() {
+            if memo.len() <= id {
+                memo.resize(id + 1, None);
+            }
+            let kept = match &memo[id] {
+                Some((generation, kept)) if *generation == node.generation => kept,
+                _ => {
+                    let eligible = node
+                        .label(&c.topology_key)
+                        .filter(|_| affinity.is_none() || node_affinity_matches(pod, node));
+                    let counted = eligible
+                        .map(|domain| (domain.into(), matching(node, namespace, &selector)));
+                    &memo[id].insert((node.generation, counted)).1
+                }
+            };
+            if let Some((domain, found)) = kept {
+                match counts.get_mut(&**domain) {
+                    Some(count) => *count += found,
+                    None => {
+                        counts.insert(domain.to_string(), *found);
+                    }
+                }
             }
         }
-    }
-    let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
-    let min = if counts.len() < min_domains {
-        0
-    } else {
-        counts.values().copied().min().unwrap_or(0)
-    };
-    Spread {
-        key: c.topology_key.clone(),
-        max_skew: i64::from(c.max_skew),
-        counts_self: selector_matches(&selector, labels(&pod.metadata.labels)),
-        selector,
-        counts,
-        min,
+        let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
+        let min = if counts.len() < min_domains {
+            0
+        } else {
+            counts.values().copied().min().unwrap_or(0)
+        };
+        Spread {
+            key: c.topology_key.clone(),
+            max_skew: i64::from(c.max_skew),
+            counts_self: selector_matches(&selector, labels(&pod.metadata.labels)),
+            counts,
+            min,
+        }
     }
 }
 
@@ -132,8 +169,14 @@ impl PreFilter for PodTopologySpread {
         let (hard, soft): (Vec<_>, Vec<_>) = constraints
             .iter()
             .partition(|c| c.when_unsatisfiable == "DoNotSchedule");
-        self.hard = hard.into_iter().map(|c| spread(c, pod, nodes)).collect();
-        self.soft = soft.into_iter().map(|c| spread(c, pod, nodes)).collect();
+        self.hard = hard
+            .into_iter()
+            .map(|c| self.spread(c, pod, nodes))
+            .collect();
+        self.soft = soft
+            .into_iter()
+            .map(|c| self.spread(c, pod, nodes))
+            .collect();
         if constraints.is_empty() {
             Status::skip()
         } else {
@@ -162,22 +205,17 @@ impl Filter for PodTopologySpread {
 }
 
 impl Score for PodTopologySpread {
-    fn score(&mut self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
+    fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
         if self.soft.is_empty() {
             return None;
         }
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut total = 0.0;
         for s in &self.soft {
             let Some(domain) = node.label(&s.key) else {
                 // Nodes without the key are not scored (they end at 0).
                 return Some(-1);
             };
-            let here = if s.key == "kubernetes.io/hostname" {
-                matching(node, namespace, &s.selector)
-            } else {
-                s.counts.get(domain).copied().unwrap_or(0)
-            };
+            let here = s.counts.get(domain).copied().unwrap_or(0);
             // More domains weigh more, as the framework weighs them.
             let weight = ((s.counts.len() + 2) as f64).ln();
             total += here as f64 * weight + (s.max_skew - 1) as f64;
@@ -259,6 +297,25 @@ mod tests {
             plugin.pre_filter(&plain, Nodes::new(&nodes)).code,
             wasmkube_sdk::StatusCode::Skip
         );
+    }
+
+    #[test]
+    fn counts_follow_nodes_that_change() {
+        let mut nodes = [zone_node("a", Some("z1"), 1), zone_node("b", Some("z2"), 0)];
+        let p = spreading("DoNotSchedule");
+        let mut plugin = PodTopologySpread::default();
+        plugin.pre_filter(&p, Nodes::new(&nodes));
+        assert!(!plugin.filter(&p, nodes[0].as_ref().unwrap()).passes());
+        // b gains two of the app's pods: now a is the emptier domain.
+        nodes[1] = zone_node("b", Some("z2"), 2);
+        plugin.pre_filter(&p, Nodes::new(&nodes));
+        assert!(plugin.filter(&p, nodes[0].as_ref().unwrap()).passes());
+        assert!(!plugin.filter(&p, nodes[1].as_ref().unwrap()).passes());
+        // Another namespace counts apart.
+        let mut other = spreading("DoNotSchedule");
+        other.metadata.namespace = Some("other".into());
+        plugin.pre_filter(&other, Nodes::new(&nodes));
+        assert!(plugin.filter(&other, nodes[1].as_ref().unwrap()).passes());
     }
 
     #[test]
