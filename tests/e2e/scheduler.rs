@@ -209,3 +209,48 @@ fn a_second_profile_places_its_pods_with_its_own_plugin() {
     );
     assert_eq!(orphan, "");
 }
+
+#[test]
+fn the_higher_priority_pod_takes_the_room_that_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_server, _scheduler) = cluster(d, "{}");
+    apply(
+        d,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n",
+    );
+    let message = |pod: &str| {
+        kubectl(
+            d,
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            ],
+        )
+    };
+    // No nodes yet: both wait, the low one first in line by age.
+    pod(d, "low", "", &requests("1"));
+    pod(
+        d,
+        "high",
+        "",
+        &format!("{}  priorityClassName: high\n", requests("1")),
+    );
+    let none = "0/0 nodes are available: no nodes available to schedule pods.";
+    eventually(Duration::from_secs(20), none, || message("low"));
+    eventually(Duration::from_secs(20), none, || message("high"));
+    // Past both back-offs, a node with room for one appears: priority decides.
+    std::thread::sleep(Duration::from_millis(1500));
+    node(d, "only", "zone: a", "", "1");
+    assert_eq!(placed(d, "high"), "only");
+    eventually(
+        Duration::from_secs(20),
+        "0/1 nodes are available: 1 Insufficient cpu.",
+        || message("low"),
+    );
+    let low = kubectl(d, &["get", "pod", "low", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(low, "");
+}
