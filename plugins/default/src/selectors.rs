@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use wasmkube_sdk::k8s::{LabelSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use wasmkube_sdk::k8s::{LabelSelector, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use wasmkube_sdk::{NodeInfo, Pod};
 
 /// A map of labels, empty when there are none.
@@ -83,18 +83,23 @@ pub(crate) fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
 /// Whether the node meets the pod's `nodeSelector` and its required node
 /// affinity (any of the terms).
 pub(crate) fn node_affinity_matches(pod: &Pod, node: &NodeInfo) -> bool {
-    let Some(spec) = &pod.spec else {
-        return true;
-    };
+    let (selector, required) = node_constraints(pod);
     let node_labels = labels(&node.node.metadata.labels);
-    if !spec
-        .node_selector
+    selector
         .iter()
-        .flatten()
+        .flat_map(|s| s.iter())
         .all(|(k, v)| node_labels.get(k) == Some(v))
-    {
-        return false;
-    }
+        && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+}
+
+/// The pod's `nodeSelector` (when not empty) and required node affinity.
+pub(crate) fn node_constraints(
+    pod: &Pod,
+) -> (Option<&BTreeMap<String, String>>, Option<&NodeSelector>) {
+    let Some(spec) = &pod.spec else {
+        return (None, None);
+    };
+    let selector = spec.node_selector.as_ref().filter(|n| !n.is_empty());
     let required = spec
         .affinity
         .as_ref()
@@ -103,7 +108,7 @@ pub(crate) fn node_affinity_matches(pod: &Pod, node: &NodeInfo) -> bool {
             a.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+    (selector, required)
 }
 
 #[cfg(test)]

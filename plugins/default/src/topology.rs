@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use wasmkube_sdk::k8s::{LabelSelector, LabelSelectorRequirement, TopologySpreadConstraint};
 use wasmkube_sdk::{Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status};
 
-use crate::selectors::{labels, node_affinity_matches, selector_matches};
+use crate::selectors::{labels, node_affinity_matches, node_constraints, selector_matches};
 
 /// One of the pod's constraints, with the pods it counts in each domain.
 #[derive(Debug)]
@@ -83,17 +83,8 @@ fn matching(node: &NodeInfo, namespace: &str, selector: &LabelSelector) -> i64 {
 
 /// The pod's `nodeSelector` and required node affinity, as text, when it
 /// has either: nodes outside them do not count.
-fn node_constraints(pod: &Pod) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    let selector = spec.node_selector.as_ref().filter(|n| !n.is_empty());
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
+fn node_constraints_text(pod: &Pod) -> Option<String> {
+    let (selector, required) = node_constraints(pod);
     (selector.is_some() || required.is_some()).then(|| format!("{selector:?}{required:?}"))
 }
 
@@ -104,8 +95,8 @@ impl PodTopologySpread {
         // Nodes the pod could go to by its node affinity count
         // (nodeAffinityPolicy Honor, the default), unless the constraint
         // says Ignore.
-        let affinity =
-            node_constraints(pod).filter(|_| c.node_affinity_policy.as_deref() != Some("Ignore"));
+        let affinity = node_constraints_text(pod)
+            .filter(|_| c.node_affinity_policy.as_deref() != Some("Ignore"));
         let shape = format!(
             "{namespace}\0{}\0{selector:?}\0{affinity:?}",
             c.topology_key
