@@ -31,7 +31,8 @@ pub struct Cache {
 }
 
 /// A pod as the plugins see it: without what no plugin reads (status, managed
-/// fields, annotations), so feeding a node costs less.
+/// fields, annotations, resource version), so feeding a node costs less and
+/// a running pod's status updates change nothing.
 fn trimmed(pod: &Value) -> Value {
     let mut pod = pod.clone();
     if let Some(object) = pod.as_object_mut() {
@@ -39,6 +40,7 @@ fn trimmed(pod: &Value) -> Value {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("managedFields");
             meta.remove("annotations");
+            meta.remove("resourceVersion");
         }
     }
     pod
@@ -109,9 +111,17 @@ impl Cache {
     /// leaves where it was.
     fn place(&mut self, pod: &Value, node: &str) {
         let uid = uid(pod).to_owned();
+        let pod = trimmed(pod);
+        if let Some(&at) = self.pods.get(&uid)
+            && self.ids.get(node) == Some(&at)
+            && self.entry(at).pods.get(&uid) == Some(&pod)
+        {
+            // Nothing a plugin sees has changed.
+            return;
+        }
         self.remove_pod(&uid);
         let id = self.id(node);
-        self.entry(id).pods.insert(uid.clone(), trimmed(pod));
+        self.entry(id).pods.insert(uid.clone(), pod);
         self.pods.insert(uid, id);
         self.dirty.insert(id);
     }
@@ -222,6 +232,13 @@ mod tests {
         assert!(json.contains(r#""nodeName":"b""#), "{json}");
         cache.bound(&pod("p2", "b"));
         assert_eq!(cache.pods["p2"], 1);
+        // Its status changing later tells the plugins nothing.
+        assert!(cache.changes().is_empty());
+        let mut running = pod("p2", "b");
+        running["status"]["phase"] = json!("Succeeded");
+        running["metadata"]["resourceVersion"] = json!("9");
+        cache.bound(&running);
+        assert!(cache.changes().is_empty());
 
         // A removed node is told as removed, and its number is reused.
         cache.remove_pod("p2");
