@@ -8,16 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use wasmkube_default_plugins::{
-    NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable,
-    PodTopologySpread, TaintToleration,
-};
-use wasmkube_plugin_host::{
-    Code, Limits, NodeChange, PluginError, PluginHost, Rejection, SchedulerPlugin, Status,
-};
-use wasmkube_scheduler::{Config, Extension, Framework, Outcome, default_plugins};
-use wasmkube_sdk::__private::types as sdk;
-use wasmkube_sdk::{Plugin, points};
+use wasmkube_plugin_host::{NodeChange, PluginHost};
+use wasmkube_scheduler::{Framework, Outcome};
+
+mod frameworks;
+
+use frameworks::{framework, natives, wasms};
 
 const NODES: usize = 5000;
 const CYCLES: usize = 100;
@@ -55,83 +51,6 @@ fn pod(n: usize) -> serde_json::Value {
                 {"weight": 10, "preference": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["edge"]}]}}]}},
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                 "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}})
-}
-
-/// A plugin compiled natively, called through the SDK as the component is.
-struct Native<P: Plugin>(wasmkube_sdk::Host<P>);
-
-fn status(s: sdk::Status) -> Status {
-    let code = match s.code {
-        sdk::Code::Success => Code::Success,
-        sdk::Code::Unschedulable => Code::Unschedulable,
-        sdk::Code::UnschedulableAndUnresolvable => Code::UnschedulableAndUnresolvable,
-        sdk::Code::Error => Code::Error,
-        sdk::Code::Skip => Code::Skip,
-    };
-    Status {
-        code,
-        reason: s.reason,
-    }
-}
-
-impl<P: Plugin + Send> Extension for Native<P> {
-    fn name(&self) -> &str {
-        P::NAME
-    }
-    fn update_nodes(&mut self, changes: &[NodeChange]) -> Result<(), PluginError> {
-        let changes = changes.iter().map(|c| match c {
-            NodeChange::Set((id, json)) => sdk::NodeChange::Set((*id, json.clone())),
-            NodeChange::Removed(id) => sdk::NodeChange::Removed(*id),
-        });
-        self.0.update_nodes(changes.collect());
-        Ok(())
-    }
-    fn pre_filter(&mut self, pod: &str) -> Result<Status, PluginError> {
-        Ok(status(self.0.pre_filter(pod)))
-    }
-    fn filter(&mut self, nodes: &[u32]) -> Result<Vec<Rejection>, PluginError> {
-        let rejected = self.0.filter(nodes.to_vec()).into_iter();
-        Ok(rejected
-            .map(|r| Rejection {
-                node: r.node,
-                status: status(r.status),
-            })
-            .collect())
-    }
-    fn score(&mut self, nodes: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
-        match self.0.score(nodes.to_vec()) {
-            Ok(scores) => Ok(Some(self.0.normalize(scores))),
-            Err(_) => Ok(None),
-        }
-    }
-    fn reserve(&mut self, node: u32) -> Result<Status, PluginError> {
-        Ok(status(self.0.reserve(node)))
-    }
-    fn unreserve(&mut self, node: u32) -> Result<(), PluginError> {
-        self.0.unreserve(node);
-        Ok(())
-    }
-    fn permit(&mut self, node: u32) -> Result<Status, PluginError> {
-        Ok(status(self.0.permit(node)))
-    }
-}
-
-fn native<P: Plugin + Send>(points: wasmkube_sdk::Points<P>) -> Box<dyn Extension> {
-    Box::new(Native(wasmkube_sdk::Host::new(points)))
-}
-
-/// A framework of the default profile's plan over `plugins` (by name).
-fn framework(mut plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Framework {
-    let plan = Config::default().profiles[0].plan();
-    let names = plan.plugins();
-    plugins.sort_by_key(|p| names.iter().position(|n| n == p.name()));
-    let index = |n: &String| names.iter().position(|m| m == n).unwrap();
-    Framework::new(
-        plugins,
-        plan.filters.iter().map(index).collect(),
-        plan.scores.iter().map(|(n, w)| (index(n), *w)).collect(),
-        percentage,
-    )
 }
 
 /// Feeds `framework` the nodes, then places pods one after another as a
@@ -176,30 +95,9 @@ fn summary(mut times: Vec<Duration>) -> (Duration, Duration) {
 }
 
 fn main() {
-    let nodes: Vec<serde_json::Value> = (0..NODES).map(node).collect();
-    let natives = || {
-        vec![
-            native(points!(NodeName: Filter)),
-            native(points!(NodeUnschedulable: Filter)),
-            native(points!(NodeAffinity: PreFilter, Filter, Score)),
-            native(points!(TaintToleration: PreFilter, Filter, Score)),
-            native(points!(NodeResourcesFit: PreFilter, Filter, Score)),
-            native(points!(NodeResourcesBalancedAllocation: PreFilter, Score)),
-            native(points!(PodTopologySpread: PreFilter, Filter, Score)),
-        ]
-    };
     let dir = tempfile::tempdir().unwrap();
     let host = PluginHost::new(dir.path()).unwrap();
-    let wasms = || {
-        default_plugins()
-            .map(|(name, bytes)| {
-                let component = host.compile(name, bytes).unwrap();
-                let plugin =
-                    SchedulerPlugin::new(&host, name, &component, "{}", Limits::default()).unwrap();
-                Box::new(plugin) as Box<dyn Extension>
-            })
-            .collect::<Vec<_>>()
-    };
+    let nodes: Vec<serde_json::Value> = (0..NODES).map(node).collect();
     println!(
         "Scheduler: {CYCLES} pods one after another against {NODES} nodes, the 7 default plugins; a cycle = the previous placement fed to the plugins + pre-filter + filter + score + reserve + permit"
     );
@@ -210,9 +108,9 @@ fn main() {
     let mut medians = Vec::new();
     for (name, plugins, percentage) in [
         ("native, every node", natives(), 100),
-        ("wasm, every node", wasms(), 100),
+        ("wasm, every node", wasms(&host), 100),
         ("native, adaptive share", natives(), 0),
-        ("wasm, adaptive share", wasms(), 0),
+        ("wasm, adaptive share", wasms(&host), 0),
     ] {
         let mut framework = framework(plugins, percentage);
         let (feeding, times) = measure(&mut framework, &nodes);
