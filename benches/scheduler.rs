@@ -54,15 +54,18 @@ fn pod(n: usize) -> serde_json::Value {
 }
 
 /// Feeds `framework` the nodes, then places pods one after another as a
-/// scheduler does: each cycle first tells the plugins of the node the previous
-/// pod went to. The feeding time, the cycle times.
+/// scheduler does: each cycle first tells the plugins of the pod the previous
+/// cycle placed. The feeding time, the cycle times.
 fn measure(framework: &mut Framework, nodes: &[serde_json::Value]) -> (Duration, Vec<Duration>) {
-    let mut nodes = nodes.to_vec();
-    let all: Vec<NodeChange> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeChange::Set((i as u32, n.to_string())))
-        .collect();
+    let mut all = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let id = i as u32;
+        all.push(NodeChange::Set((id, n["node"].to_string())));
+        for pod in n["pods"].as_array().unwrap() {
+            let uid = pod["metadata"]["name"].as_str().unwrap().to_owned();
+            all.push(NodeChange::PodAdded((id, uid, pod.to_string())));
+        }
+    }
     let fed = Instant::now();
     framework.update_nodes(&all).unwrap();
     let feeding = fed.elapsed();
@@ -70,8 +73,7 @@ fn measure(framework: &mut Framework, nodes: &[serde_json::Value]) -> (Duration,
     let mut changes = Vec::new();
     let times = (0..CYCLES)
         .map(|n| {
-            let pod = pod(n);
-            let text = pod.to_string();
+            let text = pod(n).to_string();
             let t = Instant::now();
             framework.update_nodes(&changes).unwrap();
             let outcome = framework.schedule(&text, &ids);
@@ -79,9 +81,7 @@ fn measure(framework: &mut Framework, nodes: &[serde_json::Value]) -> (Duration,
             let Outcome::Fits(chosen) = outcome else {
                 panic!("{outcome:?}")
             };
-            let node = &mut nodes[chosen as usize];
-            node["pods"].as_array_mut().unwrap().push(pod);
-            changes = vec![NodeChange::Set((chosen, node.to_string()))];
+            changes = vec![NodeChange::PodAdded((chosen, format!("web-{n}"), text))];
             took
         })
         .collect();

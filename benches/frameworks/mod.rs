@@ -39,6 +39,10 @@ impl<P: Plugin + Send> Extension for Native<P> {
         let changes = changes.iter().map(|c| match c {
             NodeChange::Set((id, json)) => sdk::NodeChange::Set((*id, json.clone())),
             NodeChange::Removed(id) => sdk::NodeChange::Removed(*id),
+            NodeChange::PodAdded((id, uid, json)) => {
+                sdk::NodeChange::PodAdded((*id, uid.clone(), json.clone()))
+            }
+            NodeChange::PodRemoved((id, uid)) => sdk::NodeChange::PodRemoved((*id, uid.clone())),
         });
         self.0.update_nodes(changes.collect());
         Ok(())

@@ -82,6 +82,18 @@ impl std::ops::Add for Resources {
     }
 }
 
+impl std::ops::Sub for Resources {
+    type Output = Resources;
+
+    fn sub(self, other: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu - other.milli_cpu,
+            memory: self.memory - other.memory,
+            pods: self.pods - other.pods,
+        }
+    }
+}
+
 /// Parses a quantity (`250m`, `64Mi`, `2`), times `scale` (1000 for cpu in
 /// thousandths), rounded up.
 pub fn quantity(text: &str, scale: f64) -> i64 {
@@ -144,31 +156,71 @@ pub struct NodeInfo {
     pub generation: u64,
 }
 
+/// A number no NodeInfo had before.
+fn next_generation() -> u64 {
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A node's allocatable.
+fn allocatable(node: &Node) -> Resources {
+    let list = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |name: &str, scale: f64| {
+        list.and_then(|l| l.get(name))
+            .map_or(0, |q| quantity(&q.0, scale))
+    };
+    Resources {
+        milli_cpu: get("cpu", 1000.0),
+        memory: get("memory", 1.0),
+        pods: get("pods", 1.0),
+    }
+}
+
 impl NodeInfo {
     /// A node and its pods, with their totals counted.
     pub fn new(node: Node, pods: Vec<Pod>) -> NodeInfo {
-        let list = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-        let get = |name: &str, scale: f64| {
-            list.and_then(|l| l.get(name))
-                .map_or(0, |q| quantity(&q.0, scale))
-        };
-        let allocatable = Resources {
-            milli_cpu: get("cpu", 1000.0),
-            memory: get("memory", 1.0),
-            pods: get("pods", 1.0),
-        };
         let requested = pods
             .iter()
             .map(requests)
             .fold(Resources::default(), |a, b| a + b);
-        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NodeInfo {
+            allocatable: allocatable(&node),
             node,
             pods,
-            allocatable,
             requested,
-            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: next_generation(),
         }
+    }
+
+    /// The same pods on a changed Node.
+    pub fn set_node(&mut self, node: Node) {
+        self.allocatable = allocatable(&node);
+        self.node = node;
+        self.generation = next_generation();
+    }
+
+    /// A pod now on the node (replacing one with its uid).
+    pub fn add_pod(&mut self, pod: Pod) {
+        if let Some(uid) = pod.metadata.uid.clone() {
+            self.remove_pod(&uid);
+        }
+        self.requested = self.requested + requests(&pod);
+        self.pods.push(pod);
+        self.generation = next_generation();
+    }
+
+    /// The pod with `uid` left the node.
+    pub fn remove_pod(&mut self, uid: &str) {
+        let Some(at) = self
+            .pods
+            .iter()
+            .position(|p| p.metadata.uid.as_deref() == Some(uid))
+        else {
+            return;
+        };
+        let gone = requests(&self.pods.swap_remove(at));
+        self.requested = self.requested - gone;
+        self.generation = next_generation();
     }
 
     /// The node's name.
@@ -453,14 +505,6 @@ fn to_wit(status: Status) -> WitStatus {
     }
 }
 
-/// A node as `update-nodes` gives it, read straight into its types.
-#[derive(Default, serde::Deserialize)]
-#[serde(default)]
-struct NodeJson {
-    node: Node,
-    pods: Vec<Pod>,
-}
-
 /// What the SDK keeps for a plugin: the plugin, its extension points, the
 /// nodes, the cycle's pod.
 #[doc(hidden)]
@@ -495,16 +539,31 @@ impl<P: Plugin> Host<P> {
         for change in changes {
             match change {
                 NodeChange::Set((id, json)) => {
-                    let NodeJson { node, pods } = serde_json::from_str(&json).unwrap_or_default();
+                    let node: Node = serde_json::from_str(&json).unwrap_or_default();
                     let slot = id as usize;
                     if self.nodes.len() <= slot {
                         self.nodes.resize_with(slot + 1, || None);
                     }
-                    self.nodes[slot] = Some(NodeInfo::new(node, pods));
+                    match &mut self.nodes[slot] {
+                        Some(known) => known.set_node(node),
+                        empty => *empty = Some(NodeInfo::new(node, Vec::new())),
+                    }
                 }
                 NodeChange::Removed(id) => {
                     if let Some(slot) = self.nodes.get_mut(id as usize) {
                         *slot = None;
+                    }
+                }
+                NodeChange::PodAdded((id, uid, json)) => {
+                    if let Some(Some(node)) = self.nodes.get_mut(id as usize) {
+                        let mut pod: Pod = serde_json::from_str(&json).unwrap_or_default();
+                        pod.metadata.uid = Some(uid);
+                        node.add_pod(pod);
+                    }
+                }
+                NodeChange::PodRemoved((id, uid)) => {
+                    if let Some(Some(node)) = self.nodes.get_mut(id as usize) {
+                        node.remove_pod(&uid);
                     }
                 }
             }

@@ -1,8 +1,9 @@
 //! The scheduler's view of the nodes: each Node with the pods bound or assumed
 //! on it, numbered densely for the plugins, and what changed since the
-//! plugins were last told.
+//! plugins were last told (a Node, or one pod: placing a pod costs the
+//! plugins that pod, not its node again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 use wasmkube_plugin_host::NodeChange;
@@ -26,8 +27,18 @@ pub struct Cache {
     /// Where each pod is (bound, or assumed until its binding is seen): its
     /// node's number.
     pods: HashMap<String, u32>,
-    /// Nodes the plugins have not been told about since they changed.
-    dirty: BTreeSet<u32>,
+    /// What the plugins have yet to be told, in order.
+    pending: Vec<Pending>,
+}
+
+/// A change the plugins have yet to be told; what it carries is read when
+/// they are told, so a change superseded meanwhile is told as it is now.
+#[derive(Debug)]
+enum Pending {
+    Node(u32),
+    Removed(u32),
+    PodAdded(u32, String),
+    PodRemoved(u32, String),
 }
 
 /// A pod as the plugins see it: without what no plugin reads (status, managed
@@ -94,15 +105,24 @@ impl Cache {
         if let Some(meta) = node["metadata"].as_object_mut() {
             meta.remove("managedFields");
         }
-        self.entry(id).node = Some(node);
-        self.dirty.insert(id);
+        let entry = self.entry(id);
+        let new = entry.node.replace(node).is_none();
+        // Pods that waited for their node come with it.
+        let waited: Vec<String> = if new {
+            entry.pods.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        self.pending.push(Pending::Node(id));
+        self.pending
+            .extend(waited.into_iter().map(|uid| Pending::PodAdded(id, uid)));
     }
 
     /// Removes a Node (its pods stay known, for when it comes back).
     pub fn remove_node(&mut self, name: &str) {
         if let Some(id) = self.ids.get(name).copied() {
             self.entry(id).node = None;
-            self.dirty.insert(id);
+            self.pending.push(Pending::Removed(id));
             self.collect(id);
         }
     }
@@ -121,9 +141,12 @@ impl Cache {
         }
         self.remove_pod(&uid);
         let id = self.id(node);
-        self.entry(id).pods.insert(uid.clone(), pod);
+        let entry = self.entry(id);
+        entry.pods.insert(uid.clone(), pod);
+        if entry.node.is_some() {
+            self.pending.push(Pending::PodAdded(id, uid.clone()));
+        }
         self.pods.insert(uid, id);
-        self.dirty.insert(id);
     }
 
     /// A pod bound to `spec.nodeName` (it replaces the assumed one).
@@ -148,8 +171,11 @@ impl Cache {
         let Some(id) = self.pods.remove(uid) else {
             return false;
         };
-        self.entry(id).pods.remove(uid);
-        self.dirty.insert(id);
+        let entry = self.entry(id);
+        entry.pods.remove(uid);
+        if entry.node.is_some() {
+            self.pending.push(Pending::PodRemoved(id, uid.to_owned()));
+        }
         self.collect(id);
         true
     }
@@ -171,22 +197,28 @@ impl Cache {
 
     /// What changed since the last call, for the plugins.
     pub fn changes(&mut self) -> Vec<NodeChange> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
+        let pending = std::mem::take(&mut self.pending);
+        let entries = &self.entries;
+        let known = |id: u32| {
+            entries
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .filter(|e| e.node.is_some())
+        };
+        pending
             .into_iter()
-            .map(
-                |id| match self.entries.get(id as usize).and_then(Option::as_ref) {
-                    Some(Entry {
-                        node: Some(node),
-                        pods,
-                        ..
-                    }) => {
-                        let pods: Vec<&Value> = pods.values().collect();
-                        NodeChange::Set((id, json!({"node": node, "pods": pods}).to_string()))
-                    }
-                    _ => NodeChange::Removed(id),
-                },
-            )
+            .filter_map(|change| match change {
+                Pending::Node(id) => {
+                    let node = known(id)?.node.as_ref()?;
+                    Some(NodeChange::Set((id, node.to_string())))
+                }
+                Pending::Removed(id) => Some(NodeChange::Removed(id)),
+                Pending::PodAdded(id, uid) => {
+                    let pod = known(id)?.pods.get(&uid)?.to_string();
+                    Some(NodeChange::PodAdded((id, uid, pod)))
+                }
+                Pending::PodRemoved(id, uid) => Some(NodeChange::PodRemoved((id, uid))),
+            })
             .collect()
     }
 }
@@ -204,57 +236,75 @@ mod tests {
         json!({"metadata": {"name": name}})
     }
 
+    /// The changes, in brief: `set 0`, `removed 1`, `+0 p1`, `-0 p1`.
+    fn told(cache: &mut Cache) -> Vec<String> {
+        let changes = cache.changes().into_iter();
+        changes
+            .map(|c| match c {
+                NodeChange::Set((id, _)) => format!("set {id}"),
+                NodeChange::Removed(id) => format!("removed {id}"),
+                NodeChange::PodAdded((id, uid, _)) => format!("+{id} {uid}"),
+                NodeChange::PodRemoved((id, uid)) => format!("-{id} {uid}"),
+            })
+            .collect()
+    }
+
     #[test]
-    fn nodes_carry_their_pods_and_changes_are_told_once() {
+    fn nodes_and_pods_are_told_once_as_they_change() {
         let mut cache = Cache::default();
         cache.set_node(&node("a"));
         cache.set_node(&node("b"));
         assert_eq!(cache.nodes(), [0, 1]);
         cache.bound(&pod("p1", "a"));
         let changes = cache.changes();
-        assert_eq!(changes.len(), 2);
-        let NodeChange::Set((0, json)) = &changes[0] else {
+        assert_eq!(changes.len(), 3);
+        let NodeChange::PodAdded((0, uid, json)) = &changes[2] else {
             panic!("{changes:?}")
         };
+        assert_eq!(uid, "p1");
         let seen: Value = serde_json::from_str(json).unwrap();
-        assert_eq!(seen["pods"][0]["metadata"]["uid"], "p1");
-        assert!(seen["pods"][0].get("status").is_none());
-        assert!(seen["pods"][0]["metadata"].get("managedFields").is_none());
-        assert!(cache.changes().is_empty());
+        assert!(seen.get("status").is_none());
+        assert!(seen["metadata"].get("managedFields").is_none());
+        assert!(told(&mut cache).is_empty());
 
-        // An assumed pod counts on its node until it is seen bound.
+        // An assumed pod counts on its node; seen bound, it changes nothing.
         let p2 = json!({"metadata": {"name": "p2", "uid": "p2"}, "spec": {}});
         cache.assume(&p2, 1);
         let changes = cache.changes();
-        let NodeChange::Set((1, json)) = &changes[0] else {
+        let NodeChange::PodAdded((1, _, json)) = &changes[0] else {
             panic!("{changes:?}")
         };
         assert!(json.contains(r#""nodeName":"b""#), "{json}");
         cache.bound(&pod("p2", "b"));
         assert_eq!(cache.pods["p2"], 1);
-        // Its status changing later tells the plugins nothing.
-        assert!(cache.changes().is_empty());
+        assert!(told(&mut cache).is_empty());
+        // Nor does its status changing later.
         let mut running = pod("p2", "b");
         running["status"]["phase"] = json!("Succeeded");
         running["metadata"]["resourceVersion"] = json!("9");
         cache.bound(&running);
-        assert!(cache.changes().is_empty());
+        assert!(told(&mut cache).is_empty());
 
         // A removed node is told as removed, and its number is reused.
         cache.remove_pod("p2");
         cache.remove_node("b");
-        let changes = cache.changes();
-        assert!(
-            matches!(changes[..], [NodeChange::Removed(1)]),
-            "{changes:?}"
-        );
+        assert_eq!(told(&mut cache), ["-1 p2", "removed 1"]);
         cache.set_node(&node("c"));
         assert_eq!(cache.nodes(), [0, 1]);
         assert_eq!(cache.name(1), "c");
-        // Pods bound to a node not yet known wait for it.
+        // Pods bound to a node not yet known wait for it, and come with it.
         cache.bound(&pod("p3", "d"));
         assert_eq!(cache.nodes(), [0, 1]);
+        assert_eq!(told(&mut cache), ["set 1"]);
         cache.set_node(&node("d"));
         assert_eq!(cache.nodes(), [0, 1, 2]);
+        assert_eq!(told(&mut cache), ["set 2", "+2 p3"]);
+        // A changed Node is told without its pods.
+        cache.set_node(&node("d"));
+        assert_eq!(told(&mut cache), ["set 2"]);
+        // A pod that moves before the plugins are told is told where it is.
+        cache.bound(&pod("p4", "a"));
+        cache.bound(&pod("p4", "c"));
+        assert_eq!(told(&mut cache), ["-0 p4", "+1 p4"]);
     }
 }

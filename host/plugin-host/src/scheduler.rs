@@ -81,8 +81,9 @@ pub struct SchedulerPlugin {
     engine: wasmtime::Engine,
     limits: Limits,
     args: String,
-    /// The nodes as last given, to feed a fresh instance.
-    nodes: BTreeMap<u32, String>,
+    /// The nodes as last given (Node, and pods by uid), to feed a fresh
+    /// instance.
+    nodes: BTreeMap<u32, (String, BTreeMap<String, String>)>,
     /// The instance; none after a failure, until the next call makes one.
     live: Option<Live>,
 }
@@ -199,11 +200,13 @@ impl SchedulerPlugin {
                 message,
             });
         }
-        let all: Vec<NodeChange> = self
-            .nodes
-            .iter()
-            .map(|(id, json)| NodeChange::Set((*id, json.clone())))
-            .collect();
+        let mut all = Vec::new();
+        for (id, (node, pods)) in &self.nodes {
+            all.push(NodeChange::Set((*id, node.clone())));
+            for (uid, pod) in pods {
+                all.push(NodeChange::PodAdded((*id, uid.clone(), pod.clone())));
+            }
+        }
         self.feed(&all)
     }
 
@@ -264,10 +267,20 @@ impl SchedulerPlugin {
         for change in changes {
             match change {
                 NodeChange::Set((id, json)) => {
-                    self.nodes.insert(*id, json.clone());
+                    self.nodes.entry(*id).or_default().0 = json.clone();
                 }
                 NodeChange::Removed(id) => {
                     self.nodes.remove(id);
+                }
+                NodeChange::PodAdded((id, uid, json)) => {
+                    if let Some((_, pods)) = self.nodes.get_mut(id) {
+                        pods.insert(uid.clone(), json.clone());
+                    }
+                }
+                NodeChange::PodRemoved((id, uid)) => {
+                    if let Some((_, pods)) = self.nodes.get_mut(id) {
+                        pods.remove(uid);
+                    }
                 }
             }
         }

@@ -21,18 +21,20 @@ fn plugins() -> &'static Path {
     })
 }
 
-fn node(name: &str, cpu: &str, pods: &[&str]) -> String {
-    let pods: Vec<serde_json::Value> = pods
-        .iter()
-        .map(|cpu| {
-            serde_json::json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}})
-        })
-        .collect();
-    serde_json::json!({
-        "node": {"metadata": {"name": name}, "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}},
-        "pods": pods,
-    })
-    .to_string()
+/// Node `id` called `name` with `cpu` allocatable, and pods requesting
+/// `pods` cpu on it, as changes.
+fn node(id: u32, name: &str, cpu: &str, pods: &[&str]) -> Vec<NodeChange> {
+    let node = serde_json::json!({"metadata": {"name": name},
+        "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}});
+    let pods = pods.iter().enumerate().map(|(i, cpu)| {
+        let uid = format!("{name}-{i}");
+        let pod = serde_json::json!({"metadata": {"uid": uid},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}});
+        NodeChange::PodAdded((id, uid, pod.to_string()))
+    });
+    std::iter::once(NodeChange::Set((id, node.to_string())))
+        .chain(pods)
+        .collect()
 }
 
 const POD: &str = r#"{"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}"#;
@@ -44,13 +46,12 @@ fn node_resources_fit_filters_and_scores() {
     let file = plugins().join("node_resources_fit.wasm");
     let mut plugin = SchedulerPlugin::load(&host, &file, "{}", Limits::default()).unwrap();
     assert_eq!(plugin.name(), "NodeResourcesFit");
-    plugin
-        .update_nodes(&[
-            NodeChange::Set((1, node("big", "4", &[]))),
-            NodeChange::Set((2, node("full", "2", &["1500m"]))),
-            NodeChange::Set((3, node("busy", "4", &["2"]))),
-        ])
-        .unwrap();
+    let nodes = [
+        node(1, "big", "4", &[]),
+        node(2, "full", "2", &["1500m"]),
+        node(3, "busy", "4", &["2"]),
+    ];
+    plugin.update_nodes(&nodes.concat()).unwrap();
     assert!(matches!(
         plugin.pre_filter(POD).unwrap().code,
         Code::Success
@@ -61,6 +62,19 @@ fn node_resources_fit_filters_and_scores() {
     assert_eq!(rejected[0].status.reason, "Insufficient cpu");
     let scores = plugin.score(&[1, 3]).unwrap().unwrap();
     assert!(scores[0] > scores[1], "{scores:?}");
+    // A pod placed on big fills it; gone again, big fits.
+    let filler =
+        r#"{"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "4"}}}]}}"#;
+    plugin
+        .update_nodes(&[NodeChange::PodAdded((1, "filler".into(), filler.into()))])
+        .unwrap();
+    plugin.pre_filter(POD).unwrap();
+    assert_eq!(plugin.filter(&[1]).unwrap().len(), 1);
+    plugin
+        .update_nodes(&[NodeChange::PodRemoved((1, "filler".into()))])
+        .unwrap();
+    plugin.pre_filter(POD).unwrap();
+    assert!(plugin.filter(&[1]).unwrap().is_empty());
     // A node removed is no longer known.
     plugin.update_nodes(&[NodeChange::Removed(1)]).unwrap();
     let rejected = plugin.filter(&[1]).unwrap();
@@ -90,9 +104,7 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
     ] {
         let args = format!(r#"{{"do": "{what}"}}"#);
         let mut plugin = SchedulerPlugin::load(&host, &file, &args, limits).unwrap();
-        plugin
-            .update_nodes(&[NodeChange::Set((1, node("n", "1", &[])))])
-            .unwrap();
+        plugin.update_nodes(&node(1, "n", "1", &[])).unwrap();
         plugin.pre_filter(POD).unwrap();
         let failed = plugin.filter(&[1]).unwrap_err().to_string();
         assert!(
