@@ -44,7 +44,7 @@ enum Pending {
 /// A pod as the plugins see it: without what no plugin reads (status, managed
 /// fields, annotations, resource version), so feeding a node costs less and
 /// a running pod's status updates change nothing.
-fn trimmed(pod: &Value) -> Value {
+pub(crate) fn trimmed(pod: &Value) -> Value {
     let mut pod = pod.clone();
     if let Some(object) = pod.as_object_mut() {
         object.remove("status");

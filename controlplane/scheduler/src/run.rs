@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use wasmkube_events::{Kind, Reporter, now};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, trimmed};
 use crate::framework::{Framework, Outcome};
 use crate::queue::Queue;
 use crate::{DEFAULT_SCHEDULER, Profiles};
@@ -219,7 +219,8 @@ impl Scheduler {
         };
         let nodes = self.cache.nodes();
         let now = Instant::now();
-        let output = match framework.schedule(&pod.to_string(), &nodes) {
+        // The plugins read the pod as they read the pods on nodes: trimmed.
+        let output = match framework.schedule(&trimmed(&pod).to_string(), &nodes) {
             Outcome::Fits(node) => {
                 self.cache.assume(&pod, node);
                 let node = self.cache.name(node).to_owned();
