@@ -357,7 +357,8 @@ pub trait Plugin: Default + 'static {
 pub trait PreFilter: Plugin {
     /// Starts a cycle for `pod`, before any filter; `nodes` are all the nodes,
     /// for plugins that count across them (topology spread). A skip leaves
-    /// the plugin's filter out of this cycle.
+    /// the plugin's filter out of this cycle (a plugin without a pre-filter
+    /// always filters).
     fn pre_filter(&mut self, pod: &Pod, nodes: Nodes<'_>) -> Status;
 }
 
@@ -581,9 +582,11 @@ impl<P: Plugin> Host<P> {
                 });
             }
         }
+        // A plugin without a pre-filter has nothing to say here: its filter,
+        // if it has one, runs.
         let status = match self.points.pre_filter {
             Some(pre_filter) => pre_filter(&mut self.plugin, &self.pod, Nodes(&self.nodes)),
-            None => Status::skip(),
+            None => Status::success(),
         };
         to_wit(status)
     }

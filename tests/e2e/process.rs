@@ -104,8 +104,10 @@ pub struct Scheduler(pub Child);
 
 impl Scheduler {
     /// Starts the scheduler against the cluster of `kubeconfig` with the
-    /// profiles of `config`, keeping compiled plugins in `data_dir`.
-    pub fn start(kubeconfig: &Path, config: &Path, data_dir: &Path) -> Scheduler {
+    /// profiles of `config`. Its plugins compile once for all the tests: they
+    /// share a data dir.
+    pub fn start(kubeconfig: &Path, config: &Path) -> Scheduler {
+        let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-scheduler");
         let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .arg("scheduler")
             .arg("--kubeconfig")
@@ -113,7 +115,7 @@ impl Scheduler {
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
-            .arg(data_dir)
+            .arg(shared)
             .stdout(Stdio::null())
             .spawn()
             .expect("wasmkube runs");

@@ -3,7 +3,9 @@
 //! topology spread; a pod that fits nowhere says why, as Kubernetes words it,
 //! and is placed once a node that fits appears; a pod naming a second profile
 //! is placed by that profile, whose plugin (built from the SDK's example, not
-//! one of the defaults, and pulled from an OCI registry) changes where pods go.
+//! one of the defaults, and pulled from an OCI registry) changes where pods go;
+//! a plugin that traps fails its own pod's cycle, with an event naming it, and
+//! the scheduler goes on.
 
 use std::path::Path;
 use std::process::Command;
@@ -61,7 +63,7 @@ fn placed(data_dir: &Path, pod: &str) -> String {
         )
     };
     let mut last = String::new();
-    for _ in 0..200 {
+    for _ in 0..400 {
         last = node();
         if !last.is_empty() {
             return last;
@@ -76,7 +78,7 @@ fn cluster(dir: &Path, config: &str) -> (Server, Scheduler) {
     let server = Server::start_at(dir, &format!("127.0.0.1:{}", free_port()));
     let file = dir.join("scheduler.yaml");
     std::fs::write(&file, config).unwrap();
-    let scheduler = Scheduler::start(&dir.join("kubeconfig"), &file, dir);
+    let scheduler = Scheduler::start(&dir.join("kubeconfig"), &file);
     (server, scheduler)
 }
 
@@ -138,7 +140,7 @@ fn pods_land_where_the_default_plugins_send_them() {
             ],
         )
     };
-    eventually(Duration::from_secs(20), want, condition);
+    eventually(Duration::from_secs(60), want, condition);
     let events = kubectl(
         d,
         &[
@@ -240,17 +242,68 @@ fn the_higher_priority_pod_takes_the_room_that_appears() {
         &format!("{}  priorityClassName: high\n", requests("1")),
     );
     let none = "0/0 nodes are available: no nodes available to schedule pods.";
-    eventually(Duration::from_secs(20), none, || message("low"));
-    eventually(Duration::from_secs(20), none, || message("high"));
+    eventually(Duration::from_secs(60), none, || message("low"));
+    eventually(Duration::from_secs(60), none, || message("high"));
     // Past both back-offs, a node with room for one appears: priority decides.
     std::thread::sleep(Duration::from_millis(1500));
     node(d, "only", "zone: a", "", "1");
     assert_eq!(placed(d, "high"), "only");
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "0/1 nodes are available: 1 Insufficient cpu.",
         || message("low"),
     );
     let low = kubectl(d, &["get", "pod", "low", "-o", "jsonpath={.spec.nodeName}"]);
     assert_eq!(low, "");
+}
+
+#[test]
+fn a_plugin_that_traps_fails_its_pods_cycle_and_nothing_else() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
+    assert!(built.unwrap().success(), "building the plugins");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "plugins:\n- {{name: Misbehaving, file: {}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: broken\n  plugins:\n    filter:\n      enabled: [{{name: Misbehaving}}]\n  pluginConfig:\n  - {{name: Misbehaving, args: {{do: panic}}}}\n",
+        root.join("plugins/target/wasm32-wasip2/release/misbehaving.wasm")
+            .display()
+    );
+    let (_server, _scheduler) = cluster(d, &config);
+    node(d, "n1", "zone: a", "", "4");
+    pod(d, "victim", "", "  schedulerName: broken\n");
+    let failure = || {
+        kubectl(
+            d,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=victim,reason=FailedScheduling",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        )
+    };
+    let mut said = String::new();
+    for _ in 0..400 {
+        said = failure();
+        if !said.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        said.starts_with("plugin Misbehaving: filter failed")
+            && said.contains("misbehaving on purpose"),
+        "{said:?}"
+    );
+    // The scheduler goes on: the other profile places its pods.
+    pod(d, "bystander", "", "");
+    assert_eq!(placed(d, "bystander"), "n1");
+    let victim = kubectl(
+        d,
+        &["get", "pod", "victim", "-o", "jsonpath={.spec.nodeName}"],
+    );
+    assert_eq!(victim, "");
 }

@@ -39,7 +39,8 @@ pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> Result<Compon
     }
     let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
     let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
-    let partial = artefact.with_extension("partial");
+    // Processes sharing a cache each write their own partial file.
+    let partial = artefact.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, &compiled)
         .and_then(|()| std::fs::rename(&partial, &artefact))
         .map_err(|e| format!("writing {}: {e}", artefact.display()))?;
