@@ -112,7 +112,10 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
             "{what}: {failed}"
         );
         // The trapped instance is gone; a fresh one answers the next call.
-        assert!(matches!(plugin.pre_filter(POD).unwrap().code, Code::Success));
+        assert!(matches!(
+            plugin.pre_filter(POD).unwrap().code,
+            Code::Success
+        ));
     }
     let refused =
         SchedulerPlugin::load(&host, &file, r#"{"refuse": true}"#, limits(50)).unwrap_err();
