@@ -86,13 +86,7 @@ pub fn framework(mut plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Frame
     let plan = Config::default().profiles[0].plan();
     let names = plan.plugins();
     plugins.sort_by_key(|p| names.iter().position(|n| n == p.name()));
-    let index = |n: &String| names.iter().position(|m| m == n).unwrap();
-    Framework::new(
-        plugins,
-        plan.filters.iter().map(index).collect(),
-        plan.scores.iter().map(|(n, w)| (index(n), *w)).collect(),
-        percentage,
-    )
+    Framework::planned(&plan, plugins, percentage)
 }
 
 /// The default plugins compiled natively.

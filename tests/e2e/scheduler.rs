@@ -7,7 +7,7 @@
 //! a plugin that traps fails its own pod's cycle, with an event naming it, and
 //! the scheduler goes on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -54,23 +54,44 @@ fn requests(cpu: &str) -> String {
     format!("    resources: {{requests: {{cpu: \"{cpu}\"}}}}\n")
 }
 
-/// The node a pod lands on (waits for it).
-fn placed(data_dir: &Path, pod: &str) -> String {
-    let node = || {
-        kubectl(
-            data_dir,
-            &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"],
-        )
-    };
-    let mut last = String::new();
+/// A field of a pod (a jsonpath).
+fn field(data_dir: &Path, pod: &str, path: &str) -> String {
+    let path = format!("jsonpath={{{path}}}");
+    kubectl(data_dir, &["get", "pod", pod, "-o", &path])
+}
+
+/// The pod's PodScheduled condition's `status` or `message`.
+fn scheduled(data_dir: &Path, pod: &str, part: &str) -> String {
+    field(
+        data_dir,
+        pod,
+        &format!(".status.conditions[?(@.type==\"PodScheduled\")].{part}"),
+    )
+}
+
+/// What `what` says once it says something (waits for it).
+fn said(what: impl Fn() -> String) -> String {
     for _ in 0..400 {
-        last = node();
-        if !last.is_empty() {
-            return last;
+        let said = what();
+        if !said.is_empty() {
+            return said;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{pod} was not placed: {last:?}");
+    panic!("nothing said in time");
+}
+
+/// The node a pod lands on (waits for it).
+fn placed(data_dir: &Path, pod: &str) -> String {
+    said(|| field(data_dir, pod, ".spec.nodeName"))
+}
+
+/// A plugin component of `plugins/`, built from source.
+fn built_plugin(file: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
+    assert!(built.unwrap().success(), "building the plugins");
+    root.join("plugins/target/wasm32-wasip2/release").join(file)
 }
 
 /// A server, and a scheduler with `config`.
@@ -128,19 +149,9 @@ fn pods_land_where_the_default_plugins_send_them() {
     // Too big for every node: it says why on the pod and in an event.
     pod(d, "huge", "", &requests("16"));
     let want = "0/4 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 3 Insufficient cpu.";
-    let condition = || {
-        kubectl(
-            d,
-            &[
-                "get",
-                "pod",
-                "huge",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-            ],
-        )
-    };
-    eventually(Duration::from_secs(60), want, condition);
+    eventually(Duration::from_secs(60), want, || {
+        scheduled(d, "huge", "message")
+    });
     let events = kubectl(
         d,
         &[
@@ -156,33 +167,16 @@ fn pods_land_where_the_default_plugins_send_them() {
     // A node it fits appears: it lands there.
     node(d, "big-1", "tier: core, zone: c", "", "32");
     assert_eq!(placed(d, "huge"), "big-1");
-    let scheduled = kubectl(
-        d,
-        &[
-            "get",
-            "pod",
-            "huge",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}",
-        ],
-    );
-    assert_eq!(scheduled, "True");
+    assert_eq!(scheduled(d, "huge", "status"), "True");
 }
 
 #[test]
 fn a_second_profile_places_its_pods_with_its_own_plugin() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
-    assert!(built.unwrap().success(), "building the plugins");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let registry = Registry::start(&d.join("registry"), None);
     let image = format!("{}/plugins/prefer-edge:1", registry.address);
-    push(
-        &root.join("plugins/target/wasm32-wasip2/release/prefer_edge.wasm"),
-        &image,
-        None,
-    );
+    push(&built_plugin("prefer_edge.wasm"), &image, None);
     let config = format!(
         "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nplugins:\n- {{name: PreferEdge, image: {image}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: edge-scheduler\n  plugins:\n    score:\n      enabled: [{{name: PreferEdge, weight: 100}}]\n"
     );
@@ -205,11 +199,7 @@ fn a_second_profile_places_its_pods_with_its_own_plugin() {
     pod(d, "orphan", "", "  schedulerName: nobody\n");
     pod(d, "after", "", &cpu);
     placed(d, "after");
-    let orphan = kubectl(
-        d,
-        &["get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}"],
-    );
-    assert_eq!(orphan, "");
+    assert_eq!(field(d, "orphan", ".spec.nodeName"), "");
 }
 
 #[test]
@@ -221,18 +211,7 @@ fn the_higher_priority_pod_takes_the_room_that_appears() {
         d,
         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n",
     );
-    let message = |pod: &str| {
-        kubectl(
-            d,
-            &[
-                "get",
-                "pod",
-                pod,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-            ],
-        )
-    };
+    let message = |pod: &str| scheduled(d, pod, "message");
     // No nodes yet: both wait, the low one first in line by age.
     pod(d, "low", "", &requests("1"));
     pod(
@@ -253,26 +232,21 @@ fn the_higher_priority_pod_takes_the_room_that_appears() {
         "0/1 nodes are available: 1 Insufficient cpu.",
         || message("low"),
     );
-    let low = kubectl(d, &["get", "pod", "low", "-o", "jsonpath={.spec.nodeName}"]);
-    assert_eq!(low, "");
+    assert_eq!(field(d, "low", ".spec.nodeName"), "");
 }
 
 #[test]
 fn a_plugin_that_traps_fails_its_pods_cycle_and_nothing_else() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new(root.join("scripts/build-plugins.sh")).status();
-    assert!(built.unwrap().success(), "building the plugins");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = format!(
         "plugins:\n- {{name: Misbehaving, file: {}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: broken\n  plugins:\n    filter:\n      enabled: [{{name: Misbehaving}}]\n  pluginConfig:\n  - {{name: Misbehaving, args: {{do: panic}}}}\n",
-        root.join("plugins/target/wasm32-wasip2/release/misbehaving.wasm")
-            .display()
+        built_plugin("misbehaving.wasm").display()
     );
     let (_server, _scheduler) = cluster(d, &config);
     node(d, "n1", "zone: a", "", "4");
     pod(d, "victim", "", "  schedulerName: broken\n");
-    let failure = || {
+    let failure = said(|| {
         kubectl(
             d,
             &[
@@ -284,26 +258,14 @@ fn a_plugin_that_traps_fails_its_pods_cycle_and_nothing_else() {
                 "jsonpath={.items[*].message}",
             ],
         )
-    };
-    let mut said = String::new();
-    for _ in 0..400 {
-        said = failure();
-        if !said.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     assert!(
-        said.starts_with("plugin Misbehaving: filter failed")
-            && said.contains("misbehaving on purpose"),
-        "{said:?}"
+        failure.starts_with("plugin Misbehaving: filter failed")
+            && failure.contains("misbehaving on purpose"),
+        "{failure:?}"
     );
     // The scheduler goes on: the other profile places its pods.
     pod(d, "bystander", "", "");
     assert_eq!(placed(d, "bystander"), "n1");
-    let victim = kubectl(
-        d,
-        &["get", "pod", "victim", "-o", "jsonpath={.spec.nodeName}"],
-    );
-    assert_eq!(victim, "");
+    assert_eq!(field(d, "victim", ".spec.nodeName"), "");
 }

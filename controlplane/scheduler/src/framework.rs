@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use rand::Rng;
+
+use crate::config::Plan;
 use wasmkube_plugin_host::{Code, NodeChange, PluginError, Rejection, SchedulerPlugin, Status};
 
 /// A scheduler plugin, as a cycle calls it: a Wasm component on the plugin
@@ -128,6 +130,16 @@ impl Framework {
             percentage,
             next_start: 0,
         }
+    }
+
+    /// A profile running `plan` over `plugins`, given in the order of
+    /// [`Plan::plugins`].
+    pub fn planned(plan: &Plan, plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Framework {
+        let names = plan.plugins();
+        let index = |n: &String| names.iter().position(|m| m == n).expect("planned");
+        let filters = plan.filters.iter().map(index).collect();
+        let scores = plan.scores.iter().map(|(n, w)| (index(n), *w)).collect();
+        Framework::new(plugins, filters, scores, percentage)
     }
 
     /// Tells every plugin what changed in the nodes.

@@ -77,12 +77,7 @@ pub struct Profiles {
 /// `data_dir`.
 pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> {
     let images = ImageStore::open(&data_dir.join("plugins"))?;
-    let mut bytes = sources(config, &images).await?;
-    for (name, component) in default_plugins() {
-        bytes
-            .entry(name.to_owned())
-            .or_insert_with(|| component.to_vec());
-    }
+    let bytes = sources(config, &images).await?;
     let config = config.clone();
     let cache = data_dir.join("compiled");
     tokio::task::spawn_blocking(move || {
@@ -94,7 +89,9 @@ pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> 
             let names = plan.plugins();
             let mut plugins: Vec<Box<dyn Extension>> = Vec::new();
             for name in &names {
-                let Some(wasm) = bytes.get(name) else {
+                let named = bytes.get(name).map(Vec::as_slice);
+                let embedded = || default_plugins().find(|(n, _)| n == name).map(|(_, b)| b);
+                let Some(wasm) = named.or_else(embedded) else {
                     bail!(
                         "profile {}: plugin {name} is neither a default plugin nor named under plugins",
                         profile.scheduler_name
@@ -108,13 +105,10 @@ pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> 
                     SchedulerPlugin::new(&host, name, &components[name], &args, Limits::default())?;
                 plugins.push(Box::new(plugin));
             }
-            let index = |n: &String| names.iter().position(|m| m == n).expect("planned");
-            let filters = plan.filters.iter().map(index).collect();
-            let scores = plan.scores.iter().map(|(n, w)| (index(n), *w)).collect();
             let percentage = config.percentage_of_nodes_to_score.unwrap_or(0);
             frameworks.insert(
                 profile.scheduler_name.clone(),
-                Framework::new(plugins, filters, scores, percentage),
+                Framework::planned(&plan, plugins, percentage),
             );
         }
         Ok(Profiles { frameworks, host })

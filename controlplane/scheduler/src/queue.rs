@@ -28,6 +28,17 @@ enum State {
     Unschedulable { since: Instant, backoff: Instant },
 }
 
+impl State {
+    /// When a waiting pod is next tried, if it waits.
+    fn due(self) -> Option<Instant> {
+        match self {
+            State::BackingOff(until) => Some(until),
+            State::Unschedulable { since, .. } => Some(since + MAX_UNSCHEDULABLE),
+            State::Active | State::InFlight => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Queued {
     pod: Value,
@@ -112,11 +123,7 @@ impl Queue {
         let due: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, q)| match q.state {
-                State::BackingOff(until) => until <= now,
-                State::Unschedulable { since, .. } => now - since >= MAX_UNSCHEDULABLE,
-                State::Active | State::InFlight => false,
-            })
+            .filter(|(_, q)| q.state.due().is_some_and(|due| due <= now))
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in due {
@@ -170,14 +177,7 @@ impl Queue {
 
     /// When the next pod that waits becomes due, if any does.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pods
-            .values()
-            .filter_map(|q| match q.state {
-                State::BackingOff(until) => Some(until),
-                State::Unschedulable { since, .. } => Some(since + MAX_UNSCHEDULABLE),
-                State::Active | State::InFlight => None,
-            })
-            .min()
+        self.pods.values().filter_map(|q| q.state.due()).min()
     }
 }
 

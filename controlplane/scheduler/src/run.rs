@@ -158,12 +158,7 @@ impl Scheduler {
             }
             Input::Deleted(Watched::Node, name) => self.cache.remove_node(&name),
             Input::Applied(Watched::Pod, pod) => self.pod(pod),
-            Input::Deleted(Watched::Pod, uid) => {
-                self.queue.remove(&uid);
-                if self.cache.remove_pod(&uid) {
-                    self.queue.cluster_changed();
-                }
-            }
+            Input::Deleted(Watched::Pod, uid) => self.forget(&uid),
             Input::Applied(Watched::PriorityClass, class) => {
                 let value = class["value"].as_i64().unwrap_or(0) as i32;
                 let global = class["globalDefault"].as_bool().unwrap_or(false);
@@ -180,6 +175,15 @@ impl Scheduler {
         }
     }
 
+    /// A pod gone (deleted or finished): what it took on its node is free,
+    /// which could make waiting pods fit.
+    fn forget(&mut self, uid: &str) {
+        self.queue.remove(uid);
+        if self.cache.remove_pod(uid) {
+            self.queue.cluster_changed();
+        }
+    }
+
     fn pod(&mut self, pod: Value) {
         let uid = key(Watched::Pod, &pod);
         let phase = pod["status"]["phase"].as_str().unwrap_or_default();
@@ -188,10 +192,7 @@ impl Scheduler {
             .is_some_and(|n| !n.is_empty());
         if matches!(phase, "Succeeded" | "Failed") {
             // A finished pod takes nothing from its node.
-            self.queue.remove(&uid);
-            if self.cache.remove_pod(&uid) {
-                self.queue.cluster_changed();
-            }
+            self.forget(&uid);
         } else if bound {
             self.queue.remove(&uid);
             self.cache.bound(&pod);
