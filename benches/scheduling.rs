@@ -10,6 +10,7 @@
 //! `cargo bench --bench scheduling`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -19,7 +20,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config};
 use serde_json::json;
 use wasmkube_plugin_host::PluginHost;
-use wasmkube_scheduler::{DEFAULT_SCHEDULER, Profiles};
+use wasmkube_runtime::ImageStore;
+use wasmkube_scheduler::{DEFAULT_SCHEDULER, Metrics, Profiles};
 
 mod frameworks;
 mod processes;
@@ -100,7 +102,12 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
     let (closing, closed) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(wasmkube_scheduler::run(
         client.clone(),
-        Profiles { frameworks, host },
+        Profiles {
+            frameworks,
+            host: Arc::new(host),
+            images: ImageStore::open(&dir.path().join("plugins")).unwrap(),
+            metrics: Metrics::default(),
+        },
         closed,
     ));
     // The scheduler has every node once a first pod is bound.

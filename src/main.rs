@@ -98,6 +98,10 @@ struct UpArgs {
     /// profile, `default-scheduler`, with the default plugins).
     #[arg(long, value_name = "FILE")]
     scheduler_config: Option<PathBuf>,
+    /// Serve the scheduler's metrics (Prometheus text) at
+    /// `http://ADDRESS/metrics`.
+    #[arg(long, value_name = "ADDRESS")]
+    scheduler_metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +116,9 @@ struct SchedulerArgs {
     /// Where compiled plugins and pulled plugin images are kept.
     #[arg(long, default_value = "wasmkube-data")]
     data_dir: PathBuf,
+    /// Serve the metrics (Prometheus text) at `http://ADDRESS/metrics`.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<SocketAddr>,
 }
 
 /// The scheduler's configuration, read from `config` (or the defaults).
@@ -124,15 +131,43 @@ fn scheduler_config(config: Option<&Path>) -> Result<SchedulerConfig> {
     SchedulerConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-/// Loads the profiles of `config` (compiling their plugins, under
-/// `data_dir`), then schedules until `closed`.
+/// What the scheduler is told to do.
+struct Scheduling {
+    config: SchedulerConfig,
+    /// Where its metrics are served, if anywhere.
+    metrics: Option<SocketAddr>,
+}
+
+/// Loads the profiles (compiling their plugins, under `data_dir`), serves
+/// the metrics, then schedules until `closed`.
 async fn schedule(
     client: Client,
-    config: SchedulerConfig,
+    scheduling: Scheduling,
     data_dir: &Path,
     closed: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let profiles = wasmkube_scheduler::load(&config, &data_dir.join("scheduler")).await?;
+    let profiles =
+        wasmkube_scheduler::load(&scheduling.config, &data_dir.join("scheduler")).await?;
+    if let Some(address) = scheduling.metrics {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
+        let metrics = profiles.metrics.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics.render() }),
+        );
+        tracing::info!(address = %listener.local_addr()?, "serving the scheduler's metrics");
+        let mut closing = closed.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        });
+    }
     let names: Vec<&String> = profiles.frameworks.keys().collect();
     tracing::info!(profiles = ?names, "scheduling");
     wasmkube_scheduler::run(client, profiles, closed).await
@@ -207,19 +242,22 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Server(args) => server(args, None).await,
         Command::Up(args) => {
-            let node = Some((args.node, args.scheduler_config));
+            let node = Some((args.node, args.scheduler_config, args.scheduler_metrics));
             server(args.server, node).await
         }
         Command::Agent(args) => agent(args).await,
         Command::Scheduler(args) => {
-            let config = scheduler_config(args.config.as_deref())?;
+            let scheduling = Scheduling {
+                config: scheduler_config(args.config.as_deref())?,
+                metrics: args.metrics,
+            };
             let client = client(&args.kubeconfig).await?;
             let (closing, closed) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown().await;
                 closing.send_replace(true);
             });
-            schedule(client, config, &args.data_dir, closed).await
+            schedule(client, scheduling, &args.data_dir, closed).await
         }
         Command::Image(ImageCommand::Import {
             data_dir,
@@ -252,7 +290,10 @@ async fn main() -> Result<()> {
 
 /// Serves the API; with a node, runs the scheduler and that node's agent in
 /// the same process.
-async fn server(args: ServerArgs, node: Option<(NodeArgs, Option<PathBuf>)>) -> Result<()> {
+async fn server(
+    args: ServerArgs,
+    node: Option<(NodeArgs, Option<PathBuf>, Option<SocketAddr>)>,
+) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.store {
@@ -291,15 +332,18 @@ async fn server(args: ServerArgs, node: Option<(NodeArgs, Option<PathBuf>)>) -> 
     let api = ApiServer::start(store).await?;
     let router = api.router();
     let (closing, closed) = tokio::sync::watch::channel(false);
-    if let Some((node, scheduler)) = node {
+    if let Some((node, scheduler, metrics)) = node {
         let client = Client::try_from(KubeConfig::new(url.parse()?))?;
         // A bad configuration stops the start; its plugins compile while the
         // API serves.
-        let config = scheduler_config(scheduler.as_deref())?;
-        let (data_dir, scheduling, closed_too) =
+        let scheduling = Scheduling {
+            config: scheduler_config(scheduler.as_deref())?,
+            metrics,
+        };
+        let (data_dir, scheduler_client, closed_too) =
             (args.data_dir.clone(), client.clone(), closed.clone());
         tokio::spawn(async move {
-            if let Err(e) = schedule(scheduling, config, &data_dir, closed_too).await {
+            if let Err(e) = schedule(scheduler_client, scheduling, &data_dir, closed_too).await {
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
             }
         });

@@ -30,6 +30,7 @@ fn main() {
         "sdk",
         "wit",
         "controlplane/quantity",
+        "examples/prefer-edge/rust",
         "scripts/build-plugins.sh",
     ];
     for watched in sources.chain(others.iter().map(|o| root.join(o))) {

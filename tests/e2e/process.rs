@@ -100,7 +100,11 @@ impl Drop for Agent {
 }
 
 /// A running `wasmkube scheduler`, killed when dropped.
-pub struct Scheduler(pub Child);
+pub struct Scheduler {
+    child: Child,
+    /// Where it serves its metrics.
+    pub metrics: String,
+}
 
 impl Scheduler {
     /// Starts the scheduler against the cluster of `kubeconfig` with the
@@ -108,6 +112,7 @@ impl Scheduler {
     /// share a data dir.
     pub fn start(kubeconfig: &Path, config: &Path) -> Scheduler {
         let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-scheduler");
+        let metrics = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .arg("scheduler")
             .arg("--kubeconfig")
@@ -116,17 +121,19 @@ impl Scheduler {
             .arg(config)
             .arg("--data-dir")
             .arg(shared)
+            .arg("--metrics")
+            .arg(&metrics)
             .stdout(Stdio::null())
             .spawn()
             .expect("wasmkube runs");
-        Scheduler(child)
+        Scheduler { child, metrics }
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

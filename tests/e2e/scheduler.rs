@@ -4,16 +4,19 @@
 //! and is placed once a node that fits appears; a pod naming a second profile
 //! is placed by that profile, whose plugin (built from the SDK's example, not
 //! one of the defaults, and pulled from an OCI registry) changes where pods go;
-//! a plugin that traps fails its own pod's cycle, with an event naming it, and
-//! the scheduler goes on.
+//! plugins in Python and JavaScript declared as Plugin objects with kubectl
+//! steer pods until they are deleted; plugins that trap, spin, hog memory or
+//! speak another interface fail their own pods' cycles, with events, status
+//! and metrics naming them, and the scheduler goes on.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::agent::{apply, eventually, kubectl};
+use crate::agent::{apply, eventually, http_get, kubectl};
 use crate::process::{Scheduler, Server, free_port};
 use crate::registry::{Registry, push};
+use wasmkube_plugin_host::{Code, Limits, NodeChange, PluginHost, SchedulerPlugin};
 
 /// A Node with `labels`, `taints` and `cpu` allocatable.
 fn node(data_dir: &Path, name: &str, labels: &str, taints: &str, cpu: &str) {
@@ -235,37 +238,283 @@ fn the_higher_priority_pod_takes_the_room_that_appears() {
     assert_eq!(field(d, "low", ".spec.nodeName"), "");
 }
 
+/// The example plugins in Python and JavaScript (and the rest of
+/// `plugins/`), built from source.
+fn built_guests() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-plugins.sh"))
+        .arg("--guests")
+        .status();
+    assert!(built.unwrap().success(), "building the guest plugins");
+    root.join("plugins/target/wasm32-wasip2/release")
+}
+
+/// Declares a scheduler plugin with kubectl: `source` and `scheduler` are
+/// YAML flow mappings.
+fn declare(data_dir: &Path, name: &str, source: &str, args: &str, scheduler: &str) {
+    apply(
+        data_dir,
+        &format!(
+            "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  extension: Scheduler\n  source: {source}\n  args: {args}\n  scheduler: {scheduler}\n"
+        ),
+    );
+}
+
+/// A field of a Plugin object (a jsonpath).
+fn plugin_field(data_dir: &Path, plugin: &str, path: &str) -> String {
+    let path = format!("jsonpath={{{path}}}");
+    kubectl(data_dir, &["get", "plugin", plugin, "-o", &path])
+}
+
+/// The plugin's Loaded condition's `status`, `reason` or `message`.
+fn loaded(data_dir: &Path, plugin: &str, part: &str) -> String {
+    plugin_field(
+        data_dir,
+        plugin,
+        &format!(".status.conditions[?(@.type==\"Loaded\")].{part}"),
+    )
+}
+
+/// The value of the scheduler's metric sample `sample` (name and labels), if
+/// it has one.
+fn metric(scheduler: &Scheduler, sample: &str) -> Option<u64> {
+    let text = http_get(&scheduler.metrics, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+}
+
+/// Messages of the FailedScheduling events of `pod`.
+fn failed_scheduling(data_dir: &Path, pod: &str) -> String {
+    let selector = format!("involvedObject.name={pod},reason=FailedScheduling");
+    kubectl(
+        data_dir,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    )
+}
+
 #[test]
-fn a_plugin_that_traps_fails_its_pods_cycle_and_nothing_else() {
+fn plugins_in_python_and_javascript_steer_pods_while_declared() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = format!(
-        "plugins:\n- {{name: Misbehaving, file: {}}}\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: broken\n  plugins:\n    filter:\n      enabled: [{{name: Misbehaving}}]\n  pluginConfig:\n  - {{name: Misbehaving, args: {{do: panic}}}}\n",
-        built_plugin("misbehaving.wasm").display()
-    );
-    let (_server, _scheduler) = cluster(d, &config);
-    node(d, "n1", "zone: a", "", "4");
-    pod(d, "victim", "", "  schedulerName: broken\n");
-    let failure = said(|| {
-        kubectl(
+    let guests = built_guests();
+    let registry = Registry::start(&d.join("registry"), None);
+    let image = format!("{}/plugins/prefer-edge-js:1", registry.address);
+    push(&guests.join("prefer_edge_js.wasm"), &image, None);
+    let (_server, scheduler) = cluster(d, "{}");
+    node(d, "edge-1", "tier: edge", "", "4");
+    node(d, "core-1", "tier: core", "", "4");
+    // Without a plugin, pods that prefer the core tier get it.
+    let prefers_core = "  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 100\n        preference: {matchExpressions: [{key: tier, operator: In, values: [core]}]}\n";
+    pod(d, "plain", "", prefers_core);
+    assert_eq!(placed(d, "plain"), "core-1");
+
+    let python = guests.join("prefer_edge_python.wasm");
+    let sources = [
+        (
+            "prefer-edge-python",
+            format!("{{path: {}}}", python.display()),
+        ),
+        ("prefer-edge-js", format!("{{image: {image}}}")),
+    ];
+    for (plugin, source) in sources {
+        declare(
             d,
-            &[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=victim,reason=FailedScheduling",
-                "-o",
-                "jsonpath={.items[*].message}",
-            ],
-        )
-    });
-    assert!(
-        failure.starts_with("plugin Misbehaving: filter failed")
-            && failure.contains("misbehaving on purpose"),
-        "{failure:?}"
+            plugin,
+            &source,
+            "{tier: edge}",
+            "{extensionPoints: [Score], weight: 5}",
+        );
+        eventually(Duration::from_secs(180), "True", || {
+            loaded(d, plugin, "status")
+        });
+        assert!(plugin_field(d, plugin, ".status.digest").starts_with("sha256:"));
+        // PreferEdge outweighs the pod's preference.
+        let steered = format!("{plugin}-steered");
+        pod(d, &steered, "", prefers_core);
+        assert_eq!(placed(d, &steered), "edge-1", "{plugin} steers pods");
+        let gauge = format!("wasmkube_scheduler_plugin_loaded{{plugin=\"{plugin}\"}}");
+        assert_eq!(metric(&scheduler, &gauge), Some(1));
+
+        // Deleted, it is let go of, and pods go where they would without it.
+        kubectl(d, &["delete", "plugin", plugin]);
+        eventually(Duration::from_secs(60), "gone", || {
+            match metric(&scheduler, &gauge) {
+                Some(_) => "there".into(),
+                None => "gone".into(),
+            }
+        });
+        let after = format!("{plugin}-after");
+        pod(d, &after, "", prefers_core);
+        assert_eq!(placed(d, &after), "core-1", "{plugin} is gone");
+    }
+}
+
+#[test]
+fn bad_plugins_fail_their_own_pods_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let misbehaving = built_plugin("misbehaving.wasm");
+    let other_wit = built_plugin("other_wit.wasm");
+    // One profile per bad plugin, beside the default one.
+    let (_server, scheduler) = cluster(
+        d,
+        "profiles: [{schedulerName: default-scheduler}, {schedulerName: trap}, {schedulerName: spin}, {schedulerName: hog}, {schedulerName: other-wit}]",
     );
-    // The scheduler goes on: the other profile places its pods.
+    node(d, "n1", "zone: a", "", "4");
+    let bad = [
+        (
+            "trap",
+            &misbehaving,
+            "{do: panic}",
+            "filter failed",
+            "misbehaving on purpose",
+        ),
+        (
+            "spin",
+            &misbehaving,
+            "{do: spin}",
+            "filter failed",
+            "ran longer than 100ms",
+        ),
+        (
+            "hog",
+            &misbehaving,
+            "{do: hog}",
+            "filter failed",
+            "wanted more than 268435456 bytes of memory",
+        ),
+        (
+            "other-wit",
+            &other_wit,
+            "{}",
+            "is not loaded",
+            "built for wasmkube:scheduler/plugin@0.0.9, but this host speaks wasmkube:scheduler/plugin@0.1.0",
+        ),
+    ];
+    for (plugin, file, args, _, _) in &bad {
+        let source = format!("{{path: {}}}", file.display());
+        let placement = format!("{{profiles: [{plugin}], extensionPoints: [Filter]}}");
+        declare(d, plugin, &source, args, &placement);
+        // Its victim comes once the scheduler has it (loaded or not).
+        said(|| loaded(d, plugin, "status"));
+        pod(
+            d,
+            &format!("{plugin}-victim"),
+            "",
+            &format!("  schedulerName: {plugin}\n"),
+        );
+    }
+    for (plugin, _, _, failed, why) in &bad {
+        // The pod's event names the plugin and the failure.
+        let victim = format!("{plugin}-victim");
+        let event = said(|| failed_scheduling(d, &victim));
+        assert!(
+            event.starts_with(&format!("plugin {plugin}"))
+                && event.contains(failed)
+                && event.contains(why),
+            "{event:?}"
+        );
+        // So do the plugin's status and metrics.
+        let sample = format!(
+            "wasmkube_scheduler_plugin_failures_total{{plugin=\"{plugin}\",profile=\"{plugin}\"}}"
+        );
+        eventually(Duration::from_secs(60), "counted", || {
+            match metric(&scheduler, &sample) {
+                Some(n) if n > 0 => "counted".into(),
+                other => format!("{other:?}"),
+            }
+        });
+        eventually(Duration::from_secs(60), "counted", || {
+            match plugin_field(d, plugin, ".status.failures").parse::<u64>() {
+                Ok(n) if n > 0 => "counted".into(),
+                _ => plugin_field(d, plugin, ".status"),
+            }
+        });
+        assert!(plugin_field(d, plugin, ".status.lastFailure").contains(why));
+        assert_eq!(field(d, &victim, ".spec.nodeName"), "");
+    }
+    // A plugin built for another interface is not loaded, and says why.
+    assert_eq!(loaded(d, "other-wit", "status"), "False");
+    assert_eq!(loaded(d, "other-wit", "reason"), "LoadFailed");
+    assert!(loaded(d, "other-wit", "message").contains("0.0.9"));
+    let gauge = |plugin: &str| format!("wasmkube_scheduler_plugin_loaded{{plugin=\"{plugin}\"}}");
+    assert_eq!(metric(&scheduler, &gauge("other-wit")), Some(0));
+    // The others loaded: their calls failed, not their loading.
+    for plugin in ["trap", "spin", "hog"] {
+        assert_eq!(loaded(d, plugin, "status"), "True", "{plugin}");
+        assert_eq!(metric(&scheduler, &gauge(plugin)), Some(1), "{plugin}");
+    }
+    // The scheduler goes on: the default profile places its pods.
     pod(d, "bystander", "", "");
     assert_eq!(placed(d, "bystander"), "n1");
-    assert_eq!(field(d, "victim", ".spec.nodeName"), "");
+}
+
+#[test]
+fn the_example_plugin_behaves_alike_in_rust_python_and_javascript() {
+    let guests = built_guests();
+    let cache = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(cache.path()).unwrap();
+    let node = |name: &str, labels: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+            .to_string()
+    };
+    let nodes = [
+        NodeChange::Set((0, node("edge-1", serde_json::json!({"tier": "edge"})))),
+        NodeChange::Set((1, node("core-1", serde_json::json!({"tier": "core"})))),
+        NodeChange::Set((2, node("bare", serde_json::json!({})))),
+        NodeChange::Set((3, node("gone", serde_json::json!({"tier": "edge"})))),
+        NodeChange::PodAdded((1, "uid-1".into(), r#"{"metadata": {"name": "p"}}"#.into())),
+        NodeChange::Removed(3),
+    ];
+    let pod = r#"{"metadata": {"name": "web", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;
+    for file in [
+        "prefer_edge.wasm",
+        "prefer_edge_python.wasm",
+        "prefer_edge_js.wasm",
+    ] {
+        let path = guests.join(file);
+        // The scheduler's own bounds: a guest of any language keeps to them.
+        let load = |args: &str| SchedulerPlugin::load(&host, &path, args, Limits::default());
+        for (args, refusal) in [
+            (r#"{"tier": 5}"#, "tier must be a string"),
+            ("[1]", "object"),
+        ] {
+            let refused = load(args).expect_err(file).to_string();
+            assert!(
+                refused.contains("refused its args") && refused.contains(refusal),
+                "{file}: {refused}"
+            );
+        }
+        for (args, scores) in [("{}", [100, 0, 0]), (r#"{"tier": "core"}"#, [0, 100, 0])] {
+            let mut plugin = load(args).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(plugin.name(), "PreferEdge", "{file}");
+            plugin.update_nodes(&nodes).unwrap();
+            assert!(
+                matches!(plugin.pre_filter(pod).unwrap().code, Code::Success),
+                "{file}"
+            );
+            assert!(plugin.filter(&[0, 1, 2]).unwrap().is_empty(), "{file}");
+            assert_eq!(
+                plugin.score(&[0, 1, 2]).unwrap(),
+                Some(scores.to_vec()),
+                "{file} {args}"
+            );
+            assert!(
+                matches!(plugin.reserve(0).unwrap().code, Code::Success),
+                "{file}"
+            );
+            assert!(
+                matches!(plugin.permit(0).unwrap().code, Code::Success),
+                "{file}"
+            );
+            plugin.unreserve(0).unwrap();
+        }
+    }
 }

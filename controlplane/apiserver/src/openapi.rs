@@ -88,7 +88,6 @@ fn decorate(schemas: &mut Map<String, Value>) {
             continue;
         };
         let gvks: Vec<Value> = patch::kinds()
-            .iter()
             .filter(|k| k.definition == name)
             .map(|k| json!({"group": k.group, "version": k.version, "kind": k.kind}))
             .collect();

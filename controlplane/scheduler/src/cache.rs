@@ -195,6 +195,24 @@ impl Cache {
             .map_or("", |e| e.name.as_str())
     }
 
+    /// Every node with its pods, for a plugin that knows none: what the
+    /// others have been told once [`Cache::changes`] is.
+    pub fn snapshot(&self) -> Vec<NodeChange> {
+        let mut all = Vec::new();
+        for (id, entry) in self.entries.iter().enumerate() {
+            let Some((entry, node)) = entry.as_ref().and_then(|e| Some((e, e.node.as_ref()?)))
+            else {
+                continue;
+            };
+            let id = id as u32;
+            all.push(NodeChange::Set((id, node.to_string())));
+            for (uid, pod) in &entry.pods {
+                all.push(NodeChange::PodAdded((id, uid.clone(), pod.to_string())));
+            }
+        }
+        all
+    }
+
     /// What changed since the last call, for the plugins.
     pub fn changes(&mut self) -> Vec<NodeChange> {
         let pending = std::mem::take(&mut self.pending);
@@ -238,8 +256,12 @@ mod tests {
 
     /// The changes, in brief: `set 0`, `removed 1`, `+0 p1`, `-0 p1`.
     fn told(cache: &mut Cache) -> Vec<String> {
-        let changes = cache.changes().into_iter();
+        brief(cache.changes())
+    }
+
+    fn brief(changes: Vec<NodeChange>) -> Vec<String> {
         changes
+            .into_iter()
             .map(|c| match c {
                 NodeChange::Set((id, _)) => format!("set {id}"),
                 NodeChange::Removed(id) => format!("removed {id}"),
@@ -306,5 +328,10 @@ mod tests {
         cache.bound(&pod("p4", "a"));
         cache.bound(&pod("p4", "c"));
         assert_eq!(told(&mut cache), ["-0 p4", "+1 p4"]);
+        // A plugin that knows nothing is told all of it.
+        assert_eq!(
+            brief(cache.snapshot()),
+            ["set 0", "+0 p1", "set 1", "+1 p4", "set 2", "+2 p3"]
+        );
     }
 }

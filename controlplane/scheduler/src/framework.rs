@@ -58,6 +58,52 @@ impl Extension for SchedulerPlugin {
     }
 }
 
+/// A declared plugin that could not be loaded: its calls fail saying why, so
+/// the pods of its profiles tell it rather than being placed without it.
+#[derive(Debug)]
+pub struct Unloaded {
+    /// The plugin.
+    pub plugin: String,
+    /// Why it is not loaded.
+    pub why: String,
+}
+
+impl Unloaded {
+    fn fail<T>(&self) -> Result<T, PluginError> {
+        Err(PluginError::NotLoaded {
+            plugin: self.plugin.clone(),
+            message: self.why.clone(),
+        })
+    }
+}
+
+impl Extension for Unloaded {
+    fn name(&self) -> &str {
+        &self.plugin
+    }
+    fn update_nodes(&mut self, _: &[NodeChange]) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn pre_filter(&mut self, _: &str) -> Result<Status, PluginError> {
+        self.fail()
+    }
+    fn filter(&mut self, _: &[u32]) -> Result<Vec<Rejection>, PluginError> {
+        self.fail()
+    }
+    fn score(&mut self, _: &[u32]) -> Result<Option<Vec<i64>>, PluginError> {
+        self.fail()
+    }
+    fn reserve(&mut self, _: u32) -> Result<Status, PluginError> {
+        self.fail()
+    }
+    fn unreserve(&mut self, _: u32) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn permit(&mut self, _: u32) -> Result<Status, PluginError> {
+        self.fail()
+    }
+}
+
 /// How a cycle ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -69,13 +115,31 @@ pub enum Outcome {
     Error(String),
 }
 
+/// A plugin in a profile: where it runs, and how its calls failed.
+struct Entry {
+    /// What the profile calls it: its name in the plan, or the name of the
+    /// Plugin object that declared it.
+    key: String,
+    plugin: Box<dyn Extension>,
+    filter: bool,
+    /// Its weight at score; none when it does not score.
+    weight: Option<i64>,
+    failures: Failures,
+}
+
+/// How a plugin's calls failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// How many failed.
+    pub count: u64,
+    /// What the last failure said.
+    pub last: Option<String>,
+}
+
 /// A profile: its plugins, which filter, which score and by what weight.
 pub struct Framework {
-    plugins: Vec<Box<dyn Extension>>,
-    /// Indices into `plugins`, in order.
-    filters: Vec<usize>,
-    /// Indices into `plugins`, with weights.
-    scores: Vec<(usize, i64)>,
+    /// In order: filters run in this order.
+    entries: Vec<Entry>,
     /// The share of nodes to find feasible (0: by cluster size).
     percentage: u32,
     /// Where the next cycle starts looking, so every node gets its turn.
@@ -84,9 +148,9 @@ pub struct Framework {
 
 impl std::fmt::Debug for Framework {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
+        let keys: Vec<&str> = self.entries.iter().map(|e| e.key.as_str()).collect();
         f.debug_struct("Framework")
-            .field("plugins", &names)
+            .field("plugins", &keys)
             .finish_non_exhaustive()
     }
 }
@@ -116,30 +180,70 @@ pub fn unavailable(all: usize, reasons: &BTreeMap<String, usize>) -> String {
 }
 
 impl Framework {
-    /// A profile of `plugins`: `filters` and weighted `scores` index into them.
-    pub fn new(
-        plugins: Vec<Box<dyn Extension>>,
-        filters: Vec<usize>,
-        scores: Vec<(usize, i64)>,
-        percentage: u32,
-    ) -> Framework {
-        Framework {
-            plugins,
-            filters,
-            scores,
-            percentage,
-            next_start: 0,
-        }
-    }
-
     /// A profile running `plan` over `plugins`, given in the order of
     /// [`Plan::plugins`].
     pub fn planned(plan: &Plan, plugins: Vec<Box<dyn Extension>>, percentage: u32) -> Framework {
-        let names = plan.plugins();
-        let index = |n: &String| names.iter().position(|m| m == n).expect("planned");
-        let filters = plan.filters.iter().map(index).collect();
-        let scores = plan.scores.iter().map(|(n, w)| (index(n), *w)).collect();
-        Framework::new(plugins, filters, scores, percentage)
+        let mut framework = Framework {
+            entries: Vec::new(),
+            percentage,
+            next_start: 0,
+        };
+        for (key, plugin) in plan.plugins().into_iter().zip(plugins) {
+            let filter = plan.filters.contains(&key);
+            let weight = plan.scores.iter().find(|(n, _)| *n == key).map(|s| s.1);
+            framework.insert(&key, plugin, filter, weight);
+        }
+        framework
+    }
+
+    /// Adds `plugin` as `key` (in place of what had that key), filtering
+    /// after the others if `filter`, scoring with `weight` if any. It must
+    /// know the nodes already.
+    pub fn insert(
+        &mut self,
+        key: &str,
+        plugin: Box<dyn Extension>,
+        filter: bool,
+        weight: Option<i64>,
+    ) {
+        let entry = Entry {
+            key: key.to_owned(),
+            plugin,
+            filter,
+            weight,
+            failures: Failures::default(),
+        };
+        match self.entries.iter_mut().find(|e| e.key == key) {
+            Some(old) => *old = entry,
+            None => self.entries.push(entry),
+        }
+    }
+
+    /// Takes out the plugin `key`; whether there was one.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.key != key);
+        self.entries.len() != before
+    }
+
+    /// How the calls of each plugin failed, by key.
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &Failures)> {
+        self.entries.iter().map(|e| (e.key.as_str(), &e.failures))
+    }
+
+    /// Calls plugin `i`; a failure is counted against it.
+    fn call<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut dyn Extension) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let entry = &mut self.entries[i];
+        let result = f(entry.plugin.as_mut());
+        if let Err(e) = &result {
+            entry.failures.count += 1;
+            entry.failures.last = Some(e.to_string());
+        }
+        result
     }
 
     /// Tells every plugin what changed in the nodes.
@@ -147,10 +251,14 @@ impl Framework {
         if changes.is_empty() {
             return Ok(());
         }
-        for plugin in &mut self.plugins {
-            plugin.update_nodes(changes)?;
+        let mut first = Ok(());
+        for i in 0..self.entries.len() {
+            let told = self.call(i, |p| p.update_nodes(changes));
+            if first.is_ok() {
+                first = told;
+            }
         }
-        Ok(())
+        first
     }
 
     /// One cycle: where `pod` (its JSON) goes among `nodes`.
@@ -169,12 +277,12 @@ impl Framework {
         }
         // Pre-filter: every plugin starts its cycle; a skip leaves it out of
         // filtering (scoring it skips by giving no scores).
-        let mut skipped = vec![false; self.plugins.len()];
-        for (i, plugin) in self.plugins.iter_mut().enumerate() {
-            let status = plugin.pre_filter(pod)?;
+        let mut filtering = Vec::new();
+        for i in 0..self.entries.len() {
+            let status = self.call(i, |p| p.pre_filter(pod))?;
             match status.code {
-                Code::Success => {}
-                Code::Skip => skipped[i] = true,
+                Code::Success if self.entries[i].filter => filtering.push(i),
+                Code::Success | Code::Skip => {}
                 Code::Error => return Ok(Outcome::Error(status.reason)),
                 Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
                     let mut reasons = BTreeMap::new();
@@ -196,11 +304,11 @@ impl Framework {
         let mut seen = 0;
         for batch in order.chunks(wanted.max(1)) {
             let mut passing = batch.to_vec();
-            for &f in &self.filters {
-                if skipped[f] || passing.is_empty() {
-                    continue;
+            for &f in &filtering {
+                if passing.is_empty() {
+                    break;
                 }
-                let rejected = self.plugins[f].filter(&passing)?;
+                let rejected = self.call(f, |p| p.filter(&passing))?;
                 if let Some(r) = rejected
                     .iter()
                     .find(|r| matches!(r.status.code, Code::Error))
@@ -233,8 +341,11 @@ impl Framework {
     /// The feasible node with the highest weighted score (ties at random).
     fn best(&mut self, feasible: &[u32]) -> Result<u32, PluginError> {
         let mut totals = vec![0i64; feasible.len()];
-        for &(s, weight) in &self.scores {
-            if let Some(scores) = self.plugins[s].score(feasible)? {
+        for s in 0..self.entries.len() {
+            let Some(weight) = self.entries[s].weight else {
+                continue;
+            };
+            if let Some(scores) = self.call(s, |p| p.score(feasible))? {
                 for (total, score) in totals.iter_mut().zip(scores) {
                     *total += score * weight;
                 }
@@ -254,8 +365,8 @@ impl Framework {
     fn reserve_and_permit(&mut self, node: u32) -> Result<Outcome, PluginError> {
         let mut refused = None;
         let mut reserved = 0;
-        for plugin in &mut self.plugins {
-            let status = plugin.reserve(node)?;
+        for i in 0..self.entries.len() {
+            let status = self.call(i, |p| p.reserve(node))?;
             if !matches!(status.code, Code::Success | Code::Skip) {
                 refused = Some(status.reason);
                 break;
@@ -263,8 +374,8 @@ impl Framework {
             reserved += 1;
         }
         if refused.is_none() {
-            for plugin in &mut self.plugins {
-                let status = plugin.permit(node)?;
+            for i in 0..self.entries.len() {
+                let status = self.call(i, |p| p.permit(node))?;
                 if !matches!(status.code, Code::Success | Code::Skip) {
                     refused = Some(status.reason);
                     break;
@@ -274,8 +385,8 @@ impl Framework {
         let Some(reason) = refused else {
             return Ok(Outcome::Fits(node));
         };
-        for plugin in self.plugins.iter_mut().take(reserved).rev() {
-            plugin.unreserve(node)?;
+        for i in (0..reserved).rev() {
+            self.call(i, |p| p.unreserve(node))?;
         }
         Ok(Outcome::Unschedulable(reason))
     }
@@ -363,12 +474,10 @@ mod tests {
             rejects: vec![],
             scores: vec![0, 100, 0, 0],
         };
-        let mut framework = Framework::new(
-            vec![Box::new(filter), Box::new(prefer), Box::new(against)],
-            vec![0],
-            vec![(1, 1), (2, 2)],
-            100,
-        );
+        let mut framework = Framework::planned(&Plan::default(), Vec::new(), 100);
+        framework.insert("Filter", Box::new(filter), true, None);
+        framework.insert("Prefer", Box::new(prefer), false, Some(1));
+        framework.insert("Against", Box::new(against), false, Some(2));
         // Nodes 0 and 3 are out; node 1 scores 200 against node 2's 10.
         assert_eq!(framework.schedule("{}", &[0, 1, 2, 3]), Outcome::Fits(1));
         assert_eq!(

@@ -6,6 +6,10 @@
 //! - The default plugins (`plugins/`, built with the SDK) are embedded as
 //!   components; others load from a file or an OCI reference, without a
 //!   rebuild. Each runs on the plugin host, every call bounded.
+//! - Plugins can also be declared by `Plugin` objects (`wasmkube.io`): loaded
+//!   when declared, again when their source changes, taken out when deleted,
+//!   with their load state and failures in the object's status and in the
+//!   [`Metrics`].
 //! - A queue (priority from `spec.priority` or the PriorityClass, back-off,
 //!   unschedulable pods retried on cluster changes), a node cache with
 //!   assumed pods, binding through `pods/binding`, and a PodScheduled
@@ -16,7 +20,9 @@
 
 mod cache;
 pub mod config;
+mod declared;
 mod framework;
+mod metrics;
 mod queue;
 mod run;
 
@@ -24,13 +30,15 @@ include!(concat!(env!("OUT_DIR"), "/default_plugins.rs"));
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use wasmkube_plugin_host::{Limits, PluginHost, SchedulerPlugin};
 use wasmkube_runtime::{ImageStore, Pulled};
 
 pub use config::{Config, DEFAULT_SCHEDULER};
-pub use framework::{Extension, Framework, Outcome, nodes_to_find, unavailable};
+pub use framework::{Extension, Failures, Framework, Outcome, nodes_to_find, unavailable};
+pub use metrics::Metrics;
 pub use run::run;
 
 /// The components of the default plugins, by name.
@@ -38,26 +46,34 @@ pub fn default_plugins() -> impl Iterator<Item = (&'static str, &'static [u8])> 
     DEFAULT_PLUGINS.iter().copied()
 }
 
-/// The bytes of every plugin `config` names beyond the defaults: read from
-/// their files, or pulled into `images`.
+/// The bytes of the plugin `name`: read from `file`, or pulled into `images`
+/// from `image` (exactly one of them).
+pub(crate) async fn fetch(
+    name: &str,
+    file: Option<&Path>,
+    image: Option<&str>,
+    images: &ImageStore,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(match (file, image) {
+        (Some(file), None) => std::fs::read(file)
+            .with_context(|| format!("plugin {name}: reading {}", file.display()))?,
+        (None, Some(image)) => match images.pull(image, None).await {
+            Ok(Pulled::Wasm(image)) => std::fs::read(&image.path)?,
+            Ok(Pulled::Container(_)) => {
+                bail!("plugin {name}: {image} is a container image, not a component")
+            }
+            Err(e) => bail!("plugin {name}: {e}"),
+        },
+        _ => bail!("plugin {name}: give exactly one of file and image"),
+    })
+}
+
+/// The bytes of every plugin `config` names beyond the defaults.
 async fn sources(config: &Config, images: &ImageStore) -> anyhow::Result<HashMap<String, Vec<u8>>> {
     let mut bytes = HashMap::new();
     for source in &config.plugins {
-        let read = match (&source.file, &source.image) {
-            (Some(file), None) => std::fs::read(file)
-                .with_context(|| format!("plugin {}: reading {}", source.name, file.display()))?,
-            (None, Some(image)) => match images.pull(image, None).await {
-                Ok(Pulled::Wasm(image)) => std::fs::read(&image.path)?,
-                Ok(Pulled::Container(_)) => {
-                    bail!(
-                        "plugin {}: {image} is a container image, not a component",
-                        source.name
-                    )
-                }
-                Err(e) => bail!("plugin {}: {e}", source.name),
-            },
-            _ => bail!("plugin {}: give exactly one of file and image", source.name),
-        };
+        let (file, image) = (source.file.as_deref(), source.image.as_deref());
+        let read = fetch(&source.name, file, image, images).await?;
         bytes.insert(source.name.clone(), read);
     }
     Ok(bytes)
@@ -69,7 +85,11 @@ pub struct Profiles {
     /// The frameworks, by scheduler name.
     pub frameworks: BTreeMap<String, Framework>,
     /// The plugins' host (its ticker bounds their calls while it lives).
-    pub host: PluginHost,
+    pub host: Arc<PluginHost>,
+    /// Where images of plugins declared by Plugin objects are pulled to.
+    pub images: ImageStore,
+    /// What the scheduler counts.
+    pub metrics: Metrics,
 }
 
 /// Loads `config`'s profiles: each profile gets its own instance of each of
@@ -111,7 +131,12 @@ pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> 
                 Framework::planned(&plan, plugins, percentage),
             );
         }
-        Ok(Profiles { frameworks, host })
+        Ok(Profiles {
+            frameworks,
+            host: Arc::new(host),
+            images,
+            metrics: Metrics::default(),
+        })
     })
     .await?
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -18,31 +19,39 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use wasmkube_events::{Kind, Reporter, now};
+use wasmkube_plugin_host::{Limits, PluginHost, SchedulerPlugin};
+use wasmkube_types::plugin::{ExtensionPoint, Plugin};
 
 use crate::cache::{Cache, trimmed};
-use crate::framework::{Framework, Outcome};
+use crate::declared::{self, Declared};
+use crate::framework::{Extension, Framework, Outcome, Unloaded};
 use crate::queue::Queue;
-use crate::{DEFAULT_SCHEDULER, Profiles};
+use crate::{DEFAULT_SCHEDULER, Metrics, Profiles};
 
 /// What the scheduler reports as.
 const COMPONENT: &str = DEFAULT_SCHEDULER;
 
 /// The kinds the scheduler watches.
 #[derive(Clone, Copy, Debug)]
-enum Watched {
+pub(crate) enum Watched {
     Node,
     Pod,
     PriorityClass,
+    Plugin,
 }
 
-/// What the thread learns.
+/// What the thread (and the loader of declared plugins) learns.
 #[derive(Debug)]
-enum Input {
+pub(crate) enum Input {
     Applied(Watched, Value),
-    /// Gone, by name (nodes, classes) or uid (pods).
+    /// Gone, by name (nodes, classes, plugins) or uid (pods).
     Deleted(Watched, String),
     /// A binding failed: the pod (by uid) is tried again.
     BindFailed(String),
+    /// A Plugin object declared this plugin, loaded (or not).
+    Declared(Box<Declared>),
+    /// The Plugin object of this name is gone.
+    Undeclared(String),
 }
 
 /// What the thread decides.
@@ -57,20 +66,25 @@ enum Output {
         message: String,
         reason: &'static str,
     },
+    /// A merge patch of a Plugin object's status.
+    PluginStatus {
+        name: String,
+        patch: Value,
+    },
 }
 
 fn key(kind: Watched, object: &Value) -> String {
     let meta = &object["metadata"];
     let key = match kind {
         Watched::Pod => &meta["uid"],
-        Watched::Node | Watched::PriorityClass => &meta["name"],
+        Watched::Node | Watched::PriorityClass | Watched::Plugin => &meta["name"],
     };
     key.as_str().unwrap_or_default().to_owned()
 }
 
-/// Forwards a watch of `api` to the thread; after each re-list, what the
-/// watch no longer lists is told as deleted.
-async fn forward<K>(api: Api<K>, kind: Watched, to: Sender<Input>)
+/// Forwards a watch of `api` to `to` (until it returns false); after each
+/// re-list, what the watch no longer lists is told as deleted.
+async fn forward<K>(api: Api<K>, kind: Watched, to: impl Fn(Input) -> bool)
 where
     K: Resource + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
 {
@@ -113,12 +127,15 @@ where
             }
         }
         for input in inputs {
-            if to.send(input).is_err() {
+            if !to(input) {
                 return;
             }
         }
     }
 }
+
+/// How often failures are counted into the metrics and the Plugin objects.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// The thread's state.
 struct Scheduler {
@@ -128,6 +145,13 @@ struct Scheduler {
     /// PriorityClasses: value and whether it is the global default.
     classes: HashMap<String, (i32, bool)>,
     out: mpsc::UnboundedSender<Output>,
+    host: Arc<PluginHost>,
+    metrics: Metrics,
+    /// The plugins Plugin objects declared, by object name.
+    declared: HashSet<String>,
+    /// Failures counted so far, by profile and plugin.
+    counted: HashMap<(String, String), u64>,
+    reported: Instant,
 }
 
 fn scheduler_name(pod: &Value) -> &str {
@@ -172,7 +196,145 @@ impl Scheduler {
                 self.cache.remove_pod(&uid);
                 self.queue.failed(&uid, false, Instant::now());
             }
+            Input::Declared(declared) => self.declare(*declared),
+            Input::Undeclared(name) => {
+                for framework in self.frameworks.values_mut() {
+                    framework.remove(&name);
+                }
+                self.declared.remove(&name);
+                self.metrics.loaded(&name, None);
+                self.queue.cluster_changed();
+            }
+            // Plugin objects go to the loader, not here.
+            Input::Applied(Watched::Plugin, _) | Input::Deleted(Watched::Plugin, _) => {}
         }
+    }
+
+    /// Tells every profile's plugins what changed in the nodes.
+    fn tell(&mut self) {
+        let changes = self.cache.changes();
+        for framework in self.frameworks.values_mut() {
+            if let Err(e) = framework.update_nodes(&changes) {
+                tracing::warn!(error = %e, "a plugin could not take the nodes' changes");
+            }
+        }
+    }
+
+    /// Puts a declared plugin in the profiles it names (every profile when
+    /// it names none), in place of what it replaces, and says on its object
+    /// whether it is loaded.
+    fn declare(&mut self, declared: Declared) {
+        let Declared {
+            name,
+            generation,
+            spec,
+            component,
+        } = declared;
+        self.tell();
+        let placement = spec.scheduler.clone().unwrap_or_default();
+        let filter = placement.extension_points.contains(&ExtensionPoint::Filter);
+        let weight = placement
+            .extension_points
+            .contains(&ExtensionPoint::Score)
+            .then(|| placement.weight.unwrap_or(1));
+        let wanted = |profile: &String| {
+            placement.profiles.is_empty() || placement.profiles.contains(profile)
+        };
+        let mut why = component.as_ref().err().cloned();
+        if !self.frameworks.keys().any(wanted) {
+            why = Some(format!(
+                "no profile is named {}",
+                placement.profiles.join(" or ")
+            ));
+        }
+        let args = declared::args(&spec);
+        let snapshot = self.cache.snapshot();
+        for (profile, framework) in &mut self.frameworks {
+            if !wanted(profile) {
+                framework.remove(&name);
+                continue;
+            }
+            let loaded = component.as_ref().map_err(Clone::clone).and_then(|(c, _)| {
+                let mut plugin =
+                    SchedulerPlugin::new(&self.host, &name, c, &args, Limits::default())
+                        .map_err(|e| e.to_string())?;
+                plugin.rename(&name);
+                plugin.update_nodes(&snapshot).map_err(|e| e.to_string())?;
+                Ok(plugin)
+            });
+            let plugin: Box<dyn Extension> = match loaded {
+                Ok(plugin) => Box::new(plugin),
+                Err(e) => {
+                    why.get_or_insert_with(|| e.clone());
+                    Box::new(Unloaded {
+                        plugin: name.clone(),
+                        why: e,
+                    })
+                }
+            };
+            framework.insert(&name, plugin, filter, weight);
+            self.counted.remove(&(profile.clone(), name.clone()));
+        }
+        let (status, reason, message) = match &why {
+            None => ("True", "Loaded", "the plugin runs".to_owned()),
+            Some(why) => ("False", "LoadFailed", why.clone()),
+        };
+        tracing::info!(plugin = %name, loaded = why.is_none(), message, "plugin declared");
+        let digest = component.as_ref().ok().map(|(_, d)| d.clone());
+        let patch = json!({"status": {
+            "observedGeneration": generation,
+            "conditions": [{"type": "Loaded", "status": status, "reason": reason,
+                "message": message, "lastTransitionTime": now(false),
+                "observedGeneration": generation}],
+            "digest": digest, "failures": 0, "lastFailure": null, "lastFailureTime": null,
+        }});
+        let _ = self.out.send(Output::PluginStatus {
+            name: name.clone(),
+            patch,
+        });
+        self.metrics.loaded(&name, Some(why.is_none()));
+        self.declared.insert(name);
+        // Pods this plugin turned away may fit without it, and the other way.
+        self.queue.cluster_changed();
+    }
+
+    /// Counts the plugins' new failures into the metrics, and into the
+    /// status of the Plugin objects that declared them.
+    fn report(&mut self) {
+        let mut totals: BTreeMap<&str, (u64, bool, Option<&str>)> = BTreeMap::new();
+        for (profile, framework) in &self.frameworks {
+            for (plugin, failures) in framework.failures() {
+                let counted = self
+                    .counted
+                    .entry((profile.clone(), plugin.to_owned()))
+                    .or_default();
+                let new = failures.count - *counted;
+                if new > 0 {
+                    self.metrics.failed(plugin, profile, new);
+                    *counted = failures.count;
+                }
+                if self.declared.contains(plugin) {
+                    let total = totals.entry(plugin).or_default();
+                    total.0 += failures.count;
+                    total.1 |= new > 0;
+                    if new > 0 {
+                        total.2 = failures.last.as_deref();
+                    }
+                }
+            }
+        }
+        for (plugin, (count, changed, last)) in totals {
+            if changed {
+                let patch = json!({"status": {
+                    "failures": count, "lastFailure": last, "lastFailureTime": now(false),
+                }});
+                let _ = self.out.send(Output::PluginStatus {
+                    name: plugin.to_owned(),
+                    patch,
+                });
+            }
+        }
+        self.reported = Instant::now();
     }
 
     /// A pod gone (deleted or finished): what it took on its node is free,
@@ -208,14 +370,10 @@ impl Scheduler {
 
     /// Runs one cycle for `pod`.
     fn schedule(&mut self, pod: Value) {
-        let changes = self.cache.changes();
-        for framework in self.frameworks.values_mut() {
-            if let Err(e) = framework.update_nodes(&changes) {
-                tracing::warn!(error = %e, "a plugin could not take the nodes' changes");
-            }
-        }
+        self.tell();
         let uid = key(Watched::Pod, &pod);
-        let Some(framework) = self.frameworks.get_mut(scheduler_name(&pod)) else {
+        let profile = scheduler_name(&pod).to_owned();
+        let Some(framework) = self.frameworks.get_mut(&profile) else {
             return self.queue.remove(&uid);
         };
         let nodes = self.cache.nodes();
@@ -223,11 +381,13 @@ impl Scheduler {
         // The plugins read the pod as they read the pods on nodes: trimmed.
         let output = match framework.schedule(&trimmed(&pod).to_string(), &nodes) {
             Outcome::Fits(node) => {
+                self.metrics.attempt(&profile, "scheduled");
                 self.cache.assume(&pod, node);
                 let node = self.cache.name(node).to_owned();
                 Output::Bind { pod, node }
             }
             Outcome::Unschedulable(message) => {
+                self.metrics.attempt(&profile, "unschedulable");
                 self.queue.failed(&uid, true, now);
                 Output::Failed {
                     pod,
@@ -236,6 +396,7 @@ impl Scheduler {
                 }
             }
             Outcome::Error(message) => {
+                self.metrics.attempt(&profile, "error");
                 self.queue.failed(&uid, false, now);
                 Output::Failed {
                     pod,
@@ -250,6 +411,9 @@ impl Scheduler {
     /// Takes inputs and schedules pods until the inputs end.
     fn run(mut self, inputs: Receiver<Input>) {
         loop {
+            if self.reported.elapsed() >= REPORT_EVERY {
+                self.report();
+            }
             loop {
                 match inputs.try_recv() {
                     Ok(input) => self.apply(input),
@@ -358,6 +522,19 @@ async fn report(client: Client, pod: Value, message: String, reason: &'static st
     }
 }
 
+/// Writes Plugin objects' status patches, in order.
+async fn write_statuses(client: Client, mut patches: mpsc::UnboundedReceiver<(String, Value)>) {
+    let api: Api<Plugin> = Api::all(client);
+    while let Some((name, patch)) = patches.recv().await {
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(plugin = %name, error = %e, "the plugin's status was not written");
+        }
+    }
+}
+
 /// Schedules the cluster's pending pods with `profiles` until `closed`.
 pub async fn run(
     client: Client,
@@ -366,30 +543,58 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (to_thread, inputs) = std::sync::mpsc::channel();
     let (out, mut outputs) = mpsc::unbounded_channel();
-    let watches = [
+    let (to_loader, objects) = mpsc::unbounded_channel();
+    let (statuses, patches) = mpsc::unbounded_channel();
+    let send = |to: &Sender<Input>| {
+        let to = to.clone();
+        move |input| to.send(input).is_ok()
+    };
+    let Profiles {
+        frameworks,
+        host,
+        images,
+        metrics,
+    } = profiles;
+    let tasks = [
         tokio::spawn(forward(
             Api::<Node>::all(client.clone()),
             Watched::Node,
-            to_thread.clone(),
+            send(&to_thread),
         )),
         tokio::spawn(forward(
             Api::<Pod>::all(client.clone()),
             Watched::Pod,
-            to_thread.clone(),
+            send(&to_thread),
         )),
         tokio::spawn(forward(
             Api::<PriorityClass>::all(client.clone()),
             Watched::PriorityClass,
+            send(&to_thread),
+        )),
+        tokio::spawn(forward(
+            Api::<Plugin>::all(client.clone()),
+            Watched::Plugin,
+            move |input| to_loader.send(input).is_ok(),
+        )),
+        tokio::spawn(declared::watch(
+            objects,
+            host.clone(),
+            images,
             to_thread.clone(),
         )),
+        tokio::spawn(write_statuses(client.clone(), patches)),
     ];
-    let Profiles { frameworks, host } = profiles;
     let scheduler = Scheduler {
         cache: Cache::default(),
         queue: Queue::default(),
         frameworks,
         classes: HashMap::new(),
         out,
+        host,
+        metrics,
+        declared: HashSet::new(),
+        counted: HashMap::new(),
+        reported: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("scheduler".into())
@@ -403,17 +608,19 @@ pub async fn run(
                 Some(Output::Failed { pod, message, reason }) => {
                     tokio::spawn(report(client.clone(), pod, message, reason));
                 }
+                Some(Output::PluginStatus { name, patch }) => {
+                    let _ = statuses.send((name, patch));
+                }
                 None => break,
             },
             _ = closed.wait_for(|c| *c) => break,
         }
     }
-    for w in watches {
-        w.abort();
+    for task in tasks {
+        task.abort();
     }
     drop(to_thread);
     drop(outputs);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    drop(host);
     Ok(())
 }

@@ -522,6 +522,11 @@ pub static BUILTIN: &[ResourceType] = &[
         .short(&["crd", "crds"])
         .sub(STATUS)
         .stored_as("apiextensions.k8s.io/customresourcedefinitions"),
+    // wasmkube.io/v1alpha1
+    ResourceType::of::<crate::plugin::Plugin>()
+        .sub(STATUS)
+        .stored_as("wasmkube.io/plugins")
+        .columns(table::PLUGIN),
 ];
 
 /// Finds a built-in kind by group, version and plural resource name.

@@ -496,6 +496,25 @@ pub const LEASE: &[Column] = &[
     AGE,
 ];
 
+/// Plugins.
+pub const PLUGIN: &[Column] = &[
+    NAME,
+    col("Extension", "The kind of extension.", |o, _| {
+        json!(text(o, "spec.extension"))
+    }),
+    col("Loaded", "Whether the plugin runs.", |o, _| {
+        json!(or_unknown(
+            condition(o, "Loaded").unwrap_or_default().to_owned()
+        ))
+    }),
+    int(
+        "Failures",
+        "Calls of the loaded plugin that failed.",
+        |o, _| json!(number(o, "status.failures")),
+    ),
+    AGE,
+];
+
 /// Events: no name column, as `kubectl get events` shows them.
 pub const EVENT: &[Column] = &[
     col(

@@ -17,6 +17,11 @@ pub fn load_component(engine: &Engine, file: &Path, cache_dir: &Path) -> Result<
     compile(engine, &bytes, cache_dir)
 }
 
+/// The digest of `bytes`, as OCI spells it: `sha256:<hex>`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
 /// The component of `bytes`, from its artefact in `cache_dir` when this engine
 /// wrote one, else compiled now and its artefact written.
 pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> Result<Component, String> {

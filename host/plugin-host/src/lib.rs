@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
-pub use cache::{compile, load_component};
+pub use cache::{compile, digest, load_component};
 pub use limits::{EpochTicker, MemoryLimit};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
+pub use wasmtime::component::Component;
 
 /// How often the plugins' epoch advances.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -56,6 +57,14 @@ pub enum PluginError {
         /// The plugin's name.
         plugin: String,
         /// Its words.
+        message: String,
+    },
+    /// The plugin was declared but could not be loaded.
+    #[error("plugin {plugin} is not loaded: {message}")]
+    NotLoaded {
+        /// The plugin.
+        plugin: String,
+        /// Why.
         message: String,
     },
     /// A call trapped, ran out of time or wanted too much memory.
@@ -129,7 +138,7 @@ impl PluginHost {
     }
 
     /// The component in `file`, compiled (or loaded from the cache).
-    pub fn component(&self, file: &Path) -> Result<wasmtime::component::Component, PluginError> {
+    pub fn component(&self, file: &Path) -> Result<Component, PluginError> {
         let bytes = std::fs::read(file).map_err(|e| PluginError::Load {
             plugin: file.display().to_string(),
             message: e.to_string(),
@@ -139,11 +148,7 @@ impl PluginHost {
 
     /// The component of `bytes` (the plugin called `plugin` in errors),
     /// compiled or loaded from the cache.
-    pub fn compile(
-        &self,
-        plugin: &str,
-        bytes: &[u8],
-    ) -> Result<wasmtime::component::Component, PluginError> {
+    pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, PluginError> {
         compile(&self.engine, bytes, &self.cache_dir).map_err(|message| PluginError::Load {
             plugin: plugin.to_owned(),
             message,

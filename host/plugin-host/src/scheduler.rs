@@ -166,9 +166,15 @@ impl SchedulerPlugin {
         Ok(loaded)
     }
 
-    /// The plugin's name, as it gives it.
+    /// The plugin's name, as it gives it (or as it was renamed).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Names the plugin `name` in its errors from now on (for a plugin known
+    /// by the object that declared it).
+    pub fn rename(&mut self, name: &str) {
+        name.clone_into(&mut self.name);
     }
 
     /// A fresh instance, configured and fed every node, each call bounded.

@@ -68,10 +68,19 @@ impl Field {
     }
 }
 
-/// Every kind of a GA version in the table.
-pub fn kinds() -> &'static [Kind] {
-    table::KINDS
+/// Every kind of a GA version in the table, and Wasmkube's own.
+pub fn kinds() -> impl Iterator<Item = &'static Kind> {
+    table::KINDS.iter().chain(OWN_KINDS)
 }
+
+/// Wasmkube's own kinds, which the Kubernetes document does not have: no
+/// field of theirs has patch metadata.
+const OWN_KINDS: &[Kind] = &[Kind {
+    group: "wasmkube.io",
+    version: "v1alpha1",
+    kind: "Plugin",
+    definition: "io.wasmkube.v1alpha1.Plugin",
+}];
 
 /// Every field in the table, sorted by definition and name.
 pub fn fields() -> &'static [Field] {
@@ -80,8 +89,7 @@ pub fn fields() -> &'static [Field] {
 
 /// The definition of a kind's objects.
 pub fn definition_of(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    table::KINDS
-        .iter()
+    kinds()
         .find(|k| k.group == group && k.version == version && k.kind == kind)
         .map(|k| k.definition)
 }
