@@ -518,3 +518,39 @@ fn the_example_plugin_behaves_alike_in_rust_python_and_javascript() {
         }
     }
 }
+
+#[test]
+fn a_declared_plugin_is_loaded_again_when_its_spec_or_its_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("plugin.wasm");
+    std::fs::copy(built_plugin("prefer_edge.wasm"), &file).unwrap();
+    let (_server, _scheduler) = cluster(d, "{}");
+    node(d, "edge-1", "tier: edge", "", "4");
+    node(d, "core-1", "tier: core", "", "4");
+    let source = format!("{{path: {}}}", file.display());
+    let placement = "{extensionPoints: [Score], weight: 5}";
+    declare(d, "swap", &source, "{tier: edge}", placement);
+    eventually(Duration::from_secs(60), "True", || loaded(d, "swap", "status"));
+    let first = plugin_field(d, "swap", ".status.digest");
+    pod(d, "first", "", "");
+    assert_eq!(placed(d, "first"), "edge-1");
+
+    // New args: a new generation, loaded with them.
+    declare(d, "swap", &source, "{tier: core}", placement);
+    eventually(Duration::from_secs(60), "2", || {
+        plugin_field(d, "swap", ".status.observedGeneration")
+    });
+    pod(d, "second", "", "");
+    assert_eq!(placed(d, "second"), "core-1");
+
+    // A new file in its place: loaded again (this one speaks another
+    // interface, so it is refused, and says so).
+    let next = d.join("plugin.wasm.next");
+    std::fs::copy(built_plugin("other_wit.wasm"), &next).unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    eventually(Duration::from_secs(60), "False", || loaded(d, "swap", "status"));
+    assert!(loaded(d, "swap", "message").contains("0.0.9"));
+    let second = plugin_field(d, "swap", ".status.digest");
+    assert!(second.starts_with("sha256:") && second != first, "{second}");
+}
