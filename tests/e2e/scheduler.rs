@@ -57,19 +57,27 @@ fn requests(cpu: &str) -> String {
     format!("    resources: {{requests: {{cpu: \"{cpu}\"}}}}\n")
 }
 
-/// A field of a pod (a jsonpath).
-fn field(data_dir: &Path, pod: &str, path: &str) -> String {
+/// A field (a jsonpath) of an object named `KIND/NAME`.
+fn field_of(data_dir: &Path, object: &str, path: &str) -> String {
     let path = format!("jsonpath={{{path}}}");
-    kubectl(data_dir, &["get", "pod", pod, "-o", &path])
+    kubectl(data_dir, &["get", object, "-o", &path])
+}
+
+/// A part (`status`, `reason`, `message`) of a condition of an object named
+/// `KIND/NAME`.
+fn condition(data_dir: &Path, object: &str, kind: &str, part: &str) -> String {
+    let path = format!(".status.conditions[?(@.type==\"{kind}\")].{part}");
+    field_of(data_dir, object, &path)
+}
+
+/// A field of a pod.
+fn field(data_dir: &Path, pod: &str, path: &str) -> String {
+    field_of(data_dir, &format!("pod/{pod}"), path)
 }
 
 /// The pod's PodScheduled condition's `status` or `message`.
 fn scheduled(data_dir: &Path, pod: &str, part: &str) -> String {
-    field(
-        data_dir,
-        pod,
-        &format!(".status.conditions[?(@.type==\"PodScheduled\")].{part}"),
-    )
+    condition(data_dir, &format!("pod/{pod}"), "PodScheduled", part)
 }
 
 /// What `what` says once it says something (waits for it).
@@ -260,19 +268,14 @@ fn declare(data_dir: &Path, name: &str, source: &str, args: &str, scheduler: &st
     );
 }
 
-/// A field of a Plugin object (a jsonpath).
+/// A field of a Plugin object.
 fn plugin_field(data_dir: &Path, plugin: &str, path: &str) -> String {
-    let path = format!("jsonpath={{{path}}}");
-    kubectl(data_dir, &["get", "plugin", plugin, "-o", &path])
+    field_of(data_dir, &format!("plugin/{plugin}"), path)
 }
 
 /// The plugin's Loaded condition's `status`, `reason` or `message`.
 fn loaded(data_dir: &Path, plugin: &str, part: &str) -> String {
-    plugin_field(
-        data_dir,
-        plugin,
-        &format!(".status.conditions[?(@.type==\"Loaded\")].{part}"),
-    )
+    condition(data_dir, &format!("plugin/{plugin}"), "Loaded", part)
 }
 
 /// The value of the scheduler's metric sample `sample` (name and labels), if
@@ -459,8 +462,10 @@ fn bad_plugins_fail_their_own_pods_and_say_so() {
 #[test]
 fn the_example_plugin_behaves_alike_in_rust_python_and_javascript() {
     let guests = built_guests();
-    let cache = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(cache.path()).unwrap();
+    // The scheduler's compile cache: each component compiles once for all
+    // the tests.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-scheduler/scheduler/compiled");
+    let host = PluginHost::new(&cache).unwrap();
     let node = |name: &str, labels: serde_json::Value| {
         serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
             .to_string()
@@ -531,7 +536,9 @@ fn a_declared_plugin_is_loaded_again_when_its_spec_or_its_file_changes() {
     let source = format!("{{path: {}}}", file.display());
     let placement = "{extensionPoints: [Score], weight: 5}";
     declare(d, "swap", &source, "{tier: edge}", placement);
-    eventually(Duration::from_secs(60), "True", || loaded(d, "swap", "status"));
+    eventually(Duration::from_secs(60), "True", || {
+        loaded(d, "swap", "status")
+    });
     let first = plugin_field(d, "swap", ".status.digest");
     pod(d, "first", "", "");
     assert_eq!(placed(d, "first"), "edge-1");
@@ -549,7 +556,9 @@ fn a_declared_plugin_is_loaded_again_when_its_spec_or_its_file_changes() {
     let next = d.join("plugin.wasm.next");
     std::fs::copy(built_plugin("other_wit.wasm"), &next).unwrap();
     std::fs::rename(&next, &file).unwrap();
-    eventually(Duration::from_secs(60), "False", || loaded(d, "swap", "status"));
+    eventually(Duration::from_secs(60), "False", || {
+        loaded(d, "swap", "status")
+    });
     assert!(loaded(d, "swap", "message").contains("0.0.9"));
     let second = plugin_field(d, "swap", ".status.digest");
     assert!(second.starts_with("sha256:") && second != first, "{second}");

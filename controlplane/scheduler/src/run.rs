@@ -202,6 +202,7 @@ impl Scheduler {
                     framework.remove(&name);
                 }
                 self.declared.remove(&name);
+                self.counted.retain(|(_, plugin), _| *plugin != name);
                 self.metrics.loaded(&name, None);
                 self.queue.cluster_changed();
             }
