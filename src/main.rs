@@ -35,10 +35,13 @@ enum Command {
     /// Serve the Kubernetes API.
     Server(ServerArgs),
     /// Run a single-node cluster in one process: the API server, the
-    /// scheduler and a node agent.
+    /// scheduler, the controllers and a node agent.
     Up(UpArgs),
     /// Place pending pods on nodes, with Wasm scheduler plugins.
     Scheduler(SchedulerArgs),
+    /// Run the controllers (ReplicaSets, ReplicationControllers,
+    /// ServiceAccounts) against a cluster.
+    ControllerManager(ControllerArgs),
     /// Join a cluster as a node: run the pods bound to it as Wasm components.
     Agent(AgentArgs),
     /// Manage the components of a node's local image store.
@@ -119,6 +122,13 @@ struct SchedulerArgs {
     /// Serve the metrics (Prometheus text) at `http://ADDRESS/metrics`.
     #[arg(long, value_name = "ADDRESS")]
     metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ControllerArgs {
+    /// How to reach the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
 }
 
 /// The scheduler's configuration, read from `config` (or the defaults).
@@ -259,6 +269,16 @@ async fn main() -> Result<()> {
             });
             schedule(client, scheduling, &args.data_dir, closed).await
         }
+        Command::ControllerManager(args) => {
+            let client = client(&args.kubeconfig).await?;
+            let (closing, closed) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown().await;
+                closing.send_replace(true);
+            });
+            wasmkube_controllers::run(client, closed).await;
+            Ok(())
+        }
         Command::Image(ImageCommand::Import {
             data_dir,
             file,
@@ -347,6 +367,7 @@ async fn server(
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
             }
         });
+        tokio::spawn(wasmkube_controllers::run(client.clone(), closed.clone()));
         let agent = node.agent(client, &args.data_dir)?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bad_input;
+mod controllers;
 mod crash;
 mod http;
 mod image;

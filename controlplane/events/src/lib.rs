@@ -1,11 +1,11 @@
-//! Events about pods, as the kubelet and the scheduler report them (`kubectl
-//! describe pod` and `kubectl get events` show them): written in the
-//! background and only once; an event that cannot be written is dropped, never
-//! waited for.
+//! Events about objects, as the kubelet, the scheduler and the controllers
+//! report them (`kubectl describe` and `kubectl get events` show them):
+//! written in the background and only once; an event that cannot be written
+//! is dropped, never waited for.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 /// The time now, as the API writes it (RFC 3339, seconds or microseconds).
@@ -38,27 +38,28 @@ pub struct Reporter<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Reports `reason: message` about `pod` (and its container at `field_path`).
-pub fn emit(
+/// Reports `reason: message` about `object` (and its part at `field_path`,
+/// such as a pod's container).
+pub fn emit<K: Resource<DynamicType = ()>>(
     client: &Client,
     reporter: Reporter<'_>,
-    pod: &Pod,
+    object: &K,
     field_path: Option<String>,
     kind: Kind,
     reason: &str,
     message: String,
 ) {
-    let namespace = pod.namespace().unwrap_or_default();
+    let namespace = object.namespace().unwrap_or_else(|| "default".into());
     let time = now(false);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let event = json!({
-        "metadata": {"name": format!("{}.{nanos:x}", pod.name_any()), "namespace": namespace},
+        "metadata": {"name": format!("{}.{nanos:x}", object.name_any()), "namespace": namespace},
         "involvedObject": {
-            "apiVersion": "v1", "kind": "Pod", "namespace": namespace,
-            "name": pod.name_any(), "uid": pod.uid(), "fieldPath": field_path,
-            "resourceVersion": pod.resource_version(),
+            "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+            "namespace": object.namespace(), "name": object.name_any(), "uid": object.uid(),
+            "fieldPath": field_path, "resourceVersion": object.resource_version(),
         },
         "reason": reason,
         "message": message,

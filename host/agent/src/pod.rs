@@ -145,7 +145,7 @@ impl Worker {
         wasmkube_events::emit(
             &self.agent.client,
             reporter,
-            &pod,
+            &*pod,
             path,
             kind,
             reason,

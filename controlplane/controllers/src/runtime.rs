@@ -1,0 +1,241 @@
+//! What every controller runs on: one shared informer of pods (a list and
+//! watch into a cache, listed again when the watch expires) that tells each
+//! controller which of its objects a pod change concerns; kube-runtime's
+//! controller loop (a work queue that merges repeated triggers, reconcile with
+//! requeue, back-off on errors); expectations, so a controller does not act
+//! twice on a change it made but has not seen yet; and Events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Lookup;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use wasmkube_events::{Kind, Reporter};
+
+/// Why a reconcile failed; it is tried again after a back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// The object cannot be acted on as it is.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How long a controller waits to act again on what it expects to see.
+const EXPECTATIONS_EXPIRE: Duration = Duration::from_secs(300);
+
+/// A pod change, handed to each controller to map to its objects.
+type Listener = Box<dyn Fn(&Pod) + Send + Sync>;
+
+/// The shared informer of pods.
+pub struct Pods {
+    store: Store<Pod>,
+    writer: reflector::store::Writer<Pod>,
+    listeners: Vec<Listener>,
+}
+
+impl std::fmt::Debug for Pods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pods")
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Pods {
+    /// An informer of every pod, not started.
+    fn default() -> Pods {
+        let (store, writer) = reflector::store();
+        Pods {
+            store,
+            writer,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+impl Pods {
+    /// The cache of pods.
+    pub fn store(&self) -> Store<Pod> {
+        self.store.clone()
+    }
+
+    /// A stream of the objects of kind `K` that pod changes concern, as
+    /// `owners` maps a pod to them.
+    pub fn triggers<K>(
+        &mut self,
+        owners: impl Fn(&Pod) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
+    ) -> mpsc::UnboundedReceiver<ObjectRef<K>>
+    where
+        K: Lookup<DynamicType = ()> + 'static,
+    {
+        let (to, from) = mpsc::unbounded();
+        self.listeners.push(Box::new(move |pod| {
+            for owner in owners(pod) {
+                let _ = to.unbounded_send(owner);
+            }
+        }));
+        from
+    }
+
+    /// Lists and watches the pods until the watch ends, telling each
+    /// listener of every change, deletions included.
+    pub async fn run(self, client: Client) {
+        let Pods {
+            writer, listeners, ..
+        } = self;
+        let events = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
+        events
+            .for_each(|event| {
+                match event {
+                    Ok(Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod)) => {
+                        for listener in &listeners {
+                            listener(&pod);
+                        }
+                    }
+                    Ok(Event::Init | Event::InitDone) => {}
+                    Err(e) => tracing::warn!(error = %e, "the pod watch failed; retrying"),
+                }
+                futures::future::ready(())
+            })
+            .await;
+    }
+}
+
+/// The pod's controller, if it has one: its kind and name.
+pub fn controller_of(pod: &Pod) -> Option<(&str, &str, &str)> {
+    pod.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.as_str(), r.name.as_str(), r.uid.as_str()))
+}
+
+/// What a controller did and has not seen yet, by the uid of the object it
+/// did it for: the pods it created (by name) and deleted (by uid).
+#[derive(Debug, Default)]
+pub struct Expectations(Mutex<HashMap<String, Expected>>);
+
+#[derive(Debug)]
+struct Expected {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    since: Instant,
+}
+
+impl Expectations {
+    /// Remembers that `created` and `deleted` were done for `owner`.
+    pub fn expect(&self, owner: &str, created: HashSet<String>, deleted: HashSet<String>) {
+        if created.is_empty() && deleted.is_empty() {
+            return;
+        }
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let expected = all.entry(owner.to_owned()).or_insert_with(|| Expected {
+            created: HashSet::new(),
+            deleted: HashSet::new(),
+            since: Instant::now(),
+        });
+        expected.created.extend(created);
+        expected.deleted.extend(deleted);
+        expected.since = Instant::now();
+    }
+
+    /// Whether the cache shows all that was done for `owner` (or it was too
+    /// long ago to wait for): the created pods are there, the deleted ones
+    /// gone or going.
+    pub fn met(&self, owner: &str, pods: &[Arc<Pod>]) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(expected) = all.get_mut(owner) else {
+            return true;
+        };
+        expected
+            .created
+            .retain(|name| !pods.iter().any(|p| p.name_any() == *name));
+        expected.deleted.retain(|uid| {
+            pods.iter().any(|p| {
+                ResourceExt::uid(p.as_ref()).as_deref() == Some(uid)
+                    && p.metadata.deletion_timestamp.is_none()
+            })
+        });
+        let met = (expected.created.is_empty() && expected.deleted.is_empty())
+            || expected.since.elapsed() > EXPECTATIONS_EXPIRE;
+        if met {
+            all.remove(owner);
+        }
+        met
+    }
+
+    /// Forgets `owner`.
+    pub fn forget(&self, owner: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(owner);
+    }
+}
+
+/// What a controller shares with its reconciles.
+pub struct Context {
+    /// The API.
+    pub client: Client,
+    /// The cache of pods.
+    pub pods: Store<Pod>,
+    /// What it did and has not seen yet.
+    pub expectations: Expectations,
+    /// Its name, as its Events say it (`replicaset-controller`).
+    pub component: &'static str,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("component", &self.component)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Reports `reason: message` about `object`.
+    pub fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        kind: Kind,
+        reason: &str,
+        message: String,
+    ) {
+        let reporter = Reporter {
+            component: self.component,
+            host: None,
+        };
+        wasmkube_events::emit(&self.client, reporter, object, None, kind, reason, message);
+    }
+
+    /// The pods of `namespace`, from the cache.
+    pub fn pods_in(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| ResourceExt::namespace(p.as_ref()).as_deref() == Some(namespace))
+            .collect()
+    }
+}
+
+/// A failed reconcile is tried again after a while.
+pub fn retry<K>(object: Arc<K>, error: &Error, _: Arc<Context>) -> Action
+where
+    K: Resource,
+{
+    tracing::warn!(object = %object.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

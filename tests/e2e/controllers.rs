@@ -1,0 +1,184 @@
+//! The controllers of `wasmkube up`, with its scheduler and its node running
+//! Wasm pods: a ReplicaSet keeps its replicas through scaling, deleted pods
+//! and an orphan it adopts; killed mid-scale and started again, the cluster
+//! ends with exactly the pods asked for; a ReplicationController does the
+//! same for its map selector; every namespace gets a `default`
+//! ServiceAccount.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent::{apply, eventually, import_examples, kubectl, ready_node};
+use crate::process::{Server, signal};
+
+/// A workload of `kind` keeping `replicas` pods that sleep forever,
+/// labelled `app: NAME`.
+fn workload(kind: &str, name: &str, replicas: u32) -> String {
+    let (api_version, selector) = match kind {
+        "ReplicationController" => ("v1", format!("{{app: {name}}}")),
+        _ => ("apps/v1", format!("{{matchLabels: {{app: {name}}}}}")),
+    };
+    format!(
+        "apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {selector}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {{name: sleep, image: 'examples/sleep:1', imagePullPolicy: Never, args: [forever]}}\n"
+    )
+}
+
+/// The pods labelled `app=NAME`: `name=phase` of those not being deleted,
+/// sorted, and how many are being deleted.
+fn pods(data_dir: &Path, app: &str) -> (Vec<String>, usize) {
+    let listed = kubectl(
+        data_dir,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase}={.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ],
+    );
+    let mut live = Vec::new();
+    let mut going = 0;
+    for line in listed.lines().filter(|l| !l.is_empty()) {
+        let (pod, deleted) = line.rsplit_once('=').unwrap_or((line, ""));
+        if deleted.is_empty() {
+            live.push(pod.to_owned());
+        } else {
+            going += 1;
+        }
+    }
+    live.sort();
+    (live, going)
+}
+
+/// Waits until exactly `count` pods of `app` run and none is on its way out,
+/// then checks they stay so for a while.
+fn settles_at(data_dir: &Path, app: &str, count: usize) {
+    let state = || {
+        let (live, going) = pods(data_dir, app);
+        let running = live.iter().all(|p| p.ends_with("=Running"));
+        if live.len() == count && going == 0 && running {
+            "settled".to_string()
+        } else {
+            format!("{live:?}, {going} going")
+        }
+    };
+    eventually(Duration::from_secs(60), "settled", state);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(), "settled", "{app} did not stay at {count}");
+}
+
+/// The name of the one pod of `app`.
+fn only_pod(data_dir: &Path, app: &str) -> String {
+    let (live, _) = pods(data_dir, app);
+    assert_eq!(live.len(), 1, "{live:?}");
+    live[0].split('=').next().unwrap().to_owned()
+}
+
+/// Fields of an object, as a jsonpath template prints them.
+fn field(data_dir: &Path, object: &str, template: &str) -> String {
+    let template = format!("jsonpath={template}");
+    kubectl(data_dir, &["get", object, "-o", &template])
+}
+
+#[test]
+fn replica_sets_keep_their_pods_through_scaling_deletion_adoption_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["sleep"]);
+    let server = Server::start(d);
+    ready_node(d);
+
+    apply(d, &workload("ReplicaSet", "web", 3));
+    settles_at(d, "web", 3);
+    let owners = field(d, "pods", "{.items[*].metadata.ownerReferences[0].name}");
+    assert_eq!(owners, "web web web");
+    eventually(Duration::from_secs(30), "3 3 3", || {
+        field(
+            d,
+            "rs/web",
+            "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas}",
+        )
+    });
+
+    kubectl(d, &["scale", "rs/web", "--replicas=5"]);
+    settles_at(d, "web", 5);
+    kubectl(d, &["scale", "rs/web", "--replicas=1"]);
+    settles_at(d, "web", 1);
+    eventually(Duration::from_secs(30), "1 1 3", || {
+        field(
+            d,
+            "rs/web",
+            "{.status.replicas} {.status.readyReplicas} {.status.observedGeneration}",
+        )
+    });
+
+    // A deleted pod is replaced.
+    let name = only_pod(d, "web");
+    kubectl(d, &["delete", "pod", &name, "--wait=false"]);
+    settles_at(d, "web", 1);
+    assert_ne!(only_pod(d, "web"), name);
+
+    // An orphan that matches is adopted, and the surplus goes.
+    apply(
+        d,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stray, labels: {app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: sleep, image: 'examples/sleep:1', imagePullPolicy: Never, args: [forever]}\n",
+    );
+    settles_at(d, "web", 1);
+    let kept = only_pod(d, "web");
+    assert_eq!(
+        field(
+            d,
+            &format!("pod/{kept}"),
+            "{.metadata.ownerReferences[0].name}"
+        ),
+        "web"
+    );
+
+    // Killed while scaling up, started again: exactly the pods asked for.
+    kubectl(d, &["scale", "rs/web", "--replicas=8"]);
+    eventually(Duration::from_secs(30), "started", || {
+        if pods(d, "web").0.len() > 1 {
+            "started".into()
+        } else {
+            "not yet".into()
+        }
+    });
+    signal(&server.child, "KILL");
+    drop(server);
+    let _server = Server::start(d);
+    ready_node(d);
+    settles_at(d, "web", 8);
+
+    // A ReplicationController, by its map selector.
+    apply(d, &workload("ReplicationController", "legacy", 2));
+    settles_at(d, "legacy", 2);
+    kubectl(d, &["scale", "rc/legacy", "--replicas=0"]);
+    settles_at(d, "legacy", 0);
+}
+
+#[test]
+fn every_namespace_has_a_default_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _server = Server::start(d);
+    let account = |namespace: &str| {
+        kubectl(
+            d,
+            &[
+                "get",
+                "serviceaccounts",
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+    };
+    eventually(Duration::from_secs(30), "default", || account("default"));
+    kubectl(d, &["create", "namespace", "team"]);
+    eventually(Duration::from_secs(30), "default", || account("team"));
+    // Deleted, it comes back.
+    kubectl(d, &["delete", "serviceaccount", "default", "-n", "team"]);
+    eventually(Duration::from_secs(30), "default", || account("team"));
+}
