@@ -2,8 +2,9 @@
 //! Wasm pods: a ReplicaSet keeps its replicas through scaling, deleted pods
 //! and an orphan it adopts; killed mid-scale and started again, the cluster
 //! ends with exactly the pods asked for; a ReplicationController does the
-//! same for its map selector; every namespace gets a `default`
-//! ServiceAccount.
+//! same for its map selector; a Deployment scales, rolls a new template out
+//! within maxSurge and maxUnavailable as a watcher sees it, and rolls back;
+//! every namespace gets a `default` ServiceAccount.
 
 use std::path::Path;
 use std::time::Duration;
@@ -181,4 +182,105 @@ fn every_namespace_has_a_default_service_account() {
     // Deleted, it comes back.
     kubectl(d, &["delete", "serviceaccount", "default", "-n", "team"]);
     eventually(Duration::from_secs(30), "default", || account("team"));
+}
+
+/// The Ready pods of `app` and all that are not being deleted.
+fn ready_and_total(data_dir: &Path, app: &str) -> (usize, usize) {
+    let listed = kubectl(
+        data_dir,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.deletionTimestamp}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ],
+    );
+    let live: Vec<&str> = listed.lines().filter(|l| l.starts_with('=')).collect();
+    (
+        live.iter().filter(|l| l.ends_with("=True")).count(),
+        live.len(),
+    )
+}
+
+#[test]
+fn deployments_roll_within_their_limits_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["sleep"]);
+    let _server = Server::start(d);
+    ready_node(d);
+    let manifest = workload("Deployment", "web", 4).replace(
+        "  selector:",
+        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
+    );
+    apply(d, &manifest);
+    settles_at(d, "web", 4);
+    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    kubectl(d, &["scale", "deployment/web", "--replicas=6"]);
+    settles_at(d, "web", 6);
+    kubectl(d, &["scale", "deployment/web", "--replicas=4"]);
+    settles_at(d, "web", 4);
+
+    // A new template rolls out; a watcher sees no more than 4 + 1 pods and
+    // no fewer than 4 - 1 ready at any time.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, d) = (watching.clone(), d.to_owned());
+        std::thread::spawn(move || {
+            let (mut fewest_ready, mut most) = (usize::MAX, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let (ready, total) = ready_and_total(&d, "web");
+                fewest_ready = fewest_ready.min(ready);
+                most = most.max(total);
+            }
+            (fewest_ready, most)
+        })
+    };
+    kubectl(d, &["set", "env", "deployment/web", "COLOR=blue"]);
+    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    settles_at(d, "web", 4);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (fewest_ready, most) = watcher.join().unwrap();
+    assert!(most <= 5, "{most} pods at once");
+    assert!(fewest_ready >= 3, "only {fewest_ready} ready at once");
+    let env = |d: &Path| {
+        field(
+            d,
+            "deployment/web",
+            "{.spec.template.spec.containers[0].env[*].value}",
+        )
+    };
+    assert_eq!(env(d), "blue");
+    // Every pod runs the new template, from the new ReplicaSet.
+    let sets = field(d, "rs", "{.items[*].spec.replicas}");
+    let mut sets: Vec<&str> = sets.split(' ').collect();
+    sets.sort();
+    assert_eq!(sets, ["0", "4"]);
+
+    // Undo: the first template again, as revision 3.
+    kubectl(d, &["rollout", "undo", "deployment/web"]);
+    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    assert_eq!(env(d), "");
+    settles_at(d, "web", 4);
+    let history = kubectl(d, &["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    assert_eq!(
+        field(
+            d,
+            "deployment/web",
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        ),
+        "3"
+    );
 }

@@ -4,13 +4,16 @@
 //! can be stopped at any moment; started again, it lists everything and
 //! carries on.
 //!
-//! - [`runtime`]: the shared pod informer, expectations, Events, and
+//! - [`runtime`]: shared informers (pods, ReplicaSets), expectations, Events, and
 //!   kube-runtime's controller loop (work queue, requeue, back-off).
 //! - ReplicaSets and ReplicationControllers (one reconcile for both).
+//! - Deployments: a ReplicaSet per template, rolled by their strategy, with
+//!   revisions, rollback and the status `kubectl rollout` reads.
 //! - ServiceAccounts: a `default` one in every namespace.
 
 pub mod runtime;
 
+mod deployments;
 mod replicas;
 mod service_accounts;
 
@@ -26,10 +29,13 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     let controllers =
         replicas::controller::<ReplicationController>(&client, &mut pods, closed.clone());
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
+    let mut sets = runtime::Informer::<ReplicaSet>::default();
+    let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
     let mut stopped = closed;
     tokio::select! {
-        _ = pods.run(client) => {}
-        _ = futures::future::join3(replica_sets, controllers, accounts) => {}
+        _ = pods.run(client.clone()) => {}
+        _ = sets.run(client) => {}
+        _ = futures::future::join4(replica_sets, controllers, accounts, deployments) => {}
         _ = stopped.wait_for(|c| *c) => {}
     }
 }

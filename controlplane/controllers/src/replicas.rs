@@ -234,7 +234,7 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
     let matches = |pod: &Pod| selector.as_ref().is_some_and(|s| s.matches(&labels(pod)));
     let mut owned = Vec::new();
     for pod in &all {
-        let ours = controller_of(pod).is_some_and(|(_, _, u)| u == uid);
+        let ours = controller_of(pod.as_ref()).is_some_and(|(_, _, u)| u == uid);
         match (ours, matches(pod)) {
             (true, true) => owned.push(pod.clone()),
             (true, false) => {
@@ -246,7 +246,7 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
                     .collect();
                 set_owners(&api, pod, kept).await?;
             }
-            (false, true) if controller_of(pod).is_none() && active(pod) => {
+            (false, true) if controller_of(pod.as_ref()).is_none() && active(pod) => {
                 let mut refs: Vec<Value> =
                     pod.owner_references().iter().map(|r| json!(r)).collect();
                 let mine = owner.controller_owner_ref(&()).map(|mut r| {
@@ -504,7 +504,7 @@ pub fn controller<K: Replicated>(
         .graceful_shutdown_on(async move {
             let _ = closed.wait_for(|c| *c).await;
         })
-        .run(reconcile::<K>, retry::<K>, context)
+        .run(reconcile::<K>, retry::<K, Context>, context)
         .for_each(|_| futures::future::ready(()))
 }
 

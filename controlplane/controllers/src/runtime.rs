@@ -1,11 +1,12 @@
-//! What every controller runs on: one shared informer of pods (a list and
-//! watch into a cache, listed again when the watch expires) that tells each
-//! controller which of its objects a pod change concerns; kube-runtime's
+//! What every controller runs on: shared informers (a list and watch into a
+//! cache, listed again when the watch expires) that tell each controller
+//! which of its objects a change concerns; kube-runtime's
 //! controller loop (a work queue that merges repeated triggers, reconcile with
 //! requeue, back-off on errors); expectations, so a controller does not act
 //! twice on a change it made but has not seen yet; and Events.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use kube::runtime::reflector::Lookup;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use wasmkube_events::{Kind, Reporter};
 
 /// Why a reconcile failed; it is tried again after a back-off.
@@ -34,29 +36,40 @@ pub enum Error {
 /// How long a controller waits to act again on what it expects to see.
 const EXPECTATIONS_EXPIRE: Duration = Duration::from_secs(300);
 
-/// A pod change, handed to each controller to map to its objects.
-type Listener = Box<dyn Fn(&Pod) + Send + Sync>;
+/// A change, handed to each controller to map to its objects.
+type Listener<T> = Box<dyn Fn(&T) + Send + Sync>;
 
-/// The shared informer of pods.
-pub struct Pods {
-    store: Store<Pod>,
-    writer: reflector::store::Writer<Pod>,
-    listeners: Vec<Listener>,
+/// A shared informer: one list and watch of every object of kind `T` into a
+/// cache, each change told to the controllers that listen.
+pub struct Informer<T: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<T>,
+    writer: reflector::store::Writer<T>,
+    listeners: Vec<Listener<T>>,
 }
 
-impl std::fmt::Debug for Pods {
+/// The shared informer of pods.
+pub type Pods = Informer<Pod>;
+
+impl<T> Debug for Informer<T>
+where
+    T: Resource<DynamicType = ()> + Clone + 'static,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pods")
+        f.debug_struct("Informer")
+            .field("kind", &T::kind(&()))
             .field("listeners", &self.listeners.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Pods {
-    /// An informer of every pod, not started.
-    fn default() -> Pods {
+impl<T> Default for Informer<T>
+where
+    T: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// An informer, not started.
+    fn default() -> Informer<T> {
         let (store, writer) = reflector::store();
-        Pods {
+        Informer {
             store,
             writer,
             listeners: Vec::new(),
@@ -64,49 +77,52 @@ impl Default for Pods {
     }
 }
 
-impl Pods {
-    /// The cache of pods.
-    pub fn store(&self) -> Store<Pod> {
+impl<T> Informer<T>
+where
+    T: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// The cache.
+    pub fn store(&self) -> Store<T> {
         self.store.clone()
     }
 
-    /// A stream of the objects of kind `K` that pod changes concern, as
-    /// `owners` maps a pod to them.
+    /// A stream of the objects of kind `K` that changes concern, as `owners`
+    /// maps a changed object to them.
     pub fn triggers<K>(
         &mut self,
-        owners: impl Fn(&Pod) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
+        owners: impl Fn(&T) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
     ) -> mpsc::UnboundedReceiver<ObjectRef<K>>
     where
         K: Lookup<DynamicType = ()> + 'static,
     {
         let (to, from) = mpsc::unbounded();
-        self.listeners.push(Box::new(move |pod| {
-            for owner in owners(pod) {
+        self.listeners.push(Box::new(move |object| {
+            for owner in owners(object) {
                 let _ = to.unbounded_send(owner);
             }
         }));
         from
     }
 
-    /// Lists and watches the pods until the watch ends, telling each
-    /// listener of every change, deletions included.
+    /// Lists and watches until the watch ends, telling each listener of
+    /// every change, deletions included.
     pub async fn run(self, client: Client) {
-        let Pods {
+        let Informer {
             writer, listeners, ..
         } = self;
-        let events = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
+        let events = watcher::watcher(Api::<T>::all(client), watcher::Config::default())
             .default_backoff()
             .reflect(writer);
         events
             .for_each(|event| {
                 match event {
-                    Ok(Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod)) => {
+                    Ok(Event::Apply(object) | Event::InitApply(object) | Event::Delete(object)) => {
                         for listener in &listeners {
-                            listener(&pod);
+                            listener(&object);
                         }
                     }
                     Ok(Event::Init | Event::InitDone) => {}
-                    Err(e) => tracing::warn!(error = %e, "the pod watch failed; retrying"),
+                    Err(e) => tracing::warn!(kind = T::kind(&()).as_ref(), error = %e, "a watch failed; retrying"),
                 }
                 futures::future::ready(())
             })
@@ -114,9 +130,10 @@ impl Pods {
     }
 }
 
-/// The pod's controller, if it has one: its kind and name.
-pub fn controller_of(pod: &Pod) -> Option<(&str, &str, &str)> {
-    pod.owner_references()
+/// The object's controller, if it has one: its kind, name and uid.
+pub fn controller_of<T: Resource>(object: &T) -> Option<(&str, &str, &str)> {
+    object
+        .owner_references()
         .iter()
         .find(|r| r.controller == Some(true))
         .map(|r| (r.kind.as_str(), r.name.as_str(), r.uid.as_str()))
@@ -197,7 +214,7 @@ pub struct Context {
     pub component: &'static str,
 }
 
-impl std::fmt::Debug for Context {
+impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("component", &self.component)
@@ -232,10 +249,7 @@ impl Context {
 }
 
 /// A failed reconcile is tried again after a while.
-pub fn retry<K>(object: Arc<K>, error: &Error, _: Arc<Context>) -> Action
-where
-    K: Resource,
-{
+pub fn retry<K: Resource, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
     tracing::warn!(object = %object.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }

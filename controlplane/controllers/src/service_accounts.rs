@@ -74,6 +74,6 @@ pub fn controller(
     .graceful_shutdown_on(async move {
         let _ = closed.wait_for(|c| *c).await;
     })
-    .run(reconcile, retry::<Namespace>, context)
+    .run(reconcile, retry::<Namespace, Context>, context)
     .for_each(|_| futures::future::ready(()))
 }
