@@ -283,4 +283,47 @@ fn deployments_roll_within_their_limits_and_roll_back() {
         ),
         "3"
     );
+
+    // Deleted with --cascade=orphan: its ReplicaSets and pods stay, owned by
+    // nothing.
+    kubectl(
+        d,
+        &[
+            "delete",
+            "deployment",
+            "web",
+            "--cascade=orphan",
+            "--wait=true",
+        ],
+    );
+    settles_at(d, "web", 4);
+    let owners = |d: &Path| field(d, "rs", "{.items[*].metadata.ownerReferences[*].name}");
+    eventually(Duration::from_secs(30), "", || owners(d));
+    // The ReplicaSet deleted in the foreground: its pods go first, then it.
+    let running = field(d, "rs", "{.items[?(@.spec.replicas==4)].metadata.name}");
+    kubectl(
+        d,
+        &[
+            "delete",
+            "rs",
+            &running,
+            "--cascade=foreground",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    );
+    settles_at(d, "web", 0);
+
+    // Deleted the usual way (background): the collector takes the rest.
+    apply(d, &workload("Deployment", "api", 2));
+    settles_at(d, "api", 2);
+    kubectl(d, &["delete", "deployment", "api"]);
+    settles_at(d, "api", 0);
+    eventually(Duration::from_secs(30), "", || {
+        field(
+            d,
+            "rs",
+            "{.items[?(@.metadata.labels.app==\"api\")].metadata.name}",
+        )
+    });
 }

@@ -10,14 +10,17 @@
 //! - Deployments: a ReplicaSet per template, rolled by their strategy, with
 //!   revisions, rollback and the status `kubectl rollout` reads.
 //! - ServiceAccounts: a `default` one in every namespace.
+//! - The garbage collector: background, foreground and orphan propagation
+//!   over owner references.
 
 pub mod runtime;
 
 mod deployments;
+mod gc;
 mod replicas;
 mod service_accounts;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ReplicationController;
 use kube::Client;
 use tokio::sync::watch;
@@ -31,11 +34,27 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
     let mut sets = runtime::Informer::<ReplicaSet>::default();
     let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
+    let mut deployment_objects = runtime::Informer::<Deployment>::default();
+    let mut controller_objects = runtime::Informer::<ReplicationController>::default();
+    let informers = gc::Informers {
+        pods: &mut pods,
+        sets: &mut sets,
+        deployments: &mut deployment_objects,
+        controllers: &mut controller_objects,
+    };
+    let collector = gc::collector(&client, informers, closed.clone());
     let mut stopped = closed;
+    let informing = futures::future::join4(
+        pods.run(client.clone()),
+        sets.run(client.clone()),
+        deployment_objects.run(client.clone()),
+        controller_objects.run(client),
+    );
+    let controlling =
+        futures::future::join5(replica_sets, controllers, accounts, deployments, collector);
     tokio::select! {
-        _ = pods.run(client.clone()) => {}
-        _ = sets.run(client) => {}
-        _ = futures::future::join4(replica_sets, controllers, accounts, deployments) => {}
+        _ = informing => {}
+        _ = controlling => {}
         _ = stopped.wait_for(|c| *c) => {}
     }
 }

@@ -96,12 +96,17 @@ where
         K: Lookup<DynamicType = ()> + 'static,
     {
         let (to, from) = mpsc::unbounded();
-        self.listeners.push(Box::new(move |object| {
+        self.listen(move |object| {
             for owner in owners(object) {
                 let _ = to.unbounded_send(owner);
             }
-        }));
+        });
         from
+    }
+
+    /// Calls `listener` with every change, deletions included.
+    pub fn listen(&mut self, listener: impl Fn(&T) + Send + Sync + 'static) {
+        self.listeners.push(Box::new(listener));
     }
 
     /// Lists and watches until the watch ends, telling each listener of

@@ -1,0 +1,423 @@
+//! The garbage collector: objects whose owners are all gone go too
+//! (background propagation); an owner being deleted in the foreground keeps
+//! its `foregroundDeletion` finalizer until the dependents that block it are
+//! gone; one deleted with the `orphan` finalizer first lets its dependents go
+//! (their reference to it removed). Owners and dependents are the kinds the
+//! controllers make: Deployments, ReplicaSets and ReplicationControllers own
+//! ReplicaSets and Pods.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::runtime::Informer;
+
+const FOREGROUND: &str = "foregroundDeletion";
+const ORPHAN: &str = "orphan";
+
+/// How often every object is looked at, besides the changes.
+const SWEEP: Duration = Duration::from_secs(60);
+
+/// An object of a kind the collector knows, by kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Node {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl Node {
+    fn of<K: Resource<DynamicType = ()>>(object: &K) -> Node {
+        Node {
+            kind: K::kind(&()).into_owned(),
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+        }
+    }
+
+    fn owner(namespace: &str, owner: &OwnerReference) -> Node {
+        Node {
+            kind: owner.kind.clone(),
+            namespace: namespace.to_owned(),
+            name: owner.name.clone(),
+        }
+    }
+}
+
+/// The caches the collector reads.
+struct Graph {
+    client: Client,
+    pods: Store<Pod>,
+    sets: Store<ReplicaSet>,
+    deployments: Store<Deployment>,
+    controllers: Store<ReplicationController>,
+}
+
+/// What the collector knows of an object: its uid, owners and finalizers,
+/// and whether it is being deleted.
+struct Seen {
+    uid: String,
+    owners: Vec<OwnerReference>,
+    finalizers: Vec<String>,
+    deleting: bool,
+}
+
+fn seen<K: Resource>(object: &K) -> Seen {
+    Seen {
+        uid: object.uid().unwrap_or_default(),
+        owners: object.owner_references().to_vec(),
+        finalizers: object.finalizers().to_vec(),
+        deleting: object.meta().deletion_timestamp.is_some(),
+    }
+}
+
+fn find<K>(store: &Store<K>, node: &Node) -> Option<Seen>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let found = store.get(&ObjectRef::new(&node.name).within(&node.namespace))?;
+    Some(seen(found.as_ref()))
+}
+
+impl Graph {
+    /// The object `node`, if the collector knows its kind and it exists.
+    /// `None` for a kind it does not know.
+    fn get(&self, node: &Node) -> Option<Option<Seen>> {
+        Some(match node.kind.as_str() {
+            "Pod" => find(&self.pods, node),
+            "ReplicaSet" => find(&self.sets, node),
+            "Deployment" => find(&self.deployments, node),
+            "ReplicationController" => find(&self.controllers, node),
+            _ => return None,
+        })
+    }
+
+    /// The dependents (pods and ReplicaSets) that name `uid` as an owner.
+    fn dependents(&self, uid: &str) -> Vec<(Node, Seen)> {
+        let names = |o: &Seen| o.owners.iter().any(|r| r.uid == uid);
+        let pods = self
+            .pods
+            .state()
+            .into_iter()
+            .map(|p| (Node::of(p.as_ref()), seen(p.as_ref())));
+        let sets = self
+            .sets
+            .state()
+            .into_iter()
+            .map(|s| (Node::of(s.as_ref()), seen(s.as_ref())));
+        pods.chain(sets).filter(|(_, s)| names(s)).collect()
+    }
+
+    /// Whether owner reference `owner` of an object in `namespace` points
+    /// at nothing: a known kind, and no object of that name and uid.
+    fn dangling(&self, namespace: &str, owner: &OwnerReference) -> bool {
+        match self.get(&Node::owner(namespace, owner)) {
+            None => false,
+            Some(found) => found.is_none_or(|o| o.uid != owner.uid),
+        }
+    }
+
+    /// The dependents in `node`'s namespace that name it (by kind and name).
+    fn named_by(&self, node: &Node) -> Vec<Node> {
+        let names = |o: &Seen| {
+            o.owners
+                .iter()
+                .any(|r| r.kind == node.kind && r.name == node.name)
+        };
+        let pods = self
+            .pods
+            .state()
+            .into_iter()
+            .map(|p| (Node::of(p.as_ref()), seen(p.as_ref())));
+        let sets = self
+            .sets
+            .state()
+            .into_iter()
+            .map(|s| (Node::of(s.as_ref()), seen(s.as_ref())));
+        pods.chain(sets)
+            .filter(|(n, s)| n.namespace == node.namespace && names(s))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Looks at one object: gone, its dependents; there, as a dependent,
+    /// whether its owners are gone, and as an owner being deleted, what its
+    /// finalizers ask for.
+    async fn collect(&self, node: &Node) -> Result<(), kube::Error> {
+        let object = match self.get(node) {
+            Some(Some(object)) => object,
+            Some(None) => {
+                for dependent in self.named_by(node) {
+                    Box::pin(self.collect(&dependent)).await?;
+                }
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        if !object.owners.is_empty() && !object.deleting {
+            let dangling: Vec<&OwnerReference> = object
+                .owners
+                .iter()
+                .filter(|o| self.dangling(&node.namespace, o))
+                .collect();
+            if dangling.len() == object.owners.len() {
+                tracing::info!(
+                    kind = node.kind,
+                    name = node.name,
+                    "its owners are gone: deleting"
+                );
+                self.delete(node, &object.uid, false).await?;
+                return Ok(());
+            }
+            if !dangling.is_empty() {
+                let kept: Vec<&OwnerReference> = object
+                    .owners
+                    .iter()
+                    .filter(|o| !dangling.iter().any(|d| d.uid == o.uid))
+                    .collect();
+                self.set_owners(node, &object.uid, &kept).await?;
+            }
+        }
+        if object.deleting {
+            if object.finalizers.iter().any(|f| f == ORPHAN) {
+                for (dependent, seen) in self.dependents(&object.uid) {
+                    let kept: Vec<&OwnerReference> =
+                        seen.owners.iter().filter(|o| o.uid != object.uid).collect();
+                    self.set_owners(&dependent, &seen.uid, &kept).await?;
+                }
+                self.drop_finalizer(node, &object, ORPHAN).await?;
+            } else if object.finalizers.iter().any(|f| f == FOREGROUND) {
+                let dependents = self.dependents(&object.uid);
+                for (dependent, seen) in &dependents {
+                    if !seen.deleting {
+                        self.delete(dependent, &seen.uid, true).await?;
+                    }
+                }
+                let blocking = dependents.iter().any(|(_, seen)| {
+                    seen.owners
+                        .iter()
+                        .any(|o| o.uid == object.uid && o.block_owner_deletion == Some(true))
+                });
+                if !blocking {
+                    self.drop_finalizer(node, &object, FOREGROUND).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, node: &Node, uid: &str, foreground: bool) -> Result<(), kube::Error> {
+        let mut params = if foreground {
+            DeleteParams::foreground()
+        } else {
+            DeleteParams::background()
+        };
+        params.preconditions = Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        });
+        let result = match node.kind.as_str() {
+            "Pod" => self
+                .api::<Pod>(node)
+                .delete(&node.name, &params)
+                .await
+                .map(drop),
+            "ReplicaSet" => self
+                .api::<ReplicaSet>(node)
+                .delete(&node.name, &params)
+                .await
+                .map(drop),
+            _ => Ok(()),
+        };
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            other => other,
+        }
+    }
+
+    fn api<K>(&self, node: &Node) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        Api::namespaced(self.client.clone(), &node.namespace)
+    }
+
+    /// Patches `node`'s metadata with `patch` (if it is still `uid`).
+    async fn patch_meta(
+        &self,
+        node: &Node,
+        uid: &str,
+        patch: serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        let mut patch = patch;
+        patch["metadata"]["uid"] = json!(uid);
+        let patch = Patch::Merge(&patch);
+        let params = PatchParams::default();
+        let result = match node.kind.as_str() {
+            "Pod" => self
+                .api::<Pod>(node)
+                .patch(&node.name, &params, &patch)
+                .await
+                .map(drop),
+            "ReplicaSet" => self
+                .api::<ReplicaSet>(node)
+                .patch(&node.name, &params, &patch)
+                .await
+                .map(drop),
+            "Deployment" => self
+                .api::<Deployment>(node)
+                .patch(&node.name, &params, &patch)
+                .await
+                .map(drop),
+            "ReplicationController" => self
+                .api::<ReplicationController>(node)
+                .patch(&node.name, &params, &patch)
+                .await
+                .map(drop),
+            _ => Ok(()),
+        };
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn set_owners(
+        &self,
+        node: &Node,
+        uid: &str,
+        owners: &[&OwnerReference],
+    ) -> Result<(), kube::Error> {
+        self.patch_meta(node, uid, json!({"metadata": {"ownerReferences": owners}}))
+            .await
+    }
+
+    async fn drop_finalizer(
+        &self,
+        node: &Node,
+        object: &Seen,
+        finalizer: &str,
+    ) -> Result<(), kube::Error> {
+        let kept: Vec<&String> = object
+            .finalizers
+            .iter()
+            .filter(|f| *f != finalizer)
+            .collect();
+        tracing::info!(
+            kind = node.kind,
+            name = node.name,
+            finalizer,
+            "done with the finalizer"
+        );
+        self.patch_meta(node, &object.uid, json!({"metadata": {"finalizers": kept}}))
+            .await
+    }
+}
+
+/// Tells the collector of every change to objects of `informer`'s kind: the
+/// object itself and its owners.
+fn watch_changes<K>(informer: &mut Informer<K>, to: &mpsc::UnboundedSender<Node>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let to = to.clone();
+    informer.listen(move |object| {
+        let node = Node::of(object);
+        for owner in object.owner_references() {
+            let _ = to.unbounded_send(Node::owner(&node.namespace, owner));
+        }
+        let _ = to.unbounded_send(node);
+    });
+}
+
+/// The informers the collector reads.
+pub struct Informers<'a> {
+    /// Pods.
+    pub pods: &'a mut Informer<Pod>,
+    /// ReplicaSets.
+    pub sets: &'a mut Informer<ReplicaSet>,
+    /// Deployments.
+    pub deployments: &'a mut Informer<Deployment>,
+    /// ReplicationControllers.
+    pub controllers: &'a mut Informer<ReplicationController>,
+}
+
+/// The collector, until `closed`.
+pub fn collector(
+    client: &Client,
+    informers: Informers<'_>,
+    closed: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    let (to, mut changes) = mpsc::unbounded();
+    watch_changes(informers.pods, &to);
+    watch_changes(informers.sets, &to);
+    watch_changes(informers.deployments, &to);
+    watch_changes(informers.controllers, &to);
+    let graph = Graph {
+        client: client.clone(),
+        pods: informers.pods.store(),
+        sets: informers.sets.store(),
+        deployments: informers.deployments.store(),
+        controllers: informers.controllers.store(),
+    };
+    let mut closed = closed;
+    async move {
+        // Nothing is collected before every cache has listed once: an owner
+        // not listed yet is not an owner gone.
+        for ready in [
+            graph.pods.wait_until_ready().await.is_ok(),
+            graph.sets.wait_until_ready().await.is_ok(),
+            graph.deployments.wait_until_ready().await.is_ok(),
+            graph.controllers.wait_until_ready().await.is_ok(),
+        ] {
+            if !ready {
+                return;
+            }
+        }
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            let mut due: HashSet<Node> = HashSet::new();
+            tokio::select! {
+                node = changes.next() => match node {
+                    Some(node) => {
+                        due.insert(node);
+                        while let Ok(more) = changes.try_recv() {
+                            due.insert(more);
+                        }
+                    }
+                    None => return,
+                },
+                _ = sweep.tick() => {
+                    for pod in graph.pods.state() {
+                        due.insert(Node::of(pod.as_ref()));
+                    }
+                    for set in graph.sets.state() {
+                        due.insert(Node::of(set.as_ref()));
+                    }
+                }
+                _ = closed.wait_for(|c| *c) => return,
+            }
+            for node in &due {
+                if let Err(e) = graph.collect(node).await {
+                    tracing::warn!(kind = node.kind, name = node.name, error = %e, "collecting");
+                }
+            }
+        }
+    }
+}
