@@ -327,3 +327,49 @@ fn deployments_roll_within_their_limits_and_roll_back() {
         )
     });
 }
+
+#[test]
+fn a_services_endpoints_follow_its_ready_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["sleep"]);
+    let _server = Server::start(d);
+    ready_node(d);
+    let manifest = workload("Deployment", "web", 2).replace(
+        "args: [forever]}",
+        "args: [forever], ports: [{name: http, containerPort: 8080}]}",
+    );
+    apply(d, &manifest);
+    apply(
+        d,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    );
+    settles_at(d, "web", 2);
+    // The slice and the Endpoints hold each pod's address, with the named
+    // target port resolved on the pods.
+    let slice = |d: &Path| {
+        let ready = field(
+            d,
+            "endpointslices",
+            "{range .items[?(@.metadata.labels.kubernetes\\.io/service-name==\"web\")].endpoints[*]}{.conditions.ready} {end}",
+        );
+        let ports = field(d, "endpointslice/web", "{.ports[*].name}={.ports[*].port}");
+        format!("{}|{ports}", ready.trim())
+    };
+    eventually(Duration::from_secs(30), "true true|http=8080", || slice(d));
+    let ips = field(d, "pods", "{.items[*].status.podIP}");
+    let mut ips: Vec<&str> = ips.split(' ').collect();
+    ips.sort();
+    let addresses = field(d, "endpoints/web", "{.subsets[*].addresses[*].ip}");
+    let mut addresses: Vec<&str> = addresses.split(' ').collect();
+    addresses.sort();
+    assert_eq!(addresses, ips);
+
+    kubectl(d, &["scale", "deployment/web", "--replicas=3"]);
+    eventually(Duration::from_secs(30), "true true true|http=8080", || {
+        slice(d)
+    });
+    kubectl(d, &["scale", "deployment/web", "--replicas=1"]);
+    settles_at(d, "web", 1);
+    eventually(Duration::from_secs(30), "true|http=8080", || slice(d));
+}

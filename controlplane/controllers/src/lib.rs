@@ -9,6 +9,8 @@
 //! - ReplicaSets and ReplicationControllers (one reconcile for both).
 //! - Deployments: a ReplicaSet per template, rolled by their strategy, with
 //!   revisions, rollback and the status `kubectl rollout` reads.
+//! - Endpoints and EndpointSlices: the pods behind each Service, ready or
+//!   not, with its ports resolved on them.
 //! - ServiceAccounts: a `default` one in every namespace.
 //! - The garbage collector: background, foreground and orphan propagation
 //!   over owner references.
@@ -16,6 +18,7 @@
 pub mod runtime;
 
 mod deployments;
+mod endpoints;
 mod gc;
 mod replicas;
 mod service_accounts;
@@ -32,6 +35,7 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     let controllers =
         replicas::controller::<ReplicationController>(&client, &mut pods, closed.clone());
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
+    let endpoints = endpoints::controller(&client, &mut pods, closed.clone());
     let mut sets = runtime::Informer::<ReplicaSet>::default();
     let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
     let mut deployment_objects = runtime::Informer::<Deployment>::default();
@@ -50,8 +54,10 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
         deployment_objects.run(client.clone()),
         controller_objects.run(client),
     );
-    let controlling =
-        futures::future::join5(replica_sets, controllers, accounts, deployments, collector);
+    let controlling = futures::future::join(
+        futures::future::join3(replica_sets, controllers, deployments),
+        futures::future::join3(accounts, endpoints, collector),
+    );
     tokio::select! {
         _ = informing => {}
         _ = controlling => {}
