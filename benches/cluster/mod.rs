@@ -15,6 +15,8 @@ pub struct Cluster {
     _server: Process,
     pub agent: Process,
     pub client: Client,
+    /// The server's kubeconfig.
+    pub kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -56,6 +58,7 @@ impl Cluster {
             _server: server,
             agent,
             client,
+            kubeconfig,
             _dir: dir,
         }
     }

@@ -6,6 +6,7 @@
 //! within maxSurge and maxUnavailable as a watcher sees it, and rolls back;
 //! every namespace gets a `default` ServiceAccount.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -372,4 +373,45 @@ fn a_services_endpoints_follow_its_ready_pods() {
     kubectl(d, &["scale", "deployment/web", "--replicas=1"]);
     settles_at(d, "web", 1);
     eventually(Duration::from_secs(30), "true|http=8080", || slice(d));
+}
+
+#[test]
+fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["sleep"]);
+    let server = Server::start(d);
+    ready_node(d);
+    let manifest = workload("Deployment", "web", 6).replace(
+        "  selector:",
+        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
+    );
+    apply(d, &manifest);
+    settles_at(d, "web", 6);
+    kubectl(d, &["set", "env", "deployment/web", "COLOR=blue"]);
+    // Mid-rollout: both ReplicaSets have pods.
+    eventually(Duration::from_secs(30), "both", || {
+        let replicas = field(d, "rs", "{.items[*].status.replicas}");
+        let busy = replicas
+            .split(' ')
+            .filter(|r| *r != "0" && !r.is_empty())
+            .count();
+        if busy == 2 { "both".into() } else { replicas }
+    });
+    signal(&server.child, "KILL");
+    drop(server);
+    let _server = Server::start(d);
+    ready_node(d);
+    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    settles_at(d, "web", 6);
+    // Every pod is of the new template: one hash, the new ReplicaSet's.
+    let hashes = field(d, "pods", "{.items[*].metadata.labels.pod-template-hash}");
+    let hashes: HashSet<&str> = hashes.split(' ').collect();
+    let newest = field(
+        d,
+        "rs",
+        "{.items[?(@.spec.replicas==6)].metadata.labels.pod-template-hash}",
+    );
+    assert_eq!(hashes, HashSet::from([newest.as_str()]));
 }

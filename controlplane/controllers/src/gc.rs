@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -173,6 +172,15 @@ impl Graph {
                 .iter()
                 .filter(|o| self.dangling(&node.namespace, o))
                 .collect();
+            // The caches may lag behind the API (an owner just made): the
+            // API has the last word.
+            let mut gone = Vec::new();
+            for owner in dangling {
+                if self.gone(&node.namespace, owner).await? {
+                    gone.push(owner);
+                }
+            }
+            let dangling = gone;
             if dangling.len() == object.owners.len() {
                 tracing::info!(
                     kind = node.kind,
@@ -219,6 +227,16 @@ impl Graph {
         Ok(())
     }
 
+    /// Whether the API has no object for `owner` (none of that name, or one
+    /// with another uid).
+    async fn gone(&self, namespace: &str, owner: &OwnerReference) -> Result<bool, kube::Error> {
+        let Some(api) = self.api(&Node::owner(namespace, owner)) else {
+            return Ok(false);
+        };
+        let found = api.get_opt(&owner.name).await?;
+        Ok(found.and_then(|o| o.uid()).as_deref() != Some(owner.uid.as_str()))
+    }
+
     async fn delete(&self, node: &Node, uid: &str, foreground: bool) -> Result<(), kube::Error> {
         let mut params = if foreground {
             DeleteParams::foreground()
@@ -229,33 +247,31 @@ impl Graph {
             uid: Some(uid.to_owned()),
             resource_version: None,
         });
-        let result = match node.kind.as_str() {
-            "Pod" => self
-                .api::<Pod>(node)
-                .delete(&node.name, &params)
-                .await
-                .map(drop),
-            "ReplicaSet" => self
-                .api::<ReplicaSet>(node)
-                .delete(&node.name, &params)
-                .await
-                .map(drop),
-            _ => Ok(()),
+        let Some(api) = self.api(node) else {
+            return Ok(());
         };
+        let result = api.delete(&node.name, &params).await.map(drop);
         match result {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             other => other,
         }
     }
 
-    fn api<K>(&self, node: &Node) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        Api::namespaced(self.client.clone(), &node.namespace)
+    /// The API of `node`'s kind, in its namespace, if the collector knows
+    /// the kind.
+    fn api(&self, node: &Node) -> Option<Api<DynamicObject>> {
+        let kind = match node.kind.as_str() {
+            "Pod" => ApiResource::erase::<Pod>(&()),
+            "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
+            "Deployment" => ApiResource::erase::<Deployment>(&()),
+            "ReplicationController" => ApiResource::erase::<ReplicationController>(&()),
+            _ => return None,
+        };
+        Some(Api::namespaced_with(
+            self.client.clone(),
+            &node.namespace,
+            &kind,
+        ))
     }
 
     /// Patches `node`'s metadata with `patch` (if it is still `uid`).
@@ -269,29 +285,10 @@ impl Graph {
         patch["metadata"]["uid"] = json!(uid);
         let patch = Patch::Merge(&patch);
         let params = PatchParams::default();
-        let result = match node.kind.as_str() {
-            "Pod" => self
-                .api::<Pod>(node)
-                .patch(&node.name, &params, &patch)
-                .await
-                .map(drop),
-            "ReplicaSet" => self
-                .api::<ReplicaSet>(node)
-                .patch(&node.name, &params, &patch)
-                .await
-                .map(drop),
-            "Deployment" => self
-                .api::<Deployment>(node)
-                .patch(&node.name, &params, &patch)
-                .await
-                .map(drop),
-            "ReplicationController" => self
-                .api::<ReplicationController>(node)
-                .patch(&node.name, &params, &patch)
-                .await
-                .map(drop),
-            _ => Ok(()),
+        let Some(api) = self.api(node) else {
+            return Ok(());
         };
+        let result = api.patch(&node.name, &params, &patch).await.map(drop);
         match result {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             other => other,
