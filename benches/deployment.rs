@@ -62,21 +62,34 @@ async fn all_running(client: &Client, count: usize) -> Instant {
     panic!("the watch ended");
 }
 
+/// Runs `wasmkube ARGS`, which serves nothing and prints nothing of use.
+fn quiet(args: &[&str]) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Process {
+        child,
+        url: String::new(),
+    }
+}
+
 /// A cluster with a scheduler (and the controllers, if asked), the
 /// component compiled by one pod that is then deleted.
 async fn cluster(controllers: bool) -> (Cluster, Process, Option<Process>) {
     let cluster = Cluster::start("sleep", "sleep", NODE, &[]);
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
     let data = cluster.kubeconfig.with_file_name("scheduler");
-    let scheduler = Process::quiet(&[
+    let scheduler = quiet(&[
         "scheduler",
         "--kubeconfig",
         &kubeconfig,
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    let manager =
-        controllers.then(|| Process::quiet(&["controller-manager", "--kubeconfig", &kubeconfig]));
+    let manager = controllers.then(|| quiet(&["controller-manager", "--kubeconfig", &kubeconfig]));
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let mut warm: Pod = serde_json::from_value(template()).unwrap();
     warm.metadata.name = Some("warm-up".into());
@@ -122,9 +135,19 @@ async fn bare_pods() -> f64 {
     (done.await.unwrap() - started).as_secs_f64()
 }
 
-/// A 1,000-replica Deployment: seconds until all run, and the controller
-/// manager's CPU seconds for it.
-async fn deployment() -> (f64, f64) {
+/// What a Deployment run measured.
+struct Rolled {
+    seconds: f64,
+    /// CPU seconds of the controller manager and of the agent for it.
+    manager_cpu: f64,
+    agent_cpu: f64,
+    /// The controller manager's resident memory at the end, MiB.
+    manager_rss: f64,
+}
+
+/// A 1,000-replica Deployment: seconds until all run, and what the
+/// controllers spent on it.
+async fn deployment() -> Rolled {
     let (cluster, _scheduler, manager) = cluster(true).await;
     let manager = manager.expect("the controllers run");
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
@@ -134,7 +157,7 @@ async fn deployment() -> (f64, f64) {
             "template": template()},
     }))
     .unwrap();
-    let cpu_before = manager.cpu();
+    let (manager_before, agent_before) = (manager.cpu(), cluster.agent.cpu());
     let started = Instant::now();
     let done = tokio::spawn({
         let client = cluster.client.clone();
@@ -143,14 +166,19 @@ async fn deployment() -> (f64, f64) {
     api.create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    let elapsed = (done.await.unwrap() - started).as_secs_f64();
-    (elapsed, (manager.cpu() - cpu_before).as_secs_f64())
+    let seconds = (done.await.unwrap() - started).as_secs_f64();
+    Rolled {
+        seconds,
+        manager_cpu: (manager.cpu() - manager_before).as_secs_f64(),
+        agent_cpu: (cluster.agent.cpu() - agent_before).as_secs_f64(),
+        manager_rss: manager.rss_mib(),
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let bare = bare_pods().await;
-    let (rolled, cpu) = deployment().await;
+    let rolled = deployment().await;
     println!(
         "{REPLICAS} pods of one template to Running on one node (scheduler, agent and server on the same 2 cores)"
     );
@@ -161,14 +189,18 @@ async fn main() {
         bare,
         REPLICAS as f64 / bare
     );
+    let seconds = rolled.seconds;
     println!(
         "{:<38} | {:>10.2} | {:>10.0}",
         "Deployment (controllers)",
-        rolled,
-        REPLICAS as f64 / rolled
+        seconds,
+        REPLICAS as f64 / seconds
     );
     println!(
-        "deployment / bare pods: {:.2}x the time; controller manager CPU: {cpu:.2} s",
-        rolled / bare
+        "deployment / bare pods: {:.2}x the time; controller manager: {:.2} s CPU, {:.0} MiB RSS; agent: {:.2} s CPU",
+        seconds / bare,
+        rolled.manager_cpu,
+        rolled.manager_rss,
+        rolled.agent_cpu
     );
 }

@@ -15,7 +15,11 @@ pub struct Cluster {
     _server: Process,
     pub agent: Process,
     pub client: Client,
-    /// The server's kubeconfig.
+    /// The server's kubeconfig, for the processes a bench adds.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; not all add processes"
+    )]
     pub kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }

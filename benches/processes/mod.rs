@@ -32,20 +32,6 @@ impl Process {
         Process { child, url }
     }
 
-    /// Runs `wasmkube ARGS`, which serves nothing and prints nothing of use.
-    pub fn quiet(args: &[&str]) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Process {
-            child,
-            url: String::new(),
-        }
-    }
-
     /// User plus system CPU time of the process so far.
     pub fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
