@@ -25,19 +25,20 @@ fn workload(kind: &str, name: &str, replicas: u32) -> String {
     )
 }
 
+/// A line per pod labelled `app=APP`, as the jsonpath `template` prints it.
+fn each_pod(data_dir: &Path, app: &str, template: &str) -> String {
+    let selector = format!("app={app}");
+    let template = format!("jsonpath={{range .items[*]}}{template}{{\"\\n\"}}{{end}}");
+    kubectl(data_dir, &["get", "pods", "-l", &selector, "-o", &template])
+}
+
 /// The pods labelled `app=NAME`: `name=phase` of those not being deleted,
 /// sorted, and how many are being deleted.
 fn pods(data_dir: &Path, app: &str) -> (Vec<String>, usize) {
-    let listed = kubectl(
+    let listed = each_pod(
         data_dir,
-        &[
-            "get",
-            "pods",
-            "-l",
-            &format!("app={app}"),
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.status.phase}={.metadata.deletionTimestamp}{\"\\n\"}{end}",
-        ],
+        app,
+        "{.metadata.name}={.status.phase}={.metadata.deletionTimestamp}",
     );
     let mut live = Vec::new();
     let mut going = 0;
@@ -187,16 +188,10 @@ fn every_namespace_has_a_default_service_account() {
 
 /// The Ready pods of `app` and all that are not being deleted.
 fn ready_and_total(data_dir: &Path, app: &str) -> (usize, usize) {
-    let listed = kubectl(
+    let listed = each_pod(
         data_dir,
-        &[
-            "get",
-            "pods",
-            "-l",
-            &format!("app={app}"),
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.deletionTimestamp}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-        ],
+        app,
+        "{.metadata.deletionTimestamp}={.status.conditions[?(@.type==\"Ready\")].status}",
     );
     let live: Vec<&str> = listed.lines().filter(|l| l.starts_with('=')).collect();
     (
@@ -205,19 +200,26 @@ fn ready_and_total(data_dir: &Path, app: &str) -> (usize, usize) {
     )
 }
 
+/// A cluster running the Deployment `web` of `replicas` pods, rolled one
+/// pod over and one under at a time.
+fn rolling_deployment(data_dir: &Path, replicas: u32) -> Server {
+    import_examples(data_dir, &["sleep"]);
+    let server = Server::start(data_dir);
+    ready_node(data_dir);
+    let manifest = workload("Deployment", "web", replicas).replace(
+        "  selector:",
+        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
+    );
+    apply(data_dir, &manifest);
+    settles_at(data_dir, "web", replicas as usize);
+    server
+}
+
 #[test]
 fn deployments_roll_within_their_limits_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    import_examples(d, &["sleep"]);
-    let _server = Server::start(d);
-    ready_node(d);
-    let manifest = workload("Deployment", "web", 4).replace(
-        "  selector:",
-        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
-    );
-    apply(d, &manifest);
-    settles_at(d, "web", 4);
+    let _server = rolling_deployment(d, 4);
     let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
 
@@ -379,15 +381,7 @@ fn a_services_endpoints_follow_its_ready_pods() {
 fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    import_examples(d, &["sleep"]);
-    let server = Server::start(d);
-    ready_node(d);
-    let manifest = workload("Deployment", "web", 6).replace(
-        "  selector:",
-        "  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n  selector:",
-    );
-    apply(d, &manifest);
-    settles_at(d, "web", 6);
+    let server = rolling_deployment(d, 6);
     kubectl(d, &["set", "env", "deployment/web", "COLOR=blue"]);
     // Mid-rollout: both ReplicaSets have pods.
     eventually(Duration::from_secs(30), "both", || {

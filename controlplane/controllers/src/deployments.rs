@@ -11,7 +11,6 @@ use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,7 +24,7 @@ use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 use wasmkube_types::selector::labels::Selector;
 
-use crate::runtime::{Context, Error, Expectations, Informer, Pods, controller_of, retry};
+use crate::runtime::{Context, Error, Informer, Pods, controller_of, drive};
 
 /// The label that tells a Deployment's ReplicaSets (and their pods) apart.
 const HASH_LABEL: &str = "pod-template-hash";
@@ -657,22 +656,10 @@ pub fn controller(
     let deployments = controller.store();
     let triggers = sets.triggers(move |set| owners_of(set, &deployments));
     let context = Arc::new(Deployments {
-        context: Context {
-            client: client.clone(),
-            pods: pods.store(),
-            expectations: Expectations::default(),
-            component: "deployment-controller",
-        },
+        context: Context::new(client, pods, "deployment-controller"),
         sets: sets.store(),
     });
-    let mut closed = closed;
-    controller
-        .reconcile_on(triggers)
-        .graceful_shutdown_on(async move {
-            let _ = closed.wait_for(|c| *c).await;
-        })
-        .run(reconcile, retry::<Deployment, Deployments>, context)
-        .for_each(|_| futures::future::ready(()))
+    drive(controller, Some(triggers), reconcile, context, closed)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -20,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::runtime::{Context, Error, Expectations, Pods, retry};
+use crate::runtime::{Context, Error, Pods, drive};
 
 /// The label that ties a slice to its Service.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -258,18 +257,6 @@ pub fn controller(
     );
     let services = controller.store();
     let triggers = pods.triggers(move |pod| services_of(pod, &services));
-    let context = Arc::new(Context {
-        client: client.clone(),
-        pods: pods.store(),
-        expectations: Expectations::default(),
-        component: "endpoint-controller",
-    });
-    let mut closed = closed;
-    controller
-        .reconcile_on(triggers)
-        .graceful_shutdown_on(async move {
-            let _ = closed.wait_for(|c| *c).await;
-        })
-        .run(reconcile, retry::<Service, Context>, context)
-        .for_each(|_| futures::future::ready(()))
+    let context = Arc::new(Context::new(client, pods, "endpoint-controller"));
+    drive(controller, Some(triggers), reconcile, context, closed)
 }

@@ -104,9 +104,8 @@ impl Graph {
         })
     }
 
-    /// The dependents (pods and ReplicaSets) that name `uid` as an owner.
-    fn dependents(&self, uid: &str) -> Vec<(Node, Seen)> {
-        let names = |o: &Seen| o.owners.iter().any(|r| r.uid == uid);
+    /// Every object that can be a dependent: pods and ReplicaSets.
+    fn all_dependents(&self) -> Vec<(Node, Seen)> {
         let pods = self
             .pods
             .state()
@@ -117,7 +116,14 @@ impl Graph {
             .state()
             .into_iter()
             .map(|s| (Node::of(s.as_ref()), seen(s.as_ref())));
-        pods.chain(sets).filter(|(_, s)| names(s)).collect()
+        pods.chain(sets).collect()
+    }
+
+    /// The dependents that name `uid` as an owner.
+    fn dependents(&self, uid: &str) -> Vec<(Node, Seen)> {
+        let mut all = self.all_dependents();
+        all.retain(|(_, s)| s.owners.iter().any(|r| r.uid == uid));
+        all
     }
 
     /// Whether owner reference `owner` of an object in `namespace` points
@@ -131,25 +137,10 @@ impl Graph {
 
     /// The dependents in `node`'s namespace that name it (by kind and name).
     fn named_by(&self, node: &Node) -> Vec<Node> {
-        let names = |o: &Seen| {
-            o.owners
-                .iter()
-                .any(|r| r.kind == node.kind && r.name == node.name)
-        };
-        let pods = self
-            .pods
-            .state()
-            .into_iter()
-            .map(|p| (Node::of(p.as_ref()), seen(p.as_ref())));
-        let sets = self
-            .sets
-            .state()
-            .into_iter()
-            .map(|s| (Node::of(s.as_ref()), seen(s.as_ref())));
-        pods.chain(sets)
-            .filter(|(n, s)| n.namespace == node.namespace && names(s))
-            .map(|(n, _)| n)
-            .collect()
+        let names = |r: &OwnerReference| r.kind == node.kind && r.name == node.name;
+        let mut all = self.all_dependents();
+        all.retain(|(n, s)| n.namespace == node.namespace && s.owners.iter().any(names));
+        all.into_iter().map(|(n, _)| n).collect()
     }
 
     /// Looks at one object: gone, its dependents; there, as a dependent,

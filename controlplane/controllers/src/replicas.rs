@@ -11,7 +11,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
@@ -28,7 +27,7 @@ use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 use wasmkube_types::selector::labels::{Operator, Requirement, Selector};
 
-use crate::runtime::{Context, Error, Expectations, Pods, controller_of, retry};
+use crate::runtime::{Context, Error, Pods, controller_of, drive};
 
 /// The most pods created in one batch.
 const MAX_BATCH: usize = 500;
@@ -492,20 +491,8 @@ pub fn controller<K: Replicated>(
     let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     let owners = controller.store();
     let triggers = pods.triggers(move |pod| owners_of::<K>(pod, &owners));
-    let context = Arc::new(Context {
-        client: client.clone(),
-        pods: pods.store(),
-        expectations: Expectations::default(),
-        component: K::COMPONENT,
-    });
-    let mut closed = closed;
-    controller
-        .reconcile_on(triggers)
-        .graceful_shutdown_on(async move {
-            let _ = closed.wait_for(|c| *c).await;
-        })
-        .run(reconcile::<K>, retry::<K, Context>, context)
-        .for_each(|_| futures::future::ready(()))
+    let context = Arc::new(Context::new(client, pods, K::COMPONENT));
+    drive(controller, Some(triggers), reconcile::<K>, context, closed)
 }
 
 #[cfg(test)]

@@ -14,12 +14,13 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Lookup;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use wasmkube_events::{Kind, Reporter};
 
 /// Why a reconcile failed; it is tried again after a back-off.
@@ -228,6 +229,16 @@ impl Debug for Context {
 }
 
 impl Context {
+    /// The context of the controller `component`, reading `pods`.
+    pub fn new(client: &Client, pods: &Pods, component: &'static str) -> Context {
+        Context {
+            client: client.clone(),
+            pods: pods.store(),
+            expectations: Expectations::default(),
+            component,
+        }
+    }
+
     /// Reports `reason: message` about `object`.
     pub fn event<K: Resource<DynamicType = ()>>(
         &self,
@@ -251,6 +262,33 @@ impl Context {
             .filter(|p| ResourceExt::namespace(p.as_ref()).as_deref() == Some(namespace))
             .collect()
     }
+}
+
+/// Runs `controller`'s reconciles of `K` with `context` until `closed`,
+/// triggered by changes to its objects and by `triggers`, if any.
+pub fn drive<K, C, F>(
+    controller: Controller<K>,
+    triggers: Option<mpsc::UnboundedReceiver<ObjectRef<K>>>,
+    reconcile: impl FnMut(Arc<K>, Arc<C>) -> F + Send + 'static,
+    context: Arc<C>,
+    closed: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    F: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let controller = match triggers {
+        Some(triggers) => controller.reconcile_on(triggers),
+        None => controller,
+    };
+    let mut closed = closed;
+    controller
+        .graceful_shutdown_on(async move {
+            let _ = closed.wait_for(|c| *c).await;
+        })
+        .run(reconcile, retry::<K, C>, context)
+        .for_each(|_| futures::future::ready(()))
 }
 
 /// A failed reconcile is tried again after a while.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -15,7 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_events::Kind;
 
-use crate::runtime::{Context, Error, Expectations, Pods, retry};
+use crate::runtime::{Context, Error, Pods, drive};
 
 /// The ServiceAccount every namespace has.
 const DEFAULT: &str = "default";
@@ -51,14 +50,8 @@ pub fn controller(
     pods: &Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
-    let context = Arc::new(Context {
-        client: client.clone(),
-        pods: pods.store(),
-        expectations: Expectations::default(),
-        component: "serviceaccount-controller",
-    });
-    let mut closed = closed;
-    Controller::new(
+    let context = Arc::new(Context::new(client, pods, "serviceaccount-controller"));
+    let controller = Controller::new(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -70,10 +63,6 @@ pub fn controller(
                 .namespace()
                 .map(|ns| ObjectRef::<Namespace>::new(&ns))
         },
-    )
-    .graceful_shutdown_on(async move {
-        let _ = closed.wait_for(|c| *c).await;
-    })
-    .run(reconcile, retry::<Namespace, Context>, context)
-    .for_each(|_| futures::future::ready(()))
+    );
+    drive(controller, None, reconcile, context, closed)
 }
