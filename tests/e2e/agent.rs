@@ -375,7 +375,11 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     )
     .unwrap();
     let _agent = Agent::start(&via_proxy, "edge-cut", &node_dir);
-    let k = |args: &[&str]| kubectl(&server_dir, args);
+    // Every request bounded: a server that stalls fails a wait, never hangs it.
+    fn bounded<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--request-timeout=20s"], args].concat()
+    }
+    let k = |args: &[&str]| kubectl(&server_dir, &bounded(args));
     let node = ready_node(&server_dir);
     let always = |name: &str, image: &str, args: &str| {
         pod(&node, name, image, &format!("    args: {args}\n"))
@@ -393,7 +397,7 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     let phase = |pod: &str| {
         run_kubectl(
             &server_dir,
-            &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+            &bounded(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"]),
         )
     };
     for pod in ["ticker", "short", "graceful", "forced"] {

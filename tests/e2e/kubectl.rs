@@ -193,7 +193,10 @@ fn drive(minor: u32, backend: Backend) {
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     );
     // Beside `web`, the Deployments' pods, made by the controllers.
-    assert!(pods.lines().skip(1).any(|l| l.starts_with("web ")), "{pods}");
+    assert!(
+        pods.lines().skip(1).any(|l| l.starts_with("web ")),
+        "{pods}"
+    );
     assert!(pods.contains("0/1") && pods.contains("Pending"), "{pods}");
     let wide = k.ok(&["get", "pods", "-n", ns, "-o", "wide"]);
     assert!(
