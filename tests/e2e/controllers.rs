@@ -409,3 +409,40 @@ fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     );
     assert_eq!(hashes, HashSet::from([newest.as_str()]));
 }
+
+#[test]
+fn deleting_a_namespace_takes_its_deployment_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["sleep"]);
+    let _server = Server::start(d);
+    ready_node(d);
+    kubectl(d, &["create", "namespace", "team"]);
+    let manifest = workload("Deployment", "web", 2).replace(
+        "metadata: {name: web}",
+        "metadata: {name: web, namespace: team}",
+    );
+    apply(d, &manifest);
+    let phases = || {
+        let template = "jsonpath={.items[*].status.phase}";
+        kubectl(d, &["get", "pods", "-n", "team", "-o", template])
+    };
+    eventually(Duration::from_secs(60), "Running Running", phases);
+    kubectl(
+        d,
+        &[
+            "delete",
+            "namespace",
+            "team",
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    let left = kubectl(
+        d,
+        &["get", "deployments,replicasets,pods", "-A", "-o", "name"],
+    );
+    assert_eq!(left, "");
+    let namespaces = field(d, "namespaces", "{.items[*].metadata.name}");
+    assert!(!namespaces.split(' ').any(|n| n == "team"), "{namespaces}");
+}
