@@ -3,7 +3,8 @@
 //! and an orphan it adopts; killed mid-scale and started again, the cluster
 //! ends with exactly the pods asked for; a ReplicationController does the
 //! same for its map selector; a Deployment scales, rolls a new template out
-//! within maxSurge and maxUnavailable as a watcher sees it, and rolls back;
+//! within maxSurge and maxUnavailable as a watcher sees it, waits while
+//! paused, and rolls back;
 //! every namespace gets a `default` ServiceAccount.
 
 use std::collections::HashSet;
@@ -445,4 +446,31 @@ fn deleting_a_namespace_takes_its_deployment_with_it() {
     assert_eq!(left, "");
     let namespaces = field(d, "namespaces", "{.items[*].metadata.name}");
     assert!(!namespaces.split(' ').any(|n| n == "team"), "{namespaces}");
+}
+
+#[test]
+fn a_paused_deployment_waits_to_roll_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _server = rolling_deployment(d, 2);
+    let sets = |d: &Path| field(d, "rs", "{.items[*].spec.replicas}");
+    assert_eq!(sets(d), "2");
+    kubectl(d, &["rollout", "pause", "deployment/web"]);
+    kubectl(d, &["set", "env", "deployment/web", "COLOR=red"]);
+    eventually(Duration::from_secs(30), "DeploymentPaused", || {
+        field(
+            d,
+            "deployment/web",
+            "{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sets(d), "2", "a paused Deployment rolled");
+    kubectl(d, &["rollout", "resume", "deployment/web"]);
+    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    settles_at(d, "web", 2);
+    let mut replicas: Vec<String> = sets(d).split(' ').map(str::to_owned).collect();
+    replicas.sort();
+    assert_eq!(replicas, ["0", "2"]);
 }
