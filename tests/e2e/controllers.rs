@@ -474,3 +474,68 @@ fn a_paused_deployment_waits_to_roll_until_resumed() {
     replicas.sort();
     assert_eq!(replicas, ["0", "2"]);
 }
+
+/// A Job running `image` with `spec` (YAML flow entries) added to its spec.
+fn job(name: &str, image: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n  {spec}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: run, image: '{image}', imagePullPolicy: Never}}\n"
+    )
+}
+
+#[test]
+fn jobs_run_to_their_completions_or_their_backoff_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["hello", "fail"]);
+    let _server = Server::start(d);
+    ready_node(d);
+    apply(
+        d,
+        &job(
+            "three",
+            "examples/hello:1",
+            "completions: 3\n  parallelism: 2",
+        ),
+    );
+    apply(d, &job("doomed", "examples/fail:1", "backoffLimit: 1"));
+    let waited = kubectl(
+        d,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/three",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+    assert_eq!(
+        field(d, "job/three", "{.status.succeeded} {.status.active}"),
+        "3 0"
+    );
+    let phases = each_pod(d, "three", "{.status.phase}");
+    assert_eq!(phases.lines().collect::<Vec<_>>(), ["Succeeded"; 3]);
+
+    let waited = kubectl(
+        d,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/doomed",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+    assert_eq!(
+        field(
+            d,
+            "job/doomed",
+            "{.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}"
+        ),
+        "2 BackoffLimitExceeded"
+    );
+    // Deleted, it takes its pods.
+    kubectl(d, &["delete", "job", "three"]);
+    eventually(Duration::from_secs(30), "", || {
+        each_pod(d, "three", "{.metadata.name}")
+    });
+}

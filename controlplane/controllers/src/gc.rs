@@ -3,8 +3,8 @@
 //! its `foregroundDeletion` finalizer until the dependents that block it are
 //! gone; one deleted with the `orphan` finalizer first lets its dependents go
 //! (their reference to it removed). Owners and dependents are the kinds the
-//! controllers make: Deployments, ReplicaSets and ReplicationControllers own
-//! ReplicaSets and Pods.
+//! controllers make: Deployments, ReplicaSets, ReplicationControllers and
+//! Jobs own ReplicaSets and Pods.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -63,6 +64,7 @@ struct Graph {
     sets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
     controllers: Store<ReplicationController>,
+    jobs: Store<Job>,
 }
 
 /// What the collector knows of an object: its uid, owners and finalizers,
@@ -100,6 +102,7 @@ impl Graph {
             "ReplicaSet" => find(&self.sets, node),
             "Deployment" => find(&self.deployments, node),
             "ReplicationController" => find(&self.controllers, node),
+            "Job" => find(&self.jobs, node),
             _ => return None,
         })
     }
@@ -256,6 +259,7 @@ impl Graph {
             "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
             "Deployment" => ApiResource::erase::<Deployment>(&()),
             "ReplicationController" => ApiResource::erase::<ReplicationController>(&()),
+            "Job" => ApiResource::erase::<Job>(&()),
             _ => return None,
         };
         Some(Api::namespaced_with(
@@ -344,6 +348,8 @@ pub struct Informers<'a> {
     pub deployments: &'a mut Informer<Deployment>,
     /// ReplicationControllers.
     pub controllers: &'a mut Informer<ReplicationController>,
+    /// Jobs.
+    pub jobs: &'a mut Informer<Job>,
 }
 
 /// The collector, until `closed`.
@@ -357,12 +363,14 @@ pub fn collector(
     watch_changes(informers.sets, &to);
     watch_changes(informers.deployments, &to);
     watch_changes(informers.controllers, &to);
+    watch_changes(informers.jobs, &to);
     let graph = Graph {
         client: client.clone(),
         pods: informers.pods.store(),
         sets: informers.sets.store(),
         deployments: informers.deployments.store(),
         controllers: informers.controllers.store(),
+        jobs: informers.jobs.store(),
     };
     let mut closed = closed;
     async move {
@@ -373,6 +381,7 @@ pub fn collector(
             graph.sets.wait_until_ready().await.is_ok(),
             graph.deployments.wait_until_ready().await.is_ok(),
             graph.controllers.wait_until_ready().await.is_ok(),
+            graph.jobs.wait_until_ready().await.is_ok(),
         ] {
             if !ready {
                 return;

@@ -9,6 +9,8 @@
 //! - ReplicaSets and ReplicationControllers (one reconcile for both).
 //! - Deployments: a ReplicaSet per template, rolled by their strategy, with
 //!   revisions, rollback and the status `kubectl rollout` reads.
+//! - Jobs: pods until enough succeed, within parallelism, a backoff limit
+//!   and a deadline.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
 //!   not, with its ports resolved on them.
 //! - ServiceAccounts: a `default` one in every namespace.
@@ -20,10 +22,12 @@ pub mod runtime;
 mod deployments;
 mod endpoints;
 mod gc;
+mod jobs;
 mod replicas;
 mod service_accounts;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ReplicationController;
 use kube::Client;
 use tokio::sync::watch;
@@ -36,27 +40,31 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
         replicas::controller::<ReplicationController>(&client, &mut pods, closed.clone());
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
     let endpoints = endpoints::controller(&client, &mut pods, closed.clone());
+    let jobs = jobs::controller(&client, &mut pods, closed.clone());
     let mut sets = runtime::Informer::<ReplicaSet>::default();
     let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
     let mut deployment_objects = runtime::Informer::<Deployment>::default();
     let mut controller_objects = runtime::Informer::<ReplicationController>::default();
+    let mut job_objects = runtime::Informer::<Job>::default();
     let informers = gc::Informers {
         pods: &mut pods,
         sets: &mut sets,
         deployments: &mut deployment_objects,
         controllers: &mut controller_objects,
+        jobs: &mut job_objects,
     };
     let collector = gc::collector(&client, informers, closed.clone());
     let mut stopped = closed;
-    let informing = futures::future::join4(
+    let informing = futures::future::join5(
         pods.run(client.clone()),
         sets.run(client.clone()),
         deployment_objects.run(client.clone()),
-        controller_objects.run(client),
+        controller_objects.run(client.clone()),
+        job_objects.run(client),
     );
     let controlling = futures::future::join(
         futures::future::join3(replica_sets, controllers, deployments),
-        futures::future::join3(accounts, endpoints, collector),
+        futures::future::join4(accounts, endpoints, jobs, collector),
     );
     tokio::select! {
         _ = informing => {}

@@ -109,13 +109,13 @@ fn labels(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 /// Whether the pod counts: not finished, not being deleted.
-fn active(pod: &Pod) -> bool {
+pub(crate) fn active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Since when the pod is ready, if it is.
-fn ready_since(pod: &Pod) -> Option<Option<&Time>> {
+pub(crate) fn ready_since(pod: &Pod) -> Option<Option<&Time>> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
     let ready = conditions
         .iter()
@@ -177,7 +177,7 @@ fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
 }
 
 /// A pod for `owner` from its template.
-fn pod_from<K: Replicated>(owner: &K, template: &PodTemplateSpec) -> Pod {
+fn pod_from<K: Resource<DynamicType = ()>>(owner: &K, template: &PodTemplateSpec) -> Pod {
     let mut metadata = template.metadata.clone().unwrap_or_default();
     metadata.name = None;
     metadata.generate_name = Some(format!("{}-", owner.name_any()));
@@ -212,19 +212,9 @@ async fn set_owners(api: &Api<Pod>, pod: &Pod, refs: Vec<Value>) -> Result<(), E
 
 /// Brings `owner`'s pods to its replicas, and says so in its status.
 async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (Some(namespace), Some(uid)) = (owner.namespace(), owner.uid()) else {
-        return Err(Error::Invalid("an object without namespace or uid".into()));
-    };
-    if owner.meta().deletion_timestamp.is_some() {
-        ctx.expectations.forget(&uid);
+    let Some((namespace, uid)) = ctx.begin(owner.as_ref()).await? else {
         return Ok(Action::await_change());
-    }
-    // Acting on a cache that has not listed every pod yet would make them
-    // again.
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = owner.selector();
     let all = ctx.pods_in(&namespace);
@@ -287,7 +277,7 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
 
 /// Creates `missing` pods in batches of 1, 2, 4… while they succeed;
 /// the failure, if any.
-async fn create<K: Replicated>(
+pub(crate) async fn create<K: Resource<DynamicType = ()>>(
     owner: &K,
     ctx: &Context,
     api: &Api<Pod>,
@@ -334,7 +324,7 @@ async fn create<K: Replicated>(
 }
 
 /// Deletes `surplus`; the failure, if any.
-async fn delete<K: Replicated>(
+pub(crate) async fn delete<K: Resource<DynamicType = ()>>(
     owner: &K,
     ctx: &Context,
     api: &Api<Pod>,

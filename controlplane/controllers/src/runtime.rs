@@ -239,6 +239,28 @@ impl Context {
         }
     }
 
+    /// Where a reconcile of a pod owner starts: its namespace and uid, once
+    /// the pod cache has listed (acting on a cache that has not would make
+    /// pods again); `None` when the owner is being deleted.
+    pub async fn begin<K: Resource>(&self, owner: &K) -> Result<Option<(String, String)>, Error> {
+        let (Some(namespace), Some(uid)) = (ResourceExt::namespace(owner), ResourceExt::uid(owner))
+        else {
+            return Err(Error::Invalid(format!(
+                "{} without namespace or uid",
+                owner.name_any()
+            )));
+        };
+        if owner.meta().deletion_timestamp.is_some() {
+            self.expectations.forget(&uid);
+            return Ok(None);
+        }
+        self.pods
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Some((namespace, uid)))
+    }
+
     /// Reports `reason: message` about `object`.
     pub fn event<K: Resource<DynamicType = ()>>(
         &self,
