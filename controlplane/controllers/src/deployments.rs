@@ -100,9 +100,17 @@ fn spec_replicas(set: &ReplicaSet) -> i32 {
     set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// A count of the set's status, by its field name.
 fn status_of(set: &ReplicaSet, field: &str) -> i32 {
-    let status = serde_json::to_value(&set.status).unwrap_or_default();
-    status[field].as_i64().unwrap_or(0) as i32
+    let Some(status) = set.status.as_ref() else {
+        return 0;
+    };
+    match field {
+        "replicas" => status.replicas,
+        "readyReplicas" => status.ready_replicas.unwrap_or(0),
+        "availableReplicas" => status.available_replicas.unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// An int-or-percent of `total`, rounded up or down.

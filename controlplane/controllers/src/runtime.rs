@@ -182,15 +182,16 @@ impl Expectations {
         let Some(expected) = all.get_mut(owner) else {
             return true;
         };
-        expected
-            .created
-            .retain(|name| !pods.iter().any(|p| p.name_any() == *name));
-        expected.deleted.retain(|uid| {
-            pods.iter().any(|p| {
-                ResourceExt::uid(p.as_ref()).as_deref() == Some(uid)
-                    && p.metadata.deletion_timestamp.is_none()
-            })
-        });
+        // Looked up once per pod, not once per pod and expected change: a
+        // batch of 500 creations meets a namespace of 1,000 pods.
+        let names: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+        let staying: HashSet<String> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| ResourceExt::uid(p.as_ref()))
+            .collect();
+        expected.created.retain(|name| !names.contains(name));
+        expected.deleted.retain(|uid| staying.contains(uid));
         let met = (expected.created.is_empty() && expected.deleted.is_empty())
             || expected.since.elapsed() > EXPECTATIONS_EXPIRE;
         if met {
@@ -317,4 +318,36 @@ where
 pub fn retry<K: Resource, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
     tracing::warn!(object = %object.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, uid: &str, deleting: bool) -> Arc<Pod> {
+        let mut meta = serde_json::json!({"name": name, "uid": uid});
+        if deleting {
+            meta["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
+        }
+        Arc::new(serde_json::from_value(serde_json::json!({"metadata": meta})).unwrap())
+    }
+
+    #[test]
+    fn expectations_are_met_once_the_cache_shows_what_was_done() {
+        let expectations = Expectations::default();
+        assert!(expectations.met("rs", &[]));
+        let created = HashSet::from(["a".to_string(), "b".to_string()]);
+        expectations.expect("rs", created, HashSet::from(["old".to_string()]));
+        // One created pod seen, the deleted one still there: not yet.
+        let cache = [pod("a", "1", false), pod("x", "old", false)];
+        assert!(!expectations.met("rs", &cache));
+        // Both created seen, the deleted one going: met, and forgotten.
+        let cache = [
+            pod("a", "1", false),
+            pod("b", "2", false),
+            pod("x", "old", true),
+        ];
+        assert!(expectations.met("rs", &cache));
+        assert!(expectations.met("rs", &[]));
+    }
 }
