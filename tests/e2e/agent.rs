@@ -39,6 +39,13 @@ pub(crate) fn kubectl(data_dir: &Path, args: &[&str]) -> String {
     out
 }
 
+/// What kubectl prints of `object` (`KIND/NAME`, or a kind for a list)
+/// through the jsonpath `template`.
+pub(crate) fn jsonpath(data_dir: &Path, object: &str, template: &str) -> String {
+    let template = format!("jsonpath={template}");
+    kubectl(data_dir, &["get", object, "-o", &template])
+}
+
 /// Polls `what` until it returns `want`, for at most `limit`.
 pub(crate) fn eventually(limit: Duration, want: &str, mut what: impl FnMut() -> String) {
     let deadline = Instant::now() + limit;

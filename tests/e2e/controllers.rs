@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::agent::{apply, eventually, import_examples, kubectl, ready_node};
+use crate::agent::{apply, eventually, import_examples, jsonpath, kubectl, ready_node};
 use crate::process::{Server, signal};
 
 /// A workload of `kind` keeping `replicas` pods that sleep forever,
@@ -79,12 +79,6 @@ fn only_pod(data_dir: &Path, app: &str) -> String {
     live[0].split('=').next().unwrap().to_owned()
 }
 
-/// Fields of an object, as a jsonpath template prints them.
-fn field(data_dir: &Path, object: &str, template: &str) -> String {
-    let template = format!("jsonpath={template}");
-    kubectl(data_dir, &["get", object, "-o", &template])
-}
-
 #[test]
 fn replica_sets_keep_their_pods_through_scaling_deletion_adoption_and_a_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,10 +89,10 @@ fn replica_sets_keep_their_pods_through_scaling_deletion_adoption_and_a_crash() 
 
     apply(d, &workload("ReplicaSet", "web", 3));
     settles_at(d, "web", 3);
-    let owners = field(d, "pods", "{.items[*].metadata.ownerReferences[0].name}");
+    let owners = jsonpath(d, "pods", "{.items[*].metadata.ownerReferences[0].name}");
     assert_eq!(owners, "web web web");
     eventually(Duration::from_secs(30), "3 3 3", || {
-        field(
+        jsonpath(
             d,
             "rs/web",
             "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas}",
@@ -110,7 +104,7 @@ fn replica_sets_keep_their_pods_through_scaling_deletion_adoption_and_a_crash() 
     kubectl(d, &["scale", "rs/web", "--replicas=1"]);
     settles_at(d, "web", 1);
     eventually(Duration::from_secs(30), "1 1 3", || {
-        field(
+        jsonpath(
             d,
             "rs/web",
             "{.status.replicas} {.status.readyReplicas} {.status.observedGeneration}",
@@ -131,7 +125,7 @@ fn replica_sets_keep_their_pods_through_scaling_deletion_adoption_and_a_crash() 
     settles_at(d, "web", 1);
     let kept = only_pod(d, "web");
     assert_eq!(
-        field(
+        jsonpath(
             d,
             &format!("pod/{kept}"),
             "{.metadata.ownerReferences[0].name}"
@@ -253,7 +247,7 @@ fn deployments_roll_within_their_limits_and_roll_back() {
     assert!(most <= 5, "{most} pods at once");
     assert!(fewest_ready >= 3, "only {fewest_ready} ready at once");
     let env = |d: &Path| {
-        field(
+        jsonpath(
             d,
             "deployment/web",
             "{.spec.template.spec.containers[0].env[*].value}",
@@ -261,7 +255,7 @@ fn deployments_roll_within_their_limits_and_roll_back() {
     };
     assert_eq!(env(d), "blue");
     // Every pod runs the new template, from the new ReplicaSet.
-    let sets = field(d, "rs", "{.items[*].spec.replicas}");
+    let sets = jsonpath(d, "rs", "{.items[*].spec.replicas}");
     let mut sets: Vec<&str> = sets.split(' ').collect();
     sets.sort();
     assert_eq!(sets, ["0", "4"]);
@@ -280,7 +274,7 @@ fn deployments_roll_within_their_limits_and_roll_back() {
         .collect();
     assert_eq!(revisions, ["2", "3"], "{history}");
     assert_eq!(
-        field(
+        jsonpath(
             d,
             "deployment/web",
             "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
@@ -301,10 +295,10 @@ fn deployments_roll_within_their_limits_and_roll_back() {
         ],
     );
     settles_at(d, "web", 4);
-    let owners = |d: &Path| field(d, "rs", "{.items[*].metadata.ownerReferences[*].name}");
+    let owners = |d: &Path| jsonpath(d, "rs", "{.items[*].metadata.ownerReferences[*].name}");
     eventually(Duration::from_secs(30), "", || owners(d));
     // The ReplicaSet deleted in the foreground: its pods go first, then it.
-    let running = field(d, "rs", "{.items[?(@.spec.replicas==4)].metadata.name}");
+    let running = jsonpath(d, "rs", "{.items[?(@.spec.replicas==4)].metadata.name}");
     kubectl(
         d,
         &[
@@ -324,7 +318,7 @@ fn deployments_roll_within_their_limits_and_roll_back() {
     kubectl(d, &["delete", "deployment", "api"]);
     settles_at(d, "api", 0);
     eventually(Duration::from_secs(30), "", || {
-        field(
+        jsonpath(
             d,
             "rs",
             "{.items[?(@.metadata.labels.app==\"api\")].metadata.name}",
@@ -352,19 +346,19 @@ fn a_services_endpoints_follow_its_ready_pods() {
     // The slice and the Endpoints hold each pod's address, with the named
     // target port resolved on the pods.
     let slice = |d: &Path| {
-        let ready = field(
+        let ready = jsonpath(
             d,
             "endpointslices",
             "{range .items[?(@.metadata.labels.kubernetes\\.io/service-name==\"web\")].endpoints[*]}{.conditions.ready} {end}",
         );
-        let ports = field(d, "endpointslice/web", "{.ports[*].name}={.ports[*].port}");
+        let ports = jsonpath(d, "endpointslice/web", "{.ports[*].name}={.ports[*].port}");
         format!("{}|{ports}", ready.trim())
     };
     eventually(Duration::from_secs(30), "true true|http=8080", || slice(d));
-    let ips = field(d, "pods", "{.items[*].status.podIP}");
+    let ips = jsonpath(d, "pods", "{.items[*].status.podIP}");
     let mut ips: Vec<&str> = ips.split(' ').collect();
     ips.sort();
-    let addresses = field(d, "endpoints/web", "{.subsets[*].addresses[*].ip}");
+    let addresses = jsonpath(d, "endpoints/web", "{.subsets[*].addresses[*].ip}");
     let mut addresses: Vec<&str> = addresses.split(' ').collect();
     addresses.sort();
     assert_eq!(addresses, ips);
@@ -386,7 +380,7 @@ fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     kubectl(d, &["set", "env", "deployment/web", "COLOR=blue"]);
     // Mid-rollout: both ReplicaSets have pods.
     eventually(Duration::from_secs(30), "both", || {
-        let replicas = field(d, "rs", "{.items[*].status.replicas}");
+        let replicas = jsonpath(d, "rs", "{.items[*].status.replicas}");
         let busy = replicas
             .split(' ')
             .filter(|r| *r != "0" && !r.is_empty())
@@ -401,9 +395,9 @@ fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     assert!(status.contains("successfully rolled out"), "{status}");
     settles_at(d, "web", 6);
     // Every pod is of the new template: one hash, the new ReplicaSet's.
-    let hashes = field(d, "pods", "{.items[*].metadata.labels.pod-template-hash}");
+    let hashes = jsonpath(d, "pods", "{.items[*].metadata.labels.pod-template-hash}");
     let hashes: HashSet<&str> = hashes.split(' ').collect();
-    let newest = field(
+    let newest = jsonpath(
         d,
         "rs",
         "{.items[?(@.spec.replicas==6)].metadata.labels.pod-template-hash}",
@@ -444,7 +438,7 @@ fn deleting_a_namespace_takes_its_deployment_with_it() {
         &["get", "deployments,replicasets,pods", "-A", "-o", "name"],
     );
     assert_eq!(left, "");
-    let namespaces = field(d, "namespaces", "{.items[*].metadata.name}");
+    let namespaces = jsonpath(d, "namespaces", "{.items[*].metadata.name}");
     assert!(!namespaces.split(' ').any(|n| n == "team"), "{namespaces}");
 }
 
@@ -453,12 +447,12 @@ fn a_paused_deployment_waits_to_roll_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let _server = rolling_deployment(d, 2);
-    let sets = |d: &Path| field(d, "rs", "{.items[*].spec.replicas}");
+    let sets = |d: &Path| jsonpath(d, "rs", "{.items[*].spec.replicas}");
     assert_eq!(sets(d), "2");
     kubectl(d, &["rollout", "pause", "deployment/web"]);
     kubectl(d, &["set", "env", "deployment/web", "COLOR=red"]);
     eventually(Duration::from_secs(30), "DeploymentPaused", || {
-        field(
+        jsonpath(
             d,
             "deployment/web",
             "{.status.conditions[?(@.type==\"Progressing\")].reason}",
@@ -509,7 +503,7 @@ fn jobs_run_to_their_completions_or_their_backoff_limit() {
     );
     assert!(waited.contains("condition met"), "{waited}");
     assert_eq!(
-        field(d, "job/three", "{.status.succeeded} {.status.active}"),
+        jsonpath(d, "job/three", "{.status.succeeded} {.status.active}"),
         "3 0"
     );
     let phases = each_pod(d, "three", "{.status.phase}");
@@ -526,7 +520,7 @@ fn jobs_run_to_their_completions_or_their_backoff_limit() {
     );
     assert!(waited.contains("condition met"), "{waited}");
     assert_eq!(
-        field(
+        jsonpath(
             d,
             "job/doomed",
             "{.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}"

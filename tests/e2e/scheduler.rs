@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::agent::{apply, eventually, http_get, kubectl};
+use crate::agent::{apply, eventually, http_get, jsonpath, kubectl};
 use crate::process::{Scheduler, Server, free_port};
 use crate::registry::{Registry, push};
 use wasmkube_plugin_host::{Code, Limits, NodeChange, PluginHost, SchedulerPlugin};
@@ -59,8 +59,7 @@ fn requests(cpu: &str) -> String {
 
 /// A field (a jsonpath) of an object named `KIND/NAME`.
 fn field_of(data_dir: &Path, object: &str, path: &str) -> String {
-    let path = format!("jsonpath={{{path}}}");
-    kubectl(data_dir, &["get", object, "-o", &path])
+    jsonpath(data_dir, object, &format!("{{{path}}}"))
 }
 
 /// A part (`status`, `reason`, `message`) of a condition of an object named
