@@ -112,9 +112,17 @@ deployment = client.V1Deployment(
     ),
 )
 apps.create_namespaced_deployment(NS, deployment)
-d = apps.read_namespaced_deployment("py-deploy", NS)
-d.spec.replicas = 4
-d = apps.replace_namespaced_deployment("py-deploy", NS, d)
+# Read, change, replace: the deployment controller writes the object too, so a
+# stale read gets 409 Conflict and is read again, as client-go's RetryOnConflict.
+for attempt in range(10):
+    d = apps.read_namespaced_deployment("py-deploy", NS)
+    d.spec.replicas = 4
+    try:
+        d = apps.replace_namespaced_deployment("py-deploy", NS, d)
+        break
+    except ApiException as e:
+        if e.status != 409 or attempt == 9:
+            raise
 assert d.spec.replicas == 4 and d.metadata.generation == 2
 scale = apps.read_namespaced_deployment_scale("py-deploy", NS)
 assert scale.spec.replicas == 4 and scale.status.selector == "app=py"
