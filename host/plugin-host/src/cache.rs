@@ -5,6 +5,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -44,10 +45,50 @@ pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> Result<Compon
     }
     let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
     let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
-    // Processes sharing a cache each write their own partial file.
-    let partial = artefact.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&partial, &compiled)
-        .and_then(|()| std::fs::rename(&partial, &artefact))
-        .map_err(|e| format!("writing {}: {e}", artefact.display()))?;
+    // Every compilation, of this process or another sharing the cache, writes
+    // its own partial file; the last rename wins with identical bytes.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let partial = artefact.with_extension(format!(
+        "partial-{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    // The artefact only saves the next compilation: failing to keep it is
+    // not a failure to load.
+    if let Err(e) =
+        std::fs::write(&partial, &compiled).and_then(|()| std::fs::rename(&partial, &artefact))
+    {
+        let _ = std::fs::remove_file(&partial);
+        tracing::warn!(artefact = %artefact.display(), error = %e, "compiled component not kept");
+    }
     Ok(component)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The empty component, `(component)`, in binary.
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn concurrent_compilations_of_one_component_all_load_and_keep_one_artefact() {
+        let cache = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        std::thread::scope(|s| {
+            let loads: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| compile(&engine, EMPTY, cache.path())))
+                .collect();
+            for load in loads {
+                load.join().unwrap().unwrap();
+            }
+        });
+        let files: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].ends_with(".cwasm"), "{files:?}");
+        compile(&engine, EMPTY, cache.path()).unwrap();
+    }
 }
