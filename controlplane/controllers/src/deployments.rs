@@ -41,7 +41,7 @@ struct Deployments {
 
 /// The hash of a template, as a label value: FNV-1a over its JSON and the
 /// collision count, written with Kubernetes' alphabet of safe characters.
-fn template_hash(template: &PodTemplateSpec, collisions: i32) -> String {
+pub(crate) fn template_hash(template: &PodTemplateSpec, collisions: i32) -> String {
     const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut hasher = Fnv::default();
     hasher.write(
@@ -114,7 +114,7 @@ fn status_of(set: &ReplicaSet, field: &str) -> i32 {
 }
 
 /// An int-or-percent of `total`, rounded up or down.
-fn scaled(value: Option<&IntOrString>, default: &str, total: i32, up: bool) -> i32 {
+pub(crate) fn scaled(value: Option<&IntOrString>, default: &str, total: i32, up: bool) -> i32 {
     let default = IntOrString::String(default.into());
     match value.unwrap_or(&default) {
         IntOrString::Int(n) => *n,
@@ -667,7 +667,7 @@ pub fn controller(
         context: Context::new(client, pods, "deployment-controller"),
         sets: sets.store(),
     });
-    drive(controller, Some(triggers), reconcile, context, closed)
+    drive(controller, triggers, reconcile, context, closed)
 }
 
 #[cfg(test)]

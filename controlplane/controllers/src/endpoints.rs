@@ -258,5 +258,5 @@ pub fn controller(
     let services = controller.store();
     let triggers = pods.triggers(move |pod| services_of(pod, &services));
     let context = Arc::new(Context::new(client, pods, "endpoint-controller"));
-    drive(controller, Some(triggers), reconcile, context, closed)
+    drive(controller, triggers, reconcile, context, closed)
 }

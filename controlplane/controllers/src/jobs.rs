@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 
-use crate::replicas::{active, create, delete, ready_since};
+use crate::replicas::{active, create, delete, pod_from, ready_since};
 use crate::runtime::{Context, Error, Pods, controller_of, drive};
 
 /// The labels a Job's pods carry.
@@ -113,15 +113,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                 .get_or_insert_default();
             labels.insert(JOB_NAME.into(), job.name_any());
             labels.insert(CONTROLLER_UID.into(), uid.clone());
-            create(
-                job.as_ref(),
-                &ctx,
-                &api,
-                &template,
-                &uid,
-                wanted - running.len(),
-            )
-            .await;
+            let pods = vec![pod_from(job.as_ref(), &template); wanted - running.len()];
+            create(job.as_ref(), &ctx, &api, &pods, &uid).await;
         } else if running.len() > wanted {
             delete(job.as_ref(), &ctx, &api, &running[wanted..], &uid).await;
         }
@@ -199,5 +192,5 @@ pub fn controller(
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
     let triggers = pods.triggers(job_of);
     let context = Arc::new(Context::new(client, pods, "job-controller"));
-    drive(controller, Some(triggers), reconcile, context, closed)
+    drive(controller, triggers, reconcile, context, closed)
 }

@@ -9,6 +9,8 @@
 //! - ReplicaSets and ReplicationControllers (one reconcile for both).
 //! - Deployments: a ReplicaSet per template, rolled by their strategy, with
 //!   revisions, rollback and the status `kubectl rollout` reads.
+//! - DaemonSets: a pod on every node that should run one, rolled node by
+//!   node.
 //! - Jobs: pods until enough succeed, within parallelism, a backoff limit
 //!   and a deadline.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
@@ -19,16 +21,18 @@
 
 pub mod runtime;
 
+mod daemonsets;
 mod deployments;
 mod endpoints;
 mod gc;
 mod jobs;
+pub mod placement;
 mod replicas;
 mod service_accounts;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ReplicationController;
+use k8s_openapi::api::core::v1::{Node, ReplicationController};
 use kube::Client;
 use tokio::sync::watch;
 
@@ -41,6 +45,8 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
     let endpoints = endpoints::controller(&client, &mut pods, closed.clone());
     let jobs = jobs::controller(&client, &mut pods, closed.clone());
+    let mut nodes = runtime::Informer::<Node>::default();
+    let daemons = daemonsets::controller(&client, &mut pods, &mut nodes, closed.clone());
     let mut sets = runtime::Informer::<ReplicaSet>::default();
     let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
     let mut deployment_objects = runtime::Informer::<Deployment>::default();
@@ -55,15 +61,18 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     };
     let collector = gc::collector(&client, informers, closed.clone());
     let mut stopped = closed;
-    let informing = futures::future::join5(
-        pods.run(client.clone()),
-        sets.run(client.clone()),
-        deployment_objects.run(client.clone()),
-        controller_objects.run(client.clone()),
-        job_objects.run(client),
+    let informing = futures::future::join(
+        nodes.run(client.clone()),
+        futures::future::join5(
+            pods.run(client.clone()),
+            sets.run(client.clone()),
+            deployment_objects.run(client.clone()),
+            controller_objects.run(client.clone()),
+            job_objects.run(client),
+        ),
     );
     let controlling = futures::future::join(
-        futures::future::join3(replica_sets, controllers, deployments),
+        futures::future::join4(replica_sets, controllers, deployments, daemons),
         futures::future::join4(accounts, endpoints, jobs, collector),
     );
     tokio::select! {

@@ -104,7 +104,7 @@ impl Replicated for ReplicationController {
     }
 }
 
-fn labels(pod: &Pod) -> BTreeMap<String, String> {
+pub(crate) fn labels(pod: &Pod) -> BTreeMap<String, String> {
     pod.metadata.labels.clone().unwrap_or_default()
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn ready_since(pod: &Pod) -> Option<Option<&Time>> {
 
 /// Whether the pod has been ready for `min_ready` seconds; if it is ready but
 /// not yet for that long, how long until it is.
-fn available(pod: &Pod, min_ready: i64, now: &Time) -> (bool, Option<Duration>) {
+pub(crate) fn available(pod: &Pod, min_ready: i64, now: &Time) -> (bool, Option<Duration>) {
     match ready_since(pod) {
         None => (false, None),
         Some(_) if min_ready <= 0 => (true, None),
@@ -148,7 +148,7 @@ fn available(pod: &Pod, min_ready: i64, now: &Time) -> (bool, Option<Duration>) 
 /// scheduled, pending before unknown before running, not ready before ready,
 /// ready for less time before more, more restarts before fewer, newer before
 /// older.
-fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
+pub(crate) fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
     let status = pod.status.as_ref();
     let scheduled = pod
         .spec
@@ -177,7 +177,10 @@ fn deletion_rank(pod: &Pod) -> impl Ord + use<> {
 }
 
 /// A pod for `owner` from its template.
-fn pod_from<K: Resource<DynamicType = ()>>(owner: &K, template: &PodTemplateSpec) -> Pod {
+pub(crate) fn pod_from<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    template: &PodTemplateSpec,
+) -> Pod {
     let mut metadata = template.metadata.clone().unwrap_or_default();
     metadata.name = None;
     metadata.generate_name = Some(format!("{}-", owner.name_any()));
@@ -256,15 +259,8 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
         let wanted = owner.replicas();
         if counted.len() < wanted {
             if let Some(template) = owner.template() {
-                failure = create(
-                    owner.as_ref(),
-                    &ctx,
-                    &api,
-                    template,
-                    &uid,
-                    wanted - counted.len(),
-                )
-                .await;
+                let pods = vec![pod_from(owner.as_ref(), template); wanted - counted.len()];
+                failure = create(owner.as_ref(), &ctx, &api, &pods, &uid).await;
             }
         } else if counted.len() > wanted {
             counted.sort_by_key(|p| deletion_rank(p));
@@ -275,22 +271,23 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
     write_status(owner.as_ref(), &ctx, &owned, failure).await
 }
 
-/// Creates `missing` pods in batches of 1, 2, 4… while they succeed;
-/// the failure, if any.
+/// Creates `pods` in batches of 1, 2, 4… while they succeed; the failure,
+/// if any.
 pub(crate) async fn create<K: Resource<DynamicType = ()>>(
     owner: &K,
     ctx: &Context,
     api: &Api<Pod>,
-    template: &PodTemplateSpec,
+    pods: &[Pod],
     uid: &str,
-    missing: usize,
 ) -> Option<(&'static str, String)> {
-    let pod = pod_from(owner, template);
     let params = PostParams::default();
     let (mut done, mut batch) = (0, 1);
-    while done < missing {
-        let size = batch.min(missing - done).min(MAX_BATCH);
-        let results = futures::future::join_all((0..size).map(|_| api.create(&params, &pod))).await;
+    while done < pods.len() {
+        let size = batch.min(pods.len() - done).min(MAX_BATCH);
+        let creations = pods[done..done + size]
+            .iter()
+            .map(|pod| api.create(&params, pod));
+        let results = futures::future::join_all(creations).await;
         let mut created = HashSet::new();
         let mut failed = None;
         for result in results {
@@ -482,7 +479,7 @@ pub fn controller<K: Replicated>(
     let owners = controller.store();
     let triggers = pods.triggers(move |pod| owners_of::<K>(pod, &owners));
     let context = Arc::new(Context::new(client, pods, K::COMPONENT));
-    drive(controller, Some(triggers), reconcile::<K>, context, closed)
+    drive(controller, triggers, reconcile::<K>, context, closed)
 }
 
 #[cfg(test)]

@@ -288,10 +288,10 @@ impl Context {
 }
 
 /// Runs `controller`'s reconciles of `K` with `context` until `closed`,
-/// triggered by changes to its objects and by `triggers`, if any.
+/// triggered by changes to its objects and by `triggers`.
 pub fn drive<K, C, F>(
     controller: Controller<K>,
-    triggers: Option<mpsc::UnboundedReceiver<ObjectRef<K>>>,
+    triggers: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
     reconcile: impl FnMut(Arc<K>, Arc<C>) -> F + Send + 'static,
     context: Arc<C>,
     closed: watch::Receiver<bool>,
@@ -301,10 +301,7 @@ where
     C: Send + Sync + 'static,
     F: Future<Output = Result<Action, Error>> + Send + 'static,
 {
-    let controller = match triggers {
-        Some(triggers) => controller.reconcile_on(triggers),
-        None => controller,
-    };
+    let controller = controller.reconcile_on(triggers);
     let mut closed = closed;
     controller
         .graceful_shutdown_on(async move {

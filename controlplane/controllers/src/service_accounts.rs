@@ -64,5 +64,11 @@ pub fn controller(
                 .map(|ns| ObjectRef::<Namespace>::new(&ns))
         },
     );
-    drive(controller, None, reconcile, context, closed)
+    drive(
+        controller,
+        futures::stream::empty(),
+        reconcile,
+        context,
+        closed,
+    )
 }
