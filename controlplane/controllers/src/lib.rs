@@ -11,6 +11,7 @@
 //!   revisions, rollback and the status `kubectl rollout` reads.
 //! - DaemonSets: a pod on every node that should run one, rolled node by
 //!   node.
+//! - StatefulSets: pods with stable names and claims, in order.
 //! - Jobs: pods until enough succeed, within parallelism, a backoff limit
 //!   and a deadline.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
@@ -29,6 +30,7 @@ mod jobs;
 pub mod placement;
 mod replicas;
 mod service_accounts;
+mod statefulsets;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -45,6 +47,7 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     let accounts = service_accounts::controller(&client, &pods, closed.clone());
     let endpoints = endpoints::controller(&client, &mut pods, closed.clone());
     let jobs = jobs::controller(&client, &mut pods, closed.clone());
+    let stateful = statefulsets::controller(&client, &mut pods, closed.clone());
     let mut nodes = runtime::Informer::<Node>::default();
     let daemons = daemonsets::controller(&client, &mut pods, &mut nodes, closed.clone());
     let mut sets = runtime::Informer::<ReplicaSet>::default();
@@ -73,7 +76,7 @@ pub async fn run(client: Client, closed: watch::Receiver<bool>) {
     );
     let controlling = futures::future::join(
         futures::future::join4(replica_sets, controllers, deployments, daemons),
-        futures::future::join4(accounts, endpoints, jobs, collector),
+        futures::future::join5(accounts, endpoints, jobs, collector, stateful),
     );
     tokio::select! {
         _ = informing => {}
