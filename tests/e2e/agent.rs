@@ -14,22 +14,24 @@ use crate::proxy::Proxy;
 /// kubectl 1.33 on the cluster of `data_dir`: its output, or its error output
 /// after `ERROR: ` when it fails.
 pub(crate) fn run_kubectl(data_dir: &Path, args: &[&str]) -> String {
-    let binary = std::fs::canonicalize(crate::kubectl::which("kubectl"))
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("kubectl.1.33");
-    let out = Command::new(binary)
-        .arg("--kubeconfig")
-        .arg(data_dir.join("kubeconfig"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = kubectl_command(data_dir).args(args).output().unwrap();
     if out.status.success() {
         String::from_utf8(out.stdout).unwrap()
     } else {
         format!("ERROR: {}", String::from_utf8_lossy(&out.stderr))
     }
+}
+
+/// A kubectl 1.33 command on the cluster of `data_dir`.
+pub(crate) fn kubectl_command(data_dir: &Path) -> Command {
+    let binary = std::fs::canonicalize(crate::kubectl::which("kubectl"))
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("kubectl.1.33");
+    let mut command = Command::new(binary);
+    command.arg("--kubeconfig").arg(data_dir.join("kubeconfig"));
+    command
 }
 
 /// kubectl that must succeed.

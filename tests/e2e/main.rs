@@ -15,3 +15,4 @@ mod python;
 mod registry;
 mod scheduler;
 mod server;
+mod workloads;

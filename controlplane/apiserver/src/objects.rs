@@ -393,6 +393,21 @@ fn pod_spec_defaults(object: &mut Value, spec: &str) {
     }
 }
 
+/// An update strategy's defaults, field by field: `RollingUpdate`, and
+/// then the given fields of `rollingUpdate`.
+fn rolling_defaults(object: &mut Value, strategy: &str, fields: &[(&str, Value)]) {
+    default(object, &format!("{strategy}/type"), json!("RollingUpdate"));
+    if object.pointer(&format!("{strategy}/type")) == Some(&json!("RollingUpdate")) {
+        for (field, value) in fields {
+            default(
+                object,
+                &format!("{strategy}/rollingUpdate/{field}"),
+                value.clone(),
+            );
+        }
+    }
+}
+
 fn workload_defaults(object: &mut Value) {
     default(object, "/spec/replicas", json!(1));
     default(object, "/spec/revisionHistoryLimit", json!(10));
@@ -433,10 +448,10 @@ const DEFAULTS: &[(&str, &str, Defaulter)] = &[
     ("apps", "Deployment", |o| {
         workload_defaults(o);
         default(o, "/spec/progressDeadlineSeconds", json!(600));
-        default(
+        rolling_defaults(
             o,
             "/spec/strategy",
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
         );
     }),
     ("apps", "ReplicaSet", |o| {
@@ -446,19 +461,15 @@ const DEFAULTS: &[(&str, &str, Defaulter)] = &[
     ("apps", "StatefulSet", |o| {
         workload_defaults(o);
         default(o, "/spec/podManagementPolicy", json!("OrderedReady"));
-        default(
-            o,
-            "/spec/updateStrategy",
-            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-        );
+        rolling_defaults(o, "/spec/updateStrategy", &[("partition", json!(0))]);
     }),
     ("apps", "DaemonSet", |o| {
         default(o, "/spec/revisionHistoryLimit", json!(10));
         pod_spec_defaults(o, "/spec/template/spec");
-        default(
+        rolling_defaults(
             o,
             "/spec/updateStrategy",
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
         );
     }),
     ("batch", "Job", |o| {
@@ -601,6 +612,20 @@ mod tests {
         assert_eq!(
             d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
             "Always"
+        );
+        let daemons = by_kind("apps", "v1", "DaemonSet").unwrap();
+        let mut half =
+            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}});
+        apply_defaults(daemons, &mut half);
+        assert_eq!(
+            half["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}})
+        );
+        let mut on_delete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
+        apply_defaults(daemons, &mut on_delete);
+        assert_eq!(
+            on_delete["spec"]["updateStrategy"],
+            json!({"type": "OnDelete"})
         );
         let mut kept = json!({"spec": {"replicas": 0}});
         apply_defaults(deploy, &mut kept);
