@@ -469,56 +469,134 @@ fn a_paused_deployment_waits_to_roll_until_resumed() {
     assert_eq!(replicas, ["0", "2"]);
 }
 
-/// A Job running `image` with `spec` (YAML flow entries) added to its spec.
-fn job(name: &str, image: &str, spec: &str) -> String {
+/// A Job running `image` with `spec` (YAML lines) added to its spec and
+/// `container` (YAML flow entries) to its container.
+fn job(name: &str, image: &str, spec: &str, container: &str) -> String {
     format!(
-        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n  {spec}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: run, image: '{image}', imagePullPolicy: Never}}\n"
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n  {spec}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: run, image: '{image}', imagePullPolicy: Never{container}}}\n"
     )
+}
+
+/// Waits for `condition` of `job`.
+fn wait_for(d: &Path, condition: &str, job: &str) {
+    let waited = kubectl(
+        d,
+        &[
+            "wait",
+            &format!("--for=condition={condition}"),
+            job,
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
 }
 
 #[test]
 fn jobs_run_to_their_completions_or_their_backoff_limit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    import_examples(d, &["hello", "fail"]);
+    import_examples(d, &["hello", "fail", "sleep"]);
     let _server = Server::start(d);
     ready_node(d);
-    apply(
-        d,
-        &job(
-            "three",
-            "examples/hello:1",
-            "completions: 3\n  parallelism: 2",
+    let index = ", env: [{name: GREETING_INDEX, valueFrom: {fieldRef: {fieldPath: \"metadata.annotations['batch.kubernetes.io/job-completion-index']\"}}}]";
+    let policy =
+        "podFailurePolicy: {rules: [{action: FailJob, onExitCodes: {operator: In, values: [1]}}]}";
+    let jobs = [
+        job(
+            "five",
+            "examples/sleep:1",
+            "completions: 5\n  parallelism: 2",
+            ", args: ['1']",
         ),
-    );
-    apply(d, &job("doomed", "examples/fail:1", "backoffLimit: 1"));
-    let waited = kubectl(
-        d,
-        &[
-            "wait",
-            "--for=condition=complete",
-            "job/three",
-            "--timeout=60s",
-        ],
-    );
-    assert!(waited.contains("condition met"), "{waited}");
+        job("doomed", "examples/fail:1", "backoffLimit: 1", ""),
+        job(
+            "indexed",
+            "examples/hello:1",
+            "completions: 3\n  parallelism: 3\n  completionMode: Indexed",
+            index,
+        ),
+        job("judged", "examples/fail:1", policy, ""),
+        job(
+            "brief",
+            "examples/hello:1",
+            "ttlSecondsAfterFinished: 1",
+            "",
+        ),
+    ];
+    // Never more than two of five at once.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, d) = (watching.clone(), d.to_owned());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let phases = each_pod(&d, "five", "{.status.phase}");
+                let active = phases
+                    .lines()
+                    .filter(|p| !p.is_empty() && *p != "Succeeded" && *p != "Failed");
+                most = most.max(active.count());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            most
+        })
+    };
+    apply(d, &jobs.join("---\n"));
+    wait_for(d, "complete", "job/five");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
-        jsonpath(d, "job/three", "{.status.succeeded} {.status.active}"),
-        "3 0"
+        watcher.join().unwrap(),
+        2,
+        "at most, and at some time, two at once"
     );
-    let phases = each_pod(d, "three", "{.status.phase}");
-    assert_eq!(phases.lines().collect::<Vec<_>>(), ["Succeeded"; 3]);
+    assert_eq!(
+        jsonpath(d, "job/five", "{.status.succeeded} {.status.active}"),
+        "5 0"
+    );
+    let phases = each_pod(d, "five", "{.status.phase}");
+    assert_eq!(phases.lines().collect::<Vec<_>>(), ["Succeeded"; 5]);
 
-    let waited = kubectl(
-        d,
-        &[
-            "wait",
-            "--for=condition=failed",
-            "job/doomed",
-            "--timeout=60s",
-        ],
+    // Each index once, each pod told its own.
+    wait_for(d, "complete", "job/indexed");
+    assert_eq!(
+        jsonpath(d, "job/indexed", "{.status.completedIndexes}"),
+        "0-2"
     );
-    assert!(waited.contains("condition met"), "{waited}");
+    let mut told: Vec<String> = each_pod(d, "indexed", "{.metadata.name}")
+        .lines()
+        .map(|pod| {
+            let logs = kubectl(d, &["logs", pod]);
+            let line = logs.lines().find(|l| l.starts_with("GREETING_INDEX="));
+            let index = jsonpath(
+                d,
+                &format!("pod/{pod}"),
+                "{.metadata.labels.batch\\.kubernetes\\.io/job-completion-index}",
+            );
+            format!("{} {index}", line.unwrap_or(&logs))
+        })
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            "GREETING_INDEX=0 0",
+            "GREETING_INDEX=1 1",
+            "GREETING_INDEX=2 2"
+        ]
+    );
+
+    // The failure policy fails a Job at its first matching failure.
+    wait_for(d, "failed", "job/judged");
+    assert_eq!(
+        jsonpath(
+            d,
+            "job/judged",
+            "{.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}"
+        ),
+        "1 PodFailurePolicy"
+    );
+
+    // The back-off limit: the second failure (ten seconds after the first) ends it.
+    wait_for(d, "failed", "job/doomed");
     assert_eq!(
         jsonpath(
             d,
@@ -527,9 +605,27 @@ fn jobs_run_to_their_completions_or_their_backoff_limit() {
         ),
         "2 BackoffLimitExceeded"
     );
-    // Deleted, it takes its pods.
-    kubectl(d, &["delete", "job", "three"]);
+    let starts = each_pod(d, "doomed", "{.metadata.creationTimestamp}");
+    let mut starts: Vec<k8s_openapi::jiff::Timestamp> =
+        starts.lines().map(|t| t.parse().unwrap()).collect();
+    starts.sort();
+    let apart = starts[1].duration_since(starts[0]).as_secs();
+    assert!(apart >= 9, "the second pod came {apart} s after the first");
+
+    // A finished Job with a time to live goes, with its pods.
     eventually(Duration::from_secs(30), "", || {
-        each_pod(d, "three", "{.metadata.name}")
+        jsonpath(
+            d,
+            "jobs",
+            "{.items[?(@.metadata.name==\"brief\")].metadata.name}",
+        )
+    });
+    eventually(Duration::from_secs(30), "", || {
+        each_pod(d, "brief", "{.metadata.name}")
+    });
+    // Deleted, a Job takes its pods.
+    kubectl(d, &["delete", "job", "five"]);
+    eventually(Duration::from_secs(30), "", || {
+        each_pod(d, "five", "{.metadata.name}")
     });
 }
