@@ -97,6 +97,13 @@ struct UpArgs {
     server: ServerArgs,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+/// The scheduler and the controllers, run beside the API server.
+#[derive(Debug, Args)]
+struct ControlArgs {
     /// The scheduler's profiles (a KubeSchedulerConfiguration; default: one
     /// profile, `default-scheduler`, with the default plugins).
     #[arg(long, value_name = "FILE")]
@@ -105,6 +112,8 @@ struct UpArgs {
     /// `http://ADDRESS/metrics`.
     #[arg(long, value_name = "ADDRESS")]
     scheduler_metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    controlling: ControllingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +138,43 @@ struct ControllerArgs {
     /// How to reach the API server.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    controlling: ControllingArgs,
+}
+
+#[derive(Debug, Args)]
+struct ControllingArgs {
+    /// How long a node may go unheard (its Lease not renewed) before it is
+    /// marked Unknown and tainted unreachable: `40s`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+}
+
+impl ControllingArgs {
+    fn settings(&self) -> wasmkube_controllers::Settings {
+        wasmkube_controllers::Settings {
+            node_monitor_grace: self.node_monitor_grace_period,
+        }
+    }
+}
+
+/// A duration as Kubernetes' flags write it: `500ms`, `40s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("expected a duration like 40s, got {text:?}"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => bail!("expected a duration like 40s (ms, s, m or h), got {text:?}"),
+    };
+    Ok(std::time::Duration::from_millis(number * millis))
 }
 
 /// The scheduler's configuration, read from `config` (or the defaults).
@@ -251,10 +297,7 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) => server(args, None).await,
-        Command::Up(args) => {
-            let node = Some((args.node, args.scheduler_config, args.scheduler_metrics));
-            server(args.server, node).await
-        }
+        Command::Up(args) => server(args.server, Some((args.control, args.node))).await,
         Command::Agent(args) => agent(args).await,
         Command::Scheduler(args) => {
             let scheduling = Scheduling {
@@ -276,7 +319,7 @@ async fn main() -> Result<()> {
                 shutdown().await;
                 closing.send_replace(true);
             });
-            wasmkube_controllers::run(client, closed).await;
+            wasmkube_controllers::run(client, args.controlling.settings(), closed).await;
             Ok(())
         }
         Command::Image(ImageCommand::Import {
@@ -308,12 +351,9 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Serves the API; with a node, runs the scheduler and that node's agent in
-/// the same process.
-async fn server(
-    args: ServerArgs,
-    node: Option<(NodeArgs, Option<PathBuf>, Option<SocketAddr>)>,
-) -> Result<()> {
+/// Serves the API; with a control plane and a node, runs the scheduler, the
+/// controllers and that node's agent in the same process.
+async fn server(args: ServerArgs, up: Option<(ControlArgs, NodeArgs)>) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = match args.store {
@@ -352,13 +392,13 @@ async fn server(
     let api = ApiServer::start(store).await?;
     let router = api.router();
     let (closing, closed) = tokio::sync::watch::channel(false);
-    if let Some((node, scheduler, metrics)) = node {
+    if let Some((control, node)) = up {
         let client = Client::try_from(KubeConfig::new(url.parse()?))?;
         // A bad configuration stops the start; its plugins compile while the
         // API serves.
         let scheduling = Scheduling {
-            config: scheduler_config(scheduler.as_deref())?,
-            metrics,
+            config: scheduler_config(control.scheduler_config.as_deref())?,
+            metrics: control.scheduler_metrics,
         };
         let (data_dir, scheduler_client, closed_too) =
             (args.data_dir.clone(), client.clone(), closed.clone());
@@ -367,7 +407,11 @@ async fn server(
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
             }
         });
-        tokio::spawn(wasmkube_controllers::run(client.clone(), closed.clone()));
+        tokio::spawn(wasmkube_controllers::run(
+            client.clone(),
+            control.controlling.settings(),
+            closed.clone(),
+        ));
         let agent = node.agent(client, &args.data_dir)?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;

@@ -17,6 +17,11 @@ impl Server {
         Server::start_with("up", data_dir, &[])
     }
 
+    /// Starts `wasmkube up` with more arguments.
+    pub fn start_up(data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_with("up", data_dir, args)
+    }
+
     /// Starts `wasmkube server` with the embedded store on a given address.
     pub fn start_at(data_dir: &Path, address: &str) -> Server {
         Server::start_with("server", data_dir, &["--listen", address])

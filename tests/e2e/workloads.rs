@@ -2,7 +2,8 @@
 //! machine under other node names): a DaemonSet covers every node, a node
 //! that joins gets its pod, and a new template rolls node by node; a
 //! StatefulSet's pods come up in order under stable names, come back under
-//! them, and get the claims of their templates.
+//! them, and get the claims of their templates; a node that goes silent
+//! turns Unknown, is tainted, and its pods are made again elsewhere.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -42,10 +43,10 @@ fn nodes_ready(data_dir: &Path, count: usize) {
     });
 }
 
-/// `node=phase` of each pod labelled `app=APP`, sorted, and their names.
+/// `node=phase` of each pod labelled `app=APP` not being deleted, sorted,
+/// and their names.
 fn placed(data_dir: &Path, app: &str) -> (Vec<String>, Vec<String>) {
-    let template =
-        "{range .items[*]}{.metadata.name} {.spec.nodeName}={.status.phase}{\"\\n\"}{end}";
+    let template = "{range .items[*]}{.metadata.name} {.spec.nodeName}={.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}";
     let listed = kubectl(
         data_dir,
         &[
@@ -59,9 +60,12 @@ fn placed(data_dir: &Path, app: &str) -> (Vec<String>, Vec<String>) {
     );
     let (mut names, mut places) = (Vec::new(), Vec::new());
     for line in listed.lines().filter(|l| !l.is_empty()) {
-        let (name, place) = line.split_once(' ').unwrap();
-        names.push(name.to_owned());
-        places.push(place.to_owned());
+        let mut fields = line.split(' ');
+        let (name, place) = (fields.next().unwrap(), fields.next().unwrap());
+        if fields.next().is_none_or(str::is_empty) {
+            names.push(name.to_owned());
+            places.push(place.to_owned());
+        }
     }
     places.sort();
     (names, places)
@@ -152,6 +156,11 @@ fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
         ),
         "3 3 0"
     );
+    // Deleted, it takes its pods.
+    kubectl(&data, &["delete", "ds", "logs"]);
+    eventually(Duration::from_secs(30), "[]", || {
+        format!("{:?}", placed(&data, "logs").0)
+    });
     assert!(server.stop());
 }
 
@@ -292,6 +301,73 @@ fn a_stateful_set_comes_up_in_order_under_stable_names_with_its_claims() {
             "pods",
             "{.items[?(@.metadata.labels.app==\"db\")].spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
         )
+    });
+    // Deleted, it takes its pods and leaves its claims.
+    kubectl(&data, &["delete", "sts", "db"]);
+    eventually(Duration::from_secs(30), "[]", || {
+        format!("{:?}", placed(&data, "db").0)
+    });
+    assert_eq!(
+        jsonpath(&data, "pvc", "{.items[*].metadata.name}"),
+        "data-db-0 data-db-1"
+    );
+    assert!(server.stop());
+}
+
+#[test]
+fn a_silent_node_turns_unknown_and_its_pods_move_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("up");
+    import_examples(&data, &["sleep"]);
+    let server = Server::start_up(&data, &["--node-monitor-grace-period", "20s"]);
+    let first = ready_node(&data);
+    let second = join(&data, dir.path(), "edge-2");
+    nodes_ready(&data, 2);
+    let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}]\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}]\n";
+    apply(
+        &data,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 4\n{}{spread}",
+            sleeper("web", "1")
+        ),
+    );
+    eventually(Duration::from_secs(60), "4", || {
+        let (_, places) = placed(&data, "web");
+        places
+            .iter()
+            .filter(|p| p.ends_with("=Running"))
+            .count()
+            .to_string()
+    });
+    let (_, places) = placed(&data, "web");
+    assert!(
+        places.iter().any(|p| p.starts_with("edge-2=")),
+        "{places:?}"
+    );
+
+    drop(second);
+    eventually(Duration::from_secs(60), "Unknown", || {
+        jsonpath(
+            &data,
+            "node/edge-2",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+    });
+    eventually(
+        Duration::from_secs(10),
+        "node.kubernetes.io/unreachable:NoSchedule node.kubernetes.io/unreachable:NoExecute ",
+        || {
+            let taints = "{range .spec.taints[*]}{.key}:{.effect} {end}";
+            jsonpath(&data, "node/edge-2", taints)
+        },
+    );
+    assert_eq!(
+        jsonpath(&data, &format!("node/{first}"), "{.spec.taints}"),
+        ""
+    );
+    let want = format!("{:?}", running_on(&[&first, &first, &first, &first]));
+    eventually(Duration::from_secs(60), &want, || {
+        format!("{:?}", placed(&data, "web").1)
     });
     assert!(server.stop());
 }

@@ -408,6 +408,30 @@ fn rolling_defaults(object: &mut Value, strategy: &str, fields: &[(&str, Value)]
     }
 }
 
+/// What Kubernetes' DefaultTolerationSeconds admission gives a pod: five
+/// minutes on a node that is not ready or unreachable before it is evicted,
+/// unless it says otherwise.
+fn default_toleration_seconds(pod: &mut Value) {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerations = &pod["spec"]["tolerations"];
+        let said = tolerations.as_array().into_iter().flatten().any(|t| {
+            t["key"] == key
+                && (t["effect"] == "NoExecute" || t["effect"].as_str().is_none_or(str::is_empty))
+        });
+        if !said {
+            if !tolerations.is_array() {
+                set_pointer(pod, "/spec/tolerations", json!([]));
+            }
+            if let Some(list) = pod["spec"]["tolerations"].as_array_mut() {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+}
+
 fn workload_defaults(object: &mut Value) {
     default(object, "/spec/replicas", json!(1));
     default(object, "/spec/revisionHistoryLimit", json!(10));
@@ -422,6 +446,7 @@ type Defaulter = fn(&mut Value);
 const DEFAULTS: &[(&str, &str, Defaulter)] = &[
     ("", "Pod", |o| {
         pod_spec_defaults(o, "/spec");
+        default_toleration_seconds(o);
         default(o, "/status/phase", json!("Pending"));
     }),
     ("", "Namespace", |o| {
@@ -627,6 +652,15 @@ mod tests {
             on_delete["spec"]["updateStrategy"],
             json!({"type": "OnDelete"})
         );
+        let pods = by_kind("", "v1", "Pod").unwrap();
+        let mut pod = json!({"spec": {"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}]}});
+        apply_defaults(pods, &mut pod);
+        let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(tolerations.len(), 2, "{tolerations:?}");
+        assert_eq!(tolerations[0]["tolerationSeconds"], 2);
+        assert_eq!(tolerations[1]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(tolerations[1]["tolerationSeconds"], 300);
         let mut kept = json!({"spec": {"replicas": 0}});
         apply_defaults(deploy, &mut kept);
         assert_eq!(kept["spec"]["replicas"], 0);

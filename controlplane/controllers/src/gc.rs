@@ -2,19 +2,15 @@
 //! (background propagation); an owner being deleted in the foreground keeps
 //! its `foregroundDeletion` finalizer until the dependents that block it are
 //! gone; one deleted with the `orphan` finalizer first lets its dependents go
-//! (their reference to it removed). Owners and dependents are the kinds the
-//! controllers make: Deployments, ReplicaSets, ReplicationControllers and
-//! Jobs own ReplicaSets and Pods.
+//! (their reference to it removed). It knows the kinds it is given, each
+//! from a shared informer: as owners, and (those marked so) as dependents.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -57,14 +53,45 @@ impl Node {
     }
 }
 
+/// A kind the collector knows, through its cache.
+trait Known: Send + Sync {
+    /// The object `namespace/name`, if the cache has it.
+    fn get(&self, namespace: &str, name: &str) -> Option<Seen>;
+    /// Every object in the cache.
+    fn all(&self) -> Vec<(Node, Seen)>;
+    /// Its API resource.
+    fn resource(&self) -> ApiResource;
+    /// Waits until the cache has listed; false if it never will.
+    fn ready(&self) -> futures::future::BoxFuture<'_, bool>;
+}
+
+impl<K> Known for Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn get(&self, namespace: &str, name: &str) -> Option<Seen> {
+        let found = Store::get(self, &ObjectRef::new(name).within(namespace))?;
+        Some(seen(found.as_ref()))
+    }
+    fn all(&self) -> Vec<(Node, Seen)> {
+        let objects = self.state().into_iter();
+        objects
+            .map(|o| (Node::of(o.as_ref()), seen(o.as_ref())))
+            .collect()
+    }
+    fn resource(&self) -> ApiResource {
+        ApiResource::erase::<K>(&())
+    }
+    fn ready(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move { self.wait_until_ready().await.is_ok() })
+    }
+}
+
 /// The caches the collector reads.
 struct Graph {
     client: Client,
-    pods: Store<Pod>,
-    sets: Store<ReplicaSet>,
-    deployments: Store<Deployment>,
-    controllers: Store<ReplicationController>,
-    jobs: Store<Job>,
+    /// By kind: its cache, and whether it can be a dependent.
+    kinds: HashMap<String, (Box<dyn Known>, bool)>,
 }
 
 /// What the collector knows of an object: its uid, owners and finalizers,
@@ -85,41 +112,18 @@ fn seen<K: Resource>(object: &K) -> Seen {
     }
 }
 
-fn find<K>(store: &Store<K>, node: &Node) -> Option<Seen>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let found = store.get(&ObjectRef::new(&node.name).within(&node.namespace))?;
-    Some(seen(found.as_ref()))
-}
-
 impl Graph {
     /// The object `node`, if the collector knows its kind and it exists.
     /// `None` for a kind it does not know.
     fn get(&self, node: &Node) -> Option<Option<Seen>> {
-        Some(match node.kind.as_str() {
-            "Pod" => find(&self.pods, node),
-            "ReplicaSet" => find(&self.sets, node),
-            "Deployment" => find(&self.deployments, node),
-            "ReplicationController" => find(&self.controllers, node),
-            "Job" => find(&self.jobs, node),
-            _ => return None,
-        })
+        let (known, _) = self.kinds.get(&node.kind)?;
+        Some(known.get(&node.namespace, &node.name))
     }
 
-    /// Every object that can be a dependent: pods and ReplicaSets.
+    /// Every object that can be a dependent.
     fn all_dependents(&self) -> Vec<(Node, Seen)> {
-        let pods = self
-            .pods
-            .state()
-            .into_iter()
-            .map(|p| (Node::of(p.as_ref()), seen(p.as_ref())));
-        let sets = self
-            .sets
-            .state()
-            .into_iter()
-            .map(|s| (Node::of(s.as_ref()), seen(s.as_ref())));
-        pods.chain(sets).collect()
+        let dependents = self.kinds.values().filter(|(_, dependent)| *dependent);
+        dependents.flat_map(|(known, _)| known.all()).collect()
     }
 
     /// The dependents that name `uid` as an owner.
@@ -254,14 +258,7 @@ impl Graph {
     /// The API of `node`'s kind, in its namespace, if the collector knows
     /// the kind.
     fn api(&self, node: &Node) -> Option<Api<DynamicObject>> {
-        let kind = match node.kind.as_str() {
-            "Pod" => ApiResource::erase::<Pod>(&()),
-            "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
-            "Deployment" => ApiResource::erase::<Deployment>(&()),
-            "ReplicationController" => ApiResource::erase::<ReplicationController>(&()),
-            "Job" => ApiResource::erase::<Job>(&()),
-            _ => return None,
-        };
+        let kind = self.kinds.get(&node.kind)?.0.resource();
         Some(Api::namespaced_with(
             self.client.clone(),
             &node.namespace,
@@ -338,52 +335,52 @@ where
     });
 }
 
-/// The informers the collector reads.
-pub struct Informers<'a> {
-    /// Pods.
-    pub pods: &'a mut Informer<Pod>,
-    /// ReplicaSets.
-    pub sets: &'a mut Informer<ReplicaSet>,
-    /// Deployments.
-    pub deployments: &'a mut Informer<Deployment>,
-    /// ReplicationControllers.
-    pub controllers: &'a mut Informer<ReplicationController>,
-    /// Jobs.
-    pub jobs: &'a mut Informer<Job>,
+/// The kinds the collector is to know, before it starts.
+pub struct Kinds {
+    graph: Graph,
+    to: mpsc::UnboundedSender<Node>,
+    changes: mpsc::UnboundedReceiver<Node>,
 }
 
-/// The collector, until `closed`.
-pub fn collector(
-    client: &Client,
-    informers: Informers<'_>,
-    closed: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + use<> {
-    let (to, mut changes) = mpsc::unbounded();
-    watch_changes(informers.pods, &to);
-    watch_changes(informers.sets, &to);
-    watch_changes(informers.deployments, &to);
-    watch_changes(informers.controllers, &to);
-    watch_changes(informers.jobs, &to);
-    let graph = Graph {
-        client: client.clone(),
-        pods: informers.pods.store(),
-        sets: informers.sets.store(),
-        deployments: informers.deployments.store(),
-        controllers: informers.controllers.store(),
-        jobs: informers.jobs.store(),
-    };
+impl Kinds {
+    /// No kinds yet, for the API of `client`.
+    pub fn new(client: &Client) -> Kinds {
+        let (to, changes) = mpsc::unbounded();
+        Kinds {
+            graph: Graph {
+                client: client.clone(),
+                kinds: HashMap::new(),
+            },
+            to,
+            changes,
+        }
+    }
+
+    /// Knows the kind of `informer`, as an owner and, when `dependent`, as
+    /// a dependent too.
+    pub fn know<K>(&mut self, informer: &mut Informer<K>, dependent: bool) -> &mut Kinds
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        watch_changes(informer, &self.to);
+        let kind = K::kind(&()).into_owned();
+        let known: Box<dyn Known> = Box::new(informer.store());
+        self.graph.kinds.insert(kind, (known, dependent));
+        self
+    }
+}
+
+/// The collector of `kinds`, until `closed`.
+pub fn collector(kinds: Kinds, closed: watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
+    let Kinds {
+        graph, mut changes, ..
+    } = kinds;
     let mut closed = closed;
     async move {
         // Nothing is collected before every cache has listed once: an owner
         // not listed yet is not an owner gone.
-        for ready in [
-            graph.pods.wait_until_ready().await.is_ok(),
-            graph.sets.wait_until_ready().await.is_ok(),
-            graph.deployments.wait_until_ready().await.is_ok(),
-            graph.controllers.wait_until_ready().await.is_ok(),
-            graph.jobs.wait_until_ready().await.is_ok(),
-        ] {
-            if !ready {
+        for (known, _) in graph.kinds.values() {
+            if !known.ready().await {
                 return;
             }
         }
@@ -401,12 +398,7 @@ pub fn collector(
                     None => return,
                 },
                 _ = sweep.tick() => {
-                    for pod in graph.pods.state() {
-                        due.insert(Node::of(pod.as_ref()));
-                    }
-                    for set in graph.sets.state() {
-                        due.insert(Node::of(set.as_ref()));
-                    }
+                    due.extend(graph.all_dependents().into_iter().map(|(node, _)| node));
                 }
                 _ = closed.wait_for(|c| *c) => return,
             }

@@ -32,6 +32,15 @@ fn memory_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The node's Ready condition, as the agent posts it at `time`.
+fn ready(time: &str) -> serde_json::Value {
+    json!({
+        "type": "Ready", "status": "True", "reason": "AgentReady",
+        "message": "the wasm agent is posting ready status",
+        "lastHeartbeatTime": time, "lastTransitionTime": time,
+    })
+}
+
 /// Creates the node if it is missing, then writes its status, with the address
 /// of the agent's endpoint; the node's `spec.podCIDR`, if it has one.
 pub(crate) async fn register(
@@ -64,11 +73,7 @@ pub(crate) async fn register(
     let status = json!({"status": {
         "capacity": capacity,
         "allocatable": capacity,
-        "conditions": [{
-            "type": "Ready", "status": "True", "reason": "AgentReady",
-            "message": "the wasm agent is posting ready status",
-            "lastHeartbeatTime": time, "lastTransitionTime": time,
-        }],
+        "conditions": [ready(&time)],
         "addresses": [
             {"type": "InternalIP", "address": endpoint.ip().to_string()},
             {"type": "Hostname", "address": name},
@@ -92,6 +97,7 @@ pub(crate) async fn register(
 
 /// Renews the node's Lease every [`RENEW_EVERY`] until `closing`.
 pub(crate) async fn renew_lease(client: Client, name: String, mut closing: watch::Receiver<bool>) {
+    let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     loop {
         let lease = json!({
@@ -100,12 +106,43 @@ pub(crate) async fn renew_lease(client: Client, name: String, mut closing: watch
             "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now(true)},
         });
         let apply = PatchParams::apply(MANAGER).force();
-        if let Err(e) = leases.patch(&name, &apply, &Patch::Apply(&lease)).await {
-            tracing::warn!(error = %e, "renewing the node lease");
+        match leases.patch(&name, &apply, &Patch::Apply(&lease)).await {
+            Ok(_) => {
+                if let Err(e) = ready_again(&nodes, &name).await {
+                    tracing::warn!(error = %e, "posting the node ready");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the node lease"),
         }
         tokio::select! {
             _ = closing.wait_for(|closed| *closed) => return,
             () = tokio::time::sleep(RENEW_EVERY) => {}
         }
     }
+}
+
+/// Posts the node Ready again if it is not: the node lifecycle controller
+/// marks a node it has not heard from Unknown, and an agent heard again is
+/// ready.
+async fn ready_again(nodes: &Api<Node>, name: &str) -> Result<(), kube::Error> {
+    let node = nodes.get_status(name).await?;
+    let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+    {
+        return Ok(());
+    }
+    let time = now(false);
+    let kept: Vec<serde_json::Value> = conditions
+        .iter()
+        .filter(|c| c.type_ != "Ready")
+        .map(|c| json!(c))
+        .chain([ready(&time)])
+        .collect();
+    let status = json!({"status": {"conditions": kept}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
 }
