@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use wasmkube_types::ResourceType;
+use wasmkube_types::cron::{self, Schedule};
 use wasmkube_types::selector::labels::{Operator, Requirement, Selector};
 use wasmkube_types::validation::{is_dns1123_label, regex_error};
 
@@ -34,6 +35,14 @@ const CHECKS: &[(&str, &str, Check)] = &[
         template(&o["spec"], "spec.template", RUN_TO_END, e);
     }),
     ("batch", "CronJob", |o, e| {
+        let schedule = o["spec"]["schedule"].as_str().unwrap_or_default();
+        if let Err(why) = schedule.parse::<Schedule>() {
+            e.push(FieldError::invalid("spec.schedule", schedule, why));
+        }
+        let zone = o["spec"]["timeZone"].as_str();
+        if let (Some(name), Err(why)) = (zone, cron::zone(zone)) {
+            e.push(FieldError::invalid("spec.timeZone", name, why));
+        }
         let job = &o["spec"]["jobTemplate"]["spec"];
         template(job, "spec.jobTemplate.spec.template", RUN_TO_END, e);
     }),
@@ -422,6 +431,29 @@ mod tests {
                 "spec.containers[2].name: Invalid value: \"Side_Car\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
                 "spec.containers[2].env[0].name: Required value",
                 "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_jobs_need_a_schedule_and_a_known_time_zone() {
+        let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "i"}]}}}});
+        let cron = |schedule: &str, zone: &str| json!({"spec": {"schedule": schedule, "timeZone": zone, "jobTemplate": job}});
+        assert!(
+            errors(
+                "batch",
+                "v1",
+                "CronJob",
+                cron("*/5 * * * *", "Europe/Paris")
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            errors("batch", "v1", "CronJob", cron("* * *", "Nowhere/Land")),
+            [
+                "spec.schedule: Invalid value: \"* * *\": expected 5 fields, found 3: \"* * *\"",
+                "spec.timeZone: Invalid value: \"Nowhere/Land\": unknown time zone \"Nowhere/Land\"",
             ]
         );
     }

@@ -687,7 +687,7 @@ fn age(object: &Value, path: &str, now: i64) -> String {
 pub fn age_of(time: &Value, now: i64) -> String {
     match time
         .as_str()
-        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
     {
         Some(then) => human_duration(now - then.as_second()),
         None => String::new(),
