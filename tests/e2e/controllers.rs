@@ -629,3 +629,81 @@ fn jobs_run_to_their_completions_or_their_backoff_limit() {
         each_pod(d, "five", "{.metadata.name}")
     });
 }
+
+#[test]
+fn a_cron_job_runs_on_schedule_and_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    import_examples(d, &["hello"]);
+    let _server = Server::start(d);
+    ready_node(d);
+    let cron = |schedule: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: tick}}\nspec:\n  schedule: '{schedule}'\n  timeZone: Etc/UTC\n  successfulJobsHistoryLimit: 2\n  jobTemplate:\n    spec:\n      template:\n        metadata: {{labels: {{app: tick}}}}\n        spec:\n          restartPolicy: Never\n          containers:\n          - {{name: run, image: 'examples/hello:1', imagePullPolicy: Never}}\n"
+        )
+    };
+    // A schedule cron cannot read is refused, naming the field.
+    let file = d.join("bad-cron.yaml");
+    std::fs::write(&file, cron("every minute")).unwrap();
+    let refused = crate::agent::run_kubectl(d, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        refused.contains("spec.schedule: Invalid value: \"every minute\""),
+        "{refused}"
+    );
+
+    apply(d, &cron("* * * * *"));
+    let jobs = || {
+        let names = jsonpath(d, "jobs", "{.items[*].metadata.name}");
+        let mut names: Vec<String> = names
+            .split(' ')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    };
+    // Within a minute it runs, at the start of a minute, named after it.
+    eventually(Duration::from_secs(90), "1", || jobs().len().to_string());
+    let scheduled = jobs().remove(0);
+    let at = jsonpath(
+        d,
+        &format!("job/{scheduled}"),
+        "{.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp}",
+    );
+    let at: k8s_openapi::jiff::Timestamp = at.parse().unwrap();
+    assert_eq!(at.as_second() % 60, 0, "{at}");
+    assert_eq!(scheduled, format!("tick-{}", at.as_second() / 60));
+    assert_eq!(
+        jsonpath(d, "cronjob/tick", "{.status.lastScheduleTime}"),
+        at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    );
+    wait_for(d, "complete", &format!("job/{scheduled}"));
+    // Suspended, it runs no more; Jobs made from it by hand are its own, and
+    // of the four finished only the two started last are kept.
+    kubectl(
+        d,
+        &[
+            "patch",
+            "cronjob",
+            "tick",
+            "-p",
+            "{\"spec\": {\"suspend\": true}}",
+        ],
+    );
+    // Start times are in seconds: these start after it.
+    std::thread::sleep(Duration::from_millis(1100));
+    for name in ["by-hand-1", "by-hand-2", "by-hand-3"] {
+        kubectl(d, &["create", "job", name, "--from=cronjob/tick"]);
+    }
+    eventually(
+        Duration::from_secs(60),
+        "[\"by-hand-2\", \"by-hand-3\"]",
+        || format!("{:?}", jobs()),
+    );
+    // Deleted, it takes its Jobs and their pods.
+    kubectl(d, &["delete", "cronjob", "tick"]);
+    eventually(Duration::from_secs(30), "", || {
+        each_pod(d, "tick", "{.metadata.name}")
+    });
+    assert!(jobs().is_empty());
+}

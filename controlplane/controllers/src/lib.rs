@@ -14,6 +14,8 @@
 //! - StatefulSets: pods with stable names and claims, in order.
 //! - Jobs: pods until enough succeed, within parallelism, a backoff limit
 //!   and a deadline.
+//! - CronJobs: a Job at each time of a schedule, in a time zone, with a
+//!   concurrency policy and history limits.
 //! - Node lifecycle: nodes not heard from turn Unknown and tainted, and
 //!   their pods are evicted after their toleration.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
@@ -24,6 +26,7 @@
 
 pub mod runtime;
 
+mod cronjobs;
 mod daemonsets;
 mod deployments;
 mod endpoints;
@@ -35,8 +38,9 @@ mod replicas;
 mod service_accounts;
 mod statefulsets;
 
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, ReplicationController};
 use std::time::Duration;
 
@@ -63,70 +67,65 @@ impl Default for Settings {
 /// Runs every controller against the API of `client` until `closed`.
 pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<bool>) {
     let mut pods = runtime::Pods::default();
-    let replica_sets = replicas::controller::<ReplicaSet>(&client, &mut pods, closed.clone());
-    let controllers =
-        replicas::controller::<ReplicationController>(&client, &mut pods, closed.clone());
-    let accounts = service_accounts::controller(&client, &pods, closed.clone());
-    let endpoints = endpoints::controller(&client, &mut pods, closed.clone());
-    let jobs = jobs::controller(&client, &mut pods, closed.clone());
-    let stateful = statefulsets::controller(&client, &mut pods, closed.clone());
     let mut nodes = runtime::Informer::<Node>::default();
-    let daemons = daemonsets::controller(&client, &mut pods, &mut nodes, closed.clone());
     let leases = runtime::Informer::<Lease>::default();
-    let nodes_lifecycle = lifecycle::controller(
-        &client,
-        &nodes,
-        &leases,
-        &pods,
-        settings.node_monitor_grace,
-        closed.clone(),
-    );
     let mut sets = runtime::Informer::<ReplicaSet>::default();
-    let deployments = deployments::controller(&client, &pods, &mut sets, closed.clone());
-    let mut deployment_objects = runtime::Informer::<Deployment>::default();
-    let mut controller_objects = runtime::Informer::<ReplicationController>::default();
-    let mut job_objects = runtime::Informer::<Job>::default();
-    let mut daemon_objects = runtime::Informer::<DaemonSet>::default();
-    let mut stateful_objects = runtime::Informer::<StatefulSet>::default();
-    let mut kinds = gc::Kinds::new(&client);
+    let mut jobs = runtime::Informer::<Job>::default();
+    let c = &client;
+    let controllers = vec![
+        replicas::controller::<ReplicaSet>(c, &mut pods, closed.clone()).boxed(),
+        replicas::controller::<ReplicationController>(c, &mut pods, closed.clone()).boxed(),
+        service_accounts::controller(c, &pods, closed.clone()).boxed(),
+        endpoints::controller(c, &mut pods, closed.clone()).boxed(),
+        jobs::controller(c, &mut pods, closed.clone()).boxed(),
+        statefulsets::controller(c, &mut pods, closed.clone()).boxed(),
+        daemonsets::controller(c, &mut pods, &mut nodes, closed.clone()).boxed(),
+        lifecycle::controller(
+            c,
+            &nodes,
+            &leases,
+            &pods,
+            settings.node_monitor_grace,
+            closed.clone(),
+        )
+        .boxed(),
+        deployments::controller(c, &pods, &mut sets, closed.clone()).boxed(),
+        cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
+    ];
+    // The collector knows every kind the controllers make or own.
+    let mut deployments = runtime::Informer::<Deployment>::default();
+    let mut replication = runtime::Informer::<ReplicationController>::default();
+    let mut daemons = runtime::Informer::<DaemonSet>::default();
+    let mut stateful = runtime::Informer::<StatefulSet>::default();
+    let mut crons = runtime::Informer::<CronJob>::default();
+    let mut kinds = gc::Kinds::new(c);
     kinds
         .know(&mut pods, true)
         .know(&mut sets, true)
-        .know(&mut job_objects, true)
-        .know(&mut deployment_objects, false)
-        .know(&mut controller_objects, false)
-        .know(&mut daemon_objects, false)
-        .know(&mut stateful_objects, false);
+        .know(&mut jobs, true)
+        .know(&mut deployments, false)
+        .know(&mut replication, false)
+        .know(&mut daemons, false)
+        .know(&mut stateful, false)
+        .know(&mut crons, false);
     let collector = gc::collector(kinds, closed.clone());
+    let informers = vec![
+        pods.run(client.clone()).boxed(),
+        nodes.run(client.clone()).boxed(),
+        leases.run(client.clone()).boxed(),
+        sets.run(client.clone()).boxed(),
+        jobs.run(client.clone()).boxed(),
+        deployments.run(client.clone()).boxed(),
+        replication.run(client.clone()).boxed(),
+        daemons.run(client.clone()).boxed(),
+        stateful.run(client.clone()).boxed(),
+        crons.run(client.clone()).boxed(),
+    ];
     let mut stopped = closed;
-    let informing = futures::future::join3(
-        nodes.run(client.clone()),
-        futures::future::join5(
-            pods.run(client.clone()),
-            sets.run(client.clone()),
-            deployment_objects.run(client.clone()),
-            controller_objects.run(client.clone()),
-            job_objects.run(client.clone()),
-        ),
-        futures::future::join3(
-            daemon_objects.run(client.clone()),
-            stateful_objects.run(client.clone()),
-            leases.run(client),
-        ),
-    );
-    let controlling = futures::future::join(
-        futures::future::join5(
-            replica_sets,
-            controllers,
-            deployments,
-            daemons,
-            nodes_lifecycle,
-        ),
-        futures::future::join5(accounts, endpoints, jobs, collector, stateful),
-    );
     tokio::select! {
-        _ = informing => {}
-        _ = controlling => {}
+        _ = futures::future::join_all(informers) => {}
+        _ = futures::future::join_all(controllers) => {}
+        _ = collector => {}
         _ = stopped.wait_for(|c| *c) => {}
     }
 }
