@@ -19,6 +19,8 @@ use wasmkube_scheduler::Config as SchedulerConfig;
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
+mod leader;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "wasmkube",
@@ -32,8 +34,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the Kubernetes API.
-    Server(ServerArgs),
+    /// Serve the Kubernetes API; with `--control-plane`, schedule and run
+    /// the controllers too, while this server leads.
+    Server(ServerCommand),
     /// Run a single-node cluster in one process: the API server, the
     /// scheduler, the controllers and a node agent.
     Up(UpArgs),
@@ -92,6 +95,20 @@ struct ServerArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServerCommand {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Also run the scheduler and the controllers; with etcd, each while
+    /// this process holds its leader Lease (`kube-system/kube-scheduler`,
+    /// `kube-system/kube-controller-manager`), so servers sharing one etcd
+    /// take over from each other.
+    #[arg(long)]
+    control_plane: bool,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
 struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -131,6 +148,10 @@ struct SchedulerArgs {
     /// Serve the metrics (Prometheus text) at `http://ADDRESS/metrics`.
     #[arg(long, value_name = "ADDRESS")]
     metrics: Option<SocketAddr>,
+    /// Schedule only while holding the Lease `kube-system/kube-scheduler`,
+    /// so several schedulers can stand by (`--leader-elect=false`: always).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +161,11 @@ struct ControllerArgs {
     kubeconfig: PathBuf,
     #[command(flatten)]
     controlling: ControllingArgs,
+    /// Run the controllers only while holding the Lease
+    /// `kube-system/kube-controller-manager`, so several can stand by
+    /// (`--leader-elect=false`: always).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,21 +220,25 @@ struct Scheduling {
     metrics: Option<SocketAddr>,
 }
 
-/// Loads the profiles (compiling their plugins, under `data_dir`), serves
-/// the metrics, then schedules until `closed`.
+/// Loads the profiles (compiling their plugins, under `data_dir`; a bad
+/// configuration stops the start), serves the metrics, then schedules until
+/// `closed`: with `elect`, only while this process holds the scheduler's
+/// Lease (loading the profiles again each time it takes the lease over).
 async fn schedule(
     client: Client,
     scheduling: Scheduling,
-    data_dir: &Path,
+    data_dir: PathBuf,
+    elect: bool,
     closed: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let profiles =
-        wasmkube_scheduler::load(&scheduling.config, &data_dir.join("scheduler")).await?;
+    let data_dir = data_dir.join("scheduler");
+    let first = wasmkube_scheduler::load(&scheduling.config, &data_dir).await?;
+    let metrics = first.metrics.clone();
     if let Some(address) = scheduling.metrics {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("listening on {address}"))?;
-        let metrics = profiles.metrics.clone();
+        let metrics = metrics.clone();
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || async move { metrics.render() }),
@@ -224,9 +254,74 @@ async fn schedule(
                 .await
         });
     }
-    let names: Vec<&String> = profiles.frameworks.keys().collect();
+    let names: Vec<&String> = first.frameworks.keys().collect();
     tracing::info!(profiles = ?names, "scheduling");
-    wasmkube_scheduler::run(client, profiles, closed).await
+    let mut first = Some(first);
+    let work = |stop| {
+        let (client, config, data_dir) =
+            (client.clone(), scheduling.config.clone(), data_dir.clone());
+        let (loaded, metrics) = (first.take(), metrics.clone());
+        async move {
+            let profiles = match loaded {
+                Some(profiles) => Ok(profiles),
+                None => wasmkube_scheduler::load(&config, &data_dir).await,
+            };
+            let result = match profiles {
+                Ok(mut profiles) => {
+                    profiles.metrics = metrics;
+                    wasmkube_scheduler::run(client, profiles, stop).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
+            }
+        }
+    };
+    elected(&client, "kube-scheduler", elect, closed, work).await;
+    Ok(())
+}
+
+/// Runs the controllers until `closed`: with `elect`, only while this
+/// process holds the controller manager's Lease.
+async fn control_plane(
+    client: Client,
+    settings: wasmkube_controllers::Settings,
+    elect: bool,
+    closed: tokio::sync::watch::Receiver<bool>,
+) {
+    let work = |stop| wasmkube_controllers::run(client.clone(), settings.clone(), stop);
+    elected(&client, "kube-controller-manager", elect, closed, work).await;
+}
+
+/// Runs `work` until `closed`: with `elect`, while this process holds the
+/// Lease `kube-system/<lease>`.
+async fn elected<W, F>(
+    client: &Client,
+    lease: &'static str,
+    elect: bool,
+    closed: tokio::sync::watch::Receiver<bool>,
+    mut work: W,
+) where
+    W: FnMut(tokio::sync::watch::Receiver<bool>) -> F,
+    F: Future<Output = ()>,
+{
+    if elect {
+        let election = leader::Election::new(client.clone(), lease, leader::identity());
+        election.lead(closed, work).await;
+    } else {
+        work(closed).await;
+    }
+}
+
+/// A signal that turns true when the process is asked to stop.
+fn closed_on_shutdown() -> tokio::sync::watch::Receiver<bool> {
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown().await;
+        closing.send_replace(true);
+    });
+    closed
 }
 
 /// What makes a node.
@@ -296,8 +391,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Server(args) => server(args, None).await,
-        Command::Up(args) => server(args.server, Some((args.control, args.node))).await,
+        Command::Server(args) => {
+            let control = args.control_plane.then_some(args.control);
+            server(args.server, control, None).await
+        }
+        Command::Up(args) => server(args.server, Some(args.control), Some(args.node)).await,
         Command::Agent(args) => agent(args).await,
         Command::Scheduler(args) => {
             let scheduling = Scheduling {
@@ -305,21 +403,14 @@ async fn main() -> Result<()> {
                 metrics: args.metrics,
             };
             let client = client(&args.kubeconfig).await?;
-            let (closing, closed) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown().await;
-                closing.send_replace(true);
-            });
-            schedule(client, scheduling, &args.data_dir, closed).await
+            let closed = closed_on_shutdown();
+            let elect = args.leader_elect;
+            schedule(client, scheduling, args.data_dir, elect, closed).await
         }
         Command::ControllerManager(args) => {
             let client = client(&args.kubeconfig).await?;
-            let (closing, closed) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown().await;
-                closing.send_replace(true);
-            });
-            wasmkube_controllers::run(client, args.controlling.settings(), closed).await;
+            let settings = args.controlling.settings();
+            control_plane(client, settings, args.leader_elect, closed_on_shutdown()).await;
             Ok(())
         }
         Command::Image(ImageCommand::Import {
@@ -351,11 +442,19 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Serves the API; with a control plane and a node, runs the scheduler, the
-/// controllers and that node's agent in the same process.
-async fn server(args: ServerArgs, up: Option<(ControlArgs, NodeArgs)>) -> Result<()> {
+/// Serves the API; with a control plane, runs the scheduler and the
+/// controllers (each while this process leads); with a node, that node's
+/// agent, in the same process.
+async fn server(
+    args: ServerArgs,
+    control: Option<ControlArgs>,
+    node: Option<NodeArgs>,
+) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    // Only servers sharing etcd can stand by for each other: they elect
+    // leaders; one with its own store file leads alone.
+    let elect = args.store.is_some();
     let store: Arc<dyn Store> = match args.store {
         None => {
             let path = args.data_dir.join(FILE_NAME);
@@ -392,8 +491,9 @@ async fn server(args: ServerArgs, up: Option<(ControlArgs, NodeArgs)>) -> Result
     let api = ApiServer::start(store).await?;
     let router = api.router();
     let (closing, closed) = tokio::sync::watch::channel(false);
-    if let Some((control, node)) = up {
-        let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+    let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+    let mut leading = Vec::new();
+    if let Some(control) = control {
         // A bad configuration stops the start; its plugins compile while the
         // API serves.
         let scheduling = Scheduling {
@@ -402,19 +502,26 @@ async fn server(args: ServerArgs, up: Option<(ControlArgs, NodeArgs)>) -> Result
         };
         let (data_dir, scheduler_client, closed_too) =
             (args.data_dir.clone(), client.clone(), closed.clone());
-        tokio::spawn(async move {
-            if let Err(e) = schedule(scheduler_client, scheduling, &data_dir, closed_too).await {
+        leading.push(tokio::spawn(async move {
+            if let Err(e) =
+                schedule(scheduler_client, scheduling, data_dir, elect, closed_too).await
+            {
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
             }
-        });
-        tokio::spawn(wasmkube_controllers::run(
+        }));
+        let settings = control.controlling.settings();
+        leading.push(tokio::spawn(control_plane(
             client.clone(),
-            control.controlling.settings(),
+            settings,
+            elect,
             closed.clone(),
-        ));
+        )));
+    }
+    if let Some(node) = node {
         let agent = node.agent(client, &args.data_dir)?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
+        let closed = closed.clone();
         tokio::spawn(async move {
             if let Err(e) = agent.run(endpoint, closed).await {
                 tracing::error!(error = %e, "the node agent stopped");
@@ -425,6 +532,9 @@ async fn server(args: ServerArgs, up: Option<(ControlArgs, NodeArgs)>) -> Result
         .with_graceful_shutdown(async move {
             shutdown().await;
             closing.send_replace(true);
+            // Leaders give their leases up through the API while it serves.
+            let stopped = futures::future::join_all(leading);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await;
             api.close();
         })
         .await?;

@@ -9,6 +9,7 @@ mod http;
 mod image;
 mod kube_client;
 mod kubectl;
+mod leader;
 mod process;
 mod proxy;
 mod python;

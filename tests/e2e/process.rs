@@ -36,6 +36,13 @@ impl Server {
         )
     }
 
+    /// Starts `wasmkube server --control-plane` keeping objects in the etcd
+    /// at `etcd_url`: it schedules and runs the controllers while it leads.
+    pub fn start_control_plane_on_etcd(data_dir: &Path, etcd_url: &str) -> Server {
+        let store = format!("etcd={etcd_url}");
+        Server::start_with("server", data_dir, &["--store", &store, "--control-plane"])
+    }
+
     fn start_with(role: &str, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .arg(role)
