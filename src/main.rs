@@ -42,8 +42,8 @@ enum Command {
     Up(UpArgs),
     /// Place pending pods on nodes, with Wasm scheduler plugins.
     Scheduler(SchedulerArgs),
-    /// Run the controllers (ReplicaSets, ReplicationControllers,
-    /// ServiceAccounts) against a cluster.
+    /// Run the controllers (workloads, node lifecycle, endpoints, garbage
+    /// collection…) against a cluster.
     ControllerManager(ControllerArgs),
     /// Join a cluster as a node: run the pods bound to it as Wasm components.
     Agent(AgentArgs),

@@ -3,7 +3,8 @@
 //! that joins gets its pod, and a new template rolls node by node; a
 //! StatefulSet's pods come up in order under stable names, come back under
 //! them, and get the claims of their templates; a node that goes silent
-//! turns Unknown, is tainted, and its pods are made again elsewhere.
+//! turns Unknown, is tainted, and its pods are made again elsewhere; a
+//! drain evicts no more pods than their disruption budget allows.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -366,6 +367,65 @@ fn a_silent_node_turns_unknown_and_its_pods_move_to_the_other() {
         ""
     );
     let want = format!("{:?}", running_on(&[&first, &first, &first, &first]));
+    eventually(Duration::from_secs(60), &want, || {
+        format!("{:?}", placed(&data, "web").1)
+    });
+    assert!(server.stop());
+}
+
+#[test]
+fn a_drain_waits_for_the_disruption_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("up");
+    import_examples(&data, &["sleep"]);
+    let server = Server::start(&data);
+    let first = ready_node(&data);
+    let _second = join(&data, dir.path(), "edge-2");
+    nodes_ready(&data, 2);
+    let budget = |min: u32| {
+        format!(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\nspec: {{minAvailable: {min}, selector: {{matchLabels: {{app: web}}}}}}\n"
+        )
+    };
+    // Both pods on edge-2, and a budget that wants both.
+    let pinned = "      nodeSelector: {kubernetes.io/hostname: edge-2}\n";
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n{}{pinned}",
+        sleeper("web", "1")
+    );
+    apply(&data, &format!("{deployment}---\n{}", budget(2)));
+    let status = || {
+        jsonpath(
+            &data,
+            "pdb/web",
+            "{.status.currentHealthy} {.status.desiredHealthy} {.status.disruptionsAllowed}",
+        )
+    };
+    eventually(Duration::from_secs(60), "2 2 0", status);
+    let drain = ["drain", "edge-2", "--pod-selector=app=web", "--timeout=5s"];
+    let refused = crate::agent::run_kubectl(&data, &drain);
+    assert!(refused.contains("disruption budget"), "{refused}");
+    let (_, places) = placed(&data, "web");
+    assert_eq!(
+        places,
+        running_on(&["edge-2", "edge-2"]),
+        "nothing was evicted"
+    );
+
+    // One may go: the drain takes them one at a time, as the budget allows,
+    // and the Deployment (no longer pinned) makes them again on the first node.
+    apply(
+        &data,
+        &format!("{}---\n{}", deployment.replace(pinned, ""), budget(1)),
+    );
+    eventually(Duration::from_secs(30), "1", || {
+        jsonpath(&data, "pdb/web", "{.status.disruptionsAllowed}")
+    });
+    kubectl(
+        &data,
+        &["drain", "edge-2", "--pod-selector=app=web", "--timeout=90s"],
+    );
+    let want = format!("{:?}", running_on(&[&first, &first]));
     eventually(Duration::from_secs(60), &want, || {
         format!("{:?}", placed(&data, "web").1)
     });

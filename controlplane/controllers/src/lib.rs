@@ -18,6 +18,7 @@
 //!   concurrency policy and history limits.
 //! - Node lifecycle: nodes not heard from turn Unknown and tainted, and
 //!   their pods are evicted after their toleration.
+//! - PodDisruptionBudgets: how many pods may be disrupted now.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
 //!   not, with its ports resolved on them.
 //! - ServiceAccounts: a `default` one in every namespace.
@@ -29,6 +30,7 @@ pub mod runtime;
 mod cronjobs;
 mod daemonsets;
 mod deployments;
+mod disruption;
 mod endpoints;
 mod gc;
 mod jobs;
@@ -91,6 +93,7 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
         .boxed(),
         deployments::controller(c, &pods, &mut sets, closed.clone()).boxed(),
         cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
+        disruption::controller(c, &mut pods, closed.clone()).boxed(),
     ];
     // The collector knows every kind the controllers make or own.
     let mut deployments = runtime::Informer::<Deployment>::default();

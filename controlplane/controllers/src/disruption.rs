@@ -1,0 +1,158 @@
+//! PodDisruptionBudgets: how many of the pods a budget selects are healthy
+//! (running, ready, not being deleted), how many must stay so
+//! (`minAvailable`, or the expected count less `maxUnavailable`; percents of
+//! the expected count, which is the number of pods it selects), and so how
+//! many may be disrupted now: the status the eviction API reads before it
+//! lets `kubectl drain` take a pod.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use wasmkube_events::now;
+use wasmkube_types::selector::labels::Selector;
+
+use crate::deployments::scaled;
+use crate::replicas::{labels, ready_since};
+use crate::runtime::{Context, Error, Pods, drive};
+
+fn selector(budget: &PodDisruptionBudget) -> Option<Selector> {
+    let selector = budget.spec.as_ref()?.selector.as_ref()?;
+    Selector::from_label_selector(selector).ok()
+}
+
+/// How many pods must stay healthy, of `expected`.
+fn desired_healthy(budget: &PodDisruptionBudget, expected: i32) -> i32 {
+    let spec = budget.spec.as_ref();
+    match (
+        spec.and_then(|s| s.min_available.as_ref()),
+        spec.and_then(|s| s.max_unavailable.as_ref()),
+    ) {
+        (Some(min), _) => scaled(Some(min), "0", expected, true),
+        (None, Some(max)) => (expected - scaled(Some(max), "0", expected, true)).max(0),
+        (None, None) => 0,
+    }
+}
+
+async fn reconcile(budget: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(namespace) = budget.namespace() else {
+        return Ok(Action::await_change());
+    };
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let selector = selector(&budget);
+    let pods = ctx.pods_in(&namespace);
+    let selected: Vec<&Arc<Pod>> = pods
+        .iter()
+        .filter(|p| selector.as_ref().is_some_and(|s| s.matches(&labels(p))))
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .collect();
+    let healthy = selected
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| ready_since(p).is_some())
+        .count() as i32;
+    let expected = selected.len() as i32;
+    let desired = desired_healthy(&budget, expected);
+    let allowed = (healthy - desired).max(0);
+    let old = budget.status.clone().unwrap_or_default();
+    let same = old.current_healthy == healthy
+        && old.desired_healthy == desired
+        && old.expected_pods == expected
+        && old.disruptions_allowed == allowed
+        && old.observed_generation == budget.metadata.generation;
+    if !same {
+        let (status, reason) = if allowed > 0 {
+            ("True", "SufficientPods")
+        } else {
+            ("False", "InsufficientPods")
+        };
+        let patch = json!({"status": {
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "disruptionsAllowed": allowed,
+            "observedGeneration": budget.metadata.generation,
+            "conditions": [{"type": "DisruptionAllowed", "status": status, "reason": reason,
+                "message": "", "lastTransitionTime": now(false),
+                "observedGeneration": budget.metadata.generation}],
+        }});
+        let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &budget.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// The budgets a pod change concerns: those in its namespace that select it.
+fn budgets_of(
+    pod: &Pod,
+    budgets: &Store<PodDisruptionBudget>,
+) -> Vec<ObjectRef<PodDisruptionBudget>> {
+    let namespace = pod.namespace();
+    let labels = labels(pod);
+    budgets
+        .state()
+        .iter()
+        .filter(|b| b.namespace() == namespace)
+        .filter(|b| selector(b).is_some_and(|s| s.matches(&labels)))
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// The controller, reconciling until `closed`.
+pub fn controller(
+    client: &Client,
+    pods: &mut Pods,
+    closed: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    let controller = Controller::new(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let budgets = controller.store();
+    let triggers = pods.triggers(move |pod| budgets_of(pod, &budgets));
+    let context = Arc::new(Context::new(client, pods, "disruption-controller"));
+    drive(controller, triggers, reconcile, context, closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(spec: serde_json::Value) -> PodDisruptionBudget {
+        serde_json::from_value(json!({"metadata": {"name": "b"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn the_healthy_pods_a_budget_wants() {
+        assert_eq!(desired_healthy(&budget(json!({"minAvailable": 2})), 5), 2);
+        assert_eq!(
+            desired_healthy(&budget(json!({"minAvailable": "50%"})), 5),
+            3
+        );
+        assert_eq!(desired_healthy(&budget(json!({"maxUnavailable": 1})), 5), 4);
+        assert_eq!(
+            desired_healthy(&budget(json!({"maxUnavailable": "30%"})), 5),
+            3
+        );
+        assert_eq!(desired_healthy(&budget(json!({"maxUnavailable": 9})), 5), 0);
+    }
+}
