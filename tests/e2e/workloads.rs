@@ -78,15 +78,42 @@ fn running_on(nodes: &[&str]) -> Vec<String> {
     want
 }
 
-#[test]
-fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
+/// A cluster of two nodes: `wasmkube up` (with `args`) in `dir/up`, whose
+/// node is `first`, and an agent `edge-2`.
+struct TwoNodes {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    server: Server,
+    first: String,
+    second: Agent,
+}
+
+fn two_nodes(args: &[&str]) -> TwoNodes {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("up");
     import_examples(&data, &["sleep"]);
-    let server = Server::start(&data);
+    let server = Server::start_up(&data, args);
     let first = ready_node(&data);
-    let _second = join(&data, dir.path(), "edge-2");
+    let second = join(&data, dir.path(), "edge-2");
     nodes_ready(&data, 2);
+    TwoNodes {
+        dir,
+        data,
+        server,
+        first,
+        second,
+    }
+}
+
+#[test]
+fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
+    let TwoNodes {
+        dir,
+        data,
+        server,
+        first,
+        second: _second,
+    } = two_nodes(&[]);
     let manifest = |round: &str| {
         format!(
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: logs}}\nspec:\n  updateStrategy: {{rollingUpdate: {{maxUnavailable: 1}}}}\n{}",
@@ -317,13 +344,13 @@ fn a_stateful_set_comes_up_in_order_under_stable_names_with_its_claims() {
 
 #[test]
 fn a_silent_node_turns_unknown_and_its_pods_move_to_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("up");
-    import_examples(&data, &["sleep"]);
-    let server = Server::start_up(&data, &["--node-monitor-grace-period", "20s"]);
-    let first = ready_node(&data);
-    let second = join(&data, dir.path(), "edge-2");
-    nodes_ready(&data, 2);
+    let TwoNodes {
+        data,
+        server,
+        first,
+        second,
+        dir: _dir,
+    } = two_nodes(&["--node-monitor-grace-period", "20s"]);
     let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}]\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}]\n";
     apply(
         &data,
@@ -375,13 +402,13 @@ fn a_silent_node_turns_unknown_and_its_pods_move_to_the_other() {
 
 #[test]
 fn a_drain_waits_for_the_disruption_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("up");
-    import_examples(&data, &["sleep"]);
-    let server = Server::start(&data);
-    let first = ready_node(&data);
-    let _second = join(&data, dir.path(), "edge-2");
-    nodes_ready(&data, 2);
+    let TwoNodes {
+        data,
+        server,
+        first,
+        second: _second,
+        dir: _dir,
+    } = two_nodes(&[]);
     let budget = |min: u32| {
         format!(
             "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\nspec: {{minAvailable: {min}, selector: {{matchLabels: {{app: web}}}}}}\n"

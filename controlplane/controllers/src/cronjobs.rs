@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use wasmkube_events::Kind;
 use wasmkube_types::cron::{self, Schedule};
 
-use crate::runtime::{Context, Error, Informer, Pods, controller_of, drive};
+use crate::runtime::{Context, Error, Informer, Pods, controlled_by, controller_of, drive};
 
 /// The annotation with the time a Job was scheduled for.
 const SCHEDULED: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -279,16 +279,6 @@ async fn delete_job(ctx: &Context, cron: &CronJob, api: &Api<Job>, job: &Job) ->
     }
 }
 
-/// The CronJob a Job change concerns: its controller, if a CronJob.
-fn cron_of(job: &Job) -> Vec<ObjectRef<CronJob>> {
-    match controller_of(job) {
-        Some(("CronJob", name, _)) => {
-            vec![ObjectRef::new(name).within(&job.namespace().unwrap_or_default())]
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The controller, reconciling until `closed`.
 pub fn controller(
     client: &Client,
@@ -300,7 +290,7 @@ pub fn controller(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
     );
-    let triggers = jobs.triggers(cron_of);
+    let triggers = jobs.triggers(controlled_by::<CronJob>);
     let crons = Arc::new(Crons {
         ctx: Context::new(client, pods, "cronjob-controller"),
         jobs: jobs.store(),

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 
 use crate::deployments::{scaled, template_hash};
 use crate::placement::{selects, untolerated};
-use crate::replicas::{active, available, create, delete, pod_from, ready_since};
-use crate::runtime::{Context, Error, Informer, Pods, controller_of, drive};
+use crate::replicas::{active, available, create, delete, pod_from, ready_since, requeue};
+use crate::runtime::{Context, Error, Informer, Pods, controlled_by, controller_of, drive};
 
 /// The label naming the template a pod was made from.
 const HASH_LABEL: &str = "controller-revision-hash";
@@ -279,21 +279,7 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
         )
         .await?;
     }
-    Ok(match (failure, soonest) {
-        (Some(_), _) => Action::requeue(Duration::from_secs(5)),
-        (None, Some(after)) => Action::requeue(after + Duration::from_millis(100)),
-        (None, None) => Action::requeue(Duration::from_secs(300)),
-    })
-}
-
-/// The DaemonSet a pod change concerns: its controller, if a DaemonSet.
-fn set_of(pod: &Pod) -> Vec<ObjectRef<DaemonSet>> {
-    match controller_of(pod) {
-        Some(("DaemonSet", name, _)) => {
-            vec![ObjectRef::new(name).within(&pod.namespace().unwrap_or_default())]
-        }
-        _ => Vec::new(),
-    }
+    Ok(requeue(failure.is_some(), soonest))
 }
 
 /// The controller, reconciling until `closed`; a node change concerns
@@ -309,7 +295,7 @@ pub fn controller(
         watcher::Config::default(),
     );
     let sets = controller.store();
-    let from_pods = pods.triggers(set_of);
+    let from_pods = pods.triggers(controlled_by::<DaemonSet>);
     let from_nodes = nodes.triggers(move |_: &Node| {
         sets.state()
             .iter()

@@ -19,7 +19,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -27,7 +26,7 @@ use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 
 use crate::replicas::{active, create, delete, pod_from, ready_since};
-use crate::runtime::{Context, Error, Pods, controller_of, drive};
+use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, drive};
 
 /// The labels a Job's pods carry.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -409,16 +408,6 @@ async fn expire(job: &Job, ctx: &Context, done: &JobCondition, at: &Time) -> Res
     Ok(Action::await_change())
 }
 
-/// The Job a pod change concerns: its controller, if a Job.
-fn job_of(pod: &Pod) -> Vec<ObjectRef<Job>> {
-    match controller_of(pod) {
-        Some(("Job", name, _)) => {
-            vec![ObjectRef::new(name).within(&pod.namespace().unwrap_or_default())]
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The controller, reconciling until `closed`.
 pub fn controller(
     client: &Client,
@@ -426,7 +415,7 @@ pub fn controller(
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let triggers = pods.triggers(job_of);
+    let triggers = pods.triggers(controlled_by::<Job>);
     let context = Arc::new(Context::new(client, pods, "job-controller"));
     drive(controller, triggers, reconcile, context, closed)
 }

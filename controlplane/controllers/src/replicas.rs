@@ -438,11 +438,17 @@ async fn write_status<K: Replicated>(
         )
         .await?;
     }
-    Ok(match (failure, soonest) {
-        (Some(_), _) => Action::requeue(Duration::from_secs(5)),
-        (None, Some(after)) => Action::requeue(after + Duration::from_millis(100)),
-        (None, None) => Action::requeue(Duration::from_secs(300)),
-    })
+    Ok(requeue(failure.is_some(), soonest))
+}
+
+/// When to look again: soon after a failure, just after the soonest pod
+/// becomes available, else in a while.
+pub(crate) fn requeue(failed: bool, soonest: Option<Duration>) -> Action {
+    match (failed, soonest) {
+        (true, _) => Action::requeue(Duration::from_secs(5)),
+        (false, Some(after)) => Action::requeue(after + Duration::from_millis(100)),
+        (false, None) => Action::requeue(Duration::from_secs(300)),
+    }
 }
 
 /// The objects of kind `K` a pod change concerns: its controller if of that

@@ -145,6 +145,18 @@ pub fn controller_of<T: Resource>(object: &T) -> Option<(&str, &str, &str)> {
         .map(|r| (r.kind.as_str(), r.name.as_str(), r.uid.as_str()))
 }
 
+/// The object of kind `K` that controls `object`, if its controller is of
+/// that kind: what a change to `object` concerns.
+pub fn controlled_by<K: Resource<DynamicType = ()>>(object: &impl Resource) -> Vec<ObjectRef<K>> {
+    match controller_of(object) {
+        Some((kind, name, _)) if kind == K::kind(&()) => {
+            let namespace = ResourceExt::namespace(object).unwrap_or_default();
+            vec![ObjectRef::new(name).within(&namespace)]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// What a controller did and has not seen yet, by the uid of the object it
 /// did it for: the pods it created (by name) and deleted (by uid).
 #[derive(Debug, Default)]

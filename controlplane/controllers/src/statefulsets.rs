@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -25,7 +24,7 @@ use wasmkube_events::Kind;
 
 use crate::deployments::template_hash;
 use crate::replicas::{create, delete, pod_from, ready_since};
-use crate::runtime::{Context, Error, Pods, controller_of, drive};
+use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, drive};
 
 /// The label naming the revision a pod was made from.
 const REVISION_LABEL: &str = "controller-revision-hash";
@@ -310,16 +309,6 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
     })
 }
 
-/// The StatefulSet a pod change concerns: its controller, if a StatefulSet.
-fn set_of(pod: &Pod) -> Vec<ObjectRef<StatefulSet>> {
-    match controller_of(pod) {
-        Some(("StatefulSet", name, _)) => {
-            vec![ObjectRef::new(name).within(&pod.namespace().unwrap_or_default())]
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The controller, reconciling until `closed`.
 pub fn controller(
     client: &Client,
@@ -330,7 +319,7 @@ pub fn controller(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     );
-    let triggers = pods.triggers(set_of);
+    let triggers = pods.triggers(controlled_by::<StatefulSet>);
     let context = Arc::new(Context::new(client, pods, "statefulset-controller"));
     drive(controller, triggers, reconcile, context, closed)
 }
