@@ -16,4 +16,5 @@ mod python;
 mod registry;
 mod scheduler;
 mod server;
+mod services;
 mod workloads;

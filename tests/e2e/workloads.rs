@@ -25,15 +25,16 @@ fn sleeper(name: &str, env: &str) -> String {
     )
 }
 
-/// Another node of the cluster of `data_dir`, its images in `dir/name`.
-fn join(data_dir: &Path, dir: &Path, name: &str) -> Agent {
+/// Another node of the cluster of `data_dir`, its images (`sleep`,
+/// `http-hello`) in `dir/name`.
+pub(crate) fn join(data_dir: &Path, dir: &Path, name: &str) -> Agent {
     let own: PathBuf = dir.join(name);
-    import_examples(&own, &["sleep"]);
+    import_examples(&own, &["sleep", "http-hello"]);
     Agent::start(&data_dir.join("kubeconfig"), name, &own)
 }
 
 /// Waits until `count` nodes are Ready.
-fn nodes_ready(data_dir: &Path, count: usize) {
+pub(crate) fn nodes_ready(data_dir: &Path, count: usize) {
     let want = vec!["True"; count].join(" ");
     eventually(Duration::from_secs(30), &want, || {
         jsonpath(

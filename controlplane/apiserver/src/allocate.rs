@@ -2,7 +2,7 @@
 //! kept across its updates, given back when it goes.
 //!
 //! Each address or port in use is a key of its own in the store, as Kubernetes
-//! keeps IPAddress objects (`/registry/ipaddresses/10.96.0.10`): creating the key
+//! keeps IPAddress objects (`/registry/ipaddresses/127.192.0.10`): creating the key
 //! is the allocation, so two API servers on one etcd can never hand out the same
 //! one, and the key names the service that holds it. Keys are given back when the
 //! service is deleted (a task follows deletions through the watch cache) and, at
@@ -22,8 +22,10 @@ use crate::cache::WatchCache;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::objects::meta_str;
 
-/// The range cluster IPs come from (kubeadm's default).
-pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
+/// The range cluster IPs come from: a /12 like kubeadm's 10.96.0.0/12, but
+/// inside 127.0.0.0/8, where every node's Service proxy can listen on them
+/// with no configuration (pods' addresses are in 127.64.0.0/10).
+pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(127, 192, 0, 0), 12);
 /// The range node ports come from.
 pub const NODE_PORTS: (u32, u32) = (30000, 32767);
 

@@ -7,6 +7,9 @@
 //! costs nothing but the next one. Deleting a pod stops its containers within the
 //! grace period, then the agent removes the object.
 //!
+//! It is the node's Service proxy too ([`proxy`]): Service addresses and
+//! node ports forward to ready endpoints.
+//!
 //! The agent keeps a local record of its pods ([`record`]): started again, it
 //! takes them back before it hears from the API server; cut off from the
 //! server, it keeps running them, and when the watch lists again, pods the
@@ -18,6 +21,7 @@ mod node;
 mod pod;
 mod prepare;
 mod probes;
+mod proxy;
 mod pull;
 mod record;
 
@@ -201,6 +205,11 @@ impl Agent {
         tokio::spawn(node::renew_lease(
             self.client.clone(),
             self.node.clone(),
+            closing.clone(),
+        ));
+        tokio::spawn(proxy::run(
+            self.client.clone(),
+            endpoint.ip(),
             closing.clone(),
         ));
         let pods: Api<Pod> = Api::all(self.client.clone());

@@ -1,0 +1,331 @@
+//! The Service proxy, kube-proxy's part on a node: every TCP port of every
+//! Service with a cluster IP is served at `clusterIP:port`, and a NodePort
+//! Service's also at the node's address and its node port; each connection
+//! goes to one of the ready endpoints of that port (from the Service's
+//! EndpointSlices, on any node), in turn, or with `sessionAffinity:
+//! ClientIP` to the one the client had last. Endpoints that are not ready
+//! leave the rotation as soon as their slice says so; a port with no ready
+//! endpoint refuses connections.
+//!
+//! Cluster IPs are in 127.0.0.0/8 by default, so on one machine they work
+//! with no configuration; several agents on one machine share each
+//! listening address (`SO_REUSEPORT`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// A port of a Service: namespace, name, port name.
+type PortKey = (String, String, String);
+
+/// How the proxy serves one listening address.
+#[derive(Clone, Debug, PartialEq)]
+struct Route {
+    port: PortKey,
+    /// How long a client sticks to its endpoint, with ClientIP affinity.
+    affinity: Option<Duration>,
+}
+
+/// Where connections go: ready endpoints by port, whose turn is next, and
+/// which endpoint each client had.
+#[derive(Debug, Default)]
+struct Table {
+    endpoints: HashMap<PortKey, Vec<SocketAddr>>,
+    turn: HashMap<PortKey, usize>,
+    sticky: HashMap<(PortKey, IpAddr), (SocketAddr, Instant)>,
+}
+
+impl Table {
+    /// The endpoint for a connection from `client` to `route`, if any is
+    /// ready.
+    fn pick(&mut self, route: &Route, client: IpAddr) -> Option<SocketAddr> {
+        let ready = self.endpoints.get(&route.port).filter(|e| !e.is_empty())?;
+        let key = (route.port.clone(), client);
+        let had = self.sticky.get(&key).copied();
+        if let (Some(timeout), Some((had, since))) = (route.affinity, had)
+            && since.elapsed() < timeout
+            && ready.contains(&had)
+        {
+            self.sticky.insert(key, (had, Instant::now()));
+            return Some(had);
+        }
+        let turn = self.turn.entry(route.port.clone()).or_default();
+        let chosen = ready[*turn % ready.len()];
+        *turn = turn.wrapping_add(1);
+        if route.affinity.is_some() {
+            self.sticky.insert(key, (chosen, Instant::now()));
+        }
+        Some(chosen)
+    }
+}
+
+/// The ready endpoints of every Service port, from the slices.
+fn endpoints(slices: &[Arc<EndpointSlice>]) -> HashMap<PortKey, Vec<SocketAddr>> {
+    let mut all: HashMap<PortKey, Vec<SocketAddr>> = HashMap::new();
+    for slice in slices {
+        let Some(service) = slice.labels().get("kubernetes.io/service-name") else {
+            continue;
+        };
+        let namespace = slice.namespace().unwrap_or_default();
+        for port in slice.ports.iter().flatten() {
+            let (Some(number), protocol) = (port.port, port.protocol.as_deref()) else {
+                continue;
+            };
+            if protocol.is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let key = (
+                namespace.clone(),
+                service.clone(),
+                port.name.clone().unwrap_or_default(),
+            );
+            let ready = slice
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+            let addresses = ready
+                .flat_map(|e| e.addresses.iter())
+                .filter_map(|a| a.parse::<IpAddr>().ok());
+            let list = all.entry(key).or_default();
+            list.extend(addresses.map(|ip| SocketAddr::new(ip, number as u16)));
+            list.sort();
+            list.dedup();
+        }
+    }
+    all
+}
+
+/// The addresses to listen on, and what each serves.
+fn routes(services: &[Arc<Service>], node: IpAddr) -> HashMap<SocketAddr, Route> {
+    let mut all = HashMap::new();
+    for service in services {
+        let Some(spec) = service.spec.as_ref() else {
+            continue;
+        };
+        let cluster_ip = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            let seconds = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref()?.timeout_seconds)
+                .unwrap_or(10_800);
+            Duration::from_secs(seconds.max(1) as u64)
+        });
+        let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        for port in spec.ports.iter().flatten() {
+            if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let route = Route {
+                port: (
+                    service.namespace().unwrap_or_default(),
+                    service.name_any(),
+                    port.name.clone().unwrap_or_default(),
+                ),
+                affinity,
+            };
+            if let Some(ip) = cluster_ip {
+                all.insert(SocketAddr::new(ip, port.port as u16), route.clone());
+            }
+            if let Some(node_port) = port.node_port.filter(|_| node_ports) {
+                all.insert(SocketAddr::new(node, node_port as u16), route);
+            }
+        }
+    }
+    all
+}
+
+/// Accepts connections at `address` and forwards each to an endpoint.
+fn listen(
+    address: SocketAddr,
+    route: Route,
+    table: Arc<Mutex<Table>>,
+) -> std::io::Result<JoinHandle<()>> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(1024)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((client, peer)) = listener.accept().await else {
+                continue;
+            };
+            let chosen = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pick(&route, peer.ip());
+            let Some(endpoint) = chosen else {
+                continue;
+            };
+            tokio::spawn(forward(client, endpoint));
+        }
+    }))
+}
+
+async fn forward(mut client: TcpStream, endpoint: SocketAddr) {
+    match TcpStream::connect(endpoint).await {
+        Ok(mut upstream) => {
+            let _ = upstream.set_nodelay(true);
+            let _ = client.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        }
+        Err(e) => tracing::debug!(%endpoint, error = %e, "an endpoint refused"),
+    }
+}
+
+/// A cache of every object of kind `K`, and a signal rung at each change.
+fn informer<K>(
+    client: &Client,
+    changed: Arc<Notify>,
+) -> (Store<K>, impl Future<Output = ()> + use<K>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let run = events.for_each(move |_| {
+        changed.notify_one();
+        futures::future::ready(())
+    });
+    (store, run)
+}
+
+/// Proxies every Service until `closing`; node ports on `node`.
+pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiver<bool>) {
+    let changed = Arc::new(Notify::new());
+    let (services, watching_services) = informer::<Service>(&client, changed.clone());
+    let (slices, watching_slices) = informer::<EndpointSlice>(&client, changed.clone());
+    tokio::spawn(watching_services);
+    tokio::spawn(watching_slices);
+    let table = Arc::new(Mutex::new(Table::default()));
+    let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = closing.wait_for(|c| *c) => break,
+            () = changed.notified() => {}
+        }
+        table.lock().unwrap_or_else(|e| e.into_inner()).endpoints = endpoints(&slices.state());
+        let wanted = routes(&services.state(), node);
+        listening.retain(|address, (route, task)| {
+            let keep = wanted.get(address) == Some(route);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (address, route) in wanted {
+            if listening.contains_key(&address) {
+                continue;
+            }
+            match listen(address, route.clone(), table.clone()) {
+                Ok(task) => {
+                    listening.insert(address, (route, task));
+                }
+                Err(e) => tracing::warn!(%address, error = %e, "cannot serve a Service address"),
+            }
+        }
+    }
+    for (_, (_, task)) in listening {
+        task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(port: &str) -> PortKey {
+        ("default".into(), "web".into(), port.into())
+    }
+
+    #[test]
+    fn connections_take_turns_or_stick_to_their_client() {
+        let a: SocketAddr = "127.64.0.2:8080".parse().unwrap();
+        let b: SocketAddr = "127.65.0.2:8080".parse().unwrap();
+        let mut table = Table::default();
+        table.endpoints.insert(key("http"), vec![a, b]);
+        let round = Route {
+            port: key("http"),
+            affinity: None,
+        };
+        let client: IpAddr = "127.0.0.1".parse().unwrap();
+        let picks: Vec<_> = (0..4)
+            .map(|_| table.pick(&round, client).unwrap())
+            .collect();
+        assert_eq!(picks, [a, b, a, b]);
+        let sticky = Route {
+            port: key("http"),
+            affinity: Some(Duration::from_secs(60)),
+        };
+        let first = table.pick(&sticky, client).unwrap();
+        assert!((0..4).all(|_| table.pick(&sticky, client) == Some(first)));
+        // Its endpoint gone, the client moves on.
+        table
+            .endpoints
+            .insert(key("http"), vec![if first == a { b } else { a }]);
+        assert_ne!(table.pick(&sticky, client), Some(first));
+        table.endpoints.insert(key("http"), vec![]);
+        assert_eq!(table.pick(&round, client), None);
+    }
+
+    #[test]
+    fn routes_and_endpoints_come_from_services_and_ready_slice_endpoints() {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "127.192.0.10", "sessionAffinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+        .unwrap();
+        let node: IpAddr = "127.0.0.1".parse().unwrap();
+        let routes = routes(&[Arc::new(service)], node);
+        let mut addresses: Vec<String> = routes.keys().map(ToString::to_string).collect();
+        addresses.sort();
+        assert_eq!(addresses, ["127.0.0.1:30080", "127.192.0.10:80"]);
+        assert_eq!(
+            routes.values().next().unwrap().affinity,
+            Some(Duration::from_secs(10_800))
+        );
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["127.64.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["127.64.0.3"], "conditions": {"ready": false}}]}))
+        .unwrap();
+        let ready = endpoints(&[Arc::new(slice)]);
+        assert_eq!(
+            ready[&key("http")],
+            ["127.64.0.2:8080".parse::<SocketAddr>().unwrap()]
+        );
+    }
+}
