@@ -1,6 +1,7 @@
 //! wasi:http benchmark: requests per second to one wasi:http pod against a plain
-//! native HTTP server on the same machine, and the agent's memory per idle
-//! wasi:http pod.
+//! native HTTP server on the same machine, the same pod through its Service
+//! (the agent's Service proxy, at the cluster IP), and the agent's memory per
+//! idle wasi:http pod.
 //!
 //! `wasmkube server` (embedded store) and `wasmkube agent` run as two processes;
 //! the pod runs `examples/wasi/http-hello`. wrk (Debian's) drives the pod's
@@ -40,9 +41,12 @@ fn pod(name: &str) -> Pod {
     .unwrap()
 }
 
-/// Requests per second and the p99 latency wrk gives for `url` (run off the
-/// async threads, which serve the native baseline).
-async fn wrk(url: String) -> (f64, String) {
+/// What wrk measured: requests per second, p50 and p99 latency.
+type Measured = (f64, String, String);
+
+/// What wrk gives for `url` (run off the async threads, which serve the
+/// native baseline).
+async fn wrk(url: String) -> Measured {
     let run = move || Command::new("wrk").args(WRK).arg(&url).output();
     let out = tokio::task::spawn_blocking(run)
         .await
@@ -54,11 +58,40 @@ async fn wrk(url: String) -> (f64, String) {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in {text}"));
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map_or_else(String::new, |v| v.trim().to_owned());
-    (per_sec, p99)
+    let percentile = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .map_or_else(String::new, |v| v.trim().to_owned())
+    };
+    (per_sec, percentile("50%"), percentile("99%"))
+}
+
+/// A Service `web` at port 80 in front of the pod at `ip`, with the slice
+/// the endpoints controller would write (no controllers run here); its
+/// cluster IP.
+async fn service(client: kube::Client, ip: &str) -> String {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let made = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    slices.create(&PostParams::default(), &slice).await.unwrap();
+    made.spec.and_then(|s| s.cluster_ip).unwrap()
 }
 
 /// Waits until `count` pods of the node are Running.
@@ -133,11 +166,17 @@ async fn main() {
     tokio::spawn(async move { axum::serve(listener, router).await });
     assert_eq!(answer(&native.to_string()).await, ANSWER);
 
+    let cluster_ip = service(cluster.client.clone(), &ips[0]).await;
+    assert_eq!(answer(&format!("{cluster_ip}:80")).await, ANSWER);
+
     let cpu_before = agent.cpu();
     let reused = wrk(format!("http://{}:8080/", ips[0])).await;
     let agent_cpu = agent.cpu() - cpu_before;
     let fresh = wrk(format!("http://{}:8080/", ips[1])).await;
     let native = wrk(format!("http://{native}/")).await;
+    // Side by side: the pod at its address, then through its Service.
+    let direct = wrk(format!("http://{}:8080/", ips[0])).await;
+    let proxied = wrk(format!("http://{cluster_ip}:80/")).await;
     let rss_one = agent.rss_mib();
 
     let started = std::time::Instant::now();
@@ -166,19 +205,25 @@ async fn main() {
         WRK.join(" ")
     );
     println!(
-        "{:<36} | {:>9} | {:>9} | {:>9}",
-        "server", "req/s", "p99", "of native"
+        "{:<36} | {:>9} | {:>9} | {:>9} | {:>9}",
+        "server", "req/s", "p50", "p99", "of native"
     );
-    for (name, (rps, p99)) in [
+    for (name, (rps, p50, p99)) in [
         ("wasi:http pod, instances reused", &reused),
         ("wasi:http pod, fresh instance each", &fresh),
         ("native (axum, same answer)", &native),
+        ("the pod again, at its address", &direct),
+        ("the pod through its Service", &proxied),
     ] {
         println!(
-            "{name:<36} | {rps:>9.0} | {p99:>9} | {:>8.0}%",
+            "{name:<36} | {rps:>9.0} | {p50:>9} | {p99:>9} | {:>8.0}%",
             rps / native.0 * 100.0
         );
     }
+    println!(
+        "through the Service proxy: {:.0}% of the requests per second of the pod at its address",
+        proxied.0 / direct.0 * 100.0
+    );
     println!(
         "agent CPU during the reused run: {:.1} s of 10 s",
         agent_cpu.as_secs_f64()
