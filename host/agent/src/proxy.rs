@@ -223,8 +223,12 @@ pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiv
     let changed = Arc::new(Notify::new());
     let (services, watching_services) = informer::<Service>(&client, changed.clone());
     let (slices, watching_slices) = informer::<EndpointSlice>(&client, changed.clone());
-    tokio::spawn(watching_services);
-    tokio::spawn(watching_slices);
+    // The watches end with the proxy: a watch left open would keep the API
+    // server of the same process from finishing its shutdown.
+    let watches = [
+        tokio::spawn(watching_services),
+        tokio::spawn(watching_slices),
+    ];
     let table = Arc::new(Mutex::new(Table::default()));
     let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
     loop {
@@ -253,7 +257,7 @@ pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiv
             }
         }
     }
-    for (_, (_, task)) in listening {
+    for task in listening.into_values().map(|(_, task)| task).chain(watches) {
         task.abort();
     }
 }
