@@ -8,8 +8,9 @@
 //! endpoint refuses connections.
 //!
 //! Cluster IPs are in 127.0.0.0/8 by default, so on one machine they work
-//! with no configuration; several agents on one machine share each
-//! listening address (`SO_REUSEPORT`).
+//! with no configuration. Several agents on one machine have one network:
+//! the first to bind an address serves it (with the same tables as the
+//! others), and another binds it within a few seconds if that one goes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+
+/// How often addresses this agent could not bind are tried again.
+const RETRY: Duration = Duration::from_secs(3);
 
 /// A port of a Service: namespace, name, port name.
 type PortKey = (String, String, String);
@@ -161,7 +165,6 @@ fn listen(
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
     socket.bind(address)?;
     let listener = socket.listen(1024)?;
@@ -235,6 +238,8 @@ pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiv
         tokio::select! {
             _ = closing.wait_for(|c| *c) => break,
             () = changed.notified() => {}
+            // Addresses another agent of this machine served may be free now.
+            () = tokio::time::sleep(RETRY) => {}
         }
         table.lock().unwrap_or_else(|e| e.into_inner()).endpoints = endpoints(&slices.state());
         let wanted = routes(&services.state(), node);
@@ -253,6 +258,8 @@ pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiv
                 Ok(task) => {
                     listening.insert(address, (route, task));
                 }
+                // Served by another agent on this machine.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
                 Err(e) => tracing::warn!(%address, error = %e, "cannot serve a Service address"),
             }
         }
