@@ -10,9 +10,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,7 +20,7 @@ use wasmkube_types::selector::labels::Selector;
 
 use crate::deployments::scaled;
 use crate::replicas::{labels, ready_since};
-use crate::runtime::{Context, Error, Pods, drive};
+use crate::runtime::{Context, Error, Pods, of_pods};
 
 fn selector(budget: &PodDisruptionBudget) -> Option<Selector> {
     let selector = budget.spec.as_ref()?.selector.as_ref()?;
@@ -123,14 +122,14 @@ pub fn controller(
     pods: &mut Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
-    let controller = Controller::new(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let budgets = controller.store();
-    let triggers = pods.triggers(move |pod| budgets_of(pod, &budgets));
-    let context = Arc::new(Context::new(client, pods, "disruption-controller"));
-    drive(controller, triggers, reconcile, context, closed)
+    of_pods(
+        client,
+        pods,
+        "disruption-controller",
+        budgets_of,
+        reconcile,
+        closed,
+    )
 }
 
 #[cfg(test)]

@@ -12,14 +12,13 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::runtime::{Context, Error, Pods, drive};
+use crate::runtime::{Context, Error, Pods, of_pods};
 
 /// The label that ties a slice to its Service.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -251,12 +250,12 @@ pub fn controller(
     pods: &mut Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
-    let controller = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let services = controller.store();
-    let triggers = pods.triggers(move |pod| services_of(pod, &services));
-    let context = Arc::new(Context::new(client, pods, "endpoint-controller"));
-    drive(controller, triggers, reconcile, context, closed)
+    of_pods(
+        client,
+        pods,
+        "endpoint-controller",
+        services_of,
+        reconcile,
+        closed,
+    )
 }

@@ -18,15 +18,15 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 
 use crate::replicas::{active, create, delete, pod_from, ready_since};
-use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, drive};
+use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, of_pods};
 
 /// The labels a Job's pods carry.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -414,10 +414,8 @@ pub fn controller(
     pods: &mut Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let triggers = pods.triggers(controlled_by::<Job>);
-    let context = Arc::new(Context::new(client, pods, "job-controller"));
-    drive(controller, triggers, reconcile, context, closed)
+    let concerns = |pod: &Pod, _: &Store<Job>| controlled_by::<Job>(pod);
+    of_pods(client, pods, "job-controller", concerns, reconcile, closed)
 }
 
 #[cfg(test)]

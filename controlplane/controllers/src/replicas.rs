@@ -16,9 +16,8 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +26,7 @@ use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 use wasmkube_types::selector::labels::{Operator, Requirement, Selector};
 
-use crate::runtime::{Context, Error, Pods, controller_of, drive};
+use crate::runtime::{Context, Error, Pods, controller_of, of_pods};
 
 /// The most pods created in one batch.
 const MAX_BATCH: usize = 500;
@@ -481,11 +480,14 @@ pub fn controller<K: Replicated>(
     pods: &mut Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<K> {
-    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
-    let owners = controller.store();
-    let triggers = pods.triggers(move |pod| owners_of::<K>(pod, &owners));
-    let context = Arc::new(Context::new(client, pods, K::COMPONENT));
-    drive(controller, triggers, reconcile::<K>, context, closed)
+    of_pods(
+        client,
+        pods,
+        K::COMPONENT,
+        owners_of::<K>,
+        reconcile::<K>,
+        closed,
+    )
 }
 
 #[cfg(test)]

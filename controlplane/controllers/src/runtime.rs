@@ -323,6 +323,30 @@ where
         .for_each(|_| futures::future::ready(()))
 }
 
+/// A controller of `K` whose reconciles read pods: named `component` in its
+/// Events, triggered by changes to its objects and by pod changes as
+/// `concerns` maps them (given the cache of `K`).
+pub fn of_pods<K, C, R, F>(
+    client: &Client,
+    pods: &mut Pods,
+    component: &'static str,
+    concerns: C,
+    reconcile: R,
+    closed: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<K, C, R, F>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Fn(&Pod, &Store<K>) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> F + Send + 'static,
+    F: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
+    let cache = controller.store();
+    let triggers = pods.triggers(move |pod| concerns(pod, &cache));
+    let context = Arc::new(Context::new(client, pods, component));
+    drive(controller, triggers, reconcile, context, closed)
+}
+
 /// A failed reconcile is tried again after a while.
 pub fn retry<K: Resource, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
     tracing::warn!(object = %object.name_any(), error = %error, "reconcile failed; retrying");

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -24,7 +24,7 @@ use wasmkube_events::Kind;
 
 use crate::deployments::template_hash;
 use crate::replicas::{create, delete, pod_from, ready_since};
-use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, drive};
+use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, of_pods};
 
 /// The label naming the revision a pod was made from.
 const REVISION_LABEL: &str = "controller-revision-hash";
@@ -315,13 +315,15 @@ pub fn controller(
     pods: &mut Pods,
     closed: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
-    let controller = Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let triggers = pods.triggers(controlled_by::<StatefulSet>);
-    let context = Arc::new(Context::new(client, pods, "statefulset-controller"));
-    drive(controller, triggers, reconcile, context, closed)
+    let concerns = |pod: &Pod, _: &Store<StatefulSet>| controlled_by::<StatefulSet>(pod);
+    of_pods(
+        client,
+        pods,
+        "statefulset-controller",
+        concerns,
+        reconcile,
+        closed,
+    )
 }
 
 #[cfg(test)]
