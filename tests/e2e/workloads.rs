@@ -185,6 +185,32 @@ fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
         ),
         "3 3 0"
     );
+    // Its history has both templates, and undo brings the first back.
+    let history = kubectl(&data, &["rollout", "history", "ds/logs"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        revisions,
+        ["daemonset.apps/logs", "REVISION", "1", "2"],
+        "{history}"
+    );
+    kubectl(&data, &["rollout", "undo", "ds/logs"]);
+    kubectl(&data, &["rollout", "status", "ds/logs", "--timeout=90s"]);
+    eventually(Duration::from_secs(30), "1 1 1", || {
+        kubectl(
+            &data,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=logs",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].env[0].value}",
+            ],
+        )
+    });
     // Deleted, it takes its pods.
     kubectl(&data, &["delete", "ds", "logs"]);
     eventually(Duration::from_secs(30), "[]", || {

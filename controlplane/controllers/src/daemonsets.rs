@@ -6,7 +6,7 @@
 //! new template rolls out node by node, at most `maxUnavailable` nodes
 //! without an available pod at once (`OnDelete`: only as pods are deleted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +27,8 @@ use tokio::sync::watch;
 use crate::deployments::{scaled, template_hash};
 use crate::placement::{selects, untolerated};
 use crate::replicas::{active, available, create, delete, pod_from, ready_since, requeue};
+use crate::revisions::{self, HASH_LABEL};
 use crate::runtime::{Context, Error, Informer, Pods, controlled_by, controller_of, drive};
-
-/// The label naming the template a pod was made from.
-const HASH_LABEL: &str = "controller-revision-hash";
 
 /// The tolerations every daemon pod has, so node conditions neither keep it
 /// off its node nor evict it: (key, effect).
@@ -142,6 +140,29 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let hash = template_hash(&spec.template, 0);
+    let name = set.name_any();
+    let generation = set.metadata.generation;
+    if set.status.as_ref().and_then(|s| s.observed_generation) != generation {
+        // A new spec: its template becomes the newest revision.
+        let in_use: HashSet<String> = ctx
+            .pods_in(&namespace)
+            .iter()
+            .filter(|p| controller_of(p.as_ref()).is_some_and(|(_, _, u)| u == uid))
+            .filter_map(|p| Some(format!("{name}-{}", p.labels().get(HASH_LABEL)?)))
+            .collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        let revision = format!("{name}-{hash}");
+        revisions::record(
+            ctx,
+            set.as_ref(),
+            &spec.template,
+            &revision,
+            &hash,
+            limit,
+            &in_use,
+        )
+        .await?;
+    }
     let template = daemon_template(&spec.template, &hash);
     let pod_spec = template.spec.clone().unwrap_or_default();
     let tolerations = pod_spec.tolerations.clone().unwrap_or_default();

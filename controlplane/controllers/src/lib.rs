@@ -37,6 +37,7 @@ mod jobs;
 mod lifecycle;
 pub mod placement;
 mod replicas;
+mod revisions;
 mod service_accounts;
 mod statefulsets;
 

@@ -24,10 +24,9 @@ use wasmkube_events::Kind;
 
 use crate::deployments::template_hash;
 use crate::replicas::{create, delete, pod_from, ready_since};
+use crate::revisions::{self, HASH_LABEL};
 use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, of_pods};
 
-/// The label naming the revision a pod was made from.
-const REVISION_LABEL: &str = "controller-revision-hash";
 /// The labels naming a pod of a set and its ordinal.
 const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
@@ -63,7 +62,7 @@ fn pod_at(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordinal
     let labels = pod.metadata.labels.get_or_insert_default();
     labels.insert(POD_NAME.into(), name.clone());
     labels.insert(POD_INDEX.into(), ordinal.to_string());
-    labels.insert(REVISION_LABEL.into(), revision.into());
+    labels.insert(HASH_LABEL.into(), revision.into());
     let pod_spec = pod.spec.get_or_insert_default();
     pod_spec.hostname = Some(name.clone());
     pod_spec.subdomain = spec.and_then(|s| s.service_name.clone());
@@ -118,6 +117,11 @@ async fn make_claims(set: &StatefulSet, ctx: &Context, pod: &str) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The generation the status last answered for.
+fn old_generation(set: &StatefulSet) -> Option<i64> {
+    set.status.as_ref()?.observed_generation
 }
 
 /// What the set does next: the pods to make and those to take away.
@@ -209,7 +213,8 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
         .as_ref()
         .and_then(|s| s.collision_count)
         .unwrap_or(0);
-    let revision = format!("{name}-{}", template_hash(&spec.template, collisions));
+    let hash = template_hash(&spec.template, collisions);
+    let revision = format!("{name}-{hash}");
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let all = ctx.pods_in(&namespace);
     let mut owned: Vec<(i32, &Arc<Pod>)> = all
@@ -225,7 +230,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
             terminating: pod.metadata.deletion_timestamp.is_some(),
             failed: phase(pod) == Some("Failed"),
             ready: running_and_ready(pod),
-            updated: pod.labels().get(REVISION_LABEL) == Some(&revision),
+            updated: pod.labels().get(HASH_LABEL) == Some(&revision),
         })
         .collect();
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
@@ -238,6 +243,24 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
         .unwrap_or(0);
     let ordered = spec.pod_management_policy.as_deref() != Some("Parallel");
 
+    if old_generation(&set) != set.metadata.generation {
+        // A new spec: its template becomes the newest revision.
+        let in_use: std::collections::HashSet<String> = owned
+            .iter()
+            .filter_map(|(_, p)| p.labels().get(HASH_LABEL).cloned())
+            .collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        revisions::record(
+            &ctx,
+            set.as_ref(),
+            &spec.template,
+            &revision,
+            &hash,
+            limit,
+            &in_use,
+        )
+        .await?;
+    }
     let mut failed = false;
     if ctx.expectations.met(&uid, &all) {
         let next = plan(&members, start, replicas, ordered, partition, rolling);
@@ -275,7 +298,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
         .iter()
         .filter(|m| {
             owned.iter().any(|(o, p)| {
-                *o == m.ordinal && p.labels().get(REVISION_LABEL) == Some(&current_revision)
+                *o == m.ordinal && p.labels().get(HASH_LABEL) == Some(&current_revision)
             })
         })
         .count() as i32;
