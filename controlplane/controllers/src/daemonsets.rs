@@ -224,6 +224,11 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
         here.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
         surplus.extend(here.drain(1..));
         let pod = here[0];
+        if !run {
+            // Kept where it runs, but not wanted there: misscheduled.
+            tally.misscheduled += 1;
+            continue;
+        }
         tally.scheduled += 1;
         tally.ready += usize::from(ready_since(pod).is_some());
         let (is_available, after) = available(pod, min_ready, &at);
