@@ -370,6 +370,21 @@ fn a_services_endpoints_follow_its_ready_pods() {
     kubectl(d, &["scale", "deployment/web", "--replicas=1"]);
     settles_at(d, "web", 1);
     eventually(Duration::from_secs(30), "true|http=8080", || slice(d));
+    // The Service deleted, its Endpoints and slices go with it.
+    kubectl(d, &["delete", "service", "web"]);
+    eventually(Duration::from_secs(30), " ", || {
+        let endpoints = jsonpath(
+            d,
+            "endpoints",
+            "{.items[?(@.metadata.name==\"web\")].metadata.name}",
+        );
+        let slices = jsonpath(
+            d,
+            "endpointslices",
+            "{.items[?(@.metadata.labels.kubernetes\\.io/service-name==\"web\")].metadata.name}",
+        );
+        format!("{endpoints} {slices}")
+    });
 }
 
 #[test]

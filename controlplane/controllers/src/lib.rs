@@ -44,7 +44,8 @@ mod statefulsets;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, ReplicationController};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ReplicationController, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -102,6 +103,9 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
     let mut daemons = runtime::Informer::<DaemonSet>::default();
     let mut stateful = runtime::Informer::<StatefulSet>::default();
     let mut crons = runtime::Informer::<CronJob>::default();
+    let mut services = runtime::Informer::<Service>::default();
+    let mut endpoints = runtime::Informer::<Endpoints>::default();
+    let mut slices = runtime::Informer::<EndpointSlice>::default();
     let mut kinds = gc::Kinds::new(c);
     kinds
         .know(&mut pods, true)
@@ -111,7 +115,10 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
         .know(&mut replication, false)
         .know(&mut daemons, false)
         .know(&mut stateful, false)
-        .know(&mut crons, false);
+        .know(&mut crons, false)
+        .know(&mut services, false)
+        .know(&mut endpoints, true)
+        .know(&mut slices, true);
     let collector = gc::collector(kinds, closed.clone());
     let informers = vec![
         pods.run(client.clone()).boxed(),
@@ -124,6 +131,9 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
         daemons.run(client.clone()).boxed(),
         stateful.run(client.clone()).boxed(),
         crons.run(client.clone()).boxed(),
+        services.run(client.clone()).boxed(),
+        endpoints.run(client.clone()).boxed(),
+        slices.run(client.clone()).boxed(),
     ];
     let mut stopped = closed;
     tokio::select! {
