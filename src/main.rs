@@ -335,12 +335,20 @@ struct NodeArgs {
     /// name; any range in 127.0.0.0/8 needs no configuration).
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Option<Range>,
+    /// Answer cluster DNS (`<service>.<namespace>.svc.cluster.local` and
+    /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:53`.
+    #[arg(long, value_name = "ADDRESS")]
+    dns_listen: Option<SocketAddr>,
 }
 
 impl NodeArgs {
     fn agent(self, client: Client, data_dir: &Path) -> Result<Agent> {
         let name = self.node_name.unwrap_or_else(host_name);
-        Ok(Agent::new(client, &name, data_dir, self.pod_cidr)?)
+        let agent = Agent::new(client, &name, data_dir, self.pod_cidr)?;
+        Ok(match self.dns_listen {
+            Some(address) => agent.serve_dns(address),
+            None => agent,
+        })
     }
 }
 

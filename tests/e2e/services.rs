@@ -1,13 +1,14 @@
 //! Services through the nodes' proxies: a Deployment of wasi:http pods on
 //! two nodes behind a NodePort Service answers at its cluster IP and its
 //! node port from every pod in turn, keeps a client on one pod with
-//! ClientIP affinity, and stops sending to a pod that is gone.
+//! ClientIP affinity, and stops sending to a pod that is gone; `dig` asks
+//! the cluster DNS for the Service, a headless Service and a named port.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::agent::{apply, eventually, http_get, import_examples, jsonpath, kubectl, ready_node};
-use crate::process::Server;
+use crate::process::{Server, free_port};
 use crate::workloads::{join, nodes_ready};
 
 /// Who answered each of `count` requests to `address`.
@@ -28,7 +29,8 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("up");
     import_examples(&data, &["http-hello"]);
-    let server = Server::start(&data);
+    let dns = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_up(&data, &["--dns-listen", &dns]);
     ready_node(&data);
     let _second = join(&data, dir.path(), "edge-2");
     nodes_ready(&data, 2);
@@ -69,6 +71,44 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
         let seen: BTreeSet<String> = answers(&address, 30).into_iter().collect();
         assert_eq!(seen, pods, "every pod answers at {address}");
     }
+
+    // The cluster DNS names the Service, its named port, and (headless)
+    // its pods.
+    let port = dns.rsplit_once(':').unwrap().1.to_owned();
+    let dig = |args: &[&str]| {
+        let out = std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port, "+short", "+tries=1", "+time=2"])
+            .args(args)
+            .output()
+            .expect("dig runs (apt-get install bind9-dnsutils)");
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        dig(&["web.default.svc.cluster.local"]),
+        [cluster_ip.clone()]
+    );
+    assert_eq!(
+        dig(&["SRV", "_http._tcp.web.default.svc.cluster.local"]),
+        ["0 100 80 web.default.svc.cluster.local."]
+    );
+    apply(
+        &data,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-pods}\nspec: {clusterIP: None, selector: {app: web}, ports: [{port: 8080}]}\n",
+    );
+    let mut ips: Vec<String> = jsonpath(&data, "pods", "{.items[*].status.podIP}")
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    ips.sort();
+    eventually(Duration::from_secs(30), &format!("{ips:?}"), || {
+        format!("{:?}", dig(&["web-pods.default.svc.cluster.local"]))
+    });
+    assert!(dig(&["nothing.default.svc.cluster.local"]).is_empty());
 
     // With ClientIP affinity, one client stays with one pod.
     apply(&data, &manifest("ClientIP"));

@@ -8,13 +8,15 @@
 //! grace period, then the agent removes the object.
 //!
 //! It is the node's Service proxy too ([`proxy`]): Service addresses and
-//! node ports forward to ready endpoints.
+//! node ports forward to ready endpoints; and, when asked, it answers
+//! cluster DNS ([`dns`]).
 //!
 //! The agent keeps a local record of its pods ([`record`]): started again, it
 //! takes them back before it hears from the API server; cut off from the
 //! server, it keeps running them, and when the watch lists again, pods the
 //! server no longer has are stopped.
 
+mod dns;
 mod logs;
 mod network;
 mod node;
@@ -73,6 +75,8 @@ pub struct Agent {
     pods: Arc<Mutex<HashMap<String, String>>>,
     /// The pods' own addresses.
     addresses: Arc<network::Addresses>,
+    /// Where it answers cluster DNS, if anywhere.
+    dns: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -108,7 +112,14 @@ impl Agent {
             addresses: Arc::new(network::Addresses::new(
                 pod_range.unwrap_or_else(|| Range::for_node(node)),
             )),
+            dns: None,
         })
+    }
+
+    /// The agent, answering cluster DNS (UDP) at `address` too.
+    pub fn serve_dns(mut self, address: std::net::SocketAddr) -> Agent {
+        self.dns = Some(address);
+        self
     }
 
     /// The name of the agent's node.
@@ -207,9 +218,20 @@ impl Agent {
             self.node.clone(),
             closing.clone(),
         ));
+        let dns = match self.dns {
+            Some(address) => match tokio::net::UdpSocket::bind(address).await {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "cannot serve cluster DNS");
+                    None
+                }
+            },
+            None => None,
+        };
         tokio::spawn(proxy::run(
             self.client.clone(),
             endpoint.ip(),
+            dns,
             closing.clone(),
         ));
         let pods: Api<Pod> = Api::all(self.client.clone());

@@ -221,17 +221,27 @@ where
     (store, run)
 }
 
-/// Proxies every Service until `closing`; node ports on `node`.
-pub(crate) async fn run(client: Client, node: IpAddr, mut closing: watch::Receiver<bool>) {
+/// Proxies every Service until `closing`; node ports on `node`; answers
+/// cluster DNS on `dns`, if given, from the same caches.
+pub(crate) async fn run(
+    client: Client,
+    node: IpAddr,
+    dns: Option<tokio::net::UdpSocket>,
+    mut closing: watch::Receiver<bool>,
+) {
     let changed = Arc::new(Notify::new());
     let (services, watching_services) = informer::<Service>(&client, changed.clone());
     let (slices, watching_slices) = informer::<EndpointSlice>(&client, changed.clone());
     // The watches end with the proxy: a watch left open would keep the API
     // server of the same process from finishing its shutdown.
-    let watches = [
+    let mut watches = vec![
         tokio::spawn(watching_services),
         tokio::spawn(watching_slices),
     ];
+    if let Some(socket) = dns {
+        let serving = crate::dns::serve(socket, services.clone(), slices.clone());
+        watches.push(tokio::spawn(serving));
+    }
     let table = Arc::new(Mutex::new(Table::default()));
     let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
     loop {
