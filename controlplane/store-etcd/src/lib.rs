@@ -205,6 +205,11 @@ fn map_error(error: etcd_client::Error) -> Error {
                     Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                         Error::Unavailable(message.to_owned())
                     }
+                    // A connection that broke under a request (etcd died or
+                    // went away) comes as Unknown, caused by an I/O error.
+                    Code::Unknown if caused_by_io(&status) => {
+                        Error::Unavailable(format!("{message}: the connection to etcd broke"))
+                    }
                     _ => Error::Backend(Box::new(E::GRpcStatus(status))),
                 }
             }
@@ -213,6 +218,18 @@ fn map_error(error: etcd_client::Error) -> Error {
         E::IoError(e) => Error::Unavailable(e.to_string()),
         other => Error::Backend(Box::new(other)),
     }
+}
+
+/// Whether an I/O error is among the causes of `error`.
+fn caused_by_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Puts the revision asked for into errors etcd reports without it.
@@ -530,5 +547,17 @@ mod tests {
         assert_eq!(prefix_end("/registry/pods/"), b"/registry/pods0");
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
         assert_eq!(prefix_end(""), [0]);
+    }
+
+    #[test]
+    fn a_request_cut_by_a_broken_connection_is_unavailable() {
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let status = tonic::Status::from_error(Box::new(broken));
+        assert_eq!(status.code(), Code::Unknown);
+        let mapped = map_error(etcd_client::Error::GRpcStatus(status));
+        assert!(matches!(mapped, Error::Unavailable(_)), "{mapped:?}");
+        let refused = tonic::Status::new(Code::Unknown, "something else");
+        let mapped = map_error(etcd_client::Error::GRpcStatus(refused));
+        assert!(matches!(mapped, Error::Backend(_)), "{mapped:?}");
     }
 }
