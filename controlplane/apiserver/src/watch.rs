@@ -98,6 +98,10 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
             Err(e) => value_line("ERROR", &e.status()),
         }
     };
+    // Ends when the server closes, also for a watch that starts after.
+    let mut closed = Box::pin(async move {
+        let _ = closing.wait_for(|closed| *closed).await;
+    });
     let deadline = Instant::now() + timeout;
     let body = async_stream::stream! {
         for object in &initial {
@@ -109,7 +113,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
             let change = tokio::select! {
                 change = changes.next() => change,
                 () = sleep_until(deadline) => break,
-                _ = closing.changed() => break,
+                () = &mut closed => break,
                 () = sleep_until(next_bookmark), if bookmarks => {
                     next_bookmark = Instant::now() + BOOKMARK_EVERY;
                     let bookmark = json!({
