@@ -139,13 +139,13 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
         .wait_until_ready()
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
+    let all = ctx.pods_in(&namespace);
     let hash = template_hash(&spec.template, 0);
     let name = set.name_any();
     let generation = set.metadata.generation;
     if set.status.as_ref().and_then(|s| s.observed_generation) != generation {
         // A new spec: its template becomes the newest revision.
-        let in_use: HashSet<String> = ctx
-            .pods_in(&namespace)
+        let in_use: HashSet<String> = all
             .iter()
             .filter(|p| controller_of(p.as_ref()).is_some_and(|(_, _, u)| u == uid))
             .filter_map(|p| Some(format!("{name}-{}", p.labels().get(HASH_LABEL)?)))
@@ -167,7 +167,6 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
     let pod_spec = template.spec.clone().unwrap_or_default();
     let tolerations = pod_spec.tolerations.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let all = ctx.pods_in(&namespace);
     let mut by_node: HashMap<String, Vec<&Arc<Pod>>> = HashMap::new();
     let mut surplus: Vec<&Arc<Pod>> = Vec::new();
     for pod in &all {

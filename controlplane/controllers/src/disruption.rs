@@ -20,7 +20,7 @@ use wasmkube_types::selector::labels::Selector;
 
 use crate::deployments::scaled;
 use crate::replicas::{labels, ready_since};
-use crate::runtime::{Context, Error, Pods, of_pods};
+use crate::runtime::{Context, Error, Pods, of_pods, selecting};
 
 fn selector(budget: &PodDisruptionBudget) -> Option<Selector> {
     let selector = budget.spec.as_ref()?.selector.as_ref()?;
@@ -105,15 +105,9 @@ fn budgets_of(
     pod: &Pod,
     budgets: &Store<PodDisruptionBudget>,
 ) -> Vec<ObjectRef<PodDisruptionBudget>> {
-    let namespace = pod.namespace();
-    let labels = labels(pod);
-    budgets
-        .state()
-        .iter()
-        .filter(|b| b.namespace() == namespace)
-        .filter(|b| selector(b).is_some_and(|s| s.matches(&labels)))
-        .map(|b| ObjectRef::from_obj(b.as_ref()))
-        .collect()
+    selecting(pod, budgets, |b, labels| {
+        selector(b).is_some_and(|s| s.matches(labels))
+    })
 }
 
 /// The controller, reconciling until `closed`.

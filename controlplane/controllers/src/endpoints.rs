@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::runtime::{Context, Error, Pods, of_pods};
+use crate::runtime::{Context, Error, Pods, of_pods, selecting};
 
 /// The label that ties a slice to its Service.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -228,20 +228,11 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
 
 /// The Services in the pod's namespace that select it.
 fn services_of(pod: &Pod, services: &Store<Service>) -> Vec<ObjectRef<Service>> {
-    let namespace = pod.namespace();
-    let labels = pod.labels();
-    services
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace)
-        .filter(|s| {
-            let selector = s.spec.as_ref().and_then(|s| s.selector.as_ref());
-            selector.is_some_and(|sel| {
-                !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-        })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
+    selecting(pod, services, |s, labels| {
+        let selector = s.spec.as_ref().and_then(|s| s.selector.as_ref());
+        selector
+            .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    })
 }
 
 /// The controller, reconciling until `closed`.

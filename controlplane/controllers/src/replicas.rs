@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use wasmkube_events::{Kind, now};
 use wasmkube_types::selector::labels::{Operator, Requirement, Selector};
 
-use crate::runtime::{Context, Error, Pods, controller_of, of_pods};
+use crate::runtime::{Context, Error, Pods, controller_of, of_pods, selecting};
 
 /// The most pods created in one batch.
 const MAX_BATCH: usize = 500;
@@ -464,14 +464,9 @@ fn owners_of<K: Replicated>(
             Vec::new()
         };
     }
-    let labels = labels(pod);
-    owners
-        .state()
-        .iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|o| o.selector().is_some_and(|s| s.matches(&labels)))
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+    selecting(pod, owners, |o, labels| {
+        o.selector().is_some_and(|s| s.matches(labels))
+    })
 }
 
 /// The controller of kind `K`, reconciling until `closed`.

@@ -5,7 +5,7 @@
 //! requeue, back-off on errors); expectations, so a controller does not act
 //! twice on a change it made but has not seen yet; and Events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,6 +155,27 @@ pub fn controlled_by<K: Resource<DynamicType = ()>>(object: &impl Resource) -> V
         }
         _ => Vec::new(),
     }
+}
+
+/// The objects of `cache` in `pod`'s namespace that select it, as `selects`
+/// reads each one's selector against the pod's labels.
+pub fn selecting<K>(
+    pod: &Pod,
+    cache: &Store<K>,
+    selects: impl Fn(&K, &BTreeMap<String, String>) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Lookup<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = ResourceExt::namespace(pod);
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    cache
+        .state()
+        .iter()
+        .filter(|o| ResourceExt::namespace(o.as_ref()) == namespace)
+        .filter(|o| selects(o, &labels))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// What a controller did and has not seen yet, by the uid of the object it
