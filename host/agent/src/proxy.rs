@@ -4,8 +4,9 @@
 //! goes to one of the ready endpoints of that port (from the Service's
 //! EndpointSlices, on any node), in turn, or with `sessionAffinity:
 //! ClientIP` to the one the client had last. Endpoints that are not ready
-//! leave the rotation as soon as their slice says so; a port with no ready
-//! endpoint refuses connections.
+//! leave the rotation as soon as their slice says so, and one that refuses a
+//! connection (its slice not updated yet) is passed over for the next; a
+//! port with no ready endpoint refuses connections.
 //!
 //! Cluster IPs are in 127.0.0.0/8 by default, so on one machine they work
 //! with no configuration. Several agents on one machine have one network:
@@ -30,6 +31,9 @@ use tokio::task::JoinHandle;
 /// How often addresses this agent could not bind are tried again.
 const RETRY: Duration = Duration::from_secs(3);
 
+/// How long a connection to one endpoint may take before the next is tried.
+const CONNECT: Duration = Duration::from_secs(3);
+
 /// A port of a Service: namespace, name, port name.
 type PortKey = (String, String, String);
 
@@ -52,9 +56,18 @@ struct Table {
 
 impl Table {
     /// The endpoint for a connection from `client` to `route`, if any is
-    /// ready.
-    fn pick(&mut self, route: &Route, client: IpAddr) -> Option<SocketAddr> {
-        let ready = self.endpoints.get(&route.port).filter(|e| !e.is_empty())?;
+    /// ready but those in `failed`.
+    fn pick(&mut self, route: &Route, client: IpAddr, failed: &[SocketAddr]) -> Option<SocketAddr> {
+        let ready: Vec<SocketAddr> = self
+            .endpoints
+            .get(&route.port)?
+            .iter()
+            .filter(|e| !failed.contains(e))
+            .copied()
+            .collect();
+        if ready.is_empty() {
+            return None;
+        }
         let key = (route.port.clone(), client);
         let had = self.sticky.get(&key).copied();
         if let (Some(timeout), Some((had, since))) = (route.affinity, had)
@@ -173,26 +186,35 @@ fn listen(
             let Ok((client, peer)) = listener.accept().await else {
                 continue;
             };
-            let chosen = table
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pick(&route, peer.ip());
-            let Some(endpoint) = chosen else {
-                continue;
-            };
-            tokio::spawn(forward(client, endpoint));
+            tokio::spawn(forward(client, peer.ip(), route.clone(), table.clone()));
         }
     }))
 }
 
-async fn forward(mut client: TcpStream, endpoint: SocketAddr) {
-    match TcpStream::connect(endpoint).await {
-        Ok(mut upstream) => {
-            let _ = upstream.set_nodelay(true);
-            let _ = client.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+/// Joins `client` to an endpoint of `route`. An endpoint that refuses (a
+/// pod just gone whose slice is not updated yet) is skipped for the next
+/// one, so the client sees a refusal only when every endpoint refuses.
+async fn forward(mut client: TcpStream, peer: IpAddr, route: Route, table: Arc<Mutex<Table>>) {
+    let mut failed = Vec::new();
+    loop {
+        let chosen = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pick(&route, peer, &failed);
+        let Some(endpoint) = chosen else {
+            return;
+        };
+        match tokio::time::timeout(CONNECT, TcpStream::connect(endpoint)).await {
+            Ok(Ok(mut upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                let _ = client.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                return;
+            }
+            Ok(Err(e)) => tracing::debug!(%endpoint, error = %e, "an endpoint refused"),
+            Err(_) => tracing::debug!(%endpoint, "an endpoint did not answer in time"),
         }
-        Err(e) => tracing::debug!(%endpoint, error = %e, "an endpoint refused"),
+        failed.push(endpoint);
     }
 }
 
@@ -300,22 +322,27 @@ mod tests {
         };
         let client: IpAddr = "127.0.0.1".parse().unwrap();
         let picks: Vec<_> = (0..4)
-            .map(|_| table.pick(&round, client).unwrap())
+            .map(|_| table.pick(&round, client, &[]).unwrap())
             .collect();
         assert_eq!(picks, [a, b, a, b]);
         let sticky = Route {
             port: key("http"),
             affinity: Some(Duration::from_secs(60)),
         };
-        let first = table.pick(&sticky, client).unwrap();
-        assert!((0..4).all(|_| table.pick(&sticky, client) == Some(first)));
+        let first = table.pick(&sticky, client, &[]).unwrap();
+        assert!((0..4).all(|_| table.pick(&sticky, client, &[]) == Some(first)));
         // Its endpoint gone, the client moves on.
         table
             .endpoints
             .insert(key("http"), vec![if first == a { b } else { a }]);
-        assert_ne!(table.pick(&sticky, client), Some(first));
+        assert_ne!(table.pick(&sticky, client, &[]), Some(first));
+        // An endpoint that refused is passed over, and none is left when
+        // all did.
+        table.endpoints.insert(key("http"), vec![a, b]);
+        assert!((0..4).all(|_| table.pick(&round, client, &[a]) == Some(b)));
+        assert_eq!(table.pick(&round, client, &[a, b]), None);
         table.endpoints.insert(key("http"), vec![]);
-        assert_eq!(table.pick(&round, client), None);
+        assert_eq!(table.pick(&round, client, &[]), None);
     }
 
     #[test]
