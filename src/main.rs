@@ -174,12 +174,27 @@ struct ControllingArgs {
     /// marked Unknown and tainted unreachable: `40s`, `2m`.
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Give every Node a `spec.podCIDR` out of `--cluster-cidr`
+    /// (`--allocate-node-cidrs=false`: agents use their own `--pod-cidr`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The range of every pod address.
+    #[arg(long, value_name = "CIDR", default_value = "127.64.0.0/10")]
+    cluster_cidr: Range,
+    /// The prefix length of each node's pod range.
+    #[arg(long, value_name = "BITS", default_value_t = 16)]
+    node_cidr_mask_size: u8,
 }
 
 impl ControllingArgs {
     fn settings(&self) -> wasmkube_controllers::Settings {
+        let ranges = wasmkube_controllers::PodRanges {
+            cluster: self.cluster_cidr,
+            node_bits: self.node_cidr_mask_size,
+        };
         wasmkube_controllers::Settings {
             node_monitor_grace: self.node_monitor_grace_period,
+            pod_ranges: self.allocate_node_cidrs.then_some(ranges),
         }
     }
 }

@@ -406,8 +406,24 @@ fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     drop(server);
     let _server = Server::start(d);
     ready_node(d);
-    let status = kubectl(d, &["rollout", "status", "deployment/web", "--timeout=90s"]);
-    assert!(status.contains("successfully rolled out"), "{status}");
+    let status =
+        crate::agent::run_kubectl(d, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    // What the cluster looked like, should the rollout not finish.
+    let state = || {
+        let objects = ["get", "deploy,rs,pods,nodes", "-o", "wide", "--show-labels"];
+        let conditions = "{.status.conditions}";
+        format!(
+            "{}\n{}\n{}",
+            crate::agent::run_kubectl(d, &objects),
+            jsonpath(d, "deployment/web", conditions),
+            crate::agent::run_kubectl(d, &["get", "events", "--sort-by=.lastTimestamp"]),
+        )
+    };
+    assert!(
+        status.contains("successfully rolled out"),
+        "{status}\n{}",
+        state()
+    );
     settles_at(d, "web", 6);
     // Every pod is of the new template: one hash, the new ReplicaSet's.
     let hashes = jsonpath(d, "pods", "{.items[*].metadata.labels.pod-template-hash}");

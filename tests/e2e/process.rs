@@ -1,13 +1,57 @@
 //! Starting and stopping the `wasmkube` binary under test.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running `wasmkube up` or `wasmkube server`, stopped when dropped.
 pub struct Server {
     pub child: Child,
     pub url: String,
+    _pods: Option<PodRange>,
+}
+
+/// A pod range (`--cluster-cidr`) no other cluster of the tests running now
+/// has, so pods of clusters side by side on this machine never share an
+/// address: one of the 256 /18s of 127.64.0.0/10, held by a file naming the
+/// holder's pid, and free again when dropped or when its holder is gone.
+struct PodRange {
+    cidr: String,
+    claim: PathBuf,
+}
+
+impl PodRange {
+    fn claim() -> PodRange {
+        let dir = std::env::temp_dir().join("wasmkube-e2e-pod-ranges");
+        std::fs::create_dir_all(&dir).unwrap();
+        let start = std::process::id() as usize;
+        for n in (0..256).map(|i| (start + i) % 256) {
+            let claim = dir.join(n.to_string());
+            let held = std::fs::read_to_string(&claim)
+                .is_ok_and(|pid| Path::new("/proc").join(pid.trim()).exists());
+            if held {
+                continue;
+            }
+            let _ = std::fs::remove_file(&claim);
+            let Ok(mut file) = std::fs::File::create_new(&claim) else {
+                continue;
+            };
+            write!(file, "{}", std::process::id()).unwrap();
+            let base = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 64, 0, 0)) + ((n as u32) << 14));
+            return PodRange {
+                cidr: format!("{base}/18"),
+                claim,
+            };
+        }
+        panic!("all 256 test pod ranges are held");
+    }
+}
+
+impl Drop for PodRange {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.claim);
+    }
 }
 
 impl Server {
@@ -44,8 +88,16 @@ impl Server {
     }
 
     fn start_with(role: &str, data_dir: &Path, args: &[&str]) -> Server {
+        let controls = role == "up" || args.contains(&"--control-plane");
+        let pods = controls.then(PodRange::claim);
+        let ranges = match &pods {
+            // Nodes of four /20s (4,094 pods each).
+            Some(pods) => vec!["--cluster-cidr", &pods.cidr, "--node-cidr-mask-size", "20"],
+            None => vec![],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .arg(role)
+            .args(ranges)
             .arg("--data-dir")
             .arg(data_dir)
             .args(if args.contains(&"--listen") {
@@ -67,7 +119,11 @@ impl Server {
             .strip_prefix("Serving the Kubernetes API at ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_owned();
-        Server { child, url }
+        Server {
+            child,
+            url,
+            _pods: pods,
+        }
     }
 
     /// Sends SIGTERM and waits; returns whether it exited cleanly.

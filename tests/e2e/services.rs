@@ -56,6 +56,32 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
         .map(str::to_owned)
         .collect();
     assert_eq!(nodes.len(), 2, "the pods are on both nodes: {nodes:?}");
+    // Each node was given a range of its own, and its pods' addresses are
+    // in it.
+    let pairs = |object: &str, template: &str| -> Vec<(String, String)> {
+        let template = format!("{{range .items[*]}}{template} {{end}}");
+        jsonpath(&data, object, &template)
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect()
+    };
+    let ranges: std::collections::HashMap<String, wasmkube_agent::Range> =
+        pairs("nodes", "{.metadata.name}={.spec.podCIDR}")
+            .into_iter()
+            .map(|(node, cidr)| (node, cidr.parse().unwrap()))
+            .collect();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_ne!(ranges.values().next(), ranges.values().nth(1), "{ranges:?}");
+    let placed = pairs("pods", "{.spec.nodeName}={.status.podIP}");
+    assert_eq!(placed.len(), 3, "{placed:?}");
+    for (node, ip) in placed {
+        let range = ranges[&node];
+        assert!(
+            range.contains(ip.parse().unwrap()),
+            "{ip} of {node} not in {range}"
+        );
+    }
     let cluster_ip = jsonpath(&data, "svc/web", "{.spec.clusterIP}");
     assert!(cluster_ip.starts_with("127."), "{cluster_ip}");
     let node_port = jsonpath(&data, "svc/web", "{.spec.ports[0].nodePort}");

@@ -18,6 +18,7 @@
 //!   concurrency policy and history limits.
 //! - Node lifecycle: nodes not heard from turn Unknown and tainted, and
 //!   their pods are evicted after their toleration.
+//! - Node IPAM: every node a subnet of the cluster's pod range.
 //! - PodDisruptionBudgets: how many pods may be disrupted now.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
 //!   not, with its ports resolved on them.
@@ -35,7 +36,9 @@ mod endpoints;
 mod gc;
 mod jobs;
 mod lifecycle;
+mod node_ipam;
 pub mod placement;
+pub use node_ipam::PodRanges;
 mod replicas;
 mod revisions;
 mod service_accounts;
@@ -57,6 +60,9 @@ use tokio::sync::watch;
 pub struct Settings {
     /// How long a node may go unheard before it is marked Unknown.
     pub node_monitor_grace: Duration,
+    /// The pod range nodes get their subnets from (none: nodes are given
+    /// none).
+    pub pod_ranges: Option<PodRanges>,
 }
 
 impl Default for Settings {
@@ -64,6 +70,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             node_monitor_grace: Duration::from_secs(40),
+            pod_ranges: Some(PodRanges::default()),
         }
     }
 }
@@ -76,7 +83,7 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
     let mut sets = runtime::Informer::<ReplicaSet>::default();
     let mut jobs = runtime::Informer::<Job>::default();
     let c = &client;
-    let controllers = vec![
+    let mut controllers = vec![
         replicas::controller::<ReplicaSet>(c, &mut pods, closed.clone()).boxed(),
         replicas::controller::<ReplicationController>(c, &mut pods, closed.clone()).boxed(),
         service_accounts::controller(c, &pods, closed.clone()).boxed(),
@@ -97,6 +104,9 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
         cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
         disruption::controller(c, &mut pods, closed.clone()).boxed(),
     ];
+    if let Some(ranges) = settings.pod_ranges {
+        controllers.push(node_ipam::controller(c, &pods, ranges, closed.clone()).boxed());
+    }
     // The collector knows every kind the controllers make or own.
     let mut deployments = runtime::Informer::<Deployment>::default();
     let mut replication = runtime::Informer::<ReplicationController>::default();

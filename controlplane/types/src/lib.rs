@@ -3,13 +3,14 @@
 //! This crate owns the API types (re-exported from `k8s-openapi`, Kubernetes 1.33),
 //! the [`registry`] of every built-in kind with the facts that routing, discovery and
 //! store keys are derived from, label and field [`selector`]s, the name and label
-//! [`validation`] rules of Kubernetes, [`cron`] schedules, the [`patch`] metadata of every kind with
+//! [`validation`] rules of Kubernetes, [`cron`] schedules, IPv4 [`cidr`] ranges, the [`patch`] metadata of every kind with
 //! the strategic merge patch that reads it, and Wasmkube's own kind, the
 //! [`plugin::Plugin`].
 //!
 //! It does no I/O and depends on no runtime (no tokio, axum, etcd or wasmtime): every
 //! other crate can use it, and it can be used from anywhere.
 
+pub mod cidr;
 pub mod cron;
 pub mod patch;
 pub mod plugin;

@@ -208,11 +208,16 @@ impl Agent {
                 () = tokio::time::sleep(delay) => {}
             }
         };
-        match pod_cidr.map(|cidr| cidr.parse::<Range>()) {
-            Some(Ok(range)) => self.addresses.set_range(range),
-            Some(Err(e)) => tracing::warn!(error = %e, "the node's spec.podCIDR is not used"),
-            None => {}
+        // Pods taken back keep addresses from the range the node has now.
+        if let Some(Ok(range)) = pod_cidr.map(|cidr| cidr.parse::<Range>()) {
+            self.addresses.set_range(range);
         }
+        tokio::spawn(node::follow_pod_cidr(
+            self.client.clone(),
+            self.node.clone(),
+            self.addresses.clone(),
+            closing.clone(),
+        ));
         tokio::spawn(node::renew_lease(
             self.client.clone(),
             self.node.clone(),

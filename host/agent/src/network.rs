@@ -10,67 +10,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+
 use std::sync::Mutex;
-
-/// An IPv4 range, `a.b.c.d/n`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Range {
-    base: u32,
-    bits: u8,
-}
-
-impl std::str::FromStr for Range {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Range, String> {
-        let bad = || format!("{text:?} is not an IPv4 range like 127.64.0.0/16");
-        let (address, bits) = text.split_once('/').ok_or_else(bad)?;
-        let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
-        let bits: u8 = bits.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&bits) {
-            return Err(format!("{text:?}: the prefix must be /8 to /30"));
-        }
-        let mask = u32::MAX << (32 - bits);
-        Ok(Range {
-            base: u32::from(address) & mask,
-            bits,
-        })
-    }
-}
-
-impl std::fmt::Display for Range {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.bits)
-    }
-}
-
-impl Range {
-    /// The range a node named `node` takes when it is given none: a /16 inside
-    /// 127.64.0.0/10, chosen by its name.
-    pub fn for_node(node: &str) -> Range {
-        let hash = node.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        Range {
-            base: u32::from(Ipv4Addr::new(127, 64 + (hash % 64) as u8, 0, 0)),
-            bits: 16,
-        }
-    }
-
-    /// How many addresses pods can have: all but the first and the last.
-    fn size(self) -> u32 {
-        (1u32 << (32 - self.bits)) - 2
-    }
-
-    fn contains(self, address: Ipv4Addr) -> bool {
-        let offset = u32::from(address).wrapping_sub(self.base);
-        (1..=self.size()).contains(&offset)
-    }
-
-    fn nth(self, i: u32) -> Ipv4Addr {
-        Ipv4Addr::from(self.base + 1 + i % self.size())
-    }
-}
+pub use wasmkube_types::cidr::Range;
 
 /// The addresses of the node's pods.
 #[derive(Debug)]
@@ -121,11 +63,12 @@ impl Addresses {
             Some(address) => address,
             None => {
                 let range = state.range;
-                let found = (0..range.size())
-                    .map(|i| range.nth(state.next.wrapping_add(i)))
-                    .find(|a| free(&state, *a))
+                let (at, found) = (0..range.size())
+                    .map(|i| state.next.wrapping_add(i))
+                    .map(|at| (at, range.nth(at)))
+                    .find(|(_, a)| free(&state, *a))
                     .ok_or_else(|| format!("no free address left in {range}"))?;
-                state.next = u32::from(found) - range.base;
+                state.next = at.wrapping_add(1);
                 found
             }
         };
@@ -142,20 +85,6 @@ impl Addresses {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_parse_and_name_their_default() {
-        let range: Range = "127.70.3.9/16".parse().unwrap();
-        assert_eq!(range.to_string(), "127.70.0.0/16");
-        assert!("127.0.0.1".parse::<Range>().is_err());
-        assert!("10.0.0.0/31".parse::<Range>().is_err());
-        assert_eq!(Range::for_node("edge-1"), Range::for_node("edge-1"));
-        let default = Range::for_node("edge-1").to_string();
-        assert!(
-            default.starts_with("127.") && default.ends_with(".0.0/16"),
-            "{default}"
-        );
-    }
 
     #[test]
     fn pods_get_distinct_addresses_and_keep_them() {

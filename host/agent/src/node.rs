@@ -1,14 +1,21 @@
-//! The Node object of the agent, and its Lease in `kube-node-lease`.
+//! The Node object of the agent, its Lease in `kube-node-lease`, and the
+//! pod range it is given.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_events::now;
+
+use crate::network::{Addresses, Range};
 
 /// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
 /// far more than Kubernetes' 110.
@@ -93,6 +100,46 @@ pub(crate) async fn register(
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(node.spec.and_then(|s| s.pod_cidr))
+}
+
+/// Hands pods addresses from the node's `spec.podCIDR` as soon as it has
+/// one, and from each new one it is given, until `closing`.
+pub(crate) async fn follow_pod_cidr(
+    client: Client,
+    name: String,
+    addresses: Arc<Addresses>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let nodes: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut changes = std::pin::pin!(watcher(nodes, config).default_backoff().applied_objects());
+    let mut had = None;
+    loop {
+        let node = tokio::select! {
+            _ = closing.wait_for(|closed| *closed) => return,
+            next = changes.next() => match next {
+                Some(Ok(node)) => node,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "watching the node");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        let cidr = node.spec.and_then(|s| s.pod_cidr);
+        if cidr.is_none() || cidr == had {
+            continue;
+        }
+        match cidr.as_deref().map(str::parse::<Range>) {
+            Some(Ok(range)) => {
+                tracing::info!(pod_cidr = %range, "pods get addresses from the node's range");
+                addresses.set_range(range);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "the node's spec.podCIDR is not used"),
+            None => {}
+        }
+        had = cidr;
+    }
 }
 
 /// Renews the node's Lease every [`RENEW_EVERY`] until `closing`.
