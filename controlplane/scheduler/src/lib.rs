@@ -26,8 +26,6 @@ mod metrics;
 mod queue;
 mod run;
 
-include!(concat!(env!("OUT_DIR"), "/default_plugins.rs"));
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -43,7 +41,7 @@ pub use run::run;
 
 /// The components of the default plugins, by name.
 pub fn default_plugins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
-    DEFAULT_PLUGINS.iter().copied()
+    wasmkube_plugin_host::builtin::SCHEDULING.iter().copied()
 }
 
 /// The bytes of the plugin `name`: read from `file`, or pulled into `images`

@@ -1,6 +1,6 @@
-//! The host of Wasmkube's plugins: every plugin kind (scheduler now; admission,
-//! CNI and CSI later) is a Wasm component whose interface is a WIT world under
-//! `wit/`, loaded and called through this crate.
+//! The host of Wasmkube's plugins: every plugin kind (scheduler and network
+//! now; admission and CSI later) is a Wasm component whose interface is a
+//! WIT world under `wit/`, loaded and called through this crate.
 //!
 //! - [`load_component`] compiles a component once and keeps the artefact on
 //!   disk, keyed by the bytes' digest and the engine's compatibility hash (the
@@ -12,9 +12,18 @@
 //!   becomes a [`PluginError`] naming the plugin, and the trapped instance is
 //!   never entered again: the next call gets a fresh one from the
 //!   pre-instantiated component, configured and fed the nodes again.
+//! - [`Networks`] runs CNI network lists of `wasmkube:cni/plugin@0.1.0`
+//!   plugins (the built-in `pod-network` and `host-local`, in [`builtin`]).
+
+/// The built-in plugins, as components (built from `plugins/`).
+pub mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+}
 
 mod cache;
+mod cni;
 mod limits;
+mod sandbox;
 mod scheduler;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +32,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine};
 
 pub use cache::{compile, digest, load_component};
+pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Sandbox};
 pub use limits::{EpochTicker, MemoryLimit};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 pub use wasmtime::component::Component;

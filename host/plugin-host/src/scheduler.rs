@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
 
-use crate::{Limits, MemoryLimit, PluginError, PluginHost, TICK};
+use crate::sandbox::{self, State};
+use crate::{Limits, PluginError, PluginHost};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -24,38 +23,15 @@ pub use bindings::wasmkube::scheduler::types::{Code, NodeChange, Rejection, Stat
 /// The interface a scheduler plugin exports, with its version.
 pub const WIT_PACKAGE: &str = "wasmkube:scheduler/plugin@0.1.0";
 
-/// A deadline, in ticks, that no call reaches (35 years of 1 ms ticks):
-/// between calls, nothing runs.
-const NO_DEADLINE: u64 = 1 << 40;
-
 /// Node changes given to a plugin per call: each call is bounded in time, and
 /// a plugin parses each node it is given.
 const FEED_BATCH: usize = 256;
-
-/// How much of a plugin's stderr is kept to explain a failure.
-const STDERR_KEPT: usize = 4096;
-
-struct State {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: MemoryLimit,
-    stderr: MemoryOutputPipe,
-}
-
-impl WasiView for State {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
 
 /// A call into the plugin's exports.
 trait Call<T>:
     FnOnce(
     &bindings::exports::wasmkube::scheduler::plugin::Guest,
-    &mut Store<State>,
+    &mut Store<State<()>>,
 ) -> wasmtime::Result<T>
 {
 }
@@ -63,21 +39,21 @@ trait Call<T>:
 impl<T, F> Call<T> for F where
     F: FnOnce(
         &bindings::exports::wasmkube::scheduler::plugin::Guest,
-        &mut Store<State>,
+        &mut Store<State<()>>,
     ) -> wasmtime::Result<T>
 {
 }
 
 /// A live instance and its store.
 struct Live {
-    store: Store<State>,
+    store: Store<State<()>>,
     plugin: bindings::SchedulerPlugin,
 }
 
 /// A loaded scheduler plugin.
 pub struct SchedulerPlugin {
     name: String,
-    pre: SchedulerPluginPre<State>,
+    pre: SchedulerPluginPre<State<()>>,
     engine: wasmtime::Engine,
     limits: Limits,
     args: String,
@@ -94,16 +70,6 @@ impl std::fmt::Debug for SchedulerPlugin {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// The `wasmkube:scheduler/plugin@…` interfaces `component` exports.
-fn exported_versions(engine: &wasmtime::Engine, component: &Component) -> Vec<String> {
-    component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .filter(|name| name.starts_with("wasmkube:scheduler/plugin"))
-        .collect()
 }
 
 impl SchedulerPlugin {
@@ -131,18 +97,7 @@ impl SchedulerPlugin {
     ) -> Result<SchedulerPlugin, PluginError> {
         let plugin = plugin.to_owned();
         let engine = host.engine().clone();
-        let exported = exported_versions(&engine, component);
-        if !exported.iter().any(|e| e == WIT_PACKAGE) {
-            return Err(PluginError::Version {
-                plugin,
-                found: if exported.is_empty() {
-                    "no scheduler interface".into()
-                } else {
-                    exported.join(", ")
-                },
-                expected: WIT_PACKAGE.into(),
-            });
-        }
+        sandbox::check_version(&engine, component, &plugin, WIT_PACKAGE)?;
         let mut linker = Linker::new(&engine);
         let load = |message: String| PluginError::Load {
             plugin: plugin.clone(),
@@ -179,16 +134,7 @@ impl SchedulerPlugin {
 
     /// A fresh instance, configured and fed every node, each call bounded.
     fn start(&mut self) -> Result<(), PluginError> {
-        let stderr = MemoryOutputPipe::new(STDERR_KEPT);
-        let state = State {
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimit::new(Some(self.limits.memory)),
-            stderr,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(NO_DEADLINE);
+        let mut store = sandbox::store(&self.engine, self.limits, ());
         let plugin = self
             .pre
             .instantiate(&mut store)
@@ -234,38 +180,14 @@ impl SchedulerPlugin {
                 message: "no instance".into(),
             });
         };
-        let ticks = (self.limits.call_time.as_micros() / TICK.as_micros()).max(1);
-        live.store
-            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(NO_DEADLINE));
-        let result = f(live.plugin.wasmkube_scheduler_plugin(), &mut live.store);
-        live.store.set_epoch_deadline(NO_DEADLINE);
-        match result {
-            Ok(value) => {
-                self.live = Some(live);
-                Ok(value)
-            }
-            Err(e) => {
-                let state = live.store.data();
-                let mut message = if state.limiter.refused() {
-                    format!("wanted more than {} bytes of memory", self.limits.memory)
-                } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    format!("ran longer than {:?}", self.limits.call_time)
-                } else {
-                    format!("{e:#}")
-                };
-                let said = String::from_utf8_lossy(&state.stderr.contents())
-                    .trim()
-                    .to_owned();
-                if !said.is_empty() {
-                    message = format!("{message} (stderr: {said})");
-                }
-                Err(PluginError::Call {
-                    plugin: self.name.clone(),
-                    call,
-                    message,
-                })
-            }
+        let plugin = &live.plugin;
+        let result = sandbox::bounded(&mut live.store, self.limits, &self.name, call, |store| {
+            f(plugin.wasmkube_scheduler_plugin(), store)
+        });
+        if result.is_ok() {
+            self.live = Some(live);
         }
+        result
     }
 
     /// Tells the plugin what changed in the nodes.

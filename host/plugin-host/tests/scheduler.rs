@@ -134,7 +134,7 @@ fn other_components_are_refused_at_load() {
     assert_eq!(
         refused.to_string(),
         format!(
-            "plugin {}: built for no scheduler interface, but this host speaks wasmkube:scheduler/plugin@0.1.0",
+            "plugin {}: built for no wasmkube:scheduler/plugin interface, but this host speaks wasmkube:scheduler/plugin@0.1.0",
             command.display()
         )
     );

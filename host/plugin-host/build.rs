@@ -1,11 +1,12 @@
-//! Builds the default scheduler plugins (`plugins/`, their own workspace and
-//! target directory) as Wasm components, which the scheduler embeds.
+//! Builds the built-in plugins (`plugins/`, their own workspace and target
+//! directory) as Wasm components, which this crate embeds: the default
+//! scheduler plugins and the network plugins.
 
 use std::path::Path;
 use std::process::Command;
 
-/// The default plugins: their names and their crates' names.
-const DEFAULTS: &[(&str, &str)] = &[
+/// The default scheduler plugins: their names and their crates' names.
+const SCHEDULING: &[(&str, &str)] = &[
     ("NodeName", "node_name"),
     ("NodeUnschedulable", "node_unschedulable"),
     ("NodeAffinity", "node_affinity"),
@@ -17,6 +18,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ),
     ("PodTopologySpread", "pod_topology_spread"),
 ];
+
+/// The network plugins: their CNI types and their crates' names.
+const NETWORK: &[(&str, &str)] = &[("pod-network", "pod_network"), ("host-local", "host_local")];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -54,20 +58,29 @@ fn main() {
     let status = build.status().expect("running scripts/build-plugins.sh");
     assert!(status.success(), "building the default plugins failed");
     let built = root.join("plugins/target/wasm32-wasip2/release");
-    let mut table = String::from(
-        "/// The default plugins' components, by name.\npub(crate) const DEFAULT_PLUGINS: &[(&str, &[u8])] = &[\n",
+    let table = |name: &str, what: &str, plugins: &[(&str, &str)]| {
+        let mut table = format!("/// {what}\npub const {name}: &[(&str, &[u8])] = &[\n");
+        for (name, file) in plugins {
+            let path = built
+                .join(format!("{file}.wasm"))
+                .canonicalize()
+                .expect("a built plugin");
+            table.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?})),\n",
+                path.display().to_string()
+            ));
+        }
+        table + "];\n"
+    };
+    let tables = table(
+        "SCHEDULING",
+        "The default scheduler plugins' components, by name.",
+        SCHEDULING,
+    ) + &table(
+        "NETWORK",
+        "The network plugins' components, by CNI type.",
+        NETWORK,
     );
-    for (name, file) in DEFAULTS {
-        let path = built
-            .join(format!("{file}.wasm"))
-            .canonicalize()
-            .expect("a built plugin");
-        table.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            path.display().to_string()
-        ));
-    }
-    table.push_str("];\n");
-    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("default_plugins.rs");
-    std::fs::write(out, table).expect("writing the plugin table");
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("builtin.rs");
+    std::fs::write(out, tables).expect("writing the plugin tables");
 }

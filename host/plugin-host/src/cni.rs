@@ -1,0 +1,600 @@
+//! Network plugins: the world `wasmkube:cni/network-plugin` of `wit/cni`,
+//! and the runtime's side of CNI (libcni's role): a network list's plugins
+//! run in order on add and in reverse on del, each given the previous
+//! result as `prevResult`; the result of an add is kept, so del and check
+//! get it too; one add per container and network.
+//!
+//! Every call is a fresh instance of the plugin (as CNI runs a fresh
+//! process), bounded like every plugin call. The host gives plugins state
+//! on disk (`<state>/<network>/<plugin>/<key>`, each write synced before the
+//! call returns), delegation to other plugins by type (IPAM), and the
+//! container's addresses and routes, which the caller reads back as the
+//! [`Attachment`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use wasmtime::Store;
+use wasmtime::component::{Component, HasData, Linker};
+
+use crate::sandbox::{self, State};
+use crate::{Limits, PluginError, PluginHost};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/cni",
+        world: "network-plugin",
+    });
+}
+
+use bindings::NetworkPluginPre;
+use bindings::wasmkube::cni::types::{Error as CallError, Runtime};
+
+/// The interface a network plugin exports, with its version.
+pub const CNI_WIT_PACKAGE: &str = "wasmkube:cni/plugin@0.1.0";
+
+/// How deep plugins may delegate to plugins.
+const MAX_DELEGATION: u32 = 4;
+
+/// A CNI error, from a plugin or from the host: CNI's code, a message,
+/// details.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("CNI error {code}: {msg}{}", if details.is_empty() { String::new() } else { format!(" ({details})") })]
+pub struct CniError {
+    /// CNI's code (7: invalid network configuration; 100 and up: the
+    /// plugin's own).
+    pub code: u32,
+    /// The message.
+    pub msg: String,
+    /// Details.
+    pub details: String,
+}
+
+impl CniError {
+    fn new(code: u32, msg: impl Into<String>) -> CniError {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+}
+
+impl From<CallError> for CniError {
+    fn from(e: CallError) -> CniError {
+        CniError {
+            code: e.code,
+            msg: e.msg,
+            details: e.details,
+        }
+    }
+}
+
+impl From<CniError> for CallError {
+    fn from(e: CniError) -> CallError {
+        CallError {
+            code: e.code,
+            msg: e.msg,
+            details: e.details,
+        }
+    }
+}
+
+/// CNI's codes the host uses.
+const INCOMPATIBLE_VERSION: u32 = 1;
+const UNKNOWN_CONTAINER: u32 = 3;
+const IO_FAILURE: u32 = 5;
+const DECODING_FAILURE: u32 = 6;
+const INVALID_CONFIG: u32 = 7;
+/// A plugin that trapped, ran too long or wanted too much memory.
+const PLUGIN_FAILED: u32 = 999;
+
+/// The container a call is for: CNI's `CNI_CONTAINERID`, `CNI_NETNS`,
+/// `CNI_IFNAME` and `CNI_ARGS`.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    /// The container (for a Wasm pod, its uid).
+    pub container_id: String,
+    /// Its network namespace (for a Wasm pod, `wasm:<uid>`).
+    pub netns: String,
+    /// The interface (`eth0`).
+    pub ifname: String,
+    /// `K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID`…
+    pub args: Vec<(String, String)>,
+}
+
+/// What plugins gave the container in an add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its addresses: interface and address.
+    pub addresses: Vec<(String, IpAddr)>,
+    /// Its routes: destination and gateway.
+    pub routes: Vec<(String, Option<IpAddr>)>,
+}
+
+/// A network list added to a container: its final result and what the
+/// host gave the container.
+#[derive(Clone, Debug)]
+pub struct Added {
+    /// The last plugin's result (CNI's result JSON).
+    pub result: Value,
+    /// The addresses and routes the plugins asked for.
+    pub attachment: Attachment,
+}
+
+/// The network plugins of a node, by CNI type, and their state.
+#[derive(Clone)]
+pub struct Networks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    plugins: HashMap<String, NetworkPluginPre<State<Call>>>,
+    state: PathBuf,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Networks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut types: Vec<&String> = self.inner.plugins.keys().collect();
+        types.sort();
+        f.debug_struct("Networks")
+            .field("plugins", &types)
+            .field("state", &self.inner.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the host keeps for one plugin call.
+struct Call {
+    inner: Arc<Inner>,
+    network: String,
+    plugin: String,
+    sandbox: Arc<Sandbox>,
+    attachment: Arc<Mutex<Attachment>>,
+    depth: u32,
+}
+
+struct HostField;
+
+impl HasData for HostField {
+    type Data<'a> = &'a mut Call;
+}
+
+/// Whether `name` may name a state key, a network or a plugin on disk.
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+}
+
+/// Writes `value` to `file` through a temporary file, synced, and syncs
+/// the directory; with `exclusive`, only if `file` does not exist (false
+/// then).
+fn write_synced(file: &Path, value: &str, exclusive: bool) -> std::io::Result<bool> {
+    let dir = file.parent().expect("a state file has a directory");
+    std::fs::create_dir_all(dir)?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let partial = dir.join(format!(".{name}.{}", std::process::id()));
+    let mut out = std::fs::File::create(&partial)?;
+    out.write_all(value.as_bytes())?;
+    out.sync_all()?;
+    let placed = if exclusive {
+        // A hard link fails if the name is taken: the claim is atomic.
+        match std::fs::hard_link(&partial, file) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        }
+    } else {
+        std::fs::rename(&partial, file)?;
+        true
+    };
+    let _ = std::fs::remove_file(&partial);
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(placed)
+}
+
+impl Call {
+    fn dir(&self) -> PathBuf {
+        self.inner.state.join(&self.network).join(&self.plugin)
+    }
+
+    fn key(&self, key: &str) -> Result<PathBuf, String> {
+        if plain(key) {
+            Ok(self.dir().join(key))
+        } else {
+            Err(format!(
+                "{key:?} is not a state key: letters, digits, '.', '-', '_', ':'"
+            ))
+        }
+    }
+}
+
+impl bindings::wasmkube::cni::types::Host for Call {}
+
+impl bindings::wasmkube::cni::host::Host for Call {
+    fn state_get(&mut self, key: String) -> Option<String> {
+        std::fs::read_to_string(self.key(&key).ok()?).ok()
+    }
+
+    fn state_claim(&mut self, key: String, value: String) -> Result<bool, String> {
+        write_synced(&self.key(&key)?, &value, true).map_err(|e| format!("claiming {key}: {e}"))
+    }
+
+    fn state_set(&mut self, key: String, value: String) -> Result<(), String> {
+        write_synced(&self.key(&key)?, &value, false)
+            .map(drop)
+            .map_err(|e| format!("setting {key}: {e}"))
+    }
+
+    fn state_remove(&mut self, key: String) -> Result<(), String> {
+        match std::fs::remove_file(self.key(&key)?) {
+            Ok(()) => std::fs::File::open(self.dir())
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("removing {key}: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {key}: {e}")),
+        }
+    }
+
+    fn state_list(&mut self) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return Vec::new();
+        };
+        let mut all: Vec<(String, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok().filter(|n| plain(n))?;
+                let value = std::fs::read_to_string(e.path()).ok()?;
+                Some((name, value))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn delegate_add(&mut self, plugin: String, config: String) -> Result<String, CallError> {
+        self.delegate(&plugin, Verb::Add, &config)
+            .map_err(CallError::from)
+    }
+
+    fn delegate_del(&mut self, plugin: String, config: String) -> Result<(), CallError> {
+        self.delegate(&plugin, Verb::Del, &config)
+            .map(drop)
+            .map_err(CallError::from)
+    }
+
+    fn set_address(&mut self, ifname: String, address: String) -> Result<(), String> {
+        let ip = address
+            .split_once('/')
+            .and_then(|(ip, bits)| bits.parse::<u8>().ok().filter(|b| *b <= 32).map(|_| ip))
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+            .ok_or_else(|| format!("{address:?} is not an address like 10.22.0.5/16"))?;
+        // An address this node has (all of 127.0.0.0/8 on Linux) can be
+        // bound; another cannot be given to a pod here.
+        std::net::UdpSocket::bind((ip, 0))
+            .map_err(|e| format!("this node cannot give {ip} to a pod: {e}"))?;
+        let mut attachment = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
+        attachment.addresses.push((ifname, IpAddr::V4(ip)));
+        Ok(())
+    }
+
+    fn add_route(&mut self, destination: String, gateway: Option<String>) -> Result<(), String> {
+        let valid = destination.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        });
+        if !valid {
+            return Err(format!(
+                "{destination:?} is not a destination like 10.0.0.0/8"
+            ));
+        }
+        let gateway = match gateway {
+            Some(gateway) => Some(
+                gateway
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{gateway:?} is not a gateway address"))?,
+            ),
+            None => None,
+        };
+        let mut attachment = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
+        attachment.routes.push((destination, gateway));
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Verb {
+    Add,
+    Del,
+    Check,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Add => "add",
+            Verb::Del => "del",
+            Verb::Check => "check",
+        }
+    }
+}
+
+impl Call {
+    /// Runs `verb` of the plugin of type `plugin` for the same container
+    /// and network.
+    fn delegate(&self, plugin: &str, verb: Verb, config: &str) -> Result<String, CniError> {
+        if self.depth >= MAX_DELEGATION {
+            return Err(CniError::new(
+                INVALID_CONFIG,
+                format!("plugins delegate deeper than {MAX_DELEGATION}"),
+            ));
+        }
+        run(
+            &self.inner,
+            Call {
+                inner: self.inner.clone(),
+                network: self.network.clone(),
+                plugin: plugin.to_owned(),
+                sandbox: self.sandbox.clone(),
+                attachment: self.attachment.clone(),
+                depth: self.depth + 1,
+            },
+            verb,
+            config,
+        )
+    }
+}
+
+/// Runs `verb` of the plugin `call.plugin` with `config` on a fresh
+/// instance; a plugin that does not speak the configuration's `cniVersion`
+/// is refused.
+fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, CniError> {
+    let plugin = call.plugin.clone();
+    let pre = inner.plugins.get(&plugin).ok_or_else(|| {
+        CniError::new(
+            INVALID_CONFIG,
+            format!("no network plugin of type {plugin:?}"),
+        )
+    })?;
+    let version = serde_json::from_str::<Value>(config)
+        .ok()
+        .and_then(|c| c.get("cniVersion")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let runtime = Runtime {
+        container_id: call.sandbox.container_id.clone(),
+        netns: call.sandbox.netns.clone(),
+        ifname: call.sandbox.ifname.clone(),
+        args: call.sandbox.args.clone(),
+    };
+    let limits = inner.limits;
+    let mut store: Store<State<Call>> = sandbox::store(&inner.engine, limits, call);
+    let failed = |e: PluginError| CniError::new(PLUGIN_FAILED, e.to_string());
+    let instance = sandbox::bounded(&mut store, limits, &plugin, "instantiate", |s| {
+        pre.instantiate(s)
+    })
+    .map_err(failed)?;
+    let guest = instance.wasmkube_cni_plugin();
+    let versions = sandbox::bounded(&mut store, limits, &plugin, "versions", |s| {
+        guest.call_versions(s)
+    })
+    .map_err(failed)?;
+    if !versions.contains(&version) {
+        return Err(CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!("plugin {plugin} speaks CNI {versions:?}, not {version:?}"),
+        ));
+    }
+    let outcome = sandbox::bounded(&mut store, limits, &plugin, verb.name(), |s| match verb {
+        Verb::Add => guest.call_add(s, config, &runtime),
+        Verb::Del => guest
+            .call_del(s, config, &runtime)
+            .map(|r| r.map(|()| String::new())),
+        Verb::Check => guest
+            .call_check(s, config, &runtime)
+            .map(|r| r.map(|()| String::new())),
+    })
+    .map_err(failed)?;
+    outcome.map_err(CniError::from)
+}
+
+/// The plugins of a network list, in order, each with the list's
+/// `cniVersion` and `name`.
+fn entries(list: &Value) -> Result<(String, Vec<Value>), CniError> {
+    let invalid = |what: &str| CniError::new(INVALID_CONFIG, format!("the network list {what}"));
+    let name = list
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| plain(n))
+        .ok_or_else(|| invalid("needs a name of letters, digits, '.', '-', '_'"))?;
+    let version = list
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("needs a cniVersion"))?;
+    let plugins = list
+        .get("plugins")
+        .and_then(Value::as_array)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| invalid("needs plugins"))?;
+    let mut all = Vec::new();
+    for (i, plugin) in plugins.iter().enumerate() {
+        let Some(Value::String(_)) = plugin.get("type") else {
+            return Err(invalid(&format!("has no type in plugins[{i}]")));
+        };
+        let mut plugin = plugin.clone();
+        plugin["cniVersion"] = json!(version);
+        plugin["name"] = json!(name);
+        all.push(plugin);
+    }
+    Ok((name.to_owned(), all))
+}
+
+impl Networks {
+    /// The built-in network plugins (`pod-network`, `host-local`), keeping
+    /// their state under `state`.
+    pub fn new(host: &PluginHost, state: &Path, limits: Limits) -> Result<Networks, PluginError> {
+        let mut plugins = HashMap::new();
+        for (kind, bytes) in crate::builtin::NETWORK {
+            let component = host.compile(kind, bytes)?;
+            plugins.insert((*kind).to_owned(), pre(host, kind, &component)?);
+        }
+        Ok(Networks {
+            inner: Arc::new(Inner {
+                engine: host.engine().clone(),
+                plugins,
+                state: state.to_owned(),
+                limits,
+            }),
+        })
+    }
+
+    /// Adds the container to the network list `list` (CNI's JSON): each
+    /// plugin in order, given the one before's result. A list added before
+    /// gives its kept result again. If a plugin fails, the list is deleted
+    /// again and the error returned.
+    pub fn add(&self, list: &Value, sandbox: &Sandbox) -> Result<Added, CniError> {
+        let (network, plugins) = entries(list)?;
+        let attachment = Arc::new(Mutex::new(Attachment::default()));
+        let mut previous: Option<Value> = None;
+        for mut config in plugins {
+            if let Some(result) = &previous {
+                config["prevResult"] = result.clone();
+            }
+            match self.call(&network, &config, sandbox, &attachment, Verb::Add) {
+                Ok(result) => {
+                    let result = serde_json::from_str(&result).map_err(|e| {
+                        CniError::new(
+                            DECODING_FAILURE,
+                            format!("{} gave a result that is not JSON: {e}", config["type"]),
+                        )
+                    })?;
+                    previous = Some(result);
+                }
+                Err(e) => {
+                    if let Err(undone) = self.del(list, sandbox) {
+                        tracing::warn!(error = %undone, "undoing a failed network add");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let result = previous.unwrap_or_default();
+        let kept = self.result_file(&network, sandbox);
+        write_synced(&kept, &result.to_string(), false)
+            .map_err(|e| CniError::new(IO_FAILURE, format!("keeping the result: {e}")))?;
+        let attachment = attachment.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(Added { result, attachment })
+    }
+
+    /// Deletes the container from the network list: each plugin in reverse
+    /// order, given the kept result of the add. Deleting what was never
+    /// added succeeds.
+    pub fn del(&self, list: &Value, sandbox: &Sandbox) -> Result<(), CniError> {
+        let (network, plugins) = entries(list)?;
+        let kept = self.result_file(&network, sandbox);
+        let previous = std::fs::read_to_string(&kept)
+            .ok()
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok());
+        let attachment = Arc::new(Mutex::new(Attachment::default()));
+        for mut config in plugins.into_iter().rev() {
+            if let Some(result) = &previous {
+                config["prevResult"] = result.clone();
+            }
+            self.call(&network, &config, sandbox, &attachment, Verb::Del)?;
+        }
+        match std::fs::remove_file(&kept) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CniError::new(IO_FAILURE, e.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the container is still as the add left it: each plugin in
+    /// order, given the kept result.
+    pub fn check(&self, list: &Value, sandbox: &Sandbox) -> Result<(), CniError> {
+        let (network, plugins) = entries(list)?;
+        let previous: Value = std::fs::read_to_string(self.result_file(&network, sandbox))
+            .ok()
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .ok_or_else(|| {
+                CniError::new(
+                    UNKNOWN_CONTAINER,
+                    format!("{} was not added to {network}", sandbox.container_id),
+                )
+            })?;
+        let attachment = Arc::new(Mutex::new(Attachment::default()));
+        for mut config in plugins {
+            config["prevResult"] = previous.clone();
+            self.call(&network, &config, sandbox, &attachment, Verb::Check)?;
+        }
+        Ok(())
+    }
+
+    fn result_file(&self, network: &str, sandbox: &Sandbox) -> PathBuf {
+        let name: String = format!("{}-{}", sandbox.container_id, sandbox.ifname)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.inner.state.join(network).join(".results").join(name)
+    }
+
+    fn call(
+        &self,
+        network: &str,
+        config: &Value,
+        sandbox: &Sandbox,
+        attachment: &Arc<Mutex<Attachment>>,
+        verb: Verb,
+    ) -> Result<String, CniError> {
+        let plugin = config["type"].as_str().unwrap_or_default().to_owned();
+        let call = Call {
+            inner: self.inner.clone(),
+            network: network.to_owned(),
+            plugin,
+            sandbox: Arc::new(sandbox.clone()),
+            attachment: attachment.clone(),
+            depth: 0,
+        };
+        run(&self.inner, call, verb, &config.to_string())
+    }
+}
+
+/// The pre-instantiated plugin of `component`, its interface version
+/// checked.
+fn pre(
+    host: &PluginHost,
+    plugin: &str,
+    component: &Component,
+) -> Result<NetworkPluginPre<State<Call>>, PluginError> {
+    let engine = host.engine();
+    sandbox::check_version(engine, component, plugin, CNI_WIT_PACKAGE)?;
+    let load = |message: String| PluginError::Load {
+        plugin: plugin.to_owned(),
+        message,
+    };
+    let mut linker: Linker<State<Call>> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load(e.to_string()))?;
+    bindings::NetworkPlugin::add_to_linker::<_, HostField>(&mut linker, |state| &mut state.host)
+        .map_err(|e| load(e.to_string()))?;
+    linker
+        .instantiate_pre(component)
+        .and_then(NetworkPluginPre::new)
+        .map_err(|e| load(format!("{e:#}")))
+}

@@ -1,0 +1,128 @@
+//! What every plugin call runs in: a store with WASI (no files, no network,
+//! stderr kept to explain a failure), a memory limit, and a time limit per
+//! call, whatever the plugin's world.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::{Limits, MemoryLimit, PluginError, TICK};
+
+/// A deadline, in ticks, that no call reaches (35 years of 1 ms ticks):
+/// between calls, nothing runs.
+const NO_DEADLINE: u64 = 1 << 40;
+
+/// How much of a plugin's stderr is kept to explain a failure.
+const STDERR_KEPT: usize = 4096;
+
+/// A plugin store's data: WASI, the limiter, and what the host keeps for
+/// the plugin's world (`host`).
+pub(crate) struct State<T> {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimit,
+    stderr: MemoryOutputPipe,
+    pub(crate) host: T,
+}
+
+impl<T: Send> WasiView for State<T> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A store for one plugin instance, within `limits`.
+pub(crate) fn store<T: Send>(engine: &Engine, limits: Limits, host: T) -> Store<State<T>> {
+    let stderr = MemoryOutputPipe::new(STDERR_KEPT);
+    let state = State {
+        wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+        table: ResourceTable::new(),
+        limiter: MemoryLimit::new(Some(limits.memory)),
+        stderr,
+        host,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(NO_DEADLINE);
+    store
+}
+
+/// Runs `f` on `store` within `limits`; a trap, a timeout or a refused
+/// allocation becomes a [`PluginError::Call`] naming `plugin` and `call`,
+/// with what the plugin wrote to stderr. A store that failed must not be
+/// entered again.
+pub(crate) fn bounded<T, R>(
+    store: &mut Store<State<T>>,
+    limits: Limits,
+    plugin: &str,
+    call: &'static str,
+    f: impl FnOnce(&mut Store<State<T>>) -> wasmtime::Result<R>,
+) -> Result<R, PluginError> {
+    let ticks = (limits.call_time.as_micros() / TICK.as_micros()).max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(NO_DEADLINE));
+    let result = f(store);
+    store.set_epoch_deadline(NO_DEADLINE);
+    result.map_err(|e| {
+        let state = store.data();
+        let mut message = if state.limiter.refused() {
+            format!("wanted more than {} bytes of memory", limits.memory)
+        } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            format!("ran longer than {:?}", limits.call_time)
+        } else {
+            format!("{e:#}")
+        };
+        let said = String::from_utf8_lossy(&state.stderr.contents())
+            .trim()
+            .to_owned();
+        if !said.is_empty() {
+            message = format!("{message} (stderr: {said})");
+        }
+        PluginError::Call {
+            plugin: plugin.to_owned(),
+            call,
+            message,
+        }
+    })
+}
+
+/// The interfaces of `prefix` (`wasmkube:scheduler/plugin`) that `component`
+/// exports, with their versions.
+pub(crate) fn exported_versions(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    prefix: &str,
+) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// Refuses a component that does not export `expected`.
+pub(crate) fn check_version(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    plugin: &str,
+    expected: &str,
+) -> Result<(), PluginError> {
+    let prefix = expected.split('@').next().unwrap_or(expected);
+    let exported = exported_versions(engine, component, prefix);
+    if exported.iter().any(|e| e == expected) {
+        return Ok(());
+    }
+    Err(PluginError::Version {
+        plugin: plugin.to_owned(),
+        found: if exported.is_empty() {
+            format!("no {prefix} interface")
+        } else {
+            exported.join(", ")
+        },
+        expected: expected.into(),
+    })
+}
