@@ -308,6 +308,16 @@ fn a_killed_node_takes_its_pods_back() {
             .unwrap_or_default()
     });
     let uid = seen(dir.path()).rsplit(' ').next().unwrap().to_owned();
+    let address = |name: &str| jsonpath(dir.path(), &format!("pod/{name}"), "{.status.podIP}");
+    let had = address("spin");
+    // The address is the network plugins' reservation, on disk.
+    let reserved = |ip: &str| {
+        dir.path()
+            .join("network/wasmkube/host-local")
+            .join(ip)
+            .exists()
+    };
+    assert!(reserved(&had), "{had} is not reserved");
 
     crate::process::signal(&server.child, "KILL");
     server.child.wait().unwrap();
@@ -321,7 +331,27 @@ fn a_killed_node_takes_its_pods_back() {
         1,
         "{setup_log}"
     );
+    // Taken back, the pod keeps its address; a new pod gets another.
+    assert_eq!(address("spin"), had);
+    apply(
+        dir.path(),
+        &manifest.replace("name: spin}", "name: spin-2}"),
+    );
+    eventually(Duration::from_secs(20), "true", || {
+        (!address("spin-2").is_empty()).to_string()
+    });
+    let other = address("spin-2");
+    assert_ne!(other, had);
+    // Deleted, a pod gives its address back.
     k(&["delete", "pod", "spin", "--timeout=20s"]);
+    eventually(Duration::from_secs(10), "released", || {
+        if reserved(&had) {
+            had.clone()
+        } else {
+            "released".into()
+        }
+    });
+    assert!(reserved(&other));
     assert!(server.stop());
 }
 

@@ -55,6 +55,9 @@ pub enum AgentError {
     /// The runtime could not start.
     #[error(transparent)]
     Runtime(#[from] wasmkube_runtime::RuntimeError),
+    /// The network plugins could not be loaded.
+    #[error(transparent)]
+    Network(wasmkube_plugin_host::PluginError),
 }
 
 /// One node's agent.
@@ -73,8 +76,8 @@ pub struct Agent {
     running: Arc<Mutex<HashSet<String>>>,
     /// The UIDs of the pods the agent has, by `namespace/name`.
     pods: Arc<Mutex<HashMap<String, String>>>,
-    /// The pods' own addresses.
-    addresses: Arc<network::Addresses>,
+    /// The pods' network: their own addresses.
+    network: Arc<network::PodNetwork>,
     /// Where it answers cluster DNS, if anywhere.
     dns: Option<std::net::SocketAddr>,
 }
@@ -109,9 +112,13 @@ impl Agent {
             rotation: Rotation::default(),
             running: Arc::default(),
             pods: Arc::default(),
-            addresses: Arc::new(network::Addresses::new(
-                pod_range.unwrap_or_else(|| Range::for_node(node)),
-            )),
+            network: Arc::new(
+                network::PodNetwork::new(
+                    data_dir,
+                    pod_range.unwrap_or_else(|| Range::for_node(node)),
+                )
+                .map_err(AgentError::Network)?,
+            ),
             dns: None,
         })
     }
@@ -210,12 +217,12 @@ impl Agent {
         };
         // Pods taken back keep addresses from the range the node has now.
         if let Some(Ok(range)) = pod_cidr.map(|cidr| cidr.parse::<Range>()) {
-            self.addresses.set_range(range);
+            self.network.set_range(range);
         }
         tokio::spawn(node::follow_pod_cidr(
             self.client.clone(),
             self.node.clone(),
-            self.addresses.clone(),
+            self.network.clone(),
             closing.clone(),
         ));
         tokio::spawn(node::renew_lease(
@@ -300,7 +307,8 @@ impl Workers {
                 agent.remember(&pod);
                 let (sender, receiver) = watch::channel(pod);
                 self.0.insert(uid, sender);
-                tokio::spawn(pod::Worker::new(agent.clone(), receiver).run());
+                let agent = agent.clone();
+                tokio::spawn(async move { pod::Worker::new(agent, receiver).await.run().await });
             }
         }
     }

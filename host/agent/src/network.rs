@@ -1,84 +1,134 @@
-//! Pod addresses: each pod gets one of its own, from the node's range
-//! (`spec.podCIDR` when the Node has one, else the agent's `--pod-cidr`), so many
-//! pods serve the same port and two nodes with different ranges never collide.
-//! On one machine, any range inside 127.0.0.0/8 works with no configuration:
-//! Linux routes all of it to the loopback interface.
+//! Pod addresses through the node's network plugins: each pod is added to
+//! the network list `wasmkube` (CNI's contract, run by the plugin host):
+//! `pod-network` gives the pod's interface the address its IPAM plugin,
+//! `host-local`, reserves out of the node's range (`spec.podCIDR` when the
+//! Node has one, else the agent's `--pod-cidr`). Many pods serve the same
+//! port, and two nodes with different ranges never collide. On one machine,
+//! any range inside 127.0.0.0/8 works with no configuration: Linux routes
+//! all of it to the loopback interface.
 //!
-//! A pod keeps its address for its life, across restarts of the agent (it is in
-//! the pod's recorded status). Handing out addresses stays behind this one type,
-//! so pod networking can move into plugins without the agent changing.
+//! The reservations are the plugins' state on disk, so a pod keeps its
+//! address across restarts of the agent and a restarted agent hands out no
+//! address twice; a pod's address is released when it is deleted.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use wasmkube_plugin_host::{Limits, Networks, PluginError, PluginHost, Sandbox};
+
 pub use wasmkube_types::cidr::Range;
 
-/// The addresses of the node's pods.
+/// The network every pod is on.
+const NETWORK: &str = "wasmkube";
+
+/// What a network plugin call may take.
+const LIMITS: Limits = Limits {
+    call_time: Duration::from_secs(2),
+    memory: 64 << 20,
+};
+
+/// The node's pod network.
 #[derive(Debug)]
-pub(crate) struct Addresses {
-    state: Mutex<State>,
+pub(crate) struct PodNetwork {
+    networks: Networks,
+    /// The node's range.
+    range: Mutex<Range>,
+    _host: PluginHost,
 }
 
-#[derive(Debug)]
-struct State {
-    range: Range,
-    /// Addresses by pod UID.
-    taken: HashMap<String, Ipv4Addr>,
-    /// Where the search for a free address starts.
-    next: u32,
+/// The pod a network call is for.
+#[derive(Clone, Debug)]
+pub(crate) struct PodRef {
+    uid: String,
+    namespace: String,
+    name: String,
 }
 
-impl Addresses {
-    pub(crate) fn new(range: Range) -> Addresses {
-        Addresses {
-            state: Mutex::new(State {
-                range,
-                taken: HashMap::new(),
-                next: 0,
-            }),
+impl From<&Pod> for PodRef {
+    fn from(pod: &Pod) -> PodRef {
+        PodRef {
+            uid: pod.uid().unwrap_or_default(),
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
         }
+    }
+}
+
+impl PodRef {
+    fn sandbox(&self, requested: Option<IpAddr>) -> Sandbox {
+        let mut args = vec![
+            ("K8S_POD_NAMESPACE".to_owned(), self.namespace.clone()),
+            ("K8S_POD_NAME".to_owned(), self.name.clone()),
+            ("K8S_POD_UID".to_owned(), self.uid.clone()),
+        ];
+        if let Some(ip) = requested {
+            args.push(("IP".to_owned(), ip.to_string()));
+        }
+        Sandbox {
+            container_id: self.uid.clone(),
+            netns: format!("wasm:{}", self.uid),
+            ifname: "eth0".to_owned(),
+            args,
+        }
+    }
+}
+
+impl PodNetwork {
+    /// The network of a node whose range is `range` (until it is given
+    /// another), its plugins compiled under `data_dir/plugins` and their
+    /// state under `data_dir/network`.
+    pub(crate) fn new(data_dir: &Path, range: Range) -> Result<PodNetwork, PluginError> {
+        let host = PluginHost::new(&data_dir.join("plugins"))?;
+        let networks = Networks::new(&host, &data_dir.join("network"), LIMITS)?;
+        Ok(PodNetwork {
+            networks,
+            range: Mutex::new(range),
+            _host: host,
+        })
     }
 
     /// Hands out addresses from `range` from now on (pods keep theirs).
     pub(crate) fn set_range(&self, range: Range) {
-        self.state.lock().expect("addresses lock").range = range;
+        *self.range.lock().expect("range lock") = range;
     }
 
-    /// The address of pod `uid`: the one it has, else `had` when that is still
-    /// in the range and free, else the next free one.
-    pub(crate) fn assign(&self, uid: &str, had: Option<IpAddr>) -> Result<IpAddr, String> {
-        let mut state = self.state.lock().expect("addresses lock");
-        if let Some(found) = state.taken.get(uid) {
-            return Ok(IpAddr::V4(*found));
+    /// The network list, over the node's range now.
+    fn list(&self) -> Value {
+        let range = self.range.lock().expect("range lock").to_string();
+        json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [
+            {"type": "pod-network", "ipam": {"type": "host-local", "ranges": [[{"subnet": range}]]}}]})
+    }
+
+    /// Puts the pod on the network: its address, the one it had when that
+    /// is free (a pod taken back from an agent's record), else a new one.
+    pub(crate) fn add(&self, pod: &PodRef, had: Option<IpAddr>) -> Result<IpAddr, String> {
+        let list = self.list();
+        let added = match had {
+            Some(had) => self
+                .networks
+                .add(&list, &pod.sandbox(Some(had)))
+                .or_else(|_| self.networks.add(&list, &pod.sandbox(None))),
+            None => self.networks.add(&list, &pod.sandbox(None)),
         }
-        let free = |state: &State, address: Ipv4Addr| !state.taken.values().any(|a| *a == address);
-        let kept = match had {
-            Some(IpAddr::V4(address)) if state.range.contains(address) && free(&state, address) => {
-                Some(address)
-            }
-            _ => None,
-        };
-        let address = match kept {
-            Some(address) => address,
-            None => {
-                let range = state.range;
-                let (at, found) = (0..range.size())
-                    .map(|i| state.next.wrapping_add(i))
-                    .map(|at| (at, range.nth(at)))
-                    .find(|(_, a)| free(&state, *a))
-                    .ok_or_else(|| format!("no free address left in {range}"))?;
-                state.next = at.wrapping_add(1);
-                found
-            }
-        };
-        state.taken.insert(uid.to_owned(), address);
-        Ok(IpAddr::V4(address))
+        .map_err(|e| e.to_string())?;
+        added
+            .attachment
+            .addresses
+            .first()
+            .map(|(_, ip)| *ip)
+            .ok_or_else(|| "the network plugins gave the pod no address".to_owned())
     }
 
-    /// Gives pod `uid`'s address back.
-    pub(crate) fn release(&self, uid: &str) {
-        self.state.lock().expect("addresses lock").taken.remove(uid);
+    /// Takes the pod off the network, releasing its address.
+    pub(crate) fn del(&self, pod: &PodRef) -> Result<(), String> {
+        self.networks
+            .del(&self.list(), &pod.sandbox(None))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -86,23 +136,39 @@ impl Addresses {
 mod tests {
     use super::*;
 
+    fn pod(uid: &str) -> PodRef {
+        PodRef {
+            uid: uid.into(),
+            namespace: "default".into(),
+            name: uid.into(),
+        }
+    }
+
     #[test]
-    fn pods_get_distinct_addresses_and_keep_them() {
-        let addresses = Addresses::new("127.80.0.0/30".parse().unwrap());
-        let a = addresses.assign("a", None).unwrap();
-        let b = addresses.assign("b", None).unwrap();
+    fn pods_get_distinct_addresses_keep_them_and_give_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = PodNetwork::new(dir.path(), "127.80.0.0/29".parse().unwrap()).unwrap();
+        let a = network.add(&pod("a"), None).unwrap();
+        let b = network.add(&pod("b"), None).unwrap();
         assert_ne!(a, b);
-        assert_eq!(addresses.assign("a", None).unwrap(), a);
-        // Only two usable addresses in a /30.
-        assert!(addresses.assign("c", None).is_err());
-        addresses.release("a");
-        assert_eq!(addresses.assign("c", None).unwrap(), a);
-        // A pod taken back keeps its address when it is free.
-        let fresh = Addresses::new("127.80.0.0/16".parse().unwrap());
-        let had: IpAddr = "127.80.3.4".parse().unwrap();
-        assert_eq!(fresh.assign("x", Some(had)).unwrap(), had);
-        assert_ne!(fresh.assign("y", Some(had)).unwrap(), had);
-        let outside: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_ne!(fresh.assign("z", Some(outside)).unwrap(), outside);
+        assert_eq!(network.add(&pod("a"), None).unwrap(), a);
+        network.del(&pod("a")).unwrap();
+        // A pod taken back asks for the address it had.
+        assert_eq!(network.add(&pod("c"), Some(a)).unwrap(), a);
+        // One that cannot have it gets another.
+        let d = network.add(&pod("d"), Some(a)).unwrap();
+        assert!(d != a && d != b, "{d}");
+        // A new range is used for new pods; the others keep theirs.
+        network.set_range("127.81.0.0/29".parse().unwrap());
+        assert_eq!(
+            network.add(&pod("e"), None).unwrap().to_string(),
+            "127.81.0.2"
+        );
+        drop(network);
+        let again = PodNetwork::new(dir.path(), "127.81.0.0/29".parse().unwrap()).unwrap();
+        assert_eq!(
+            again.add(&pod("f"), None).unwrap().to_string(),
+            "127.81.0.3"
+        );
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_events::now;
 
-use crate::network::{Addresses, Range};
+use crate::network::{PodNetwork, Range};
 
 /// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
 /// far more than Kubernetes' 110.
@@ -107,7 +107,7 @@ pub(crate) async fn register(
 pub(crate) async fn follow_pod_cidr(
     client: Client,
     name: String,
-    addresses: Arc<Addresses>,
+    network: Arc<PodNetwork>,
     mut closing: watch::Receiver<bool>,
 ) {
     let nodes: Api<Node> = Api::all(client);
@@ -133,7 +133,7 @@ pub(crate) async fn follow_pod_cidr(
         match cidr.as_deref().map(str::parse::<Range>) {
             Some(Ok(range)) => {
                 tracing::info!(pod_cidr = %range, "pods get addresses from the node's range");
-                addresses.set_range(range);
+                network.set_range(range);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "the node's spec.podCIDR is not used"),
             None => {}

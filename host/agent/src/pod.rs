@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use wasmkube_runtime::{Container, Exit, Image, Stop};
 
 use crate::probes::{Prober, Verdict};
-use crate::{Agent, logs, prepare, pull, record};
+use crate::{Agent, logs, network, prepare, pull, record};
 use wasmkube_events::{Kind, Reporter, now};
 
 /// The first wait before a container is started again; it doubles up to
@@ -102,22 +102,28 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
-        let (uid, had) = {
+    /// The worker of `pod`, which it puts on the node's network first.
+    pub(crate) async fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
+        let (on_network, had) = {
             let pod = pod.borrow();
             let had = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref());
             (
-                pod.uid().unwrap_or_default(),
+                network::PodRef::from(&*pod),
                 had.and_then(|ip| ip.parse().ok()),
             )
         };
-        let ips = match agent.addresses.assign(&uid, had) {
+        let network = agent.network.clone();
+        // The plugins write their state to disk: off the async threads.
+        let added = tokio::task::spawn_blocking(move || network.add(&on_network, had))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let ips = match added {
             Ok(address) => Some(prepare::Ips {
                 host: agent.host_ip.clone(),
                 pod: address.to_string(),
             }),
             Err(e) => {
-                tracing::warn!(pod = uid, error = %e, "no address for the pod");
+                tracing::warn!(pod = pod.borrow().name_any(), error = %e, "no address for the pod");
                 None
             }
         };
@@ -630,7 +636,11 @@ impl Worker {
         // Forgotten first: an agent started again must not run it again.
         record::remove(&self.agent.pods_dir, &uid);
         self.agent.forget(&pod);
-        self.agent.addresses.release(&uid);
+        let (network, on_network) = (self.agent.network.clone(), network::PodRef::from(&pod));
+        let released = tokio::task::spawn_blocking(move || network.del(&on_network)).await;
+        if let Ok(Err(e)) = released {
+            tracing::warn!(pod = pod.name_any(), error = %e, "releasing the pod's address");
+        }
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {

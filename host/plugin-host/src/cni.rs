@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -116,6 +117,27 @@ pub struct Attachment {
     pub routes: Vec<(String, Option<IpAddr>)>,
 }
 
+impl Attachment {
+    /// What a kept `result` says the container was given on `ifname`.
+    fn of(result: &Value, ifname: &str) -> Attachment {
+        let ip = |text: &str| text.split('/').next()?.parse::<IpAddr>().ok();
+        let ips = result["ips"].as_array().into_iter().flatten();
+        let routes = result["routes"].as_array().into_iter().flatten();
+        Attachment {
+            addresses: ips
+                .filter_map(|i| ip(i["address"].as_str()?))
+                .map(|a| (ifname.to_owned(), a))
+                .collect(),
+            routes: routes
+                .filter_map(|r| {
+                    let destination = r["dst"].as_str()?.to_owned();
+                    Some((destination, r["gw"].as_str().and_then(ip)))
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A network list added to a container: its final result and what the
 /// host gave the container.
 #[derive(Clone, Debug)]
@@ -185,7 +207,10 @@ fn write_synced(file: &Path, value: &str, exclusive: bool) -> std::io::Result<bo
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let partial = dir.join(format!(".{name}.{}", std::process::id()));
+    // A name of its own for every write, even of one key at once.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let partial = dir.join(format!(".{name}.{}.{write}", std::process::id()));
     let mut out = std::fs::File::create(&partial)?;
     out.write_all(value.as_bytes())?;
     out.sync_all()?;
@@ -464,6 +489,14 @@ impl Networks {
     /// again and the error returned.
     pub fn add(&self, list: &Value, sandbox: &Sandbox) -> Result<Added, CniError> {
         let (network, plugins) = entries(list)?;
+        let kept = self.result_file(&network, sandbox);
+        if let Some(result) = std::fs::read_to_string(&kept)
+            .ok()
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+        {
+            let attachment = Attachment::of(&result, &sandbox.ifname);
+            return Ok(Added { result, attachment });
+        }
         let attachment = Arc::new(Mutex::new(Attachment::default()));
         let mut previous: Option<Value> = None;
         for mut config in plugins {
@@ -489,7 +522,6 @@ impl Networks {
             }
         }
         let result = previous.unwrap_or_default();
-        let kept = self.result_file(&network, sandbox);
         write_synced(&kept, &result.to_string(), false)
             .map_err(|e| CniError::new(IO_FAILURE, format!("keeping the result: {e}")))?;
         let attachment = attachment.lock().unwrap_or_else(|e| e.into_inner()).clone();

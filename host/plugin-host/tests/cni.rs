@@ -111,7 +111,10 @@ fn bad_lists_and_unusable_addresses_fail_with_cni_codes_and_leave_nothing() {
     let elsewhere = list("198.51.100.0/29");
     let refused = networks.add(&elsewhere, &a).unwrap_err();
     assert_eq!(refused.code, 5, "{refused}");
-    assert!(refused.msg.contains("cannot give 198.51.100.2"), "{refused}");
+    assert!(
+        refused.msg.contains("cannot give 198.51.100.2"),
+        "{refused}"
+    );
     let reserved = std::fs::read_dir(dir.path().join("state/pods/host-local"))
         .map(|d| {
             d.flatten()
@@ -120,4 +123,22 @@ fn bad_lists_and_unusable_addresses_fail_with_cni_codes_and_leave_nothing() {
         })
         .unwrap_or(0);
     assert_eq!(reserved, 0);
+}
+
+#[test]
+fn pods_added_at_once_get_distinct_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let networks = networks(dir.path());
+    let pods = list("127.99.2.0/24");
+    let handed: Vec<String> = std::thread::scope(|s| {
+        let adding: Vec<_> = (0..16)
+            .map(|i| {
+                let (networks, pods) = (&networks, &pods);
+                s.spawn(move || address(networks, pods, &format!("pod-{i}")))
+            })
+            .collect();
+        adding.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<&String> = handed.iter().collect();
+    assert_eq!(distinct.len(), 16, "{handed:?}");
 }

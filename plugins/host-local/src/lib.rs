@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 /// CNI's error code for an invalid network configuration.
 const INVALID_CONFIG: u32 = 7;
+/// CNI's error code for invalid arguments (CNI_ARGS).
+const INVALID_ARGS: u32 = 4;
 /// CNI's error code for an I/O failure.
 const IO_FAILURE: u32 = 5;
 /// This plugin's own code: no address is left, or none is reserved.
@@ -169,18 +171,43 @@ fn result(config: &Value, range: &Range, address: u32, routes: Value) -> String 
 }
 
 /// Reserves an address for the container's interface (the one it has, if
-/// it has one) and returns CNI's result.
+/// it has one; else `requested`, CNI_ARGS' `IP`, when given) and returns
+/// CNI's result.
 pub fn add(
     state: &dyn State,
     config: &Value,
-    container: &str,
-    ifname: &str,
+    (container, ifname): (&str, &str),
+    requested: Option<&str>,
 ) -> Result<String, Failure> {
     let (ranges, routes) = ipam(config)?;
     let who = holder(container, ifname);
     if let Some((_, address)) = held(state, &who)
         && let Some(range) = ranges.iter().find(|r| r.contains(address))
     {
+        return Ok(result(config, range, address, routes));
+    }
+    if let Some(requested) = requested {
+        let address = requested.parse::<Ipv4Addr>().map(u32::from).map_err(|_| {
+            (
+                INVALID_ARGS,
+                format!("IP={requested:?} is not an IPv4 address"),
+            )
+        })?;
+        let range = ranges
+            .iter()
+            .find(|r| r.contains(address) && r.gateway != address)
+            .ok_or_else(|| {
+                (
+                    NO_ADDRESS,
+                    format!("requested IP address {requested} is not in the range set"),
+                )
+            })?;
+        if !state.claim(requested, &who).map_err(|e| (IO_FAILURE, e))? {
+            return Err((
+                NO_ADDRESS,
+                format!("requested IP address {requested} is not available"),
+            ));
+        }
         return Ok(result(config, range, address, routes));
     }
     let last = state
@@ -292,7 +319,11 @@ mod component {
             ["0.4.0", "1.0.0", "1.1.0"].map(String::from).to_vec()
         }
         fn add(config: String, runtime: Runtime) -> Result<String, Error> {
-            call(&config, &runtime, super::add)
+            let requested = runtime.args.iter().find(|(k, _)| k == "IP");
+            let requested = requested.map(|(_, ip)| ip.as_str());
+            call(&config, &runtime, |state, config, container, ifname| {
+                super::add(state, config, (container, ifname), requested)
+            })
         }
         fn del(config: String, runtime: Runtime) -> Result<(), Error> {
             call(&config, &runtime, super::del)
@@ -351,20 +382,20 @@ mod tests {
             "ranges": [[{"subnet": "10.1.0.0/29", "rangeStart": "10.1.0.1", "rangeEnd": "10.1.0.4"}]],
             "routes": [{"dst": "0.0.0.0/0"}]}});
         // The gateway (.1) is passed over.
-        let a = ip(&add(&state, &config, "a", "eth0").unwrap());
+        let a = ip(&add(&state, &config, ("a", "eth0"), None).unwrap());
         assert_eq!(a, "10.1.0.2/29");
         assert_eq!(
-            ip(&add(&state, &config, "b", "eth0").unwrap()),
+            ip(&add(&state, &config, ("b", "eth0"), None).unwrap()),
             "10.1.0.3/29"
         );
         // Asked again, a container keeps its address.
-        assert_eq!(ip(&add(&state, &config, "a", "eth0").unwrap()), a);
+        assert_eq!(ip(&add(&state, &config, ("a", "eth0"), None).unwrap()), a);
         // Another interface of a is another holder.
         assert_eq!(
-            ip(&add(&state, &config, "a", "net1").unwrap()),
+            ip(&add(&state, &config, ("a", "net1"), None).unwrap()),
             "10.1.0.4/29"
         );
-        let full = add(&state, &config, "c", "eth0").unwrap_err();
+        let full = add(&state, &config, ("c", "eth0"), None).unwrap_err();
         assert_eq!(full.0, NO_ADDRESS);
         check(&state, &config, "a", "eth0").unwrap();
         del(&state, &config, "a", "eth0").unwrap();
@@ -375,11 +406,25 @@ mod tests {
         );
         // Released, .2 is handed out again, after the others were tried.
         assert_eq!(
-            ip(&add(&state, &config, "c", "eth0").unwrap()),
+            ip(&add(&state, &config, ("c", "eth0"), None).unwrap()),
             "10.1.0.2/29"
         );
-        let result: Value =
-            serde_json::from_str(&add(&state, &config, "c", "eth0").unwrap()).unwrap();
+        // A free address may be asked for; a taken one or one outside is
+        // refused.
+        let asked = add(&state, &config, ("d", "eth0"), Some("10.1.0.4")).unwrap_err();
+        assert_eq!(
+            asked,
+            (
+                NO_ADDRESS,
+                "requested IP address 10.1.0.4 is not available".into()
+            )
+        );
+        let outside = add(&state, &config, ("d", "eth0"), Some("10.1.0.6")).unwrap_err();
+        assert_eq!(outside.0, NO_ADDRESS);
+        del(&state, &config, "c", "eth0").unwrap();
+        let asked = add(&state, &config, ("d", "eth0"), Some("10.1.0.2")).unwrap();
+        assert_eq!(ip(&asked), "10.1.0.2/29");
+        let result: Value = serde_json::from_str(&asked).unwrap();
         assert_eq!(result["ips"][0]["gateway"], "10.1.0.1");
         assert_eq!(result["routes"], json!([{"dst": "0.0.0.0/0"}]));
     }
@@ -400,7 +445,7 @@ mod tests {
             } else {
                 config
             };
-            let refused = add(&state, &config, "a", "eth0").unwrap_err();
+            let refused = add(&state, &config, ("a", "eth0"), None).unwrap_err();
             assert_eq!(refused.0, INVALID_CONFIG, "{config}: {}", refused.1);
         }
         assert!(state.list().is_empty());
