@@ -247,7 +247,12 @@ async fn schedule(
     closed: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let data_dir = data_dir.join("scheduler");
-    let first = wasmkube_scheduler::load(&scheduling.config, &data_dir).await?;
+    // Compiling the plugins the first time takes seconds: a stop asked
+    // meanwhile is not kept waiting.
+    let first = tokio::select! {
+        loaded = wasmkube_scheduler::load(&scheduling.config, &data_dir) => loaded?,
+        () = until_closed(closed.clone()) => return Ok(()),
+    };
     let metrics = first.metrics.clone();
     if let Some(address) = scheduling.metrics {
         let listener = TcpListener::bind(address)
@@ -329,6 +334,11 @@ async fn elected<W, F>(
     }
 }
 
+/// Resolves once `closed` turns true.
+async fn until_closed(mut closed: tokio::sync::watch::Receiver<bool>) {
+    let _ = closed.wait_for(|c| *c).await;
+}
+
 /// A signal that turns true when the process is asked to stop.
 fn closed_on_shutdown() -> tokio::sync::watch::Receiver<bool> {
     let (closing, closed) = tokio::sync::watch::channel(false);
@@ -354,16 +364,23 @@ struct NodeArgs {
     /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:53`.
     #[arg(long, value_name = "ADDRESS")]
     dns_listen: Option<SocketAddr>,
+    /// Serve the Ingresses of the class `wasmkube` (HTTP) at ADDRESS, e.g.
+    /// `127.0.0.1:8081`.
+    #[arg(long, value_name = "ADDRESS")]
+    ingress_listen: Option<SocketAddr>,
 }
 
 impl NodeArgs {
     fn agent(self, client: Client, data_dir: &Path) -> Result<Agent> {
         let name = self.node_name.unwrap_or_else(host_name);
-        let agent = Agent::new(client, &name, data_dir, self.pod_cidr)?;
-        Ok(match self.dns_listen {
-            Some(address) => agent.serve_dns(address),
-            None => agent,
-        })
+        let mut agent = Agent::new(client, &name, data_dir, self.pod_cidr)?;
+        if let Some(address) = self.dns_listen {
+            agent = agent.serve_dns(address);
+        }
+        if let Some(address) = self.ingress_listen {
+            agent = agent.serve_ingress(address);
+        }
+        Ok(agent)
     }
 }
 
@@ -407,13 +424,21 @@ fn parse_etcd(spec: &str) -> Result<EtcdEndpoints> {
     Ok(EtcdEndpoints(urls))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(run(Cli::parse().command));
+    // Work that cannot be cut short (a plugin compiling when a stop comes)
+    // is left behind, not waited for: what had to finish has finished.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Server(args) => {
             let control = args.control_plane.then_some(args.control);
             server(args.server, control, None).await
@@ -473,6 +498,7 @@ async fn server(
     control: Option<ControlArgs>,
     node: Option<NodeArgs>,
 ) -> Result<()> {
+    let stopping = shutdown();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     // Only servers sharing etcd can stand by for each other: they elect
@@ -541,7 +567,8 @@ async fn server(
         )));
     }
     if let Some(node) = node {
-        let agent = node.agent(client, &args.data_dir)?;
+        // Its network plugins compile (once) beside the serving API.
+        let agent = tokio::task::block_in_place(|| node.agent(client, &args.data_dir))?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         let closed = closed.clone();
@@ -553,7 +580,7 @@ async fn server(
     }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            shutdown().await;
+            stopping.await;
             closing.send_replace(true);
             // Leaders give their leases up through the API while it serves.
             let stopped = futures::future::join_all(leading);
@@ -574,6 +601,7 @@ async fn client(kubeconfig: &Path) -> Result<Client> {
 
 /// Runs a node agent against the cluster of a kubeconfig.
 async fn agent(args: AgentArgs) -> Result<()> {
+    let stopping = shutdown();
     let client = client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
@@ -592,19 +620,25 @@ async fn agent(args: AgentArgs) -> Result<()> {
     drop(out);
     let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown().await;
+        stopping.await;
         closing.send_replace(true);
     });
     agent.run(endpoint, closed).await?;
     Ok(())
 }
 
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves once the process is asked to stop: SIGTERM, or SIGINT (Ctrl-C).
+fn shutdown() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed now, not when first polled: a signal that comes while the
+    // process is still starting is not lost.
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

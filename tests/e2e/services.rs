@@ -161,3 +161,57 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
     );
     assert!(server.stop());
 }
+
+/// `GET path` with Host `host` from the HTTP server at `address`: the
+/// status line's code and the body.
+fn get_as(address: &str, host: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return ("unreachable".into(), String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split(' ').nth(1).unwrap_or_default().to_owned();
+    (code, body.split(' ').next().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn an_ingress_routes_two_host_names_to_two_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    import_examples(data, &["http-hello"]);
+    let ingress = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_up(data, &["--ingress-listen", &ingress]);
+    ready_node(data);
+    let app = |color: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {color}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {color}}}}}\n  template:\n    metadata: {{labels: {{app: {color}}}}}\n    spec:\n      containers:\n      - name: web\n        image: examples/http-hello:1\n        imagePullPolicy: Never\n        ports: [{{containerPort: 8080}}]\n        env: [{{name: GREETING, value: {color}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {color}}}\nspec:\n  selector: {{app: {color}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n"
+        )
+    };
+    let rules = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: colors}\nspec:\n  ingressClassName: wasmkube\n  rules:\n  - host: blue.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: blue, port: {number: 80}}}}]}\n  - host: green.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: green, port: {name: http}}}}]}\n";
+    apply(data, &(app("blue") + &app("green") + rules));
+    // The agent declared its class, the cluster's default.
+    let class = jsonpath(data, "ingressclass/wasmkube", "{.spec.controller}");
+    assert_eq!(class, "wasmkube.io/ingress");
+    for color in ["blue", "green"] {
+        let host = format!("{color}.example");
+        eventually(Duration::from_secs(60), &format!("200 {color}"), || {
+            let (code, body) = get_as(&ingress, &host, "/hello");
+            format!("{code} {body}")
+        });
+    }
+    // A host no rule names is not found; with a port in Host, the name
+    // still routes.
+    assert_eq!(get_as(&ingress, "red.example", "/").0, "404");
+    assert_eq!(get_as(&ingress, "green.example:8081", "/").1, "green");
+    // A backend without ready endpoints is unavailable.
+    kubectl(data, &["scale", "deployment/blue", "--replicas=0"]);
+    eventually(Duration::from_secs(30), "503", || {
+        get_as(&ingress, "blue.example", "/").0
+    });
+    assert!(server.stop());
+}

@@ -9,7 +9,8 @@
 //!
 //! It is the node's Service proxy too ([`proxy`]): Service addresses and
 //! node ports forward to ready endpoints; and, when asked, it answers
-//! cluster DNS ([`dns`]).
+//! cluster DNS ([`dns`]), and the Ingress controller of the class `wasmkube`
+//! ([`ingress`]).
 //!
 //! The agent keeps a local record of its pods ([`record`]): started again, it
 //! takes them back before it hears from the API server; cut off from the
@@ -17,6 +18,7 @@
 //! server no longer has are stopped.
 
 mod dns;
+mod ingress;
 mod logs;
 mod network;
 mod node;
@@ -80,6 +82,8 @@ pub struct Agent {
     network: Arc<network::PodNetwork>,
     /// Where it answers cluster DNS, if anywhere.
     dns: Option<std::net::SocketAddr>,
+    /// Where it serves Ingresses, if anywhere.
+    ingress: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -120,12 +124,20 @@ impl Agent {
                 .map_err(AgentError::Network)?,
             ),
             dns: None,
+            ingress: None,
         })
     }
 
     /// The agent, answering cluster DNS (UDP) at `address` too.
     pub fn serve_dns(mut self, address: std::net::SocketAddr) -> Agent {
         self.dns = Some(address);
+        self
+    }
+
+    /// The agent, serving the Ingresses of the class `wasmkube` (HTTP) at
+    /// `address` too.
+    pub fn serve_ingress(mut self, address: std::net::SocketAddr) -> Agent {
+        self.ingress = Some(address);
         self
     }
 
@@ -230,20 +242,23 @@ impl Agent {
             self.node.clone(),
             closing.clone(),
         ));
-        let dns = match self.dns {
-            Some(address) => match tokio::net::UdpSocket::bind(address).await {
-                Ok(socket) => Some(socket),
-                Err(e) => {
-                    tracing::warn!(%address, error = %e, "cannot serve cluster DNS");
-                    None
-                }
-            },
-            None => None,
-        };
+        let mut serving = proxy::Serving::default();
+        if let Some(address) = self.dns {
+            match tokio::net::UdpSocket::bind(address).await {
+                Ok(socket) => serving.dns = Some(socket),
+                Err(e) => tracing::warn!(%address, error = %e, "cannot serve cluster DNS"),
+            }
+        }
+        if let Some(address) = self.ingress {
+            match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => serving.ingress = Some(listener),
+                Err(e) => tracing::warn!(%address, error = %e, "cannot serve Ingresses"),
+            }
+        }
         tokio::spawn(proxy::run(
             self.client.clone(),
             endpoint.ip(),
-            dns,
+            serving,
             closing.clone(),
         ));
         let pods: Api<Pod> = Api::all(self.client.clone());

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -35,20 +36,20 @@ const RETRY: Duration = Duration::from_secs(3);
 const CONNECT: Duration = Duration::from_secs(3);
 
 /// A port of a Service: namespace, name, port name.
-type PortKey = (String, String, String);
+pub(crate) type PortKey = (String, String, String);
 
 /// How the proxy serves one listening address.
 #[derive(Clone, Debug, PartialEq)]
-struct Route {
-    port: PortKey,
+pub(crate) struct Route {
+    pub(crate) port: PortKey,
     /// How long a client sticks to its endpoint, with ClientIP affinity.
-    affinity: Option<Duration>,
+    pub(crate) affinity: Option<Duration>,
 }
 
 /// Where connections go: ready endpoints by port, whose turn is next, and
 /// which endpoint each client had.
 #[derive(Debug, Default)]
-struct Table {
+pub(crate) struct Table {
     endpoints: HashMap<PortKey, Vec<SocketAddr>>,
     turn: HashMap<PortKey, usize>,
     sticky: HashMap<(PortKey, IpAddr), (SocketAddr, Instant)>,
@@ -57,7 +58,12 @@ struct Table {
 impl Table {
     /// The endpoint for a connection from `client` to `route`, if any is
     /// ready but those in `failed`.
-    fn pick(&mut self, route: &Route, client: IpAddr, failed: &[SocketAddr]) -> Option<SocketAddr> {
+    pub(crate) fn pick(
+        &mut self,
+        route: &Route,
+        client: IpAddr,
+        failed: &[SocketAddr],
+    ) -> Option<SocketAddr> {
         let ready: Vec<SocketAddr> = self
             .endpoints
             .get(&route.port)?
@@ -191,26 +197,31 @@ fn listen(
     }))
 }
 
-/// Joins `client` to an endpoint of `route`. An endpoint that refuses (a
-/// pod just gone whose slice is not updated yet) is skipped for the next
-/// one, so the client sees a refusal only when every endpoint refuses.
+/// Joins `client` to an endpoint of `route`.
 async fn forward(mut client: TcpStream, peer: IpAddr, route: Route, table: Arc<Mutex<Table>>) {
+    if let Some(mut upstream) = connect(&table, &route, peer).await {
+        let _ = upstream.set_nodelay(true);
+        let _ = client.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+}
+
+/// A connection to an endpoint of `route` for a client at `peer`. An
+/// endpoint that refuses (a pod just gone whose slice is not updated yet)
+/// is skipped for the next one; none when every endpoint refuses.
+pub(crate) async fn connect(
+    table: &Mutex<Table>,
+    route: &Route,
+    peer: IpAddr,
+) -> Option<TcpStream> {
     let mut failed = Vec::new();
     loop {
-        let chosen = table
+        let endpoint = table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pick(&route, peer, &failed);
-        let Some(endpoint) = chosen else {
-            return;
-        };
+            .pick(route, peer, &failed)?;
         match tokio::time::timeout(CONNECT, TcpStream::connect(endpoint)).await {
-            Ok(Ok(mut upstream)) => {
-                let _ = upstream.set_nodelay(true);
-                let _ = client.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                return;
-            }
+            Ok(Ok(upstream)) => return Some(upstream),
             Ok(Err(e)) => tracing::debug!(%endpoint, error = %e, "an endpoint refused"),
             Err(_) => tracing::debug!(%endpoint, "an endpoint did not answer in time"),
         }
@@ -243,12 +254,21 @@ where
     (store, run)
 }
 
+/// What the node serves beside the Service proxy, from the same caches.
+#[derive(Debug, Default)]
+pub(crate) struct Serving {
+    /// Cluster DNS.
+    pub(crate) dns: Option<tokio::net::UdpSocket>,
+    /// The Ingresses of the class `wasmkube`.
+    pub(crate) ingress: Option<tokio::net::TcpListener>,
+}
+
 /// Proxies every Service until `closing`; node ports on `node`; answers
-/// cluster DNS on `dns`, if given, from the same caches.
+/// cluster DNS and Ingresses where `serving` says.
 pub(crate) async fn run(
     client: Client,
     node: IpAddr,
-    dns: Option<tokio::net::UdpSocket>,
+    serving: Serving,
     mut closing: watch::Receiver<bool>,
 ) {
     let changed = Arc::new(Notify::new());
@@ -260,11 +280,23 @@ pub(crate) async fn run(
         tokio::spawn(watching_services),
         tokio::spawn(watching_slices),
     ];
-    if let Some(socket) = dns {
-        let serving = crate::dns::serve(socket, services.clone(), slices.clone());
-        watches.push(tokio::spawn(serving));
+    if let Some(socket) = serving.dns {
+        let answering = crate::dns::serve(socket, services.clone(), slices.clone());
+        watches.push(tokio::spawn(answering));
     }
     let table = Arc::new(Mutex::new(Table::default()));
+    if let Some(listener) = serving.ingress {
+        let (ingresses, watching) = informer::<Ingress>(&client, Arc::new(Notify::new()));
+        watches.push(tokio::spawn(watching));
+        let routing = crate::ingress::serve(
+            client.clone(),
+            listener,
+            ingresses,
+            services.clone(),
+            table.clone(),
+        );
+        watches.push(tokio::spawn(routing));
+    }
     let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
     loop {
         tokio::select! {
