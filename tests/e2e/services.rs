@@ -75,12 +75,30 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
     assert_ne!(ranges.values().next(), ranges.values().nth(1), "{ranges:?}");
     let placed = pairs("pods", "{.spec.nodeName}={.status.podIP}");
     assert_eq!(placed.len(), 3, "{placed:?}");
-    for (node, ip) in placed {
-        let range = ranges[&node];
+    for (node, ip) in &placed {
+        let range = ranges[node];
         assert!(
             range.contains(ip.parse().unwrap()),
             "{ip} of {node} not in {range}"
         );
+    }
+    // A pod reaches a pod of the other node by its address, and the
+    // Service by its name, short or whole.
+    let (here, there) = (
+        &placed[0],
+        placed.iter().find(|(n, _)| *n != placed[0].0).unwrap(),
+    );
+    let fetched = |what: &str| {
+        let said = http_get(&format!("{}:8080", here.1), &format!("/fetch/{what}"));
+        let fetched = said.split_once(" fetched: ").map(|(_, f)| f.trim().to_owned());
+        fetched.unwrap_or_else(|| panic!("{what}: {said}"))
+    };
+    let other = fetched(&format!("{}:8080/hi", there.1));
+    assert!(other.ends_with("from wasi:http: GET /hi"), "{other}");
+    for name in ["web", "web.default.svc.cluster.local"] {
+        let answer = fetched(&format!("{name}/hi"));
+        let who = answer.split(' ').next().unwrap();
+        assert!(pods.contains(who), "{name}: {answer}");
     }
     let cluster_ip = jsonpath(&data, "svc/web", "{.spec.clusterIP}");
     assert!(cluster_ip.starts_with("127."), "{cluster_ip}");

@@ -155,6 +155,39 @@ fn lookup(
     }
 }
 
+/// The caches names are answered from.
+#[derive(Clone)]
+pub(crate) struct Names {
+    pub(crate) services: Store<Service>,
+    pub(crate) slices: Store<EndpointSlice>,
+}
+
+impl Names {
+    /// The address a pod of `namespace` finds `host` at, as with the search
+    /// path `<namespace>.svc.cluster.local svc.cluster.local`: the cluster
+    /// IP, or for a headless Service its first ready endpoint.
+    pub(crate) fn resolve(&self, host: &str, namespace: &str) -> Option<std::net::IpAddr> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let candidates = if host.ends_with(DOMAIN) {
+            vec![host]
+        } else {
+            vec![
+                format!("{host}.{namespace}.{DOMAIN}"),
+                format!("{host}.{DOMAIN}"),
+            ]
+        };
+        let (services, slices) = (self.services.state(), self.slices.state());
+        candidates.iter().find_map(|name| {
+            lookup(name, &services, &slices)?
+                .into_iter()
+                .find_map(|record| match record {
+                    Record::A(ip) => Some(std::net::IpAddr::V4(ip)),
+                    _ => None,
+                })
+        })
+    }
+}
+
 /// A name in DNS's wire form.
 fn encode_name(name: &str, out: &mut Vec<u8>) {
     for label in name

@@ -84,6 +84,9 @@ pub struct Agent {
     dns: Option<std::net::SocketAddr>,
     /// Where it serves Ingresses, if anywhere.
     ingress: Option<std::net::SocketAddr>,
+    /// The names the cluster gives (Services), once the proxy's caches are
+    /// filling.
+    names: Arc<std::sync::OnceLock<dns::Names>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -125,6 +128,7 @@ impl Agent {
             ),
             dns: None,
             ingress: None,
+            names: Arc::default(),
         })
     }
 
@@ -242,7 +246,10 @@ impl Agent {
             self.node.clone(),
             closing.clone(),
         ));
-        let mut serving = proxy::Serving::default();
+        let mut serving = proxy::Serving {
+            names: self.names.clone(),
+            ..proxy::Serving::default()
+        };
         if let Some(address) = self.dns {
             match tokio::net::UdpSocket::bind(address).await {
                 Ok(socket) => serving.dns = Some(socket),

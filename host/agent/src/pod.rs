@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use wasmkube_runtime::{Container, Exit, Image, Stop};
+use wasmkube_runtime::{Container, Exit, Image, Names, Stop};
 
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, network, prepare, pull, record};
@@ -533,6 +533,7 @@ impl Worker {
                 .collect(),
             reuse_instances: pod.annotations().get(FRESH_INSTANCES).map(String::as_str)
                 != Some("true"),
+            names: Some(self.names(pod)),
             grace: Duration::from_secs(
                 pod.spec
                     .as_ref()
@@ -627,6 +628,15 @@ impl Worker {
             tracing::warn!(pod = pod.name_any(), error = %e, "recording the pod");
         }
         self.status.send_replace(Some(status));
+    }
+
+    /// How the pod's outgoing requests find the Services of the cluster.
+    fn names(&self, pod: &Pod) -> Names {
+        let (names, namespace) = (
+            self.agent.names.clone(),
+            pod.namespace().unwrap_or_default(),
+        );
+        Names::new(move |host| names.get()?.resolve(host, &namespace))
     }
 
     /// Removes the pod object, now that its containers have stopped.

@@ -255,8 +255,10 @@ where
 }
 
 /// What the node serves beside the Service proxy, from the same caches.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Serving {
+    /// Where the caches are given to the pods' name lookups.
+    pub(crate) names: Arc<std::sync::OnceLock<crate::dns::Names>>,
     /// Cluster DNS.
     pub(crate) dns: Option<tokio::net::UdpSocket>,
     /// The Ingresses of the class `wasmkube`.
@@ -280,6 +282,10 @@ pub(crate) async fn run(
         tokio::spawn(watching_services),
         tokio::spawn(watching_slices),
     ];
+    let _ = serving.names.set(crate::dns::Names {
+        services: services.clone(),
+        slices: slices.clone(),
+    });
     if let Some(socket) = serving.dns {
         let answering = crate::dns::serve(socket, services.clone(), slices.clone());
         watches.push(tokio::spawn(answering));

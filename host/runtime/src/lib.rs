@@ -39,7 +39,7 @@ pub use images::{Image, ImageError, ImageStore, normalize};
 pub use jiff;
 pub use log::Rotation;
 pub use registry::{Credentials, PullError, Pulled, names_a_registry, push, registry_of};
-pub use run::{Container, Exit, Mount, Stop};
+pub use run::{Container, Exit, Mount, Names, Stop};
 
 /// How often running guests are interrupted to let others run.
 pub const TICK: Duration = Duration::from_millis(10);

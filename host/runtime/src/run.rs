@@ -60,6 +60,27 @@ pub struct Container {
     /// Whether a wasi:http instance that answered cleanly may serve later
     /// requests (else each request gets a fresh instance).
     pub reuse_instances: bool,
+    /// Where its outgoing requests find the hosts the cluster names
+    /// (Services), before the node's resolver.
+    pub names: Option<Names>,
+}
+
+/// Names the cluster gives addresses to, as a pod looks them up: a host
+/// name to an address, or none when the cluster does not name it.
+#[derive(Clone)]
+pub struct Names(Arc<dyn Fn(&str) -> Option<IpAddr> + Send + Sync>);
+
+impl Names {
+    /// The names `lookup` finds.
+    pub fn new(lookup: impl Fn(&str) -> Option<IpAddr> + Send + Sync + 'static) -> Names {
+        Names(Arc::new(lookup))
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Names")
+    }
 }
 
 /// Asks a running container to stop.
@@ -148,9 +169,12 @@ type HttpError = wasmtime_wasi_http::Error;
 type Done = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 /// Outgoing HTTP of a pod: `localhost` is the pod's own address, so the
-/// containers of a pod reach each other there.
+/// containers of a pod reach each other there; hosts the cluster names
+/// (`web`, `web.shop.svc.cluster.local`) go to their addresses, the Host
+/// header kept.
 struct PodHooks {
     address: Option<IpAddr>,
+    names: Option<Names>,
 }
 
 impl WasiHttpHooks for PodHooks {
@@ -164,6 +188,9 @@ impl WasiHttpHooks for PodHooks {
         if let Some(address) = self.address {
             redirect_localhost(&mut request, address);
         }
+        if let Some(names) = &self.names {
+            resolve_host(&mut request, names);
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -174,11 +201,36 @@ impl WasiHttpHooks for PodHooks {
 
 /// Points a request for `localhost` (or 127.0.0.1) at `address`.
 fn redirect_localhost<B>(request: &mut http::Request<B>, address: IpAddr) {
-    let uri = request.uri();
-    let local = matches!(uri.host(), Some("localhost" | "127.0.0.1"));
-    if !local {
-        return;
+    let local = matches!(request.uri().host(), Some("localhost" | "127.0.0.1"));
+    if local {
+        point_at(request, address);
     }
+}
+
+/// Points a request for a host the cluster names at its address, telling
+/// the server the name in the Host header.
+fn resolve_host<B>(request: &mut http::Request<B>, names: &Names) {
+    let Some(host) = request
+        .uri()
+        .host()
+        .filter(|h| h.parse::<IpAddr>().is_err())
+    else {
+        return;
+    };
+    let Some(address) = (names.0)(host) else {
+        return;
+    };
+    if !request.headers().contains_key(http::header::HOST)
+        && let Some(Ok(named)) = request.uri().authority().map(|a| a.as_str().parse())
+    {
+        request.headers_mut().insert(http::header::HOST, named);
+    }
+    point_at(request, address);
+}
+
+/// Sends a request to `address`, on the port it names.
+fn point_at<B>(request: &mut http::Request<B>, address: IpAddr) {
+    let uri = request.uri();
     let authority = match uri.port_u16() {
         Some(port) => format!("{address}:{port}"),
         None => address.to_string(),
@@ -232,6 +284,7 @@ pub(crate) fn new_store(
         http: WasiHttpCtx::new(),
         hooks: PodHooks {
             address: container.address,
+            names: container.names.clone(),
         },
         table: ResourceTable::new(),
         limiter: MemoryLimit::new(container.memory_limit),
@@ -314,5 +367,42 @@ pub(crate) async fn run(
                 },
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_for_localhost_and_cluster_names_go_to_their_addresses() {
+        let pod: IpAddr = "127.64.0.5".parse().unwrap();
+        let names = Names::new(|host| (host == "web").then(|| "127.192.0.10".parse().unwrap()));
+        let to = |uri: &str| {
+            let mut request = http::Request::get(uri).body(()).unwrap();
+            redirect_localhost(&mut request, pod);
+            resolve_host(&mut request, &names);
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .map(|h| h.to_str().unwrap().to_owned());
+            (request.uri().to_string(), host)
+        };
+        assert_eq!(
+            to("http://localhost:8080/a"),
+            ("http://127.64.0.5:8080/a".into(), None)
+        );
+        assert_eq!(
+            to("http://web/orders?x=1"),
+            ("http://127.192.0.10/orders?x=1".into(), Some("web".into()))
+        );
+        assert_eq!(
+            to("http://web:8080/"),
+            ("http://127.192.0.10:8080/".into(), Some("web:8080".into()))
+        );
+        assert_eq!(
+            to("http://example.com/"),
+            ("http://example.com/".into(), None)
+        );
     }
 }

@@ -62,6 +62,7 @@ impl Node {
             ports: Vec::new(),
             grace: Duration::from_secs(5),
             reuse_instances: true,
+            names: None,
         }
     }
 }
