@@ -68,7 +68,10 @@ pub struct Container {
 /// Names the cluster gives addresses to, as a pod looks them up: a host
 /// name to an address, or none when the cluster does not name it.
 #[derive(Clone)]
-pub struct Names(Arc<dyn Fn(&str) -> Option<IpAddr> + Send + Sync>);
+pub struct Names(Arc<Lookup>);
+
+/// A host name's address, if the cluster names it.
+type Lookup = dyn Fn(&str) -> Option<IpAddr> + Send + Sync;
 
 impl Names {
     /// The names `lookup` finds.
