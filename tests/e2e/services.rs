@@ -90,7 +90,9 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
     );
     let fetched = |what: &str| {
         let said = http_get(&format!("{}:8080", here.1), &format!("/fetch/{what}"));
-        let fetched = said.split_once(" fetched: ").map(|(_, f)| f.trim().to_owned());
+        let fetched = said
+            .split_once(" fetched: ")
+            .map(|(_, f)| f.trim().to_owned());
         fetched.unwrap_or_else(|| panic!("{what}: {said}"))
     };
     let other = fetched(&format!("{}:8080/hi", there.1));
@@ -231,5 +233,88 @@ fn an_ingress_routes_two_host_names_to_two_services() {
     eventually(Duration::from_secs(30), "503", || {
         get_as(&ingress, "blue.example", "/").0
     });
+    assert!(server.stop());
+}
+
+/// `kubectl port-forward TARGET LOCAL:REMOTE` until dropped, once it says it
+/// is forwarding.
+struct PortForward(std::process::Child);
+
+impl PortForward {
+    fn start(data: &std::path::Path, target: &str, local: u16, remote: u16) -> PortForward {
+        use std::io::BufRead;
+        let ports = format!("{local}:{remote}");
+        let mut child = crate::agent::kubectl_command(data)
+            .args(["port-forward", "--address", "127.0.0.1", target, &ports])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
+        assert!(first.starts_with("Forwarding from"), "{first:?}");
+        // Keep reading: kubectl ends when what it says cannot be written.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        PortForward(child)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_pod_and_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    import_examples(data, &["http-hello"]);
+    let server = Server::start(data);
+    ready_node(data);
+    apply(
+        data,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers: [{name: web, image: examples/http-hello:1, imagePullPolicy: Never, ports: [{containerPort: 8080}]}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n",
+    );
+    eventually(Duration::from_secs(30), "True", || {
+        jsonpath(
+            data,
+            "pod/web",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+    });
+    let local = free_port();
+    let forward = PortForward::start(data, "pod/web", local, 8080);
+    let address = format!("127.0.0.1:{local}");
+    // Ready as soon as started (no probe), the pod may not listen yet: a
+    // refused connection ends the forward, as in Kubernetes.
+    let mut forward = forward;
+    let mut tries = 0;
+    while http_get(&address, "/").is_empty() {
+        tries += 1;
+        assert!(tries < 20, "the pod never answered through the forward");
+        std::thread::sleep(Duration::from_millis(500));
+        drop(forward);
+        forward = PortForward::start(data, "pod/web", local, 8080);
+    }
+    // Two connections, one after the other, each to the pod.
+    for path in ["/one", "/two"] {
+        assert_eq!(
+            http_get(&address, path),
+            format!("hello from wasi:http: GET {path}\n")
+        );
+    }
+    drop(forward);
+    let local = free_port();
+    let service = PortForward::start(data, "svc/web", local, 80);
+    let answer = http_get(&format!("127.0.0.1:{local}"), "/svc");
+    assert_eq!(answer, "hello from wasi:http: GET /svc\n");
+    // A port the pod does not serve: the connection ends with nothing.
+    let local = free_port();
+    let closed = PortForward::start(data, "pod/web", local, 9999);
+    assert_eq!(http_get(&format!("127.0.0.1:{local}"), "/"), "");
+    drop((service, closed));
     assert!(server.stop());
 }

@@ -24,6 +24,7 @@ mod objects;
 mod openapi;
 mod openapi_v2;
 mod path;
+mod portforward;
 mod protobuf;
 mod rest;
 mod spec;
@@ -144,6 +145,10 @@ impl ApiServer {
             .route("/openapi/v3", get(openapi::index))
             .route("/openapi/v3/", get(openapi::index))
             .route("/openapi/v3/{*path}", get(openapi::group_version))
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+                any(portforward::serve),
+            )
             .route("/api", any(rest::handle))
             .route("/api/", any(rest::handle))
             .route("/api/{*rest}", any(rest::handle))

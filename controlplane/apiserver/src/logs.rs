@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use wasmkube_types::registry::by_kind;
 
+use crate::ApiServer;
 use crate::error::{ApiError, ApiResult};
 use crate::objects::meta_str;
 use crate::rest::{Request, decode_stored};
@@ -53,11 +54,10 @@ fn container(pod: &Value, name: &str, asked: Option<&String>) -> ApiResult<Strin
 }
 
 /// Where the agent of `node` listens.
-async fn agent_of(request: &Request<'_>, node: &str) -> ApiResult<String> {
+pub(crate) async fn agent_of(server: &ApiServer, node: &str) -> ApiResult<String> {
     let nodes = by_kind("", "v1", "Node").expect("nodes are served");
     let key = nodes.storage_key(None, node).expect("nodes are stored");
-    let kv = request
-        .server
+    let kv = server
         .store
         .get(&key)
         .await?
@@ -90,7 +90,7 @@ pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Respon
             "pod {name} does not have a host assigned"
         )));
     };
-    let agent = agent_of(request, node).await?;
+    let agent = agent_of(request.server, node).await?;
     let namespace = meta_str(&pod, "namespace").unwrap_or("default");
     let query: Vec<String> = PASSED
         .iter()

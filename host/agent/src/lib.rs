@@ -23,6 +23,7 @@ mod logs;
 mod network;
 mod node;
 mod pod;
+mod portforward;
 mod prepare;
 mod probes;
 mod proxy;

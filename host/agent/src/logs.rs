@@ -76,6 +76,10 @@ pub(crate) fn router(agent: Agent) -> Router {
             get(container_log),
         )
         .route("/pods", get(pods))
+        .route(
+            "/portForward/{namespace}/{pod}",
+            axum::routing::any(crate::portforward::serve),
+        )
         .with_state(agent)
 }
 
