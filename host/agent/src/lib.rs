@@ -330,8 +330,7 @@ impl Workers {
                 agent.remember(&pod);
                 let (sender, receiver) = watch::channel(pod);
                 self.0.insert(uid, sender);
-                let agent = agent.clone();
-                tokio::spawn(async move { pod::Worker::new(agent, receiver).await.run().await });
+                tokio::spawn(pod::Worker::new(agent.clone(), receiver).run());
             }
         }
     }

@@ -26,9 +26,10 @@ pub use wasmkube_types::cidr::Range;
 /// The network every pod is on.
 const NETWORK: &str = "wasmkube";
 
-/// What a network plugin call may take.
+/// What a network plugin call may take: its time includes the host's
+/// synced writes, which a busy disk slows.
 const LIMITS: Limits = Limits {
-    call_time: Duration::from_secs(2),
+    call_time: Duration::from_secs(10),
     memory: 64 << 20,
 };
 

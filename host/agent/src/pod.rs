@@ -102,37 +102,50 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// The worker of `pod`, which it puts on the node's network first.
-    pub(crate) async fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
-        let (on_network, had) = {
-            let pod = pod.borrow();
-            let had = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref());
-            (
-                network::PodRef::from(&*pod),
-                had.and_then(|ip| ip.parse().ok()),
-            )
-        };
-        let network = agent.network.clone();
-        // The plugins write their state to disk: off the async threads.
-        let added = tokio::task::spawn_blocking(move || network.add(&on_network, had))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        let ips = match added {
-            Ok(address) => Some(prepare::Ips {
-                host: agent.host_ip.clone(),
-                pod: address.to_string(),
-            }),
-            Err(e) => {
-                tracing::warn!(pod = pod.borrow().name_any(), error = %e, "no address for the pod");
-                None
-            }
-        };
+    pub(crate) fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
         Worker {
             agent,
             pod,
-            ips,
+            ips: None,
             report: Arc::default(),
             status: watch::Sender::new(None),
+        }
+    }
+
+    /// Puts the pod on the node's network (the address it had, if it had
+    /// one): tried again with back-off while the plugins fail, each failure
+    /// an Event, until it is done or the pod is deleted.
+    async fn join_network(&mut self) {
+        let (on_network, had) = {
+            let pod = self.pod.borrow();
+            let had = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref());
+            (network::PodRef::from(&*pod), had.and_then(|ip| ip.parse().ok()))
+        };
+        let mut delay = RETRY_START;
+        loop {
+            let (network, on_network) = (self.agent.network.clone(), on_network.clone());
+            // The plugins write their state to disk: off the async threads.
+            let added = tokio::task::spawn_blocking(move || network.add(&on_network, had))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match added {
+                Ok(address) => {
+                    self.ips = Some(prepare::Ips {
+                        host: self.agent.host_ip.clone(),
+                        pod: address.to_string(),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    let message = format!("Failed to create pod sandbox: the network plugins: {e}");
+                    self.event(None, Kind::Warning, "FailedCreatePodSandBox", message);
+                }
+            }
+            tokio::select! {
+                () = deleted(self.pod.clone()) => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -159,7 +172,7 @@ impl Worker {
         );
     }
 
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         let pod = self.pod.borrow().clone();
         tokio::spawn(send_status(
             self.api(),
@@ -176,6 +189,7 @@ impl Worker {
             self.status.send_replace(Some(status));
         } else if pod.metadata.deletion_timestamp.is_none() {
             let stop = Stop::default();
+            self.join_network().await;
             self.start(&pod).await;
             tokio::select! {
                 () = self.run_containers(&pod, &stop) => {}
