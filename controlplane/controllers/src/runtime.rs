@@ -229,6 +229,8 @@ impl Expectations {
             || expected.since.elapsed() > EXPECTATIONS_EXPIRE;
         if met {
             all.remove(owner);
+        } else {
+            tracing::debug!(owner, created = ?expected.created, deleted = ?expected.deleted, "waiting to see what was done");
         }
         met
     }

@@ -33,9 +33,17 @@ const LIMITS: Limits = Limits {
     memory: 64 << 20,
 };
 
+/// How many pods join or leave the network at once: every call writes the
+/// plugins' state through to disk, and a call's time limit counts from its
+/// start, so a burst of pods waits its turn here rather than inside the
+/// plugins.
+const AT_ONCE: usize = 4;
+
 /// The node's pod network.
 #[derive(Debug)]
 pub(crate) struct PodNetwork {
+    /// Turns to call the plugins, [`AT_ONCE`] at a time.
+    pub(crate) turns: tokio::sync::Semaphore,
     networks: Networks,
     /// The node's range.
     range: Mutex<Range>,
@@ -87,6 +95,7 @@ impl PodNetwork {
         let host = PluginHost::new(&data_dir.join("plugins"))?;
         let networks = Networks::new(&host, &data_dir.join("network"), LIMITS)?;
         Ok(PodNetwork {
+            turns: tokio::sync::Semaphore::new(AT_ONCE),
             networks,
             range: Mutex::new(range),
             _host: host,

@@ -119,15 +119,20 @@ impl Worker {
         let (on_network, had) = {
             let pod = self.pod.borrow();
             let had = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref());
-            (network::PodRef::from(&*pod), had.and_then(|ip| ip.parse().ok()))
+            (
+                network::PodRef::from(&*pod),
+                had.and_then(|ip| ip.parse().ok()),
+            )
         };
         let mut delay = RETRY_START;
         loop {
             let (network, on_network) = (self.agent.network.clone(), on_network.clone());
+            let turn = self.agent.network.turns.acquire().await;
             // The plugins write their state to disk: off the async threads.
             let added = tokio::task::spawn_blocking(move || network.add(&on_network, had))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
+            drop(turn);
             match added {
                 Ok(address) => {
                     self.ips = Some(prepare::Ips {
@@ -661,7 +666,9 @@ impl Worker {
         record::remove(&self.agent.pods_dir, &uid);
         self.agent.forget(&pod);
         let (network, on_network) = (self.agent.network.clone(), network::PodRef::from(&pod));
+        let turn = self.agent.network.turns.acquire().await;
         let released = tokio::task::spawn_blocking(move || network.del(&on_network)).await;
+        drop(turn);
         if let Ok(Err(e)) = released {
             tracing::warn!(pod = pod.name_any(), error = %e, "releasing the pod's address");
         }

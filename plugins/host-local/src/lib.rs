@@ -147,12 +147,17 @@ fn holder(container: &str, ifname: &str) -> String {
     format!("{container}\n{ifname}")
 }
 
-/// The address held by `who`, if any.
-fn held(state: &dyn State, who: &str) -> Option<(String, u32)> {
-    state.list().into_iter().find_map(|(key, value)| {
-        let address = key.parse::<Ipv4Addr>().ok()?;
-        (value == who).then(|| (key, u32::from(address)))
-    })
+/// The key that names the address `container`'s `ifname` holds: a lookup
+/// in one read, not a scan of every reservation.
+fn index(container: &str, ifname: &str) -> String {
+    format!("by:{container}:{ifname}")
+}
+
+/// The address held by the container's interface, if any.
+fn held(state: &dyn State, container: &str, ifname: &str) -> Option<u32> {
+    let address = state.get(&index(container, ifname))?;
+    let parsed = address.parse::<Ipv4Addr>().ok()?;
+    (state.get(&address)? == holder(container, ifname)).then_some(u32::from(parsed))
 }
 
 /// The result for `address` in `range`.
@@ -181,11 +186,20 @@ pub fn add(
 ) -> Result<String, Failure> {
     let (ranges, routes) = ipam(config)?;
     let who = holder(container, ifname);
-    if let Some((_, address)) = held(state, &who)
+    if let Some(address) = held(state, container, ifname)
         && let Some(range) = ranges.iter().find(|r| r.contains(address))
     {
         return Ok(result(config, range, address, routes));
     }
+    let reserve = |key: &str| -> Result<bool, Failure> {
+        if !state.claim(key, &who).map_err(|e| (IO_FAILURE, e))? {
+            return Ok(false);
+        }
+        state
+            .set(&index(container, ifname), key)
+            .map_err(|e| (IO_FAILURE, e))?;
+        Ok(true)
+    };
     if let Some(requested) = requested {
         let address = requested.parse::<Ipv4Addr>().map(u32::from).map_err(|_| {
             (
@@ -202,7 +216,7 @@ pub fn add(
                     format!("requested IP address {requested} is not in the range set"),
                 )
             })?;
-        if !state.claim(requested, &who).map_err(|e| (IO_FAILURE, e))? {
+        if !reserve(requested)? {
             return Err((
                 NO_ADDRESS,
                 format!("requested IP address {requested} is not available"),
@@ -226,7 +240,7 @@ pub fn add(
                 continue;
             }
             let key = Ipv4Addr::from(address).to_string();
-            if state.claim(&key, &who).map_err(|e| (IO_FAILURE, e))? {
+            if reserve(&key)? {
                 state
                     .set(LAST_RESERVED, &key)
                     .map_err(|e| (IO_FAILURE, e))?;
@@ -246,10 +260,25 @@ pub fn del(
 ) -> Result<(), Failure> {
     ipam(config)?;
     let who = holder(container, ifname);
-    while let Some((key, _)) = held(state, &who) {
-        state.remove(&key).map_err(|e| (IO_FAILURE, e))?;
+    let by = index(container, ifname);
+    let remove = |key: &str| state.remove(key).map_err(|e| (IO_FAILURE, e));
+    match state.get(&by) {
+        Some(address) => {
+            if state.get(&address).as_deref() == Some(who.as_str()) {
+                remove(&address)?;
+            }
+        }
+        // No index (a crash between a claim and its index): look through
+        // every reservation.
+        None => {
+            for (key, value) in state.list() {
+                if value == who && key.parse::<Ipv4Addr>().is_ok() {
+                    remove(&key)?;
+                }
+            }
+        }
     }
-    Ok(())
+    remove(&by)
 }
 
 /// Whether the container's interface still holds an address.
@@ -260,7 +289,7 @@ pub fn check(
     ifname: &str,
 ) -> Result<(), Failure> {
     ipam(config)?;
-    match held(state, &holder(container, ifname)) {
+    match held(state, container, ifname) {
         Some(_) => Ok(()),
         None => Err((
             NO_ADDRESS,
@@ -398,6 +427,15 @@ mod tests {
         let full = add(&state, &config, ("c", "eth0"), None).unwrap_err();
         assert_eq!(full.0, NO_ADDRESS);
         check(&state, &config, "a", "eth0").unwrap();
+        // Without its index (a crash right after the claim), del still
+        // finds the reservation.
+        state.remove("by:a:net1").unwrap();
+        del(&state, &config, "a", "net1").unwrap();
+        assert_eq!(state.get("10.1.0.4"), None);
+        assert_eq!(
+            ip(&add(&state, &config, ("a", "net1"), None).unwrap()),
+            "10.1.0.4/29"
+        );
         del(&state, &config, "a", "eth0").unwrap();
         del(&state, &config, "a", "eth0").unwrap();
         assert_eq!(
