@@ -81,6 +81,25 @@ pub(crate) async fn agent_of(server: &ApiServer, node: &str) -> ApiResult<String
     }
 }
 
+/// The agent of `node` said no: its status and its words.
+pub(crate) async fn refusal(
+    node: &str,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> ApiError {
+    let status = response.status();
+    match response.into_body().collect().await {
+        Ok(body) => {
+            let message = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+            ApiError::new(status.as_u16(), "BadRequest", message)
+        }
+        Err(e) => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("the agent of node {node}: {e}"),
+        ),
+    }
+}
+
 /// Answers `GET …/pods/<name>/log`.
 pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Response> {
     let (pod, _) = request.read(name).await?;
@@ -116,15 +135,8 @@ pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Respon
         )
     };
     let response = client.get(uri).await.map_err(|e| unreachable(&e))?;
-    let status = response.status();
-    if status != StatusCode::OK {
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let message = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-        return Err(ApiError::new(status.as_u16(), "BadRequest", message));
+    if response.status() != StatusCode::OK {
+        return Err(refusal(node, response).await);
     }
     let body = Body::new(response.into_body());
     Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())

@@ -8,13 +8,13 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use wasmkube_types::registry::by_kind;
 
 use crate::ApiServer;
 use crate::error::{ApiError, ApiResult};
-use crate::logs::agent_of;
+use crate::logs::{agent_of, refusal};
 use crate::rest::decode_stored;
 
 /// The headers of an upgrade that go on to the agent.
@@ -97,14 +97,7 @@ async fn forward(
         .await
         .map_err(|e| unreachable(&e))?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = answer.status();
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let message = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-        return Err(ApiError::new(status.as_u16(), "BadRequest", message));
+        return Err(refusal(node, answer).await);
     }
     let from_client = hyper::upgrade::on(&mut request);
     let from_agent = hyper::upgrade::on(&mut answer);
