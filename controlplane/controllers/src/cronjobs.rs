@@ -94,9 +94,7 @@ async fn reconcile(cron: Arc<CronJob>, crons: Arc<Crons>) -> Result<Action, Erro
     if cron.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    crons
-        .jobs
-        .wait_until_ready()
+    crate::runtime::listed(&crons.jobs)
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);

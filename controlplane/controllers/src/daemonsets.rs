@@ -134,9 +134,7 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
     let Some(spec) = set.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    daemons
-        .nodes
-        .wait_until_ready()
+    crate::runtime::listed(&daemons.nodes)
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let all = ctx.pods_in(&namespace);

@@ -330,8 +330,7 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Deployments>) -> Result
     if deployment.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.sets
-        .wait_until_ready()
+    crate::runtime::listed(&ctx.sets)
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let Some(spec) = deployment.spec.as_ref() else {

@@ -44,8 +44,7 @@ async fn reconcile(budget: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Resul
     let Some(namespace) = budget.namespace() else {
         return Ok(Action::await_change());
     };
-    ctx.pods
-        .wait_until_ready()
+    crate::runtime::listed(&ctx.pods)
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let selector = selector(&budget);

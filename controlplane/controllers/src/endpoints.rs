@@ -96,8 +96,7 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     if service.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.pods
-        .wait_until_ready()
+    crate::runtime::listed(&ctx.pods)
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);

@@ -83,7 +83,7 @@ where
         ApiResource::erase::<K>(&())
     }
     fn ready(&self) -> futures::future::BoxFuture<'_, bool> {
-        Box::pin(async move { self.wait_until_ready().await.is_ok() })
+        Box::pin(async move { crate::runtime::listed(self).await.is_ok() })
     }
 }
 

@@ -342,9 +342,9 @@ pub fn controller(
     };
     let mut closed = closed;
     async move {
-        let listed = lifecycle.nodes.wait_until_ready().await.is_ok()
-            && lifecycle.leases.wait_until_ready().await.is_ok()
-            && lifecycle.pods.wait_until_ready().await.is_ok();
+        let listed = crate::runtime::listed(&lifecycle.nodes).await.is_ok()
+            && crate::runtime::listed(&lifecycle.leases).await.is_ok()
+            && crate::runtime::listed(&lifecycle.pods).await.is_ok();
         if !listed {
             return;
         }

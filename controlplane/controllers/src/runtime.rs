@@ -290,8 +290,7 @@ impl Context {
             self.expectations.forget(&uid);
             return Ok(None);
         }
-        self.pods
-            .wait_until_ready()
+        listed(&self.pods)
             .await
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Some((namespace, uid)))
@@ -370,6 +369,27 @@ where
     drive(controller, triggers, reconcile, context, closed)
 }
 
+/// Waits until `store` has been listed once. kube-runtime's
+/// `wait_until_ready` wakes only the last of several tasks waiting at once
+/// (its oneshot keeps one waker), and reconciles wait side by side when a
+/// controller starts: so each waits in short turns and looks again.
+pub async fn listed<K: Lookup + Clone + 'static>(
+    store: &Store<K>,
+) -> Result<(), reflector::store::WriterDropped>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        let turn = tokio::time::timeout(LISTED_TURN, store.wait_until_ready());
+        if let Ok(listed) = turn.await {
+            return listed;
+        }
+    }
+}
+
+/// How long a wait for a cache's first list lasts before it looks again.
+const LISTED_TURN: Duration = Duration::from_millis(50);
+
 /// A failed reconcile is tried again after a while.
 pub fn retry<K: Resource, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
     tracing::warn!(object = %object.name_any(), error = %error, "reconcile failed; retrying");
@@ -379,6 +399,25 @@ pub fn retry<K: Resource, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_task_waiting_for_a_first_list_goes_on_once_it_is_done() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { listed(&store).await })
+            })
+            .collect();
+        // All four are waiting before the list ends.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        for task in waiting {
+            let done = tokio::time::timeout(Duration::from_secs(2), task).await;
+            assert!(matches!(done, Ok(Ok(Ok(())))), "a waiter was left behind");
+        }
+    }
 
     fn pod(name: &str, uid: &str, deleting: bool) -> Arc<Pod> {
         let mut meta = serde_json::json!({"name": name, "uid": uid});
