@@ -540,7 +540,7 @@ async fn server(
     let api = ApiServer::start(store).await?;
     let router = api.router();
     let (closing, closed) = tokio::sync::watch::channel(false);
-    let client = bounded_client(KubeConfig::new(url.parse()?))?;
+    let client = Client::try_from(KubeConfig::new(url.parse()?))?;
     let mut leading = Vec::new();
     if let Some(control) = control {
         // A bad configuration stops the start; its plugins compile while the
@@ -596,18 +596,6 @@ async fn client(kubeconfig: &Path) -> Result<Client> {
     let read = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config = KubeConfig::from_custom_kubeconfig(read, &Default::default()).await?;
-    bounded_client(config)
-}
-
-/// How long a connection to the API server may stay silent: a request whose
-/// answer never comes fails then and is tried again, instead of holding up
-/// the work waiting on it (kube's default is 295 s). Watches are not cut:
-/// they ask for bookmarks, which the API server sends more often.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
-
-/// A client of `config` whose reads are bounded by [`READ_TIMEOUT`].
-fn bounded_client(mut config: KubeConfig) -> Result<Client> {
-    config.read_timeout = Some(READ_TIMEOUT);
     Ok(Client::try_from(config)?)
 }
 

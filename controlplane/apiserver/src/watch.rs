@@ -21,9 +21,8 @@ use crate::table::{Columns, Include, table};
 
 /// How long a watch lasts when the client does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often a watch that allows bookmarks gets one: often enough that a
-/// client whose reads time out after 45 s keeps a quiet watch.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
 /// One watch event as a line of JSON, around an object already serialized.
 fn line(kind: &str, object: &[u8]) -> Bytes {
