@@ -387,12 +387,7 @@ fn a_services_endpoints_follow_its_ready_pods() {
     });
 }
 
-// After a SIGKILL and restart, a ReplicaSet's first reconcile sometimes never
-// ends (the controller stays silent on that ReplicaSet while it serves new
-// ones), so the rollout does not finish; open, not understood yet. Run it
-// with `cargo nextest run --run-ignored all a_rollout_cut_short`.
 #[test]
-#[ignore = "a ReplicaSet reconcile can stay stuck after a restart (open bug)"]
 fn a_rollout_cut_short_by_a_crash_finishes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
