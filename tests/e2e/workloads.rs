@@ -165,18 +165,12 @@ fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
         after.iter().all(|p| !before.contains(p)),
         "{before:?} → {after:?}"
     );
-    let rounds = kubectl(
-        &data,
-        &[
-            "get",
-            "pods",
-            "-l",
-            "app=logs",
-            "-o",
-            "jsonpath={.items[*].spec.containers[0].env[0].value}",
-        ],
-    );
-    assert_eq!(rounds, "2 2 2");
+    // Which template each pod of the set was made from.
+    let rounds = || {
+        let template = "jsonpath={.items[*].spec.containers[0].env[0].value}";
+        kubectl(&data, &["get", "pods", "-l", "app=logs", "-o", template])
+    };
+    assert_eq!(rounds(), "2 2 2");
     assert_eq!(
         jsonpath(
             &data,
@@ -198,19 +192,7 @@ fn a_daemon_set_covers_every_node_and_rolls_node_by_node() {
     );
     kubectl(&data, &["rollout", "undo", "ds/logs"]);
     kubectl(&data, &["rollout", "status", "ds/logs", "--timeout=90s"]);
-    eventually(Duration::from_secs(30), "1 1 1", || {
-        kubectl(
-            &data,
-            &[
-                "get",
-                "pods",
-                "-l",
-                "app=logs",
-                "-o",
-                "jsonpath={.items[*].spec.containers[0].env[0].value}",
-            ],
-        )
-    });
+    eventually(Duration::from_secs(30), "1 1 1", rounds);
     // Deleted, it takes its pods.
     kubectl(&data, &["delete", "ds", "logs"]);
     eventually(Duration::from_secs(30), "[]", || {

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -119,10 +119,7 @@ fn service_port(
     backend: &IngressBackend,
 ) -> Option<Route> {
     let wanted = backend.service.as_ref()?;
-    let service = services
-        .state()
-        .into_iter()
-        .find(|s| s.name_any() == wanted.name && s.namespace().as_deref() == Some(namespace))?;
+    let service = services.get(&ObjectRef::new(&wanted.name).within(namespace))?;
     let ports = service.spec.as_ref()?.ports.as_ref()?;
     let by = wanted.port.as_ref();
     let port = ports.iter().find(|p| match by {

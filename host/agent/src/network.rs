@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -43,7 +43,7 @@ const AT_ONCE: usize = 4;
 #[derive(Debug)]
 pub(crate) struct PodNetwork {
     /// Turns to call the plugins, [`AT_ONCE`] at a time.
-    pub(crate) turns: tokio::sync::Semaphore,
+    turns: tokio::sync::Semaphore,
     networks: Networks,
     /// The node's range.
     range: Mutex<Range>,
@@ -139,6 +139,33 @@ impl PodNetwork {
         self.networks
             .del(&self.list(), &pod.sandbox(None))
             .map_err(|e| e.to_string())
+    }
+
+    /// [`PodNetwork::add`] in its turn, off the async threads (the plugins
+    /// write their state to disk).
+    pub(crate) async fn join(
+        self: Arc<Self>,
+        pod: PodRef,
+        had: Option<IpAddr>,
+    ) -> Result<IpAddr, String> {
+        let network = self.clone();
+        self.in_turn(move || network.add(&pod, had)).await
+    }
+
+    /// [`PodNetwork::del`] in its turn, off the async threads.
+    pub(crate) async fn leave(self: Arc<Self>, pod: PodRef) -> Result<(), String> {
+        let network = self.clone();
+        self.in_turn(move || network.del(&pod)).await
+    }
+
+    async fn in_turn<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let _turn = self.turns.acquire().await.map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(call)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
     }
 }
 

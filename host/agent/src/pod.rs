@@ -126,13 +126,12 @@ impl Worker {
         };
         let mut delay = RETRY_START;
         loop {
-            let (network, on_network) = (self.agent.network.clone(), on_network.clone());
-            let turn = self.agent.network.turns.acquire().await;
-            // The plugins write their state to disk: off the async threads.
-            let added = tokio::task::spawn_blocking(move || network.add(&on_network, had))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-            drop(turn);
+            let added = self
+                .agent
+                .network
+                .clone()
+                .join(on_network.clone(), had)
+                .await;
             match added {
                 Ok(address) => {
                     self.ips = Some(prepare::Ips {
@@ -665,11 +664,12 @@ impl Worker {
         // Forgotten first: an agent started again must not run it again.
         record::remove(&self.agent.pods_dir, &uid);
         self.agent.forget(&pod);
-        let (network, on_network) = (self.agent.network.clone(), network::PodRef::from(&pod));
-        let turn = self.agent.network.turns.acquire().await;
-        let released = tokio::task::spawn_blocking(move || network.del(&on_network)).await;
-        drop(turn);
-        if let Ok(Err(e)) = released {
+        let leaving = self
+            .agent
+            .network
+            .clone()
+            .leave(network::PodRef::from(&pod));
+        if let Err(e) = leaving.await {
             tracing::warn!(pod = pod.name_any(), error = %e, "releasing the pod's address");
         }
         let params = DeleteParams {
