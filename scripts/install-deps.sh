@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Wasmkube needs on a Debian machine with a Rust
 # toolchain: protoc (the etcd client's build), etcd (the etcd store's tests and
-# benchmark), an OCI registry and htpasswd (the image pull tests), dig (the
+# benchmark), an OCI registry and htpasswd (the image pull tests), skopeo (a
+# second client of the built-in registry), dig (the
 # cluster DNS test), cargo-nextest (the test runner), kubectl and the Python kubernetes
 # client (end-to-end tests), and the OpenAPI v2 protobuf messages (gnostic's
 # OpenAPIv2.proto, from Debian's golang-github-googleapis-gnostic-dev) that the API
@@ -16,6 +17,7 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v skopeo >/dev/null || need+=(skopeo)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 
 if [ ${#need[@]} -gt 0 ]; then

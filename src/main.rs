@@ -14,18 +14,25 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wasmkube_agent::{Agent, Range};
 use wasmkube_apiserver::{ApiServer, kubeconfig};
-use wasmkube_runtime::{Credentials, ImageStore, normalize};
 use wasmkube_scheduler::Config as SchedulerConfig;
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
+mod cluster;
+mod exit;
 mod leader;
+mod settings;
+mod verbs;
+mod wasm;
+
+use cluster::Cluster;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "wasmkube",
     version,
-    about = "A Kubernetes-compatible orchestrator for WebAssembly"
+    about = "A Kubernetes-compatible orchestrator for WebAssembly",
+    after_help = settings::AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,51 +41,137 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the Kubernetes API; with `--control-plane`, schedule and run
-    /// the controllers too, while this server leads.
-    Server(ServerCommand),
-    /// Run a single-node cluster in one process: the API server, the
-    /// scheduler, the controllers and a node agent.
+    /// Run a single-node cluster in one process: the API server (with the
+    /// built-in OCI registry), the scheduler, the controllers and a node
+    /// agent, on the embedded store in the data dir.
+    #[command(
+        after_help = "Examples:\n  wasmkube up\n  wasmkube up --data-dir /var/lib/wasmkube \
+--listen 0.0.0.0:6443 --node-name edge-1\n  wasmkube up --store etcd=http://127.0.0.1:2379"
+    )]
     Up(UpArgs),
+    /// Serve the Kubernetes API and the built-in OCI registry; with
+    /// `--control-plane`, schedule and run the controllers too, while this
+    /// server leads.
+    #[command(
+        after_help = "Example (two of these on one etcd stand by for each other):\n  \
+wasmkube server --control-plane --store etcd=http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379"
+    )]
+    Server(ServerCommand),
+    /// Join a cluster as a node: run the pods bound to it as Wasm components.
+    #[command(
+        after_help = "Example:\n  wasmkube agent --kubeconfig wasmkube-data/kubeconfig \
+--node-name edge-2 --data-dir edge-2 --listen 127.0.0.1:10251"
+    )]
+    Agent(AgentArgs),
     /// Place pending pods on nodes, with Wasm scheduler plugins.
     Scheduler(SchedulerArgs),
     /// Run the controllers (workloads, node lifecycle, endpoints, garbage
     /// collection…) against a cluster.
     ControllerManager(ControllerArgs),
-    /// Join a cluster as a node: run the pods bound to it as Wasm components.
-    Agent(AgentArgs),
+    /// Run a Wasm component as a Deployment (and, with a port, a Service):
+    /// a file is pushed to the cluster's built-in registry first.
+    #[command(
+        after_help = "Examples:\n  wasmkube run hello --wasm http_hello.wasm --port 8080\n  \
+wasmkube run batch --wasm 127.0.0.1:6443/batch:1 --replicas 3 -- --verbose"
+    )]
+    Run(Verb<wasm::RunArgs>),
+    /// Push a Wasm component to an OCI registry as a Wasm artifact (the
+    /// cluster's built-in registry by default).
+    #[command(after_help = "Examples:\n  wasmkube push hello.wasm            \
+# to the cluster's registry, as hello:latest\n  wasmkube push hello.wasm hello:1\n  \
+wasmkube push hello.wasm registry.example.com/team/hello:1 --username me")]
+    Push(Verb<wasm::PushArgs>),
     /// Manage the components of a node's local image store.
+    Image(ImageArgs),
+    /// Load, list and unload plugins (Plugin objects).
+    #[command(
+        after_help = "Examples:\n  wasmkube plugin load prefer_edge.wasm --name prefer-edge \
+--extension-points Score --weight 5 --args '{\"tier\":\"edge\"}'\n  wasmkube plugin ls\n  \
+wasmkube plugin unload prefer-edge"
+    )]
+    Plugin(Verb<PluginArgs>),
+    /// Show objects, as `kubectl get` does.
+    #[command(
+        after_help = "Examples:\n  wasmkube get pods\n  wasmkube get deploy,svc -n shop -o wide\n  \
+wasmkube get pod/web -o yaml\n  wasmkube get pods -A -l app=web"
+    )]
+    Get(Verb<verbs::GetArgs>),
+    /// Show objects in detail, with the Events about them.
+    #[command(after_help = "Example:\n  wasmkube describe pod web")]
+    Describe(Verb<verbs::DescribeArgs>),
+    /// Create or update objects from manifests (server-side apply).
+    #[command(
+        after_help = "Examples:\n  wasmkube apply -f examples/deployment/web.yaml\n  \
+cat app.yaml | wasmkube apply -f -"
+    )]
+    Apply(Verb<verbs::ApplyArgs>),
+    /// Delete objects.
+    #[command(
+        after_help = "Examples:\n  wasmkube delete pod web\n  wasmkube delete deploy/web svc/web\n  \
+wasmkube delete -f examples/deployment/web.yaml"
+    )]
+    Delete(Verb<verbs::DeleteArgs>),
+    /// Print a container's log.
+    #[command(after_help = "Examples:\n  wasmkube logs hello\n  wasmkube logs web -f --tail 10")]
+    Logs(Verb<verbs::LogsArgs>),
+    /// Move a cluster between stores: a snapshot of the embedded store (or
+    /// etcd) restored into etcd (or a new data dir).
+    #[command(
+        subcommand,
+        after_help = "Example (stop `wasmkube up` first):\n  \
+wasmkube store snapshot cluster.snap --data-dir wasmkube-data\n  \
+wasmkube store restore cluster.snap --store etcd=http://127.0.0.1:2379"
+    )]
+    Store(StoreCommand),
+    /// Print a shell's completion script: `source <(wasmkube completion bash)`.
+    Completion { shell: clap_complete::Shell },
+}
+
+/// A client verb's own arguments, and how it finds the cluster.
+#[derive(Debug, Args)]
+struct Verb<T: Args> {
+    /// The cluster's kubeconfig (default: `KUBECONFIG`, else `~/.kube/config`,
+    /// else `wasmkube-data/kubeconfig`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    args: T,
+}
+
+#[derive(Debug, Args)]
+struct ImageArgs {
+    /// The node's data dir.
+    #[arg(long, default_value = "wasmkube-data", global = true)]
+    data_dir: PathBuf,
     #[command(subcommand)]
-    Image(ImageCommand),
+    command: wasm::ImageCommand,
+}
+
+#[derive(Debug, Args)]
+struct PluginArgs {
+    #[command(subcommand)]
+    command: wasm::PluginCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum ImageCommand {
-    /// Put a component in the local image store of the node whose data dir is
-    /// given (for air-gapped nodes); pods then name it with
-    /// `imagePullPolicy: Never` or `IfNotPresent`.
-    Import {
-        /// The node's data dir.
-        #[arg(long, default_value = "wasmkube-data")]
-        data_dir: PathBuf,
-        /// The component (`.wasm`).
-        file: PathBuf,
-        /// The name pods use: `NAME[:TAG]`.
-        reference: String,
-    },
-    /// Push a component to an OCI registry as a Wasm artifact, for pods to
-    /// pull (`image: REGISTRY/NAME:TAG`). Registries on loopback are spoken to
-    /// over plain HTTP.
-    Push {
-        /// The component (`.wasm`).
-        file: PathBuf,
-        /// Where it goes: `REGISTRY/NAME[:TAG]`.
-        reference: String,
-        /// A user of the registry (the password comes from
-        /// `WASMKUBE_REGISTRY_PASSWORD`).
-        #[arg(long)]
-        username: Option<String>,
-    },
+enum StoreCommand {
+    /// Write every object of a store to FILE (the embedded store must not
+    /// be in use: stop `wasmkube up` first).
+    Snapshot(StoreArgs),
+    /// Write every object of a snapshot into an empty store.
+    Restore(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// The data dir of the embedded store.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+    /// etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
+    #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
+    store: Option<EtcdEndpoints>,
 }
 
 #[derive(Debug, Args)]
@@ -424,17 +517,32 @@ fn parse_etcd(spec: &str) -> Result<EtcdEndpoints> {
     Ok(EtcdEndpoints(urls))
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(run(Cli::parse().command));
-    // Work that cannot be cut short (a plugin compiling when a stop comes)
-    // is left behind, not waited for: what had to finish has finished.
-    runtime.shutdown_background();
-    result
+    let command = match settings::parse::<Cli>() {
+        Ok(cli) => cli.command,
+        Err(e) => e.exit(),
+    };
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(command));
+            // Work that cannot be cut short (a plugin compiling when a stop
+            // comes) is left behind, not waited for: what had to finish has
+            // finished.
+            runtime.shutdown_background();
+            result
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(exit::Failure::of(&e).code())
+        }
+    }
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -461,33 +569,96 @@ async fn run(command: Command) -> Result<()> {
             control_plane(client, settings, args.leader_elect, closed_on_shutdown()).await;
             Ok(())
         }
-        Command::Image(ImageCommand::Import {
-            data_dir,
-            file,
-            reference,
-        }) => {
-            let images = ImageStore::open(&data_dir)
-                .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
-            let image = images.import(&file, &reference)?;
-            println!("{} is {}", normalize(&reference)?, image.digest);
-            Ok(())
+        Command::Image(args) => wasm::image(&args.data_dir, args.command),
+        Command::Push(push) => {
+            // A reference naming its registry needs no cluster.
+            let named = push
+                .args
+                .reference
+                .as_deref()
+                .is_some_and(wasmkube_runtime::names_a_registry);
+            let cluster = match named {
+                true => None,
+                false => Some(Cluster::find(push.kubeconfig.as_deref()).await?),
+            };
+            wasm::push(cluster.as_ref(), push.args).await.map(drop)
         }
-        Command::Image(ImageCommand::Push {
-            file,
-            reference,
-            username,
-        }) => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let credentials = username.map(|username| Credentials {
-                username,
-                password: std::env::var("WASMKUBE_REGISTRY_PASSWORD").unwrap_or_default(),
-            });
-            let url = wasmkube_runtime::push(bytes, &reference, credentials.as_ref()).await?;
-            println!("pushed {reference}: {url}");
+        Command::Run(run) => wasm::run(&connect(&run.kubeconfig).await?, run.args).await,
+        Command::Plugin(plugin) => {
+            wasm::plugin(&connect(&plugin.kubeconfig).await?, plugin.args.command).await
+        }
+        Command::Get(get) => verbs::get(&connect(&get.kubeconfig).await?, get.args).await,
+        Command::Describe(describe) => {
+            verbs::describe(&connect(&describe.kubeconfig).await?, describe.args).await
+        }
+        Command::Apply(apply) => verbs::apply(&connect(&apply.kubeconfig).await?, apply.args).await,
+        Command::Delete(delete) => {
+            verbs::delete(&connect(&delete.kubeconfig).await?, delete.args).await
+        }
+        Command::Logs(logs) => verbs::logs(&connect(&logs.kubeconfig).await?, logs.args).await,
+        Command::Store(command) => store_command(command).await,
+        Command::Completion { shell } => {
+            let mut command = settings::command::<Cli>()?;
+            clap_complete::generate(shell, &mut command, "wasmkube", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+async fn connect(kubeconfig: &Option<PathBuf>) -> Result<Cluster> {
+    Cluster::find(kubeconfig.as_deref()).await
+}
+
+/// The store a `store` subcommand works on.
+async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    Ok(match &args.store {
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+            let path = args.data_dir.join(FILE_NAME);
+            Arc::new(EmbeddedStore::open(&path, Default::default())?)
+        }
+        Some(EtcdEndpoints(endpoints)) => {
+            let options = wasmkube_store_etcd::Options::new(endpoints.clone());
+            Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
+        }
+    })
+}
+
+async fn store_command(command: StoreCommand) -> Result<()> {
+    use wasmkube_store::snapshot;
+    match command {
+        StoreCommand::Snapshot(args) => {
+            let store = open_store(&args).await?;
+            let file = std::fs::File::create(&args.file)
+                .with_context(|| format!("creating {}", args.file.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let moved = snapshot::snapshot(store.as_ref(), &mut out).await?;
+            out.into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
+                .with_context(|| format!("writing {}", args.file.display()))?;
+            println!(
+                "{} keys at revision {} written to {}",
+                moved.keys,
+                moved.revision,
+                args.file.display()
+            );
+        }
+        StoreCommand::Restore(args) => {
+            let file = std::fs::File::open(&args.file).map_err(|e| {
+                exit::Failure::Usage.because(format!("opening {}: {e}", args.file.display()))
+            })?;
+            let store = open_store(&args).await?;
+            let mut input = std::io::BufReader::new(file);
+            let moved = snapshot::restore(store.as_ref(), &mut input).await?;
+            println!(
+                "{} keys (taken at revision {}) restored",
+                moved.keys, moved.revision
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Serves the API; with a control plane, runs the scheduler and the
@@ -534,11 +705,25 @@ async fn server(
     // A closed stdout must not stop a server: what it says here is a courtesy.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "Serving the Kubernetes API at {url}");
-    let _ = writeln!(out, "kubectl --kubeconfig {} version", config.display());
+    let _ = writeln!(out, "  kubectl:   export KUBECONFIG={}", config.display());
+    let _ = writeln!(
+        out,
+        "  registry:  wasmkube push FILE.wasm (images {local}/NAME:TAG)"
+    );
+    if node.is_some() {
+        let _ = writeln!(
+            out,
+            "  more nodes: wasmkube agent --kubeconfig {} --node-name NAME --data-dir DIR \\
+              --listen ADDRESS",
+            config.display()
+        );
+    }
     let _ = out.flush();
     drop(out);
     let api = ApiServer::start(store).await?;
-    let router = api.router();
+    let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
+        .context("opening the built-in registry")?;
+    let router = api.router().merge(registry.router());
     let (closing, closed) = tokio::sync::watch::channel(false);
     let client = Client::try_from(KubeConfig::new(url.parse()?))?;
     let mut leading = Vec::new();

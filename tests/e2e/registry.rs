@@ -1,5 +1,5 @@
 //! Images from a real OCI registry (Debian's docker-registry on loopback): Wasm
-//! components pushed with `wasmkube image push` run from `image:` references, a
+//! components pushed with `wasmkube push` run from `image:` references, a
 //! private repository with an imagePullSecret; wrong tags, unreachable and
 //! refusing registries give ImagePullBackOff with the registry's reason; OCI
 //! container images and other runtime classes wait for a CRI runtime.
@@ -62,10 +62,10 @@ impl Drop for Registry {
     }
 }
 
-/// Pushes `file` to `reference` with `wasmkube image push`.
+/// Pushes `file` to `reference` with `wasmkube push`.
 pub(crate) fn push(file: &Path, reference: &str, user: Option<(&str, &str)>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
-    command.args(["image", "push"]).arg(file).arg(reference);
+    command.arg("push").arg(file).arg(reference);
     if let Some((name, password)) = user {
         command
             .args(["--username", name])

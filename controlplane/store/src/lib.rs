@@ -25,6 +25,7 @@ pub use bytes::Bytes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod continuation;
+pub mod snapshot;
 
 pub use continuation::{decode_continue, encode_continue};
 

@@ -130,6 +130,38 @@ impl ImageStore {
         Ok(Image { digest, path })
     }
 
+    /// Every tagged image: its reference (`name:tag`), digest and size, by
+    /// reference.
+    pub fn list(&self) -> Result<Vec<(String, Image, u64)>, ImageError> {
+        let mut images = Vec::new();
+        for entry in fs::read_dir(&self.tags)? {
+            let file = entry?.file_name().to_string_lossy().into_owned();
+            if file.starts_with(".tmp-") {
+                continue;
+            }
+            let reference = file.replace("%2F", "/").replace("%25", "%");
+            if let Some(image) = self.resolve(&reference)? {
+                let size = fs::metadata(&image.path)?.len();
+                images.push((reference, image, size));
+            }
+        }
+        images.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(images)
+    }
+
+    /// Removes the tag `reference`, and its component once no other tag
+    /// names it; the image it named, if any.
+    pub fn remove(&self, reference: &str) -> Result<Option<Image>, ImageError> {
+        let Some(image) = self.resolve(reference)? else {
+            return Ok(None);
+        };
+        fs::remove_file(self.tag_path(&normalize(reference)?))?;
+        if !self.list()?.iter().any(|(_, other, _)| *other == image) {
+            fs::remove_file(&image.path)?;
+        }
+        Ok(Some(image))
+    }
+
     /// The image `reference` names, if the store has it.
     pub fn resolve(&self, reference: &str) -> Result<Option<Image>, ImageError> {
         let reference = normalize(reference)?;
@@ -174,8 +206,17 @@ mod tests {
         let second = store.import(&file, "edge/hello:2").unwrap();
         assert_eq!(first, second);
         assert!(first.digest.starts_with("sha256:"));
-        assert_eq!(store.resolve("edge/hello:2").unwrap(), Some(first));
+        assert_eq!(store.resolve("edge/hello:2").unwrap(), Some(first.clone()));
         assert_eq!(store.resolve("edge/hello:3").unwrap(), None);
+
+        let listed: Vec<String> = store.list().unwrap().into_iter().map(|i| i.0).collect();
+        assert_eq!(listed, ["edge/hello:1", "edge/hello:2"]);
+        assert_eq!(store.remove("edge/hello:1").unwrap(), Some(first.clone()));
+        assert!(first.path.exists(), "still named by edge/hello:2");
+        assert_eq!(store.remove("edge/hello:1").unwrap(), None);
+        store.remove("edge/hello:2").unwrap();
+        assert!(!first.path.exists());
+        assert!(store.list().unwrap().is_empty());
 
         let module = dir.path().join("m.wasm");
         fs::write(&module, [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]).unwrap();

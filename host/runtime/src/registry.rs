@@ -6,6 +6,7 @@
 //! Registries on the loopback interface (`localhost`, `127.x`) are spoken to
 //! over plain HTTP, as container runtimes do by default; all others over TLS.
 
+use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
@@ -92,14 +93,19 @@ fn auth(credentials: Option<&Credentials>) -> RegistryAuth {
 }
 
 /// Pushes the component `bytes` to `reference` as a Wasm OCI artifact (config
-/// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer); the
+/// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer),
+/// telling `progress` how many of the layer's bytes have gone so far; the
 /// manifest's URL.
 pub async fn push(
     bytes: Vec<u8>,
     reference: &str,
     credentials: Option<&Credentials>,
+    progress: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<String, PullError> {
     let (client, parsed) = client_for(reference)?;
+    let failed = |e: oci_client::errors::OciDistributionError| {
+        PullError(format!("pushing {reference}: {}", chain(&e)))
+    };
     let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
     let config = serde_json::json!({
         "architecture": "wasm", "os": "wasip2", "layerDigests": [digest],
@@ -110,12 +116,39 @@ pub async fn push(
         None,
     );
     let layer = ImageLayer::new(bytes, WASM_LAYERS[0].into(), None);
-    let pushed = client
-        .push(&parsed, &[layer], config, &auth(credentials), None)
+    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    client
+        .store_auth_if_needed(parsed.resolve_registry(), &auth(credentials))
+        .await;
+    // The layer goes in chunks, each counted as it is handed over.
+    let size = layer.data.len() as u64;
+    let mut sent = 0u64;
+    let chunks: Vec<bytes::Bytes> = layer
+        .data
+        .chunks(PUSH_CHUNK)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let stream = futures::stream::iter(chunks).map(move |chunk| {
+        sent += chunk.len() as u64;
+        progress(sent);
+        Ok(chunk)
+    });
+    client
+        .push_blob_stream(&parsed, stream, &digest, Some(size))
         .await
-        .map_err(|e| PullError(format!("pushing {reference}: {}", chain(&e))))?;
-    Ok(pushed.manifest_url)
+        .map_err(failed)?;
+    client
+        .push_blob(&parsed, config.data, &manifest.config.digest)
+        .await
+        .map_err(failed)?;
+    client
+        .push_manifest(&parsed, &manifest.into())
+        .await
+        .map_err(failed)
 }
+
+/// How much of a layer a push hands over at a time.
+const PUSH_CHUNK: usize = 256 * 1024;
 
 impl ImageStore {
     /// Pulls `reference` from its registry with `credentials` (anonymous
