@@ -654,10 +654,22 @@ pub async fn apply_one(cluster: &Cluster, scope: &Scope, object: &Value) -> Resu
         object["metadata"]["namespace"] = json!(namespace);
     }
     let after = cluster.apply(&path, &object).await?;
-    let version = |o: &Value| o["metadata"]["resourceVersion"].clone();
+    // What the apply could change: not the status, which controllers write
+    // meanwhile, nor the bookkeeping of every write.
+    let applied = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(fields) = o.as_object_mut() {
+            fields.remove("status");
+        }
+        if let Some(meta) = o["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        o
+    };
     let what = match before {
         None => "created",
-        Some(before) if version(&before) == version(&after) => "unchanged",
+        Some(before) if applied(&before) == applied(&after) => "unchanged",
         Some(_) => "configured",
     };
     let said = format!("{} {what}", resource.qualified(name));

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bad_input;
+mod cli;
 mod controllers;
 mod crash;
 mod http;

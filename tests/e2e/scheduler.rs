@@ -97,7 +97,7 @@ fn placed(data_dir: &Path, pod: &str) -> String {
 }
 
 /// A plugin component of `plugins/`, built from source.
-fn built_plugin(file: &str) -> PathBuf {
+pub(crate) fn built_plugin(file: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let built = Command::new(root.join("scripts/build-plugins.sh")).status();
     assert!(built.unwrap().success(), "building the plugins");
