@@ -119,3 +119,66 @@ fn servers_sharing_etcd_elect_one_leader_and_take_over() {
     });
     assert!(other.stop());
 }
+
+#[test]
+fn two_servers_on_three_etcd_members_keep_serving_when_a_server_or_a_member_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = EtcdServer::start_cluster(&dir.path().join("etcd"), 3).unwrap();
+    let urls: Vec<String> = members.iter().map(EtcdServer::url).collect();
+    let urls = urls.join(",");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Server::start_control_plane_on_etcd(&a_dir, &urls);
+    let b = Server::start_control_plane_on_etcd(&b_dir, &urls);
+    let set = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: ha}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: ha}}}}\n  template:\n    metadata: {{labels: {{app: ha}}}}\n    spec:\n      containers:\n      - {{name: ha, image: 'examples/sleep:1'}}\n"
+        )
+    };
+    // What one server writes, the other reads; the leading controllers act.
+    let note = |data_dir: &std::path::Path, name: &str| {
+        let run = || {
+            let said = crate::agent::run_kubectl(
+                data_dir,
+                &["create", "configmap", name, "--from-literal=k=v"],
+            );
+            if said.starts_with("ERROR") {
+                said
+            } else {
+                "ok".into()
+            }
+        };
+        eventually(Duration::from_secs(30), "ok", run);
+    };
+    let read = |data_dir: &std::path::Path, name: &str| {
+        let path = format!("configmap/{name}");
+        crate::agent::jsonpath(data_dir, &path, "{.data.k}")
+    };
+    note(&a_dir, "first");
+    assert_eq!(read(&b_dir, "first"), "v");
+    apply(&b_dir, &set(2));
+    eventually(Duration::from_secs(30), "2", || {
+        count(&a_dir, "ha").to_string()
+    });
+
+    // One etcd member dies: the other two are a quorum, and both servers
+    // go on reading, writing and watching.
+    members[0].kill().unwrap();
+    note(&a_dir, "second");
+    note(&b_dir, "third");
+    assert_eq!(read(&a_dir, "third"), "v");
+    assert_eq!(read(&b_dir, "second"), "v");
+    apply(&a_dir, &set(4));
+    eventually(Duration::from_secs(60), "4", || {
+        count(&b_dir, "ha").to_string()
+    });
+
+    // Then one server dies: the other serves alone, and leads.
+    drop(a);
+    note(&b_dir, "fourth");
+    assert_eq!(read(&b_dir, "first"), "v");
+    apply(&b_dir, &set(6));
+    eventually(Duration::from_secs(60), "6", || {
+        count(&b_dir, "ha").to_string()
+    });
+    assert!(b.stop());
+}

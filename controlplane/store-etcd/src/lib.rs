@@ -118,16 +118,26 @@ impl EtcdStore {
         };
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
         let lease = self
-            .client
-            .clone()
-            .lease_grant(seconds, None)
-            .await
-            .map_err(map_error)?;
+            .read(|mut client| async move { client.lease_grant(seconds, None).await })
+            .await?;
         Ok(PutOptions::new().with_lease(lease.id()))
     }
 
+    /// Runs a write. With several members, a request may go to one that is
+    /// gone: a write that never reached a member is sent again (one that
+    /// might have been applied is not, since it could apply twice).
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        self.client.clone().txn(txn).await.map_err(map_error)
+        let mut attempt = 1;
+        loop {
+            match self.client.clone().txn(txn.clone()).await {
+                Err(e) if never_sent(&e) && attempt < self.options.attempts => {
+                    tracing::debug!(attempt, error = %e, "etcd member unreachable; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result.map_err(map_error),
+            }
+        }
     }
 }
 
@@ -218,6 +228,24 @@ fn map_error(error: etcd_client::Error) -> Error {
         E::IoError(e) => Error::Unavailable(e.to_string()),
         other => Error::Backend(Box::new(other)),
     }
+}
+
+/// Whether a request failed before reaching etcd: its connection could not
+/// be made.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Whether an I/O error is among the causes of `error`.

@@ -15,19 +15,51 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// The member's name.
+    name: String,
+    /// Every member's `name=peer URL`.
+    initial_cluster: String,
 }
 
 impl EtcdServer {
     /// Starts etcd with its data in `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path) -> io::Result<EtcdServer> {
-        let mut server = EtcdServer {
-            child: None,
-            data_dir: data_dir.to_owned(),
-            client_port: free_port()?,
-            peer_port: free_port()?,
-        };
-        server.spawn()?;
-        Ok(server)
+        let mut servers = EtcdServer::start_cluster(data_dir, 1)?;
+        Ok(servers.remove(0))
+    }
+
+    /// Starts a cluster of `members` etcd processes, each with its data in
+    /// `<data_dir>/member-<n>`, and waits until every one listens.
+    pub fn start_cluster(data_dir: &Path, members: usize) -> io::Result<Vec<EtcdServer>> {
+        let mut servers = Vec::new();
+        for n in 0..members {
+            let dir = if members == 1 {
+                data_dir.to_owned()
+            } else {
+                data_dir.join(format!("member-{n}"))
+            };
+            std::fs::create_dir_all(&dir)?;
+            servers.push(EtcdServer {
+                child: None,
+                data_dir: dir,
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                name: format!("member-{n}"),
+                initial_cluster: String::new(),
+            });
+        }
+        let cluster: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer_port))
+            .collect();
+        for server in &mut servers {
+            server.initial_cluster = cluster.join(",");
+            server.launch()?;
+        }
+        for server in &mut servers {
+            server.wait_listening(Duration::from_secs(20))?;
+        }
+        Ok(servers)
     }
 
     /// The client URL, `http://127.0.0.1:<port>`.
@@ -51,6 +83,12 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
+        self.launch()?;
+        self.wait_listening(Duration::from_secs(20))
+    }
+
+    /// Starts the process, without waiting for it.
+    fn launch(&mut self) -> io::Result<()> {
         let binary = std::env::var_os("WASMKUBE_ETCD").unwrap_or_else(|| "etcd".into());
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
@@ -59,7 +97,7 @@ impl EtcdServer {
             .append(true)
             .open(self.data_dir.join("etcd.log"))?;
         let child = Command::new(&binary)
-            .arg("--name=default")
+            .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
                 self.data_dir.join("etcd").display()
@@ -68,7 +106,8 @@ impl EtcdServer {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg("--initial-cluster-token=wasmkube-test")
             .arg("--logger=zap")
             .arg("--log-level=warn")
             .stdin(Stdio::null())
@@ -85,7 +124,7 @@ impl EtcdServer {
                 )
             })?;
         self.child = Some(child);
-        self.wait_listening(Duration::from_secs(20))
+        Ok(())
     }
 
     fn wait_listening(&mut self, patience: Duration) -> io::Result<()> {
