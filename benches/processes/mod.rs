@@ -15,8 +15,17 @@ pub struct Process {
 impl Process {
     /// Runs `wasmkube ARGS` with its data in `data_dir`; `url` is the last word
     /// of the first line it prints (where it serves).
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; the footprint bench picks its binary"
+    )]
     pub fn start(args: &[&str], data_dir: &Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        Process::start_binary(Path::new(env!("CARGO_BIN_EXE_wasmkube")), args, data_dir)
+    }
+
+    /// [`Process::start`] of another build of `wasmkube`.
+    pub fn start_binary(binary: &Path, args: &[&str], data_dir: &Path) -> Process {
+        let mut child = Command::new(binary)
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
