@@ -751,17 +751,18 @@ async fn server(
             closed.clone(),
         )));
     }
+    let mut node_agent = None;
     if let Some(node) = node {
         // Its network plugins compile (once) beside the serving API.
         let agent = tokio::task::block_in_place(|| node.agent(client, &args.data_dir))?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         let closed = closed.clone();
-        tokio::spawn(async move {
+        node_agent = Some(tokio::spawn(async move {
             if let Err(e) = agent.run(endpoint, closed).await {
                 tracing::error!(error = %e, "the node agent stopped");
             }
-        });
+        }));
     }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -773,6 +774,10 @@ async fn server(
             api.close();
         })
         .await?;
+    // The node's pods stop within their grace periods.
+    if let Some(agent) = node_agent {
+        let _ = agent.await;
+    }
     Ok(())
 }
 

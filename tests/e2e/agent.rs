@@ -325,6 +325,13 @@ fn a_killed_node_takes_its_pods_back() {
     eventually(Duration::from_secs(20), &format!("Running 1 {uid}"), || {
         seen(dir.path())
     });
+    // Stopped the polite way, the node stops its pods and leaves them as
+    // they were: started again, it takes them back, running.
+    assert!(server.stop(), "a clean exit on SIGTERM");
+    let server = Server::start(dir.path());
+    eventually(Duration::from_secs(20), &format!("Running 2 {uid}"), || {
+        seen(dir.path())
+    });
     let setup_log = k(&["logs", "spin", "-c", "setup"]);
     assert_eq!(
         setup_log.matches("hello from a wasm pod").count(),

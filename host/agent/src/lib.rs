@@ -197,13 +197,13 @@ impl Agent {
     pub async fn run(
         mut self,
         listener: tokio::net::TcpListener,
-        mut closing: watch::Receiver<bool>,
+        closing: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let endpoint = listener
             .local_addr()
             .map_err(wasmkube_runtime::RuntimeError::from)?;
         self.host_ip = endpoint.ip().to_string();
-        let mut workers = Workers::default();
+        let mut workers = Workers::new(closing.clone());
         for pod in record::load_all(&self.pods_dir) {
             workers.feed(&self, pod);
         }
@@ -228,7 +228,10 @@ impl Agent {
             }
             let delay = backoff.next().unwrap_or(RETRY_MAX);
             tokio::select! {
-                _ = closing.wait_for(|closed| *closed) => return Ok(()),
+                () = pod::stopping(closing.clone()) => {
+                    workers.stopped().await;
+                    return Ok(());
+                }
                 () = tokio::time::sleep(delay) => {}
             }
         };
@@ -276,7 +279,10 @@ impl Agent {
         let mut listed: HashSet<String> = HashSet::new();
         loop {
             let event = tokio::select! {
-                _ = closing.wait_for(|closed| *closed) => return Ok(()),
+                () = pod::stopping(closing.clone()) => {
+                    workers.stopped().await;
+                    return Ok(());
+                }
                 event = events.next() => match event {
                     Some(Ok(event)) => event,
                     Some(Err(e)) => {
@@ -298,7 +304,7 @@ impl Agent {
                 // deleted while it could not see: they go too.
                 watcher::Event::InitDone => {
                     let missing: Vec<String> = workers
-                        .0
+                        .fed
                         .keys()
                         .filter(|uid| !listed.contains(*uid))
                         .cloned()
@@ -313,31 +319,52 @@ impl Agent {
 }
 
 /// One worker per pod, fed the pod each time it changes.
-#[derive(Default)]
-struct Workers(HashMap<String, watch::Sender<Pod>>);
+struct Workers {
+    fed: HashMap<String, watch::Sender<Pod>>,
+    tasks: tokio::task::JoinSet<()>,
+    closing: watch::Receiver<bool>,
+}
 
 impl Workers {
+    fn new(closing: watch::Receiver<bool>) -> Workers {
+        Workers {
+            fed: HashMap::new(),
+            tasks: tokio::task::JoinSet::new(),
+            closing,
+        }
+    }
+
+    /// Waits until every worker has stopped its pod (the agent is
+    /// stopping), for as long as the longest grace period allows.
+    async fn stopped(mut self) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_LIMIT, all).await.is_err() {
+            tracing::warn!("pods still stopping after {STOP_LIMIT:?}; leaving them");
+        }
+    }
+
     /// Gives `pod` to its worker, starting one if it has none.
     fn feed(&mut self, agent: &Agent, pod: Pod) {
         let Some(uid) = pod.uid() else { return };
         // A worker ends only once its pod is gone from the API, whose Delete
         // event removes it here; one found ended is replaced.
-        match self.0.get(&uid).filter(|worker| !worker.is_closed()) {
+        match self.fed.get(&uid).filter(|worker| !worker.is_closed()) {
             Some(worker) => {
                 worker.send_replace(pod);
             }
             None => {
                 agent.remember(&pod);
                 let (sender, receiver) = watch::channel(pod);
-                self.0.insert(uid, sender);
-                tokio::spawn(pod::Worker::new(agent.clone(), receiver).run());
+                self.fed.insert(uid, sender);
+                let worker = pod::Worker::new(agent.clone(), receiver, self.closing.clone());
+                self.tasks.spawn(worker.run());
             }
         }
     }
 
     /// Tells the worker of a pod that is no longer in the API to stop it.
     fn gone(&mut self, uid: String) {
-        if let Some(worker) = self.0.remove(&uid) {
+        if let Some(worker) = self.fed.remove(&uid) {
             worker.send_modify(|pod| {
                 pod.metadata
                     .deletion_timestamp
@@ -346,6 +373,10 @@ impl Workers {
         }
     }
 }
+
+/// How long a stopping agent waits for its pods to stop: the longest grace
+/// period a wasi:http server is likely to use, and a little more.
+const STOP_LIMIT: Duration = Duration::from_secs(35);
 
 /// How long the agent waits before it tries the API server again, at first and
 /// at most: short, so a node cut off catches up soon after the server is back.

@@ -99,16 +99,23 @@ pub(crate) struct Worker {
     report: Arc<Mutex<Report>>,
     /// The status to give the API server, newest only.
     status: watch::Sender<Option<Value>>,
+    /// True once the agent is stopping.
+    closing: watch::Receiver<bool>,
 }
 
 impl Worker {
-    pub(crate) fn new(agent: Agent, pod: watch::Receiver<Pod>) -> Worker {
+    pub(crate) fn new(
+        agent: Agent,
+        pod: watch::Receiver<Pod>,
+        closing: watch::Receiver<bool>,
+    ) -> Worker {
         Worker {
             agent,
             pod,
             ips: None,
             report: Arc::default(),
             status: watch::Sender::new(None),
+            closing,
         }
     }
 
@@ -176,6 +183,10 @@ impl Worker {
         );
     }
 
+    /// Runs the pod until it is deleted, or until the agent stops: then its
+    /// containers are stopped (a wasi:http server finishing its requests
+    /// within the grace period) and the pod is left on record as it was, to
+    /// be taken back when the agent starts again.
     pub(crate) async fn run(mut self) {
         let pod = self.pod.borrow().clone();
         tokio::spawn(send_status(
@@ -195,13 +206,20 @@ impl Worker {
             let stop = Stop::default();
             self.join_network().await;
             self.start(&pod).await;
+            let running = self.run_containers(&pod, &stop);
+            let mut running = std::pin::pin!(running);
             tokio::select! {
-                () = self.run_containers(&pod, &stop) => {}
+                () = &mut running => {}
                 () = deleted(self.pod.clone()) => {
                     for c in self.running_containers(&pod) {
                         self.event(Some(&c), Kind::Normal, "Killing", format!("Stopping container {}", c.name));
                     }
                     stop.stop();
+                }
+                () = stopping(self.closing.clone()) => {
+                    stop.stop();
+                    running.await;
+                    return;
                 }
             }
         }
@@ -608,8 +626,14 @@ impl Worker {
             .await;
     }
 
-    /// Records the pod's status locally and hands it to the sender.
+    /// Records the pod's status locally and hands it to the sender; nothing
+    /// once the agent is stopping, since its containers end only because
+    /// the agent does.
     async fn publish(&self) {
+        let closing = *self.closing.borrow();
+        if closing {
+            return;
+        }
         let status = {
             let mut report = self.report.lock().expect("report lock");
             let ready = !report.containers.is_empty()
@@ -752,6 +776,11 @@ fn previous_start(pod: &Pod, slot: Slot, name: &str) -> Option<u32> {
     let state = found.state.as_ref()?;
     (state.running.is_some() || state.terminated.is_some())
         .then(|| u32::try_from(found.restart_count).unwrap_or(0))
+}
+
+/// Returns once the agent is stopping.
+pub(crate) async fn stopping(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closed| *closed).await;
 }
 
 /// Returns once the pod is being deleted (or its worker is no longer fed).
