@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use wasmkube_runtime::{Credentials, ImageStore, names_a_registry, normalize};
 
-use crate::cluster::Cluster;
+use http::Method;
+
+use crate::cluster::{Cluster, request};
 use crate::exit::Failure;
 use crate::verbs::{self, Scope};
 
@@ -86,8 +88,7 @@ pub struct LoadArgs {
     /// The scheduler profiles that run it (default: every profile).
     #[arg(long = "profile")]
     pub profiles: Vec<String>,
-    /// Where it runs: `Filter`, `Score` (comma-separated; default: what it
-    /// exports).
+    /// Where a scheduler plugin runs: `Filter`, `Score` or `Filter,Score`.
     #[arg(long, value_delimiter = ',')]
     pub extension_points: Vec<String>,
     /// Its score's weight.
@@ -366,6 +367,12 @@ pub async fn plugin(cluster: &Cluster, command: PluginCommand) -> Result<()> {
             verbs::get(cluster, args).await
         }
         PluginCommand::Load(args) => {
+            let scheduler = args.extension == "Scheduler";
+            if scheduler && args.extension_points.is_empty() {
+                return Err(Failure::Usage.because(
+                    "say where the plugin runs: --extension-points Filter, Score or Filter,Score",
+                ));
+            }
             let name = args
                 .name
                 .clone()
@@ -378,7 +385,7 @@ pub async fn plugin(cluster: &Cluster, command: PluginCommand) -> Result<()> {
                 })?;
                 spec["args"] = value;
             }
-            if args.extension == "Scheduler" {
+            if scheduler {
                 let mut placement = json!({"profiles": args.profiles,
                                            "extensionPoints": args.extension_points});
                 if let Some(weight) = args.weight {
@@ -386,12 +393,26 @@ pub async fn plugin(cluster: &Cluster, command: PluginCommand) -> Result<()> {
                 }
                 spec["scheduler"] = placement;
             }
-            let plugin = json!({
+            let mut plugin = json!({
                 "apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin",
                 "metadata": {"name": name}, "spec": spec,
             });
-            let scope = Scope { namespace: None };
-            verbs::apply_one(cluster, &scope, &plugin).await?;
+            // The spec is replaced whole, not merged: a plugin loaded from a
+            // path before is loaded from the registry now.
+            let resource = cluster.resource_of(&plugin).await?;
+            let path = resource.path(None, Some(&name));
+            let (method, path, what) = match cluster.get_optional(&path).await? {
+                Some(old) => {
+                    plugin["metadata"]["resourceVersion"] =
+                        old["metadata"]["resourceVersion"].clone();
+                    (Method::PUT, path, "configured")
+                }
+                None => (Method::POST, resource.path(None, None), "created"),
+            };
+            cluster
+                .send(request(method, &path, serde_json::to_vec(&plugin)?)?)
+                .await?;
+            println!("{} {what}", resource.qualified(&name));
             Ok(())
         }
         PluginCommand::Unload { name } => {

@@ -207,6 +207,35 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
             .unwrap_or("")
             .to_owned()
     });
+    // Without saying where it runs, a scheduler plugin is refused.
+    let out = w(&["plugin", "load", plugin.to_str().unwrap(), "--name", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(said(&out).contains("--extension-points"), "{}", said(&out));
+    // Loaded again, its spec is replaced whole.
+    let spec = || {
+        let object = ok(w(&["get", "plugin", "prefer-edge", "-o", "json"]));
+        serde_json::from_str::<serde_json::Value>(&object).unwrap()["spec"].clone()
+    };
+    let first = spec();
+    let reference = first["source"]["image"].as_str().unwrap().to_owned();
+    assert!(reference.starts_with(&format!("{registry}/plugins/prefer-edge:sha256-")));
+    assert_eq!(first["args"], serde_json::json!({"tier": "edge"}));
+    let again = [
+        "plugin",
+        "load",
+        &reference,
+        "--name",
+        "prefer-edge",
+        "--extension-points",
+        "Score",
+        "--weight",
+        "7",
+    ];
+    assert_eq!(ok(w(&again)), "plugin.wasmkube.io/prefer-edge configured\n");
+    let second = spec();
+    assert_eq!(second["source"], serde_json::json!({"image": reference}));
+    assert_eq!(second["scheduler"]["weight"], 7);
+    assert!(second.get("args").is_none(), "{second}");
     let out = ok(w(&["plugin", "unload", "prefer-edge"]));
     assert_eq!(out, "plugin \"prefer-edge\" deleted\n");
     let gone = w(&["get", "plugin", "prefer-edge"]);

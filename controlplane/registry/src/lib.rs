@@ -357,20 +357,9 @@ async fn handle(storage: Arc<Storage>, request: Request) -> Result<Response, Err
 
 async fn get_blob(storage: &Storage, digest: &Digest, head: bool) -> Result<Response, Error> {
     let (file, size) = storage.open_blob(digest).await?;
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from_stream(ReaderStream::new(file))
-    };
-    let mut response = Response::new(body);
-    insert(
-        &mut response,
-        header::CONTENT_TYPE,
-        "application/octet-stream",
-    );
-    insert(&mut response, header::CONTENT_LENGTH, size.to_string());
-    insert(&mut response, CONTENT_DIGEST, digest.to_string());
-    Ok(response)
+    let body = (!head).then(|| Body::from_stream(ReaderStream::new(file)));
+    let media_type = HeaderValue::from_static("application/octet-stream");
+    Ok(content(body, media_type, size, digest))
 }
 
 /// `POST /v2/<name>/blobs/uploads/`: a mount, a monolithic upload with
@@ -472,24 +461,12 @@ async fn finish_upload(
 
 /// A created blob: where to get it, and its digest.
 fn blob_created(name: &Name, digest: &Digest) -> Response {
-    let mut response = StatusCode::CREATED.into_response();
-    insert(
-        &mut response,
-        header::LOCATION,
-        format!("/v2/{name}/blobs/{digest}"),
-    );
-    insert(&mut response, CONTENT_DIGEST, digest.to_string());
-    response
+    created(format!("/v2/{name}/blobs/{digest}"), digest)
 }
 
 /// An upload in progress: where to send the rest, and how much it holds.
 fn upload_progress(status: StatusCode, name: &Name, id: Uuid, size: u64) -> Response {
-    let mut response = status.into_response();
-    insert(
-        &mut response,
-        header::LOCATION,
-        format!("/v2/{name}/blobs/uploads/{id}"),
-    );
+    let mut response = located(status, format!("/v2/{name}/blobs/uploads/{id}"));
     insert(&mut response, header::RANGE, range(size));
     insert(&mut response, UPLOAD_UUID, id.to_string());
     response
@@ -512,18 +489,9 @@ async fn get_manifest(
         blocking(move || storage.get_manifest(&name, &reference)).await?;
     let media_type = HeaderValue::from_str(media_type.trim())
         .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    let size = bytes.len();
-    let mut response = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    });
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, media_type);
-    insert(&mut response, header::CONTENT_LENGTH, size.to_string());
-    insert(&mut response, CONTENT_DIGEST, digest.to_string());
-    Ok(response)
+    let size = bytes.len() as u64;
+    let body = (!head).then(|| Body::from(bytes));
+    Ok(content(body, media_type, size, &digest))
 }
 
 async fn put_manifest(
@@ -552,14 +520,7 @@ async fn put_manifest(
         move || storage.put_manifest(&name, &reference, content_type.as_deref(), &bytes)
     })
     .await?;
-    let mut response = StatusCode::CREATED.into_response();
-    insert(
-        &mut response,
-        header::LOCATION,
-        format!("/v2/{name}/manifests/{digest}"),
-    );
-    insert(&mut response, CONTENT_DIGEST, digest.to_string());
-    Ok(response)
+    Ok(created(format!("/v2/{name}/manifests/{digest}"), &digest))
 }
 
 // Listings.
@@ -624,6 +585,34 @@ fn paginate(
     items.truncate(n);
     let next = items.last().map(|last| format!("n={n}&last={last}"));
     Ok((items, next))
+}
+
+// Responses.
+
+/// A blob or a manifest: its bytes (none for a HEAD), and their media type,
+/// length and digest.
+fn content(body: Option<Body>, media_type: HeaderValue, size: u64, digest: &Digest) -> Response {
+    let mut response = Response::new(body.unwrap_or_else(Body::empty));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media_type);
+    insert(&mut response, header::CONTENT_LENGTH, size.to_string());
+    insert(&mut response, CONTENT_DIGEST, digest.to_string());
+    response
+}
+
+/// A blob or manifest just stored: where to get it, and its digest.
+fn created(location: String, digest: &Digest) -> Response {
+    let mut response = located(StatusCode::CREATED, location);
+    insert(&mut response, CONTENT_DIGEST, digest.to_string());
+    response
+}
+
+/// A response with `status` that points at `location`.
+fn located(status: StatusCode, location: String) -> Response {
+    let mut response = status.into_response();
+    insert(&mut response, header::LOCATION, location);
+    response
 }
 
 /// Sets a header whose value is known to be valid.

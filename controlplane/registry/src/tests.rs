@@ -63,25 +63,64 @@ impl Fixture {
         }
     }
 
+    /// A request with no headers and no body.
+    async fn send(&self, method: &str, uri: &str) -> Reply {
+        self.call(method, uri, &[], Body::empty()).await
+    }
+
+    /// A `GET` with no headers.
     async fn get(&self, uri: &str) -> Reply {
-        self.call("GET", uri, &[], Body::empty()).await
+        self.send("GET", uri).await
+    }
+
+    /// Uploads `bytes` to `name` in one request that claims `digest`.
+    async fn post_blob(&self, name: &str, digest: &str, bytes: &[u8]) -> Reply {
+        let uri = format!("/v2/{name}/blobs/uploads/?digest={digest}");
+        self.call("POST", &uri, &[], bytes.to_vec()).await
     }
 
     /// Pushes a blob in one request; returns its digest.
     async fn push_blob(&self, name: &str, bytes: &[u8]) -> String {
         let digest = digest(bytes);
-        let reply = self
-            .call(
-                "POST",
-                &format!("/v2/{name}/blobs/uploads/?digest={digest}"),
-                &[],
-                bytes.to_vec(),
-            )
-            .await;
+        let reply = self.post_blob(name, &digest, bytes).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
         digest
     }
 
+    /// Starts a chunked upload to `name`; returns where to send its chunks.
+    async fn start_upload(&self, name: &str) -> String {
+        let reply = self
+            .send("POST", &format!("/v2/{name}/blobs/uploads/"))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+        reply.header("location").to_owned()
+    }
+
+    /// Completes the upload at `location` as `digest`, with `body` as its
+    /// last chunk.
+    async fn finish_upload(&self, location: &str, digest: &str, body: impl Into<Body>) -> Reply {
+        let uri = format!("{location}?digest={digest}");
+        self.call("PUT", &uri, &[], body).await
+    }
+
+    /// Checks that the upload at `location` is unknown and that no upload
+    /// file is left under `uploads/`.
+    async fn assert_upload_gone(&self, location: &str) {
+        let reply = self.get(location).await;
+        reply.assert_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+        let left: Vec<_> = fs::read_dir(self.dir().join("uploads")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Fetches the blob `digest` through `name` and checks that it holds
+    /// `bytes`.
+    async fn assert_blob(&self, name: &str, digest: &str, bytes: &[u8]) {
+        let fetched = self.get(&format!("/v2/{name}/blobs/{digest}")).await;
+        fetched.assert_describes(bytes, "application/octet-stream", digest);
+        assert!(fetched.body == bytes, "{} bytes", fetched.body.len());
+    }
+
+    /// PUTs `body` as the manifest `reference` of `name`, typed `media_type`.
     async fn put_manifest(
         &self,
         name: &str,
@@ -98,20 +137,39 @@ impl Fixture {
         .await
     }
 
+    /// PUTs a manifest at `uri`, typed as an OCI image manifest.
+    async fn put_manifest_at(&self, uri: &str, body: &[u8]) -> Reply {
+        self.call("PUT", uri, &[("content-type", OCI_MANIFEST)], body.to_vec())
+            .await
+    }
+
+    /// Pushes a manifest and checks that it was stored under its digest;
+    /// returns the digest.
+    async fn push_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let reply = self.put_manifest(name, reference, media_type, body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        let digest = digest(body);
+        assert_eq!(reply.header("docker-content-digest"), digest);
+        assert_eq!(
+            reply.header("location"),
+            format!("/v2/{name}/manifests/{digest}")
+        );
+        digest
+    }
+
     /// Pushes a config, a layer and a manifest tagged `tag`; returns the
     /// manifest's bytes and digest.
     async fn push_image(&self, name: &str, tag: &str, layer: &[u8]) -> (Vec<u8>, String) {
         let config = self.push_blob(name, b"{}").await;
         let layer = self.push_blob(name, layer).await;
         let manifest = manifest(&config, &[&layer]);
-        let reply = self.put_manifest(name, tag, OCI_MANIFEST, &manifest).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-        let digest = digest(&manifest);
-        assert_eq!(reply.header("docker-content-digest"), digest);
-        assert_eq!(
-            reply.header("location"),
-            format!("/v2/{name}/manifests/{digest}")
-        );
+        let digest = self.push_manifest(name, tag, OCI_MANIFEST, &manifest).await;
         (manifest, digest)
     }
 
@@ -161,6 +219,24 @@ impl Reply {
             .unwrap()
             .to_owned()
     }
+
+    /// Checks that the request failed with `status` and the error `code`.
+    #[track_caller]
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.code(), code, "{self:?}");
+    }
+
+    /// Checks that the reply is a 200 for `bytes` stored as `digest`, with
+    /// their media type and length (the body is the caller's to check, as a
+    /// HEAD has none).
+    #[track_caller]
+    fn assert_describes(&self, bytes: &[u8], media_type: &str, digest: &str) {
+        assert_eq!(self.status, StatusCode::OK, "{self:?}");
+        assert_eq!(self.header("content-type"), media_type);
+        assert_eq!(self.header("content-length"), bytes.len().to_string());
+        assert_eq!(self.header("docker-content-digest"), digest);
+    }
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -196,9 +272,7 @@ async fn version_check() {
 #[tokio::test]
 async fn chunked_upload() {
     let registry = Fixture::new();
-    let started = registry
-        .call("POST", "/v2/wasm/hello/blobs/uploads/", &[], Body::empty())
-        .await;
+    let started = registry.send("POST", "/v2/wasm/hello/blobs/uploads/").await;
     assert_eq!(started.status, StatusCode::ACCEPTED);
     let location = started.header("location").to_owned();
     let id = started.header("docker-upload-uuid");
@@ -223,8 +297,7 @@ async fn chunked_upload() {
     let again = registry
         .call("PATCH", &location, &[("content-range", "0-5")], "hello!")
         .await;
-    assert_eq!(again.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(again.code(), "BLOB_UPLOAD_INVALID");
+    again.assert_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
     assert_eq!(again.header("range"), "0-12");
 
     let status = registry.get(&location).await;
@@ -234,12 +307,7 @@ async fn chunked_upload() {
     let blob = b"hello, world!";
     let digest = digest(blob);
     let done = registry
-        .call(
-            "PUT",
-            &format!("{location}?digest={digest}"),
-            &[],
-            Body::empty(),
-        )
+        .finish_upload(&location, &digest, Body::empty())
         .await;
     assert_eq!(done.status, StatusCode::CREATED, "{done:?}");
     assert_eq!(
@@ -248,55 +316,26 @@ async fn chunked_upload() {
     );
     assert_eq!(done.header("docker-content-digest"), digest);
 
-    let fetched = registry
-        .get(&format!("/v2/wasm/hello/blobs/{digest}"))
-        .await;
-    assert_eq!(fetched.status, StatusCode::OK);
-    assert_eq!(fetched.body, &blob[..]);
-    assert_eq!(fetched.header("content-type"), "application/octet-stream");
-    assert_eq!(fetched.header("docker-content-digest"), digest);
-
+    registry.assert_blob("wasm/hello", &digest, blob).await;
     let head = registry
-        .call(
-            "HEAD",
-            &format!("/v2/wasm/hello/blobs/{digest}"),
-            &[],
-            Body::empty(),
-        )
+        .send("HEAD", &format!("/v2/wasm/hello/blobs/{digest}"))
         .await;
-    assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.header("content-length"), blob.len().to_string());
+    head.assert_describes(blob, "application/octet-stream", &digest);
     assert!(head.body.is_empty());
 
     // The upload is over.
-    let gone = registry.get(&location).await;
-    assert_eq!(gone.status, StatusCode::NOT_FOUND);
-    assert_eq!(gone.code(), "BLOB_UPLOAD_UNKNOWN");
-    assert!(
-        fs::read_dir(registry.dir().join("uploads"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    registry.assert_upload_gone(&location).await;
 }
 
 #[tokio::test]
 async fn put_with_the_last_chunk() {
     let registry = Fixture::new();
-    let started = registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    let location = started.header("location").to_owned();
+    let location = registry.start_upload("a").await;
     registry.call("PATCH", &location, &[], "abc").await;
     let digest = digest(b"abcdef");
-    let done = registry
-        .call("PUT", &format!("{location}?digest={digest}"), &[], "def")
-        .await;
+    let done = registry.finish_upload(&location, &digest, "def").await;
     assert_eq!(done.status, StatusCode::CREATED, "{done:?}");
-    assert_eq!(
-        registry.get(&format!("/v2/a/blobs/{digest}")).await.body,
-        "abcdef"
-    );
+    registry.assert_blob("a", &digest, b"abcdef").await;
 }
 
 #[tokio::test]
@@ -305,30 +344,15 @@ async fn monolithic_upload_and_mount() {
     // Larger than any default body limit.
     let blob: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let digest = registry.push_blob("a/b", &blob).await;
-    let fetched = registry.get(&format!("/v2/a/b/blobs/{digest}")).await;
-    assert_eq!(fetched.status, StatusCode::OK);
-    assert_eq!(fetched.header("content-length"), blob.len().to_string());
-    assert!(fetched.body == blob);
+    registry.assert_blob("a/b", &digest, &blob).await;
 
-    let mounted = registry
-        .call(
-            "POST",
-            &format!("/v2/c/blobs/uploads/?mount={digest}&from=a/b"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let mount = |digest: &str| format!("/v2/c/blobs/uploads/?mount={digest}&from=a/b");
+    let mounted = registry.send("POST", &mount(&digest)).await;
     assert_eq!(mounted.status, StatusCode::CREATED);
     assert_eq!(mounted.header("location"), format!("/v2/c/blobs/{digest}"));
 
-    let missing = self::digest(b"nowhere");
     let fresh = registry
-        .call(
-            "POST",
-            &format!("/v2/c/blobs/uploads/?mount={missing}&from=a/b"),
-            &[],
-            Body::empty(),
-        )
+        .send("POST", &mount(&self::digest(b"nowhere")))
         .await;
     assert_eq!(fresh.status, StatusCode::ACCEPTED);
     assert!(fresh.header("location").starts_with("/v2/c/blobs/uploads/"));
@@ -340,37 +364,20 @@ async fn digest_mismatch_stores_nothing() {
     let claimed = digest(b"something else");
     let actual = digest(b"content");
 
-    let monolithic = registry
-        .call(
-            "POST",
-            &format!("/v2/a/blobs/uploads/?digest={claimed}"),
-            &[],
-            "content",
-        )
-        .await;
-    assert_eq!(monolithic.status, StatusCode::BAD_REQUEST);
-    assert_eq!(monolithic.code(), "DIGEST_INVALID");
+    let monolithic = registry.post_blob("a", &claimed, b"content").await;
+    monolithic.assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
 
-    let started = registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    let location = started.header("location").to_owned();
+    let location = registry.start_upload("a").await;
     registry.call("PATCH", &location, &[], "content").await;
     let put = registry
-        .call(
-            "PUT",
-            &format!("{location}?digest={claimed}"),
-            &[],
-            Body::empty(),
-        )
+        .finish_upload(&location, &claimed, Body::empty())
         .await;
-    assert_eq!(put.status, StatusCode::BAD_REQUEST);
-    assert_eq!(put.code(), "DIGEST_INVALID");
-    assert_eq!(registry.get(&location).await.status, StatusCode::NOT_FOUND);
+    put.assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    registry.assert_upload_gone(&location).await;
 
     for digest in [&claimed, &actual] {
         let head = registry
-            .call("HEAD", &format!("/v2/a/blobs/{digest}"), &[], Body::empty())
+            .send("HEAD", &format!("/v2/a/blobs/{digest}"))
             .await;
         assert_eq!(head.status, StatusCode::NOT_FOUND);
     }
@@ -381,22 +388,15 @@ async fn digest_mismatch_stores_nothing() {
 async fn bad_digests() {
     let registry = Fixture::new();
     let invalid = registry.get("/v2/a/blobs/sha256:abc").await;
-    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
-    assert_eq!(invalid.code(), "DIGEST_INVALID");
+    invalid.assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
     let other = registry.get("/v2/a/blobs/sha512:abcdef").await;
-    assert_eq!(other.status, StatusCode::BAD_REQUEST);
-    assert_eq!(other.code(), "UNSUPPORTED");
+    other.assert_error(StatusCode::BAD_REQUEST, "UNSUPPORTED");
     let unknown = registry.get(&format!("/v2/a/blobs/{}", digest(b"x"))).await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    assert_eq!(unknown.code(), "BLOB_UNKNOWN");
+    unknown.assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
 
-    let started = registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    let location = started.header("location").to_owned();
+    let location = registry.start_upload("a").await;
     let missing = registry.call("PUT", &location, &[], "x").await;
-    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing.code(), "DIGEST_INVALID");
+    missing.assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -407,8 +407,7 @@ async fn manifest_with_a_missing_blob() {
     let reply = registry
         .put_manifest("app", "v1", OCI_MANIFEST, &manifest(&config, &[&missing]))
         .await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(reply.code(), "MANIFEST_BLOB_UNKNOWN");
+    reply.assert_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
     assert!(
         reply.json()["errors"][0]["message"]
             .as_str()
@@ -419,8 +418,7 @@ async fn manifest_with_a_missing_blob() {
 
     // Nothing of it was kept.
     let fetched = registry.get("/v2/app/manifests/v1").await;
-    assert_eq!(fetched.status, StatusCode::NOT_FOUND);
-    assert_eq!(fetched.code(), "NAME_UNKNOWN");
+    fetched.assert_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
 }
 
 #[tokio::test]
@@ -428,54 +426,32 @@ async fn manifest_by_tag_and_by_digest() {
     let registry = Fixture::new();
     let (bytes, digest) = registry.push_image("wasm/hello", "v1", b"\0asm").await;
 
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, */*";
     for reference in ["v1", digest.as_str()] {
+        let uri = format!("/v2/wasm/hello/manifests/{reference}");
         let fetched = registry
-            .call(
-                "GET",
-                &format!("/v2/wasm/hello/manifests/{reference}"),
-                &[(
-                    "accept",
-                    "application/vnd.docker.distribution.manifest.v2+json, */*",
-                )],
-                Body::empty(),
-            )
+            .call("GET", &uri, &[("accept", accept)], Body::empty())
             .await;
-        assert_eq!(fetched.status, StatusCode::OK, "{fetched:?}");
+        fetched.assert_describes(&bytes, OCI_MANIFEST, &digest);
         assert_eq!(fetched.body, bytes);
-        assert_eq!(fetched.header("content-type"), OCI_MANIFEST);
-        assert_eq!(fetched.header("docker-content-digest"), digest);
-        assert_eq!(fetched.header("content-length"), bytes.len().to_string());
 
-        let head = registry
-            .call(
-                "HEAD",
-                &format!("/v2/wasm/hello/manifests/{reference}"),
-                &[],
-                Body::empty(),
-            )
-            .await;
-        assert_eq!(head.status, StatusCode::OK);
+        let head = registry.send("HEAD", &uri).await;
+        head.assert_describes(&bytes, OCI_MANIFEST, &digest);
         assert!(head.body.is_empty());
-        assert_eq!(head.header("content-length"), bytes.len().to_string());
-        assert_eq!(head.header("docker-content-digest"), digest);
     }
 
     let unknown = registry.get("/v2/wasm/hello/manifests/v2").await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    assert_eq!(unknown.code(), "MANIFEST_UNKNOWN");
+    unknown.assert_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
 
     // By digest: it must be the body's.
     let other = manifest(&self::digest(b"{}"), &[]);
     let wrong = registry
         .put_manifest("wasm/hello", &digest, OCI_MANIFEST, &other)
         .await;
-    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
-    assert_eq!(wrong.code(), "DIGEST_INVALID");
-    let right = registry
-        .put_manifest("wasm/hello", &self::digest(&other), OCI_MANIFEST, &other)
+    wrong.assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    registry
+        .push_manifest("wasm/hello", &self::digest(&other), OCI_MANIFEST, &other)
         .await;
-    assert_eq!(right.status, StatusCode::CREATED, "{right:?}");
-    assert_eq!(right.header("docker-content-digest"), self::digest(&other));
 
     // The media type comes from the body when there is no Content-Type.
     let untyped = registry
@@ -502,12 +478,10 @@ async fn manifest_by_tag_and_by_digest() {
     let elsewhere = registry
         .put_manifest("other", "multi", OCI_INDEX, &index(&digest))
         .await;
-    assert_eq!(elsewhere.status, StatusCode::BAD_REQUEST);
-    assert_eq!(elsewhere.code(), "MANIFEST_BLOB_UNKNOWN");
-    let here = registry
-        .put_manifest("wasm/hello", "multi", OCI_INDEX, &index(&digest))
+    elsewhere.assert_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
+    registry
+        .push_manifest("wasm/hello", "multi", OCI_INDEX, &index(&digest))
         .await;
-    assert_eq!(here.status, StatusCode::CREATED, "{here:?}");
     let fetched = registry.get("/v2/wasm/hello/manifests/multi").await;
     assert_eq!(fetched.header("content-type"), OCI_INDEX);
     assert_eq!(fetched.body, index(&digest));
@@ -519,8 +493,7 @@ async fn invalid_manifests() {
     let not_json = registry
         .put_manifest("a", "v1", OCI_MANIFEST, b"not json")
         .await;
-    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
-    assert_eq!(not_json.code(), "MANIFEST_INVALID");
+    not_json.assert_error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID");
 
     let layers = serde_json::to_vec(&json!({ "schemaVersion": 2, "layers": {} })).unwrap();
     let bad = registry
@@ -531,12 +504,10 @@ async fn invalid_manifests() {
     let mut huge = b"{\"x\":\"".to_vec();
     huge.resize(MAX_MANIFEST + 1, b'x');
     let too_large = registry.put_manifest("a", "v1", OCI_MANIFEST, &huge).await;
-    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(too_large.code(), "MANIFEST_INVALID");
+    too_large.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID");
 
     let bad_tag = registry.put_manifest("a", "-v1", OCI_MANIFEST, b"{}").await;
-    assert_eq!(bad_tag.status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad_tag.code(), "TAG_INVALID");
+    bad_tag.assert_error(StatusCode::BAD_REQUEST, "TAG_INVALID");
     assert_eq!(registry.files(), Vec::<String>::new());
 }
 
@@ -569,8 +540,7 @@ async fn tags_and_catalog() {
     assert!(!second.headers.contains_key("link"));
 
     let unknown = registry.get("/v2/nothing/tags/list").await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    assert_eq!(unknown.code(), "NAME_UNKNOWN");
+    unknown.assert_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
     let bad_n = registry.get("/v2/b/c/tags/list?n=many").await;
     assert_eq!(bad_n.status, StatusCode::BAD_REQUEST);
 
@@ -586,8 +556,7 @@ async fn tags_and_catalog() {
 
     // Manifests and tags of one repository are not another's.
     let elsewhere = registry.get(&format!("/v2/a/manifests/{digest}")).await;
-    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
-    assert_eq!(elsewhere.code(), "MANIFEST_UNKNOWN");
+    elsewhere.assert_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
     assert_eq!(
         registry.get("/v2/a/manifests/v1").await.code(),
         "MANIFEST_UNKNOWN"
@@ -599,40 +568,25 @@ async fn deletion() {
     let registry = Fixture::new();
     let (bytes, digest) = registry.push_image("app", "v1", b"layer").await;
     registry
-        .put_manifest("app", "latest", OCI_MANIFEST, &bytes)
+        .push_manifest("app", "latest", OCI_MANIFEST, &bytes)
         .await;
     registry.push_image("app", "other", b"another layer").await;
+    let by_digest = format!("/v2/app/manifests/{digest}");
 
     // A tag: only the tag goes.
-    let untag = registry
-        .call("DELETE", "/v2/app/manifests/latest", &[], Body::empty())
-        .await;
+    let untag = registry.send("DELETE", "/v2/app/manifests/latest").await;
     assert_eq!(untag.status, StatusCode::ACCEPTED);
     assert_eq!(
         registry.get("/v2/app/tags/list").await.json()["tags"],
         json!(["other", "v1"])
     );
-    assert_eq!(
-        registry
-            .get(&format!("/v2/app/manifests/{digest}"))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(registry.get(&by_digest).await.status, StatusCode::OK);
 
     // A manifest: with the tags pointing at it.
-    let delete = registry
-        .call(
-            "DELETE",
-            &format!("/v2/app/manifests/{digest}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let delete = registry.send("DELETE", &by_digest).await;
     assert_eq!(delete.status, StatusCode::ACCEPTED);
-    let gone = registry.get(&format!("/v2/app/manifests/{digest}")).await;
-    assert_eq!(gone.status, StatusCode::NOT_FOUND);
-    assert_eq!(gone.code(), "MANIFEST_UNKNOWN");
+    let gone = registry.get(&by_digest).await;
+    gone.assert_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
     assert_eq!(
         registry.get("/v2/app/manifests/v1").await.code(),
         "MANIFEST_UNKNOWN"
@@ -641,51 +595,25 @@ async fn deletion() {
         registry.get("/v2/app/tags/list").await.json()["tags"],
         json!(["other"])
     );
-    let again = registry
-        .call(
-            "DELETE",
-            &format!("/v2/app/manifests/{digest}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let again = registry.send("DELETE", &by_digest).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
 
     // A blob.
     let layer = self::digest(b"layer");
     let uri = format!("/v2/app/blobs/{layer}");
-    assert_eq!(
-        registry
-            .call("DELETE", &uri, &[], Body::empty())
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
-    assert_eq!(
-        registry.call("HEAD", &uri, &[], Body::empty()).await.status,
-        StatusCode::NOT_FOUND
-    );
-    let again = registry.call("DELETE", &uri, &[], Body::empty()).await;
-    assert_eq!(again.status, StatusCode::NOT_FOUND);
-    assert_eq!(again.code(), "BLOB_UNKNOWN");
+    let delete = registry.send("DELETE", &uri).await;
+    assert_eq!(delete.status, StatusCode::ACCEPTED);
+    let head = registry.send("HEAD", &uri).await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    let again = registry.send("DELETE", &uri).await;
+    again.assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
 
     // An upload.
-    let started = registry
-        .call("POST", "/v2/app/blobs/uploads/", &[], Body::empty())
-        .await;
-    let location = started.header("location").to_owned();
+    let location = registry.start_upload("app").await;
     registry.call("PATCH", &location, &[], "partial").await;
-    let cancel = registry.call("DELETE", &location, &[], Body::empty()).await;
+    let cancel = registry.send("DELETE", &location).await;
     assert_eq!(cancel.status, StatusCode::NO_CONTENT);
-    let status = registry.get(&location).await;
-    assert_eq!(status.status, StatusCode::NOT_FOUND);
-    assert_eq!(status.code(), "BLOB_UPLOAD_UNKNOWN");
-    assert!(
-        fs::read_dir(registry.dir().join("uploads"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    registry.assert_upload_gone(&location).await;
 }
 
 #[tokio::test]
@@ -711,11 +639,8 @@ async fn bad_names_stay_inside() {
         }
     }
     let upload = registry.get("/v2/a/blobs/uploads/..").await;
-    assert_eq!(upload.status, StatusCode::NOT_FOUND);
-    assert_eq!(upload.code(), "BLOB_UPLOAD_UNKNOWN");
-    let post = registry
-        .call("POST", "/v2/../blobs/uploads/", &[], Body::empty())
-        .await;
+    upload.assert_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    let post = registry.send("POST", "/v2/../blobs/uploads/").await;
     assert_eq!(post.code(), "NAME_INVALID");
     let nowhere = registry.get("/v2/a/b").await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
@@ -726,24 +651,12 @@ async fn bad_names_stay_inside() {
     assert_eq!(registry.files(), Vec::<String>::new());
 }
 
-impl Fixture {
-    async fn put_manifest_at(&self, uri: &str, body: &[u8]) -> Reply {
-        self.call("PUT", uri, &[("content-type", OCI_MANIFEST)], body.to_vec())
-            .await
-    }
-}
-
 #[tokio::test]
 async fn wrong_methods() {
     let registry = Fixture::new();
-    let reply = registry
-        .call("POST", "/v2/a/manifests/v1", &[], Body::empty())
-        .await;
-    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(reply.code(), "UNSUPPORTED");
-    let reply = registry
-        .call("PUT", "/v2/_catalog", &[], Body::empty())
-        .await;
+    let reply = registry.send("POST", "/v2/a/manifests/v1").await;
+    reply.assert_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED");
+    let reply = registry.send("PUT", "/v2/_catalog").await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -753,24 +666,17 @@ async fn reopened_registry_keeps_pushes() {
     let (bytes, digest) = registry
         .push_image("wasm/hello", "v1", b"\0asm layer")
         .await;
-    let started = registry
-        .call("POST", "/v2/wasm/hello/blobs/uploads/", &[], Body::empty())
-        .await;
-    let location = started.header("location").to_owned();
+    let location = registry.start_upload("wasm/hello").await;
     registry.call("PATCH", &location, &[], "half").await;
 
     registry.reopen();
     let fetched = registry.get("/v2/wasm/hello/manifests/v1").await;
-    assert_eq!(fetched.status, StatusCode::OK);
+    fetched.assert_describes(&bytes, OCI_MANIFEST, &digest);
     assert_eq!(fetched.body, bytes);
-    assert_eq!(fetched.header("docker-content-digest"), digest);
-    let layer = registry
-        .get(&format!(
-            "/v2/wasm/hello/blobs/{}",
-            self::digest(b"\0asm layer")
-        ))
+    let layer = self::digest(b"\0asm layer");
+    registry
+        .assert_blob("wasm/hello", &layer, b"\0asm layer")
         .await;
-    assert_eq!(layer.body, &b"\0asm layer"[..]);
     assert_eq!(
         registry.get("/v2/wasm/hello/tags/list").await.json()["tags"],
         json!(["v1"])
@@ -788,43 +694,28 @@ async fn reopened_registry_keeps_pushes() {
         .await;
     let whole = self::digest(b"half way");
     let done = registry
-        .call(
-            "PUT",
-            &format!("{location}?digest={whole}"),
-            &[],
-            Body::empty(),
-        )
+        .finish_upload(&location, &whole, Body::empty())
         .await;
     assert_eq!(done.status, StatusCode::CREATED, "{done:?}");
-    assert_eq!(
-        registry.get(&format!("/v2/a/blobs/{whole}")).await.body,
-        "half way"
-    );
+    registry.assert_blob("a", &whole, b"half way").await;
 }
 
 #[tokio::test]
 async fn stale_uploads_are_removed() {
     let registry = Fixture::new();
-    let started = registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    let id = started.header("docker-upload-uuid").to_owned();
-    let fresh = registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    let fresh = fresh.header("location").to_owned();
+    let stale = registry.start_upload("a").await;
+    let fresh = registry.start_upload("a").await;
+    // A location ends with the upload's id, which names its file.
+    let (_, id) = stale.rsplit_once('/').unwrap();
 
     let file = fs::File::options()
         .write(true)
-        .open(registry.dir().join("uploads").join(&id))
+        .open(registry.dir().join("uploads").join(id))
         .unwrap();
     file.set_modified(SystemTime::now() - Duration::from_secs(2 * 60 * 60))
         .unwrap();
-    registry
-        .call("POST", "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
+    registry.start_upload("a").await;
 
-    let stale = registry.get(&format!("/v2/a/blobs/uploads/{id}")).await;
-    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+    assert_eq!(registry.get(&stale).await.status, StatusCode::NOT_FOUND);
     assert_eq!(registry.get(&fresh).await.status, StatusCode::NO_CONTENT);
 }
