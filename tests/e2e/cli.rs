@@ -159,14 +159,12 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
         let job: serde_json::Value = serde_json::from_str(&job).unwrap();
         job["status"]["succeeded"].to_string()
     });
-    let pod = ok(w(&[
-        "get",
-        "pods",
-        "-l",
-        "batch.kubernetes.io/job-name=greet",
-        "-o",
-        "name",
-    ]));
+    // The Job selects its pods by its uid, as Kubernetes makes it.
+    let greet: serde_json::Value =
+        serde_json::from_str(&ok(w(&["get", "job", "greet", "-o", "json"]))).unwrap();
+    let selector = &greet["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"];
+    assert_eq!(selector, &greet["metadata"]["uid"]);
+    let pod = ok(w(&["get", "pods", "-l", "job-name=greet", "-o", "name"]));
     let pod = pod.trim().trim_start_matches("pod/");
     let log = ok(w(&["logs", pod]));
     assert!(

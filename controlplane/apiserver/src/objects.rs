@@ -343,15 +343,16 @@ fn default(object: &mut Value, pointer: &str, value: Value) {
 
 /// Sets the value at a JSON pointer, making the objects on the way.
 pub fn set_pointer(object: &mut Value, pointer: &str, value: Value) {
+    let unescape = |part: &str| part.replace("~1", "/").replace("~0", "~");
     let (parent, field) = pointer.rsplit_once('/').expect("pointers start with /");
     let mut at = &mut *object;
-    for part in parent.split('/').skip(1) {
-        if !at[part].is_object() {
-            at[part] = json!({});
+    for part in parent.split('/').skip(1).map(unescape) {
+        if !at[&part].is_object() {
+            at[&part] = json!({});
         }
-        at = &mut at[part];
+        at = &mut at[&part];
     }
-    at[field] = value;
+    at[&unescape(field)] = value;
 }
 
 fn pod_spec_defaults(object: &mut Value, spec: &str) {
@@ -521,6 +522,40 @@ const DEFAULTS: &[(&str, &str, Defaulter)] = &[
     }),
 ];
 
+/// What Kubernetes gives a new Job unless it has `manualSelector`: a
+/// selector on its own uid, and the labels that match it on its pod
+/// template (so `kubectl logs job/NAME` finds its pods). Called once the
+/// object has its uid.
+pub fn generate_job_selector(resource: &ResourceType, object: &mut Value) {
+    let manual = object["spec"]["manualSelector"] == json!(true);
+    if resource.group != "batch" || resource.kind != "Job" || manual {
+        return;
+    }
+    let (Some(uid), Some(name)) = (
+        object["metadata"]["uid"].as_str().map(str::to_owned),
+        object["metadata"]["name"].as_str().map(str::to_owned),
+    ) else {
+        return;
+    };
+    let selector = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    default(object, "/spec/selector", selector);
+    for (label, value) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        default(
+            object,
+            &format!(
+                "/spec/template/metadata/labels/{}",
+                label.replace('/', "~1")
+            ),
+            json!(value),
+        );
+    }
+}
+
 /// Fills in the defaults of the object's kind.
 pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
     for (group, kind, fill) in DEFAULTS {
@@ -537,6 +572,26 @@ mod tests {
 
     fn pods() -> &'static ResourceType {
         by_kind("", "v1", "Pod").unwrap()
+    }
+
+    #[test]
+    fn a_new_job_selects_its_pods_by_its_uid() {
+        let jobs = by_kind("batch", "v1", "Job").unwrap();
+        let mut job = json!({"metadata": {"name": "greet", "uid": "u-1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "x"}}}}});
+        generate_job_selector(jobs, &mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app"], "x");
+        assert_eq!(labels["batch.kubernetes.io/controller-uid"], "u-1");
+        assert_eq!(labels["job-name"], "greet");
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u-2"},
+            "spec": {"manualSelector": true, "template": {}}});
+        generate_job_selector(jobs, &mut manual);
+        assert!(manual["spec"].get("selector").is_none());
     }
 
     #[test]

@@ -464,6 +464,7 @@ impl Request<'_> {
             return Err(ApiError::invalid(r, &name, &errors));
         }
         stamp_new(&mut object);
+        crate::objects::generate_job_selector(r, &mut object);
         if write == Write::Update {
             self.record(None, &mut object);
         }
