@@ -51,7 +51,7 @@ pub struct RunArgs {
     pub env: Vec<String>,
     #[command(flatten)]
     pub scope: Scope,
-    /// Wait until a pod is ready, then print where the Service answers.
+    /// Wait until every pod is ready, then print where the Service answers.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub wait: bool,
     /// Arguments of a wasi:cli component.
@@ -330,13 +330,13 @@ pub async fn run(cluster: &Cluster, args: RunArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = &cluster.get(&deployment_path).await?["status"];
-        if status["readyReplicas"].as_u64().unwrap_or(0) >= u64::from(args.replicas.min(1)) {
+        if status["readyReplicas"].as_u64().unwrap_or(0) >= u64::from(args.replicas) {
             break;
         }
         if Instant::now() > deadline {
             return Err(Failure::Other.because(format!(
-                "deployment {} has no ready pod after 2 minutes: \
-                 `wasmkube describe pods -l app={}` says why",
+                "deployment {} is not ready after 2 minutes: \
+                 `wasmkube get pods -l app={}` and `wasmkube describe pod NAME` say why",
                 args.name, args.name
             )));
         }
