@@ -350,9 +350,17 @@ pub(crate) async fn run(
         Ok(pre) => pre,
         Err(e) => return failed(128, format!("not a wasi:cli command: {e}")),
     };
-    let result = match pre.instantiate_async(&mut store).await {
-        Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
-        Err(e) => Err(e),
+    let call = async {
+        match pre.instantiate_async(&mut store).await {
+            Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
+            Err(e) => Err(e),
+        }
+    };
+    // A guest waiting in the host (a sleep, a read) sees no tick: asked to
+    // stop, it is ended where it waits, as a process would be killed.
+    let result = tokio::select! {
+        result = call => result,
+        () = stop.wait() => return Exit::Stopped,
     };
     match result {
         Ok(Ok(())) => Exit::Completed,
