@@ -13,7 +13,7 @@ listen=${WASMKUBE_LISTEN:-127.0.0.1:6443}
 scripts/install-deps.sh
 scripts/build-examples.sh
 cargo build --release --quiet --bin wasmkube
-bin=target/release/wasmkube
+bin=${CARGO_TARGET_DIR:-target}/release/wasmkube
 wasm=examples/wasi/target/wasm32-wasip2/release
 for name in hello fail hog spin sleep http-hello; do
     "$bin" image import --data-dir "$data" "$wasm/${name//-/_}.wasm" "examples/$name:1" >/dev/null
