@@ -21,6 +21,9 @@ pub enum ImageError {
     /// The file is not a Wasm component.
     #[error("{0} is not a WebAssembly component (a core module or another file)")]
     NotAComponent(String),
+    /// The file to import could not be read.
+    #[error("cannot read {0}")]
+    Read(String),
     /// The store could not be read or written.
     #[error("image store: {0}")]
     Io(#[from] io::Error),
@@ -110,7 +113,9 @@ impl ImageStore {
 
     /// Puts the component in `file` in the store under `reference`; its digest.
     pub fn import(&self, file: &Path, reference: &str) -> Result<Image, ImageError> {
-        self.add(&fs::read(file)?, reference, &file.display().to_string())
+        let bytes =
+            fs::read(file).map_err(|e| ImageError::Read(format!("{}: {e}", file.display())))?;
+        self.add(&bytes, reference, &file.display().to_string())
     }
 
     /// Stores the component `bytes` (from `source`, for errors) and tags it
