@@ -34,8 +34,9 @@ echo "--- wasmkube logs hello:"
 
 # Pushes the component to the built-in registry, makes a Deployment and a
 # Service, waits for a ready pod and prints the Service's URL.
-url=$("$bin" run hello-http --wasm "$wasm/http_hello.wasm" --port 8080 --replicas 2 |
-    tee /dev/stderr | sed -n 's/.* is answering at //p')
+ran=$("$bin" run hello-http --wasm "$wasm/http_hello.wasm" --port 8080 --replicas 2)
+echo "$ran"
+url=$(echo "$ran" | sed -n 's/.* is answering at //p')
 "$bin" get nodes,pods,services -o wide
 echo "--- curl ${url}demo:"
 curl -s "${url}demo"
