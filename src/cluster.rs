@@ -4,6 +4,7 @@
 //! names); requests whose failures read like kubectl's.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use http::{Method, Request};
@@ -11,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube::Client;
 use kube::config::{Config as KubeConfig, KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 use crate::exit::Failure;
 
@@ -26,6 +28,8 @@ pub struct Cluster {
     pub server: String,
     /// The namespace of the kubeconfig's context (`default` without one).
     pub namespace: String,
+    /// The kinds the server serves, read once.
+    discovered: Arc<OnceCell<Vec<Resource>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -42,18 +46,15 @@ impl Cluster {
     pub async fn find(kubeconfig: Option<&Path>) -> Result<Cluster> {
         let config = match kubeconfig {
             Some(file) => from_file(file).await?,
-            // A KUBECONFIG that cannot be read is an error, not a reason
-            // to look elsewhere.
-            None if std::env::var_os("KUBECONFIG").is_some() => {
-                let read = Kubeconfig::read().map_err(|e| {
-                    Failure::Unreachable.because(format!("reading KUBECONFIG: {e}"))
-                })?;
-                KubeConfig::from_custom_kubeconfig(read, &KubeConfigOptions::default()).await?
-            }
             None => match Kubeconfig::read() {
-                Ok(read) => KubeConfig::from_custom_kubeconfig(read, &Default::default())
+                Ok(read) => KubeConfig::from_custom_kubeconfig(read, &KubeConfigOptions::default())
                     .await
                     .context("reading the kubeconfig of KUBECONFIG or ~/.kube/config")?,
+                // A KUBECONFIG that cannot be read is an error, not a reason
+                // to look elsewhere.
+                Err(e) if std::env::var_os("KUBECONFIG").is_some() => {
+                    return Err(Failure::Unreachable.because(format!("reading KUBECONFIG: {e}")));
+                }
                 Err(_) if Path::new(LOCAL_KUBECONFIG).exists() => {
                     from_file(Path::new(LOCAL_KUBECONFIG)).await?
                 }
@@ -76,6 +77,7 @@ impl Cluster {
             client: Client::try_from(config)?,
             server,
             namespace,
+            discovered: Arc::default(),
         })
     }
 
@@ -112,8 +114,14 @@ impl Cluster {
         Ok(serde_json::from_str(&self.send(patch).await?)?)
     }
 
-    /// Every kind the server serves, from its discovery documents.
-    pub async fn resources(&self) -> Result<Vec<Resource>> {
+    /// Every kind the server serves, from its discovery documents (read
+    /// once for the cluster).
+    pub async fn resources(&self) -> Result<&[Resource]> {
+        let all = self.discovered.get_or_try_init(|| self.discover()).await?;
+        Ok(all)
+    }
+
+    async fn discover(&self) -> Result<Vec<Resource>> {
         let mut lists = vec![
             self.client
                 .list_core_api_resources("v1")
@@ -140,8 +148,7 @@ impl Cluster {
     /// The kind that `name` names: its plural, singular, kind or short name,
     /// optionally with its group (`deployments.apps`, `deploy`).
     pub async fn resource(&self, name: &str) -> Result<Resource> {
-        let resources = self.resources().await?;
-        find(&resources, name).cloned().ok_or_else(|| {
+        find(self.resources().await?, name).cloned().ok_or_else(|| {
             Failure::Usage.because(format!(
                 "the server doesn't have a resource type \"{name}\" \
                  (`wasmkube get --help` shows how kinds are named)"
@@ -156,10 +163,11 @@ impl Cluster {
         else {
             return Err(Failure::Usage.because("an object without apiVersion and kind"));
         };
-        let resources = self.resources().await?;
-        resources
-            .into_iter()
+        self.resources()
+            .await?
+            .iter()
             .find(|r| r.api_version() == api_version && r.kind == kind)
+            .cloned()
             .ok_or_else(|| {
                 Failure::Usage.because(format!(
                     "no matches for kind \"{kind}\" in version \"{api_version}\""

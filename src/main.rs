@@ -138,6 +138,13 @@ struct Verb<T: Args> {
     args: T,
 }
 
+impl<T: Args> Verb<T> {
+    /// The cluster the verb works on.
+    async fn cluster(&self) -> Result<Cluster> {
+        Cluster::find(self.kubeconfig.as_deref()).await
+    }
+}
+
 #[derive(Debug, Args)]
 struct ImageArgs {
     /// The node's data dir.
@@ -579,23 +586,21 @@ async fn run(command: Command) -> Result<()> {
                 .is_some_and(wasmkube_runtime::names_a_registry);
             let cluster = match named {
                 true => None,
-                false => Some(Cluster::find(push.kubeconfig.as_deref()).await?),
+                false => Some(push.cluster().await?),
             };
             wasm::push(cluster.as_ref(), push.args).await.map(drop)
         }
-        Command::Run(run) => wasm::run(&connect(&run.kubeconfig).await?, run.args).await,
+        Command::Run(run) => wasm::run(&run.cluster().await?, run.args).await,
         Command::Plugin(plugin) => {
-            wasm::plugin(&connect(&plugin.kubeconfig).await?, plugin.args.command).await
+            wasm::plugin(&plugin.cluster().await?, plugin.args.command).await
         }
-        Command::Get(get) => verbs::get(&connect(&get.kubeconfig).await?, get.args).await,
+        Command::Get(get) => verbs::get(&get.cluster().await?, get.args).await,
         Command::Describe(describe) => {
-            verbs::describe(&connect(&describe.kubeconfig).await?, describe.args).await
+            verbs::describe(&describe.cluster().await?, describe.args).await
         }
-        Command::Apply(apply) => verbs::apply(&connect(&apply.kubeconfig).await?, apply.args).await,
-        Command::Delete(delete) => {
-            verbs::delete(&connect(&delete.kubeconfig).await?, delete.args).await
-        }
-        Command::Logs(logs) => verbs::logs(&connect(&logs.kubeconfig).await?, logs.args).await,
+        Command::Apply(apply) => verbs::apply(&apply.cluster().await?, apply.args).await,
+        Command::Delete(delete) => verbs::delete(&delete.cluster().await?, delete.args).await,
+        Command::Logs(logs) => verbs::logs(&logs.cluster().await?, logs.args).await,
         Command::Store(command) => store_command(command).await,
         Command::Completion { shell } => {
             let mut command = settings::command::<Cli>()?;
@@ -605,18 +610,21 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-async fn connect(kubeconfig: &Option<PathBuf>) -> Result<Cluster> {
-    Cluster::find(kubeconfig.as_deref()).await
-}
-
 /// The store a `store` subcommand works on.
-async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
-    Ok(match &args.store {
+/// The store in `data_dir` (made if missing), or the etcd of `etcd`.
+async fn open_store(data_dir: &Path, etcd: Option<&EtcdEndpoints>) -> Result<Arc<dyn Store>> {
+    Ok(match etcd {
         None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-            let path = args.data_dir.join(FILE_NAME);
-            Arc::new(EmbeddedStore::open(&path, Default::default())?)
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+            let store = EmbeddedStore::open(data_dir.join(FILE_NAME), Default::default())?;
+            if let Some(r) = store.recovery() {
+                tracing::warn!(
+                    torn_bytes = r.torn_bytes,
+                    "store recovered from a torn write"
+                );
+            }
+            Arc::new(store)
         }
         Some(EtcdEndpoints(endpoints)) => {
             let options = wasmkube_store_etcd::Options::new(endpoints.clone());
@@ -629,7 +637,7 @@ async fn store_command(command: StoreCommand) -> Result<()> {
     use wasmkube_store::snapshot;
     match command {
         StoreCommand::Snapshot(args) => {
-            let store = open_store(&args).await?;
+            let store = open_store(&args.data_dir, args.store.as_ref()).await?;
             let file = std::fs::File::create(&args.file)
                 .with_context(|| format!("creating {}", args.file.display()))?;
             let mut out = std::io::BufWriter::new(file);
@@ -649,7 +657,7 @@ async fn store_command(command: StoreCommand) -> Result<()> {
             let file = std::fs::File::open(&args.file).map_err(|e| {
                 exit::Failure::Usage.because(format!("opening {}: {e}", args.file.display()))
             })?;
-            let store = open_store(&args).await?;
+            let store = open_store(&args.data_dir, args.store.as_ref()).await?;
             let mut input = std::io::BufReader::new(file);
             let moved = snapshot::restore(store.as_ref(), &mut input).await?;
             println!(
@@ -675,23 +683,7 @@ async fn server(
     // Only servers sharing etcd can stand by for each other: they elect
     // leaders; one with its own store file leads alone.
     let elect = args.store.is_some();
-    let store: Arc<dyn Store> = match args.store {
-        None => {
-            let path = args.data_dir.join(FILE_NAME);
-            let store = EmbeddedStore::open(&path, Default::default())?;
-            if let Some(r) = store.recovery() {
-                tracing::warn!(
-                    torn_bytes = r.torn_bytes,
-                    "store recovered from a torn write"
-                );
-            }
-            Arc::new(store)
-        }
-        Some(EtcdEndpoints(endpoints)) => {
-            let options = wasmkube_store_etcd::Options::new(endpoints);
-            Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
-        }
-    };
+    let store = open_store(&args.data_dir, args.store.as_ref()).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

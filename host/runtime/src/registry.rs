@@ -123,10 +123,10 @@ pub async fn push(
     // The layer goes in chunks, each counted as it is handed over.
     let size = layer.data.len() as u64;
     let mut sent = 0u64;
-    let chunks: Vec<bytes::Bytes> = layer
-        .data
-        .chunks(PUSH_CHUNK)
-        .map(bytes::Bytes::copy_from_slice)
+    let data = layer.data.clone();
+    let chunks: Vec<bytes::Bytes> = (0..data.len())
+        .step_by(PUSH_CHUNK)
+        .map(|start| data.slice(start..data.len().min(start + PUSH_CHUNK)))
         .collect();
     let stream = futures::stream::iter(chunks).map(move |chunk| {
         sent += chunk.len() as u64;
