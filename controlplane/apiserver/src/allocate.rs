@@ -85,36 +85,6 @@ pub fn held(service: &Value) -> BTreeSet<String> {
     ips.chain(ports).collect()
 }
 
-/// Whether a node port is left for the server to pick: missing, or 0 as Go writes it.
-fn unset(node_port: &Value) -> bool {
-    node_port.is_null() || node_port == 0
-}
-
-/// Keeps what an update leaves out but `old` holds: the cluster IPs, and the node
-/// port of each port that stays (by port number and protocol), as Kubernetes does.
-pub fn carry_over(resource: &ResourceType, old: &Value, new: &mut Value) {
-    if !is_service(resource) || service_type(new) == "ExternalName" {
-        return;
-    }
-    let spec = &mut new["spec"];
-    if spec["clusterIP"].as_str().is_none_or(str::is_empty) {
-        spec["clusterIP"] = old["spec"]["clusterIP"].clone();
-        spec["clusterIPs"] = old["spec"]["clusterIPs"].clone();
-    }
-    let same = |a: &Value, b: &Value| a["port"] == b["port"] && a["protocol"] == b["protocol"];
-    let old_ports = old["spec"]["ports"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    for port in spec["ports"].as_array_mut().into_iter().flatten() {
-        if unset(&port["nodePort"])
-            && let Some(before) = old_ports.iter().find(|p| same(p, port))
-            && !unset(&before["nodePort"])
-        {
-            port["nodePort"] = before["nodePort"].clone();
-        }
-    }
-}
-
 /// The allocations of one request: claimed before the service is written, given
 /// back if the write does not happen.
 pub struct Claims {

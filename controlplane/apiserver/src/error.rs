@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_types::ResourceType;
+pub use wasmkube_types::field::FieldError;
 
 /// A failed API call.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,144 +22,6 @@ pub struct ApiError {
 
 /// The result of an API call.
 pub type ApiResult<T> = Result<T, ApiError>;
-
-/// Why one field of an object is wrong.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    /// The field's path, `metadata.name`.
-    pub field: String,
-    /// What is wrong with it.
-    pub kind: FieldErrorKind,
-    /// Why, for a person.
-    pub detail: String,
-}
-
-/// The kinds of field errors of Kubernetes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldErrorKind {
-    /// The value given is not allowed; holds the value as text.
-    Invalid(String),
-    /// A value is needed and missing.
-    Required,
-    /// The field may not be set or changed.
-    Forbidden,
-    /// The value is not one of a fixed set; holds the value and the set.
-    NotSupported(String, Vec<String>),
-    /// The value is already used by another item of the list; holds the value.
-    Duplicate(String),
-    /// The value names something that does not exist; holds the value.
-    NotFound(String),
-}
-
-impl FieldError {
-    /// An invalid value.
-    pub fn invalid(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Invalid(value.into()),
-            detail: detail.into(),
-        }
-    }
-
-    /// A missing value.
-    pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Required,
-            detail: detail.into(),
-        }
-    }
-
-    /// A value that may not be set or changed.
-    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Forbidden,
-            detail: detail.into(),
-        }
-    }
-
-    /// A value outside the `supported` set.
-    pub fn not_supported(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        supported: &[&str],
-    ) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::NotSupported(
-                value.into(),
-                supported.iter().map(|s| (*s).to_owned()).collect(),
-            ),
-            detail: String::new(),
-        }
-    }
-
-    /// A value another item of the list already has.
-    pub fn duplicate(field: impl Into<String>, value: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Duplicate(value.into()),
-            detail: String::new(),
-        }
-    }
-
-    /// A reference to something that does not exist.
-    pub fn not_found(field: impl Into<String>, value: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::NotFound(value.into()),
-            detail: String::new(),
-        }
-    }
-
-    fn reason(&self) -> &'static str {
-        match self.kind {
-            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
-            FieldErrorKind::Required => "FieldValueRequired",
-            FieldErrorKind::Forbidden => "FieldValueForbidden",
-            FieldErrorKind::NotSupported(..) => "FieldValueNotSupported",
-            FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
-            FieldErrorKind::NotFound(_) => "FieldValueNotFound",
-        }
-    }
-
-    /// The message without the field: `Invalid value: "x": why`.
-    fn body(&self) -> String {
-        let (what, value) = match &self.kind {
-            FieldErrorKind::Invalid(v) => ("Invalid value", Some(v)),
-            FieldErrorKind::Required => ("Required value", None),
-            FieldErrorKind::Forbidden => ("Forbidden", None),
-            FieldErrorKind::NotSupported(v, _) => ("Unsupported value", Some(v)),
-            FieldErrorKind::Duplicate(v) => ("Duplicate value", Some(v)),
-            FieldErrorKind::NotFound(v) => ("Not found", Some(v)),
-        };
-        let mut s = what.to_owned();
-        if let Some(v) = value {
-            s.push_str(&format!(": {v:?}"));
-        }
-        if let FieldErrorKind::NotSupported(_, supported) = &self.kind {
-            let quoted: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
-            s.push_str(": supported values: ");
-            s.push_str(&quoted.join(", "));
-        }
-        if !self.detail.is_empty() {
-            s.push_str(": ");
-            s.push_str(&self.detail);
-        }
-        s
-    }
-}
-
-impl std::fmt::Display for FieldError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.body())
-    }
-}
 
 /// `pods`, or `deployments.apps` for a kind in a group: how messages name a resource.
 pub fn qualified(resource: &ResourceType) -> String {
@@ -251,8 +114,14 @@ impl ApiError {
         )
     }
 
-    /// 422 with the fields that failed validation.
+    /// 422 with the fields of an object of kind `resource` that failed validation.
     pub fn invalid(resource: &ResourceType, name: &str, errors: &[FieldError]) -> ApiError {
+        ApiError::invalid_of(resource.group, resource.kind, name, errors)
+    }
+
+    /// 422 with the fields of an object of `kind` in `group` that failed
+    /// validation.
+    pub fn invalid_of(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
         let list = match errors {
             [one] => one.to_string(),
             many => format!(
@@ -269,12 +138,12 @@ impl ApiError {
             .collect();
         ApiError {
             details: Some(json!({
-                "name": name, "group": resource.group, "kind": resource.kind, "causes": causes
+                "name": name, "group": group, "kind": kind, "causes": causes
             })),
             ..ApiError::new(
                 422,
                 "Invalid",
-                format!("{} {name:?} is invalid: {list}", resource.kind),
+                format!("{kind} {name:?} is invalid: {list}"),
             )
         }
     }

@@ -24,10 +24,10 @@ mod objects;
 mod openapi;
 mod openapi_v2;
 mod path;
+mod pods;
 mod portforward;
 mod protobuf;
 mod rest;
-mod spec;
 mod table;
 #[cfg(test)]
 mod testing;
@@ -78,8 +78,7 @@ impl ApiServer {
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
             });
-            objects::apply_defaults(namespaces, &mut namespace);
-            objects::stamp_new(&mut namespace);
+            objects::prepare_new(namespaces, &mut namespace);
             let key = namespaces
                 .storage_key(None, name)
                 .expect("namespaces are stored");

@@ -1,12 +1,11 @@
-//! Objects as JSON values: type and object metadata, validation, and the fields
-//! Kubernetes fills in on create (defaults, uid, timestamps, generated names).
+//! Objects as JSON values: type and object metadata, the validation of metadata,
+//! and the fields the server owns (uid, timestamps, generation, generated names).
+//! What is particular to one kind is in its strategy, on its registry row.
 
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use wasmkube_types::ResourceType;
-use wasmkube_types::validation::{
-    is_dns1123_label, is_dns1123_subdomain, is_qualified_name, is_valid_label_value,
-};
+use wasmkube_types::validation::{is_qualified_name, is_valid_label_value};
 
 use crate::error::{ApiError, ApiResult, FieldError};
 
@@ -134,11 +133,8 @@ pub fn check_decodes(resource: &ResourceType, object: &Value) -> ApiResult<()> {
     })
 }
 
-/// Kinds whose names must be DNS labels rather than subdomains.
-const LABEL_NAMED: &[&str] = &["Namespace", "Service"];
-
-/// What is wrong with an object's metadata: its name, labels, annotations and
-/// finalizers, by the rules of Kubernetes.
+/// What is wrong with an object's metadata: its name (by its kind's rule),
+/// labels, annotations and finalizers, by the rules of Kubernetes.
 pub fn validate_metadata(resource: &ResourceType, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     match object["metadata"]["name"].as_str() {
@@ -147,11 +143,7 @@ pub fn validate_metadata(resource: &ResourceType, object: &Value) -> Vec<FieldEr
             "name or generateName is required",
         )),
         Some(name) => {
-            let problems = if LABEL_NAMED.contains(&resource.kind) {
-                is_dns1123_label(name)
-            } else {
-                is_dns1123_subdomain(name)
-            };
+            let problems = resource.strategy.validate_name(name);
             errors.extend(
                 problems
                     .into_iter()
@@ -195,70 +187,6 @@ pub fn validate_metadata(resource: &ResourceType, object: &Value) -> Vec<FieldEr
     errors
 }
 
-/// Fields that may not change once set: the workload selectors, and a pod's spec
-/// apart from what Kubernetes lets change.
-const IMMUTABLE: &[(&str, &str, &str)] = &[
-    ("apps", "Deployment", "/spec/selector"),
-    ("apps", "ReplicaSet", "/spec/selector"),
-    ("apps", "DaemonSet", "/spec/selector"),
-    ("apps", "StatefulSet", "/spec/selector"),
-    ("batch", "Job", "/spec/selector"),
-    ("batch", "Job", "/spec/template"),
-    ("", "Service", "/spec/clusterIP"),
-    ("", "PersistentVolumeClaim", "/spec/volumeName"),
-];
-
-/// What an update changes that it may not.
-pub fn validate_update(resource: &ResourceType, old: &Value, new: &Value) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    for (group, kind, pointer) in IMMUTABLE {
-        if resource.group == *group
-            && resource.kind == *kind
-            && let Some(before) = old.pointer(pointer).filter(|v| !v.is_null() && *v != "")
-            && new.pointer(pointer) != Some(before)
-        {
-            let field = pointer.trim_start_matches('/').replace('/', ".");
-            let value = new
-                .pointer(pointer)
-                .map_or("null".to_owned(), Value::to_string);
-            errors.push(FieldError::invalid(field, value, "field is immutable"));
-        }
-    }
-    if resource.group.is_empty()
-        && resource.kind == "Pod"
-        && mutable_pod_spec(old) != mutable_pod_spec(new)
-    {
-        errors.push(FieldError::forbidden(
-            "spec",
-            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
-        ));
-    }
-    errors
-}
-
-/// A pod's spec without the fields an update may change.
-fn mutable_pod_spec(pod: &Value) -> Value {
-    let mut spec = pod["spec"].clone();
-    for list in ["containers", "initContainers"] {
-        if let Some(containers) = spec[list].as_array_mut() {
-            for c in containers {
-                c.as_object_mut().map(|c| c.remove("image"));
-            }
-        }
-    }
-    if let Some(spec) = spec.as_object_mut() {
-        for field in [
-            "activeDeadlineSeconds",
-            "tolerations",
-            "terminationGracePeriodSeconds",
-            "nodeName",
-        ] {
-            spec.remove(field);
-        }
-    }
-    spec
-}
-
 /// Characters of generated name suffixes, as Kubernetes picks them.
 const SUFFIX: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -291,6 +219,19 @@ pub fn stamp_new(object: &mut Value) {
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
+}
+
+/// Makes a decoded object a new one: its kind's defaults, what the server owns in
+/// its metadata, the status its kind starts with (when the status has a
+/// subresource of its own), and what its kind derives from its name and uid.
+pub fn prepare_new(resource: &ResourceType, object: &mut Value) {
+    let strategy = resource.strategy;
+    strategy.apply_defaults(object);
+    stamp_new(object);
+    if resource.subresource("status").is_some() {
+        strategy.reset_status(object);
+    }
+    strategy.prepare_for_create(object);
 }
 
 /// Keeps what an update may not change in the metadata, from the stored object.
@@ -333,238 +274,6 @@ pub fn bump_generation(old: &Value, new: &mut Value) {
     metadata_mut(new).insert("generation".into(), json!(next));
 }
 
-/// Sets `pointer` to `value` unless it is already set.
-fn default(object: &mut Value, pointer: &str, value: Value) {
-    if object.pointer(pointer).is_some_and(|v| !v.is_null()) {
-        return;
-    }
-    set_pointer(object, pointer, value);
-}
-
-/// Sets the value at a JSON pointer, making the objects on the way.
-pub fn set_pointer(object: &mut Value, pointer: &str, value: Value) {
-    let unescape = |part: &str| part.replace("~1", "/").replace("~0", "~");
-    let (parent, field) = pointer.rsplit_once('/').expect("pointers start with /");
-    let mut at = &mut *object;
-    for part in parent.split('/').skip(1).map(unescape) {
-        if !at[&part].is_object() {
-            at[&part] = json!({});
-        }
-        at = &mut at[&part];
-    }
-    at[&unescape(field)] = value;
-}
-
-fn pod_spec_defaults(object: &mut Value, spec: &str) {
-    for (field, value) in [
-        ("restartPolicy", json!("Always")),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("securityContext", json!({})),
-        ("enableServiceLinks", json!(true)),
-    ] {
-        default(object, &format!("{spec}/{field}"), value);
-    }
-    for list in ["containers", "initContainers"] {
-        let Some(containers) = object
-            .pointer_mut(&format!("{spec}/{list}"))
-            .and_then(Value::as_array_mut)
-        else {
-            continue;
-        };
-        for c in containers {
-            let image = c["image"].as_str().unwrap_or("");
-            let latest = !image.contains(':') || image.ends_with(":latest");
-            let pull = if latest && !image.contains('@') {
-                "Always"
-            } else {
-                "IfNotPresent"
-            };
-            default(c, "/imagePullPolicy", json!(pull));
-            default(c, "/terminationMessagePath", json!("/dev/termination-log"));
-            default(c, "/terminationMessagePolicy", json!("File"));
-            default(c, "/resources", json!({}));
-            if let Some(ports) = c["ports"].as_array_mut() {
-                for p in ports {
-                    default(p, "/protocol", json!("TCP"));
-                }
-            }
-        }
-    }
-}
-
-/// An update strategy's defaults, field by field: `RollingUpdate`, and
-/// then the given fields of `rollingUpdate`.
-fn rolling_defaults(object: &mut Value, strategy: &str, fields: &[(&str, Value)]) {
-    default(object, &format!("{strategy}/type"), json!("RollingUpdate"));
-    if object.pointer(&format!("{strategy}/type")) == Some(&json!("RollingUpdate")) {
-        for (field, value) in fields {
-            default(
-                object,
-                &format!("{strategy}/rollingUpdate/{field}"),
-                value.clone(),
-            );
-        }
-    }
-}
-
-/// What Kubernetes' DefaultTolerationSeconds admission gives a pod: five
-/// minutes on a node that is not ready or unreachable before it is evicted,
-/// unless it says otherwise.
-fn default_toleration_seconds(pod: &mut Value) {
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let tolerations = &pod["spec"]["tolerations"];
-        let said = tolerations.as_array().into_iter().flatten().any(|t| {
-            t["key"] == key
-                && (t["effect"] == "NoExecute" || t["effect"].as_str().is_none_or(str::is_empty))
-        });
-        if !said {
-            if !tolerations.is_array() {
-                set_pointer(pod, "/spec/tolerations", json!([]));
-            }
-            if let Some(list) = pod["spec"]["tolerations"].as_array_mut() {
-                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-            }
-        }
-    }
-}
-
-fn workload_defaults(object: &mut Value) {
-    default(object, "/spec/replicas", json!(1));
-    default(object, "/spec/revisionHistoryLimit", json!(10));
-    pod_spec_defaults(object, "/spec/template/spec");
-}
-
-/// Fills in the defaults of one kind's objects.
-type Defaulter = fn(&mut Value);
-
-/// The fields Kubernetes fills in when a kind's object leaves them out, by group
-/// and kind.
-const DEFAULTS: &[(&str, &str, Defaulter)] = &[
-    ("", "Pod", |o| {
-        pod_spec_defaults(o, "/spec");
-        default_toleration_seconds(o);
-        default(o, "/status/phase", json!("Pending"));
-    }),
-    ("", "Namespace", |o| {
-        default(o, "/spec/finalizers", json!(["kubernetes"]));
-        default(o, "/status/phase", json!("Active"));
-    }),
-    ("", "Secret", |o| default(o, "/type", json!("Opaque"))),
-    ("", "Service", |o| {
-        default(o, "/spec/type", json!("ClusterIP"));
-        default(o, "/spec/sessionAffinity", json!("None"));
-        default(o, "/spec/internalTrafficPolicy", json!("Cluster"));
-        if let Some(ports) = o.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for p in ports {
-                default(p, "/protocol", json!("TCP"));
-                let port = p["port"].clone();
-                default(p, "/targetPort", port);
-            }
-        }
-    }),
-    ("", "ReplicationController", |o| {
-        default(o, "/spec/replicas", json!(1));
-        pod_spec_defaults(o, "/spec/template/spec");
-    }),
-    ("apps", "Deployment", |o| {
-        workload_defaults(o);
-        default(o, "/spec/progressDeadlineSeconds", json!(600));
-        rolling_defaults(
-            o,
-            "/spec/strategy",
-            &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
-        );
-    }),
-    ("apps", "ReplicaSet", |o| {
-        default(o, "/spec/replicas", json!(1));
-        pod_spec_defaults(o, "/spec/template/spec");
-    }),
-    ("apps", "StatefulSet", |o| {
-        workload_defaults(o);
-        default(o, "/spec/podManagementPolicy", json!("OrderedReady"));
-        rolling_defaults(o, "/spec/updateStrategy", &[("partition", json!(0))]);
-    }),
-    ("apps", "DaemonSet", |o| {
-        default(o, "/spec/revisionHistoryLimit", json!(10));
-        pod_spec_defaults(o, "/spec/template/spec");
-        rolling_defaults(
-            o,
-            "/spec/updateStrategy",
-            &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
-        );
-    }),
-    ("batch", "Job", |o| {
-        for (field, value) in [
-            ("completions", json!(1)),
-            ("parallelism", json!(1)),
-            ("backoffLimit", json!(6)),
-            ("completionMode", json!("NonIndexed")),
-            ("suspend", json!(false)),
-        ] {
-            default(o, &format!("/spec/{field}"), value);
-        }
-        pod_spec_defaults(o, "/spec/template/spec");
-    }),
-    ("batch", "CronJob", |o| {
-        for (field, value) in [
-            ("concurrencyPolicy", json!("Allow")),
-            ("suspend", json!(false)),
-            ("successfulJobsHistoryLimit", json!(3)),
-            ("failedJobsHistoryLimit", json!(1)),
-        ] {
-            default(o, &format!("/spec/{field}"), value);
-        }
-    }),
-];
-
-/// What Kubernetes gives a new Job unless it has `manualSelector`: a
-/// selector on its own uid, and the labels that match it on its pod
-/// template (so `kubectl logs job/NAME` finds its pods). Called once the
-/// object has its uid.
-pub fn generate_job_selector(resource: &ResourceType, object: &mut Value) {
-    let manual = object["spec"]["manualSelector"] == json!(true);
-    if resource.group != "batch" || resource.kind != "Job" || manual {
-        return;
-    }
-    let (Some(uid), Some(name)) = (
-        object["metadata"]["uid"].as_str().map(str::to_owned),
-        object["metadata"]["name"].as_str().map(str::to_owned),
-    ) else {
-        return;
-    };
-    let selector = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    default(object, "/spec/selector", selector);
-    for (label, value) in [
-        ("batch.kubernetes.io/controller-uid", &uid),
-        ("batch.kubernetes.io/job-name", &name),
-        ("controller-uid", &uid),
-        ("job-name", &name),
-    ] {
-        default(
-            object,
-            &format!(
-                "/spec/template/metadata/labels/{}",
-                label.replace('/', "~1")
-            ),
-            json!(value),
-        );
-    }
-}
-
-/// Fills in the defaults of the object's kind.
-pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
-    for (group, kind, fill) in DEFAULTS {
-        if resource.group == *group && resource.kind == *kind {
-            fill(object);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,26 +281,6 @@ mod tests {
 
     fn pods() -> &'static ResourceType {
         by_kind("", "v1", "Pod").unwrap()
-    }
-
-    #[test]
-    fn a_new_job_selects_its_pods_by_its_uid() {
-        let jobs = by_kind("batch", "v1", "Job").unwrap();
-        let mut job = json!({"metadata": {"name": "greet", "uid": "u-1"},
-            "spec": {"template": {"metadata": {"labels": {"app": "x"}}}}});
-        generate_job_selector(jobs, &mut job);
-        assert_eq!(
-            job["spec"]["selector"],
-            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
-        );
-        let labels = &job["spec"]["template"]["metadata"]["labels"];
-        assert_eq!(labels["app"], "x");
-        assert_eq!(labels["batch.kubernetes.io/controller-uid"], "u-1");
-        assert_eq!(labels["job-name"], "greet");
-        let mut manual = json!({"metadata": {"name": "m", "uid": "u-2"},
-            "spec": {"manualSelector": true, "template": {}}});
-        generate_job_selector(jobs, &mut manual);
-        assert!(manual["spec"].get("selector").is_none());
     }
 
     #[test]
@@ -667,58 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn immutable_fields_and_pod_updates() {
-        let deploy = by_kind("apps", "v1", "Deployment").unwrap();
-        let old = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 1}});
-        let new = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}, "replicas": 2}});
-        let errors = validate_update(deploy, &old, &new);
-        assert_eq!(errors[0].field, "spec.selector");
-        let scaled = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "replicas": 5}});
-        assert!(validate_update(deploy, &old, &scaled).is_empty());
-        let pod = json!({"spec": {"containers": [{"name": "c", "image": "a:1"}]}});
-        let new_image = json!({"spec": {"containers": [{"name": "c", "image": "a:2"}]}});
-        let new_name = json!({"spec": {"containers": [{"name": "d", "image": "a:1"}]}});
-        assert!(validate_update(pods(), &pod, &new_image).is_empty());
-        assert_eq!(validate_update(pods(), &pod, &new_name)[0].field, "spec");
-    }
-
-    #[test]
-    fn defaults_and_generated_names() {
-        let deploy = by_kind("apps", "v1", "Deployment").unwrap();
-        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
-        apply_defaults(deploy, &mut d);
-        assert_eq!(d["spec"]["replicas"], 1);
-        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
-            "Always"
-        );
-        let daemons = by_kind("apps", "v1", "DaemonSet").unwrap();
-        let mut half =
-            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}});
-        apply_defaults(daemons, &mut half);
-        assert_eq!(
-            half["spec"]["updateStrategy"],
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}})
-        );
-        let mut on_delete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
-        apply_defaults(daemons, &mut on_delete);
-        assert_eq!(
-            on_delete["spec"]["updateStrategy"],
-            json!({"type": "OnDelete"})
-        );
-        let pods = by_kind("", "v1", "Pod").unwrap();
-        let mut pod = json!({"spec": {"containers": [], "tolerations": [
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}]}});
-        apply_defaults(pods, &mut pod);
-        let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
-        assert_eq!(tolerations.len(), 2, "{tolerations:?}");
-        assert_eq!(tolerations[0]["tolerationSeconds"], 2);
-        assert_eq!(tolerations[1]["key"], "node.kubernetes.io/not-ready");
-        assert_eq!(tolerations[1]["tolerationSeconds"], 300);
-        let mut kept = json!({"spec": {"replicas": 0}});
-        apply_defaults(deploy, &mut kept);
-        assert_eq!(kept["spec"]["replicas"], 0);
+    fn generated_names() {
         let mut g = json!({"metadata": {"generateName": "web-"}});
         generate_name(&mut g);
         let name = name(&g).unwrap();

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -11,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
 use wasmkube_types::patch::{apply, definition_of, strategic};
-use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
+use wasmkube_types::strategy::{Deletion, set_pointer};
 use wasmkube_types::{ResourceType, Verb};
 
 use crate::cache::{Cached, Filters, Page};
@@ -20,18 +19,15 @@ use crate::crd::ScalePaths;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
 use crate::objects::{
-    apply_defaults, bump_generation, check_decodes, check_namespace, check_type_meta, deleting,
-    finalizers, generate_name, keep_server_fields, labels, meta_str, metadata_mut, name, now,
-    set_pointer, stamp_new, validate_metadata, validate_update,
+    bump_generation, check_decodes, check_namespace, check_type_meta, deleting, finalizers,
+    generate_name, keep_server_fields, meta_str, metadata_mut, name, now, prepare_new,
+    validate_metadata,
 };
 use crate::path::{self, Route, Target};
-use crate::spec::validate_spec;
 use crate::table::{Columns, Include, table};
 use crate::{ApiServer, allocate};
 use crate::{discovery, logs, openapi, watch};
 
-/// How long Events are kept.
-const EVENT_TTL: Duration = Duration::from_secs(3600);
 /// How many times a read-modify-write is tried against concurrent writers.
 const ATTEMPTS: usize = 5;
 
@@ -117,18 +113,34 @@ async fn dispatch(
         (Method::POST, None, None) => {
             allow(Verb::Create)?;
             let object = decode_body(headers, body)?;
-            if r.kind == "Binding" {
-                let pod = name(&object)
-                    .ok_or_else(|| ApiError::bad_request("a Binding needs metadata.name"))?;
-                return request.bind(pod, &object).await;
-            }
-            request.create(object, Write::Update).await
+            let Some((plural, subresource)) = r.acts_on else {
+                return request.create(object, Write::Update).await;
+            };
+            // An action on the object it names, as its subresource.
+            let name = name(&object).ok_or_else(|| {
+                ApiError::bad_request(format!("a {} needs metadata.name", r.kind))
+            })?;
+            let target = Target {
+                resource: server
+                    .kinds
+                    .all()
+                    .into_iter()
+                    .find(|k| k.group == r.group && k.version == r.version && k.plural == plural)
+                    .ok_or_else(ApiError::no_such_path)?,
+                namespace: target.namespace.clone(),
+                name: Some(name.to_owned()),
+                subresource: Some(subresource.to_owned()),
+            };
+            let request = Request {
+                target: &target,
+                ..request
+            };
+            request.act(name, subresource, &object).await
         }
-        (Method::POST, Some(name), Some("binding")) => {
-            request.bind(name, &decode_body(headers, body)?).await
-        }
-        (Method::POST, Some(name), Some("eviction")) => {
-            request.evict(name, &decode_body(headers, body)?).await
+        (Method::POST, Some(name), Some(subresource)) => {
+            request
+                .act(name, subresource, &decode_body(headers, body)?)
+                .await
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             allow(Verb::Update)?;
@@ -457,14 +469,12 @@ impl Request<'_> {
         check_decodes(r, &object)?;
         self.check_fields(&mut object)?;
         let name = name(&object).unwrap_or("").to_owned();
-        apply_defaults(r, &mut object);
+        prepare_new(r, &mut object);
         let mut errors = validate_metadata(r, &object);
-        errors.extend(validate_spec(r, &object));
+        errors.extend(r.strategy.validate(&object));
         if !errors.is_empty() {
             return Err(ApiError::invalid(r, &name, &errors));
         }
-        stamp_new(&mut object);
-        crate::objects::generate_job_selector(r, &mut object);
         if write == Write::Update {
             self.record(None, &mut object);
         }
@@ -475,7 +485,7 @@ impl Request<'_> {
             return Ok(self.render(201, &object));
         }
         let key = self.key(&name)?;
-        let ttl = (r.kind == "Event").then_some(EVENT_TTL);
+        let ttl = r.strategy.ttl();
         let store = &self.server.store;
         let claims = allocate::claim(store, r, &mut object, &Default::default()).await?;
         let kv = match store.create(&key, encode(&mut object), ttl).await {
@@ -535,8 +545,8 @@ impl Request<'_> {
                 object["status"] = old["status"].clone();
             }
             keep_server_fields(&old, &mut object);
-            apply_defaults(r, &mut object);
-            allocate::carry_over(r, &old, &mut object);
+            r.strategy.apply_defaults(&mut object);
+            r.strategy.prepare_for_update(&mut object, &old);
             bump_generation(&old, &mut object);
             if write == Write::Update {
                 self.record(Some(&old), &mut object);
@@ -544,8 +554,8 @@ impl Request<'_> {
             object
         };
         let mut errors = validate_metadata(r, &new);
-        errors.extend(validate_spec(r, &new));
-        errors.extend(validate_update(r, &old, &new));
+        errors.extend(r.strategy.validate(&new));
+        errors.extend(r.strategy.validate_update(&new, &old));
         if !errors.is_empty() {
             return Err(ApiError::invalid(r, name, &errors));
         }
@@ -587,7 +597,7 @@ impl Request<'_> {
             set_version(&mut object, kv.mod_revision);
             return Ok(object);
         }
-        let ttl = (r.kind == "Event").then_some(EVENT_TTL);
+        let ttl = r.strategy.ttl();
         let kv = self
             .server
             .store
@@ -599,7 +609,7 @@ impl Request<'_> {
     }
 
     /// Reads, changes and writes back an object, again if another writer came first.
-    async fn modify(
+    pub(crate) async fn modify(
         &self,
         name: &str,
         mut change: impl FnMut(&mut Value) -> ApiResult<()>,
@@ -717,9 +727,10 @@ impl Request<'_> {
         let r = self.resource();
         let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
         if replicas < 0 {
-            let scale_type = by_kind("autoscaling", "v1", "Scale").unwrap_or(r);
-            return Err(ApiError::invalid(
-                scale_type,
+            let scale = r.subresource("scale").ok_or_else(not_allowed)?;
+            return Err(ApiError::invalid_of(
+                scale.group,
+                scale.kind,
                 name,
                 &[FieldError::invalid(
                     "spec.replicas",
@@ -759,93 +770,14 @@ impl Request<'_> {
         scale_of(object, &self.scale_paths())
     }
 
-    /// Binds a pod to a node (what the scheduler does).
-    async fn bind(&self, pod: &str, binding: &Value) -> ApiResult<Response> {
-        let pods = by_kind("", "v1", "Pod").expect("pods are served");
-        let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
-        if node.is_empty() {
-            return Err(ApiError::invalid(
-                by_kind("", "v1", "Binding").expect("bindings are served"),
-                pod,
-                &[FieldError::required("target.name", "")],
-            ));
+    /// A POST to the subresource of an object that acts on it: a pod's binding
+    /// or eviction.
+    async fn act(&self, name: &str, subresource: &str, body: &Value) -> ApiResult<Response> {
+        match subresource {
+            "binding" => self.bind(name, body).await,
+            "eviction" => self.evict(name, body).await,
+            _ => Err(not_allowed()),
         }
-        let target = Target {
-            resource: pods,
-            namespace: self.target.namespace.clone(),
-            name: Some(pod.to_owned()),
-            subresource: None,
-        };
-        let on_pods = Request {
-            target: &target,
-            ..*self
-        };
-        on_pods
-            .modify(pod, |object| {
-                if let Some(current) = object["spec"]["nodeName"]
-                    .as_str()
-                    .filter(|n| !n.is_empty())
-                {
-                    return Err(ApiError::conflict(
-                        pods,
-                        pod,
-                        &format!("pod {pod} is already assigned to node {current:?}"),
-                    ));
-                }
-                if deleting(object) {
-                    return Err(ApiError::conflict(
-                        pods,
-                        pod,
-                        "pod is being deleted, cannot be assigned to a host",
-                    ));
-                }
-                object["spec"]["nodeName"] = json!(node);
-                set_condition(object, "PodScheduled", "True");
-                Ok(())
-            })
-            .await?;
-        Ok(respond(Format::Json, 201, &success(201)))
-    }
-
-    /// Evicts a pod unless a disruption budget forbids it.
-    async fn evict(&self, pod: &str, eviction: &Value) -> ApiResult<Response> {
-        let (object, _) = self.read(pod).await?;
-        let budgets = by_kind("policy", "v1", "PodDisruptionBudget").expect("budgets are served");
-        let prefix = budgets
-            .storage_collection(self.namespace())
-            .expect("budgets are stored");
-        let pod_labels = labels(&object);
-        for budget in self.server.objects(&prefix).await? {
-            let selector = serde_json::from_value(budget["spec"]["selector"].clone())
-                .ok()
-                .and_then(|s| Selector::from_label_selector(&s).ok());
-            if selector.is_some_and(|s| s.matches(&pod_labels))
-                && budget["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) < 1
-            {
-                return Err(ApiError {
-                    details: Some(json!({"causes": [{
-                        "reason": "DisruptionBudget",
-                        "message": format!(
-                            "The disruption budget {} needs {} healthy pods and has {} currently",
-                            name(&budget).unwrap_or(""),
-                            budget["status"]["desiredHealthy"].as_i64().unwrap_or(0),
-                            budget["status"]["currentHealthy"].as_i64().unwrap_or(0),
-                        ),
-                    }]})),
-                    ..ApiError::new(
-                        429,
-                        "TooManyRequests",
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                    )
-                });
-            }
-        }
-        let options = match eviction.get("deleteOptions") {
-            Some(o) if o.is_object() => o.clone(),
-            _ => json!({}),
-        };
-        self.delete(pod, &options).await?;
-        Ok(respond(Format::Json, 201, &success(201)))
     }
 
     /// Deletes an object, or marks it for deletion while finalizers or a graceful
@@ -864,19 +796,13 @@ impl Request<'_> {
                 Some("Orphan") => marks.push("orphan".into()),
                 _ => {}
             }
-            let grace = options["gracePeriodSeconds"]
-                .as_i64()
-                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30);
-            let running_pod = r.kind == "Pod"
-                && object["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty());
-            let namespace = r.kind == "Namespace" && r.group.is_empty();
+            let deletion = r
+                .strategy
+                .deletion(&object, options["gracePeriodSeconds"].as_i64());
             if self.dry_run() {
                 return Ok((object, 200));
             }
-            let result = if marks.is_empty() && !namespace && !(running_pod && grace > 0) {
+            let result = if marks.is_empty() && deletion == Deletion::Immediate {
                 let key = self.key(name)?;
                 self.server
                     .store
@@ -887,22 +813,21 @@ impl Request<'_> {
                         (object, 200)
                     })
             } else {
+                let grace = match deletion {
+                    Deletion::Graceful(grace) => grace,
+                    Deletion::Immediate | Deletion::Contents => 0,
+                };
+                r.strategy.prepare_for_delete(&mut object);
                 let meta = metadata_mut(&mut object);
                 meta.insert("deletionTimestamp".into(), json!(now()));
-                meta.insert(
-                    "deletionGracePeriodSeconds".into(),
-                    json!(if running_pod { grace } else { 0 }),
-                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 marks.dedup();
                 if !marks.is_empty() {
                     meta.insert("finalizers".into(), json!(marks));
                 }
-                if namespace {
-                    object["status"]["phase"] = json!("Terminating");
-                }
                 match self.commit(name, object, revision).await {
                     Ok(object) => {
-                        if namespace {
+                        if deletion == Deletion::Contents {
                             self.server.finalize_namespace(name.to_owned());
                         }
                         return Ok((object, 200));
@@ -1055,26 +980,6 @@ fn check_preconditions(
         }
     }
     Ok(())
-}
-
-/// A Status of success.
-fn success(code: u16) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
-}
-
-/// Sets a condition of an object's status, with the time of the change.
-fn set_condition(object: &mut Value, kind: &str, status: &str) {
-    let condition =
-        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
-    let conditions = &mut object["status"]["conditions"];
-    if !conditions.is_array() {
-        *conditions = json!([]);
-    }
-    let list = conditions.as_array_mut().expect("an array");
-    match list.iter_mut().find(|c| c["type"] == kind) {
-        Some(existing) => *existing = condition,
-        None => list.push(condition),
-    }
 }
 
 /// The autoscaling/v1 Scale of a workload.

@@ -4,18 +4,21 @@
 //! the [`registry`] of every built-in kind with the facts that routing, discovery and
 //! store keys are derived from, label and field [`selector`]s, the name and label
 //! [`validation`] rules of Kubernetes, [`cron`] schedules, IPv4 [`cidr`] ranges, the [`patch`] metadata of every kind with
-//! the strategic merge patch that reads it, and Wasmkube's own kind, the
-//! [`plugin::Plugin`].
+//! the strategic merge patch that reads it, Wasmkube's own kind, the
+//! [`plugin::Plugin`], and the [`strategy`] of every kind: its defaults, its
+//! validation (reported as [`field`] errors) and what its writes and deletes do.
 //!
 //! It does no I/O and depends on no runtime (no tokio, axum, etcd or wasmtime): every
 //! other crate can use it, and it can be used from anywhere.
 
 pub mod cidr;
 pub mod cron;
+pub mod field;
 pub mod patch;
 pub mod plugin;
 pub mod registry;
 pub mod selector;
+pub mod strategy;
 pub mod table;
 pub mod validation;
 

@@ -3,8 +3,10 @@
 //! Group, version, kind, plural and scope come from the `k8s-openapi` type of each
 //! kind, so the table cannot disagree with the types it serves; the rest (short
 //! names, verbs, subresources, categories, field selectors, the store key prefix)
-//! is written once here. Routing, discovery and store keys are all derived from it:
-//! adding a kind is adding a row.
+//! is written once here, with the kind's [`Strategy`]: its defaults, validation and
+//! what its writes and deletes do. Routing, discovery, store keys and the request
+//! pipeline are all derived from it: adding a kind is adding a row (and, for a kind
+//! with rules of its own, a strategy).
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
@@ -18,6 +20,7 @@ use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::strategy::{self as s, Strategy};
 use crate::table::{self, Column};
 
 /// Decodes `object` as a `T`, and says which field did not decode.
@@ -173,6 +176,14 @@ pub struct ResourceType {
     /// The OpenAPI schema of the kind's objects (a reference into the generator's
     /// definitions, which it fills).
     pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// What is particular to the kind's objects: defaults, validation, and what a
+    /// create, an update or a delete does to them.
+    pub strategy: &'static dyn Strategy,
+    /// For a kind that is an action on another kind's objects rather than stored
+    /// (`action` sets it): the plural of that kind and the subresource the action
+    /// is. A Binding posted to `bindings` binds the pod it names, as one posted to
+    /// `pods/<name>/binding` does.
+    pub acts_on: Option<(&'static str, &'static str)>,
 }
 
 /// Kinds are the same when their group, version and kind are.
@@ -206,6 +217,8 @@ impl ResourceType {
             columns: table::DEFAULT,
             check: check_as::<T>,
             schema: SchemaGenerator::subschema_for::<T>,
+            strategy: &s::PLAIN,
+            acts_on: None,
         }
     }
 
@@ -240,6 +253,8 @@ impl ResourceType {
             columns: table::DEFAULT,
             check: |_| Ok(()),
             schema: |_| schemars::json_schema!({"type": "object"}),
+            strategy: &s::CUSTOM,
+            acts_on: None,
         }
     }
 
@@ -273,9 +288,18 @@ impl ResourceType {
         self
     }
 
-    const fn action(mut self) -> Self {
+    /// A kind whose objects are created only to act on an object of the kind
+    /// called `plural`, as its `subresource`; they are never stored.
+    const fn action(mut self, plural: &'static str, subresource: &'static str) -> Self {
         self.verbs = CREATE_ONLY;
         self.storage_prefix = None;
+        self.acts_on = Some((plural, subresource));
+        self
+    }
+
+    /// The kind with `strategy`.
+    pub const fn strategy(mut self, strategy: &'static dyn Strategy) -> Self {
+        self.strategy = strategy;
         self
     }
 
@@ -396,13 +420,15 @@ pub static BUILTIN: &[ResourceType] = &[
         .sub(POD_SUBRESOURCES)
         .in_all()
         .fields(POD_FIELDS)
-        .columns(table::POD),
+        .columns(table::POD)
+        .strategy(&s::PODS),
     ResourceType::of::<core::Service>()
         .short(&["svc"])
         .sub(STATUS)
         .in_all()
         .stored_as("services/specs")
-        .columns(table::SERVICE),
+        .columns(table::SERVICE)
+        .strategy(&s::SERVICES),
     ResourceType::of::<core::Endpoints>()
         .short(&["ep"])
         .stored_as("services/endpoints")
@@ -412,29 +438,35 @@ pub static BUILTIN: &[ResourceType] = &[
         .sub(STATUS)
         .fields(&["spec.unschedulable"])
         .stored_as("minions")
-        .columns(table::NODE),
+        .columns(table::NODE)
+        .strategy(&s::NODES),
     ResourceType::of::<core::Namespace>()
         .short(&["ns"])
         .sub(STATUS)
         .fields(&["status.phase"])
-        .columns(table::NAMESPACE),
+        .columns(table::NAMESPACE)
+        .strategy(&s::NAMESPACES),
     ResourceType::of::<core::Secret>()
         .fields(&["type"])
-        .columns(table::SECRET),
+        .columns(table::SECRET)
+        .strategy(&s::SECRETS),
     ResourceType::of::<core::ConfigMap>()
         .short(&["cm"])
-        .columns(table::CONFIG_MAP),
+        .columns(table::CONFIG_MAP)
+        .strategy(&s::CONFIG_MAPS),
     ResourceType::of::<core::ServiceAccount>()
         .short(&["sa"])
         .columns(table::SERVICE_ACCOUNT),
     ResourceType::of::<core::PersistentVolume>()
         .short(&["pv"])
         .sub(STATUS)
-        .columns(table::PERSISTENT_VOLUME),
+        .columns(table::PERSISTENT_VOLUME)
+        .strategy(&s::PERSISTENT_VOLUMES),
     ResourceType::of::<core::PersistentVolumeClaim>()
         .short(&["pvc"])
         .sub(STATUS)
-        .columns(table::PERSISTENT_VOLUME_CLAIM),
+        .columns(table::PERSISTENT_VOLUME_CLAIM)
+        .strategy(&s::PERSISTENT_VOLUME_CLAIMS),
     ResourceType::of::<core::ResourceQuota>()
         .short(&["quota"])
         .sub(STATUS),
@@ -445,56 +477,66 @@ pub static BUILTIN: &[ResourceType] = &[
         .in_all()
         .fields(REPLICAS_FIELDS)
         .stored_as("controllers")
-        .columns(table::REPLICA_SET),
+        .columns(table::REPLICA_SET)
+        .strategy(&s::REPLICATION_CONTROLLERS),
     ResourceType::of::<core::Event>()
         .short(&["ev"])
         .fields(EVENT_FIELDS)
-        .columns(table::EVENT),
-    ResourceType::of::<core::Binding>().action(),
+        .columns(table::EVENT)
+        .strategy(&s::EVENTS),
+    ResourceType::of::<core::Binding>().action("pods", "binding"),
     // apps/v1
     ResourceType::of::<apps::Deployment>()
         .short(&["deploy"])
         .sub(STATUS_AND_SCALE)
         .in_all()
-        .columns(table::DEPLOYMENT),
+        .columns(table::DEPLOYMENT)
+        .strategy(&s::DEPLOYMENTS),
     ResourceType::of::<apps::ReplicaSet>()
         .short(&["rs"])
         .sub(STATUS_AND_SCALE)
         .in_all()
         .fields(REPLICAS_FIELDS)
-        .columns(table::REPLICA_SET),
+        .columns(table::REPLICA_SET)
+        .strategy(&s::REPLICA_SETS),
     ResourceType::of::<apps::DaemonSet>()
         .short(&["ds"])
         .sub(STATUS)
         .in_all()
-        .columns(table::DAEMON_SET),
+        .columns(table::DAEMON_SET)
+        .strategy(&s::DAEMON_SETS),
     ResourceType::of::<apps::StatefulSet>()
         .short(&["sts"])
         .sub(STATUS_AND_SCALE)
         .in_all()
-        .columns(table::STATEFUL_SET),
+        .columns(table::STATEFUL_SET)
+        .strategy(&s::STATEFUL_SETS),
     ResourceType::of::<apps::ControllerRevision>(),
     // batch/v1
     ResourceType::of::<batch::Job>()
         .sub(STATUS)
         .in_all()
         .fields(&["status.successful"])
-        .columns(table::JOB),
+        .columns(table::JOB)
+        .strategy(&s::JOBS),
     ResourceType::of::<batch::CronJob>()
         .short(&["cj"])
         .sub(STATUS)
         .in_all()
-        .columns(table::CRON_JOB),
+        .columns(table::CRON_JOB)
+        .strategy(&s::CRON_JOBS),
     // autoscaling/v2
     ResourceType::of::<autoscaling::HorizontalPodAutoscaler>()
         .short(&["hpa"])
         .sub(STATUS)
-        .in_all(),
+        .in_all()
+        .strategy(&s::HORIZONTAL_POD_AUTOSCALERS),
     // networking.k8s.io/v1
     ResourceType::of::<networking::Ingress>()
         .short(&["ing"])
         .sub(STATUS)
-        .stored_as("ingress"),
+        .stored_as("ingress")
+        .strategy(&s::INGRESSES),
     ResourceType::of::<networking::IngressClass>(),
     ResourceType::of::<networking::NetworkPolicy>().short(&["netpol"]),
     // discovery.k8s.io/v1
@@ -514,7 +556,8 @@ pub static BUILTIN: &[ResourceType] = &[
     // policy/v1
     ResourceType::of::<policy::PodDisruptionBudget>()
         .short(&["pdb"])
-        .sub(STATUS),
+        .sub(STATUS)
+        .strategy(&s::POD_DISRUPTION_BUDGETS),
     // node.k8s.io/v1
     ResourceType::of::<node::RuntimeClass>(),
     // apiextensions.k8s.io/v1
@@ -526,7 +569,8 @@ pub static BUILTIN: &[ResourceType] = &[
     ResourceType::of::<crate::plugin::Plugin>()
         .sub(STATUS)
         .stored_as("wasmkube.io/plugins")
-        .columns(table::PLUGIN),
+        .columns(table::PLUGIN)
+        .strategy(&s::PLUGINS),
 ];
 
 /// Finds a built-in kind by group, version and plural resource name.
