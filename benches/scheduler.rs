@@ -6,8 +6,10 @@
 //!
 //! `cargo bench --bench scheduler`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{NodeChange, PluginHost};
 use wasmkube_scheduler::{Framework, Outcome};
 
@@ -96,7 +98,7 @@ fn summary(mut times: Vec<Duration>) -> (Duration, Duration) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(dir.path()).unwrap();
+    let host = PluginHost::new(Arc::new(Engine::start(&Settings::at(dir.path())).unwrap()));
     let nodes: Vec<serde_json::Value> = (0..NODES).map(node).collect();
     println!(
         "Scheduler: {CYCLES} pods one after another against {NODES} nodes, the 7 default plugins; a cycle = the previous placement fed to the plugins + pre-filter + filter + score + reserve + permit"

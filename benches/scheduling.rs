@@ -19,8 +19,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config};
 use serde_json::json;
+use wasmkube_engine::{Engine, Settings};
+use wasmkube_oci::ImageStore;
 use wasmkube_plugin_host::PluginHost;
-use wasmkube_runtime::ImageStore;
 use wasmkube_scheduler::{DEFAULT_SCHEDULER, Metrics, Profiles};
 
 mod frameworks;
@@ -96,7 +97,9 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
     let server = Process::start(&["server", "--listen", "127.0.0.1:0"], dir.path());
     let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
     create_nodes(&client).await;
-    let host = PluginHost::new(&dir.path().join("compiled")).unwrap();
+    let host = PluginHost::new(Arc::new(
+        Engine::start(&Settings::at(&dir.path().join("compiled"))).unwrap(),
+    ));
     let plugins = if wasm { wasms(&host) } else { natives() };
     let frameworks = BTreeMap::from([(DEFAULT_SCHEDULER.to_owned(), framework(plugins, 0))]);
     let (closing, closed) = tokio::sync::watch::channel(false);

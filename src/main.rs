@@ -14,13 +14,14 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wasmkube_agent::{Agent, Range};
 use wasmkube_apiserver::{ApiServer, kubeconfig};
-use wasmkube_scheduler::Config as SchedulerConfig;
+use wasmkube_engine::{Engine, Settings};
+use wasmkube_plugin_host::PluginHost;
+use wasmkube_scheduler::{Config as SchedulerConfig, Serving};
 use wasmkube_store::Store;
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
 mod cluster;
 mod exit;
-mod leader;
 mod settings;
 mod verbs;
 mod wasm;
@@ -328,80 +329,6 @@ fn scheduler_config(config: Option<&Path>) -> Result<SchedulerConfig> {
     SchedulerConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-/// What the scheduler is told to do.
-struct Scheduling {
-    config: SchedulerConfig,
-    /// Where its metrics are served, if anywhere.
-    metrics: Option<SocketAddr>,
-}
-
-/// Loads the profiles (compiling their plugins, under `data_dir`; a bad
-/// configuration stops the start), serves the metrics, then schedules until
-/// `closed`: with `elect`, only while this process holds the scheduler's
-/// Lease (loading the profiles again each time it takes the lease over).
-async fn schedule(
-    client: Client,
-    scheduling: Scheduling,
-    data_dir: PathBuf,
-    elect: bool,
-    closed: tokio::sync::watch::Receiver<bool>,
-) -> Result<()> {
-    let data_dir = data_dir.join("scheduler");
-    // Compiling the plugins the first time takes seconds: a stop asked
-    // meanwhile is not kept waiting.
-    let first = tokio::select! {
-        loaded = wasmkube_scheduler::load(&scheduling.config, &data_dir) => loaded?,
-        () = until_closed(closed.clone()) => return Ok(()),
-    };
-    let metrics = first.metrics.clone();
-    if let Some(address) = scheduling.metrics {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("listening on {address}"))?;
-        let metrics = metrics.clone();
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || async move { metrics.render() }),
-        );
-        tracing::info!(address = %listener.local_addr()?, "serving the scheduler's metrics");
-        let mut closing = closed.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = closing.wait_for(|c| *c).await;
-            };
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await
-        });
-    }
-    let names: Vec<&String> = first.frameworks.keys().collect();
-    tracing::info!(profiles = ?names, "scheduling");
-    let mut first = Some(first);
-    let work = |stop| {
-        let (client, config, data_dir) =
-            (client.clone(), scheduling.config.clone(), data_dir.clone());
-        let (loaded, metrics) = (first.take(), metrics.clone());
-        async move {
-            let profiles = match loaded {
-                Some(profiles) => Ok(profiles),
-                None => wasmkube_scheduler::load(&config, &data_dir).await,
-            };
-            let result = match profiles {
-                Ok(mut profiles) => {
-                    profiles.metrics = metrics;
-                    wasmkube_scheduler::run(client, profiles, stop).await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
-            }
-        }
-    };
-    elected(&client, "kube-scheduler", elect, closed, work).await;
-    Ok(())
-}
-
 /// Runs the controllers until `closed`: with `elect`, only while this
 /// process holds the controller manager's Lease.
 async fn control_plane(
@@ -411,32 +338,7 @@ async fn control_plane(
     closed: tokio::sync::watch::Receiver<bool>,
 ) {
     let work = |stop| wasmkube_controllers::run(client.clone(), settings.clone(), stop);
-    elected(&client, "kube-controller-manager", elect, closed, work).await;
-}
-
-/// Runs `work` until `closed`: with `elect`, while this process holds the
-/// Lease `kube-system/<lease>`.
-async fn elected<W, F>(
-    client: &Client,
-    lease: &'static str,
-    elect: bool,
-    closed: tokio::sync::watch::Receiver<bool>,
-    mut work: W,
-) where
-    W: FnMut(tokio::sync::watch::Receiver<bool>) -> F,
-    F: Future<Output = ()>,
-{
-    if elect {
-        let election = leader::Election::new(client.clone(), lease, leader::identity());
-        election.lead(closed, work).await;
-    } else {
-        work(closed).await;
-    }
-}
-
-/// Resolves once `closed` turns true.
-async fn until_closed(mut closed: tokio::sync::watch::Receiver<bool>) {
-    let _ = closed.wait_for(|c| *c).await;
+    wasmkube_leader::elected(&client, "kube-controller-manager", elect, closed, work).await;
 }
 
 /// A signal that turns true when the process is asked to stop.
@@ -471,9 +373,9 @@ struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn agent(self, client: Client, data_dir: &Path) -> Result<Agent> {
+    fn agent(self, client: Client, engine: Arc<Engine>, data_dir: &Path) -> Result<Agent> {
         let name = self.node_name.unwrap_or_else(host_name);
-        let mut agent = Agent::new(client, &name, data_dir, self.pod_cidr)?;
+        let mut agent = Agent::new(client, engine, &name, data_dir, self.pod_cidr)?;
         if let Some(address) = self.dns_listen {
             agent = agent.serve_dns(address);
         }
@@ -561,14 +463,15 @@ async fn run(command: Command) -> Result<()> {
         Command::Up(args) => server(args.server, Some(args.control), Some(args.node)).await,
         Command::Agent(args) => agent(args).await,
         Command::Scheduler(args) => {
-            let scheduling = Scheduling {
+            let serving = Serving {
                 config: scheduler_config(args.config.as_deref())?,
                 metrics: args.metrics,
+                host: PluginHost::new(engine(&args.data_dir, false)?),
+                data_dir: args.data_dir,
+                elect: args.leader_elect,
             };
             let client = client(&args.kubeconfig).await?;
-            let closed = closed_on_shutdown();
-            let elect = args.leader_elect;
-            schedule(client, scheduling, args.data_dir, elect, closed).await
+            wasmkube_scheduler::serve(client, serving, closed_on_shutdown()).await
         }
         Command::ControllerManager(args) => {
             let client = client(&args.kubeconfig).await?;
@@ -583,7 +486,7 @@ async fn run(command: Command) -> Result<()> {
                 .args
                 .reference
                 .as_deref()
-                .is_some_and(wasmkube_runtime::names_a_registry);
+                .is_some_and(wasmkube_oci::names_a_registry);
             let cluster = match named {
                 true => None,
                 false => Some(push.cluster().await?),
@@ -718,20 +621,24 @@ async fn server(
     let router = api.router().merge(registry.router());
     let (closing, closed) = tokio::sync::watch::channel(false);
     let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+    let engine = match (&control, &node) {
+        (None, None) => None,
+        _ => Some(engine(&args.data_dir, node.is_some())?),
+    };
     let mut leading = Vec::new();
-    if let Some(control) = control {
+    if let (Some(control), Some(engine)) = (control, &engine) {
         // A bad configuration stops the start; its plugins compile while the
         // API serves.
-        let scheduling = Scheduling {
+        let serving = Serving {
             config: scheduler_config(control.scheduler_config.as_deref())?,
             metrics: control.scheduler_metrics,
+            host: PluginHost::new(engine.clone()),
+            data_dir: args.data_dir.clone(),
+            elect,
         };
-        let (data_dir, scheduler_client, closed_too) =
-            (args.data_dir.clone(), client.clone(), closed.clone());
+        let (scheduler_client, closed_too) = (client.clone(), closed.clone());
         leading.push(tokio::spawn(async move {
-            if let Err(e) =
-                schedule(scheduler_client, scheduling, data_dir, elect, closed_too).await
-            {
+            if let Err(e) = wasmkube_scheduler::serve(scheduler_client, serving, closed_too).await {
                 tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
             }
         }));
@@ -744,9 +651,9 @@ async fn server(
         )));
     }
     let mut node_agent = None;
-    if let Some(node) = node {
+    if let (Some(node), Some(engine)) = (node, engine) {
         // Its network plugins compile (once) beside the serving API.
-        let agent = tokio::task::block_in_place(|| node.agent(client, &args.data_dir))?;
+        let agent = tokio::task::block_in_place(|| node.agent(client, engine, &args.data_dir))?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         let closed = closed.clone();
@@ -773,6 +680,16 @@ async fn server(
     Ok(())
 }
 
+/// The process's one Wasm engine, keeping compiled components in
+/// `data_dir/compiled`; pooled for a node's pods when it runs a `node`.
+fn engine(data_dir: &Path, node: bool) -> Result<Arc<Engine>> {
+    let settings = Settings {
+        cache_dir: data_dir.join("compiled"),
+        instances: if node { wasmkube_agent::INSTANCES } else { 0 },
+    };
+    Ok(Arc::new(Engine::start(&settings)?))
+}
+
 /// A client of the cluster of a kubeconfig.
 async fn client(kubeconfig: &Path) -> Result<Client> {
     let read = Kubeconfig::read_from(kubeconfig)
@@ -787,7 +704,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let client = client(&args.kubeconfig).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let agent = args.node.agent(client, &args.data_dir)?;
+    let engine = engine(&args.data_dir, true)?;
+    let agent = args.node.agent(client, engine, &args.data_dir)?;
     let endpoint = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

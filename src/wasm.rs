@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
-use wasmkube_runtime::{Credentials, ImageStore, names_a_registry, normalize};
+use wasmkube_oci::{Credentials, ImageStore, names_a_registry, normalize};
 
 use http::Method;
 
@@ -179,7 +178,7 @@ pub async fn push(cluster: Option<&Cluster>, args: PushArgs) -> Result<String> {
         username,
         password: std::env::var("WASMKUBE_REGISTRY_PASSWORD").unwrap_or_default(),
     });
-    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    let digest = wasmkube_oci::digest(&bytes);
     upload(bytes, &reference, credentials.as_ref(), &args.file).await?;
     println!("pushed {reference} ({digest})");
     Ok(reference)
@@ -204,7 +203,7 @@ async fn upload(
     let total = bytes.len() as u64;
     let bar = Progress::new(file.display().to_string(), total);
     let shown = bar.clone();
-    wasmkube_runtime::push(bytes, reference, credentials, move |sent| shown.show(sent))
+    wasmkube_oci::push(bytes, reference, credentials, move |sent| shown.show(sent))
         .await
         .map_err(|e| Failure::Refused.because(e))?;
     bar.show(total);
@@ -269,8 +268,9 @@ async fn image_for(cluster: &Cluster, source: &str, repository: &str) -> Result<
         return Ok(source.to_owned());
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {source}"))?;
-    let digest = format!("{:x}", Sha256::digest(&bytes));
-    let reference = format!("{}/{repository}:sha256-{}", cluster.server, &digest[..16]);
+    let digest = wasmkube_oci::digest(&bytes);
+    let hex = &digest["sha256:".len()..];
+    let reference = format!("{}/{repository}:sha256-{}", cluster.server, &hex[..16]);
     upload(bytes, &reference, None, file).await?;
     Ok(reference)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use wasmkube_runtime::ImageStore;
+use wasmkube_oci::ImageStore;
 
 fn import(data_dir: &Path, file: &Path, reference: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wasmkube"))

@@ -11,11 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::{apply, eventually, http_get, jsonpath, kubectl};
 use crate::process::{Scheduler, Server, free_port};
 use crate::registry::{Registry, push};
+use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{Code, Limits, NodeChange, PluginHost, SchedulerPlugin};
 
 /// A Node with `labels`, `taints` and `cpu` allocatable.
@@ -464,7 +466,7 @@ fn the_example_plugin_behaves_alike_in_rust_python_and_javascript() {
     // The scheduler's compile cache: each component compiles once for all
     // the tests.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-scheduler/scheduler/compiled");
-    let host = PluginHost::new(&cache).unwrap();
+    let host = PluginHost::new(Arc::new(Engine::start(&Settings::at(&cache)).unwrap()));
     let node = |name: &str, labels: serde_json::Value| {
         serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
             .to_string()

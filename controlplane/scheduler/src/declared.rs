@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
-use wasmkube_plugin_host::{Component, PluginHost, digest};
-use wasmkube_runtime::ImageStore;
+use wasmkube_oci::ImageStore;
+use wasmkube_oci::digest;
+use wasmkube_plugin_host::{Component, PluginHost};
 use wasmkube_types::plugin::{Extension, Plugin, PluginSpec};
 
 use crate::fetch;
@@ -59,7 +59,7 @@ fn stat(path: &Path) -> Option<(SystemTime, u64)> {
 async fn load(
     name: &str,
     spec: &PluginSpec,
-    host: &Arc<PluginHost>,
+    host: &PluginHost,
     images: &ImageStore,
 ) -> Result<(Component, String), String> {
     let path = spec.source.path.as_deref().map(Path::new);
@@ -80,7 +80,7 @@ async fn load(
 /// only) and hands them to the thread through `to`, until either side ends.
 pub(crate) async fn watch(
     mut objects: UnboundedReceiver<Input>,
-    host: Arc<PluginHost>,
+    host: PluginHost,
     images: ImageStore,
     to: Sender<Input>,
 ) {

@@ -14,6 +14,8 @@
 //!   unschedulable pods retried on cluster changes), a node cache with
 //!   assumed pods, binding through `pods/binding`, and a PodScheduled
 //!   condition and Events that say why a pod fits nowhere.
+//! - [`serve`]: the scheduler as a process runs it (metrics, leader
+//!   election).
 //!
 //! Plugin calls are synchronous: cycles run on a thread of their own, fed by
 //! the watches; bindings and reports go back to the async side.
@@ -25,19 +27,20 @@ mod framework;
 mod metrics;
 mod queue;
 mod run;
+mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use wasmkube_oci::{ImageStore, Pulled};
 use wasmkube_plugin_host::{Limits, PluginHost, SchedulerPlugin};
-use wasmkube_runtime::{ImageStore, Pulled};
 
 pub use config::{Config, DEFAULT_SCHEDULER};
 pub use framework::{Extension, Failures, Framework, Outcome, nodes_to_find, unavailable};
 pub use metrics::Metrics;
 pub use run::run;
+pub use serve::{Serving, serve};
 
 /// The components of the default plugins, by name.
 pub fn default_plugins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
@@ -83,23 +86,21 @@ pub struct Profiles {
     /// The frameworks, by scheduler name.
     pub frameworks: BTreeMap<String, Framework>,
     /// The plugins' host (its ticker bounds their calls while it lives).
-    pub host: Arc<PluginHost>,
+    pub host: PluginHost,
     /// Where images of plugins declared by Plugin objects are pulled to.
     pub images: ImageStore,
     /// What the scheduler counts.
     pub metrics: Metrics,
 }
 
-/// Loads `config`'s profiles: each profile gets its own instance of each of
-/// its plugins, configured with its args. Compiled plugins are kept under
-/// `data_dir`.
-pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> {
+/// Loads `config`'s profiles on `host`: each profile gets its own instance
+/// of each of its plugins, configured with its args. Images of plugins are
+/// pulled under `data_dir`.
+pub async fn load(config: &Config, host: PluginHost, data_dir: &Path) -> anyhow::Result<Profiles> {
     let images = ImageStore::open(&data_dir.join("plugins"))?;
     let bytes = sources(config, &images).await?;
     let config = config.clone();
-    let cache = data_dir.join("compiled");
     tokio::task::spawn_blocking(move || {
-        let host = PluginHost::new(&cache)?;
         let mut components = HashMap::new();
         let mut frameworks = BTreeMap::new();
         for profile in &config.profiles {
@@ -131,7 +132,7 @@ pub async fn load(config: &Config, data_dir: &Path) -> anyhow::Result<Profiles> 
         }
         Ok(Profiles {
             frameworks,
-            host: Arc::new(host),
+            host,
             images,
             metrics: Metrics::default(),
         })

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -145,7 +144,7 @@ struct Scheduler {
     /// PriorityClasses: value and whether it is the global default.
     classes: HashMap<String, (i32, bool)>,
     out: mpsc::UnboundedSender<Output>,
-    host: Arc<PluginHost>,
+    host: PluginHost,
     metrics: Metrics,
     /// The plugins Plugin objects declared, by object name.
     declared: HashSet<String>,

@@ -43,10 +43,12 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
+use wasmkube_engine::Engine;
+use wasmkube_plugin_host::PluginHost;
 use wasmkube_runtime::{Rotation, Runtime};
 
 pub use network::Range;
-pub use node::POD_CAPACITY;
+pub use node::{INSTANCES, POD_CAPACITY};
 pub use pod::FRESH_INSTANCES;
 
 /// Why the agent stopped.
@@ -99,11 +101,13 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// An agent for node `node`, keeping images, compiled components and pod data
-    /// under `data_dir`, giving pods addresses from `pod_range` unless the Node
-    /// has a `spec.podCIDR` (by default, [`Range::for_node`]).
+    /// An agent for node `node`, running pods and network plugins on
+    /// `engine`, keeping images and pod data under `data_dir`, giving pods
+    /// addresses from `pod_range` unless the Node has a `spec.podCIDR` (by
+    /// default, [`Range::for_node`]).
     pub fn new(
         client: Client,
+        engine: Arc<Engine>,
         node: &str,
         data_dir: &std::path::Path,
         pod_range: Option<Range>,
@@ -114,7 +118,7 @@ impl Agent {
         Ok(Agent {
             client,
             node: node.to_owned(),
-            runtime: Arc::new(Runtime::new(data_dir, POD_CAPACITY)?),
+            runtime: Arc::new(Runtime::new(engine.clone(), data_dir)?),
             pods_dir,
             host_ip: String::new(),
             rotation: Rotation::default(),
@@ -122,6 +126,7 @@ impl Agent {
             pods: Arc::default(),
             network: Arc::new(
                 network::PodNetwork::new(
+                    PluginHost::new(engine),
                     data_dir,
                     pod_range.unwrap_or_else(|| Range::for_node(node)),
                 )

@@ -47,7 +47,6 @@ pub(crate) struct PodNetwork {
     networks: Networks,
     /// The node's range.
     range: Mutex<Range>,
-    _host: PluginHost,
 }
 
 /// The pod a network call is for.
@@ -89,16 +88,18 @@ impl PodRef {
 
 impl PodNetwork {
     /// The network of a node whose range is `range` (until it is given
-    /// another), its plugins compiled under `data_dir/plugins` and their
-    /// state under `data_dir/network`.
-    pub(crate) fn new(data_dir: &Path, range: Range) -> Result<PodNetwork, PluginError> {
-        let host = PluginHost::new(&data_dir.join("plugins"))?;
+    /// another), its plugins run by `host` and their state under
+    /// `data_dir/network`.
+    pub(crate) fn new(
+        host: PluginHost,
+        data_dir: &Path,
+        range: Range,
+    ) -> Result<PodNetwork, PluginError> {
         let networks = Networks::new(&host, &data_dir.join("network"), LIMITS)?;
         Ok(PodNetwork {
             turns: tokio::sync::Semaphore::new(AT_ONCE),
             networks,
             range: Mutex::new(range),
-            _host: host,
         })
     }
 
@@ -184,7 +185,10 @@ mod tests {
     #[test]
     fn pods_get_distinct_addresses_keep_them_and_give_them_back() {
         let dir = tempfile::tempdir().unwrap();
-        let network = PodNetwork::new(dir.path(), "127.80.0.0/29".parse().unwrap()).unwrap();
+        let settings = wasmkube_engine::Settings::at(&dir.path().join("compiled"));
+        let host = PluginHost::new(Arc::new(wasmkube_engine::Engine::start(&settings).unwrap()));
+        let network =
+            PodNetwork::new(host.clone(), dir.path(), "127.80.0.0/29".parse().unwrap()).unwrap();
         let a = network.add(&pod("a"), None).unwrap();
         let b = network.add(&pod("b"), None).unwrap();
         assert_ne!(a, b);
@@ -202,7 +206,7 @@ mod tests {
             "127.81.0.2"
         );
         drop(network);
-        let again = PodNetwork::new(dir.path(), "127.81.0.0/29".parse().unwrap()).unwrap();
+        let again = PodNetwork::new(host, dir.path(), "127.81.0.0/29".parse().unwrap()).unwrap();
         assert_eq!(
             again.add(&pod("f"), None).unwrap().to_string(),
             "127.81.0.3"

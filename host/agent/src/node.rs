@@ -20,6 +20,10 @@ use crate::network::{PodNetwork, Range};
 /// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
 /// far more than Kubernetes' 110.
 pub const POD_CAPACITY: u32 = 1000;
+
+/// How many Wasm instances a node's engine pools: two containers a pod on
+/// average, and the plugins of the node and of a control plane beside it.
+pub const INSTANCES: u32 = POD_CAPACITY * 2 + 64;
 /// How long a Lease holds.
 const LEASE_SECONDS: i64 = 40;
 /// How often the agent renews it.

@@ -16,7 +16,8 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use wasmkube_runtime::{Container, Exit, Image, Names, Stop};
+use wasmkube_oci::Image;
+use wasmkube_runtime::{Container, Exit, Names, Stop};
 
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, network, prepare, pull, record};

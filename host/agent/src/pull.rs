@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container as Spec, Pod, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use wasmkube_runtime::{Credentials, Image, ImageStore, Pulled, names_a_registry, registry_of};
+use wasmkube_oci::{Credentials, Image, ImageStore, Pulled, names_a_registry, registry_of};
 
 /// The waiting reason of a container that needs a CRI runtime.
 pub(crate) const NO_CRI: &str = "CRIRuntimeNotAvailable";

@@ -155,7 +155,8 @@ pub struct Networks {
 }
 
 struct Inner {
-    engine: wasmtime::Engine,
+    /// The host, whose engine's ticker bounds the calls while it lives.
+    host: PluginHost,
     plugins: HashMap<String, NetworkPluginPre<State<Call>>>,
     state: PathBuf,
     limits: Limits,
@@ -403,7 +404,7 @@ fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, Cn
         args: call.sandbox.args.clone(),
     };
     let limits = inner.limits;
-    let mut store: Store<State<Call>> = sandbox::store(&inner.engine, limits, call);
+    let mut store: Store<State<Call>> = sandbox::store(inner.host.engine(), limits, call);
     let failed = |e: PluginError| CniError::new(PLUGIN_FAILED, e.to_string());
     let instance = sandbox::bounded(&mut store, limits, &plugin, "instantiate", |s| {
         pre.instantiate(s)
@@ -475,7 +476,7 @@ impl Networks {
         }
         Ok(Networks {
             inner: Arc::new(Inner {
-                engine: host.engine().clone(),
+                host: host.clone(),
                 plugins,
                 state: state.to_owned(),
                 limits,

@@ -2,11 +2,9 @@
 //! now; admission and CSI later) is a Wasm component whose interface is a
 //! WIT world under `wit/`, loaded and called through this crate.
 //!
-//! - [`load_component`] compiles a component once and keeps the artefact on
-//!   disk, keyed by the bytes' digest and the engine's compatibility hash (the
-//!   node runtime uses it for workloads too).
-//! - [`PluginHost`] owns the plugins' engine (epoch interruption, a ticker
-//!   thread) and their compile cache.
+//! - [`PluginHost`] loads plugins on the process's one engine
+//!   (`wasmkube-engine`: its epoch ticker bounds their calls, its compile
+//!   cache keeps them compiled).
 //! - [`SchedulerPlugin`] is a loaded `wasmkube:scheduler/plugin@0.1.0`: every
 //!   call is bounded in time (epochs) and memory (a limiter); a trap or a refusal
 //!   becomes a [`PluginError`] naming the plugin, and the trapped instance is
@@ -20,25 +18,19 @@ pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
-mod cache;
 mod cni;
-mod limits;
 mod sandbox;
 mod scheduler;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmkube_engine::Engine;
 
-pub use cache::{compile, digest, load_component};
 pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Sandbox};
-pub use limits::{EpochTicker, MemoryLimit};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 pub use wasmtime::component::Component;
-
-/// How often the plugins' epoch advances.
-pub const TICK: Duration = Duration::from_millis(1);
 
 /// Why a plugin could not be loaded or called.
 #[derive(Debug, thiserror::Error)]
@@ -107,61 +99,37 @@ impl Default for Limits {
     }
 }
 
-/// The engine and compile cache of a process's plugins.
+/// Loads plugins on the process's engine.
+#[derive(Clone, Debug)]
 pub struct PluginHost {
-    engine: Engine,
-    cache_dir: PathBuf,
-    _ticker: EpochTicker,
-}
-
-impl std::fmt::Debug for PluginHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginHost")
-            .field("cache_dir", &self.cache_dir)
-            .finish_non_exhaustive()
-    }
+    engine: Arc<Engine>,
 }
 
 impl PluginHost {
-    /// A host keeping compiled plugins under `cache_dir`.
-    pub fn new(cache_dir: &Path) -> Result<PluginHost, PluginError> {
-        let load = |message: String| PluginError::Load {
-            plugin: cache_dir.display().to_string(),
-            message,
-        };
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| load(e.to_string()))?;
-        std::fs::create_dir_all(cache_dir).map_err(|e| load(e.to_string()))?;
-        let ticker =
-            EpochTicker::start(&engine, TICK, "plugin-epoch").map_err(|e| load(e.to_string()))?;
-        Ok(PluginHost {
-            engine,
-            cache_dir: cache_dir.to_owned(),
-            _ticker: ticker,
-        })
+    /// A host of plugins run by `engine`.
+    pub fn new(engine: Arc<Engine>) -> PluginHost {
+        PluginHost { engine }
     }
 
-    /// The plugins' engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The wasmtime engine the plugins run on.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.engine.wasmtime()
     }
 
     /// The component in `file`, compiled (or loaded from the cache).
     pub fn component(&self, file: &Path) -> Result<Component, PluginError> {
-        let bytes = std::fs::read(file).map_err(|e| PluginError::Load {
+        self.engine.load(file).map_err(|e| PluginError::Load {
             plugin: file.display().to_string(),
             message: e.to_string(),
-        })?;
-        self.compile(&file.display().to_string(), &bytes)
+        })
     }
 
     /// The component of `bytes` (the plugin called `plugin` in errors),
     /// compiled or loaded from the cache.
     pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, PluginError> {
-        compile(&self.engine, bytes, &self.cache_dir).map_err(|message| PluginError::Load {
+        self.engine.compile(bytes).map_err(|e| PluginError::Load {
             plugin: plugin.to_owned(),
-            message,
+            message: e.to_string(),
         })
     }
 }

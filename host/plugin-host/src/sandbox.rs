@@ -7,9 +7,11 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::{Limits, MemoryLimit, PluginError, TICK};
+use wasmkube_engine::MemoryLimit;
 
-/// A deadline, in ticks, that no call reaches (35 years of 1 ms ticks):
+use crate::{Limits, PluginError};
+
+/// A deadline, in ticks, that no call reaches (centuries of ticks):
 /// between calls, nothing runs.
 const NO_DEADLINE: u64 = 1 << 40;
 
@@ -62,8 +64,7 @@ pub(crate) fn bounded<T, R>(
     call: &'static str,
     f: impl FnOnce(&mut Store<State<T>>) -> wasmtime::Result<R>,
 ) -> Result<R, PluginError> {
-    let ticks = (limits.call_time.as_micros() / TICK.as_micros()).max(1);
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(NO_DEADLINE));
+    store.set_epoch_deadline(wasmkube_engine::Engine::ticks(limits.call_time).min(NO_DEADLINE));
     let result = f(store);
     store.set_epoch_deadline(NO_DEADLINE);
     result.map_err(|e| {

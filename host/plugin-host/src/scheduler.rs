@@ -54,7 +54,8 @@ struct Live {
 pub struct SchedulerPlugin {
     name: String,
     pre: SchedulerPluginPre<State<()>>,
-    engine: wasmtime::Engine,
+    /// The host, whose engine's ticker bounds the calls while it lives.
+    host: PluginHost,
     limits: Limits,
     args: String,
     /// The nodes as last given (Node, and pods by uid), to feed a fresh
@@ -96,9 +97,9 @@ impl SchedulerPlugin {
         limits: Limits,
     ) -> Result<SchedulerPlugin, PluginError> {
         let plugin = plugin.to_owned();
-        let engine = host.engine().clone();
-        sandbox::check_version(&engine, component, &plugin, WIT_PACKAGE)?;
-        let mut linker = Linker::new(&engine);
+        let engine = host.engine();
+        sandbox::check_version(engine, component, &plugin, WIT_PACKAGE)?;
+        let mut linker = Linker::new(engine);
         let load = |message: String| PluginError::Load {
             plugin: plugin.clone(),
             message,
@@ -111,7 +112,7 @@ impl SchedulerPlugin {
         let mut loaded = SchedulerPlugin {
             name: plugin,
             pre,
-            engine,
+            host: host.clone(),
             limits,
             args: args.to_owned(),
             nodes: BTreeMap::new(),
@@ -134,7 +135,7 @@ impl SchedulerPlugin {
 
     /// A fresh instance, configured and fed every node, each call bounded.
     fn start(&mut self) -> Result<(), PluginError> {
-        let mut store = sandbox::store(&self.engine, self.limits, ());
+        let mut store = sandbox::store(self.host.engine(), self.limits, ());
         let plugin = self
             .pre
             .instantiate(&mut store)

@@ -5,9 +5,11 @@
 //! address the node cannot give undoes the reservation.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{Limits, Networks, PluginHost, Sandbox};
 
 fn list(subnet: &str) -> Value {
@@ -26,7 +28,9 @@ fn sandbox(id: &str) -> Sandbox {
 }
 
 fn networks(dir: &std::path::Path) -> Networks {
-    let host = PluginHost::new(&dir.join("cache")).unwrap();
+    let host = PluginHost::new(Arc::new(
+        Engine::start(&Settings::at(&dir.join("cache"))).unwrap(),
+    ));
     let limits = Limits {
         call_time: Duration::from_secs(2),
         memory: 64 << 20,

@@ -6,10 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{Code, Limits, NodeChange, PluginError, PluginHost, SchedulerPlugin};
+
+/// A plugin host on an engine of its own, compiling into `dir`.
+fn new_host(dir: &Path) -> PluginHost {
+    PluginHost::new(Arc::new(Engine::start(&Settings::at(dir)).unwrap()))
+}
 
 fn plugins() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -42,7 +48,7 @@ const POD: &str = r#"{"metadata": {"name": "p"}, "spec": {"containers": [{"name"
 #[test]
 fn node_resources_fit_filters_and_scores() {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(dir.path()).unwrap();
+    let host = new_host(dir.path());
     let file = plugins().join("node_resources_fit.wasm");
     let mut plugin = SchedulerPlugin::load(&host, &file, "{}", Limits::default()).unwrap();
     assert_eq!(plugin.name(), "NodeResourcesFit");
@@ -83,14 +89,14 @@ fn node_resources_fit_filters_and_scores() {
         Code::UnschedulableAndUnresolvable
     ));
     // Compiled once: a second host loads the artefact.
-    let again = PluginHost::new(dir.path()).unwrap();
+    let again = new_host(dir.path());
     SchedulerPlugin::load(&again, &file, "{}", Limits::default()).unwrap();
 }
 
 #[test]
 fn a_broken_plugin_fails_its_own_call_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(dir.path()).unwrap();
+    let host = new_host(dir.path());
     let file = plugins().join("misbehaving.wasm");
     let limits = |millis| Limits {
         call_time: Duration::from_millis(millis),
@@ -125,7 +131,7 @@ fn a_broken_plugin_fails_its_own_call_and_recovers() {
 #[test]
 fn other_components_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(dir.path()).unwrap();
+    let host = new_host(dir.path());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let built = Command::new(root.join("scripts/build-examples.sh")).status();
     assert!(built.unwrap().success());

@@ -1,48 +1,36 @@
-//! The Wasm pod runtime: the node's components, compiled once, run as the
-//! containers of pods by one wasmtime [`Engine`].
+//! The Wasm pod runtime: the node's components run as the containers of
+//! pods on the process's one [`Engine`].
 //!
-//! - [`ImageStore`] keeps components by digest under the node's data dir, with
-//!   tags naming them (`wasmkube image import`), and pulls them from OCI
-//!   registries ([`ImageStore::pull`]).
-//! - [`Runtime`] owns the process's one Engine (async, epoch interruption) and
-//!   compiles each image once: in memory for this process, on disk for the next
-//!   (keyed by digest and by the engine's compatibility hash, so a new wasmtime
-//!   never loads an old artefact).
+//! - [`Runtime`] compiles each image of the node's [`ImageStore`] once (the
+//!   engine's compile cache keeps the artefact on disk for the next process)
+//!   and keeps it in memory for this one.
 //! - [`Runtime::run`] runs one `wasi:cli/command` container to its end: args,
 //!   env, preopened directories, working dir, stdout and stderr to a rotated
 //!   log in the CRI format ([`log`]), a memory limit whose
 //!   refusal is reported as OOMKilled, and cooperative preemption every tick so a
 //!   busy loop stalls neither other containers nor the agent (under a CPU limit
 //!   it also rests for its share). A [`Stop`] ends it.
-//!
 //! - A `wasi:http/proxy` container serves its ports on the pod's address, an
 //!   instance of the component per request in flight ([`http`]).
 //!
-//! It knows nothing of Kubernetes objects: the agent maps pods to [`Container`]s.
+//! It knows nothing of Kubernetes objects (the agent maps pods to
+//! [`Container`]s) and nothing of plugins.
 
 mod http;
-mod images;
 pub mod log;
-mod registry;
 mod run;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use wasmkube_plugin_host::EpochTicker;
+use wasmkube_engine::Engine;
+use wasmkube_oci::{Image, ImageStore};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use images::{Image, ImageError, ImageStore, normalize};
 pub use jiff;
 pub use log::Rotation;
-pub use registry::{Credentials, PullError, Pulled, names_a_registry, push, registry_of};
 pub use run::{Container, Exit, Mount, Names, Stop};
-
-/// How often running guests are interrupted to let others run.
-pub const TICK: Duration = Duration::from_millis(10);
 
 /// Why the runtime cannot start or a component cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +41,6 @@ pub enum RuntimeError {
     /// The data dir could not be used.
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
-    /// The image store failed.
-    #[error(transparent)]
-    Image(#[from] ImageError),
 }
 
 fn wasm_error(e: impl std::fmt::Display) -> RuntimeError {
@@ -64,54 +49,27 @@ fn wasm_error(e: impl std::fmt::Display) -> RuntimeError {
 
 /// The runtime of one node.
 pub struct Runtime {
-    engine: Engine,
+    engine: Arc<Engine>,
     images: ImageStore,
-    /// Where compiled components are kept.
-    compiled_dir: PathBuf,
     /// Components compiled or loaded by this process, by digest.
     compiled: Mutex<HashMap<String, Component>>,
-    /// Advances the engine's epoch while the runtime lives.
-    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("compiled_dir", &self.compiled_dir)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
 
 impl Runtime {
-    /// A runtime for up to `pods` pods, keeping its images and compiled
-    /// components under `data_dir`.
-    ///
-    /// Instances come from wasmtime's pooling allocator, sized for `pods` pods of
-    /// two containers on average: slots are reserved once (address space, not
-    /// memory) and reused, so starting a container maps nothing new. When the
-    /// pool cannot be reserved (an address-space limit) the runtime allocates on
-    /// demand instead.
-    pub fn new(data_dir: &Path, pods: u32) -> Result<Runtime, RuntimeError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let mut pooled = config.clone();
-        pooled.allocation_strategy(pool(pods));
-        let engine = match Engine::new(&pooled) {
-            Ok(engine) => engine,
-            Err(e) => {
-                tracing::warn!(error = %e, "no pooling allocator: instances allocated on demand");
-                Engine::new(&config).map_err(wasm_error)?
-            }
-        };
-        let compiled_dir = data_dir.join("compiled");
-        std::fs::create_dir_all(&compiled_dir)?;
-        let ticker = EpochTicker::start(&engine, TICK, "wasm-epoch")?;
+    /// A runtime on `engine`, keeping its images under `data_dir`.
+    pub fn new(engine: Arc<Engine>, data_dir: &Path) -> Result<Runtime, RuntimeError> {
         Ok(Runtime {
             engine,
             images: ImageStore::open(data_dir)?,
-            compiled_dir,
             compiled: Mutex::default(),
-            _ticker: ticker,
         })
     }
 
@@ -131,14 +89,11 @@ impl Runtime {
         {
             return Ok(found.clone());
         }
-        let engine = self.engine.clone();
-        let (source, cache) = (image.path.clone(), self.compiled_dir.clone());
-        let component = tokio::task::spawn_blocking(move || {
-            wasmkube_plugin_host::load_component(&engine, &source, &cache)
-        })
-        .await
-        .map_err(wasm_error)?
-        .map_err(RuntimeError::Wasm)?;
+        let (engine, source) = (self.engine.clone(), image.path.clone());
+        let component = tokio::task::spawn_blocking(move || engine.load(&source))
+            .await
+            .map_err(wasm_error)?
+            .map_err(wasm_error)?;
         self.compiled
             .lock()
             .expect("compiled lock")
@@ -167,35 +122,15 @@ impl Runtime {
                 };
             }
         };
-        let exit = if http::serves_http(&self.engine, &component) {
-            http::serve(&self.engine, &component, container, &log, stop).await
+        let engine = self.engine.wasmtime();
+        let exit = if http::serves_http(engine, &component) {
+            http::serve(engine, &component, container, &log, stop).await
         } else {
-            run::run(&self.engine, &component, container, &log, stop).await
+            run::run(engine, &component, container, &log, stop).await
         };
         if let Err(e) = log.finish() {
             tracing::warn!(log = %container.log.display(), error = %e, "writing the log");
         }
         exit
     }
-}
-
-/// The instance pool for `pods` pods: two containers each on average, each a
-/// component of a few core instances (the program and its adapter shims) with
-/// one memory of up to 4 GiB (wasm32's most) and tables big enough for the
-/// interpreters other languages bring.
-fn pool(pods: u32) -> InstanceAllocationStrategy {
-    let containers = pods.max(1).saturating_mul(2);
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(containers)
-        .total_core_instances(containers.saturating_mul(6))
-        .total_memories(containers.saturating_mul(2))
-        .total_tables(containers.saturating_mul(6))
-        .total_stacks(containers)
-        .max_memory_size(4 << 30)
-        .table_elements(100_000)
-        .max_memories_per_component(4)
-        .max_tables_per_component(16)
-        .max_tables_per_module(4)
-        .max_core_instances_per_component(32);
-    InstanceAllocationStrategy::Pooling(pool)
 }

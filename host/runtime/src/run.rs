@@ -14,9 +14,9 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::Image;
 use crate::log::{LogFile, Rotation, Source};
-use wasmkube_plugin_host::MemoryLimit;
+use wasmkube_engine::MemoryLimit;
+use wasmkube_oci::Image;
 
 /// A directory the container sees.
 #[derive(Clone, Debug)]
@@ -104,7 +104,7 @@ impl Stop {
     /// Resolves once the container is asked to stop (looked at every tick).
     pub async fn wait(&self) {
         while !self.is_set() {
-            tokio::time::sleep(crate::TICK).await;
+            tokio::time::sleep(wasmkube_engine::TICK).await;
         }
     }
 }

@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use wasmkube_engine::{Engine, Settings};
+use wasmkube_oci::Image;
 use wasmkube_runtime::log::{LogLine, Source};
-use wasmkube_runtime::{Container, Exit, Image, Mount, Rotation, Runtime, Stop};
+use wasmkube_runtime::{Container, Exit, Mount, Rotation, Runtime, Stop};
 
 /// Builds the examples once per test process; the directory of the components.
 fn examples() -> &'static Path {
@@ -23,6 +25,15 @@ fn examples() -> &'static Path {
     })
 }
 
+/// A runtime on an engine of its own, keeping everything under `dir`.
+fn runtime(dir: &Path) -> Runtime {
+    let settings = Settings {
+        cache_dir: dir.join("compiled"),
+        instances: 16,
+    };
+    Runtime::new(Arc::new(Engine::start(&settings).unwrap()), dir).unwrap()
+}
+
 struct Node {
     dir: tempfile::TempDir,
     runtime: Runtime,
@@ -31,7 +42,7 @@ struct Node {
 impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(dir.path(), 8).unwrap();
+        let runtime = runtime(dir.path());
         Node { dir, runtime }
     }
 
@@ -184,7 +195,7 @@ async fn compiled_components_are_kept_on_disk() {
         "{compiled:?}"
     );
     // Another runtime on the same data dir loads the artefact instead of compiling.
-    let again = Runtime::new(node.dir.path(), 8).unwrap();
+    let again = runtime(node.dir.path());
     let hello = node.container("hello", &[]);
     assert_eq!(again.run(&hello, &Stop::default()).await, Exit::Completed);
 }

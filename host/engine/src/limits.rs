@@ -9,15 +9,15 @@ use wasmtime::{Engine, ResourceLimiter};
 /// Advances an engine's epoch every tick on a thread of its own, until dropped
 /// (or the engine is gone).
 #[derive(Debug)]
-pub struct EpochTicker(Arc<AtomicBool>);
+pub(crate) struct EpochTicker(Arc<AtomicBool>);
 
 impl EpochTicker {
-    /// Starts the thread `name`, ticking `engine` every `tick`.
-    pub fn start(engine: &Engine, tick: Duration, name: &str) -> std::io::Result<EpochTicker> {
+    /// Starts a thread ticking `engine` every `tick`.
+    pub(crate) fn start(engine: &Engine, tick: Duration) -> std::io::Result<EpochTicker> {
         let gone = Arc::new(AtomicBool::new(false));
         let (engine, stop) = (engine.weak(), gone.clone());
         std::thread::Builder::new()
-            .name(name.into())
+            .name("wasm-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);

@@ -31,6 +31,15 @@ pub struct Election {
     seen: Option<(String, Instant)>,
 }
 
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("lease", &self.lease)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who this process is in elections: its host, its pid and when it started.
 pub fn identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -180,6 +189,27 @@ impl Election {
                 "lost the lease: stopped until it is ours again"
             );
         }
+    }
+}
+
+/// Runs `work` until `closed`: with `elect`, while this process holds the
+/// Lease `kube-system/<lease>` in the cluster of `client` (see
+/// [`Election::lead`]); without, at once and to its end.
+pub async fn elected<W, F>(
+    client: &Client,
+    lease: &'static str,
+    elect: bool,
+    closed: watch::Receiver<bool>,
+    mut work: W,
+) where
+    W: FnMut(watch::Receiver<bool>) -> F,
+    F: Future<Output = ()>,
+{
+    if elect {
+        let election = Election::new(client.clone(), lease, identity());
+        election.lead(closed, work).await;
+    } else {
+        work(closed).await;
     }
 }
 

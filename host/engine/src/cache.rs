@@ -11,21 +11,13 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The component in `file`, from its artefact in `cache_dir` when this engine
-/// wrote one, else compiled now and its artefact written.
-pub fn load_component(engine: &Engine, file: &Path, cache_dir: &Path) -> Result<Component, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    compile(engine, &bytes, cache_dir)
-}
-
-/// The digest of `bytes`, as OCI spells it: `sha256:<hex>`.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
-
 /// The component of `bytes`, from its artefact in `cache_dir` when this engine
 /// wrote one, else compiled now and its artefact written.
-pub fn compile(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> Result<Component, String> {
+pub(crate) fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_dir: &Path,
+) -> Result<Component, String> {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let artefact = cache_dir.join(format!(

@@ -11,7 +11,6 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use sha2::{Digest as _, Sha256};
 
 use crate::{Image, ImageStore};
 
@@ -106,7 +105,7 @@ pub async fn push(
     let failed = |e: oci_client::errors::OciDistributionError| {
         PullError(format!("pushing {reference}: {}", chain(&e)))
     };
-    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    let digest = crate::digest(&bytes);
     let config = serde_json::json!({
         "architecture": "wasm", "os": "wasip2", "layerDigests": [digest],
     });
@@ -179,7 +178,7 @@ impl ImageStore {
             .pull_blob(&parsed, layer, &mut bytes)
             .await
             .map_err(|e| PullError(format!("pulling {}: {}", layer.digest, chain(&e))))?;
-        let hashed = format!("sha256:{:x}", Sha256::digest(&bytes));
+        let hashed = crate::digest(&bytes);
         if hashed != layer.digest {
             return Err(PullError(format!(
                 "{reference}: the layer's digest is {} but its bytes hash to {hashed}",

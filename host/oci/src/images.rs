@@ -7,8 +7,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 /// The bytes a component starts with: the Wasm magic, then the component layer.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
@@ -125,12 +123,11 @@ impl ImageStore {
         if !bytes.starts_with(&COMPONENT_PREAMBLE) {
             return Err(ImageError::NotAComponent(source.to_owned()));
         }
-        let hex = format!("{:x}", Sha256::digest(bytes));
-        let path = self.blobs.join(&hex);
+        let digest = crate::digest(bytes);
+        let path = self.blobs.join(&digest["sha256:".len()..]);
         if !path.exists() {
             write_atomically(&path, bytes)?;
         }
-        let digest = format!("sha256:{hex}");
         write_atomically(&self.tag_path(&reference), digest.as_bytes())?;
         Ok(Image { digest, path })
     }

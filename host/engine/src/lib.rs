@@ -1,0 +1,167 @@
+//! The one wasmtime [`Engine`] of a Wasmkube process, shared by everything
+//! that runs Wasm in it: the pod runtime, the scheduler's plugins, the
+//! agent's network plugins.
+//!
+//! - One configuration: epoch interruption, and wasmtime's pooling allocator
+//!   sized by [`Settings::instances`] (slots reserved once as address space,
+//!   then reused), or allocation on demand where no pool is wanted or the
+//!   pool cannot be reserved.
+//! - One ticker thread advancing the epoch every [`TICK`]: a guest's time is
+//!   counted in ticks ([`Engine::ticks`]).
+//! - One compile cache ([`Engine::compile`]): artefacts on disk keyed by the
+//!   component's digest and the engine's compatibility hash, so a component
+//!   is compiled once per wasmtime build, not once per process.
+//! - [`MemoryLimit`] bounds the linear memory of a store.
+//!
+//! This crate knows neither pods nor plugins; it must not depend on either.
+
+mod cache;
+mod limits;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use limits::MemoryLimit;
+
+/// How often the epoch advances: the granularity of every guest's time
+/// limit and of preemption.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Why the engine cannot start or a component cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration.
+    #[error("wasm engine: {0}")]
+    Config(String),
+    /// The compile cache or the ticker thread could not be set up.
+    #[error("wasm engine: {0}")]
+    Io(#[from] std::io::Error),
+    /// The component could not be read or compiled.
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// What the engine is built for.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where compiled components are kept.
+    pub cache_dir: PathBuf,
+    /// How many component instances the pool holds at once (0: no pool,
+    /// instances allocated on demand).
+    pub instances: u32,
+}
+
+impl Settings {
+    /// An engine without a pool, keeping compiled components in `cache_dir`
+    /// (for processes that run only a few plugins).
+    pub fn at(cache_dir: &Path) -> Settings {
+        Settings {
+            cache_dir: cache_dir.to_owned(),
+            instances: 0,
+        }
+    }
+}
+
+/// The process's engine, its ticker and its compile cache.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    cache_dir: PathBuf,
+    _ticker: limits::EpochTicker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// The engine of `settings`, its ticker started.
+    pub fn start(settings: &Settings) -> Result<Engine, EngineError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = if settings.instances == 0 {
+            wasmtime::Engine::new(&config)
+        } else {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(pool(settings.instances));
+            wasmtime::Engine::new(&pooled).or_else(|e| {
+                tracing::warn!(error = %e, "no pooling allocator: instances allocated on demand");
+                wasmtime::Engine::new(&config)
+            })
+        }
+        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        std::fs::create_dir_all(&settings.cache_dir)?;
+        let ticker = limits::EpochTicker::start(&engine, TICK)?;
+        Ok(Engine {
+            engine,
+            cache_dir: settings.cache_dir.clone(),
+            _ticker: ticker,
+        })
+    }
+
+    /// The wasmtime engine, for stores, linkers and instances.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// The component of `bytes`, from its artefact in the cache when this
+    /// engine's build wrote one, else compiled now and its artefact kept.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, EngineError> {
+        cache::compile(&self.engine, bytes, &self.cache_dir).map_err(EngineError::Compile)
+    }
+
+    /// The component in `file`, as [`Engine::compile`] gives it.
+    pub fn load(&self, file: &Path) -> Result<Component, EngineError> {
+        let bytes = std::fs::read(file)
+            .map_err(|e| EngineError::Compile(format!("reading {}: {e}", file.display())))?;
+        self.compile(&bytes)
+    }
+
+    /// How many ticks make at least `time` (one at the least): an epoch
+    /// deadline for a call that may run that long.
+    pub fn ticks(time: Duration) -> u64 {
+        let ticks = time.as_nanos().div_ceil(TICK.as_nanos()).max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+}
+
+/// The instance pool for `instances` component instances, each a component
+/// of a few core instances (the program and its adapter shims) with one
+/// memory of up to 4 GiB (wasm32's most) and tables big enough for the
+/// interpreters other languages bring.
+fn pool(instances: u32) -> InstanceAllocationStrategy {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(6))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(6))
+        .total_stacks(instances)
+        .max_memory_size(4 << 30)
+        .table_elements(100_000)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_tables_per_module(4)
+        .max_core_instances_per_component(32);
+    InstanceAllocationStrategy::Pooling(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up_and_never_reach_zero() {
+        assert_eq!(Engine::ticks(Duration::ZERO), 1);
+        assert_eq!(Engine::ticks(Duration::from_millis(1)), 1);
+        assert_eq!(Engine::ticks(TICK), 1);
+        assert_eq!(Engine::ticks(TICK + Duration::from_nanos(1)), 2);
+        assert_eq!(Engine::ticks(Duration::from_secs(10)), 1000);
+        assert_eq!(Engine::ticks(Duration::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,24 @@
+//! Wasm components as OCI artifacts: the node's image store and the registry
+//! side of it.
+//!
+//! - [`ImageStore`] keeps components by digest under a data dir, with tags
+//!   naming them (`wasmkube image import`).
+//! - [`ImageStore::pull`] fetches a reference from an OCI registry: a
+//!   component into the store, an OCI container image recognised as one (for
+//!   a CRI runtime); [`push`] publishes a component.
+//!
+//! It compiles and runs nothing: the runtime and the scheduler hand what it
+//! stores to the engine.
+
+mod images;
+mod registry;
+
+use sha2::{Digest as _, Sha256};
+
+pub use images::{Image, ImageError, ImageStore, normalize};
+pub use registry::{Credentials, PullError, Pulled, names_a_registry, push, registry_of};
+
+/// The digest of `bytes`, as OCI spells it: `sha256:<hex>`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
