@@ -34,6 +34,7 @@ fn main() {
         "sdk",
         "wit",
         "controlplane/quantity",
+        "controlplane/scheduling",
         "examples/prefer-edge/rust",
         "scripts/build-plugins.sh",
     ];

@@ -34,6 +34,10 @@
 //! `cargo build --release --target wasm32-wasip2`.
 
 pub use k8s_openapi::api::core::v1::{Container, Node, Pod};
+/// Kubernetes' scheduling semantics (taints, node affinity, label selectors,
+/// requests and fit), as the default plugins and the controllers use them.
+pub use wasmkube_scheduling as scheduling;
+pub use wasmkube_scheduling::resources::{Resources, requests};
 
 /// The Kubernetes types plugins read: the core group's, and label selectors.
 pub mod k8s {
@@ -57,85 +61,7 @@ pub mod __private {
 }
 
 use __private::types::{Code, NodeChange, Rejection, Status as WitStatus};
-
-/// What a pod asks for, or what a node has: thousandths of a cpu, bytes of
-/// memory, pods.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Resources {
-    /// Thousandths of a cpu.
-    pub milli_cpu: i64,
-    /// Bytes.
-    pub memory: i64,
-    /// Pods.
-    pub pods: i64,
-}
-
-impl std::ops::Add for Resources {
-    type Output = Resources;
-
-    fn add(self, other: Resources) -> Resources {
-        Resources {
-            milli_cpu: self.milli_cpu + other.milli_cpu,
-            memory: self.memory + other.memory,
-            pods: self.pods + other.pods,
-        }
-    }
-}
-
-impl std::ops::Sub for Resources {
-    type Output = Resources;
-
-    fn sub(self, other: Resources) -> Resources {
-        Resources {
-            milli_cpu: self.milli_cpu - other.milli_cpu,
-            memory: self.memory - other.memory,
-            pods: self.pods - other.pods,
-        }
-    }
-}
-
-/// Parses a quantity (`250m`, `64Mi`, `2`), times `scale` (1000 for cpu in
-/// thousandths), rounded up.
-pub fn quantity(text: &str, scale: f64) -> i64 {
-    wasmkube_quantity::parse(text).map_or(0, |v| (v * scale).ceil() as i64)
-}
-
-/// What a pod requests, as the scheduler counts it: the sum of its
-/// containers', or its largest init container's when larger; one pod.
-pub fn requests(pod: &Pod) -> Resources {
-    let of = |c: &Container| {
-        let list = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        let get = |name: &str, scale: f64| {
-            list.and_then(|l| l.get(name))
-                .map_or(0, |q| quantity(&q.0, scale))
-        };
-        Resources {
-            milli_cpu: get("cpu", 1000.0),
-            memory: get("memory", 1.0),
-            pods: 0,
-        }
-    };
-    let spec = pod.spec.as_ref();
-    let sum = spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .map(of)
-        .fold(Resources::default(), |a, b| a + b);
-    let init = spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten())
-        .map(of)
-        .fold(Resources::default(), |a, b| Resources {
-            milli_cpu: a.milli_cpu.max(b.milli_cpu),
-            memory: a.memory.max(b.memory),
-            pods: 0,
-        });
-    Resources {
-        milli_cpu: sum.milli_cpu.max(init.milli_cpu),
-        memory: sum.memory.max(init.memory),
-        pods: 1,
-    }
-}
+use wasmkube_scheduling::resources::allocatable;
 
 /// A node as the plugin sees it: the Node object, the pods bound or assumed on
 /// it, and what it can give and what those pods request, counted once when
@@ -162,27 +88,13 @@ fn next_generation() -> u64 {
     GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A node's allocatable.
-fn allocatable(node: &Node) -> Resources {
-    let list = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let get = |name: &str, scale: f64| {
-        list.and_then(|l| l.get(name))
-            .map_or(0, |q| quantity(&q.0, scale))
-    };
-    Resources {
-        milli_cpu: get("cpu", 1000.0),
-        memory: get("memory", 1.0),
-        pods: get("pods", 1.0),
-    }
-}
-
 impl NodeInfo {
     /// A node and its pods, with their totals counted.
     pub fn new(node: Node, pods: Vec<Pod>) -> NodeInfo {
-        let requested = pods
-            .iter()
-            .map(requests)
-            .fold(Resources::default(), |a, b| a + b);
+        let mut requested = Resources::default();
+        for pod in &pods {
+            requested += &requests(pod);
+        }
         NodeInfo {
             allocatable: allocatable(&node),
             node,
@@ -204,7 +116,7 @@ impl NodeInfo {
         if let Some(uid) = pod.metadata.uid.clone() {
             self.remove_pod(&uid);
         }
-        self.requested = self.requested + requests(&pod);
+        self.requested += &requests(&pod);
         self.pods.push(pod);
         self.generation = next_generation();
     }
@@ -218,8 +130,7 @@ impl NodeInfo {
         else {
             return;
         };
-        let gone = requests(&self.pods.swap_remove(at));
-        self.requested = self.requested - gone;
+        self.requested -= &requests(&self.pods.swap_remove(at));
         self.generation = next_generation();
     }
 
@@ -329,6 +240,14 @@ impl Status {
     pub fn unresolvable(reason: impl Into<String>) -> Status {
         Status {
             code: StatusCode::UnschedulableAndUnresolvable,
+            reason: reason.into(),
+        }
+    }
+
+    /// The plugin failed, for `reason`: the pod's cycle fails.
+    pub fn error(reason: impl Into<String>) -> Status {
+        Status {
+            code: StatusCode::Error,
             reason: reason.into(),
         }
     }

@@ -23,9 +23,10 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
+use wasmkube_scheduling::node_affinity::{node_name_matches, required_matches};
+use wasmkube_scheduling::taints::{NO_EXECUTE, does_not_schedule, node_taints, untolerated};
 
 use crate::deployments::{scaled, template_hash};
-use crate::placement::{selects, untolerated};
 use crate::replicas::{active, available, create, delete, pod_from, ready_since, requeue};
 use crate::revisions::{self, HASH_LABEL};
 use crate::runtime::{Context, Error, Informer, Pods, controlled_by, controller_of, drive};
@@ -195,16 +196,14 @@ async fn reconcile(set: Arc<DaemonSet>, daemons: Arc<Daemons>) -> Result<Action,
     for node in daemons.nodes.state() {
         let name = node.name_any();
         let mut here = by_node.remove(&name).unwrap_or_default();
-        let selected = selects(&pod_spec, &node);
+        let selected = node_name_matches(&pod_spec, &node) && required_matches(&pod_spec, &node);
+        let taints = node_taints(&node);
         let run = selected
-            && untolerated(&node, &tolerations, "NoSchedule")
-                .next()
-                .is_none()
-            && untolerated(&node, &tolerations, "NoExecute")
+            && untolerated(taints, &tolerations, does_not_schedule)
                 .next()
                 .is_none();
         let stay = selected
-            && untolerated(&node, &tolerations, "NoExecute")
+            && untolerated(taints, &tolerations, |t| t.effect == NO_EXECUTE)
                 .next()
                 .is_none();
         if !stay || (!run && here.is_empty()) {

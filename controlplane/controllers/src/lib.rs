@@ -37,7 +37,6 @@ mod gc;
 mod jobs;
 mod lifecycle;
 mod node_ipam;
-pub mod placement;
 pub use node_ipam::PodRanges;
 mod replicas;
 mod revisions;

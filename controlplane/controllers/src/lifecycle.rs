@@ -27,8 +27,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_events::{Kind, Reporter, now};
+use wasmkube_scheduling::taints::{NO_EXECUTE, NO_SCHEDULE, node_taints, tolerates, untolerated};
 
-use crate::placement::{tolerates, untolerated};
 use crate::runtime::Informer;
 
 /// The taints that say a node is not ready or not heard from.
@@ -77,7 +77,7 @@ fn retaint(taints: &[Taint], wanted: Option<&str>, at: &Time) -> Option<Vec<Tain
         .cloned()
         .collect();
     if let Some(key) = wanted {
-        for effect in ["NoSchedule", "NoExecute"] {
+        for effect in [NO_SCHEDULE, NO_EXECUTE] {
             if !kept.iter().any(|t| t.key == key && t.effect == effect) {
                 kept.push(Taint {
                     key: key.into(),
@@ -99,18 +99,12 @@ fn eviction_in(pod: &Pod, node: &Node, at: &Time) -> Option<Duration> {
         .as_ref()
         .and_then(|s| s.tolerations.clone())
         .unwrap_or_default();
-    if untolerated(node, &tolerations, "NoExecute")
-        .next()
-        .is_some()
-    {
+    let executes = |t: &Taint| t.effect == NO_EXECUTE;
+    let taints = node_taints(node);
+    if untolerated(taints, &tolerations, executes).next().is_some() {
         return Some(Duration::ZERO);
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref());
-    let executing: Vec<&Taint> = taints
-        .unwrap_or_default()
-        .iter()
-        .filter(|t| t.effect == "NoExecute")
-        .collect();
+    let executing: Vec<&Taint> = taints.iter().filter(|t| executes(t)).collect();
     // The shortest bound of the tolerations in use; none bounded: never.
     let seconds = tolerations
         .iter()
@@ -287,7 +281,7 @@ impl Lifecycle {
             .spec
             .as_ref()
             .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.effect == "NoExecute"));
+            .is_some_and(|t| t.iter().any(|t| t.effect == NO_EXECUTE));
         if !has_execute {
             return;
         }

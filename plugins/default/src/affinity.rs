@@ -1,14 +1,17 @@
 //! NodeAffinity.
 
 use wasmkube_sdk::k8s::PreferredSchedulingTerm;
+use wasmkube_sdk::scheduling::node_affinity::{
+    check_preferred, preferred_weight, required_matches,
+};
 use wasmkube_sdk::{
     Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status, normalize_scores,
 };
 
-use crate::selectors::{node_affinity_matches, term_matches};
-
 /// A pod fits the nodes that match its `nodeSelector` and its required node
 /// affinity; nodes score by the weights of the preferred terms they match.
+/// Invalid preferred terms fail the pod's cycle, as they fail its scoring in
+/// kube-scheduler.
 #[derive(Debug, Default)]
 pub struct NodeAffinity {
     /// The cycle's pod's preferred terms.
@@ -31,13 +34,20 @@ impl PreFilter for NodeAffinity {
                     .clone()
             })
             .unwrap_or_default();
-        Status::success()
+        match check_preferred(&self.preferred) {
+            Ok(()) => Status::success(),
+            Err(e) => Status::error(format!("preferred node affinity: {e}")),
+        }
     }
 }
 
 impl Filter for NodeAffinity {
     fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
-        if node_affinity_matches(pod, node) {
+        if pod
+            .spec
+            .as_ref()
+            .is_none_or(|s| required_matches(s, &node.node))
+        {
             Status::success()
         } else {
             Status::unresolvable("node(s) didn't match Pod's node affinity/selector")
@@ -50,13 +60,7 @@ impl Score for NodeAffinity {
         if self.preferred.is_empty() {
             return None;
         }
-        let weights = self
-            .preferred
-            .iter()
-            .filter(|t| term_matches(&t.preference, node))
-            .map(|t| i64::from(t.weight))
-            .sum();
-        Some(weights)
+        Some(preferred_weight(&self.preferred, &node.node))
     }
 
     fn normalize(&mut self, scores: &mut [i64]) {
@@ -125,5 +129,21 @@ mod tests {
         let plain = pod(json!({"spec": {"containers": []}}));
         plugin.pre_filter(&plain, Nodes::new(&[]));
         assert_eq!(plugin.score(&plain, &nodes[0]), None);
+    }
+
+    #[test]
+    fn invalid_preferred_terms_fail_the_cycle() {
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}},
+            ]}}}}),
+        );
+        let status = NodeAffinity::default().pre_filter(&p, Nodes::new(&[]));
+        assert_eq!(status.code, wasmkube_sdk::StatusCode::Error);
+        assert_eq!(
+            status.reason,
+            r#"preferred node affinity: requirement on "tier": unsupported operator "Bogus""#
+        );
     }
 }

@@ -16,7 +16,6 @@
 mod affinity;
 mod name;
 mod resources;
-mod selectors;
 mod taints;
 mod topology;
 

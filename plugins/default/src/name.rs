@@ -1,9 +1,9 @@
 //! NodeName and NodeUnschedulable.
 
-use wasmkube_sdk::k8s::Toleration;
+use wasmkube_sdk::k8s::{Taint, Toleration};
+use wasmkube_sdk::scheduling::node_affinity::node_name_matches;
+use wasmkube_sdk::scheduling::taints::{NO_SCHEDULE, tolerated};
 use wasmkube_sdk::{Filter, NodeInfo, Plugin, Pod, Status};
-
-use crate::taints::tolerates;
 
 /// A pod that names its node (`spec.nodeName`) fits that node only.
 #[derive(Debug, Default)]
@@ -15,11 +15,14 @@ impl Plugin for NodeName {
 
 impl Filter for NodeName {
     fn filter(&mut self, pod: &Pod, node: &NodeInfo) -> Status {
-        match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            Some(name) if !name.is_empty() && name != node.name() => {
-                Status::unresolvable("node(s) didn't match the requested node name")
-            }
-            _ => Status::success(),
+        if pod
+            .spec
+            .as_ref()
+            .is_none_or(|s| node_name_matches(s, &node.node))
+        {
+            Status::success()
+        } else {
+            Status::unresolvable("node(s) didn't match the requested node name")
         }
     }
 }
@@ -49,7 +52,12 @@ impl Filter for NodeUnschedulable {
             .as_ref()
             .and_then(|s| s.tolerations.as_deref())
             .unwrap_or_default();
-        if cordoned && !tolerates(tolerations, UNSCHEDULABLE_TAINT, "", "NoSchedule") {
+        let unschedulable = || Taint {
+            key: UNSCHEDULABLE_TAINT.to_owned(),
+            effect: NO_SCHEDULE.to_owned(),
+            ..Taint::default()
+        };
+        if cordoned && !tolerated(tolerations, &unschedulable()) {
             Status::unresolvable("node(s) were unschedulable")
         } else {
             Status::success()

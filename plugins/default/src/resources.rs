@@ -1,13 +1,15 @@
 //! NodeResourcesFit (with LeastAllocated scoring) and
 //! NodeResourcesBalancedAllocation.
 
+use wasmkube_sdk::scheduling::resources::insufficient;
 use wasmkube_sdk::{
     Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Resources, Score, Status, requests,
 };
 
-/// A pod fits a node when its requests (cpu, memory, one pod) fit in what the
-/// node's allocatable leaves after the requests of the pods already there
-/// ("Insufficient cpu", "Insufficient memory", "Too many pods"); nodes score
+/// A pod fits a node when its requests (cpu, memory, ephemeral storage,
+/// scalar resources, one pod) fit in what the node's allocatable leaves after
+/// the requests of the pods already there ("Insufficient cpu", "Too many
+/// pods", one reason a line for each resource short); nodes score
 /// by the LeastAllocated strategy (the share of cpu and memory left free once
 /// the pod is placed, 0 to 100).
 #[derive(Debug, Default)]
@@ -29,28 +31,18 @@ impl PreFilter for NodeResourcesFit {
 
 impl Filter for NodeResourcesFit {
     fn filter(&mut self, _pod: &Pod, node: &NodeInfo) -> Status {
-        let (has, used) = (node.allocatable, node.requested);
-        let mut short = Vec::new();
-        if used.pods + self.pod.pods > has.pods {
-            short.push("Too many pods");
-        }
-        if self.pod.milli_cpu > 0 && used.milli_cpu + self.pod.milli_cpu > has.milli_cpu {
-            short.push("Insufficient cpu");
-        }
-        if self.pod.memory > 0 && used.memory + self.pod.memory > has.memory {
-            short.push("Insufficient memory");
-        }
+        let short = insufficient(&self.pod, &node.allocatable, &node.requested);
         if short.is_empty() {
-            Status::success()
-        } else {
-            Status::unschedulable(short.join("\n"))
+            return Status::success();
         }
+        let reasons: Vec<String> = short.into_iter().map(|s| s.reason).collect();
+        Status::unschedulable(reasons.join("\n"))
     }
 }
 
 impl Score for NodeResourcesFit {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let (has, used) = (node.allocatable, node.requested);
+        let (has, used) = (&node.allocatable, &node.requested);
         let free = |total: i64, taken: i64| {
             if total <= 0 {
                 0
@@ -85,7 +77,7 @@ impl PreFilter for NodeResourcesBalancedAllocation {
 
 impl Score for NodeResourcesBalancedAllocation {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let (has, used) = (node.allocatable, node.requested);
+        let (has, used) = (&node.allocatable, &node.requested);
         let share = |total: i64, taken: i64| {
             if total <= 0 {
                 1.0

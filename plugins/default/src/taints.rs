@@ -1,44 +1,12 @@
 //! TaintToleration.
 
 use wasmkube_sdk::k8s::{Taint, Toleration};
+use wasmkube_sdk::scheduling::taints::{
+    PREFER_NO_SCHEDULE, does_not_schedule, node_taints, untolerated,
+};
 use wasmkube_sdk::{
     Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status, normalize_scores,
 };
-
-/// Whether a toleration among `tolerations` tolerates the taint `key=value:effect`.
-pub(crate) fn tolerates(tolerations: &[Toleration], key: &str, value: &str, effect: &str) -> bool {
-    tolerations.iter().any(|t| {
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == effect);
-        let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty() || k == key);
-        let key_given = t.key.as_deref().is_some_and(|k| !k.is_empty());
-        let value_ok = match t.operator.as_deref() {
-            Some("Exists") => true,
-            // `Equal` (the default) needs a key: an empty key with it matches nothing.
-            _ => key_given && t.value.as_deref().unwrap_or_default() == value,
-        };
-        effect_ok && key_ok && value_ok
-    })
-}
-
-fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerates(
-        tolerations,
-        &taint.key,
-        taint.value.as_deref().unwrap_or_default(),
-        &taint.effect,
-    )
-}
-
-fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default()
-}
 
 /// A pod fits a node only when it tolerates each of the node's `NoSchedule`
 /// and `NoExecute` taints; nodes with fewer untolerated `PreferNoSchedule`
@@ -47,8 +15,6 @@ fn taints(node: &NodeInfo) -> &[Taint] {
 pub struct TaintToleration {
     /// The cycle's pod's tolerations.
     tolerations: Vec<Toleration>,
-    /// Those of them that apply to `PreferNoSchedule` taints.
-    preferred: Vec<Toleration>,
 }
 
 impl Plugin for TaintToleration {
@@ -62,27 +28,14 @@ impl PreFilter for TaintToleration {
             .as_ref()
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default();
-        self.preferred = self
-            .tolerations
-            .iter()
-            .filter(|t| {
-                t.effect
-                    .as_deref()
-                    .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
-            })
-            .cloned()
-            .collect();
         Status::success()
     }
 }
 
 impl Filter for TaintToleration {
     fn filter(&mut self, _pod: &Pod, node: &NodeInfo) -> Status {
-        let untolerated = taints(node).iter().find(|t| {
-            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
-                && !tolerated(&self.tolerations, t)
-        });
-        match untolerated {
+        let taints = node_taints(&node.node);
+        match untolerated(taints, &self.tolerations, does_not_schedule).next() {
             Some(t) => Status::unresolvable(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 t.key,
@@ -95,10 +48,9 @@ impl Filter for TaintToleration {
 
 impl Score for TaintToleration {
     fn score(&mut self, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let count = taints(node)
-            .iter()
-            .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(&self.preferred, t))
-            .count();
+        let taints = node_taints(&node.node);
+        let preferred = |t: &Taint| t.effect == PREFER_NO_SCHEDULE;
+        let count = untolerated(taints, &self.tolerations, preferred).count();
         Some(count as i64)
     }
 
@@ -138,6 +90,9 @@ mod tests {
             json!({"key": "gpu", "value": "yes"}),
             json!({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}),
             json!({"operator": "Exists"}),
+            // No key with `Equal`: any key with the value, as Kubernetes
+            // matches it (its API refuses such a toleration).
+            json!({"value": "yes"}),
         ] {
             let p = pod(json!({"spec": {"containers": [], "tolerations": [toleration]}}));
             assert!(run(&p, &n).passes(), "{toleration}");
@@ -145,7 +100,7 @@ mod tests {
         for toleration in [
             json!({"key": "gpu", "value": "no"}),
             json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"}),
-            json!({"value": "yes"}),
+            json!({"value": "no"}),
         ] {
             let p = pod(json!({"spec": {"containers": [], "tolerations": [toleration]}}));
             assert!(!run(&p, &n).passes(), "{toleration}");

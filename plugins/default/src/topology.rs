@@ -3,9 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use wasmkube_sdk::k8s::{LabelSelector, LabelSelectorRequirement, TopologySpreadConstraint};
+use wasmkube_sdk::scheduling::label_selector;
+use wasmkube_sdk::scheduling::node_affinity::{required_affinity, required_matches};
 use wasmkube_sdk::{Filter, NodeInfo, Nodes, Plugin, Pod, PreFilter, Score, Status};
 
-use crate::selectors::{labels, node_affinity_matches, node_constraints, selector_matches};
+/// A map of labels, empty when there are none.
+fn labels(map: &Option<BTreeMap<String, String>>) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    map.as_ref().unwrap_or(&EMPTY)
+}
 
 /// One of the pod's constraints, with the pods it counts in each domain.
 #[derive(Debug)]
@@ -76,7 +82,7 @@ fn matching(node: &NodeInfo, namespace: &str, selector: &LabelSelector) -> i64 {
         .filter(|p| {
             p.metadata.namespace.as_deref().unwrap_or("default") == namespace
                 && p.metadata.deletion_timestamp.is_none()
-                && selector_matches(selector, labels(&p.metadata.labels))
+                && label_selector::matches(selector, labels(&p.metadata.labels))
         })
         .count() as i64
 }
@@ -84,7 +90,9 @@ fn matching(node: &NodeInfo, namespace: &str, selector: &LabelSelector) -> i64 {
 /// The pod's `nodeSelector` and required node affinity, as text, when it
 /// has either: nodes outside them do not count.
 fn node_constraints_text(pod: &Pod) -> Option<String> {
-    let (selector, required) = node_constraints(pod);
+    let spec = pod.spec.as_ref()?;
+    let selector = spec.node_selector.as_ref().filter(|n| !n.is_empty());
+    let required = required_affinity(spec);
     (selector.is_some() || required.is_some()).then(|| format!("{selector:?}{required:?}"))
 }
 
@@ -113,9 +121,13 @@ impl PodTopologySpread {
             let kept = match &memo[id] {
                 Some((generation, kept)) if *generation == node.generation => kept,
                 _ => {
-                    let eligible = node
-                        .label(&c.topology_key)
-                        .filter(|_| affinity.is_none() || node_affinity_matches(pod, node));
+                    let eligible = node.label(&c.topology_key).filter(|_| {
+                        affinity.is_none()
+                            || pod
+                                .spec
+                                .as_ref()
+                                .is_none_or(|s| required_matches(s, &node.node))
+                    });
                     let counted = eligible
                         .map(|domain| (domain.into(), matching(node, namespace, &selector)));
                     &memo[id].insert((node.generation, counted)).1
@@ -139,7 +151,7 @@ impl PodTopologySpread {
         Spread {
             key: c.topology_key.clone(),
             max_skew: i64::from(c.max_skew),
-            counts_self: selector_matches(&selector, labels(&pod.metadata.labels)),
+            counts_self: label_selector::matches(&selector, labels(&pod.metadata.labels)),
             counts,
             min,
         }
