@@ -5,15 +5,19 @@
 //! failure, and `activeDeadlineSeconds` bounds the whole run. An `Indexed`
 //! Job gives each pod an index (annotation, label, `JOB_COMPLETION_INDEX`,
 //! hostname) and completes when every index has succeeded once. A finished
-//! Job (Complete or Failed) keeps its pods and starts no more; a failed one
-//! stops those still running; `ttlSecondsAfterFinished` deletes it, pods
-//! and all, that long after. `suspend` stops the active pods until lifted.
+//! Job (Complete or Failed) keeps its ended pods, starts no more and stops
+//! those still running; `ttlSecondsAfterFinished` deletes it, pods and all,
+//! that long after. `suspend` stops the active pods until lifted (the
+//! `Suspended` condition says so) and the deadline counts from the resume.
+//!
+//! A reconcile is a [`plan`] computed from the Job and its pods as the
+//! cache has them, then [`apply`]'d through the API.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, PodFailurePolicy};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, PodFailurePolicy};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -21,11 +25,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
-use wasmkube_events::{Kind, now};
+use wasmkube_events::Kind;
 
-use crate::replicas::{active, create, delete, pod_from, ready_since};
+use crate::replicas::{active, create, delete, deletion_rank, pod_from, ready_since};
 use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, of_pods};
 
 /// The labels a Job's pods carry.
@@ -201,32 +205,146 @@ fn template_for(job: &Job, uid: &str, index: Option<i32>) -> PodTemplateSpec {
     template
 }
 
-async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let Some((namespace, uid)) = ctx.begin(job.as_ref()).await? else {
-        return Ok(Action::await_change());
-    };
-    let Some(spec) = job.spec.as_ref() else {
-        return Ok(Action::await_change());
-    };
-    let at = Time(Timestamp::now());
-    if let Some(done) = finished(&job) {
-        return expire(&job, &ctx, done, &at).await;
+/// A pod of `job` (with `index`, for an Indexed Job; named after it).
+fn pod_for(job: &Job, uid: &str, index: Option<i32>) -> Pod {
+    let mut pod = pod_from(job, &template_for(job, uid, index));
+    if let Some(i) = index {
+        pod.metadata.generate_name = Some(format!("{}-{i}-", job.name_any()));
     }
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let all = ctx.pods_in(&namespace);
-    let owned: Vec<&Arc<Pod>> = all
-        .iter()
-        .filter(|p| controller_of(p.as_ref()).is_some_and(|(_, _, u)| u == uid))
-        .collect();
-    let running: Vec<&Arc<Pod>> = owned.iter().copied().filter(|p| active(p)).collect();
+    pod
+}
+
+/// Whether the condition `kind` holds (status `True`).
+fn holds(status: &JobStatus, kind: &str) -> bool {
+    let mut conditions = status.conditions.iter().flatten();
+    conditions.any(|c| c.type_ == kind && c.status == "True")
+}
+
+/// A condition as the controller writes it, dated `now`.
+fn condition(
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> JobCondition {
+    JobCondition {
+        type_: kind.into(),
+        status: status.into(),
+        reason: Some(reason.into()).filter(|r: &String| !r.is_empty()),
+        message: Some(message.into()).filter(|m: &String| !m.is_empty()),
+        last_probe_time: Some(Time(now)),
+        last_transition_time: Some(Time(now)),
+    }
+}
+
+/// Sets `new` in place of the condition of its type, or adds it.
+fn set_condition(conditions: &mut Vec<JobCondition>, new: JobCondition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => *old = new,
+        None => conditions.push(new),
+    }
+}
+
+/// How a Job ends: the condition (`Complete` or `Failed`), its reason and
+/// message.
+#[derive(Clone, Debug, PartialEq)]
+struct Ending {
+    kind: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl Ending {
+    fn failed(reason: &'static str, message: impl Into<String>) -> Ending {
+        Ending {
+            kind: "Failed",
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a reconcile of a Job does, computed from the Job and its pods as
+/// the cache has them.
+#[derive(Debug, Default)]
+struct Plan {
+    /// The pods to make: an entry a pod, with its index for an Indexed Job.
+    create: Vec<Option<i32>>,
+    /// The active pods to stop, by name.
+    delete: Vec<String>,
+    /// The status to write, when it changed.
+    status: Option<JobStatus>,
+    /// The Events to report: kind, reason, message.
+    events: Vec<(Kind, &'static str, String)>,
+    /// Whether the finished Job's time to live is over: it goes, with its
+    /// pods.
+    expired: bool,
+    /// When to look again; `None`: at the next change.
+    requeue: Option<Duration>,
+}
+
+/// The active pods to stop so that `wanted` stay. For an Indexed Job
+/// (`completions` given), first every pod without an index in range and
+/// all but one of each index; then, as for any Job, the least along first.
+fn surplus<'a>(running: &[&'a Pod], wanted: usize, completions: Option<i32>) -> Vec<&'a Pod> {
+    let mut ranked = running.to_vec();
+    ranked.sort_by_key(|p| deletion_rank(p));
+    let (mut going, mut staying) = (Vec::new(), Vec::new());
+    match completions {
+        Some(completions) => {
+            // The most along of each index stays.
+            let mut seen = BTreeSet::new();
+            for pod in ranked.into_iter().rev() {
+                match index_of(pod) {
+                    Some(i) if (0..completions).contains(&i) && seen.insert(i) => staying.push(pod),
+                    _ => going.push(pod),
+                }
+            }
+            staying.reverse();
+        }
+        None => staying = ranked,
+    }
+    let at_least = running.len().saturating_sub(wanted);
+    let more = at_least.saturating_sub(going.len()).min(staying.len());
+    going.extend_from_slice(&staying[..more]);
+    going
+}
+
+/// What a finished Job does: nothing, or go once its time to live is over.
+fn expiry(job: &Job, done: &JobCondition, now: Timestamp) -> Plan {
+    let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+    let (Some(ttl), Some(since)) = (ttl, done.last_transition_time.as_ref()) else {
+        return Plan::default();
+    };
+    let left = since.0.as_second() + i64::from(ttl) - now.as_second();
+    Plan {
+        expired: left <= 0,
+        requeue: (left > 0).then(|| Duration::from_secs(left as u64)),
+        ..Plan::default()
+    }
+}
+
+/// The next step of `job`, whose pods are `pods`, at `now`; `settled`:
+/// the cache shows every pod made or deleted before (only then are pods
+/// made or stopped, but for a Job that fails).
+fn plan(job: &Job, pods: &[&Pod], now: Timestamp, settled: bool) -> Plan {
+    let Some(spec) = job.spec.as_ref() else {
+        return Plan::default();
+    };
+    if let Some(done) = finished(job) {
+        return expiry(job, done, now);
+    }
     let old = job.status.clone().unwrap_or_default();
+    let running: Vec<&Pod> = pods.iter().copied().filter(|p| active(p)).collect();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let completions = spec.completions;
 
     // Failures, as the pod failure policy counts them.
     let mut failed = 0;
     let mut fail_job = None;
     let mut last_failure: Option<Timestamp> = None;
-    for pod in owned.iter().filter(|p| phase(p) == Some("Failed")) {
+    for pod in pods.iter().filter(|p| phase(p) == Some("Failed")) {
         let verdict = spec
             .pod_failure_policy
             .as_ref()
@@ -242,170 +360,214 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Pods may be deleted after they end: the status keeps what was counted.
     let failed = failed.max(old.failed.unwrap_or(0));
     let mut done_indexes = parse_ranges(old.completed_indexes.as_deref().unwrap_or_default());
-    let succeeded_pods = owned.iter().filter(|p| phase(p) == Some("Succeeded"));
+    let succeeded_pods = pods.iter().filter(|p| phase(p) == Some("Succeeded"));
     let succeeded = if indexed {
         done_indexes.extend(succeeded_pods.filter_map(|p| index_of(p)));
+        done_indexes.retain(|i| (0..completions.unwrap_or(0)).contains(i));
         done_indexes.len() as i32
     } else {
         (succeeded_pods.count() as i32).max(old.succeeded.unwrap_or(0))
     };
-    let parallelism = spec.parallelism.unwrap_or(1).max(0);
-    let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let suspended = spec.suspend == Some(true);
-    let started = old
-        .start_time
-        .clone()
-        .or_else(|| (!suspended).then(|| at.clone()));
-    let ran_for = started
-        .as_ref()
-        .map_or(0, |s| at.0.as_second() - s.0.as_second());
 
-    let deadline = spec.active_deadline_seconds.filter(|d| ran_for >= *d);
-    let ending: Option<(&str, &str, String)> = if let Some(why) = fail_job {
-        Some(("Failed", "PodFailurePolicy", why))
-    } else if failed > backoff_limit {
-        Some((
-            "Failed",
+    // Suspension: the deadline counts from the start or the last resume.
+    let suspended = spec.suspend == Some(true);
+    let was_suspended = holds(&old, "Suspended");
+    let resumed = !suspended && was_suspended;
+    let started = match &old.start_time {
+        Some(start) if !resumed => Some(start.0),
+        _ => (!suspended).then_some(now),
+    };
+    let ran_for = started.map_or(0, |s| now.as_second() - s.as_second());
+    let deadline = spec
+        .active_deadline_seconds
+        .filter(|d| !suspended && ran_for >= *d);
+    let failure = if let Some(why) = fail_job {
+        Some(Ending::failed("PodFailurePolicy", why))
+    } else if failed > spec.backoff_limit.unwrap_or(6) {
+        Some(Ending::failed(
             "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit".into(),
+            "Job has reached the specified backoff limit",
         ))
     } else if deadline.is_some() {
-        Some((
-            "Failed",
+        Some(Ending::failed(
             "DeadlineExceeded",
-            "Job was active longer than specified deadline".into(),
+            "Job was active longer than specified deadline",
         ))
-    } else if spec
-        .completions
-        .map_or(succeeded > 0 && running.is_empty(), |c| succeeded >= c)
-    {
-        Some(("Complete", "", String::new()))
     } else {
         None
     };
-    let failing = ending
-        .as_ref()
-        .is_some_and(|(kind, _, _)| *kind == "Failed");
-    // A failure holds the next pod back for a while.
-    let wait = last_failure
-        .map(|last| {
-            let since = Duration::try_from(at.0.duration_since(last)).unwrap_or_default();
-            backoff(failed).saturating_sub(since)
-        })
-        .filter(|w| !w.is_zero());
-    if (failing || suspended) && !running.is_empty() {
-        delete(job.as_ref(), &ctx, &api, &running, &uid).await;
-    } else if ending.is_none() && wait.is_none() && ctx.expectations.met(&uid, &all) {
-        let wanted = match spec.completions {
-            Some(completions) => parallelism.min(completions - succeeded).max(0),
-            None if succeeded > 0 => 0,
-            None => parallelism,
-        } as usize;
-        if running.len() < wanted {
+
+    // Pods: all stopped when the Job fails or is suspended; else as many as
+    // are still wanted, within parallelism.
+    let mut plan = Plan::default();
+    let mut stopping: Vec<&Pod> = Vec::new();
+    let mut wait = None;
+    if failure.is_some() || (suspended && settled) {
+        stopping = running.clone();
+    } else if settled {
+        let parallelism = spec.parallelism.unwrap_or(1).max(0);
+        let wanted = match completions {
+            Some(c) => (c - succeeded).clamp(0, parallelism) as usize,
+            // Once one has succeeded, those still running finish.
+            None if succeeded > 0 => running.len(),
+            None => parallelism as usize,
+        };
+        stopping = surplus(&running, wanted, completions.filter(|_| indexed));
+        if stopping.is_empty() && running.len() < wanted {
+            // A failure holds the next pod back for a while.
+            wait = last_failure
+                .map(|last| {
+                    let since = Duration::try_from(now.duration_since(last)).unwrap_or_default();
+                    backoff(failed).saturating_sub(since)
+                })
+                .filter(|w| !w.is_zero());
             let missing = wanted - running.len();
-            let pods: Vec<Pod> = if indexed {
-                let busy: BTreeSet<i32> = running.iter().filter_map(|p| index_of(p)).collect();
-                (0..spec.completions.unwrap_or(0))
-                    .filter(|i| !done_indexes.contains(i) && !busy.contains(i))
-                    .take(missing)
-                    .map(|i| {
-                        let mut pod = pod_from(job.as_ref(), &template_for(&job, &uid, Some(i)));
-                        pod.metadata.generate_name = Some(format!("{}-{i}-", job.name_any()));
-                        pod
-                    })
-                    .collect()
-            } else {
-                vec![pod_from(job.as_ref(), &template_for(&job, &uid, None)); missing]
+            plan.create = match (wait, indexed) {
+                (Some(_), _) => Vec::new(),
+                (None, true) => {
+                    let busy: BTreeSet<i32> = running.iter().filter_map(|p| index_of(p)).collect();
+                    (0..completions.unwrap_or(0))
+                        .filter(|i| !done_indexes.contains(i) && !busy.contains(i))
+                        .take(missing)
+                        .map(Some)
+                        .collect()
+                }
+                (None, false) => vec![None; missing],
             };
-            create(job.as_ref(), &ctx, &api, &pods, &uid).await;
-        } else if running.len() > wanted {
-            delete(job.as_ref(), &ctx, &api, &running[wanted..], &uid).await;
         }
     }
-
-    // Status, written when it changed.
-    let mut conditions: Vec<Value> = old.conditions.iter().flatten().map(|c| json!(c)).collect();
-    if let Some((kind, reason, message)) = &ending {
-        let time = now(false);
-        conditions.push(
-            json!({"type": kind, "status": "True", "reason": reason, "message": message,
-            "lastProbeTime": time, "lastTransitionTime": time}),
-        );
-        let event = if *kind == "Complete" {
-            (Kind::Normal, "Completed", "Job completed".to_string())
-        } else {
-            (Kind::Warning, *reason, message.clone())
-        };
-        ctx.event(job.as_ref(), event.0, event.1, event.2);
-    }
-    let ready = running.iter().filter(|p| ready_since(p).is_some()).count();
-    let completion = match &ending {
-        Some(("Complete", _, _)) => Some(at.clone()),
-        _ => old.completion_time.clone(),
-    };
-    let completed_indexes = (indexed && !done_indexes.is_empty()).then(|| ranges(&done_indexes));
-    let status = json!({
-        "active": running.len(),
-        "ready": ready,
-        "succeeded": succeeded,
-        "failed": failed,
-        "startTime": started,
-        "completionTime": completion,
-        "completedIndexes": completed_indexes,
-        "conditions": conditions,
-    });
-    let current = serde_json::to_value(&old).unwrap_or_default();
-    let changed = ["active", "ready", "succeeded", "failed"]
+    plan.delete = stopping.iter().map(|p| p.name_any()).collect();
+    let staying: Vec<&&Pod> = running
         .iter()
-        .any(|k| current[k].as_i64().unwrap_or(0) != status[k].as_i64().unwrap_or(0))
-        || ending.is_some()
-        || old.start_time != started
-        || old.completed_indexes != completed_indexes;
-    if changed {
+        .filter(|p| !plan.delete.contains(&p.name_any()))
+        .collect();
+
+    // Complete once enough succeeded and none runs any more.
+    let complete = staying.is_empty()
+        && completions.map_or(succeeded > 0, |c| succeeded >= c)
+        && failure.is_none();
+    let ending = failure.or_else(|| {
+        complete.then(|| Ending {
+            kind: "Complete",
+            reason: "",
+            message: String::new(),
+        })
+    });
+
+    // Status.
+    let mut status = old.clone();
+    let mut conditions = old.conditions.clone().unwrap_or_default();
+    if let Some(ending) = &ending {
+        let (kind, reason, message) = (ending.kind, ending.reason, &ending.message);
+        conditions.push(condition(kind, "True", reason, message, now));
+        plan.events.push(match kind {
+            "Complete" => (Kind::Normal, "Completed", "Job completed".into()),
+            _ => (Kind::Warning, reason, message.clone()),
+        });
+        if kind == "Complete" {
+            status.completion_time = Some(Time(now));
+        }
+    } else if suspended && !was_suspended {
+        let suspension = condition("Suspended", "True", "JobSuspended", "Job suspended", now);
+        set_condition(&mut conditions, suspension);
+        plan.events
+            .push((Kind::Normal, "Suspended", "Job suspended".into()));
+    } else if resumed {
+        let resumption = condition("Suspended", "False", "JobResumed", "Job resumed", now);
+        set_condition(&mut conditions, resumption);
+        plan.events
+            .push((Kind::Normal, "Resumed", "Job resumed".into()));
+    }
+    status.active = Some(staying.len() as i32);
+    status.ready = Some(staying.iter().filter(|p| ready_since(p).is_some()).count() as i32);
+    status.succeeded = Some(succeeded);
+    status.failed = Some(failed);
+    status.start_time = started.map(Time);
+    status.completed_indexes = (indexed && !done_indexes.is_empty()).then(|| ranges(&done_indexes));
+    status.conditions = Some(conditions).filter(|c| !c.is_empty());
+    plan.status = Some(status).filter(|s| *s != old);
+
+    plan.requeue = if ending.is_some() {
+        // Looked at again finished, for its time to live.
+        Some(Duration::from_secs(1))
+    } else {
+        // A deadline or the end of a back-off ahead is a reason to look again.
+        let until_deadline = spec
+            .active_deadline_seconds
+            .filter(|d| !suspended && *d > ran_for)
+            .map(|d| Duration::from_secs((d - ran_for) as u64));
+        let soonest = until_deadline.into_iter().chain(wait).min();
+        soonest.map(|after| after + Duration::from_millis(100))
+    };
+    plan
+}
+
+/// Carries out `plan` for `job`, whose pods are `owned`.
+async fn apply(job: &Job, ctx: &Context, owned: &[&Arc<Pod>], plan: Plan) -> Result<Action, Error> {
+    let namespace = job.namespace().unwrap_or_default();
+    let uid = job.uid().unwrap_or_default();
+    if plan.expired {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+        match jobs
+            .delete(&job.name_any(), &DeleteParams::foreground())
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        return Ok(Action::await_change());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let going: Vec<&Arc<Pod>> = owned
+        .iter()
+        .copied()
+        .filter(|p| plan.delete.contains(&p.name_any()))
+        .collect();
+    if !going.is_empty() {
+        delete(job, ctx, &api, &going, &uid).await;
+    }
+    if !plan.create.is_empty() {
+        let pods: Vec<Pod> = plan.create.iter().map(|i| pod_for(job, &uid, *i)).collect();
+        create(job, ctx, &api, &pods, &uid).await;
+    }
+    for (kind, reason, message) in plan.events {
+        ctx.event(job, kind, reason, message);
+    }
+    if let Some(status) = plan.status {
+        // Every field named, so that one no longer set is cleared.
+        let patch = json!({"status": {
+            "active": status.active, "ready": status.ready,
+            "succeeded": status.succeeded, "failed": status.failed,
+            "startTime": status.start_time, "completionTime": status.completion_time,
+            "completedIndexes": status.completed_indexes, "conditions": status.conditions,
+        }});
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
         jobs.patch_status(
             &job.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
+            &Patch::Merge(&patch),
         )
         .await?;
     }
-    if ending.is_some() {
-        // Looked at again finished, for its time to live.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    // A deadline or the end of a back-off ahead is a reason to look again.
-    let until_deadline = spec
-        .active_deadline_seconds
-        .filter(|d| *d > ran_for)
-        .map(|d| Duration::from_secs((d - ran_for) as u64));
-    Ok(match until_deadline.into_iter().chain(wait).min() {
-        Some(after) => Action::requeue(after + Duration::from_millis(100)),
-        None => Action::await_change(),
-    })
+    Ok(plan
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
-/// A finished Job with `ttlSecondsAfterFinished` is deleted, with its pods,
-/// that long after it finished.
-async fn expire(job: &Job, ctx: &Context, done: &JobCondition, at: &Time) -> Result<Action, Error> {
-    let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
-    let (Some(ttl), Some(since)) = (ttl, done.last_transition_time.as_ref()) else {
+async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some((namespace, uid)) = ctx.begin(job.as_ref()).await? else {
         return Ok(Action::await_change());
     };
-    let left = since.0.as_second() + i64::from(ttl) - at.0.as_second();
-    if left > 0 {
-        return Ok(Action::requeue(Duration::from_secs(left as u64)));
-    }
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    match jobs
-        .delete(&job.name_any(), &DeleteParams::foreground())
-        .await
-    {
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-        Ok(_) => {}
-    }
-    Ok(Action::await_change())
+    let all = ctx.pods_in(&namespace);
+    let owned: Vec<&Arc<Pod>> = all
+        .iter()
+        .filter(|p| controller_of(p.as_ref()).is_some_and(|(_, _, u)| u == uid))
+        .collect();
+    let pods: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();
+    let settled = ctx.expectations.met(&uid, &all);
+    let next = plan(&job, &pods, Timestamp::now(), settled);
+    apply(&job, &ctx, &owned, next).await
 }
 
 /// The controller, reconciling until `closed`.
@@ -421,6 +583,47 @@ pub fn controller(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{Fixture, at, pod, written};
+    use serde_json::Value;
+
+    /// A Job `work` with `spec` (its template added), started at the epoch.
+    fn job(spec: Value) -> Fixture<Job> {
+        let mut spec = spec;
+        spec["template"] = json!({"spec": {"containers": [{"name": "main", "image": "i"}]}});
+        Fixture::new(
+            json!({"metadata": {"name": "work", "namespace": "default", "uid": "job-uid"},
+            "spec": spec, "status": {"startTime": written(0)}}),
+        )
+    }
+
+    /// A pod of an Indexed Job with `index`.
+    fn indexed(name: &str, index: i32) -> Fixture<Pod> {
+        pod(name).annotate(INDEX, &index.to_string())
+    }
+
+    fn plan_at(job: &Job, pods: &[Fixture<Pod>], seconds: i64) -> Plan {
+        let pods: Vec<Pod> = pods.iter().cloned().map(Fixture::build).collect();
+        let pods: Vec<&Pod> = pods.iter().collect();
+        plan(job, &pods, at(seconds), true)
+    }
+
+    fn status(plan: &Plan) -> &JobStatus {
+        plan.status.as_ref().expect("a status to write")
+    }
+
+    /// The condition `kind` of the status written: reason and status.
+    fn condition_of(plan: &Plan, kind: &str) -> Option<(String, String)> {
+        let conditions = status(plan).conditions.iter().flatten();
+        let found = conditions.into_iter().find(|c| c.type_ == kind)?;
+        Some((
+            found.reason.clone().unwrap_or_default(),
+            found.status.clone(),
+        ))
+    }
+
+    fn reasons(plan: &Plan) -> Vec<&str> {
+        plan.events.iter().map(|e| e.1).collect()
+    }
 
     #[test]
     fn indexes_are_written_as_ranges_and_read_back() {
@@ -445,21 +648,261 @@ mod tests {
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
             {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [42]}}]}))
         .unwrap();
-        let pod = |code: i32, conditions: Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
-                "status": {"phase": "Failed", "conditions": conditions, "containerStatuses": [
-                    {"name": "main", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-                     "state": {"terminated": {"exitCode": code}}}]}}))
-            .unwrap()
-        };
-        let (action, why) = judged(&policy, &pod(42, json!([]))).unwrap();
+        let failed = |code: i32| pod("p").exited(code, 0);
+        let (action, why) = judged(&policy, &failed(42).build()).unwrap();
         assert_eq!(action, "FailJob");
         assert_eq!(
             why,
-            "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1"
+            "Container main for pod default/p failed with exit code 42 matching FailJob rule at index 1"
         );
-        assert_eq!(judged(&policy, &pod(1, json!([]))).unwrap().0, "Count");
-        let disrupted = json!([{"type": "DisruptionTarget", "status": "True"}]);
-        assert_eq!(judged(&policy, &pod(42, disrupted)).unwrap().0, "Ignore");
+        assert_eq!(judged(&policy, &failed(1).build()).unwrap().0, "Count");
+        let disrupted = failed(42).with(
+            &["status", "conditions"],
+            json!([{"type": "DisruptionTarget", "status": "True"}]),
+        );
+        assert_eq!(judged(&policy, &disrupted.build()).unwrap().0, "Ignore");
+    }
+
+    #[test]
+    fn pods_come_within_parallelism_up_to_the_completions_left() {
+        let five = job(json!({"completions": 5, "parallelism": 2})).build();
+        let first = plan_at(&five, &[], 1);
+        assert_eq!(first.create, [None, None]);
+        assert_eq!(status(&first).active, Some(0));
+        // Three done, one running: one more, as two completions are left.
+        let done = |name: &str| pod(name).phase("Succeeded");
+        let pods = [done("a"), done("b"), done("c"), pod("d").phase("Running")];
+        let next = plan_at(&five, &pods, 1);
+        assert_eq!(next.create, [None]);
+        assert_eq!(status(&next).succeeded, Some(3));
+        // Four done, two running: one too many, the least along stops.
+        let pods = [
+            done("a"),
+            done("b"),
+            done("c"),
+            done("d"),
+            pod("pending").phase("Pending"),
+            pod("running").ready(0),
+        ];
+        let over = plan_at(&five, &pods, 1);
+        assert!(over.create.is_empty());
+        assert_eq!(over.delete, ["pending"]);
+        assert_eq!(status(&over).active, Some(1));
+    }
+
+    #[test]
+    fn a_job_without_completions_ends_when_one_succeeded_and_the_rest_finished() {
+        let queue = job(json!({"parallelism": 3})).build();
+        assert_eq!(plan_at(&queue, &[], 1).create.len(), 3);
+        // One succeeded: the others run on, none is added, none stopped.
+        let pods = [
+            pod("a").phase("Succeeded"),
+            pod("b").phase("Running"),
+            pod("c").phase("Running"),
+        ];
+        let running = plan_at(&queue, &pods, 1);
+        assert!(running.create.is_empty() && running.delete.is_empty());
+        assert_eq!(condition_of(&running, "Complete"), None);
+        let pods = [
+            pod("a").phase("Succeeded"),
+            pod("b").phase("Succeeded"),
+            pod("c").phase("Failed"),
+        ];
+        let ended = plan_at(&queue, &pods, 1);
+        assert_eq!(
+            condition_of(&ended, "Complete"),
+            Some((String::new(), "True".into()))
+        );
+    }
+
+    #[test]
+    fn an_indexed_job_makes_the_missing_indexes_once_each() {
+        let indexed_job =
+            job(json!({"completions": 4, "parallelism": 3, "completionMode": "Indexed"}))
+                .with(&["status", "completedIndexes"], json!("0"))
+                .build();
+        let pods = [indexed("one", 1).phase("Running")];
+        let next = plan_at(&indexed_job, &pods, 1);
+        assert_eq!(next.create, [Some(2), Some(3)]);
+        // A repeated index and one out of range go first.
+        let pods = [
+            indexed("one", 1).ready(0),
+            indexed("one-again", 1).phase("Pending"),
+            indexed("nine", 9).ready(0),
+        ];
+        let mut repeated = plan_at(&indexed_job, &pods, 1);
+        repeated.delete.sort();
+        assert_eq!(repeated.delete, ["nine", "one-again"]);
+        assert!(repeated.create.is_empty(), "stopping first, making after");
+        // Index 3 succeeds: 0 and 3 are done.
+        let pods = [indexed("three", 3).phase("Succeeded")];
+        let counted = plan_at(&indexed_job, &pods, 1);
+        assert_eq!(status(&counted).completed_indexes.as_deref(), Some("0,3"));
+        assert_eq!(status(&counted).succeeded, Some(2));
+        assert_eq!(counted.create, [Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn an_indexed_pod_knows_its_index() {
+        let indexed_job = job(json!({"completions": 2, "completionMode": "Indexed"})).build();
+        let made = pod_for(&indexed_job, "job-uid", Some(1));
+        assert_eq!(made.metadata.generate_name.as_deref(), Some("work-1-"));
+        assert_eq!(made.annotations()[INDEX], "1");
+        assert_eq!(made.labels()[INDEX], "1");
+        assert_eq!(made.labels()[CONTROLLER_UID], "job-uid");
+        let spec = made.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("work-1"));
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        assert_eq!(env[0].name, "JOB_COMPLETION_INDEX");
+    }
+
+    #[test]
+    fn enough_successes_complete_the_job_and_stop_the_rest() {
+        let two = job(json!({"completions": 2, "parallelism": 2})).build();
+        let pods = [
+            pod("a").phase("Succeeded"),
+            pod("b").phase("Succeeded"),
+            pod("c").phase("Running"),
+        ];
+        let done = plan_at(&two, &pods, 30);
+        assert_eq!(done.delete, ["c"]);
+        assert_eq!(
+            condition_of(&done, "Complete"),
+            Some((String::new(), "True".into()))
+        );
+        assert_eq!(status(&done).completion_time, Some(Time(at(30))));
+        assert_eq!(status(&done).active, Some(0));
+        assert_eq!(reasons(&done), ["Completed"]);
+    }
+
+    #[test]
+    fn failures_beyond_the_backoff_limit_fail_the_job_and_stop_its_pods() {
+        let limited = job(json!({"completions": 3, "parallelism": 2, "backoffLimit": 1})).build();
+        let pods = [
+            pod("a").exited(1, 0),
+            pod("b").exited(1, 20),
+            pod("c").ready(0),
+        ];
+        let failed = plan_at(&limited, &pods, 30);
+        assert_eq!(
+            condition_of(&failed, "Failed"),
+            Some(("BackoffLimitExceeded".into(), "True".into()))
+        );
+        assert_eq!(failed.delete, ["c"]);
+        assert_eq!(status(&failed).failed, Some(2));
+        assert_eq!(status(&failed).active, Some(0));
+        assert_eq!(reasons(&failed), ["BackoffLimitExceeded"]);
+        // Within the limit, the next pod waits out the back-off.
+        let pods = [pod("a").exited(1, 27)];
+        let waiting = plan_at(&limited, &pods, 30);
+        assert!(waiting.create.is_empty());
+        assert_eq!(waiting.requeue, Some(Duration::from_millis(7_100)));
+        assert_eq!(plan_at(&limited, &pods, 37).create, [None, None]);
+    }
+
+    #[test]
+    fn counts_outlive_the_pods_they_counted() {
+        let counted = job(json!({"completions": 9, "backoffLimit": 5}))
+            .with(&["status", "succeeded"], json!(4))
+            .with(&["status", "failed"], json!(2))
+            .build();
+        let next = plan_at(&counted, &[pod("a").phase("Succeeded")], 1);
+        assert_eq!(status(&next).succeeded, Some(4));
+        assert_eq!(status(&next).failed, Some(2));
+    }
+
+    #[test]
+    fn the_active_deadline_fails_a_job_that_ran_too_long() {
+        let bounded = job(json!({"activeDeadlineSeconds": 60}));
+        let pods = [pod("a").phase("Running")];
+        let early = plan_at(&bounded.clone().build(), &pods, 20);
+        assert_eq!(early.requeue, Some(Duration::from_millis(40_100)));
+        let late = plan_at(&bounded.clone().build(), &pods, 60);
+        assert_eq!(
+            condition_of(&late, "Failed"),
+            Some(("DeadlineExceeded".into(), "True".into()))
+        );
+        assert_eq!(late.delete, ["a"]);
+        // Suspended, the deadline does not run.
+        let suspended = bounded.with(&["spec", "suspend"], json!(true)).build();
+        assert_eq!(condition_of(&plan_at(&suspended, &[], 600), "Failed"), None);
+    }
+
+    #[test]
+    fn a_suspended_job_stops_its_pods_and_restarts_its_clock_when_resumed() {
+        let suspended = job(json!({"completions": 2, "suspend": true})).build();
+        let pods = [pod("a").ready(0), pod("b").phase("Pending")];
+        let stopped = plan_at(&suspended, &pods, 10);
+        assert_eq!(stopped.delete.len(), 2);
+        assert!(stopped.create.is_empty());
+        assert_eq!(
+            condition_of(&stopped, "Suspended"),
+            Some(("JobSuspended".into(), "True".into()))
+        );
+        assert_eq!(reasons(&stopped), ["Suspended"]);
+        let resumed = job(json!({"completions": 2, "suspend": false}))
+            .with(
+                &["status", "conditions"],
+                json!([{"type": "Suspended", "status": "True"}]),
+            )
+            .build();
+        let running = plan_at(&resumed, &[], 500);
+        assert_eq!(
+            condition_of(&running, "Suspended"),
+            Some(("JobResumed".into(), "False".into()))
+        );
+        assert_eq!(status(&running).start_time, Some(Time(at(500))));
+        assert_eq!(running.create, [None]);
+    }
+
+    #[test]
+    fn the_pod_failure_policy_fails_the_job_or_ignores_a_failure() {
+        let judged_job = job(json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}}]}}))
+        .build();
+        let fatal = plan_at(&judged_job, &[pod("a").exited(42, 0)], 1);
+        assert_eq!(
+            condition_of(&fatal, "Failed"),
+            Some(("PodFailurePolicy".into(), "True".into()))
+        );
+        let ignored = plan_at(&judged_job, &[pod("a").exited(3, 0)], 1);
+        assert_eq!(condition_of(&ignored, "Failed"), None);
+        assert_eq!(status(&ignored).failed, Some(0));
+        assert_eq!(ignored.create, [None], "replaced at once");
+    }
+
+    #[test]
+    fn a_finished_job_goes_when_its_time_to_live_is_over() {
+        let finished_job = job(json!({"ttlSecondsAfterFinished": 10}))
+            .with(
+                &["status", "conditions"],
+                json!([{"type": "Complete", "status": "True", "lastTransitionTime": written(0)}]),
+            )
+            .build();
+        let pods = [pod("a").phase("Running")];
+        let waiting = plan_at(&finished_job, &pods, 4);
+        assert!(!waiting.expired && waiting.delete.is_empty() && waiting.status.is_none());
+        assert_eq!(waiting.requeue, Some(Duration::from_secs(6)));
+        assert!(plan_at(&finished_job, &pods, 10).expired);
+    }
+
+    #[test]
+    fn nothing_is_written_while_nothing_changes() {
+        let steady = job(json!({"completions": 3}))
+            .with(
+                &["status"],
+                json!({"startTime": written(0), "active": 1, "ready": 0, "succeeded": 0, "failed": 0}),
+            )
+            .build();
+        let next = plan_at(&steady, &[pod("a").phase("Pending")], 5);
+        assert!(next.status.is_none() && next.create.is_empty() && next.delete.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_made_or_stopped_before_the_cache_shows_the_last_pass() {
+        let five = job(json!({"completions": 5, "parallelism": 2})).build();
+        let next = plan(&five, &[], at(1), false);
+        assert!(next.create.is_empty());
     }
 }

@@ -33,6 +33,8 @@ mod daemonsets;
 mod deployments;
 mod disruption;
 mod endpoints;
+#[cfg(test)]
+mod fixtures;
 mod gc;
 mod jobs;
 mod lifecycle;
