@@ -13,6 +13,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, SRV};
+use hickory_proto::rr::{Name, RData, Record as DnsRecord, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -24,14 +27,6 @@ const DOMAIN: &str = "svc.cluster.local";
 /// How long answers may be cached, in seconds.
 const TTL: u32 = 5;
 
-const TYPE_A: u16 = 1;
-const TYPE_CNAME: u16 = 5;
-const TYPE_SRV: u16 = 33;
-const TYPE_ANY: u16 = 255;
-const NXDOMAIN: u8 = 3;
-const REFUSED: u8 = 5;
-const FORMERR: u8 = 1;
-
 /// One answer.
 #[derive(Debug, PartialEq)]
 enum Record {
@@ -41,13 +36,30 @@ enum Record {
 }
 
 impl Record {
-    fn kind(&self) -> u16 {
+    fn kind(&self) -> RecordType {
         match self {
-            Record::A(_) => TYPE_A,
-            Record::Cname(_) => TYPE_CNAME,
-            Record::Srv { .. } => TYPE_SRV,
+            Record::A(_) => RecordType::A,
+            Record::Cname(_) => RecordType::CNAME,
+            Record::Srv { .. } => RecordType::SRV,
         }
     }
+
+    /// The record's data on the wire (none for a target that is not a
+    /// domain name).
+    fn data(self) -> Option<RData> {
+        Some(match self {
+            Record::A(ip) => RData::A(A(ip)),
+            Record::Cname(target) => RData::CNAME(CNAME(fqdn(&target)?)),
+            Record::Srv { port, target } => RData::SRV(SRV::new(0, 100, port, fqdn(&target)?)),
+        })
+    }
+}
+
+/// `name` as a fully qualified domain name.
+fn fqdn(name: &str) -> Option<Name> {
+    let mut name = Name::from_ascii(name).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 /// The ready endpoints of `service` in `namespace`: (pod name, address).
@@ -188,100 +200,57 @@ impl Names {
     }
 }
 
-/// A name in DNS's wire form.
-fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len().min(63) as u8);
-        out.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
-    }
-    out.push(0);
-}
-
-/// The question of a query: its name (lowercase) and type, and where it ends.
-fn question(query: &[u8]) -> Option<(String, u16, usize)> {
-    if query.len() < 12 || u16::from_be_bytes([query[4], query[5]]) != 1 {
-        return None;
-    }
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let length = usize::from(*query.get(at)?);
-        at += 1;
-        if length == 0 {
-            break;
-        }
-        // Queries do not compress their one name.
-        if length > 63 {
-            return None;
-        }
-        labels.push(
-            std::str::from_utf8(query.get(at..at + length)?)
-                .ok()?
-                .to_ascii_lowercase(),
-        );
-        at += length;
-    }
-    let kind = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
-    Some((labels.join("."), kind, at + 4))
-}
-
-/// The response to `query`, if it can be answered at all.
+/// The response to `query` (DNS's wire form), if it can be answered at
+/// all: FORMERR for what does not parse or asks other than one question.
 fn respond(
     query: &[u8],
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
 ) -> Option<Vec<u8>> {
-    let id = query.get(..2)?;
-    let recursion = query.get(2)? & 0x01;
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(id);
-    let Some((name, kind, end)) = question(query) else {
-        out.extend_from_slice(&[0x80 | recursion, FORMERR, 0, 0, 0, 0, 0, 0, 0, 0]);
-        return Some(out);
+    let id = u16::from_be_bytes([*query.first()?, *query.get(1)?]);
+    let request = match Message::from_vec(query) {
+        Ok(request) if request.queries.len() == 1 => request,
+        _ => {
+            let refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            return refused.to_vec().ok();
+        }
     };
+    let question = &request.queries[0];
+    let asked = question.query_type();
+    let name = question.name().to_lowercase().to_ascii();
+    let name = name.trim_end_matches('.');
     let (code, records) = if !name.ends_with("cluster.local") {
-        (REFUSED, Vec::new())
+        (ResponseCode::Refused, Vec::new())
     } else {
-        match lookup(&name, services, slices) {
-            None => (NXDOMAIN, Vec::new()),
+        match lookup(name, services, slices) {
+            None => (ResponseCode::NXDomain, Vec::new()),
             Some(records) => {
                 // A CNAME answers whatever was asked.
                 let wanted = records
                     .into_iter()
-                    .filter(|r| kind == TYPE_ANY || r.kind() == kind || r.kind() == TYPE_CNAME)
+                    .filter(|r| {
+                        asked == RecordType::ANY
+                            || r.kind() == asked
+                            || r.kind() == RecordType::CNAME
+                    })
+                    .filter_map(|r| r.data())
                     .collect();
-                (0, wanted)
+                (ResponseCode::NoError, wanted)
             }
         }
     };
     // An authoritative answer with the question echoed.
-    out.extend_from_slice(&[0x84 | recursion, code, 0, 1]);
-    out.extend_from_slice(&(records.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&query[12..end]);
-    for record in &records {
-        out.extend_from_slice(&[0xC0, 12]);
-        out.extend_from_slice(&record.kind().to_be_bytes());
-        out.extend_from_slice(&[0, 1]);
-        out.extend_from_slice(&TTL.to_be_bytes());
-        let mut data = Vec::new();
-        match record {
-            Record::A(ip) => data.extend_from_slice(&ip.octets()),
-            Record::Cname(target) => encode_name(target, &mut data),
-            Record::Srv { port, target } => {
-                data.extend_from_slice(&[0, 0, 0, 100]);
-                data.extend_from_slice(&port.to_be_bytes());
-                encode_name(target, &mut data);
-            }
-        }
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        out.extend_from_slice(&data);
-    }
-    Some(out)
+    let mut response = Message::response(id, request.metadata.op_code);
+    response.metadata.authoritative = true;
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.response_code = code;
+    response.add_query(question.clone());
+    response.add_answers(
+        records
+            .into_iter()
+            .map(|data| DnsRecord::from_rdata(question.name().clone(), TTL, data)),
+    );
+    response.to_vec().ok()
 }
 
 /// Answers queries on `socket` from the caches until dropped.
@@ -374,25 +343,57 @@ mod tests {
         assert_eq!(find("cluster.local"), None);
     }
 
+    /// A query for `name` and `kind`, in wire form, with recursion desired.
+    fn query(name: &str, kind: RecordType) -> Vec<u8> {
+        let mut query = Message::query();
+        query.metadata.id = 0x1234;
+        query.metadata.recursion_desired = true;
+        query.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).unwrap(),
+            kind,
+        ));
+        query.to_vec().unwrap()
+    }
+
     #[test]
     fn queries_get_wire_answers() {
         let (services, slices) = world();
-        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        encode_name("WEB.default.svc.cluster.local", &mut query);
-        query.extend_from_slice(&[0, 1, 0, 1]);
-        let answer = respond(&query, &services, &slices).unwrap();
+        let ask = |name: &str, kind| {
+            let answer = respond(&query(name, kind), &services, &slices).unwrap();
+            Message::from_vec(&answer).unwrap()
+        };
+        let answer = respond(
+            &query("WEB.default.svc.cluster.local.", RecordType::A),
+            &services,
+            &slices,
+        )
+        .unwrap();
+        // Response, authoritative, recursion desired as asked; no error.
         assert_eq!(&answer[..4], &[0x12, 0x34, 0x85, 0]);
-        assert_eq!(u16::from_be_bytes([answer[6], answer[7]]), 1, "one answer");
-        assert_eq!(&answer[answer.len() - 4..], &[127, 192, 0, 10]);
-        let mut missing = query[..12].to_vec();
-        encode_name("nothing.default.svc.cluster.local", &mut missing);
-        missing.extend_from_slice(&[0, 1, 0, 1]);
-        assert_eq!(respond(&missing, &services, &slices).unwrap()[3], NXDOMAIN);
-        let mut outside = query[..12].to_vec();
-        encode_name("example.org", &mut outside);
-        outside.extend_from_slice(&[0, 1, 0, 1]);
-        assert_eq!(respond(&outside, &services, &slices).unwrap()[3], REFUSED);
-        assert_eq!(respond(&[1, 2, 3], &services, &slices).unwrap()[3], FORMERR);
+        let web = Message::from_vec(&answer).unwrap();
+        assert_eq!(web.queries.len(), 1, "the question echoed");
+        let data: Vec<&RData> = web.answers.iter().map(|r| &r.data).collect();
+        assert_eq!(data, [&RData::A(A([127, 192, 0, 10].into()))]);
+        let srv = ask("_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+        let target = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
+        assert_eq!(
+            &srv.answers[0].data,
+            &RData::SRV(SRV::new(0, 100, 80, target))
+        );
+        // A CNAME answers an A question.
+        let mail = ask("mail.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(mail.answers[0].record_type(), RecordType::CNAME);
+        let code = |name: &str| ask(name, RecordType::A).metadata.response_code;
+        assert_eq!(
+            code("nothing.default.svc.cluster.local."),
+            ResponseCode::NXDomain
+        );
+        assert_eq!(code("example.org."), ResponseCode::Refused);
+        assert_eq!(
+            respond(&[1, 2, 3], &services, &slices).unwrap()[3],
+            1,
+            "FORMERR"
+        );
         assert_eq!(respond(&[1], &services, &slices), None);
     }
 }

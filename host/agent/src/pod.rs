@@ -11,17 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Container as Spec, Pod};
+use k8s_openapi::api::core::v1::{
+    Container as Spec, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_oci::Image;
 use wasmkube_runtime::{Container, Exit, Names, Stop};
 
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, network, prepare, pull, record};
-use wasmkube_events::{Kind, Reporter, now};
+use wasmkube_events::{Kind, Reporter};
 
 /// The first wait before a container is started again; it doubles up to
 /// [`BACKOFF_MAX`], as the kubelet's does.
@@ -39,33 +44,49 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// instantiation each.
 pub const FRESH_INSTANCES: &str = "wasmkube.io/fresh-instance-per-request";
 
-/// Bytes of a memory quantity (`64Mi`, `1G`, `128974848`).
+/// Bytes of a memory quantity (`64Mi`, `1G`, `128974848`), rounded up.
 pub(crate) fn memory_bytes(quantity: &str) -> Option<usize> {
-    prepare::quantity(quantity).map(|q| q as usize)
+    wasmkube_quantity::value(quantity).map(|q| usize::try_from(q).unwrap_or(usize::MAX))
 }
 
 /// Thousandths of a CPU of a CPU quantity (`250m`, `2`), rounded up.
 fn cpu_millis(quantity: &str) -> Option<u32> {
-    prepare::quantity(quantity).map(|q| (q * 1000.0).ceil().min(f64::from(u32::MAX)) as u32)
+    wasmkube_quantity::milli_value(quantity).map(|q| u32::try_from(q).unwrap_or(u32::MAX))
 }
 
 /// What the pod's status says of each container.
 #[derive(Default)]
 struct Report {
-    init: Vec<Value>,
-    containers: Vec<Value>,
+    init: Vec<ContainerStatus>,
+    containers: Vec<ContainerStatus>,
     phase: &'static str,
     /// Whether the init containers have all completed.
     initialized: bool,
     /// When the agent took the pod.
-    start_time: Option<String>,
+    start_time: Option<Time>,
     /// Each condition's status and when it last changed.
-    conditions: BTreeMap<&'static str, (bool, String)>,
+    conditions: BTreeMap<&'static str, (bool, Time)>,
+}
+
+/// The time now, as the API keeps it.
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// A container waiting for `reason`, saying `message`.
+fn waiting(reason: &str, message: Option<String>) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.to_owned()),
+            message,
+        }),
+        ..ContainerState::default()
+    }
 }
 
 impl Report {
     /// The status of the container in `slot`.
-    fn entry(&mut self, slot: Slot) -> Option<&mut Value> {
+    fn entry(&mut self, slot: Slot) -> Option<&mut ContainerStatus> {
         match slot {
             Slot::Init(i) => self.init.get_mut(i),
             Slot::Main(i) => self.containers.get_mut(i),
@@ -77,9 +98,9 @@ impl Report {
         let entry = self
             .conditions
             .entry(kind)
-            .or_insert((!status, String::new()));
+            .or_insert_with(|| (!status, now()));
         if entry.0 != status {
-            *entry = (status, now(false));
+            *entry = (status, now());
         }
     }
 }
@@ -99,7 +120,7 @@ pub(crate) struct Worker {
     ips: Option<prepare::Ips>,
     report: Arc<Mutex<Report>>,
     /// The status to give the API server, newest only.
-    status: watch::Sender<Option<Value>>,
+    status: watch::Sender<Option<PodStatus>>,
     /// True once the agent is stopping.
     closing: watch::Receiver<bool>,
 }
@@ -201,8 +222,7 @@ impl Worker {
         );
         if done {
             // What it ended with may not have reached the server yet.
-            let status = serde_json::to_value(&pod.status).unwrap_or_default();
-            self.status.send_replace(Some(status));
+            self.status.send_replace(pod.status.clone());
         } else if pod.metadata.deletion_timestamp.is_none() {
             let stop = Stop::default();
             self.join_network().await;
@@ -243,19 +263,16 @@ impl Worker {
     /// Reports the pod scheduled, its containers being created.
     async fn start(&self, pod: &Pod) {
         let spec = pod.spec.clone().unwrap_or_default();
-        let creating = |c: &Spec| {
-            let waiting = json!({"waiting": {"reason": "ContainerCreating"}});
-            container_status(c, None, waiting, 0, None)
-        };
+        let creating =
+            |c: &Spec| container_status(c, None, waiting("ContainerCreating", None), 0, None);
         {
             let mut report = self.report.lock().expect("report lock");
             report.phase = "Pending";
             report.start_time = pod
                 .status
                 .as_ref()
-                .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-                .or_else(|| Some(now(false)));
+                .and_then(|s| s.start_time.clone())
+                .or_else(|| Some(now()));
             // Init containers an earlier agent completed keep their status.
             let before = pod
                 .status
@@ -268,7 +285,7 @@ impl Worker {
                 .map(|c| {
                     let done = before.iter().flatten().find(|s| s.name == c.name);
                     match done.filter(|_| completed_before(pod, &c.name)) {
-                        Some(status) => serde_json::to_value(status).unwrap_or_default(),
+                        Some(status) => status.clone(),
                         None => creating(c),
                     }
                 })
@@ -343,16 +360,15 @@ impl Worker {
                 Ok(image) => break image,
                 Err(missing) => missing,
             };
-            let waiting = json!({"reason": missing.reason, "message": missing.message});
-            self.wait(index, spec, waiting).await;
+            self.wait(index, spec, missing.reason, missing.message.clone())
+                .await;
             let retry = if missing.pull_failed {
                 // As the kubelet: ErrImagePull, then ImagePullBackOff until the
                 // next try.
                 let message = format!("Back-off pulling image {reference:?}: {}", missing.message);
                 self.event(Some(spec), Kind::Normal, "BackOff", message.clone());
-                let waiting =
-                    json!({"waiting": {"reason": "ImagePullBackOff", "message": message}});
-                self.set(index, spec, None, waiting, 0, None).await;
+                let backoff = waiting("ImagePullBackOff", Some(message));
+                self.set(index, spec, None, backoff, 0, None).await;
                 let wait = pull_backoff;
                 pull_backoff = (pull_backoff * 2).min(BACKOFF_MAX);
                 wait
@@ -374,9 +390,8 @@ impl Worker {
             match self.prepare(pod, spec, &image).await {
                 Ok(container) => break container,
                 Err(message) => {
-                    let waiting =
-                        json!({"reason": "CreateContainerConfigError", "message": message});
-                    self.wait(index, spec, waiting).await;
+                    let reason = "CreateContainerConfigError";
+                    self.wait(index, spec, reason, message).await;
                 }
             }
             tokio::time::sleep(IMAGE_RETRY).await;
@@ -385,7 +400,7 @@ impl Worker {
         // is gone: taken back, it counts as restarted.
         let mut restarts = previous_start(pod, index, &spec.name).map_or(0, |count| count + 1);
         let mut backoff = BACKOFF_START;
-        let mut last: Option<Value> = None;
+        let mut last: Option<ContainerState> = None;
         let uid = pod.uid().unwrap_or_default();
         loop {
             let container = Container {
@@ -398,16 +413,15 @@ impl Worker {
                 "Created",
                 format!("Created container {}", spec.name),
             );
-            let started = now(false);
-            self.set(
-                index,
-                spec,
-                Some(&image),
-                json!({"running": {"startedAt": started}}),
-                restarts,
-                last.clone(),
-            )
-            .await;
+            let started = now();
+            let running = ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(started.clone()),
+                }),
+                ..ContainerState::default()
+            };
+            self.set(index, spec, Some(&image), running, restarts, last.clone())
+                .await;
             self.event(
                 Some(spec),
                 Kind::Normal,
@@ -426,11 +440,18 @@ impl Worker {
                 ),
                 Exit::Stopped => ("Killed", "stopped".into()),
             };
-            let terminated = json!({"terminated": {
-                "exitCode": exit.code(), "reason": reason, "message": message,
-                "startedAt": started, "finishedAt": now(false),
-                "containerID": container_id(pod, spec),
-            }});
+            let terminated = ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: exit.code(),
+                    reason: Some(reason.to_owned()),
+                    message: Some(message).filter(|m| !m.is_empty()),
+                    started_at: Some(started),
+                    finished_at: Some(now()),
+                    container_id: Some(container_id(pod, spec)),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            };
             let again = match (policy, &exit) {
                 (_, Exit::Stopped) => false,
                 ("Always", _) => true,
@@ -456,8 +477,13 @@ impl Worker {
                 index,
                 spec,
                 Some(&image),
-                json!({"waiting": {"reason": "CrashLoopBackOff",
-                "message": format!("back-off {}s restarting the container", backoff.as_secs())}}),
+                waiting(
+                    "CrashLoopBackOff",
+                    Some(format!(
+                        "back-off {}s restarting the container",
+                        backoff.as_secs()
+                    )),
+                ),
                 restarts,
                 Some(terminated.clone()),
             )
@@ -497,12 +523,12 @@ impl Worker {
                 }
                 () = stop.wait(), if !run_stop.is_set() => run_stop.stop(),
                 verdict = prober.next(), if !run_stop.is_set() => match verdict {
-                    Verdict::Started => self.mark(slot, "started", true).await,
+                    Verdict::Started => self.mark(slot, |c, v| c.started = Some(v), true).await,
                     Verdict::Ready(ready) => {
                         if !ready {
                             self.event(Some(spec), Kind::Warning, "Unhealthy", "Readiness probe failed".into());
                         }
-                        self.mark(slot, "ready", ready).await;
+                        self.mark(slot, |c, v| c.ready = v, ready).await;
                     }
                     Verdict::Kill(why) => {
                         self.event(Some(spec), Kind::Warning, "Unhealthy", why.clone());
@@ -516,10 +542,11 @@ impl Worker {
         }
     }
 
-    /// Sets a flag (`ready`, `started`) of the container in `slot`.
-    async fn mark(&self, slot: Slot, flag: &str, value: bool) {
+    /// Sets a flag of the container in `slot` (`ready` or `started`, as
+    /// `flag` picks it).
+    async fn mark(&self, slot: Slot, flag: fn(&mut ContainerStatus, bool), value: bool) {
         if let Some(entry) = self.report.lock().expect("report lock").entry(slot) {
-            entry[flag] = json!(value);
+            flag(entry, value);
         }
         self.publish().await;
     }
@@ -587,14 +614,14 @@ impl Worker {
         slot: Slot,
         spec: &Spec,
         image: Option<&Image>,
-        state: Value,
+        state: ContainerState,
         restarts: u32,
-        last: Option<Value>,
+        last: Option<ContainerState>,
     ) {
         {
             let mut report = self.report.lock().expect("report lock");
+            let running = state.running.is_some();
             let status = container_status(spec, image, state, restarts, last);
-            let running = status["state"].get("running").is_some();
             if let Some(entry) = report.entry(slot) {
                 *entry = status;
             }
@@ -606,25 +633,22 @@ impl Worker {
         self.publish().await;
     }
 
-    /// Reports a container waiting (and, the first time for a reason, an event).
-    async fn wait(&self, slot: Slot, spec: &Spec, waiting: Value) {
+    /// Reports a container waiting for `reason` (and, the first time for a
+    /// reason, an event).
+    async fn wait(&self, slot: Slot, spec: &Spec, reason: &str, message: String) {
         let same = {
             let mut report = self.report.lock().expect("report lock");
-            report
-                .entry(slot)
-                .is_some_and(|c| c["state"]["waiting"]["reason"] == waiting["reason"])
+            report.entry(slot).is_some_and(|c| {
+                let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+                waiting.and_then(|w| w.reason.as_deref()) == Some(reason)
+            })
         };
         if !same {
-            let message = waiting["message"].as_str().unwrap_or_default().to_owned();
-            self.event(
-                Some(spec),
-                Kind::Warning,
-                "Failed",
-                format!("Error: {message}"),
-            );
+            let said = format!("Error: {message}");
+            self.event(Some(spec), Kind::Warning, "Failed", said);
         }
-        self.set(slot, spec, None, json!({ "waiting": waiting }), 0, None)
-            .await;
+        let state = waiting(reason, Some(message));
+        self.set(slot, spec, None, state, 0, None).await;
     }
 
     /// Records the pod's status locally and hands it to the sender; nothing
@@ -637,36 +661,41 @@ impl Worker {
         }
         let status = {
             let mut report = self.report.lock().expect("report lock");
-            let ready = !report.containers.is_empty()
-                && report.containers.iter().all(|c| c["ready"] == true);
+            let ready = !report.containers.is_empty() && report.containers.iter().all(|c| c.ready);
             let initialized = report.initialized;
             report.condition("PodScheduled", true);
             report.condition("Initialized", initialized);
             report.condition("ContainersReady", ready);
             report.condition("Ready", ready);
-            let conditions: Vec<Value> = report
+            let conditions = report
                 .conditions
                 .iter()
-                .map(|(kind, (status, time))| json!({"type": kind, "status": if *status { "True" } else { "False" }, "lastTransitionTime": time}))
+                .map(|(kind, (status, time))| PodCondition {
+                    type_: (*kind).to_owned(),
+                    status: if *status { "True" } else { "False" }.to_owned(),
+                    last_transition_time: Some(time.clone()),
+                    ..PodCondition::default()
+                })
                 .collect();
             let pod_ip = self.ips.as_ref().map(|ips| ips.pod.clone());
-            json!({
-                "phase": report.phase,
-                "hostIP": self.agent.host_ip,
-                "hostIPs": [{"ip": self.agent.host_ip}],
-                "podIP": pod_ip,
-                "podIPs": pod_ip.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-                "startTime": report.start_time,
-                "conditions": conditions,
-                "initContainerStatuses": report.init,
-                "containerStatuses": report.containers,
-            })
+            let host_ip = self.agent.host_ip.clone();
+            PodStatus {
+                phase: Some(report.phase.to_owned()),
+                host_ips: Some(vec![HostIP {
+                    ip: host_ip.clone(),
+                }]),
+                host_ip: Some(host_ip),
+                pod_ips: Some(pod_ip.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+                pod_ip,
+                start_time: report.start_time.clone(),
+                conditions: Some(conditions),
+                init_container_statuses: Some(report.init.clone()),
+                container_statuses: Some(report.containers.clone()),
+                ..PodStatus::default()
+            }
         };
         let mut pod = self.pod.borrow().clone();
-        match serde_json::from_value(status.clone()) {
-            Ok(recorded) => pod.status = Some(recorded),
-            Err(e) => tracing::warn!(pod = pod.name_any(), error = %e, "recording pod status"),
-        }
+        pod.status = Some(status.clone());
         if let Err(e) = record::save(&self.agent.pods_dir, &pod) {
             tracing::warn!(pod = pod.name_any(), error = %e, "recording the pod");
         }
@@ -722,7 +751,7 @@ impl Worker {
 
 /// Sends the newest status of the pod `name` until the server takes it, each
 /// time it changes, until the worker is gone.
-async fn send_status(api: Api<Pod>, name: String, mut status: watch::Receiver<Option<Value>>) {
+async fn send_status(api: Api<Pod>, name: String, mut status: watch::Receiver<Option<PodStatus>>) {
     let mut delay = RETRY_START;
     while status.changed().await.is_ok() {
         loop {
@@ -795,24 +824,26 @@ fn container_id(pod: &Pod, spec: &Spec) -> String {
     format!("wasm://{}/{}", pod.uid().unwrap_or_default(), spec.name)
 }
 
+/// The status of the container of `spec` in `state`.
 fn container_status(
     spec: &Spec,
     image: Option<&Image>,
-    state: Value,
+    state: ContainerState,
     restarts: u32,
-    last: Option<Value>,
-) -> Value {
-    let running = state.get("running").is_some();
-    json!({
-        "name": spec.name,
-        "image": spec.image,
-        "imageID": image.map(|i| i.digest.clone()).unwrap_or_default(),
-        "ready": running && !Prober::gates_readiness(spec),
-        "started": running && !Prober::gates_start(spec),
-        "restartCount": restarts,
-        "state": state,
-        "lastState": last.unwrap_or_else(|| json!({})),
-    })
+    last: Option<ContainerState>,
+) -> ContainerStatus {
+    let running = state.running.is_some();
+    ContainerStatus {
+        name: spec.name.clone(),
+        image: spec.image.clone().unwrap_or_default(),
+        image_id: image.map(|i| i.digest.clone()).unwrap_or_default(),
+        ready: running && !Prober::gates_readiness(spec),
+        started: Some(running && !Prober::gates_start(spec)),
+        restart_count: i32::try_from(restarts).unwrap_or(i32::MAX),
+        state: Some(state),
+        last_state: Some(last.unwrap_or_default()),
+        ..ContainerStatus::default()
+    }
 }
 
 #[cfg(test)]
@@ -826,5 +857,6 @@ mod tests {
         assert_eq!(cpu_millis("250m"), Some(250));
         assert_eq!(cpu_millis("1.5"), Some(1500));
         assert_eq!(cpu_millis("0.0001"), Some(1));
+        assert_eq!(cpu_millis("9m"), Some(9), "exact, not through a float");
     }
 }
