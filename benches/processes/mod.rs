@@ -67,6 +67,77 @@ impl Process {
     }
 }
 
+impl Process {
+    /// The share of a core the process used over `quiet`, in percent.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; only the footprint bench uses it"
+    )]
+    pub async fn idle_cpu(&self, quiet: Duration) -> f64 {
+        let before = self.cpu();
+        tokio::time::sleep(quiet).await;
+        (self.cpu() - before).as_secs_f64() / quiet.as_secs_f64() * 100.0
+    }
+
+    /// Where the process's resident memory is: anonymous and file pages and
+    /// threads (from `/proc/PID/status`), then the largest mappings by
+    /// resident size (from `/proc/PID/smaps`), in KiB.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; only the footprint bench uses it"
+    )]
+    pub fn breakdown(&self) -> String {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let mut out: Vec<String> = status
+            .lines()
+            .filter(|l| {
+                ["RssAnon", "RssFile", "RssShmem", "Threads"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("  {}", l.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect();
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let mut mappings: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("Rss:") => {
+                    let kib = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    mappings.push((kib, name.clone()));
+                }
+                Some(first) if first.contains('-') && !first.ends_with(':') => {
+                    let path = words.nth(4).unwrap_or("[anon]");
+                    name = path.rsplit('/').next().unwrap_or(path).to_owned();
+                }
+                _ => {}
+            }
+        }
+        // Mappings of one file (or all anonymous ones) summed, and the
+        // five largest anonymous mappings on their own.
+        let mut by_name = std::collections::BTreeMap::<String, u64>::new();
+        for (kib, name) in &mappings {
+            *by_name.entry(name.clone()).or_default() += kib;
+        }
+        let mut named: Vec<(u64, String)> = by_name.into_iter().map(|(n, k)| (k, n)).collect();
+        named.sort_unstable_by(|a, b| b.cmp(a));
+        for (kib, name) in named.iter().take(6) {
+            out.push(format!("  {name}: {kib} kB"));
+        }
+        let mut anonymous: Vec<u64> = mappings
+            .iter()
+            .filter(|(_, n)| n == "[anon]")
+            .map(|(k, _)| *k)
+            .collect();
+        anonymous.sort_unstable_by(|a, b| b.cmp(a));
+        anonymous.truncate(5);
+        out.push(format!("  largest anonymous mappings: {anonymous:?} kB"));
+        out.join("\n")
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
