@@ -4,7 +4,7 @@
 
 use std::marker::PhantomData;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -51,9 +51,24 @@ impl<T: DeserializeOwned> Fixture<T> {
         self
     }
 
+    /// Labels it `key=value`.
+    pub(crate) fn label(self, key: &str, value: &str) -> Fixture<T> {
+        self.with(&["metadata", "labels", key], json!(value))
+    }
+
     /// Annotates it `key=value`.
     pub(crate) fn annotate(self, key: &str, value: &str) -> Fixture<T> {
         self.with(&["metadata", "annotations", key], json!(value))
+    }
+
+    /// Made `seconds` after the epoch.
+    pub(crate) fn created(self, seconds: i64) -> Fixture<T> {
+        self.with(&["metadata", "creationTimestamp"], json!(written(seconds)))
+    }
+
+    /// Being deleted.
+    pub(crate) fn deleting(self) -> Fixture<T> {
+        self.with(&["metadata", "deletionTimestamp"], json!(written(0)))
     }
 
     /// The object.
@@ -85,6 +100,11 @@ impl Fixture<Pod> {
         self.phase("Running").with(&["status", "conditions"], ready)
     }
 
+    /// Bound to `node`.
+    pub(crate) fn on(self, node: &str) -> Fixture<Pod> {
+        self.with(&["spec", "nodeName"], json!(node))
+    }
+
     /// Failed: its container `main` exited with `code` at `seconds` after
     /// the epoch.
     pub(crate) fn exited(self, code: i32, seconds: i64) -> Fixture<Pod> {
@@ -93,5 +113,24 @@ impl Fixture<Pod> {
             "restartCount": 0, "state": state}]);
         self.phase("Failed")
             .with(&["status", "containerStatuses"], status)
+    }
+}
+
+/// A node `name`, without labels or taints.
+pub(crate) fn node(name: &str) -> Fixture<Node> {
+    Fixture::new(json!({"metadata": {"name": name}, "spec": {}}))
+}
+
+impl Fixture<Node> {
+    /// Tainted `key` with `effect`.
+    pub(crate) fn taint(mut self, key: &str, effect: &str) -> Fixture<Node> {
+        let taints = &mut self.json["spec"]["taints"];
+        if !taints.is_array() {
+            *taints = json!([]);
+        }
+        if let Some(list) = taints.as_array_mut() {
+            list.push(json!({"key": key, "effect": effect}));
+        }
+        self
     }
 }

@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_events::Kind;
 
-use crate::replicas::{active, create, delete, deletion_rank, pod_from, ready_since};
+use crate::replicas::{active, create, delete_named, deletion_rank, pod_from, ready_since};
 use crate::runtime::{Context, Error, Pods, controlled_by, controller_of, of_pods};
 
 /// The labels a Job's pods carry.
@@ -519,14 +519,7 @@ async fn apply(job: &Job, ctx: &Context, owned: &[&Arc<Pod>], plan: Plan) -> Res
         return Ok(Action::await_change());
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let going: Vec<&Arc<Pod>> = owned
-        .iter()
-        .copied()
-        .filter(|p| plan.delete.contains(&p.name_any()))
-        .collect();
-    if !going.is_empty() {
-        delete(job, ctx, &api, &going, &uid).await;
-    }
+    delete_named(job, ctx, &api, owned, &plan.delete, &uid).await;
     if !plan.create.is_empty() {
         let pods: Vec<Pod> = plan.create.iter().map(|i| pod_for(job, &uid, *i)).collect();
         create(job, ctx, &api, &pods, &uid).await;

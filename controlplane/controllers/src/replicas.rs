@@ -361,6 +361,26 @@ pub(crate) async fn delete<K: Resource<DynamicType = ()>>(
     Some(("FailedDelete", e))
 }
 
+/// Deletes the pods of `owned` named in `names`; the failure, if any.
+pub(crate) async fn delete_named<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    ctx: &Context,
+    api: &Api<Pod>,
+    owned: &[&Arc<Pod>],
+    names: &[String],
+    uid: &str,
+) -> Option<(&'static str, String)> {
+    let going: Vec<&Arc<Pod>> = owned
+        .iter()
+        .copied()
+        .filter(|p| names.contains(&p.name_any()))
+        .collect();
+    if going.is_empty() {
+        return None;
+    }
+    delete(owner, ctx, api, &going, uid).await
+}
+
 /// Writes the counts of `owned` in the status, when they changed; asks to
 /// be called again when a ready pod becomes available.
 async fn write_status<K: Replicated>(
