@@ -106,19 +106,37 @@ impl ScalePaths {
 }
 
 /// Every kind the server serves.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Kinds {
+    /// The built-in kinds.
+    builtin: &'static [ResourceType],
     custom: RwLock<Vec<Arc<Custom>>>,
     /// Kinds made for CRDs, by what they are: a CRD that comes back, or is written
     /// again unchanged, reuses its kinds instead of making new ones.
     interned: Mutex<HashMap<String, &'static ResourceType>>,
 }
 
+impl Default for Kinds {
+    /// The registry's kinds.
+    fn default() -> Kinds {
+        Kinds::new(BUILTIN)
+    }
+}
+
 impl Kinds {
+    /// The `builtin` kinds, and those of the CRDs once they come.
+    pub(crate) fn new(builtin: &'static [ResourceType]) -> Kinds {
+        Kinds {
+            builtin,
+            custom: RwLock::default(),
+            interned: Mutex::default(),
+        }
+    }
+
     /// The built-in kinds, then the custom ones.
     pub(crate) fn all(&self) -> Vec<&'static ResourceType> {
         let custom = self.custom.read().expect("kinds lock");
-        BUILTIN
+        self.builtin
             .iter()
             .chain(custom.iter().map(|c| c.resource))
             .collect()

@@ -52,6 +52,11 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
+    /// 401: the request's credentials are missing or refused.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 403: not allowed.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(403, "Forbidden", message)

@@ -3,12 +3,18 @@
 //! Every kind in the registry of `wasmkube-types` is served by one generic code
 //! path: the path names a kind (and namespace, name, subresource), the verb picks
 //! the operation, and the kind's row in the registry supplies everything specific
-//! (scope, verbs, subresources, store key, table columns, defaults). Errors are
-//! metav1 Status objects; bodies are JSON or YAML; `kubectl get` gets Tables.
+//! (scope, verbs, subresources, store key, table columns, and its strategy:
+//! defaults, validation, what writes and deletes do). Every request passes one
+//! pipeline, in Kubernetes' order: authentication and authorization ([`access`]),
+//! then for writes decoding with defaults, mutating [`admission`], validation by
+//! the kind's strategy, validating admission, and the store. Errors are metav1
+//! Status objects; bodies are JSON or YAML; `kubectl get` gets Tables.
 //!
 //! It owns routing, the wire format and what users see; objects live in the store
 //! it is given (embedded or etcd). It depends on no runtime but tokio and axum.
 
+pub mod access;
+pub mod admission;
 mod allocate;
 mod cache;
 mod crd;
@@ -24,6 +30,7 @@ mod objects;
 mod openapi;
 mod openapi_v2;
 mod path;
+mod pipeline;
 mod pods;
 mod portforward;
 mod protobuf;
@@ -40,11 +47,14 @@ use axum::Router;
 use axum::routing::{any, get};
 use serde_json::json;
 use wasmkube_store::{Bytes, Error as StoreError, ListOptions, Store};
-use wasmkube_types::registry::by_kind;
+use wasmkube_types::ResourceType;
+use wasmkube_types::registry::{BUILTIN, by_kind};
 
+use crate::access::UserInfo;
 use crate::cache::WatchCache;
 use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult};
+pub use crate::pipeline::Access;
 
 /// The namespaces every cluster has.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -60,6 +70,29 @@ pub struct ApiServer {
     kinds: Arc<Kinds>,
     /// Set when the server shuts down: long-running requests (watches) end.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Who may do what: the authenticator, authorizer and admission chain every
+    /// request passes.
+    access: Arc<Access>,
+}
+
+/// What a server serves and who may reach it, beyond its store.
+#[derive(Debug)]
+pub struct Config {
+    /// The built-in kinds served, in the order discovery lists them: each a row
+    /// with its strategy (those of the CRDs come on top).
+    pub kinds: &'static [ResourceType],
+    /// Who may do what.
+    pub access: Access,
+}
+
+impl Default for Config {
+    /// The registry's kinds, open to everyone.
+    fn default() -> Config {
+        Config {
+            kinds: BUILTIN,
+            access: Access::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -69,9 +102,19 @@ impl std::fmt::Debug for ApiServer {
 }
 
 impl ApiServer {
-    /// An API server over `store`, with the system namespaces in place and
-    /// namespaces left terminating by an earlier run finished.
+    /// An API server over `store` serving the registry's kinds, open to everyone,
+    /// with the system namespaces in place and namespaces left terminating by an
+    /// earlier run finished.
     pub async fn start(store: Arc<dyn Store>) -> Result<ApiServer, StoreError> {
+        ApiServer::start_with(store, Config::default()).await
+    }
+
+    /// An API server over `store` as `config` says, with the system namespaces in
+    /// place and namespaces left terminating by an earlier run finished.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        config: Config,
+    ) -> Result<ApiServer, StoreError> {
         let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
         for name in SYSTEM_NAMESPACES {
             let mut namespace = json!({
@@ -93,9 +136,10 @@ impl ApiServer {
         let closing = Arc::new(tokio::sync::watch::Sender::new(false));
         let server = ApiServer {
             cache: WatchCache::start(store.clone(), closing.subscribe()).await?,
-            kinds: Arc::default(),
+            kinds: Arc::new(Kinds::new(config.kinds)),
             store,
             closing,
+            access: Arc::new(config.access),
         };
         let services = by_kind("", "v1", "Service").expect("services are served");
         allocate::reclaim(
@@ -237,6 +281,7 @@ impl ApiServer {
                     target: &target,
                     params: &params,
                     format: negotiate::Format::Json,
+                    user: &UserInfo::server(),
                     manager: "wasmkube-apiserver",
                     warnings: &warnings,
                 };

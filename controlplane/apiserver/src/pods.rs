@@ -7,27 +7,34 @@ use serde_json::{Value, json};
 use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
 
+use crate::admission::Operation;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::negotiate::{Format, respond};
 use crate::objects::{deleting, labels, name, now};
 use crate::rest::Request;
 
 impl Request<'_> {
-    /// Binds the pod `pod` to the node a Binding names.
-    pub(crate) async fn bind(&self, pod: &str, binding: &Value) -> ApiResult<Response> {
+    /// Binds the pod `pod` to the node a Binding names, once admitted.
+    pub(crate) async fn bind(&self, pod: &str, binding: Value) -> ApiResult<Response> {
         let pods = self.target.resource;
+        let kind = pods
+            .subresource("binding")
+            .ok_or_else(ApiError::no_such_path)?;
+        let valid = |binding: &Value| {
+            if binding["target"]["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+            {
+                return Ok(());
+            }
+            let errors = [FieldError::required("target.name", "")];
+            Err(ApiError::invalid_of(kind.group, kind.kind, pod, &errors))
+        };
+        let binding = self
+            .admit(Operation::Create, Some(binding), None, valid)
+            .await?
+            .unwrap_or_default();
         let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
-        if node.is_empty() {
-            let kind = pods
-                .subresource("binding")
-                .ok_or_else(ApiError::no_such_path)?;
-            return Err(ApiError::invalid_of(
-                kind.group,
-                kind.kind,
-                pod,
-                &[FieldError::required("target.name", "")],
-            ));
-        }
         self.modify(pod, |object| {
             if let Some(current) = object["spec"]["nodeName"]
                 .as_str()
@@ -54,9 +61,13 @@ impl Request<'_> {
         Ok(respond(Format::Json, 201, &success(201)))
     }
 
-    /// Evicts the pod `pod` unless a disruption budget forbids it.
-    pub(crate) async fn evict(&self, pod: &str, eviction: &Value) -> ApiResult<Response> {
+    /// Evicts the pod `pod`, once admitted, unless a disruption budget forbids it.
+    pub(crate) async fn evict(&self, pod: &str, eviction: Value) -> ApiResult<Response> {
         let (object, _) = self.read(pod).await?;
+        let eviction = self
+            .admit(Operation::Create, Some(eviction), None, |_| Ok(()))
+            .await?
+            .unwrap_or_default();
         let budgets = by_kind("policy", "v1", "PodDisruptionBudget").expect("budgets are served");
         let prefix = budgets
             .storage_collection(self.target.namespace.as_deref())

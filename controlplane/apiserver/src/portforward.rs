@@ -13,8 +13,10 @@ use hyper_util::rt::TokioIo;
 use wasmkube_types::registry::by_kind;
 
 use crate::ApiServer;
+use crate::access::Attributes;
 use crate::error::{ApiError, ApiResult};
 use crate::logs::{agent_of, refusal};
+use crate::path::Target;
 use crate::rest::decode_stored;
 
 /// The headers of an upgrade that go on to the agent.
@@ -43,9 +45,20 @@ async fn forward(
     server: &ApiServer,
     namespace: &str,
     name: &str,
-    mut request: Request,
+    request: Request,
 ) -> ApiResult<Response> {
     let pods = by_kind("", "v1", "Pod").expect("pods are served");
+    let (parts, body) = request.into_parts();
+    let user = server.authenticate(&parts).await?;
+    let target = Target {
+        resource: pods,
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        subresource: Some("portforward".to_owned()),
+    };
+    let attributes = Attributes::of_target(&user, &parts.method, parts.uri.path(), &target, false);
+    server.authorize(&attributes).await?;
+    let mut request = Request::from_parts(parts, body);
     let key = pods
         .storage_key(Some(namespace), name)
         .expect("pods are stored");

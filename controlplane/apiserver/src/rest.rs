@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
@@ -14,19 +15,20 @@ use wasmkube_types::selector::labels::Selector;
 use wasmkube_types::strategy::{Deletion, set_pointer};
 use wasmkube_types::{ResourceType, Verb};
 
+use crate::access::{Attributes, UserInfo};
+use crate::admission::Operation;
 use crate::cache::{Cached, Filters, Page};
 use crate::crd::ScalePaths;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
 use crate::objects::{
-    bump_generation, check_decodes, check_namespace, check_type_meta, deleting, finalizers,
-    generate_name, keep_server_fields, meta_str, metadata_mut, name, now, prepare_new,
-    validate_metadata,
+    bump_generation, check_namespace, check_type_meta, deleting, finalizers, meta_str,
+    metadata_mut, name, now,
 };
 use crate::path::{self, Route, Target};
 use crate::table::{Columns, Include, table};
 use crate::{ApiServer, allocate};
-use crate::{discovery, logs, openapi, watch};
+use crate::{discovery, logs, watch};
 
 /// How many times a read-modify-write is tried against concurrent writers.
 const ATTEMPTS: usize = 5;
@@ -37,26 +39,23 @@ pub(crate) type Params = HashMap<String, String>;
 /// Every request under `/api` and `/apis`.
 pub(crate) async fn handle(
     State(server): State<ApiServer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Parts,
     body: Bytes,
 ) -> Response {
-    match dispatch(&server, method, &uri, &headers, &body).await {
+    match dispatch(&server, &request, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(
-    server: &ApiServer,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult<Response> {
+async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<Response> {
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let user = server.authenticate(parts).await?;
     let route = path::parse(uri.path(), &server.kinds)?;
     let Route::Objects(target) = route else {
+        server
+            .authorize(&Attributes::of_path(&user, method, uri.path()))
+            .await?;
         if method != Method::GET {
             return Err(not_allowed());
         }
@@ -65,6 +64,9 @@ async fn dispatch(
     let params: Params = Query::try_from_uri(uri)
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let watching = is_true(params.get("watch"));
+    let attributes = Attributes::of_target(&user, method, uri.path(), &target, watching);
+    server.authorize(&attributes).await?;
     let format = response_format(headers)?;
     let r = target.resource;
     let allow = |verb: Verb| {
@@ -88,11 +90,12 @@ async fn dispatch(
         target: &target,
         params: &params,
         format,
+        user: &user,
         manager: params.get("fieldManager").map_or(agent, String::as_str),
         warnings: &warnings,
     };
-    match (method, target.name.as_deref(), sub) {
-        (Method::GET, None, None) if is_true(params.get("watch")) => {
+    match (method.clone(), target.name.as_deref(), sub) {
+        (Method::GET, None, None) if watching => {
             allow(Verb::Watch)?;
             watch::serve(request).await
         }
@@ -117,9 +120,9 @@ async fn dispatch(
                 return request.create(object, Write::Update).await;
             };
             // An action on the object it names, as its subresource.
-            let name = name(&object).ok_or_else(|| {
-                ApiError::bad_request(format!("a {} needs metadata.name", r.kind))
-            })?;
+            let name = name(&object)
+                .ok_or_else(|| ApiError::bad_request(format!("a {} needs metadata.name", r.kind)))?
+                .to_owned();
             let target = Target {
                 resource: server
                     .kinds
@@ -128,18 +131,18 @@ async fn dispatch(
                     .find(|k| k.group == r.group && k.version == r.version && k.plural == plural)
                     .ok_or_else(ApiError::no_such_path)?,
                 namespace: target.namespace.clone(),
-                name: Some(name.to_owned()),
+                name: Some(name.clone()),
                 subresource: Some(subresource.to_owned()),
             };
             let request = Request {
                 target: &target,
                 ..request
             };
-            request.act(name, subresource, &object).await
+            request.act(&name, subresource, object).await
         }
         (Method::POST, Some(name), Some(subresource)) => {
             request
-                .act(name, subresource, &decode_body(headers, body)?)
+                .act(name, subresource, decode_body(headers, body)?)
                 .await
         }
         (Method::PUT, Some(name), None | Some("status")) => {
@@ -210,6 +213,8 @@ pub(crate) struct Request<'a> {
     pub(crate) target: &'a Target,
     pub(crate) params: &'a Params,
     pub(crate) format: Format,
+    /// Who sent the request, as its authenticator says.
+    pub(crate) user: &'a UserInfo,
     /// Who writes, for managedFields: `fieldManager`, else the client's name.
     pub(crate) manager: &'a str,
     /// Warnings for the client (`Warning` headers), such as the unknown fields a
@@ -219,7 +224,7 @@ pub(crate) struct Request<'a> {
 
 /// What a write is, for managedFields.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Write {
+pub(crate) enum Write {
     /// A create, replace or patch: the manager takes the fields it changes.
     Update,
     /// A write of the status alone, which no manager owns.
@@ -281,46 +286,14 @@ impl Request<'_> {
     }
 
     /// Gives the request's manager the fields it changes from `old` to `new`.
-    fn record(&self, old: Option<&Value>, new: &mut Value) {
+    pub(crate) fn record(&self, old: Option<&Value>, new: &mut Value) {
         let r = self.resource();
         let definition = definition_of(r.group, r.version, r.kind);
         apply::record_update(old, new, self.manager, &r.api_version(), &now(), definition);
     }
 
-    /// Checks the fields of an object against its kind's schema: the fields the
-    /// schema lacks are dropped, as Kubernetes drops them, and named in warnings
-    /// (`fieldValidation=Warn`, the default), or not (`Ignore`), or refused
-    /// (`Strict`). A custom object also gets its defaults, and a 422 for values its
-    /// schema refuses.
-    fn check_fields(&self, object: &mut Value) -> ApiResult<()> {
-        let r = self.resource();
-        let unknown = match self.server.kinds.custom(r) {
-            Some(custom) => {
-                let (errors, unknown) = custom.admit(object);
-                if !errors.is_empty() {
-                    let name = meta_str(object, "name").unwrap_or("").to_owned();
-                    return Err(ApiError::invalid(r, &name, &errors));
-                }
-                unknown
-            }
-            None => openapi::prune_unknown(r, object),
-        };
-        let fields = unknown.iter().map(|f| format!("unknown field {f:?}"));
-        match self.params.get("fieldValidation").map(String::as_str) {
-            Some("Strict") if !unknown.is_empty() => Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                fields.collect::<Vec<_>>().join(", ")
-            ))),
-            Some("Ignore") | Some("Strict") => Ok(()),
-            // Warn, the default: the fields go, and the client hears of it.
-            _ => {
-                self.warnings.lock().expect("warnings lock").extend(fields);
-                Ok(())
-            }
-        }
-    }
-
-    fn dry_run(&self) -> bool {
+    /// Whether the request asks for a dry run, which stores nothing.
+    pub(crate) fn dry_run(&self) -> bool {
         self.params.get("dryRun").is_some_and(|v| v == "All")
     }
 
@@ -461,20 +434,12 @@ impl Request<'_> {
         }
     }
 
-    async fn create(&self, mut object: Value, write: Write) -> ApiResult<Response> {
+    /// POST: creates the object, through the request pipeline.
+    async fn create(&self, object: Value, write: Write) -> ApiResult<Response> {
         let r = self.resource();
-        check_type_meta(r, &mut object)?;
-        check_namespace(r, &mut object, self.namespace())?;
-        generate_name(&mut object);
-        check_decodes(r, &object)?;
-        self.check_fields(&mut object)?;
+        let object = self.decode_new(object)?;
+        let mut object = self.admit_object(Operation::Create, object, None).await?;
         let name = name(&object).unwrap_or("").to_owned();
-        prepare_new(r, &mut object);
-        let mut errors = validate_metadata(r, &object);
-        errors.extend(r.strategy.validate(&object));
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(r, &name, &errors));
-        }
         if write == Write::Update {
             self.record(None, &mut object);
         }
@@ -502,30 +467,11 @@ impl Request<'_> {
         Ok(self.render(201, &object))
     }
 
-    /// PUT: replaces the object (or only its status), returning it and the code.
-    async fn replace(
-        &self,
-        name: &str,
-        mut object: Value,
-        write: Write,
-    ) -> ApiResult<(Value, u16)> {
-        let status_only = write == Write::Status;
+    /// PUT: replaces the object (or only its status) through the request
+    /// pipeline, returning it and the code.
+    async fn replace(&self, name: &str, object: Value, write: Write) -> ApiResult<(Value, u16)> {
         let r = self.resource();
-        check_type_meta(r, &mut object)?;
-        check_namespace(r, &mut object, self.namespace())?;
-        match meta_str(&object, "name") {
-            None => drop(metadata_mut(&mut object).insert("name".into(), json!(name))),
-            Some(given) if given != name => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({given}) does not match the name on the URL ({name})"
-                )));
-            }
-            Some(_) => {}
-        }
-        check_decodes(r, &object)?;
-        if !status_only {
-            self.check_fields(&mut object)?;
-        }
+        let object = self.decode(object, Some(name), write != Write::Status)?;
         let (old, revision) = self.read(name).await?;
         let expected = match meta_str(&object, "resourceVersion") {
             Some(rv) => rv
@@ -536,29 +482,10 @@ impl Request<'_> {
         if expected != revision {
             return Err(ApiError::modified(r, name));
         }
-        let new = if status_only {
-            let mut new = old.clone();
-            new["status"] = object["status"].take();
-            new
-        } else {
-            if r.subresource("status").is_some() {
-                object["status"] = old["status"].clone();
-            }
-            keep_server_fields(&old, &mut object);
-            r.strategy.apply_defaults(&mut object);
-            r.strategy.prepare_for_update(&mut object, &old);
-            bump_generation(&old, &mut object);
-            if write == Write::Update {
-                self.record(Some(&old), &mut object);
-            }
-            object
-        };
-        let mut errors = validate_metadata(r, &new);
-        errors.extend(r.strategy.validate(&new));
-        errors.extend(r.strategy.validate_update(&new, &old));
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(r, name, &errors));
-        }
+        let new = self.prepare_update(object, &old, write);
+        let new = self
+            .admit_object(Operation::Update, new, Some(&old))
+            .await?;
         if self.dry_run() {
             return Ok((new, 200));
         }
@@ -723,22 +650,31 @@ impl Request<'_> {
         unreachable!("the last attempt returns")
     }
 
+    /// A write of the scale subresource, through the request pipeline: the
+    /// replicas of the Scale, once admitted, become the object's.
     async fn scale(&self, name: &str, scale: Value) -> ApiResult<Response> {
         let r = self.resource();
-        let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
-        if replicas < 0 {
-            let scale = r.subresource("scale").ok_or_else(not_allowed)?;
-            return Err(ApiError::invalid_of(
-                scale.group,
-                scale.kind,
+        let kind = r.subresource("scale").ok_or_else(not_allowed)?;
+        let (current, _) = self.read(name).await?;
+        let old = self.scale_of(&current);
+        let valid = |scale: &Value| match scale["spec"]["replicas"].as_i64() {
+            Some(replicas) if replicas < 0 => Err(ApiError::invalid_of(
+                kind.group,
+                kind.kind,
                 name,
                 &[FieldError::invalid(
                     "spec.replicas",
                     replicas.to_string(),
                     "must be greater than or equal to 0",
                 )],
-            ));
-        }
+            )),
+            _ => Ok(()),
+        };
+        let scale = self
+            .admit(Operation::Update, Some(scale), Some(&old), valid)
+            .await?
+            .unwrap_or_default();
+        let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
         let precondition =
             meta_str(&scale, "resourceVersion").and_then(|rv| rv.parse::<Revision>().ok());
         let paths = self.scale_paths();
@@ -772,7 +708,7 @@ impl Request<'_> {
 
     /// A POST to the subresource of an object that acts on it: a pod's binding
     /// or eviction.
-    async fn act(&self, name: &str, subresource: &str, body: &Value) -> ApiResult<Response> {
+    async fn act(&self, name: &str, subresource: &str, body: Value) -> ApiResult<Response> {
         match subresource {
             "binding" => self.bind(name, body).await,
             "eviction" => self.evict(name, body).await,
@@ -795,6 +731,12 @@ impl Request<'_> {
                 Some("Foreground") => marks.push("foregroundDeletion".into()),
                 Some("Orphan") => marks.push("orphan".into()),
                 _ => {}
+            }
+            // A delete through a subresource (an eviction) was admitted as that
+            // subresource's write.
+            if self.target.subresource.is_none() {
+                self.admit(Operation::Delete, None, Some(&object), |_| Ok(()))
+                    .await?;
             }
             let deletion = r
                 .strategy
@@ -1170,6 +1112,33 @@ mod tests {
         let (status, headers, _) = server.call("POST", &ignore, pod("quiet")).await;
         assert_eq!(status, 201);
         assert!(headers.get(header::WARNING).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_new_object_starts_with_the_status_of_its_kind() {
+        let server = crate::testing::TestServer::start().await;
+        let service = json!({"metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});
+        let services = "/api/v1/namespaces/default/services";
+        let (status, _, created) = server.call("POST", services, service).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["status"], json!({"loadBalancer": {}}));
+        let pod = json!({"metadata": {"name": "p"}, "status": {"phase": "Running"},
+            "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
+        let pods = "/api/v1/namespaces/default/pods";
+        let (_, _, created) = server.call("POST", pods, pod).await;
+        assert_eq!(created["status"], json!({"phase": "Pending"}));
+        let node = json!({"metadata": {"name": "n1"}, "status": {"capacity": {"pods": "10"}}});
+        let (_, _, created) = server.call("POST", "/api/v1/nodes", node).await;
+        assert_eq!(
+            created["status"]["capacity"]["pods"], "10",
+            "a node keeps its status"
+        );
+        let map = json!({"metadata": {"name": "m"}});
+        let maps = "/api/v1/namespaces/default/configmaps";
+        let (_, _, created) = server.call("POST", maps, map).await;
+        assert!(created.get("status").is_none(), "{created}");
     }
 
     #[test]

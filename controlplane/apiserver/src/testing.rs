@@ -9,7 +9,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use wasmkube_store_embedded::{EmbeddedStore, Options};
 
-use crate::ApiServer;
+use crate::{ApiServer, Config};
 
 /// A server on an embedded store in a directory of its own, removed with it.
 pub(crate) struct TestServer {
@@ -19,9 +19,16 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start() -> TestServer {
+        TestServer::start_with(Config::default()).await
+    }
+
+    /// A server as `config` says (other kinds, other access).
+    pub(crate) async fn start_with(config: Config) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap();
-        let server = ApiServer::start(Arc::new(store)).await.unwrap();
+        let server = ApiServer::start_with(Arc::new(store), config)
+            .await
+            .unwrap();
         TestServer { server, _dir: dir }
     }
 
@@ -33,16 +40,33 @@ impl TestServer {
         path: &str,
         body: Value,
     ) -> (u16, HeaderMap, Value) {
+        self.call_with(method, path, &[], body).await
+    }
+
+    /// [`TestServer::call`] with more request headers (a `content-type` among
+    /// them replaces JSON's).
+    pub(crate) async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, HeaderMap, Value) {
         let body = match body {
             Value::Null => Body::empty(),
             json => Body::from(json.to_string()),
         };
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(body)
-            .unwrap();
+        let mut request = Request::builder().method(method).uri(path);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).unwrap();
         let response = self.server.router().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();

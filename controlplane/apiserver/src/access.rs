@@ -1,0 +1,286 @@
+//! Who sends a request and whether they may do what it asks: the first two stages
+//! of every request, as Kubernetes' authentication and authorization filters run
+//! them. An [`Authenticator`] says who sent it (a [`UserInfo`]); an [`Authorizer`]
+//! reads what it asks ([`Attributes`]: user, verb, group, resource, subresource,
+//! namespace, name, or a path) and allows it, denies it or has no opinion. What
+//! no authorizer allows is a 403 Forbidden, worded as Kubernetes words it.
+//!
+//! The server holds one of each ([`crate::Access`]); until they are configured,
+//! every request is anonymous and allowed.
+
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use axum::http::request::Parts;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::path::Target;
+
+/// Who sent a request, as Kubernetes' `user.Info` says it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user's name: `alice`, `system:serviceaccount:default:builder`.
+    pub name: String,
+    /// A unique id of the user, if the authenticator knows one.
+    pub uid: String,
+    /// The groups the user is in: `system:authenticated`, `system:masters`.
+    pub groups: Vec<String>,
+    /// What else the authenticator knows, by key.
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The user of a request no authenticator recognizes, as Kubernetes names it.
+    pub fn anonymous() -> UserInfo {
+        UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..UserInfo::default()
+        }
+    }
+
+    /// The API server itself, on what it does on its own (emptying a namespace
+    /// being deleted), as Kubernetes names it.
+    pub fn server() -> UserInfo {
+        UserInfo {
+            name: "system:apiserver".into(),
+            groups: vec!["system:authenticated".into(), "system:masters".into()],
+            ..UserInfo::default()
+        }
+    }
+}
+
+/// Says who sent a request.
+pub trait Authenticator: Send + Sync {
+    /// The user who sent `request` (its method, URI, headers, and the extensions
+    /// where the connection's layer puts what it knows, such as a client
+    /// certificate). An error (a 401, [`ApiError::unauthorized`]) refuses the
+    /// request.
+    fn authenticate<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>>;
+}
+
+/// The authenticator of a server without one: every request is anonymous.
+#[derive(Debug)]
+pub struct Anonymous;
+
+impl Authenticator for Anonymous {
+    fn authenticate<'a>(&'a self, _request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>> {
+        futures::future::ready(Ok(UserInfo::anonymous())).boxed()
+    }
+}
+
+/// What a request asks to do, as an authorizer reads it (Kubernetes'
+/// `authorizer.Attributes`): a verb on a resource, or on a path for requests
+/// that name no resource (discovery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    /// Who asks.
+    pub user: UserInfo,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`; for a path, the HTTP method in lower case.
+    pub verb: String,
+    /// The resource asked for, or `None` for a request on a path.
+    pub resource: Option<ResourceAttributes>,
+    /// The request's path.
+    pub path: String,
+}
+
+/// The resource a request names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    /// The API group, "" for the core group.
+    pub group: String,
+    /// The API version.
+    pub version: String,
+    /// The plural resource: `pods`.
+    pub resource: String,
+    /// The subresource, "" for none: `status`, `log`.
+    pub subresource: String,
+    /// The namespace, "" for a cluster-scoped request.
+    pub namespace: String,
+    /// The object's name, "" for a collection.
+    pub name: String,
+}
+
+impl Attributes {
+    /// What a request with `method` and `path` on `target` asks; `watch` when the
+    /// query asks to watch.
+    pub(crate) fn of_target(
+        user: &UserInfo,
+        method: &Method,
+        path: &str,
+        target: &Target,
+        watch: bool,
+    ) -> Attributes {
+        let r = target.resource;
+        let named = target.name.is_some();
+        let verb = match *method {
+            Method::GET if named => "get",
+            Method::GET if watch => "watch",
+            Method::GET => "list",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE if named => "delete",
+            Method::DELETE => "deletecollection",
+            _ => return Attributes::of_path(user, method, path),
+        };
+        let text = |s: Option<&String>| s.cloned().unwrap_or_default();
+        Attributes {
+            user: user.clone(),
+            verb: verb.into(),
+            resource: Some(ResourceAttributes {
+                group: r.group.into(),
+                version: r.version.into(),
+                resource: r.plural.into(),
+                subresource: text(target.subresource.as_ref()),
+                namespace: text(target.namespace.as_ref()),
+                name: text(target.name.as_ref()),
+            }),
+            path: path.into(),
+        }
+    }
+
+    /// What a request with `method` on a `path` that names no resource asks.
+    pub(crate) fn of_path(user: &UserInfo, method: &Method, path: &str) -> Attributes {
+        Attributes {
+            user: user.clone(),
+            verb: method.as_str().to_ascii_lowercase(),
+            resource: None,
+            path: path.into(),
+        }
+    }
+
+    /// The 403 of a request no authorizer allows, worded as Kubernetes words it.
+    pub fn forbidden(&self, reason: &str) -> ApiError {
+        let user = &self.user.name;
+        let verb = &self.verb;
+        let Some(r) = &self.resource else {
+            let path = &self.path;
+            let why = with_reason(format!("User {user:?} cannot {verb} path {path:?}"), reason);
+            return ApiError {
+                details: Some(json!({})),
+                ..ApiError::forbidden(format!("forbidden: {why}"))
+            };
+        };
+        let mut resource = r.resource.clone();
+        if !r.subresource.is_empty() {
+            resource = format!("{resource}/{}", r.subresource);
+        }
+        let group = &r.group;
+        let scope = match r.namespace.as_str() {
+            "" => "at the cluster scope".to_owned(),
+            namespace => format!("in the namespace {namespace:?}"),
+        };
+        let why = with_reason(
+            format!(
+                "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} {scope}"
+            ),
+            reason,
+        );
+        let qualified = if group.is_empty() {
+            r.resource.clone()
+        } else {
+            format!("{}.{group}", r.resource)
+        };
+        let message = match r.name.as_str() {
+            "" => format!("{qualified} is forbidden: {why}"),
+            name => format!("{qualified} {name:?} is forbidden: {why}"),
+        };
+        ApiError {
+            details: Some(json!({"name": r.name, "group": group, "kind": r.resource})),
+            ..ApiError::forbidden(message)
+        }
+    }
+}
+
+fn with_reason(message: String, reason: &str) -> String {
+    if reason.is_empty() {
+        message
+    } else {
+        format!("{message}: {reason}")
+    }
+}
+
+/// What an authorizer says of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The request may go on.
+    Allow,
+    /// The request is refused, for this reason.
+    Deny(String),
+    /// The authorizer has nothing to say (for this reason, if any); a request no
+    /// authorizer allows is refused.
+    NoOpinion(String),
+}
+
+/// Says whether a request may do what it asks.
+pub trait Authorizer: Send + Sync {
+    /// The decision on `attributes`.
+    fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, Decision>;
+}
+
+/// The authorizer of a server without one: everything is allowed.
+#[derive(Debug)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize<'a>(&'a self, _attributes: &'a Attributes) -> BoxFuture<'a, Decision> {
+        futures::future::ready(Decision::Allow).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(
+        method: Method,
+        path: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Attributes {
+        let resource = wasmkube_types::registry::by_kind("apps", "v1", "Deployment").unwrap();
+        let target = Target {
+            resource,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+            subresource: name.map(|_| "scale".to_owned()),
+        };
+        let alice = UserInfo {
+            name: "alice".into(),
+            ..UserInfo::default()
+        };
+        Attributes::of_target(&alice, &method, path, &target, false)
+    }
+
+    #[test]
+    fn refusals_are_worded_as_kubernetes_words_them() {
+        let scale = attributes(
+            Method::PUT,
+            "/apis/apps/v1/namespaces/web/deployments/d/scale",
+            Some("web"),
+            Some("d"),
+        );
+        let e = scale.forbidden("");
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            r#"deployments.apps "d" is forbidden: User "alice" cannot update resource "deployments/scale" in API group "apps" in the namespace "web""#
+        );
+        let list = attributes(Method::GET, "/apis/apps/v1/deployments", None, None);
+        assert_eq!(list.verb, "list");
+        assert_eq!(
+            list.forbidden("no rule").message,
+            r#"deployments.apps is forbidden: User "alice" cannot list resource "deployments" in API group "apps" at the cluster scope: no rule"#
+        );
+        let discovery = Attributes::of_path(&UserInfo::anonymous(), &Method::GET, "/apis");
+        assert_eq!(
+            discovery.forbidden("").message,
+            r#"forbidden: User "system:anonymous" cannot get path "/apis""#
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! The request pipeline: the one place where requests pass the stages of
+//! Kubernetes' API server, in its order.
+//!
+//! ```text
+//! authenticate → authorize → decode with defaults → mutating admission
+//!              → validation by the kind's strategy → validating admission → store
+//! ```
+//!
+//! Every request is authenticated and authorized, reads too. Every write (create,
+//! replace, patches of every type, server-side apply, status and scale writes,
+//! bindings, evictions, deletes) is then decoded here and admitted here; the verbs
+//! in `rest` call these stages and store what comes out. What differs between kinds
+//! is in their strategies, on their registry rows; who may do what is in the
+//! server's [`Access`], which the verbs never look at.
+
+use std::sync::Arc;
+
+use axum::http::request::Parts;
+use serde_json::{Value, json};
+
+use crate::access::{
+    AllowAll, Anonymous, Attributes, Authenticator, Authorizer, Decision, UserInfo,
+};
+use crate::admission::{Admission, AdmissionRequest, Operation};
+use crate::error::{ApiError, ApiResult};
+use crate::objects::{
+    bump_generation, check_decodes, check_namespace, check_type_meta, generate_name,
+    keep_server_fields, meta_str, metadata_mut, prepare_new, validate_metadata,
+};
+use crate::rest::{Request, Write};
+use crate::{ApiServer, openapi};
+
+/// Who may do what on a server: its authenticator, its authorizer and its
+/// admission chain. The default lets everyone (as `system:anonymous`) do
+/// everything, with no admission plugin.
+#[derive(Clone)]
+pub struct Access {
+    /// Says who sent each request.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Says whether they may do what it asks.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The plugins every write passes.
+    pub admission: Admission,
+}
+
+impl Default for Access {
+    fn default() -> Access {
+        Access {
+            authenticator: Arc::new(Anonymous),
+            authorizer: Arc::new(AllowAll),
+            admission: Admission::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiServer {
+    /// Who sent `request`.
+    pub(crate) async fn authenticate(&self, request: &Parts) -> ApiResult<UserInfo> {
+        self.access.authenticator.authenticate(request).await
+    }
+
+    /// Refuses what no authorizer allows, with a 403 worded as Kubernetes words it.
+    pub(crate) async fn authorize(&self, attributes: &Attributes) -> ApiResult<()> {
+        match self.access.authorizer.authorize(attributes).await {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                Err(attributes.forbidden(&reason))
+            }
+        }
+    }
+}
+
+impl Request<'_> {
+    /// Decodes the body of a create with its defaults: its type, namespace and
+    /// fields checked ([`Request::decode`]), then made a new object (its kind's
+    /// defaults, what the server owns in its metadata, the status its kind starts
+    /// with, what its kind derives from its name and uid).
+    pub(crate) fn decode_new(&self, object: Value) -> ApiResult<Value> {
+        let mut object = self.decode(object, None, true)?;
+        prepare_new(self.target.resource, &mut object);
+        Ok(object)
+    }
+
+    /// Decodes the body of a write: its type and namespace from the URL, its name
+    /// (`name`, the URL's, which the body may not contradict; for a create, one
+    /// generated from `generateName` if it has none), its kind's type, and, with
+    /// `fields`, its kind's schema ([`Request::check_fields`]).
+    pub(crate) fn decode(
+        &self,
+        mut object: Value,
+        name: Option<&str>,
+        fields: bool,
+    ) -> ApiResult<Value> {
+        let r = self.target.resource;
+        check_type_meta(r, &mut object)?;
+        check_namespace(r, &mut object, self.target.namespace.as_deref())?;
+        match (name, meta_str(&object, "name")) {
+            (None, _) => generate_name(&mut object),
+            (Some(name), None) => {
+                drop(metadata_mut(&mut object).insert("name".into(), json!(name)))
+            }
+            (Some(name), Some(given)) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            (Some(_), Some(_)) => {}
+        }
+        check_decodes(r, &object)?;
+        if fields {
+            self.check_fields(&mut object)?;
+        }
+        Ok(object)
+    }
+
+    /// Checks the fields of an object against its kind's schema: the fields the
+    /// schema lacks are dropped, as Kubernetes drops them, and named in warnings
+    /// (`fieldValidation=Warn`, the default), or not (`Ignore`), or refused
+    /// (`Strict`). A custom object also gets its defaults, and a 422 for values its
+    /// schema refuses.
+    fn check_fields(&self, object: &mut Value) -> ApiResult<()> {
+        let r = self.target.resource;
+        let unknown = match self.server.kinds.custom(r) {
+            Some(custom) => {
+                let (errors, unknown) = custom.admit(object);
+                if !errors.is_empty() {
+                    let name = meta_str(object, "name").unwrap_or("").to_owned();
+                    return Err(ApiError::invalid(r, &name, &errors));
+                }
+                unknown
+            }
+            None => openapi::prune_unknown(r, object),
+        };
+        let fields = unknown.iter().map(|f| format!("unknown field {f:?}"));
+        match self.params.get("fieldValidation").map(String::as_str) {
+            Some("Strict") if !unknown.is_empty() => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                fields.collect::<Vec<_>>().join(", ")
+            ))),
+            Some("Ignore") | Some("Strict") => Ok(()),
+            // Warn, the default: the fields go, and the client hears of it.
+            _ => {
+                self.warnings.lock().expect("warnings lock").extend(fields);
+                Ok(())
+            }
+        }
+    }
+
+    /// A decoded replacement of `old` made its successor. A status write is `old`
+    /// with the new status. Any other keeps `old`'s status (when the status has a
+    /// subresource of its own) and the metadata the server owns, gets its kind's
+    /// defaults and what its kind carries over, the next generation if its spec
+    /// changed, and (for an update) the fields its manager changed.
+    pub(crate) fn prepare_update(&self, mut object: Value, old: &Value, write: Write) -> Value {
+        if write == Write::Status {
+            let mut new = old.clone();
+            new["status"] = object["status"].take();
+            return new;
+        }
+        let r = self.target.resource;
+        if r.subresource("status").is_some() {
+            object["status"] = old["status"].clone();
+        }
+        keep_server_fields(old, &mut object);
+        r.strategy.apply_defaults(&mut object);
+        r.strategy.prepare_for_update(&mut object, old);
+        bump_generation(old, &mut object);
+        if write == Write::Update {
+            self.record(Some(old), &mut object);
+        }
+        object
+    }
+
+    /// Mutating admission, validation by the kind's strategy, validating
+    /// admission: what a write of the object itself (or of its status) passes
+    /// between decoding and the store. `old` is the object it replaces. Returns
+    /// the object as admitted.
+    pub(crate) async fn admit_object(
+        &self,
+        operation: Operation,
+        object: Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Value> {
+        let admitted = self
+            .admit(operation, Some(object), old, |object| {
+                self.validate(object, old)
+            })
+            .await?;
+        admitted.ok_or_else(|| ApiError::internal("an admission plugin dropped the object"))
+    }
+
+    /// Mutating admission, `validate`, validating admission: what every write
+    /// passes between decoding and the store, in Kubernetes' order. `object` is
+    /// what is written (none for a delete), of the kind the target names (a
+    /// subresource's, such as a Scale, or the resource's own); `old` is what it
+    /// replaces or deletes. Returns the object as admitted.
+    pub(crate) async fn admit(
+        &self,
+        operation: Operation,
+        object: Option<Value>,
+        old: Option<&Value>,
+        validate: impl FnOnce(&Value) -> ApiResult<()>,
+    ) -> ApiResult<Option<Value>> {
+        let r = self.target.resource;
+        let subresource = self.target.subresource.as_deref();
+        let (group, version, kind) = match subresource.and_then(|s| r.subresource(s)) {
+            Some(sub) if !sub.is_parent_kind() => (sub.group, sub.version, sub.kind),
+            _ => (r.group, r.version, r.kind),
+        };
+        let name = self
+            .target
+            .name
+            .clone()
+            .or_else(|| {
+                object
+                    .as_ref()
+                    .and_then(|o| meta_str(o, "name"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let mut request = AdmissionRequest {
+            group,
+            version,
+            kind,
+            resource: r,
+            subresource,
+            name: &name,
+            namespace: self.target.namespace.as_deref(),
+            operation,
+            user: self.user,
+            object,
+            old_object: old,
+            dry_run: self.dry_run(),
+        };
+        let admission = &self.server.access.admission;
+        for plugin in &admission.mutating {
+            plugin.admit(&mut request).await?;
+        }
+        if let Some(object) = &request.object {
+            validate(object)?;
+        }
+        for plugin in &admission.validating {
+            plugin.validate(&request).await?;
+        }
+        Ok(request.object)
+    }
+
+    /// What the kind's strategy finds wrong with `object` (replacing `old`, if it
+    /// does), and what is wrong with its metadata: a 422 naming the fields.
+    fn validate(&self, object: &Value, old: Option<&Value>) -> ApiResult<()> {
+        let r = self.target.resource;
+        let mut errors = validate_metadata(r, object);
+        errors.extend(r.strategy.validate(object));
+        if let Some(old) = old {
+            errors.extend(r.strategy.validate_update(object, old));
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let name = meta_str(object, "name").unwrap_or("");
+        Err(ApiError::invalid(r, name, &errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::FutureExt;
+    use futures::future::{BoxFuture, ready};
+    use serde_json::json;
+    use wasmkube_types::ResourceType;
+    use wasmkube_types::field::FieldError;
+    use wasmkube_types::k8s_openapi::api::core::v1::ConfigMap;
+    use wasmkube_types::registry::BUILTIN;
+    use wasmkube_types::strategy::{Strategy, fill};
+
+    use super::*;
+    use crate::Config;
+    use crate::admission::{MutatingAdmission, ValidatingAdmission};
+    use crate::testing::TestServer;
+
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+
+    fn pod(name: &str, image: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": image}]}})
+    }
+
+    /// Gadgets: a kind made for this test, whose rules are one strategy.
+    #[derive(Debug)]
+    struct Gadgets;
+
+    impl Strategy for Gadgets {
+        fn apply_defaults(&self, gadget: &mut Value) {
+            fill(gadget, "/data/colour", json!("red"));
+        }
+
+        fn validate(&self, gadget: &Value) -> Vec<FieldError> {
+            let size = gadget["data"]["size"].as_str().unwrap_or("");
+            if size.parse::<u32>().is_ok() {
+                return Vec::new();
+            }
+            vec![FieldError::invalid(
+                "data.size",
+                size,
+                "must be a whole number",
+            )]
+        }
+    }
+
+    /// The one row that serves gadgets.
+    static GADGETS: ResourceType = ResourceType {
+        group: "example.test",
+        version: "v1",
+        kind: "Gadget",
+        plural: "gadgets",
+        storage_prefix: Some("example.test/gadgets"),
+        check: |_| Ok(()),
+        strategy: &Gadgets,
+        ..ResourceType::of::<ConfigMap>()
+    };
+
+    #[tokio::test]
+    async fn a_new_kind_is_one_row_and_one_strategy() {
+        let kinds = Vec::leak([BUILTIN, std::slice::from_ref(&GADGETS)].concat());
+        let server = TestServer::start_with(Config {
+            kinds,
+            ..Config::default()
+        })
+        .await;
+        let gadgets = "/apis/example.test/v1/namespaces/default/gadgets";
+        let gadget = |name: &str, size: &str| {
+            json!({"apiVersion": "example.test/v1", "kind": "Gadget",
+                "metadata": {"name": name}, "data": {"size": size}})
+        };
+        let (status, _, created) = server.call("POST", gadgets, gadget("g", "3")).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["data"]["colour"], "red", "the default is filled in");
+        let (status, _, refused) = server.call("POST", gadgets, gadget("h", "big")).await;
+        assert_eq!(status, 422, "{refused}");
+        assert_eq!(refused["details"]["causes"][0]["field"], "data.size");
+        assert!(
+            refused["message"].as_str().unwrap().ends_with(
+                r#""h" is invalid: data.size: Invalid value: "big": must be a whole number"#
+            ),
+            "{refused}"
+        );
+        let (_, _, resources) = server
+            .call("GET", "/apis/example.test/v1", Value::Null)
+            .await;
+        assert_eq!(resources["resources"][0]["name"], "gadgets");
+    }
+
+    /// Knows users by the `X-Remote-User` header, as Kubernetes' request-header
+    /// authenticator does; refuses requests without one.
+    struct RemoteUser;
+
+    impl Authenticator for RemoteUser {
+        fn authenticate<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>> {
+            let user = request
+                .headers
+                .get("x-remote-user")
+                .and_then(|v| v.to_str().ok());
+            let user = user.map(|name| UserInfo {
+                name: name.to_owned(),
+                ..UserInfo::default()
+            });
+            ready(user.ok_or_else(ApiError::unauthorized)).boxed()
+        }
+    }
+
+    /// Lets everyone read; lets only `admin` write; says nothing of paths.
+    struct ReadOnly;
+
+    impl Authorizer for ReadOnly {
+        fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, Decision> {
+            let decision = match (&attributes.resource, attributes.verb.as_str()) {
+                (None, _) => Decision::NoOpinion(String::new()),
+                (Some(_), "get" | "list" | "watch") => Decision::Allow,
+                (Some(_), _) if attributes.user.name == "admin" => Decision::Allow,
+                (Some(_), _) => Decision::Deny("only admin writes".into()),
+            };
+            ready(decision).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_authenticated_then_authorized() {
+        let server = TestServer::start_with(Config {
+            access: Access {
+                authenticator: Arc::new(RemoteUser),
+                authorizer: Arc::new(ReadOnly),
+                ..Access::default()
+            },
+            ..Config::default()
+        })
+        .await;
+        let (status, _, body) = server.call("GET", PODS, Value::Null).await;
+        assert_eq!(
+            (status, &body["reason"]),
+            (401, &json!("Unauthorized")),
+            "{body}"
+        );
+        let as_user = |name| [("x-remote-user", name)];
+        let (status, _, _) = server
+            .call_with("GET", PODS, &as_user("bob"), Value::Null)
+            .await;
+        assert_eq!(status, 200);
+        let (status, _, body) = server
+            .call_with("POST", PODS, &as_user("bob"), pod("web", "i:1"))
+            .await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body["message"],
+            r#"pods is forbidden: User "bob" cannot create resource "pods" in API group "" in the namespace "default": only admin writes"#
+        );
+        assert_eq!(body["details"]["kind"], "pods");
+        let (status, _, _) = server
+            .call_with("POST", PODS, &as_user("admin"), pod("web", "i:1"))
+            .await;
+        assert_eq!(status, 201);
+        let status_path = format!("{PODS}/web/status");
+        let (status, _, body) = server
+            .call_with("PUT", &status_path, &as_user("bob"), pod("web", "i:1"))
+            .await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body["message"],
+            r#"pods "web" is forbidden: User "bob" cannot update resource "pods/status" in API group "" in the namespace "default": only admin writes"#
+        );
+        let (status, _, body) = server
+            .call_with("GET", "/apis", &as_user("bob"), Value::Null)
+            .await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body["message"],
+            r#"forbidden: User "bob" cannot get path "/apis""#
+        );
+    }
+
+    /// Gives containers without an image one, labels what it admits, and
+    /// records each write it sees.
+    #[derive(Default)]
+    struct Mutator(Mutex<Vec<String>>);
+
+    impl MutatingAdmission for Mutator {
+        fn admit<'a>(
+            &'a self,
+            request: &'a mut AdmissionRequest<'_>,
+        ) -> BoxFuture<'a, ApiResult<()>> {
+            let sub = request
+                .subresource
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            let seen = format!(
+                "{} {}{sub} {} by {}",
+                request.operation.as_str(),
+                request.resource.plural,
+                request.kind,
+                request.user.name
+            );
+            self.0.lock().unwrap().push(seen);
+            if let Some(pod) = request.object.as_mut().filter(|o| o["kind"] == "Pod") {
+                for c in pod["spec"]["containers"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    fill(c, "/image", json!("default:1"));
+                }
+                fill(pod, "/metadata/labels/admitted", json!("yes"));
+            }
+            ready(Ok(())).boxed()
+        }
+    }
+
+    /// Refuses pods that run an image by its `latest` tag, and anything the
+    /// mutating plugin did not label.
+    struct NoLatest;
+
+    impl ValidatingAdmission for NoLatest {
+        fn validate<'a>(
+            &'a self,
+            request: &'a AdmissionRequest<'_>,
+        ) -> BoxFuture<'a, ApiResult<()>> {
+            let Some(pod) = request.object.as_ref().filter(|o| o["kind"] == "Pod") else {
+                return ready(Ok(())).boxed();
+            };
+            let latest = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["image"].as_str().is_some_and(|i| i.ends_with(":latest")));
+            let result = if latest || pod["metadata"]["labels"]["admitted"] != "yes" {
+                Err(ApiError::forbidden(format!(
+                    "pods {:?} is forbidden: no latest images",
+                    request.name
+                )))
+            } else {
+                Ok(())
+            };
+            ready(result).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_pass_mutating_admission_validation_then_validating_admission() {
+        let mutator = Arc::new(Mutator::default());
+        let server = TestServer::start_with(Config {
+            access: Access {
+                admission: Admission {
+                    mutating: vec![mutator.clone()],
+                    validating: vec![Arc::new(NoLatest)],
+                },
+                ..Access::default()
+            },
+            ..Config::default()
+        })
+        .await;
+        // The mutating plugin gives the image that validation requires.
+        let mut imageless = pod("web", "");
+        imageless["spec"]["containers"][0] = json!({"name": "c"});
+        let (status, _, created) = server.call("POST", PODS, imageless).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["spec"]["containers"][0]["image"], "default:1");
+        assert_eq!(created["metadata"]["labels"]["admitted"], "yes");
+        let (status, _, refused) = server.call("POST", PODS, pod("old", "i:latest")).await;
+        assert_eq!(
+            (status, &refused["message"]),
+            (403, &json!(r#"pods "old" is forbidden: no latest images"#))
+        );
+        let web = format!("{PODS}/web");
+        let (status, _, _) = server
+            .call_with(
+                "PATCH",
+                &web,
+                &[("content-type", "application/merge-patch+json")],
+                json!({"metadata": {"labels": {"tier": "front"}}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let status_write = json!({"status": {"phase": "Running"}});
+        let (status, _, _) = server
+            .call_with(
+                "PATCH",
+                &format!("{web}/status"),
+                &[("content-type", "application/merge-patch+json")],
+                status_write,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let binding = json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+        let (status, _, body) = server
+            .call("POST", &format!("{web}/binding"), binding)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, _, _) = server.call("DELETE", &web, Value::Null).await;
+        assert_eq!(status, 200);
+        let deployments = "/apis/apps/v1/namespaces/default/deployments";
+        let deployment = json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": pod("p", "i:1")["spec"]}}});
+        let (status, _, body) = server.call("POST", deployments, deployment).await;
+        assert_eq!(status, 201, "{body}");
+        let scale = json!({"metadata": {"name": "d"}, "spec": {"replicas": -1}});
+        let scale_path = format!("{deployments}/d/scale");
+        let (status, _, body) = server.call("PUT", &scale_path, scale).await;
+        assert_eq!(
+            (status, &body["details"]["kind"]),
+            (422, &json!("Scale")),
+            "{body}"
+        );
+        assert_eq!(
+            *mutator.0.lock().unwrap(),
+            [
+                "CREATE pods Pod by system:anonymous",
+                "CREATE pods Pod by system:anonymous",
+                "UPDATE pods Pod by system:anonymous",
+                "UPDATE pods/status Pod by system:anonymous",
+                "CREATE pods/binding Binding by system:anonymous",
+                "DELETE pods Pod by system:anonymous",
+                "CREATE deployments Deployment by system:anonymous",
+                "UPDATE deployments/scale Scale by system:anonymous",
+            ]
+        );
+    }
+}
