@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 use tokio::sync::watch;
 use wasmkube_oci::Image;
-use wasmkube_runtime::{Container, Exit, Names, Stop};
+use wasmkube_runtime::{CancellationToken, Container, Exit, Names};
 
 use crate::probes::{Prober, Verdict};
 use crate::{Agent, logs, network, prepare, pull, record};
@@ -224,7 +224,7 @@ impl Worker {
             // What it ended with may not have reached the server yet.
             self.status.send_replace(pod.status.clone());
         } else if pod.metadata.deletion_timestamp.is_none() {
-            let stop = Stop::default();
+            let stop = CancellationToken::new();
             self.join_network().await;
             self.start(&pod).await;
             let running = self.run_containers(&pod, &stop);
@@ -235,10 +235,10 @@ impl Worker {
                     for c in self.running_containers(&pod) {
                         self.event(Some(&c), Kind::Normal, "Killing", format!("Stopping container {}", c.name));
                     }
-                    stop.stop();
+                    stop.cancel();
                 }
                 () = stopping(self.closing.clone()) => {
-                    stop.stop();
+                    stop.cancel();
                     running.await;
                     return;
                 }
@@ -302,7 +302,7 @@ impl Worker {
 
     /// Runs the init containers one after the other, then every container to its
     /// end under the pod's restart policy; then sets the pod's final phase.
-    async fn run_containers(&self, pod: &Pod, stop: &Stop) {
+    async fn run_containers(&self, pod: &Pod, stop: &CancellationToken) {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy
@@ -349,7 +349,7 @@ impl Worker {
         index: Slot,
         spec: &Spec,
         policy: &str,
-        stop: &Stop,
+        stop: &CancellationToken,
     ) -> Exit {
         let reference = spec.image.clone().unwrap_or_default();
         let mut pull_backoff = BACKOFF_START;
@@ -377,7 +377,7 @@ impl Worker {
             };
             tokio::select! {
                 () = tokio::time::sleep(retry) => {}
-                () = stop.wait() => return Exit::Stopped,
+                () = stop.cancelled() => return Exit::Stopped,
             }
         };
         self.event(
@@ -490,7 +490,7 @@ impl Worker {
             .await;
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = stop.wait() => return Exit::Stopped,
+                () = stop.cancelled() => return Exit::Stopped,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
             restarts += 1;
@@ -506,10 +506,10 @@ impl Worker {
         slot: Slot,
         spec: &Spec,
         container: &Container,
-        stop: &Stop,
+        stop: &CancellationToken,
     ) -> Exit {
         let mut prober = Prober::new(spec, container.address);
-        let run_stop = Stop::default();
+        let run_stop = CancellationToken::new();
         let run = self.agent.runtime.run(container, &run_stop);
         tokio::pin!(run);
         let mut killed = None;
@@ -517,12 +517,12 @@ impl Worker {
             tokio::select! {
                 exit = &mut run => {
                     return match killed {
-                        Some(reason) if !stop.is_set() => Exit::Failed { code: 137, reason },
+                        Some(reason) if !stop.is_cancelled() => Exit::Failed { code: 137, reason },
                         _ => exit,
                     };
                 }
-                () = stop.wait(), if !run_stop.is_set() => run_stop.stop(),
-                verdict = prober.next(), if !run_stop.is_set() => match verdict {
+                () = stop.cancelled(), if !run_stop.is_cancelled() => run_stop.cancel(),
+                verdict = prober.next(), if !run_stop.is_cancelled() => match verdict {
                     Verdict::Started => self.mark(slot, |c, v| c.started = Some(v), true).await,
                     Verdict::Ready(ready) => {
                         if !ready {
@@ -535,7 +535,7 @@ impl Worker {
                         let message = format!("Container {} failed its probe, will be restarted", spec.name);
                         self.event(Some(spec), Kind::Normal, "Killing", message);
                         killed = Some(why);
-                        run_stop.stop();
+                        run_stop.cancel();
                     }
                 },
             }

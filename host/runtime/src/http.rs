@@ -34,7 +34,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::log::LogFile;
 use crate::run::{State, failed, new_store, out_of_memory};
-use crate::{Container, Exit, Stop};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Container, Exit};
 
 /// Idle instances kept for the next requests, at most: as many as wrk-like
 /// loads keep in flight.
@@ -55,7 +57,7 @@ struct Server {
     container: Container,
     log: LogFile,
     /// Set once the grace period is over: guests still running are ended.
-    kill: Stop,
+    kill: CancellationToken,
     idle: Mutex<Vec<(Store<State>, Proxy)>>,
 }
 
@@ -142,7 +144,7 @@ pub(crate) async fn serve(
     component: &Component,
     container: &Container,
     log: &LogFile,
-    stop: &Stop,
+    stop: &CancellationToken,
 ) -> Exit {
     let mut linker = Linker::new(engine);
     let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -175,7 +177,7 @@ pub(crate) async fn serve(
         pre,
         container: container.clone(),
         log: log.clone(),
-        kill: Stop::default(),
+        kill: CancellationToken::new(),
         idle: Mutex::default(),
     });
     // Listeners hand their connections to this loop, which serves each until
@@ -189,7 +191,7 @@ pub(crate) async fn serve(
     let mut connections = JoinSet::new();
     loop {
         let stream = tokio::select! {
-            () = stop.wait() => break,
+            () = stop.cancelled() => break,
             stream = incoming.recv() => match stream {
                 Some(stream) => stream,
                 None => break,
@@ -205,7 +207,7 @@ pub(crate) async fn serve(
     })
     .await;
     if drained.is_err() {
-        server.kill.stop();
+        server.kill.cancel();
         connections.shutdown().await;
     }
     Exit::Stopped
@@ -226,7 +228,7 @@ async fn accept(listener: TcpListener, accepted: tokio::sync::mpsc::Sender<TcpSt
 }
 
 /// Serves one connection; once `stop` is set, closes it when idle.
-async fn connection(stream: TcpStream, server: Arc<Server>, stop: Stop) {
+async fn connection(stream: TcpStream, server: Arc<Server>, stop: CancellationToken) {
     let service = service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(server.handle(request).await) }
@@ -235,7 +237,7 @@ async fn connection(stream: TcpStream, server: Arc<Server>, stop: Stop) {
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
-        () = stop.wait() => {
+        () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }

@@ -9,7 +9,7 @@
 //!   log in the CRI format ([`log`]), a memory limit whose
 //!   refusal is reported as OOMKilled, and cooperative preemption every tick so a
 //!   busy loop stalls neither other containers nor the agent (under a CPU limit
-//!   it also rests for its share). A [`Stop`] ends it.
+//!   it also rests for its share). Cancelling its token ends it.
 //! - A `wasi:http/proxy` container serves its ports on the pod's address, an
 //!   instance of the component per request in flight ([`http`]).
 //!
@@ -30,7 +30,8 @@ use wasmtime::component::Component;
 
 pub use jiff;
 pub use log::Rotation;
-pub use run::{Container, Exit, Mount, Names, Stop};
+pub use run::{Container, Exit, Mount, Names};
+pub use tokio_util::sync::CancellationToken;
 
 /// Why the runtime cannot start or a component cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,7 @@ impl Runtime {
 
     /// Runs `container` until it ends or `stop` is set: a `wasi:cli/command`
     /// to its end, a `wasi:http/proxy` serving its ports until stopped.
-    pub async fn run(&self, container: &Container, stop: &Stop) -> Exit {
+    pub async fn run(&self, container: &Container, stop: &CancellationToken) -> Exit {
         let component = match self.component(&container.image).await {
             Ok(c) => c,
             Err(e) => {

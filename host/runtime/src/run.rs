@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
+
+use tokio_util::sync::CancellationToken;
 
 use crate::log::{LogFile, Rotation, Source};
 use wasmkube_engine::MemoryLimit;
@@ -83,29 +84,6 @@ impl Names {
 impl std::fmt::Debug for Names {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Names")
-    }
-}
-
-/// Asks a running container to stop.
-#[derive(Clone, Debug, Default)]
-pub struct Stop(Arc<AtomicBool>);
-
-impl Stop {
-    /// Stops the container at its next tick.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the container was asked to stop.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once the container is asked to stop (looked at every tick).
-    pub async fn wait(&self) {
-        while !self.is_set() {
-            tokio::time::sleep(wasmkube_engine::TICK).await;
-        }
     }
 }
 
@@ -262,7 +240,7 @@ pub(crate) fn new_store(
     engine: &wasmtime::Engine,
     container: &Container,
     log: &LogFile,
-    kill: &Stop,
+    kill: &CancellationToken,
 ) -> Result<Store<State>, Exit> {
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
@@ -305,7 +283,7 @@ pub(crate) fn new_store(
         .map(|m| f64::from(m.max(1)) / 1000.0);
     let resumed = Arc::new(Mutex::new(Instant::now()));
     store.epoch_deadline_callback(move |_| {
-        if stopping.is_set() {
+        if stopping.is_cancelled() {
             return Err(Trap::Interrupt.into());
         }
         let Some(share) = share else {
@@ -336,7 +314,7 @@ pub(crate) async fn run(
     component: &Component,
     container: &Container,
     log: &LogFile,
-    stop: &Stop,
+    stop: &CancellationToken,
 ) -> Exit {
     let mut store = match new_store(engine, container, log, stop) {
         Ok(store) => store,
@@ -360,7 +338,7 @@ pub(crate) async fn run(
     // stop, it is ended where it waits, as a process would be killed.
     let result = tokio::select! {
         result = call => result,
-        () = stop.wait() => return Exit::Stopped,
+        () = stop.cancelled() => return Exit::Stopped,
     };
     match result {
         Ok(Ok(())) => Exit::Completed,
@@ -369,7 +347,7 @@ pub(crate) async fn run(
         Err(e) => match e.downcast_ref::<I32Exit>() {
             Some(I32Exit(0)) => Exit::Completed,
             Some(I32Exit(code)) => failed(*code, "exited"),
-            None if stop.is_set() => Exit::Stopped,
+            None if stop.is_cancelled() => Exit::Stopped,
             None => failed(
                 1,
                 match e.downcast_ref::<Trap>() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmkube_engine::{Engine, Settings};
 use wasmkube_oci::Image;
 use wasmkube_runtime::log::{LogLine, Source};
-use wasmkube_runtime::{Container, Exit, Mount, Rotation, Runtime, Stop};
+use wasmkube_runtime::{CancellationToken, Container, Exit, Mount, Rotation, Runtime};
 
 /// Builds the examples once per test process; the directory of the components.
 fn examples() -> &'static Path {
@@ -125,7 +125,7 @@ async fn a_command_sees_its_args_env_and_mounts() {
     }];
     hello.working_dir = Some("/data".into());
     assert_eq!(
-        node.runtime.run(&hello, &Stop::default()).await,
+        node.runtime.run(&hello, &CancellationToken::new()).await,
         Exit::Completed
     );
     let out = output(&hello, Source::Stdout);
@@ -143,7 +143,7 @@ async fn a_command_sees_its_args_env_and_mounts() {
 async fn failures_and_memory_limits_are_reported() {
     let node = Node::new();
     let fail = node.container("fail", &[]);
-    let exit = node.runtime.run(&fail, &Stop::default()).await;
+    let exit = node.runtime.run(&fail, &CancellationToken::new()).await;
     // Rust's std (WASI 0.2.0) can only say "failure", whatever the code.
     assert_eq!(exit.code(), 1, "{exit:?}");
     assert!(output(&fail, Source::Stderr).contains("failing on purpose"));
@@ -151,7 +151,7 @@ async fn failures_and_memory_limits_are_reported() {
     let mut hog = node.container("hog", &[]);
     hog.memory_limit = Some(64 << 20);
     assert_eq!(
-        node.runtime.run(&hog, &Stop::default()).await,
+        node.runtime.run(&hog, &CancellationToken::new()).await,
         Exit::OomKilled
     );
     let err = output(&hog, Source::Stderr);
@@ -163,13 +163,13 @@ async fn a_busy_loop_yields_to_others_and_stops_when_asked() {
     let node = Node::new();
     let spin = node.container("spin", &[]);
     let hello = node.container("hello", &[]);
-    let stop = Stop::default();
+    let stop = CancellationToken::new();
     let spinning = node.runtime.run(&spin, &stop);
     let greeting = async {
         // On this single thread, hello only runs if spin yields: without
         // preemption this never ends.
-        let exit = node.runtime.run(&hello, &Stop::default()).await;
-        stop.stop();
+        let exit = node.runtime.run(&hello, &CancellationToken::new()).await;
+        stop.cancel();
         exit
     };
     let (spun, greeted) = tokio::join!(spinning, greeting);
@@ -197,7 +197,10 @@ async fn compiled_components_are_kept_on_disk() {
     // Another runtime on the same data dir loads the artefact instead of compiling.
     let again = runtime(node.dir.path());
     let hello = node.container("hello", &[]);
-    assert_eq!(again.run(&hello, &Stop::default()).await, Exit::Completed);
+    assert_eq!(
+        again.run(&hello, &CancellationToken::new()).await,
+        Exit::Completed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,10 +210,10 @@ async fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
     let mut limited = node.container("spin", &[]);
     limited.log = node.dir.path().join("limited.log");
     limited.cpu_millis = Some(100);
-    let stop = Stop::default();
+    let stop = CancellationToken::new();
     let stopping = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        stop.stop();
+        stop.cancel();
     };
     let (a, b, ()) = tokio::join!(
         node.runtime.run(&free, &stop),
@@ -243,7 +246,7 @@ async fn an_http_component_serves_on_its_pods_address() {
         server.ports = vec![port];
         pods.push(server);
     }
-    let stop = Stop::default();
+    let stop = CancellationToken::new();
     let serving = async {
         tokio::join!(
             node.runtime.run(&pods[0], &stop),
@@ -260,7 +263,7 @@ async fn an_http_component_serves_on_its_pods_address() {
                 "HTTP/1.1 200 OK"
             );
         }
-        stop.stop();
+        stop.cancel();
         (first, second)
     };
     let ((a, b), (first, second)) = tokio::join!(serving, asking);
