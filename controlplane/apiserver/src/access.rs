@@ -14,9 +14,8 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use serde_json::json;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, StatusDetails};
 use crate::path::Target;
 
 /// Who sent a request, as Kubernetes' `user.Info` says it.
@@ -161,10 +160,8 @@ impl Attributes {
         let Some(r) = &self.resource else {
             let path = &self.path;
             let why = with_reason(format!("User {user:?} cannot {verb} path {path:?}"), reason);
-            return ApiError {
-                details: Some(json!({})),
-                ..ApiError::forbidden(format!("forbidden: {why}"))
-            };
+            return ApiError::forbidden(format!("forbidden: {why}"))
+                .with_details(StatusDetails::default());
         };
         let mut resource = r.resource.clone();
         if !r.subresource.is_empty() {
@@ -190,10 +187,12 @@ impl Attributes {
             "" => format!("{qualified} is forbidden: {why}"),
             name => format!("{qualified} {name:?} is forbidden: {why}"),
         };
-        ApiError {
-            details: Some(json!({"name": r.name, "group": group, "kind": r.resource})),
-            ..ApiError::forbidden(message)
-        }
+        ApiError::forbidden(message).with_details(StatusDetails {
+            name: r.name.clone(),
+            group: group.clone(),
+            kind: r.resource.clone(),
+            causes: Vec::new(),
+        })
     }
 }
 

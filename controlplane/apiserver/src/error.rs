@@ -1,11 +1,13 @@
 //! Errors as the Kubernetes API reports them: a metav1 Status with a reason and an
-//! HTTP code, and for validation failures the fields that failed.
+//! HTTP code, and for validation failures the fields that failed. Status bodies
+//! are written as Kubernetes writes them ([`Status`]): its field order, no empty
+//! fields, a newline at the end.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use wasmkube_types::ResourceType;
 pub use wasmkube_types::field::FieldError;
+pub use wasmkube_types::status::{Status, StatusCause, StatusDetails};
 
 /// A failed API call.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +19,7 @@ pub struct ApiError {
     /// What a person reads.
     pub message: String,
     /// The Status details, when there are any.
-    pub details: Option<Value>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
 /// The result of an API call.
@@ -32,8 +34,15 @@ pub fn qualified(resource: &ResourceType) -> String {
     }
 }
 
-fn details(resource: &ResourceType, name: &str) -> Value {
-    json!({"name": name, "group": resource.group, "kind": resource.plural})
+/// The details of a Status about the object `name` of `resource`: its name, its
+/// group and its plural, as Kubernetes gives them.
+pub fn details(resource: &ResourceType, name: &str) -> StatusDetails {
+    StatusDetails {
+        name: name.into(),
+        group: resource.group.into(),
+        kind: resource.plural.into(),
+        causes: Vec::new(),
+    }
 }
 
 impl ApiError {
@@ -44,6 +53,14 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+        }
+    }
+
+    /// The error with `details`.
+    pub fn with_details(self, details: StatusDetails) -> ApiError {
+        ApiError {
+            details: Some(Box::new(details)),
+            ..self
         }
     }
 
@@ -73,41 +90,35 @@ impl ApiError {
 
     /// 404 for an object.
     pub fn not_found(resource: &ResourceType, name: &str) -> ApiError {
-        ApiError {
-            details: Some(details(resource, name)),
-            ..ApiError::new(
-                404,
-                "NotFound",
-                format!("{} {name:?} not found", qualified(resource)),
-            )
-        }
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", qualified(resource)),
+        )
+        .with_details(details(resource, name))
     }
 
     /// 409 for a create of an object that exists.
     pub fn already_exists(resource: &ResourceType, name: &str) -> ApiError {
-        ApiError {
-            details: Some(details(resource, name)),
-            ..ApiError::new(
-                409,
-                "AlreadyExists",
-                format!("{} {name:?} already exists", qualified(resource)),
-            )
-        }
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", qualified(resource)),
+        )
+        .with_details(details(resource, name))
     }
 
     /// 409 for a write that lost a race or failed a precondition.
     pub fn conflict(resource: &ResourceType, name: &str, why: &str) -> ApiError {
-        ApiError {
-            details: Some(details(resource, name)),
-            ..ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} {name:?}: {why}",
-                    qualified(resource)
-                ),
-            )
-        }
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: {why}",
+                qualified(resource)
+            ),
+        )
+        .with_details(details(resource, name))
     }
 
     /// 409 for a write with a stale resourceVersion.
@@ -125,7 +136,7 @@ impl ApiError {
     }
 
     /// 422 with the fields of an object of `kind` in `group` that failed
-    /// validation.
+    /// validation, as Kubernetes words it: `Deployment.apps "web" is invalid: …`.
     pub fn invalid_of(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
         let list = match errors {
             [one] => one.to_string(),
@@ -137,20 +148,18 @@ impl ApiError {
                     .join(", ")
             ),
         };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
-            .collect();
-        ApiError {
-            details: Some(json!({
-                "name": name, "group": group, "kind": kind, "causes": causes
-            })),
-            ..ApiError::new(
-                422,
-                "Invalid",
-                format!("{kind} {name:?} is invalid: {list}"),
-            )
-        }
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let message = format!("{qualified} {name:?} is invalid: {list}");
+        ApiError::new(422, "Invalid", message).with_details(StatusDetails {
+            name: name.into(),
+            group: group.into(),
+            kind: kind.into(),
+            causes: errors.iter().map(StatusCause::from).collect(),
+        })
     }
 
     /// 405: the verb is not supported here.
@@ -196,20 +205,13 @@ impl ApiError {
     }
 
     /// The error as a metav1 Status object.
-    pub fn status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(details) = &self.details {
-            status["details"] = details.clone();
-        }
-        status
+    pub fn status(&self) -> Status {
+        Status::failure(
+            self.code,
+            self.reason,
+            self.message.clone(),
+            self.details.as_deref().cloned(),
+        )
     }
 }
 
@@ -240,10 +242,15 @@ impl From<wasmkube_store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.status()).expect("a Status serializes");
-        (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        respond_status(&self.status())
     }
+}
+
+/// A Status as the response, with its code.
+pub fn respond_status(status: &Status) -> Response {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = status.to_body();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]
@@ -281,12 +288,9 @@ mod tests {
             invalid.message,
             r#"Pod "Web" is invalid: metadata.name: Invalid value: "Web": must be lower case"#
         );
-        let status = invalid.status();
-        assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
-        assert_eq!(
-            status["details"]["causes"][0]["reason"],
-            "FieldValueInvalid"
-        );
+        let details = invalid.details.unwrap();
+        assert_eq!(details.causes[0].field, "metadata.name");
+        assert_eq!(details.causes[0].reason, "FieldValueInvalid");
         let two = ApiError::invalid(
             pods,
             "x",
@@ -298,6 +302,26 @@ mod tests {
         assert_eq!(
             two.message,
             r#"Pod "x" is invalid: [spec.containers: Required value, spec: Forbidden: may not change]"#
+        );
+        let replicas = FieldError::invalid("spec.replicas", "-1", "must not be negative");
+        assert_eq!(
+            ApiError::invalid(deployments, "d", &[replicas]).message,
+            r#"Deployment.apps "d" is invalid: spec.replicas: Invalid value: "-1": must not be negative"#
+        );
+    }
+
+    #[test]
+    fn status_bodies_are_written_as_kubernetes_writes_them() {
+        let pods = by_kind("", "v1", "Pod").unwrap();
+        let body = ApiError::already_exists(pods, "web").status().to_body();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"pods \"web\" already exists","reason":"AlreadyExists","#,
+                r#""details":{"name":"web","kind":"pods"},"code":409}"#,
+                "\n"
+            )
         );
     }
 }

@@ -53,7 +53,7 @@ use wasmkube_types::registry::{BUILTIN, by_kind};
 use crate::access::UserInfo;
 use crate::cache::WatchCache;
 use crate::crd::Kinds;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails};
 pub use crate::pipeline::Access;
 
 /// The namespaces every cluster has.
@@ -218,13 +218,20 @@ impl ApiServer {
         };
         let object = rest::decode_stored(&kv)?;
         if objects::deleting(&object) {
-            return Err(ApiError {
-                details: Some(json!({"name": namespace, "kind": "namespaces",
-                    "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}]})),
-                ..ApiError::forbidden(format!(
-                    "unable to create new content in namespace {namespace} because it is being terminated"
-                ))
-            });
+            let cause = StatusCause {
+                reason: "NamespaceTerminating".into(),
+                message: format!("namespace {namespace} is being terminated"),
+                field: "metadata.namespace".into(),
+            };
+            let message = format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            );
+            return Err(ApiError::forbidden(message).with_details(StatusDetails {
+                name: namespace.into(),
+                kind: "namespaces".into(),
+                causes: vec![cause],
+                ..StatusDetails::default()
+            }));
         }
         Ok(())
     }

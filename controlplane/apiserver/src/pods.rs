@@ -8,8 +8,9 @@ use wasmkube_types::registry::by_kind;
 use wasmkube_types::selector::labels::Selector;
 
 use crate::admission::Operation;
-use crate::error::{ApiError, ApiResult, FieldError};
-use crate::negotiate::{Format, respond};
+use crate::error::{
+    ApiError, ApiResult, FieldError, Status, StatusCause, StatusDetails, respond_status,
+};
 use crate::objects::{deleting, labels, name, now};
 use crate::rest::Request;
 
@@ -58,7 +59,7 @@ impl Request<'_> {
             Ok(())
         })
         .await?;
-        Ok(respond(Format::Json, 201, &success(201)))
+        Ok(respond_status(&Status::success(201)))
     }
 
     /// Evicts the pod `pod`, once admitted, unless a disruption budget forbids it.
@@ -80,22 +81,23 @@ impl Request<'_> {
             if selector.is_some_and(|s| s.matches(&pod_labels))
                 && budget["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) < 1
             {
-                return Err(ApiError {
-                    details: Some(json!({"causes": [{
-                        "reason": "DisruptionBudget",
-                        "message": format!(
-                            "The disruption budget {} needs {} healthy pods and has {} currently",
-                            name(&budget).unwrap_or(""),
-                            budget["status"]["desiredHealthy"].as_i64().unwrap_or(0),
-                            budget["status"]["currentHealthy"].as_i64().unwrap_or(0),
-                        ),
-                    }]})),
-                    ..ApiError::new(
-                        429,
-                        "TooManyRequests",
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                    )
-                });
+                let cause = StatusCause {
+                    reason: "DisruptionBudget".into(),
+                    message: format!(
+                        "The disruption budget {} needs {} healthy pods and has {} currently",
+                        name(&budget).unwrap_or(""),
+                        budget["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                        budget["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                    ),
+                    ..StatusCause::default()
+                };
+                let message = "Cannot evict pod as it would violate the pod's disruption budget.";
+                return Err(ApiError::new(429, "TooManyRequests", message).with_details(
+                    StatusDetails {
+                        causes: vec![cause],
+                        ..StatusDetails::default()
+                    },
+                ));
             }
         }
         let options = match eviction.get("deleteOptions") {
@@ -103,13 +105,8 @@ impl Request<'_> {
             _ => json!({}),
         };
         self.delete(pod, &options).await?;
-        Ok(respond(Format::Json, 201, &success(201)))
+        Ok(respond_status(&Status::success(201)))
     }
-}
-
-/// A Status of success.
-fn success(code: u16) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
 /// Sets a condition of an object's status, with the time of the change.

@@ -19,7 +19,7 @@ use crate::access::{Attributes, UserInfo};
 use crate::admission::Operation;
 use crate::cache::{Cached, Filters, Page};
 use crate::crd::ScalePaths;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, FieldError, StatusCause, StatusDetails, details};
 use crate::negotiate::{Format, decode_body, respond, respond_list, response_format};
 use crate::objects::{
     bump_generation, check_namespace, check_type_meta, deleting, finalizers, meta_str,
@@ -980,14 +980,12 @@ const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+
 
 /// The 409 of an apply that conflicts with other managers.
 fn conflicts(resource: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
-    let causes: Vec<Value> = conflicts
+    let causes: Vec<StatusCause> = conflicts
         .iter()
-        .map(|c| {
-            json!({
-                "reason": "FieldManagerConflict",
-                "message": format!("conflict with {:?} using {}", c.manager, c.api_version),
-                "field": apply::display(&c.path),
-            })
+        .map(|c| StatusCause {
+            reason: "FieldManagerConflict".into(),
+            message: format!("conflict with {:?} using {}", c.manager, c.api_version),
+            field: apply::display(&c.path),
         })
         .collect();
     let list: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
@@ -995,16 +993,11 @@ fn conflicts(resource: &ResourceType, name: &str, conflicts: &[apply::Conflict])
         1 => (1, "conflict"),
         n => (n, "conflicts"),
     };
-    ApiError {
-        details: Some(
-            json!({"name": name, "group": resource.group, "kind": resource.plural, "causes": causes}),
-        ),
-        ..ApiError::new(
-            409,
-            "Conflict",
-            format!("Apply failed with {count} {noun}: {}", list.join("\n")),
-        )
-    }
+    let message = format!("Apply failed with {count} {noun}: {}", list.join("\n"));
+    ApiError::new(409, "Conflict", message).with_details(StatusDetails {
+        causes,
+        ..details(resource, name)
+    })
 }
 
 /// A PATCH body.

@@ -43,6 +43,12 @@ fn value_line(kind: &str, object: &Value) -> Bytes {
     )
 }
 
+/// The event that ends a watch on an error: its Status.
+fn error_line(error: &ApiError) -> Bytes {
+    let status = serde_json::to_vec(&error.status()).expect("a Status serializes");
+    line("ERROR", &status)
+}
+
 /// Answers `?watch=true` on a collection.
 pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let resource = request.target.resource;
@@ -95,7 +101,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
                     &table(&columns, std::slice::from_ref(&object), metadata, include),
                 )
             }
-            Err(e) => value_line("ERROR", &e.status()),
+            Err(e) => error_line(&e),
         }
     };
     // Ends when the server closes, also for a watch that starts after.
@@ -134,11 +140,11 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
                 }
                 Some(Err(StoreError::Expired { requested })) => {
                     let e = ApiError::expired(format!("too old resource version: {}", requested - 1));
-                    yield value_line("ERROR", &e.status());
+                    yield error_line(&e);
                     break;
                 }
                 Some(Err(e)) => {
-                    yield value_line("ERROR", &ApiError::from(e).status());
+                    yield error_line(&ApiError::from(e));
                     break;
                 }
                 None => break,

@@ -6,7 +6,8 @@
 //! [`validation`] rules of Kubernetes, [`cron`] schedules, IPv4 [`cidr`] ranges, the [`patch`] metadata of every kind with
 //! the strategic merge patch that reads it, Wasmkube's own kind, the
 //! [`plugin::Plugin`], and the [`strategy`] of every kind: its defaults, its
-//! validation (reported as [`field`] errors) and what its writes and deletes do.
+//! validation (reported as [`field`] errors) and what its writes and deletes do,
+//! and the [`status::Status`] of an API call as Kubernetes writes it.
 //!
 //! It does no I/O and depends on no runtime (no tokio, axum, etcd or wasmtime): every
 //! other crate can use it, and it can be used from anywhere.
@@ -18,6 +19,7 @@ pub mod patch;
 pub mod plugin;
 pub mod registry;
 pub mod selector;
+pub mod status;
 pub mod strategy;
 pub mod table;
 pub mod validation;
