@@ -105,6 +105,11 @@ impl Fixture<Pod> {
         self.with(&["spec", "nodeName"], json!(node))
     }
 
+    /// With the address `ip`.
+    pub(crate) fn ip(self, ip: &str) -> Fixture<Pod> {
+        self.with(&["status", "podIP"], json!(ip))
+    }
+
     /// Failed: its container `main` exited with `code` at `seconds` after
     /// the epoch.
     pub(crate) fn exited(self, code: i32, seconds: i64) -> Fixture<Pod> {
