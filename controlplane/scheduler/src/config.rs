@@ -20,7 +20,7 @@
 //!   - {name: PreferEdge, args: {}}
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -246,6 +246,17 @@ impl Profile {
 }
 
 impl Config {
+    /// The configuration in `file` (YAML or JSON), or the defaults without
+    /// one; an error names the file.
+    pub fn read(file: Option<&Path>) -> Result<Config, String> {
+        let Some(file) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        Config::parse(&text).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
     /// Reads a configuration (YAML or JSON); an error names the field.
     pub fn parse(text: &str) -> Result<Config, String> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
@@ -346,6 +357,24 @@ profiles:
         assert_eq!(
             Config::parse("{}").unwrap().profiles[0].scheduler_name,
             DEFAULT_SCHEDULER
+        );
+    }
+
+    #[test]
+    fn a_configuration_is_read_from_its_file_or_is_the_default() {
+        assert_eq!(Config::read(None).unwrap().profiles.len(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.yaml");
+        let err = Config::read(Some(&file)).unwrap_err();
+        assert!(
+            err.starts_with("reading ") && err.contains("scheduler.yaml"),
+            "{err}"
+        );
+        std::fs::write(&file, "percentageOfNodesToScore: 120").unwrap();
+        let err = Config::read(Some(&file)).unwrap_err();
+        assert!(
+            err.contains("scheduler.yaml: ") && err.contains("over 100"),
+            "{err}"
         );
     }
 }
