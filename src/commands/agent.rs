@@ -1,0 +1,112 @@
+//! `agent`: a node joining a cluster — it runs the pods bound to it as Wasm
+//! components, in this process.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kube::Client;
+use tokio::net::TcpListener;
+use wasmkube_agent::Range;
+use wasmkube_engine::Engine;
+
+use super::engine::engine;
+use super::shutdown::closed_on_shutdown;
+use crate::cluster::client;
+
+/// Joins a cluster as a node.
+#[derive(Debug, Args)]
+pub struct Agent {
+    /// How to reach the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Where the node keeps images, compiled components and pod data.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+    /// Where the agent serves its own endpoints (container logs), which the API
+    /// server reaches.
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    listen: SocketAddr,
+}
+
+impl Agent {
+    /// Runs the node agent against the cluster of the kubeconfig until the
+    /// process is asked to stop.
+    pub async fn run(self) -> Result<()> {
+        let closed = closed_on_shutdown();
+        let client = client(&self.kubeconfig).await?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
+        let engine = engine(&self.data_dir, true)?;
+        let agent = self.node.agent(client, engine, &self.data_dir)?;
+        let endpoint = TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("listening on {}", self.listen))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "Node {}: agent endpoint at http://{}",
+            agent.node_name(),
+            endpoint.local_addr()?
+        );
+        let _ = out.flush();
+        drop(out);
+        agent.run(endpoint, closed).await?;
+        Ok(())
+    }
+}
+
+/// What makes a node.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name (default: the host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where pods get their own addresses from, unless the Node has a
+    /// `spec.podCIDR` (default: a /16 in 127.64.0.0/10 chosen by the node's
+    /// name; any range in 127.0.0.0/8 needs no configuration).
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Option<Range>,
+    /// Answer cluster DNS (`<service>.<namespace>.svc.cluster.local` and
+    /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:53`.
+    #[arg(long, value_name = "ADDRESS")]
+    dns_listen: Option<SocketAddr>,
+    /// Serve the Ingresses of the class `wasmkube` (HTTP) at ADDRESS, e.g.
+    /// `127.0.0.1:8081`.
+    #[arg(long, value_name = "ADDRESS")]
+    ingress_listen: Option<SocketAddr>,
+}
+
+impl NodeArgs {
+    /// The node's agent, running its pods on `engine`.
+    pub fn agent(
+        self,
+        client: Client,
+        engine: Arc<Engine>,
+        data_dir: &Path,
+    ) -> Result<wasmkube_agent::Agent> {
+        let name = self.node_name.unwrap_or_else(host_name);
+        let mut agent = wasmkube_agent::Agent::new(client, engine, &name, data_dir, self.pod_cidr)?;
+        if let Some(address) = self.dns_listen {
+            agent = agent.serve_dns(address);
+        }
+        if let Some(address) = self.ingress_listen {
+            agent = agent.serve_ingress(address);
+        }
+        Ok(agent)
+    }
+}
+
+/// The host's name, as a node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

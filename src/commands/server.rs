@@ -1,0 +1,200 @@
+//! `server`: the Kubernetes API and the built-in OCI registry on one
+//! listener; with `--control-plane`, the scheduler and the controllers too,
+//! each while this server leads. `up` is this with a node beside it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kube::Client;
+use kube::config::Config as KubeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmkube_apiserver::{ApiServer, kubeconfig};
+use wasmkube_engine::Engine;
+use wasmkube_plugin_host::PluginHost;
+use wasmkube_scheduler::{Config as SchedulerConfig, Serving};
+
+use super::agent::NodeArgs;
+use super::controller_manager::{ControllingArgs, control};
+use super::engine::engine;
+use super::shutdown::shutdown;
+use super::store::{self, EtcdEndpoints, parse_etcd};
+
+/// Serves the API; with `--control-plane`, schedules and runs the
+/// controllers too.
+#[derive(Debug, Args)]
+pub struct Server {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Also run the scheduler and the controllers; with etcd, each while
+    /// this process holds its leader Lease (`kube-system/kube-scheduler`,
+    /// `kube-system/kube-controller-manager`), so servers sharing one etcd
+    /// take over from each other.
+    #[arg(long)]
+    control_plane: bool,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+impl Server {
+    /// Serves until the process is asked to stop.
+    pub async fn run(self) -> Result<()> {
+        let control = self.control_plane.then_some(self.control);
+        serve(self.server, control, None).await
+    }
+}
+
+/// Where a server keeps its data and where it serves.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the store file and the kubeconfig are kept.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+    /// Address to serve on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Keep objects in etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
+    #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
+    store: Option<EtcdEndpoints>,
+}
+
+/// The scheduler and the controllers, run beside the API server.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The scheduler's profiles (a KubeSchedulerConfiguration; default: one
+    /// profile, `default-scheduler`, with the default plugins).
+    #[arg(long, value_name = "FILE")]
+    scheduler_config: Option<PathBuf>,
+    /// Serve the scheduler's metrics (Prometheus text) at
+    /// `http://ADDRESS/metrics`.
+    #[arg(long, value_name = "ADDRESS")]
+    scheduler_metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    controlling: ControllingArgs,
+}
+
+/// Serves the API; with a control plane, runs the scheduler and the
+/// controllers (each while this process leads); with a node, that node's
+/// agent, in the same process.
+pub async fn serve(
+    args: ServerArgs,
+    control: Option<ControlArgs>,
+    node: Option<NodeArgs>,
+) -> Result<()> {
+    let stopping = shutdown();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    // Only servers sharing etcd can stand by for each other: they elect
+    // leaders; one with its own store file leads alone.
+    let elect = args.store.is_some();
+    let store = store::open(&args.data_dir, args.store.as_ref()).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let mut local = listener.local_addr()?;
+    if local.ip().is_unspecified() {
+        local.set_ip([127, 0, 0, 1].into());
+    }
+    let url = format!("http://{local}");
+    let config = args.data_dir.join("kubeconfig");
+    kubeconfig::write(&config, &url).context("writing the kubeconfig")?;
+    announce(&url, local, &config, node.is_some());
+    let api = ApiServer::start(store).await?;
+    let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
+        .context("opening the built-in registry")?;
+    let router = api.router().merge(registry.router());
+    let (closing, closed) = watch::channel(false);
+    let client = Client::try_from(KubeConfig::new(url.parse()?))?;
+    let engine = match (&control, &node) {
+        (None, None) => None,
+        _ => Some(engine(&args.data_dir, node.is_some())?),
+    };
+    let mut leading = Vec::new();
+    if let (Some(control), Some(engine)) = (control, &engine) {
+        leading = lead(control, &client, engine, &args.data_dir, elect, &closed)?;
+    }
+    let mut node_agent = None;
+    if let (Some(node), Some(engine)) = (node, engine) {
+        // Its network plugins compile (once) beside the serving API.
+        let agent = tokio::task::block_in_place(|| node.agent(client, engine, &args.data_dir))?;
+        // The in-process agent serves its endpoint on a free loopback port.
+        let endpoint = TcpListener::bind("127.0.0.1:0").await?;
+        let closed = closed.clone();
+        node_agent = Some(tokio::spawn(async move {
+            if let Err(e) = agent.run(endpoint, closed).await {
+                tracing::error!(error = %e, "the node agent stopped");
+            }
+        }));
+    }
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            stopping.await;
+            closing.send_replace(true);
+            // Leaders give their leases up through the API while it serves.
+            let stopped = futures::future::join_all(leading);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await;
+            api.close();
+        })
+        .await?;
+    // The node's pods stop within their grace periods.
+    if let Some(agent) = node_agent {
+        let _ = agent.await;
+    }
+    Ok(())
+}
+
+/// Says where the API serves and how to reach it. A closed stdout must not
+/// stop a server: what it says here is a courtesy.
+fn announce(url: &str, local: SocketAddr, config: &Path, node: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Serving the Kubernetes API at {url}");
+    let _ = writeln!(out, "  kubectl:   export KUBECONFIG={}", config.display());
+    let _ = writeln!(
+        out,
+        "  registry:  wasmkube push FILE.wasm (images {local}/NAME:TAG)"
+    );
+    if node {
+        let _ = writeln!(
+            out,
+            "  more nodes: wasmkube agent --kubeconfig {} --node-name NAME --data-dir DIR \\
+              --listen ADDRESS",
+            config.display()
+        );
+    }
+    let _ = out.flush();
+}
+
+/// Starts the scheduler and the controllers, each while this process leads
+/// (always, without `elect`), until `closed`. A bad scheduler configuration
+/// stops the start; its plugins compile while the API serves.
+fn lead(
+    args: ControlArgs,
+    client: &Client,
+    engine: &Arc<Engine>,
+    data_dir: &Path,
+    elect: bool,
+    closed: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let config = args.scheduler_config.as_deref();
+    let serving = Serving {
+        config: SchedulerConfig::read(config).map_err(anyhow::Error::msg)?,
+        metrics: args.scheduler_metrics,
+        host: PluginHost::new(engine.clone()),
+        data_dir: data_dir.to_owned(),
+        elect,
+    };
+    let (scheduler_client, closed_too) = (client.clone(), closed.clone());
+    let scheduler = tokio::spawn(async move {
+        if let Err(e) = wasmkube_scheduler::serve(scheduler_client, serving, closed_too).await {
+            tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
+        }
+    });
+    let settings = args.controlling.settings();
+    let controllers = tokio::spawn(control(client.clone(), settings, elect, closed.clone()));
+    Ok(vec![scheduler, controllers])
+}

@@ -1,0 +1,112 @@
+//! `store`: a cluster moved between stores — a snapshot of the embedded
+//! store (or etcd) restored into etcd (or a new data dir); and the one way a
+//! server or this command opens a store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use wasmkube_store::{Store, snapshot};
+use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
+
+use crate::exit::Failure;
+
+/// Moves a cluster between stores.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write every object of a store to FILE (the embedded store must not
+    /// be in use: stop `wasmkube up` first).
+    Snapshot(StoreArgs),
+    /// Write every object of a snapshot into an empty store.
+    Restore(StoreArgs),
+}
+
+/// A snapshot file and the store it comes from or goes to.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// The data dir of the embedded store.
+    #[arg(long, default_value = "wasmkube-data")]
+    data_dir: PathBuf,
+    /// etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
+    #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
+    store: Option<EtcdEndpoints>,
+}
+
+impl StoreCommand {
+    /// Takes the snapshot, or restores it.
+    pub async fn run(self) -> Result<()> {
+        match self {
+            StoreCommand::Snapshot(args) => {
+                let store = open(&args.data_dir, args.store.as_ref()).await?;
+                let file = std::fs::File::create(&args.file)
+                    .with_context(|| format!("creating {}", args.file.display()))?;
+                let mut out = std::io::BufWriter::new(file);
+                let moved = snapshot::snapshot(store.as_ref(), &mut out).await?;
+                out.into_inner()
+                    .map_err(|e| e.into_error())?
+                    .sync_all()
+                    .with_context(|| format!("writing {}", args.file.display()))?;
+                println!(
+                    "{} keys at revision {} written to {}",
+                    moved.keys,
+                    moved.revision,
+                    args.file.display()
+                );
+            }
+            StoreCommand::Restore(args) => {
+                let file = std::fs::File::open(&args.file).map_err(|e| {
+                    Failure::Usage.because(format!("opening {}: {e}", args.file.display()))
+                })?;
+                let store = open(&args.data_dir, args.store.as_ref()).await?;
+                let mut input = std::io::BufReader::new(file);
+                let moved = snapshot::restore(store.as_ref(), &mut input).await?;
+                println!(
+                    "{} keys (taken at revision {}) restored",
+                    moved.keys, moved.revision
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The client URLs of an etcd cluster.
+#[derive(Debug, Clone)]
+pub struct EtcdEndpoints(Vec<String>);
+
+/// `etcd=http://HOST:PORT[,…]` as the endpoints it names.
+pub fn parse_etcd(spec: &str) -> Result<EtcdEndpoints> {
+    let Some(urls) = spec.strip_prefix("etcd=") else {
+        bail!("expected etcd=http://HOST:PORT[,…], got {spec:?}");
+    };
+    let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
+        bail!("etcd endpoint {bad:?} must be an http:// URL");
+    }
+    Ok(EtcdEndpoints(urls))
+}
+
+/// The store in `data_dir` (made if missing), or the etcd of `etcd`.
+pub async fn open(data_dir: &Path, etcd: Option<&EtcdEndpoints>) -> Result<Arc<dyn Store>> {
+    Ok(match etcd {
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+            let store = EmbeddedStore::open(data_dir.join(FILE_NAME), Default::default())?;
+            if let Some(r) = store.recovery() {
+                tracing::warn!(
+                    torn_bytes = r.torn_bytes,
+                    "store recovered from a torn write"
+                );
+            }
+            Arc::new(store)
+        }
+        Some(EtcdEndpoints(endpoints)) => {
+            let options = wasmkube_store_etcd::Options::new(endpoints.clone());
+            Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
+        }
+    })
+}
