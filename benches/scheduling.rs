@@ -102,16 +102,16 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
     ));
     let plugins = if wasm { wasms(&host) } else { natives() };
     let frameworks = BTreeMap::from([(DEFAULT_SCHEDULER.to_owned(), framework(plugins, 0))]);
-    let (closing, closed) = tokio::sync::watch::channel(false);
+    let closed = tokio_util::sync::CancellationToken::new();
     let scheduler = tokio::spawn(wasmkube_scheduler::run(
         client.clone(),
         Profiles {
             frameworks,
-            host: Arc::new(host),
+            host,
             images: ImageStore::open(&dir.path().join("plugins")).unwrap(),
             metrics: Metrics::default(),
         },
-        closed,
+        closed.clone(),
     ));
     // The scheduler has every node once a first pod is bound.
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -141,7 +141,7 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
     let took = start.elapsed();
     let server_cpu = server.cpu() - cpu;
     let rss = server.rss_mib();
-    closing.send_replace(true);
+    closed.cancel();
     scheduler.await.unwrap().unwrap();
     (PODS as f64 / took.as_secs_f64(), created, server_cpu, rss)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kube::Client;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_agent::Range;
 use wasmkube_controllers::{PodRanges, Settings};
 
@@ -75,12 +75,7 @@ impl ControllingArgs {
 
 /// Runs the controllers until `closed`: with `elect`, only while this
 /// process holds the controller manager's Lease.
-pub async fn control(
-    client: Client,
-    settings: Settings,
-    elect: bool,
-    closed: watch::Receiver<bool>,
-) {
+pub async fn control(client: Client, settings: Settings, elect: bool, closed: CancellationToken) {
     let work = |stop| wasmkube_controllers::run(client.clone(), settings.clone(), stop);
     wasmkube_leader::elected(&client, "kube-controller-manager", elect, closed, work).await;
 }

@@ -12,8 +12,8 @@ use clap::Args;
 use kube::Client;
 use kube::config::Config as KubeConfig;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::{ApiServer, kubeconfig};
 use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
@@ -108,7 +108,7 @@ pub async fn serve(
     let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
         .context("opening the built-in registry")?;
     let router = api.router().merge(registry.router());
-    let (closing, closed) = watch::channel(false);
+    let closed = CancellationToken::new();
     let client = Client::try_from(KubeConfig::new(url.parse()?))?;
     let engine = match (&control, &node) {
         (None, None) => None,
@@ -134,7 +134,7 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             stopping.await;
-            closing.send_replace(true);
+            closed.cancel();
             // Leaders give their leases up through the API while it serves.
             let stopped = futures::future::join_all(leading);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await;
@@ -178,7 +178,7 @@ fn lead(
     engine: &Arc<Engine>,
     data_dir: &Path,
     elect: bool,
-    closed: &watch::Receiver<bool>,
+    closed: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let config = args.scheduler_config.as_deref();
     let serving = Serving {

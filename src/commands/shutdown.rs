@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Resolves once the process is asked to stop.
 pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
@@ -20,13 +20,13 @@ pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// A signal that turns true when the process is asked to stop.
-pub fn closed_on_shutdown() -> watch::Receiver<bool> {
-    let (closing, closed) = watch::channel(false);
-    let stopping = shutdown();
+/// A token cancelled when the process is asked to stop.
+pub fn closed_on_shutdown() -> CancellationToken {
+    let closed = CancellationToken::new();
+    let (stopping, closing) = (shutdown(), closed.clone());
     tokio::spawn(async move {
         stopping.await;
-        closing.send_replace(true);
+        closing.cancel();
     });
     closed
 }

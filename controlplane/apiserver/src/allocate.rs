@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_store::{Bytes, Error as StoreError, EventType, ListOptions, Store};
 use wasmkube_types::ResourceType;
 
@@ -269,7 +269,7 @@ pub(crate) async fn reclaim(
     store: Arc<dyn Store>,
     cache: Arc<WatchCache>,
     services: &'static ResourceType,
-    closing: watch::Receiver<bool>,
+    closing: CancellationToken,
 ) -> ApiResult<()> {
     let root = services.storage_root().expect("services are stored");
     let releasing = store.clone();

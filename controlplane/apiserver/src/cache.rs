@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use wasmkube_store::{
     Bytes, Error as StoreError, Event, EventType, KeyValue, ListOptions, Revision, Store,
     encode_continue,
@@ -224,7 +225,7 @@ impl WatchCache {
     /// A cache of everything in `store`, kept current until `closing` turns true.
     pub(crate) async fn start(
         store: Arc<dyn Store>,
-        closing: watch::Receiver<bool>,
+        closing: CancellationToken,
     ) -> Result<Arc<WatchCache>, StoreError> {
         let cache = Arc::new(WatchCache {
             store,
@@ -258,15 +259,15 @@ impl WatchCache {
     }
 
     /// Follows the store's changes; after a failure, lists again and goes on.
-    async fn feed(self: Arc<Self>, mut after: Revision, mut closing: watch::Receiver<bool>) {
+    async fn feed(self: Arc<Self>, mut after: Revision, closing: CancellationToken) {
         loop {
-            match self.feed_from(after, &mut closing).await {
+            match self.feed_from(after, &closing).await {
                 Ok(()) | Err(StoreError::Closed) => return,
                 Err(e) => tracing::warn!(error = %e, "watch cache lost its watch; listing again"),
             }
             loop {
                 tokio::select! {
-                    _ = closing.wait_for(|closed| *closed) => return,
+                    () = closing.cancelled() => return,
                     () = tokio::time::sleep(RETRY) => {}
                 }
                 match self.load().await {
@@ -285,12 +286,12 @@ impl WatchCache {
     async fn feed_from(
         &self,
         after: Revision,
-        closing: &mut watch::Receiver<bool>,
+        closing: &CancellationToken,
     ) -> Result<(), StoreError> {
         let mut changes = self.store.watch(ROOT, after).await?;
         loop {
             tokio::select! {
-                _ = closing.wait_for(|closed| *closed) => return Ok(()),
+                () = closing.cancelled() => return Ok(()),
                 event = changes.next() => match event {
                     Some(Ok(event)) => self.apply(&event),
                     Some(Err(e)) => return Err(e),
@@ -455,7 +456,7 @@ impl WatchCache {
     pub(crate) async fn follow<F, Fut>(
         self: &Arc<Self>,
         prefix: String,
-        mut closing: watch::Receiver<bool>,
+        closing: CancellationToken,
         mut each: F,
     ) -> ApiResult<Vec<Arc<Cached>>>
     where
@@ -468,7 +469,7 @@ impl WatchCache {
             loop {
                 let failed = loop {
                     let change = tokio::select! {
-                        _ = closing.wait_for(|closed| *closed) => return,
+                        () = closing.cancelled() => return,
                         change = changes.next() => change,
                     };
                     match change {
@@ -557,15 +558,17 @@ mod tests {
     }
 
     /// A cache kept current for as long as the returned sender lives.
-    async fn start(store: &Arc<dyn Store>) -> (watch::Sender<bool>, Arc<WatchCache>) {
-        let (closing, closed) = watch::channel(false);
-        let cache = WatchCache::start(store.clone(), closed).await.unwrap();
-        (closing, cache)
+    async fn start(store: &Arc<dyn Store>) -> (tokio_util::sync::DropGuard, Arc<WatchCache>) {
+        let closing = CancellationToken::new();
+        let cache = WatchCache::start(store.clone(), closing.clone())
+            .await
+            .unwrap();
+        (closing.drop_guard(), cache)
     }
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        _closing: watch::Sender<bool>,
+        _closing: tokio_util::sync::DropGuard,
         store: Arc<dyn Store>,
         cache: Arc<WatchCache>,
     }

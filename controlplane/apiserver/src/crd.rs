@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_store::{Bytes, Error as StoreError, EventType, ListOptions};
 use wasmkube_types::registry::{BUILTIN, ResourceType, STATUS, STATUS_AND_SCALE, by_kind};
 use wasmkube_types::table::age_of;
@@ -256,7 +256,7 @@ fn versions(kinds: &Kinds, crd: &Value) -> Vec<Custom> {
 
 /// Follows the CRDs until `closing`: serves their kinds, accepts new ones, and
 /// cleans up after deleted ones.
-pub(crate) async fn follow(server: ApiServer, closing: watch::Receiver<bool>) -> ApiResult<()> {
+pub(crate) async fn follow(server: ApiServer, closing: CancellationToken) -> ApiResult<()> {
     let crds =
         by_kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition").expect("CRDs are served");
     let root = crds.storage_root().expect("CRDs are stored");

@@ -46,6 +46,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{any, get};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use wasmkube_store::{Bytes, Error as StoreError, ListOptions, Store};
 use wasmkube_types::ResourceType;
 use wasmkube_types::registry::{BUILTIN, by_kind};
@@ -69,7 +70,7 @@ pub struct ApiServer {
     /// The kinds served: the built-in ones and those of the CRDs.
     kinds: Arc<Kinds>,
     /// Set when the server shuts down: long-running requests (watches) end.
-    closing: Arc<tokio::sync::watch::Sender<bool>>,
+    closing: CancellationToken,
     /// Who may do what: the authenticator, authorizer and admission chain every
     /// request passes.
     access: Arc<Access>,
@@ -133,9 +134,9 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
-        let closing = Arc::new(tokio::sync::watch::Sender::new(false));
+        let closing = CancellationToken::new();
         let server = ApiServer {
-            cache: WatchCache::start(store.clone(), closing.subscribe()).await?,
+            cache: WatchCache::start(store.clone(), closing.clone()).await?,
             kinds: Arc::new(Kinds::new(config.kinds)),
             store,
             closing,
@@ -146,11 +147,11 @@ impl ApiServer {
             server.store.clone(),
             server.cache.clone(),
             services,
-            server.closing.subscribe(),
+            server.closing.clone(),
         )
         .await
         .map_err(|e| StoreError::Unavailable(e.message))?;
-        crd::follow(server.clone(), server.closing.subscribe())
+        crd::follow(server.clone(), server.closing.clone())
             .await
             .map_err(|e| StoreError::Unavailable(e.message))?;
         let root = namespaces.storage_root().expect("namespaces are stored");
@@ -173,7 +174,7 @@ impl ApiServer {
     /// Ends the watches being served, so that a graceful shutdown does not wait for
     /// them to time out.
     pub fn close(&self) {
-        self.closing.send_replace(true);
+        self.closing.cancel();
     }
 
     /// The HTTP routes.

@@ -69,7 +69,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let tables = request.format == Format::Table;
     let columns = Columns::of(&request.server.kinds, resource);
     let cache = &request.server.cache;
-    let mut closing = request.server.closing.subscribe();
+    let closing = request.server.closing.clone();
 
     // Without a resourceVersion (or with "0") the watch starts with the current
     // objects, as ADDED events; with one, it starts after that revision.
@@ -105,9 +105,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
         }
     };
     // Ends when the server closes, also for a watch that starts after.
-    let mut closed = Box::pin(async move {
-        let _ = closing.wait_for(|closed| *closed).await;
-    });
+    let mut closed = Box::pin(closing.cancelled_owned());
     let deadline = Instant::now() + timeout;
     let body = async_stream::stream! {
         for object in &initial {

@@ -26,7 +26,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 use wasmkube_types::cron::{self, Schedule};
 
@@ -352,7 +352,7 @@ pub fn controller(
     client: &Client,
     pods: &Pods,
     jobs: &mut Informer<Job>,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let controller = Controller::new(
         Api::<CronJob>::all(client.clone()),

@@ -28,7 +28,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_scheduling::node_affinity::{node_name_matches, required_matches};
 use wasmkube_scheduling::taints::{NO_EXECUTE, does_not_schedule, node_taints, untolerated};
 
@@ -417,7 +417,7 @@ pub fn controller(
     client: &Client,
     pods: &mut Pods,
     nodes: &mut Informer<Node>,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),

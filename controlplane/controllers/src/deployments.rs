@@ -30,7 +30,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 use wasmkube_types::selector::labels::Selector;
 
@@ -865,7 +865,7 @@ pub fn controller(
     client: &Client,
     pods: &Pods,
     sets: &mut Informer<ReplicaSet>,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),

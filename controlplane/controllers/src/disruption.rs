@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::now;
 use wasmkube_types::selector::labels::Selector;
 
@@ -113,7 +113,7 @@ fn budgets_of(
 pub fn controller(
     client: &Client,
     pods: &mut Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     of_pods(
         client,

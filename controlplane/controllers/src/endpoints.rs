@@ -31,9 +31,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::watch;
 
 use crate::runtime::{Context, Error, Pods, of_pods, selecting};
+use tokio_util::sync::CancellationToken;
 
 /// The label that ties a slice to its Service.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -335,7 +335,7 @@ fn services_of(pod: &Pod, services: &Store<Service>) -> Vec<ObjectRef<Service>> 
 pub fn controller(
     client: &Client,
     pods: &mut Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     of_pods(
         client,

@@ -17,7 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Informer;
 
@@ -371,11 +371,10 @@ impl Kinds {
 }
 
 /// The collector of `kinds`, until `closed`.
-pub fn collector(kinds: Kinds, closed: watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
+pub fn collector(kinds: Kinds, closed: CancellationToken) -> impl Future<Output = ()> + use<> {
     let Kinds {
         graph, mut changes, ..
     } = kinds;
-    let mut closed = closed;
     async move {
         // Nothing is collected before every cache has listed once: an owner
         // not listed yet is not an owner gone.
@@ -400,7 +399,7 @@ pub fn collector(kinds: Kinds, closed: watch::Receiver<bool>) -> impl Future<Out
                 _ = sweep.tick() => {
                     due.extend(graph.all_dependents().into_iter().map(|(node, _)| node));
                 }
-                _ = closed.wait_for(|c| *c) => return,
+                () = closed.cancelled() => return,
             }
             for node in &due {
                 if let Err(e) = graph.collect(node).await {

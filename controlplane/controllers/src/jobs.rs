@@ -26,7 +26,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 
 use crate::replicas::{active, create, delete_named, deletion_rank, pod_from, ready_since};
@@ -567,7 +567,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
 pub fn controller(
     client: &Client,
     pods: &mut Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let concerns = |pod: &Pod, _: &Store<Job>| controlled_by::<Job>(pod);
     of_pods(client, pods, "job-controller", concerns, reconcile, closed)

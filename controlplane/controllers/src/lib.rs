@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How the controllers behave.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ impl Default for Settings {
 }
 
 /// Runs every controller against the API of `client` until `closed`.
-pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<bool>) {
+pub async fn run(client: Client, settings: Settings, closed: CancellationToken) {
     let mut pods = runtime::Pods::default();
     let mut nodes = runtime::Informer::<Node>::default();
     let leases = runtime::Informer::<Lease>::default();
@@ -146,11 +146,10 @@ pub async fn run(client: Client, settings: Settings, closed: watch::Receiver<boo
         endpoints.run(client.clone()).boxed(),
         slices.run(client.clone()).boxed(),
     ];
-    let mut stopped = closed;
     tokio::select! {
         _ = futures::future::join_all(informers) => {}
         _ = futures::future::join_all(controllers) => {}
         _ = collector => {}
-        _ = stopped.wait_for(|c| *c) => {}
+        () = closed.cancelled() => {}
     }
 }

@@ -25,7 +25,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::{Kind, Reporter, now};
 use wasmkube_scheduling::taints::{NO_EXECUTE, NO_SCHEDULE, node_taints, tolerates, untolerated};
 
@@ -324,7 +324,7 @@ pub fn controller(
     leases: &Informer<Lease>,
     pods: &Informer<Pod>,
     grace: Duration,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let mut lifecycle = Lifecycle {
         client: client.clone(),
@@ -334,7 +334,6 @@ pub fn controller(
         grace,
         heard: HashMap::new(),
     };
-    let mut closed = closed;
     async move {
         let listed = crate::runtime::listed(&lifecycle.nodes).await.is_ok()
             && crate::runtime::listed(&lifecycle.leases).await.is_ok()
@@ -345,7 +344,7 @@ pub fn controller(
         loop {
             lifecycle.pass().await;
             tokio::select! {
-                _ = closed.wait_for(|c| *c) => return,
+                () = closed.cancelled() => return,
                 () = tokio::time::sleep(PERIOD) => {}
             }
         }

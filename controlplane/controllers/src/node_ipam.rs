@@ -15,7 +15,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 use wasmkube_types::cidr::Range;
 
@@ -97,7 +98,7 @@ pub fn controller(
     client: &Client,
     pods: &Pods,
     ranges: PodRanges,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let ipam = Arc::new(Ipam {
         context: Context::new(client, pods, "node-ipam-controller"),

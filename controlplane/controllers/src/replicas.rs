@@ -22,7 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::{Kind, now};
 use wasmkube_types::selector::labels::{Operator, Requirement, Selector};
 
@@ -493,7 +493,7 @@ fn owners_of<K: Replicated>(
 pub fn controller<K: Replicated>(
     client: &Client,
     pods: &mut Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<K> {
     of_pods(
         client,

@@ -20,7 +20,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::{Kind, Reporter};
 
 /// Why a reconcile failed; it is tried again after a back-off.
@@ -328,7 +328,7 @@ pub fn drive<K, C, F>(
     triggers: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
     reconcile: impl FnMut(Arc<K>, Arc<C>) -> F + Send + 'static,
     context: Arc<C>,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + Send
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -336,11 +336,8 @@ where
     F: Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let controller = controller.reconcile_on(triggers);
-    let mut closed = closed;
     controller
-        .graceful_shutdown_on(async move {
-            let _ = closed.wait_for(|c| *c).await;
-        })
+        .graceful_shutdown_on(closed.cancelled_owned())
         .run(reconcile, retry::<K, C>, context)
         .for_each(|_| futures::future::ready(()))
 }
@@ -354,7 +351,7 @@ pub fn of_pods<K, C, R, F>(
     component: &'static str,
     concerns: C,
     reconcile: R,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + Send + use<K, C, R, F>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,

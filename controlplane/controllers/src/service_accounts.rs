@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 
 use crate::runtime::{Context, Error, Pods, drive};
@@ -48,7 +48,7 @@ async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Actio
 pub fn controller(
     client: &Client,
     pods: &Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let context = Arc::new(Context::new(client, pods, "serviceaccount-controller"));
     let controller = Controller::new(

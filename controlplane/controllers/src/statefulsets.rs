@@ -23,7 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::Kind;
 
 use crate::deployments::template_hash;
@@ -380,7 +380,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
 pub fn controller(
     client: &Client,
     pods: &mut Pods,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let concerns = |pod: &Pod, _: &Store<StatefulSet>| controlled_by::<StatefulSet>(pod);
     of_pods(

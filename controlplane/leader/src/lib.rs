@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Kubernetes' defaults: how long a lease holds, how long a leader keeps
 /// trying to renew before it stops, how often everyone tries.
@@ -134,12 +134,12 @@ impl Election {
         }
     }
 
-    /// Runs `work` whenever this process holds the lease, until `closed`:
-    /// `work` is given a signal that turns true when it must stop (the
-    /// lease is lost or the process closes).
-    pub async fn lead<F, W>(mut self, mut closed: watch::Receiver<bool>, mut work: W)
+    /// Runs `work` whenever this process holds the lease, until `closed`
+    /// is cancelled: `work` is given a token cancelled when it must stop
+    /// (the lease is lost or the process closes).
+    pub async fn lead<F, W>(mut self, closed: CancellationToken, mut work: W)
     where
-        W: FnMut(watch::Receiver<bool>) -> F,
+        W: FnMut(CancellationToken) -> F,
         F: Future<Output = ()>,
     {
         loop {
@@ -151,13 +151,13 @@ impl Election {
                     Err(e) => tracing::warn!(lease = self.lease, error = %e, "claiming the lease"),
                 }
                 tokio::select! {
-                    () = closing(&mut closed) => return,
+                    () = closed.cancelled() => return,
                     () = tokio::time::sleep(RETRY) => {}
                 }
             }
             tracing::info!(lease = self.lease, identity = %self.identity, "leading");
-            let (stop, stopped) = watch::channel(false);
-            let working = work(stopped);
+            let stop = closed.child_token();
+            let working = work(stop.clone());
             tokio::pin!(working);
             let mut renewed = Instant::now();
             let closing = loop {
@@ -166,7 +166,7 @@ impl Election {
                         self.release().await;
                         return;
                     }
-                    () = closing(&mut closed) => break true,
+                    () = closed.cancelled() => break true,
                     () = tokio::time::sleep(RETRY) => match self.claim().await {
                         Ok(true) => renewed = Instant::now(),
                         Ok(false) => break false,
@@ -178,7 +178,7 @@ impl Election {
                     },
                 }
             };
-            stop.send_replace(true);
+            stop.cancel();
             working.await;
             if closing {
                 self.release().await;
@@ -192,17 +192,17 @@ impl Election {
     }
 }
 
-/// Runs `work` until `closed`: with `elect`, while this process holds the
+/// Runs `work` until `closed` is cancelled: with `elect`, while this process holds the
 /// Lease `kube-system/<lease>` in the cluster of `client` (see
 /// [`Election::lead`]); without, at once and to its end.
 pub async fn elected<W, F>(
     client: &Client,
     lease: &'static str,
     elect: bool,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
     mut work: W,
 ) where
-    W: FnMut(watch::Receiver<bool>) -> F,
+    W: FnMut(CancellationToken) -> F,
     F: Future<Output = ()>,
 {
     if elect {
@@ -221,9 +221,4 @@ fn won(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// Until `closed` turns true (or its sender goes).
-async fn closing(closed: &mut watch::Receiver<bool>) {
-    let _ = closed.wait_for(|c| *c).await;
 }

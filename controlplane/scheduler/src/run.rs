@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -16,7 +17,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use wasmkube_events::{Kind, Reporter, now};
 use wasmkube_plugin_host::{Limits, PluginHost, SchedulerPlugin};
 use wasmkube_types::plugin::{ExtensionPoint, Plugin};
@@ -535,11 +536,12 @@ async fn write_statuses(client: Client, mut patches: mpsc::UnboundedReceiver<(St
     }
 }
 
-/// Schedules the cluster's pending pods with `profiles` until `closed`.
+/// Schedules the cluster's pending pods with `profiles` until `closed` is
+/// cancelled.
 pub async fn run(
     client: Client,
     profiles: Profiles,
-    mut closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> anyhow::Result<()> {
     let (to_thread, inputs) = std::sync::mpsc::channel();
     let (out, mut outputs) = mpsc::unbounded_channel();
@@ -613,7 +615,7 @@ pub async fn run(
                 }
                 None => break,
             },
-            _ = closed.wait_for(|c| *c) => break,
+            () = closed.cancelled() => break,
         }
     }
     for task in tasks {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use kube::Client;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_plugin_host::PluginHost;
 
 use crate::{Config, load, run};
@@ -35,7 +35,7 @@ pub struct Serving {
 pub async fn serve(
     client: Client,
     serving: Serving,
-    closed: watch::Receiver<bool>,
+    closed: CancellationToken,
 ) -> anyhow::Result<()> {
     let Serving {
         config,
@@ -47,10 +47,9 @@ pub async fn serve(
     let data_dir = data_dir.join("scheduler");
     // Compiling the plugins the first time takes seconds: a stop asked
     // meanwhile is not kept waiting.
-    let mut closing = closed.clone();
     let first = tokio::select! {
         loaded = load(&config, host.clone(), &data_dir) => loaded?,
-        _ = closing.wait_for(|c| *c) => return Ok(()),
+        () = closed.cancelled() => return Ok(()),
     };
     let metrics = first.metrics.clone();
     if let Some(address) = address {
@@ -63,11 +62,8 @@ pub async fn serve(
             axum::routing::get(move || async move { metrics.render() }),
         );
         tracing::info!(address = %listener.local_addr()?, "serving the scheduler's metrics");
-        let mut closing = closed.clone();
+        let stopped = closed.clone().cancelled_owned();
         tokio::spawn(async move {
-            let stopped = async move {
-                let _ = closing.wait_for(|c| *c).await;
-            };
             axum::serve(listener, router)
                 .with_graceful_shutdown(stopped)
                 .await

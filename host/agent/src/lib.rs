@@ -43,6 +43,7 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
 use wasmkube_runtime::{Rotation, Runtime};
@@ -197,12 +198,12 @@ impl Agent {
 
     /// Takes back the pods on record, registers the node (its agent endpoint:
     /// `listener`), serves the endpoint, and runs the node's pods until `closing`
-    /// turns true. The pods on record run whether or not the API server can be
+    /// is cancelled. The pods on record run whether or not the API server can be
     /// reached; registration is retried until it can.
     pub async fn run(
         mut self,
         listener: tokio::net::TcpListener,
-        closing: watch::Receiver<bool>,
+        closing: CancellationToken,
     ) -> Result<(), AgentError> {
         let endpoint = listener
             .local_addr()
@@ -213,11 +214,8 @@ impl Agent {
             workers.feed(&self, pod);
         }
         let router = logs::router(self.clone());
-        let mut serving = closing.clone();
+        let stop = closing.clone().cancelled_owned();
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = serving.wait_for(|closed| *closed).await;
-            };
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(stop)
                 .await
@@ -233,7 +231,7 @@ impl Agent {
             }
             let delay = backoff.next().unwrap_or(RETRY_MAX);
             tokio::select! {
-                () = pod::stopping(closing.clone()) => {
+                () = closing.cancelled() => {
                     workers.stopped().await;
                     return Ok(());
                 }
@@ -284,7 +282,7 @@ impl Agent {
         let mut listed: HashSet<String> = HashSet::new();
         loop {
             let event = tokio::select! {
-                () = pod::stopping(closing.clone()) => {
+                () = closing.cancelled() => {
                     workers.stopped().await;
                     return Ok(());
                 }
@@ -327,11 +325,11 @@ impl Agent {
 struct Workers {
     fed: HashMap<String, watch::Sender<Pod>>,
     tasks: tokio::task::JoinSet<()>,
-    closing: watch::Receiver<bool>,
+    closing: CancellationToken,
 }
 
 impl Workers {
-    fn new(closing: watch::Receiver<bool>) -> Workers {
+    fn new(closing: CancellationToken) -> Workers {
         Workers {
             fed: HashMap::new(),
             tasks: tokio::task::JoinSet::new(),

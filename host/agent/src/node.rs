@@ -12,7 +12,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmkube_events::now;
 
 use crate::network::{PodNetwork, Range};
@@ -107,12 +107,12 @@ pub(crate) async fn register(
 }
 
 /// Hands pods addresses from the node's `spec.podCIDR` as soon as it has
-/// one, and from each new one it is given, until `closing`.
+/// one, and from each new one it is given, until `closing` is cancelled.
 pub(crate) async fn follow_pod_cidr(
     client: Client,
     name: String,
     network: Arc<PodNetwork>,
-    mut closing: watch::Receiver<bool>,
+    closing: CancellationToken,
 ) {
     let nodes: Api<Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -120,7 +120,7 @@ pub(crate) async fn follow_pod_cidr(
     let mut had = None;
     loop {
         let node = tokio::select! {
-            _ = closing.wait_for(|closed| *closed) => return,
+            () = closing.cancelled() => return,
             next = changes.next() => match next {
                 Some(Ok(node)) => node,
                 Some(Err(e)) => {
@@ -146,8 +146,8 @@ pub(crate) async fn follow_pod_cidr(
     }
 }
 
-/// Renews the node's Lease every [`RENEW_EVERY`] until `closing`.
-pub(crate) async fn renew_lease(client: Client, name: String, mut closing: watch::Receiver<bool>) {
+/// Renews the node's Lease every [`RENEW_EVERY`] until `closing` is cancelled.
+pub(crate) async fn renew_lease(client: Client, name: String, closing: CancellationToken) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     loop {
@@ -166,7 +166,7 @@ pub(crate) async fn renew_lease(client: Client, name: String, mut closing: watch
             Err(e) => tracing::warn!(error = %e, "renewing the node lease"),
         }
         tokio::select! {
-            _ = closing.wait_for(|closed| *closed) => return,
+            () = closing.cancelled() => return,
             () = tokio::time::sleep(RENEW_EVERY) => {}
         }
     }

@@ -122,14 +122,14 @@ pub(crate) struct Worker {
     /// The status to give the API server, newest only.
     status: watch::Sender<Option<PodStatus>>,
     /// True once the agent is stopping.
-    closing: watch::Receiver<bool>,
+    closing: CancellationToken,
 }
 
 impl Worker {
     pub(crate) fn new(
         agent: Agent,
         pod: watch::Receiver<Pod>,
-        closing: watch::Receiver<bool>,
+        closing: CancellationToken,
     ) -> Worker {
         Worker {
             agent,
@@ -237,7 +237,7 @@ impl Worker {
                     }
                     stop.cancel();
                 }
-                () = stopping(self.closing.clone()) => {
+                () = self.closing.cancelled() => {
                     stop.cancel();
                     running.await;
                     return;
@@ -655,8 +655,7 @@ impl Worker {
     /// once the agent is stopping, since its containers end only because
     /// the agent does.
     async fn publish(&self) {
-        let closing = *self.closing.borrow();
-        if closing {
+        if self.closing.is_cancelled() {
             return;
         }
         let status = {
@@ -806,11 +805,6 @@ fn previous_start(pod: &Pod, slot: Slot, name: &str) -> Option<u32> {
     let state = found.state.as_ref()?;
     (state.running.is_some() || state.terminated.is_some())
         .then(|| u32::try_from(found.restart_count).unwrap_or(0))
-}
-
-/// Returns once the agent is stopping.
-pub(crate) async fn stopping(mut closing: watch::Receiver<bool>) {
-    let _ = closing.wait_for(|closed| *closed).await;
 }
 
 /// Returns once the pod is being deleted (or its worker is no longer fed).

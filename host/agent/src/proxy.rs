@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -26,7 +27,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How often addresses this agent could not bind are tried again.
@@ -265,13 +266,13 @@ pub(crate) struct Serving {
     pub(crate) ingress: Option<tokio::net::TcpListener>,
 }
 
-/// Proxies every Service until `closing`; node ports on `node`; answers
+/// Proxies every Service until `closing` is cancelled; node ports on `node`; answers
 /// cluster DNS and Ingresses where `serving` says.
 pub(crate) async fn run(
     client: Client,
     node: IpAddr,
     serving: Serving,
-    mut closing: watch::Receiver<bool>,
+    closing: CancellationToken,
 ) {
     let changed = Arc::new(Notify::new());
     let (services, watching_services) = informer::<Service>(&client, changed.clone());
@@ -306,7 +307,7 @@ pub(crate) async fn run(
     let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
     loop {
         tokio::select! {
-            _ = closing.wait_for(|c| *c) => break,
+            () = closing.cancelled() => break,
             () = changed.notified() => {}
             // Addresses another agent of this machine served may be free now.
             () = tokio::time::sleep(RETRY) => {}
