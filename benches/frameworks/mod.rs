@@ -105,10 +105,11 @@ pub fn natives() -> Vec<Box<dyn Extension>> {
 /// The default plugins as the Wasm components the scheduler embeds.
 pub fn wasms(host: &PluginHost) -> Vec<Box<dyn Extension>> {
     default_plugins()
-        .map(|(name, bytes)| {
-            let component = host.compile(name, bytes).unwrap();
+        .map(|builtin| {
+            let component = host.builtin(builtin).unwrap();
             let plugin =
-                SchedulerPlugin::new(host, name, &component, "{}", Limits::default()).unwrap();
+                SchedulerPlugin::new(host, builtin.name, &component, "{}", Limits::default())
+                    .unwrap();
             Box::new(plugin) as Box<dyn Extension>
         })
         .collect()

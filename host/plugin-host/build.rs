@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use sha2::{Digest as _, Sha256};
+
 /// The default scheduler plugins: their names and their crates' names.
 const SCHEDULING: &[(&str, &str)] = &[
     ("NodeName", "node_name"),
@@ -59,16 +61,20 @@ fn main() {
     let status = build.status().expect("running scripts/build-plugins.sh");
     assert!(status.success(), "building the default plugins failed");
     let built = root.join("plugins/target/wasm32-wasip2/release");
+    // Each component's digest is taken here, so that a process finds its
+    // compiled artefact without reading (and so paging in) the bytes.
     let table = |name: &str, what: &str, plugins: &[(&str, &str)]| {
-        let mut table = format!("/// {what}\npub const {name}: &[(&str, &[u8])] = &[\n");
+        let mut table = format!("/// {what}\npub const {name}: &[crate::Builtin] = &[\n");
         for (name, file) in plugins {
             let path = built
                 .join(format!("{file}.wasm"))
                 .canonicalize()
                 .expect("a built plugin");
+            let bytes = std::fs::read(&path).expect("reading a built plugin");
             table.push_str(&format!(
-                "    ({name:?}, include_bytes!({:?})),\n",
-                path.display().to_string()
+                "    crate::Builtin {{ name: {name:?}, bytes: include_bytes!({:?}), sha256: {:?} }},\n",
+                path.display().to_string(),
+                format!("{:x}", Sha256::digest(&bytes)),
             ));
         }
         table + "];\n"

@@ -55,8 +55,10 @@ fn servers_sharing_etcd_elect_one_leader_and_take_over() {
     let a = Server::start_control_plane_on_etcd(&a_dir, &etcd.url());
     let b = Server::start_control_plane_on_etcd(&b_dir, &etcd.url());
     let pids = [a.child.id().to_string(), b.child.id().to_string()];
+    // The scheduler stands for election once its plugins are compiled: on a
+    // fresh data dir, seconds, more on a machine busy with other tests.
     for lease in ["kube-controller-manager", "kube-scheduler"] {
-        eventually(Duration::from_secs(30), "held", || {
+        eventually(Duration::from_secs(90), "held", || {
             let pid = holder(&a_dir, lease);
             if pids.contains(&pid) {
                 "held".into()

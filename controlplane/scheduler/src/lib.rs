@@ -34,7 +34,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use wasmkube_oci::{ImageStore, Pulled};
-use wasmkube_plugin_host::{Limits, PluginHost, SchedulerPlugin};
+use wasmkube_plugin_host::{Builtin, Component, Limits, PluginHost, SchedulerPlugin};
 
 pub use config::{Config, DEFAULT_SCHEDULER};
 pub use framework::{Extension, Failures, Framework, Outcome, nodes_to_find, unavailable};
@@ -42,9 +42,9 @@ pub use metrics::Metrics;
 pub use run::run;
 pub use serve::{Serving, serve};
 
-/// The components of the default plugins, by name.
-pub fn default_plugins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
-    wasmkube_plugin_host::builtin::SCHEDULING.iter().copied()
+/// The components of the default plugins.
+pub fn default_plugins() -> impl Iterator<Item = &'static Builtin> {
+    wasmkube_plugin_host::builtin::SCHEDULING.iter()
 }
 
 /// The bytes of the plugin `name`: read from `file`, or pulled into `images`
@@ -93,6 +93,57 @@ pub struct Profiles {
     pub metrics: Metrics,
 }
 
+/// The component of every plugin `config`'s profiles use, by name: from
+/// `bytes` (the plugins named under `plugins`), else built in. Those not
+/// compiled yet compile side by side, one a core.
+fn compile_all(
+    config: &Config,
+    bytes: &HashMap<String, Vec<u8>>,
+    host: &PluginHost,
+) -> anyhow::Result<HashMap<String, Component>> {
+    let mut names: Vec<String> = Vec::new();
+    for profile in &config.profiles {
+        for name in profile.plan().plugins() {
+            let known = bytes.contains_key(&name) || default_plugins().any(|b| b.name == name);
+            if !known {
+                bail!(
+                    "profile {}: plugin {name} is neither a default plugin nor named under plugins",
+                    profile.scheduler_name
+                );
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let compile = |name: &String| {
+        let component = match bytes.get(name) {
+            Some(wasm) => host.compile(name, wasm),
+            None => {
+                let builtin = default_plugins().find(|b| b.name == name);
+                host.builtin(builtin.expect("checked above"))
+            }
+        };
+        component.map(|c| (name.clone(), c))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let share = names.len().div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = names
+            .chunks(share)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(compile).collect::<Vec<_>>()))
+            .collect();
+        let mut components = HashMap::new();
+        for thread in threads {
+            for compiled in thread.join().expect("a compiling thread") {
+                let (name, component) = compiled?;
+                components.insert(name, component);
+            }
+        }
+        Ok(components)
+    })
+}
+
 /// Loads `config`'s profiles on `host`: each profile gets its own instance
 /// of each of its plugins, configured with its args. Images of plugins are
 /// pulled under `data_dir`.
@@ -101,24 +152,12 @@ pub async fn load(config: &Config, host: PluginHost, data_dir: &Path) -> anyhow:
     let bytes = sources(config, &images).await?;
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
-        let mut components = HashMap::new();
+        let components = compile_all(&config, &bytes, &host)?;
         let mut frameworks = BTreeMap::new();
         for profile in &config.profiles {
             let plan = profile.plan();
-            let names = plan.plugins();
             let mut plugins: Vec<Box<dyn Extension>> = Vec::new();
-            for name in &names {
-                let named = bytes.get(name).map(Vec::as_slice);
-                let embedded = || default_plugins().find(|(n, _)| n == name).map(|(_, b)| b);
-                let Some(wasm) = named.or_else(embedded) else {
-                    bail!(
-                        "profile {}: plugin {name} is neither a default plugin nor named under plugins",
-                        profile.scheduler_name
-                    );
-                };
-                if !components.contains_key(name) {
-                    components.insert(name.clone(), host.compile(name, wasm)?);
-                }
+            for name in &plan.plugins() {
                 let args = profile.args(name);
                 let plugin =
                     SchedulerPlugin::new(&host, name, &components[name], &args, Limits::default())?;

@@ -7,24 +7,21 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The component of `bytes`, from its artefact in `cache_dir` when this engine
-/// wrote one, else compiled now and its artefact written.
+/// The component of `bytes` (whose SHA-256 in hex is `sha256`), from its
+/// artefact in `cache_dir` when this engine wrote one, else compiled now and
+/// its artefact written.
 pub(crate) fn compile(
     engine: &Engine,
+    sha256: &str,
     bytes: &[u8],
     cache_dir: &Path,
 ) -> Result<Component, String> {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let artefact = cache_dir.join(format!(
-        "{:x}-{:016x}.cwasm",
-        Sha256::digest(bytes),
-        hasher.finish()
-    ));
+    let artefact = cache_dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
     if artefact.exists() {
         // SAFETY: the artefact was written by `Component::serialize` of an engine
         // with the same compatibility hash (it is in the file name), into our own
@@ -62,6 +59,8 @@ mod tests {
 
     /// The empty component, `(component)`, in binary.
     const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+    /// Its SHA-256.
+    const EMPTY_SHA256: &str = "24eaf3439a60c96764c4f2c92a0a81b52bd4fe5d5b91f090184a0f6486b1bf29";
 
     #[test]
     fn concurrent_compilations_of_one_component_all_load_and_keep_one_artefact() {
@@ -69,7 +68,7 @@ mod tests {
         let engine = Engine::default();
         std::thread::scope(|s| {
             let loads: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| compile(&engine, EMPTY, cache.path())))
+                .map(|_| s.spawn(|| compile(&engine, EMPTY_SHA256, EMPTY, cache.path())))
                 .collect();
             for load in loads {
                 load.join().unwrap().unwrap();
@@ -81,6 +80,6 @@ mod tests {
             .collect();
         assert_eq!(files.len(), 1, "{files:?}");
         assert!(files[0].ends_with(".cwasm"), "{files:?}");
-        compile(&engine, EMPTY, cache.path()).unwrap();
+        compile(&engine, EMPTY_SHA256, EMPTY, cache.path()).unwrap();
     }
 }

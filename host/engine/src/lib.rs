@@ -21,6 +21,7 @@ mod limits;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -113,7 +114,14 @@ impl Engine {
     /// The component of `bytes`, from its artefact in the cache when this
     /// engine's build wrote one, else compiled now and its artefact kept.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, EngineError> {
-        cache::compile(&self.engine, bytes, &self.cache_dir).map_err(EngineError::Compile)
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        self.compile_known(&sha256, bytes)
+    }
+
+    /// [`Engine::compile`] of `bytes` whose SHA-256 (hex) is `sha256`,
+    /// known ahead: the bytes are read only if they must be compiled.
+    pub fn compile_known(&self, sha256: &str, bytes: &[u8]) -> Result<Component, EngineError> {
+        cache::compile(&self.engine, sha256, bytes, &self.cache_dir).map_err(EngineError::Compile)
     }
 
     /// The component in `file`, as [`Engine::compile`] gives it.

@@ -470,9 +470,12 @@ impl Networks {
     /// their state under `state`.
     pub fn new(host: &PluginHost, state: &Path, limits: Limits) -> Result<Networks, PluginError> {
         let mut plugins = HashMap::new();
-        for (kind, bytes) in crate::builtin::NETWORK {
-            let component = host.compile(kind, bytes)?;
-            plugins.insert((*kind).to_owned(), pre(host, kind, &component)?);
+        for builtin in crate::builtin::NETWORK {
+            let component = host.builtin(builtin)?;
+            plugins.insert(
+                builtin.name.to_owned(),
+                pre(host, builtin.name, &component)?,
+            );
         }
         Ok(Networks {
             inner: Arc::new(Inner {

@@ -99,6 +99,17 @@ impl Default for Limits {
     }
 }
 
+/// A plugin built into the binary.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    /// Its name (a scheduler plugin's) or CNI type (a network plugin's).
+    pub name: &'static str,
+    /// The component.
+    pub bytes: &'static [u8],
+    /// The SHA-256 of [`Builtin::bytes`], in hex, taken when it was built in.
+    pub sha256: &'static str,
+}
+
 /// Loads plugins on the process's engine.
 #[derive(Clone, Debug)]
 pub struct PluginHost {
@@ -120,6 +131,16 @@ impl PluginHost {
     pub fn component(&self, file: &Path) -> Result<Component, PluginError> {
         self.engine.load(file).map_err(|e| PluginError::Load {
             plugin: file.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The component of a built-in plugin, loaded from the cache without
+    /// reading its bytes unless they must be compiled.
+    pub fn builtin(&self, builtin: &Builtin) -> Result<Component, PluginError> {
+        let compiled = self.engine.compile_known(builtin.sha256, builtin.bytes);
+        compiled.map_err(|e| PluginError::Load {
+            plugin: builtin.name.to_owned(),
             message: e.to_string(),
         })
     }
