@@ -396,6 +396,10 @@ impl Worker {
             }
             tokio::time::sleep(IMAGE_RETRY).await;
         };
+        // The component is compiled before the container counts as started,
+        // so that a pod is not reported ready while it cannot serve yet (a
+        // component that does not load fails its run below, with the reason).
+        let _ = self.agent.runtime.component(&image).await;
         // A container the pod's status says was started ran under an agent that
         // is gone: taken back, it counts as restarted.
         let mut restarts = previous_start(pod, index, &spec.name).map_or(0, |count| count + 1);
