@@ -141,17 +141,12 @@ impl Server {
 /// Serves `container` on its ports until `stop` is set.
 pub(crate) async fn serve(
     engine: &wasmtime::Engine,
+    linker: &Linker<State>,
     component: &Component,
     container: &Container,
     log: &LogFile,
     stop: &CancellationToken,
 ) -> Exit {
-    let mut linker = Linker::new(engine);
-    let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker));
-    if let Err(e) = linked {
-        return failed(128, format!("cannot link WASI: {e}"));
-    }
     let pre = match linker.instantiate_pre(component).and_then(ProxyPre::new) {
         Ok(pre) => pre,
         Err(e) => return failed(128, format!("not a wasi:http proxy: {e:#}")),

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use wasmkube_engine::Engine;
 use wasmkube_oci::{Image, ImageStore};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 
 pub use jiff;
 pub use log::Rotation;
@@ -51,6 +51,8 @@ fn wasm_error(e: impl std::fmt::Display) -> RuntimeError {
 /// The runtime of one node.
 pub struct Runtime {
     engine: Arc<Engine>,
+    /// WASI and wasi:http, linked once for every container.
+    linker: Linker<run::State>,
     images: ImageStore,
     /// Components compiled or loaded by this process, by digest.
     compiled: Mutex<HashMap<String, Component>>,
@@ -67,8 +69,13 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// A runtime on `engine`, keeping its images under `data_dir`.
     pub fn new(engine: Arc<Engine>, data_dir: &Path) -> Result<Runtime, RuntimeError> {
+        let mut linker = Linker::new(engine.wasmtime());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| RuntimeError::Wasm(format!("cannot link WASI: {e}")))?;
         Ok(Runtime {
             engine,
+            linker,
             images: ImageStore::open(data_dir)?,
             compiled: Mutex::default(),
         })
@@ -125,9 +132,9 @@ impl Runtime {
         };
         let engine = self.engine.wasmtime();
         let exit = if http::serves_http(engine, &component) {
-            http::serve(engine, &component, container, &log, stop).await
+            http::serve(engine, &self.linker, &component, container, &log, stop).await
         } else {
-            run::run(engine, &component, container, &log, stop).await
+            run::run(engine, &self.linker, &component, container, &log, stop).await
         };
         if let Err(e) = log.finish() {
             tracing::warn!(log = %container.log.display(), error = %e, "writing the log");

@@ -311,6 +311,7 @@ pub(crate) fn out_of_memory(store: &Store<State>) -> bool {
 /// Runs a `wasi:cli/command` container to its end.
 pub(crate) async fn run(
     engine: &wasmtime::Engine,
+    linker: &Linker<State>,
     component: &Component,
     container: &Container,
     log: &LogFile,
@@ -320,10 +321,6 @@ pub(crate) async fn run(
         Ok(store) => store,
         Err(exit) => return exit,
     };
-    let mut linker = Linker::new(engine);
-    if let Err(e) = wasmtime_wasi::p2::add_to_linker_async(&mut linker) {
-        return failed(128, format!("cannot link WASI: {e}"));
-    }
     let pre = match linker.instantiate_pre(component).and_then(CommandPre::new) {
         Ok(pre) => pre,
         Err(e) => return failed(128, format!("not a wasi:cli command: {e}")),
