@@ -3,6 +3,7 @@
 //! loads in a fraction of a millisecond what took seconds to compile, and a new
 //! wasmtime never loads an old artefact.
 
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The component of `bytes` (whose SHA-256 in hex is `sha256`), from its
-/// artefact in `cache_dir` when this engine wrote one, else compiled now and
-/// its artefact written.
-pub(crate) fn compile(
+/// The component whose SHA-256 in hex is `sha256`, from its artefact in
+/// `cache_dir` when this engine wrote one, else compiled now from what
+/// `bytes` gives (asked for only then) and its artefact written.
+pub(crate) fn compile<'a>(
     engine: &Engine,
     sha256: &str,
-    bytes: &[u8],
+    bytes: impl FnOnce() -> Result<Cow<'a, [u8]>, String>,
     cache_dir: &Path,
 ) -> Result<Component, String> {
     let mut hasher = DefaultHasher::new();
@@ -32,7 +33,7 @@ pub(crate) fn compile(
             Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
         }
     }
-    let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+    let component = Component::new(engine, bytes()?).map_err(|e| format!("{e:#}"))?;
     let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
     // Every compilation, of this process or another sharing the cache, writes
     // its own partial file; the last rename wins with identical bytes.
@@ -66,9 +67,10 @@ mod tests {
     fn concurrent_compilations_of_one_component_all_load_and_keep_one_artefact() {
         let cache = tempfile::tempdir().unwrap();
         let engine = Engine::default();
+        let empty = || Ok(Cow::Borrowed(EMPTY));
         std::thread::scope(|s| {
             let loads: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| compile(&engine, EMPTY_SHA256, EMPTY, cache.path())))
+                .map(|_| s.spawn(|| compile(&engine, EMPTY_SHA256, empty, cache.path())))
                 .collect();
             for load in loads {
                 load.join().unwrap().unwrap();
@@ -80,6 +82,8 @@ mod tests {
             .collect();
         assert_eq!(files.len(), 1, "{files:?}");
         assert!(files[0].ends_with(".cwasm"), "{files:?}");
-        compile(&engine, EMPTY_SHA256, EMPTY, cache.path()).unwrap();
+        // Found compiled: its bytes are not asked for.
+        let unread = || Err("the bytes of a compiled component were read".to_owned());
+        compile(&engine, EMPTY_SHA256, unread, cache.path()).unwrap();
     }
 }

@@ -18,6 +18,7 @@
 mod cache;
 mod limits;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,14 +122,21 @@ impl Engine {
     /// [`Engine::compile`] of `bytes` whose SHA-256 (hex) is `sha256`,
     /// known ahead: the bytes are read only if they must be compiled.
     pub fn compile_known(&self, sha256: &str, bytes: &[u8]) -> Result<Component, EngineError> {
-        cache::compile(&self.engine, sha256, bytes, &self.cache_dir).map_err(EngineError::Compile)
+        let given = || Ok(Cow::Borrowed(bytes));
+        cache::compile(&self.engine, sha256, given, &self.cache_dir).map_err(EngineError::Compile)
     }
 
     /// The component in `file`, as [`Engine::compile`] gives it.
     pub fn load(&self, file: &Path) -> Result<Component, EngineError> {
-        let bytes = std::fs::read(file)
-            .map_err(|e| EngineError::Compile(format!("reading {}: {e}", file.display())))?;
-        self.compile(&bytes)
+        self.compile(&read(file)?)
+    }
+
+    /// The component in `file`, whose SHA-256 (hex) is `sha256`, known
+    /// ahead (an image stored by digest): the file is read only if it must
+    /// be compiled.
+    pub fn load_known(&self, sha256: &str, file: &Path) -> Result<Component, EngineError> {
+        let bytes = || read(file).map(Cow::Owned).map_err(|e| e.to_string());
+        cache::compile(&self.engine, sha256, bytes, &self.cache_dir).map_err(EngineError::Compile)
     }
 
     /// How many ticks make at least `time` (one at the least): an epoch
@@ -137,6 +145,12 @@ impl Engine {
         let ticks = time.as_nanos().div_ceil(TICK.as_nanos()).max(1);
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
+}
+
+/// The bytes of `file`.
+fn read(file: &Path) -> Result<Vec<u8>, EngineError> {
+    std::fs::read(file)
+        .map_err(|e| EngineError::Compile(format!("reading {}: {e}", file.display())))
 }
 
 /// The instance pool for `instances` component instances, each a component

@@ -98,7 +98,10 @@ impl Runtime {
             return Ok(found.clone());
         }
         let (engine, source) = (self.engine.clone(), image.path.clone());
-        let component = tokio::task::spawn_blocking(move || engine.load(&source))
+        // Images are stored by digest: a compiled one is found without
+        // reading and hashing its file again.
+        let sha256 = image.digest.trim_start_matches("sha256:").to_owned();
+        let component = tokio::task::spawn_blocking(move || engine.load_known(&sha256, &source))
             .await
             .map_err(wasm_error)?
             .map_err(wasm_error)?;
