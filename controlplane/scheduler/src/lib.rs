@@ -93,6 +93,14 @@ pub struct Profiles {
     pub metrics: Metrics,
 }
 
+/// Where a plugin's component comes from.
+enum Source<'a> {
+    /// Bytes named under the configuration's `plugins`.
+    Named(&'a [u8]),
+    /// A default plugin.
+    Builtin(&'static Builtin),
+}
+
 /// The component of every plugin `config`'s profiles use, by name: from
 /// `bytes` (the plugins named under `plugins`), else built in. Those not
 /// compiled yet compile side by side, one a core.
@@ -101,35 +109,35 @@ fn compile_all(
     bytes: &HashMap<String, Vec<u8>>,
     host: &PluginHost,
 ) -> anyhow::Result<HashMap<String, Component>> {
-    let mut names: Vec<String> = Vec::new();
+    // Each plugin once, with where it comes from.
+    let mut wanted: Vec<(String, Source)> = Vec::new();
     for profile in &config.profiles {
         for name in profile.plan().plugins() {
-            let known = bytes.contains_key(&name) || default_plugins().any(|b| b.name == name);
-            if !known {
-                bail!(
+            if wanted.iter().any(|(known, _)| *known == name) {
+                continue;
+            }
+            let source = match (bytes.get(&name), default_plugins().find(|b| b.name == name)) {
+                (Some(wasm), _) => Source::Named(wasm),
+                (None, Some(builtin)) => Source::Builtin(builtin),
+                (None, None) => bail!(
                     "profile {}: plugin {name} is neither a default plugin nor named under plugins",
                     profile.scheduler_name
-                );
-            }
-            if !names.contains(&name) {
-                names.push(name);
-            }
+                ),
+            };
+            wanted.push((name, source));
         }
     }
-    let compile = |name: &String| {
-        let component = match bytes.get(name) {
-            Some(wasm) => host.compile(name, wasm),
-            None => {
-                let builtin = default_plugins().find(|b| b.name == name);
-                host.builtin(builtin.expect("checked above"))
-            }
+    let compile = |(name, source): &(String, Source)| {
+        let component = match source {
+            Source::Named(wasm) => host.compile(name, wasm),
+            Source::Builtin(builtin) => host.builtin(builtin),
         };
         component.map(|c| (name.clone(), c))
     };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let share = names.len().div_ceil(cores).max(1);
+    let share = wanted.len().div_ceil(cores).max(1);
     std::thread::scope(|scope| {
-        let threads: Vec<_> = names
+        let threads: Vec<_> = wanted
             .chunks(share)
             .map(|chunk| scope.spawn(move || chunk.iter().map(compile).collect::<Vec<_>>()))
             .collect();

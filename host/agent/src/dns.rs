@@ -211,8 +211,8 @@ fn respond(
     let request = match Message::from_vec(query) {
         Ok(request) if request.queries.len() == 1 => request,
         _ => {
-            let refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-            return refused.to_vec().ok();
+            let malformed = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            return malformed.to_vec().ok();
         }
     };
     let question = &request.queries[0];

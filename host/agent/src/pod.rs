@@ -527,12 +527,12 @@ impl Worker {
                 }
                 () = stop.cancelled(), if !run_stop.is_cancelled() => run_stop.cancel(),
                 verdict = prober.next(), if !run_stop.is_cancelled() => match verdict {
-                    Verdict::Started => self.mark(slot, |c, v| c.started = Some(v), true).await,
+                    Verdict::Started => self.mark(slot, |c| c.started = Some(true)).await,
                     Verdict::Ready(ready) => {
                         if !ready {
                             self.event(Some(spec), Kind::Warning, "Unhealthy", "Readiness probe failed".into());
                         }
-                        self.mark(slot, |c, v| c.ready = v, ready).await;
+                        self.mark(slot, |c| c.ready = ready).await;
                     }
                     Verdict::Kill(why) => {
                         self.event(Some(spec), Kind::Warning, "Unhealthy", why.clone());
@@ -546,11 +546,11 @@ impl Worker {
         }
     }
 
-    /// Sets a flag of the container in `slot` (`ready` or `started`, as
-    /// `flag` picks it).
-    async fn mark(&self, slot: Slot, flag: fn(&mut ContainerStatus, bool), value: bool) {
+    /// Changes the status of the container in `slot` (its `ready` or
+    /// `started` flag) with `set`.
+    async fn mark(&self, slot: Slot, set: impl FnOnce(&mut ContainerStatus)) {
         if let Some(entry) = self.report.lock().expect("report lock").entry(slot) {
-            flag(entry, value);
+            set(entry);
         }
         self.publish().await;
     }
