@@ -220,6 +220,58 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     /// The decision on `attributes`.
     fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, Decision>;
+
+    /// What `user` may do in `namespace` ("" for the cluster scope), as a
+    /// SelfSubjectRulesReview answers; by default, nothing known, and so
+    /// `incomplete`.
+    fn rules(&self, _user: &UserInfo, _namespace: &str) -> Rules {
+        Rules {
+            incomplete: true,
+            ..Rules::default()
+        }
+    }
+}
+
+/// What a user may do in a namespace, as a SelfSubjectRulesReview's status
+/// says it (`resourceRules`, `nonResourceRules`, `incomplete`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rules {
+    /// The verbs allowed on resources.
+    pub resource_rules: Vec<ResourceRule>,
+    /// The verbs allowed on paths that name no resource.
+    pub non_resource_rules: Vec<NonResourceRule>,
+    /// Whether more may be allowed than these rules say (an authorizer that
+    /// cannot list what it allows).
+    pub incomplete: bool,
+}
+
+/// Verbs allowed on resources (Kubernetes' `authorization/v1.ResourceRule`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRule {
+    /// The verbs, `*` for all.
+    pub verbs: Vec<String>,
+    /// The API groups, `*` for all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub api_groups: Vec<String>,
+    /// The resources (`pods`, `pods/log`, `*`, `*/scale`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The names the rule is limited to; empty for all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resource_names: Vec<String>,
+}
+
+/// Verbs allowed on paths (Kubernetes' `authorization/v1.NonResourceRule`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NonResourceRule {
+    /// The verbs (`get`, `post`…), `*` for all.
+    pub verbs: Vec<String>,
+    /// The paths, each exact or a prefix ending in `*`.
+    #[serde(rename = "nonResourceURLs", skip_serializing_if = "Vec::is_empty")]
+    pub non_resource_urls: Vec<String>,
 }
 
 /// The authorizer of a server without one: everything is allowed.
