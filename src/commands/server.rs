@@ -107,7 +107,7 @@ pub async fn serve(
     let api = ApiServer::start(store).await?;
     let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
         .context("opening the built-in registry")?;
-    let router = api.router().merge(registry.router());
+    let router = api.router_with(registry.router());
     let closed = CancellationToken::new();
     let client = Client::try_from(KubeConfig::new(url.parse()?))?;
     let engine = match (&control, &node) {

@@ -5,10 +5,12 @@
 //! namespace, name, or a path) and allows it, denies it or has no opinion. What
 //! no authorizer allows is a 403 Forbidden, worded as Kubernetes words it.
 //!
-//! The server holds one of each ([`crate::Access`]); until they are configured,
-//! every request is anonymous and allowed.
+//! The server holds a [`Union`] of authenticators and one authorizer
+//! ([`crate::Access`]); until they are configured, every request is anonymous
+//! and allowed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::Method;
 use axum::http::request::Parts;
@@ -56,20 +58,66 @@ impl UserInfo {
 pub trait Authenticator: Send + Sync {
     /// The user who sent `request` (its method, URI, headers, and the extensions
     /// where the connection's layer puts what it knows, such as a client
-    /// certificate). An error (a 401, [`ApiError::unauthorized`]) refuses the
-    /// request.
-    fn authenticate<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>>;
+    /// certificate): `None` when it carries no credentials this authenticator
+    /// reads; an error (a 401, [`ApiError::unauthorized`]) when it carries some
+    /// that are not valid.
+    fn authenticate<'a>(&'a self, request: &'a Parts)
+    -> BoxFuture<'a, ApiResult<Option<UserInfo>>>;
 }
 
-/// The authenticator of a server without one: every request is anonymous.
-#[derive(Debug)]
-pub struct Anonymous;
+/// Several authenticators, asked in order as Kubernetes' union authenticator
+/// asks them: the first that knows the user wins; credentials none of them
+/// accepts are a 401; a request with none is anonymous. Every user it knows is
+/// in `system:authenticated`.
+#[derive(Default)]
+pub struct Union(pub Vec<Arc<dyn Authenticator>>);
 
-impl Authenticator for Anonymous {
-    fn authenticate<'a>(&'a self, _request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>> {
-        futures::future::ready(Ok(UserInfo::anonymous())).boxed()
+impl std::fmt::Debug for Union {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Union").field(&self.0.len()).finish()
     }
 }
+
+impl Union {
+    /// Who sent `request`: a user, [`UserInfo::anonymous`], or a 401.
+    pub async fn user(&self, request: &Parts) -> ApiResult<UserInfo> {
+        let mut refused = None;
+        for authenticator in &self.0 {
+            match authenticator.authenticate(request).await {
+                Ok(Some(mut user)) => {
+                    if !user.groups.iter().any(|g| g == AUTHENTICATED) {
+                        user.groups.push(AUTHENTICATED.into());
+                    }
+                    return Ok(user);
+                }
+                Ok(None) => {}
+                Err(e) => refused = Some(e),
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(UserInfo::anonymous()),
+        }
+    }
+}
+
+/// The group of every user an authenticator knows.
+pub const AUTHENTICATED: &str = "system:authenticated";
+
+/// Which requests without credentials go on as `system:anonymous`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnonymousAccess {
+    /// Every one of them (a server with no authenticator configured).
+    #[default]
+    Everywhere,
+    /// Only those for the paths anyone may read ([`PUBLIC_PATHS`]); any other
+    /// is a 401, as kube-apiserver answers when anonymous access is limited to
+    /// those paths.
+    PublicPaths,
+}
+
+/// The paths a request without credentials may reach.
+pub const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
 
 /// What a request asks to do, as an authorizer reads it (Kubernetes'
 /// `authorizer.Attributes`): a verb on a resource, or on a path for requests
@@ -116,7 +164,14 @@ impl Attributes {
     ) -> Attributes {
         let r = target.resource;
         let named = target.name.is_some();
+        let streams = matches!(
+            target.subresource.as_deref(),
+            Some("portforward" | "exec" | "attach")
+        );
         let verb = match *method {
+            // A stream opened by a WebSocket's GET is authorized as the POST
+            // that opens it over SPDY, as Kubernetes authorizes it.
+            _ if streams => "create",
             Method::GET if named => "get",
             Method::GET if watch => "watch",
             Method::GET => "list",

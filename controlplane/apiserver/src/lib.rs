@@ -177,8 +177,24 @@ impl ApiServer {
         self.closing.cancel();
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes, each behind the first stage of the pipeline.
     pub fn router(&self) -> Router {
+        self.router_with(Router::new())
+    }
+
+    /// The HTTP routes and `more` (the built-in registry's), all behind the
+    /// first stage of the pipeline: who sent a request, and whether they may
+    /// reach a path that names no resource.
+    pub fn router_with(&self, more: Router) -> Router {
+        self.routes()
+            .merge(more)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                pipeline::authenticate,
+            ))
+    }
+
+    fn routes(&self) -> Router {
         Router::new()
             .route("/version", get(health::version))
             .route("/version/", get(health::version))

@@ -15,11 +15,14 @@
 
 use std::sync::Arc;
 
+use axum::extract::{Request as HttpRequest, State};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::access::{
-    AllowAll, Anonymous, Attributes, Authenticator, Authorizer, Decision, UserInfo,
+    AllowAll, AnonymousAccess, Attributes, Authorizer, Decision, PUBLIC_PATHS, Union, UserInfo,
 };
 use crate::admission::{Admission, AdmissionRequest, Operation};
 use crate::error::{ApiError, ApiResult};
@@ -30,13 +33,15 @@ use crate::objects::{
 use crate::rest::{Request, Write};
 use crate::{ApiServer, openapi};
 
-/// Who may do what on a server: its authenticator, its authorizer and its
-/// admission chain. The default lets everyone (as `system:anonymous`) do
-/// everything, with no admission plugin.
+/// Who may do what on a server: its authenticators, its authorizer and its
+/// admission chain. The default knows no one and lets everyone (as
+/// `system:anonymous`) do everything, with no admission plugin.
 #[derive(Clone)]
 pub struct Access {
-    /// Says who sent each request.
-    pub authenticator: Arc<dyn Authenticator>,
+    /// Say who sent each request.
+    pub authenticator: Arc<Union>,
+    /// Which requests without credentials go on.
+    pub anonymous: AnonymousAccess,
     /// Says whether they may do what it asks.
     pub authorizer: Arc<dyn Authorizer>,
     /// The plugins every write passes.
@@ -46,7 +51,8 @@ pub struct Access {
 impl Default for Access {
     fn default() -> Access {
         Access {
-            authenticator: Arc::new(Anonymous),
+            authenticator: Arc::new(Union::default()),
+            anonymous: AnonymousAccess::Everywhere,
             authorizer: Arc::new(AllowAll),
             admission: Admission::default(),
         }
@@ -56,17 +62,74 @@ impl Default for Access {
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
+            .field("authenticator", &self.authenticator)
+            .field("anonymous", &self.anonymous)
             .field("admission", &self.admission)
             .finish_non_exhaustive()
     }
 }
 
-impl ApiServer {
-    /// Who sent `request`.
-    pub(crate) async fn authenticate(&self, request: &Parts) -> ApiResult<UserInfo> {
-        self.access.authenticator.authenticate(request).await
+/// The first stage of every request, before it is routed: who sent it (put
+/// in its extensions for the stages after), a 401 for credentials no
+/// authenticator accepts or for an anonymous request where anonymous ones may
+/// not go, and the authorization of requests for paths outside `/api` and
+/// `/apis`, which name no resource (the OpenAPI documents, `/version`, the
+/// health checks, the built-in registry's `/v2/…`).
+pub(crate) async fn authenticate(
+    State(server): State<ApiServer>,
+    request: HttpRequest,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let access = &server.access;
+    let user = match access.authenticator.user(&parts).await {
+        Ok(user) => user,
+        Err(e) => return unauthorized(&parts, e),
+    };
+    let path = parts.uri.path();
+    if access.anonymous == AnonymousAccess::PublicPaths
+        && user == UserInfo::anonymous()
+        && !PUBLIC_PATHS.contains(&path)
+    {
+        return unauthorized(&parts, ApiError::unauthorized());
     }
+    let api = ["/api", "/apis"]
+        .iter()
+        .any(|root| path == *root || path.starts_with(&format!("{root}/")));
+    if !api
+        && let Err(e) = server
+            .authorize(&Attributes::of_path(&user, &parts.method, path))
+            .await
+    {
+        return e.into_response();
+    }
+    parts.extensions.insert(user);
+    next.run(HttpRequest::from_parts(parts, body)).await
+}
 
+/// A 401; for the registry's paths with the challenge OCI clients answer by
+/// sending credentials (a token as the password of basic auth).
+fn unauthorized(parts: &Parts, error: ApiError) -> Response {
+    let mut response = error.into_response();
+    if parts.uri.path().starts_with("/v2") {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"wasmkube\""),
+        );
+    }
+    response
+}
+
+/// The user the first stage found for a request.
+pub(crate) fn user_of(parts: &Parts) -> ApiResult<UserInfo> {
+    parts
+        .extensions
+        .get::<UserInfo>()
+        .cloned()
+        .ok_or_else(ApiError::unauthorized)
+}
+
+impl ApiServer {
     /// Refuses what no authorizer allows, with a 403 worded as Kubernetes words it.
     pub(crate) async fn authorize(&self, attributes: &Attributes) -> ApiResult<()> {
         match self.access.authorizer.authorize(attributes).await {
@@ -285,6 +348,7 @@ mod tests {
 
     use super::*;
     use crate::Config;
+    use crate::access::Authenticator;
     use crate::admission::{MutatingAdmission, ValidatingAdmission};
     use crate::testing::TestServer;
 
@@ -365,7 +429,10 @@ mod tests {
     struct RemoteUser;
 
     impl Authenticator for RemoteUser {
-        fn authenticate<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, ApiResult<UserInfo>> {
+        fn authenticate<'a>(
+            &'a self,
+            request: &'a Parts,
+        ) -> BoxFuture<'a, ApiResult<Option<UserInfo>>> {
             let user = request
                 .headers
                 .get("x-remote-user")
@@ -374,7 +441,7 @@ mod tests {
                 name: name.to_owned(),
                 ..UserInfo::default()
             });
-            ready(user.ok_or_else(ApiError::unauthorized)).boxed()
+            ready(Ok(user)).boxed()
         }
     }
 
@@ -397,7 +464,8 @@ mod tests {
     async fn requests_are_authenticated_then_authorized() {
         let server = TestServer::start_with(Config {
             access: Access {
-                authenticator: Arc::new(RemoteUser),
+                authenticator: Arc::new(Union(vec![Arc::new(RemoteUser)])),
+                anonymous: AnonymousAccess::PublicPaths,
                 authorizer: Arc::new(ReadOnly),
                 ..Access::default()
             },

@@ -50,7 +50,7 @@ pub(crate) async fn handle(
 
 async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<Response> {
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-    let user = server.authenticate(parts).await?;
+    let user = crate::pipeline::user_of(parts)?;
     let route = path::parse(uri.path(), &server.kinds)?;
     let Route::Objects(target) = route else {
         server
