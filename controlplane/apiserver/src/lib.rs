@@ -35,6 +35,7 @@ mod pods;
 mod portforward;
 mod protobuf;
 mod rest;
+mod review;
 mod table;
 #[cfg(test)]
 mod testing;

@@ -116,6 +116,9 @@ async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<R
         (Method::POST, None, None) => {
             allow(Verb::Create)?;
             let object = decode_body(headers, body)?;
+            if r.answered {
+                return request.answer(object).await;
+            }
             let Some((plural, subresource)) = r.acts_on else {
                 return request.create(object, Write::Update).await;
             };
@@ -249,7 +252,7 @@ impl Request<'_> {
     }
 
     /// The response for one object, as a one-row table when a table was asked for.
-    fn render(&self, code: u16, object: &Value) -> Response {
+    pub(crate) fn render(&self, code: u16, object: &Value) -> Response {
         let mut response = if self.format == Format::Table {
             let include = Include::from_params(self.params);
             let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});

@@ -9,7 +9,8 @@
 //! with rules of its own, a strategy).
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization,
+    autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
     networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
     scheduling::v1 as scheduling, storage::v1 as storage,
@@ -184,6 +185,10 @@ pub struct ResourceType {
     /// is. A Binding posted to `bindings` binds the pod it names, as one posted to
     /// `pods/<name>/binding` does.
     pub acts_on: Option<(&'static str, &'static str)>,
+    /// Whether the server answers a create of the kind rather than storing it
+    /// (`answered` sets it): a review of a token or of what a user may do comes
+    /// back with its status filled in.
+    pub answered: bool,
 }
 
 /// Kinds are the same when their group, version and kind are.
@@ -219,6 +224,7 @@ impl ResourceType {
             schema: SchemaGenerator::subschema_for::<T>,
             strategy: &s::PLAIN,
             acts_on: None,
+            answered: false,
         }
     }
 
@@ -255,6 +261,7 @@ impl ResourceType {
             schema: |_| schemars::json_schema!({"type": "object"}),
             strategy: &s::CUSTOM,
             acts_on: None,
+            answered: false,
         }
     }
 
@@ -294,6 +301,15 @@ impl ResourceType {
         self.verbs = CREATE_ONLY;
         self.storage_prefix = None;
         self.acts_on = Some((plural, subresource));
+        self
+    }
+
+    /// A kind the server answers rather than stores: created only, each create
+    /// answered with the object and its status.
+    const fn answered(mut self) -> Self {
+        self.verbs = CREATE_ONLY;
+        self.storage_prefix = None;
+        self.answered = true;
         self
     }
 
@@ -541,6 +557,14 @@ pub static BUILTIN: &[ResourceType] = &[
     ResourceType::of::<networking::NetworkPolicy>().short(&["netpol"]),
     // discovery.k8s.io/v1
     ResourceType::of::<discovery::EndpointSlice>(),
+    // authentication.k8s.io/v1
+    ResourceType::of::<authentication::TokenReview>().answered(),
+    ResourceType::of::<authentication::SelfSubjectReview>().answered(),
+    // authorization.k8s.io/v1
+    ResourceType::of::<authorization::LocalSubjectAccessReview>().answered(),
+    ResourceType::of::<authorization::SelfSubjectAccessReview>().answered(),
+    ResourceType::of::<authorization::SelfSubjectRulesReview>().answered(),
+    ResourceType::of::<authorization::SubjectAccessReview>().answered(),
     // rbac.authorization.k8s.io/v1
     ResourceType::of::<rbac::Role>(),
     ResourceType::of::<rbac::RoleBinding>(),
