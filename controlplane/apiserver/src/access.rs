@@ -104,6 +104,34 @@ impl Union {
 /// The group of every user an authenticator knows.
 pub const AUTHENTICATED: &str = "system:authenticated";
 
+/// Issues the tokens of ServiceAccounts (the `token` subresource, a
+/// TokenRequest).
+pub trait TokenIssuer: Send + Sync {
+    /// A signed token saying what `claims` says.
+    fn issue(&self, claims: &TokenClaims) -> Result<String, String>;
+
+    /// The audiences of a token whose request names none: the server's own.
+    fn audiences(&self) -> Vec<String>;
+}
+
+/// What a ServiceAccount token says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+    /// The ServiceAccount: its name and uid.
+    pub service_account: (String, String),
+    /// Who the token is for.
+    pub audiences: Vec<String>,
+    /// When it expires, in seconds since the epoch.
+    pub expires: i64,
+    /// The pod it is bound to, if any (name and uid): it stops working when
+    /// the pod goes.
+    pub pod: Option<(String, String)>,
+    /// The node of that pod, if known (name and uid).
+    pub node: Option<(String, String)>,
+}
+
 /// Which requests without credentials go on as `system:anonymous`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AnonymousAccess {

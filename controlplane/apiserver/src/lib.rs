@@ -39,6 +39,7 @@ mod review;
 mod table;
 #[cfg(test)]
 mod testing;
+mod tokens;
 mod watch;
 
 use std::sync::Arc;

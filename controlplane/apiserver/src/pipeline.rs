@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::access::{
-    AllowAll, AnonymousAccess, Attributes, Authorizer, Decision, PUBLIC_PATHS, Union, UserInfo,
+    AllowAll, AnonymousAccess, Attributes, Authorizer, Decision, PUBLIC_PATHS, TokenIssuer, Union,
+    UserInfo,
 };
 use crate::admission::{Admission, AdmissionRequest, Operation};
 use crate::error::{ApiError, ApiResult};
@@ -46,6 +47,8 @@ pub struct Access {
     pub authorizer: Arc<dyn Authorizer>,
     /// The plugins every write passes.
     pub admission: Admission,
+    /// Issues ServiceAccount tokens; without one, TokenRequests are refused.
+    pub tokens: Option<Arc<dyn TokenIssuer>>,
 }
 
 impl Default for Access {
@@ -55,6 +58,7 @@ impl Default for Access {
             anonymous: AnonymousAccess::Everywhere,
             authorizer: Arc::new(AllowAll),
             admission: Admission::default(),
+            tokens: None,
         }
     }
 }

@@ -714,6 +714,7 @@ impl Request<'_> {
     async fn act(&self, name: &str, subresource: &str, body: Value) -> ApiResult<Response> {
         match subresource {
             "binding" => self.bind(name, body).await,
+            "token" => self.request_token(name, body).await,
             "eviction" => self.evict(name, body).await,
             _ => Err(not_allowed()),
         }

@@ -10,10 +10,9 @@
 
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization,
-    autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking, node::v1 as node,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -472,6 +471,10 @@ pub static BUILTIN: &[ResourceType] = &[
         .strategy(&s::CONFIG_MAPS),
     ResourceType::of::<core::ServiceAccount>()
         .short(&["sa"])
+        .sub(&[of_kind::<authentication::TokenRequest>(
+            "token",
+            CREATE_ONLY,
+        )])
         .columns(table::SERVICE_ACCOUNT),
     ResourceType::of::<core::PersistentVolume>()
         .short(&["pv"])
