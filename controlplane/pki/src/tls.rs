@@ -1,0 +1,245 @@
+//! rustls configurations for serving and calling within the cluster, with the
+//! ring provider given to each.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::{Error, Result};
+
+/// The only application protocol served and asked for: the API and the
+/// agents speak HTTP/1.1 (with upgrades for exec and port-forward).
+const HTTP_1_1: &[u8] = b"http/1.1";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration presenting `cert_chain_pem` (the certificate, then
+/// any intermediates) with `key_pem` (PKCS#8, PKCS#1 or SEC1), offering
+/// HTTP/1.1 only. With `client_ca_pem`, client certificates are asked for and
+/// verified against those CA certificates, but not required: requests with a
+/// bearer token or none still connect, and a certificate that does not verify
+/// fails the handshake.
+pub fn server_config(
+    cert_chain_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<ServerConfig>> {
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca_pem) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(Error::Verifier)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certificates(cert_chain_pem)?, private_key(key_pem)?)
+        .map_err(Error::Tls)?;
+    config.alpn_protocols = vec![HTTP_1_1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration trusting only the CA certificates in `ca_pem`,
+/// presenting the client certificate (chain) and key of `identity` when
+/// given, and asking for HTTP/1.1.
+pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => builder
+            .with_client_auth_cert(certificates(cert_pem)?, private_key(key_pem)?)
+            .map_err(Error::Tls)?,
+    };
+    config.alpn_protocols = vec![HTTP_1_1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The certificates in PEM text, at least one.
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::BadCertificate(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(Error::BadCertificate(
+            "no CERTIFICATE block in the PEM text".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key in PEM text.
+fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| Error::BadKey(format!("no PEM private key: {e}")))
+}
+
+/// A store of the CA certificates in PEM text.
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca_pem)? {
+        roots.add(cert).map_err(Error::Tls)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConnection, Connection, ServerConnection};
+
+    use super::*;
+    use crate::{Ca, Profile, identity};
+
+    /// Runs a handshake in memory; the client certificates the server
+    /// verified, or the first side's error.
+    fn handshake(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+        name: &str,
+    ) -> Result<Option<Vec<CertificateDer<'static>>>, rustls::Error> {
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut client = Connection::from(ClientConnection::new(client, name)?);
+        let mut server = Connection::from(ServerConnection::new(server)?);
+        for _ in 0..10 {
+            pump(&mut client, &mut server)?;
+            pump(&mut server, &mut client)?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                // TLS 1.3 clients finish before the server has read their
+                // certificate: let the server read the last flight.
+                pump(&mut client, &mut server)?;
+                return Ok(server.peer_certificates().map(<[_]>::to_vec));
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    fn pump(from: &mut Connection, to: &mut Connection) -> Result<(), rustls::Error> {
+        let mut bytes = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut bytes).unwrap();
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).unwrap();
+            to.process_new_packets()?;
+        }
+        Ok(())
+    }
+
+    fn ca() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::load_or_create(dir.path()).unwrap()
+    }
+
+    fn serving(ca: &Ca) -> Arc<ServerConfig> {
+        let profile = Profile::server(
+            "apiserver",
+            &["api.cluster.local", "localhost"],
+            &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+        );
+        let issued = ca.issue(&profile).unwrap();
+        server_config(&issued.cert_pem, &issued.key_pem, Some(ca.cert_pem())).unwrap()
+    }
+
+    #[test]
+    fn serving_certificates_are_valid_for_their_names_only() {
+        let ca = ca();
+        let server = serving(&ca);
+        let client = client_config(ca.cert_pem(), None).unwrap();
+        for name in ["10.0.0.1", "api.cluster.local", "localhost"] {
+            assert_eq!(handshake(client.clone(), server.clone(), name), Ok(None));
+        }
+        for name in ["10.0.0.2", "other.example"] {
+            let err = handshake(client.clone(), server.clone(), name).unwrap_err();
+            assert!(
+                matches!(err, rustls::Error::InvalidCertificate(_)),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn servers_of_another_ca_are_refused() {
+        let (ca, other) = (ca(), ca());
+        let client = client_config(other.cert_pem(), None).unwrap();
+        let err = handshake(client, serving(&ca), "localhost").unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_are_optional_and_verified() {
+        let ca = ca();
+        let server = serving(&ca);
+        let alice = ca.issue(&Profile::client("alice", &["dev"])).unwrap();
+        let client = client_config(ca.cert_pem(), Some((&alice.cert_pem, &alice.key_pem))).unwrap();
+        let certs = handshake(client, server.clone(), "localhost")
+            .unwrap()
+            .unwrap();
+        assert_eq!(identity(&certs[0]).unwrap().common_name, "alice");
+
+        let stranger = ca_issued_elsewhere();
+        let client =
+            client_config(ca.cert_pem(), Some((&stranger.cert_pem, &stranger.key_pem))).unwrap();
+        let err = handshake(client, server, "localhost").unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err}");
+    }
+
+    #[test]
+    fn a_serving_certificate_does_not_authenticate_a_client() {
+        let ca = ca();
+        let server = serving(&ca);
+        let node = ca.issue(&Profile::server("node", &["node"], &[])).unwrap();
+        let client = client_config(ca.cert_pem(), Some((&node.cert_pem, &node.key_pem))).unwrap();
+        assert!(handshake(client, server, "localhost").is_err());
+    }
+
+    #[test]
+    fn alpn_is_http_1_1() {
+        let ca = ca();
+        let server = serving(&ca);
+        assert_eq!(server.alpn_protocols, [b"http/1.1".to_vec()]);
+        let mut h2_only = (*client_config(ca.cert_pem(), None).unwrap()).clone();
+        h2_only.alpn_protocols = vec![b"h2".to_vec()];
+        assert!(handshake(Arc::new(h2_only), server, "localhost").is_err());
+    }
+
+    #[test]
+    fn keys_must_match_their_certificates() {
+        let ca = ca();
+        let a = ca.issue(&Profile::server("a", &["a"], &[])).unwrap();
+        let b = ca.issue(&Profile::server("b", &["b"], &[])).unwrap();
+        assert!(matches!(
+            server_config(&a.cert_pem, &b.key_pem, None),
+            Err(Error::Tls(_))
+        ));
+        assert!(matches!(
+            server_config("not pem", &a.key_pem, None),
+            Err(Error::BadCertificate(_))
+        ));
+        assert!(matches!(
+            client_config(ca.cert_pem(), Some((&a.cert_pem, "no key"))),
+            Err(Error::BadKey(_))
+        ));
+    }
+
+    fn ca_issued_elsewhere() -> crate::Issued {
+        ca().issue(&Profile::client("mallory", &[])).unwrap()
+    }
+}
