@@ -2,6 +2,9 @@
 //! Each is a [`wasmkube_apiserver::access::Authenticator`]; the server asks them
 //! in order ([`wasmkube_apiserver::access::Union`]):
 //!
+//! - [`ClientCertificates`]: the certificate a client presented on its TLS
+//!   connection, verified against the client CA: its common name is the user,
+//!   its organizations the groups.
 //! - [`Tokens`]: bearer tokens, each asked of [`TokenAuthenticator`]s in turn:
 //!   [`TokenFile`], static tokens from a CSV file, Kubernetes'
 //!   `--token-auth-file` format; [`ServiceAccounts`], the signed tokens of
@@ -14,9 +17,11 @@
 
 mod service_account;
 mod token_file;
+mod x509;
 
 pub use service_account::{DEFAULT_ISSUER, ServiceAccounts};
 pub use token_file::TokenFile;
+pub use x509::ClientCertificates;
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@
 mod ca;
 mod der;
 mod files;
+mod keys;
 mod serve;
 mod tls;
 mod x509;
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 
 pub use ca::{CA_VALIDITY, Ca, Issued, LEAF_VALIDITY, Profile, Usage, csr};
 pub use files::{ensure_private_dir, write_private};
+pub use keys::{KeyPem, key_pair_load_or_create, key_pair_of};
 pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
 pub use tls::{client_config, server_config};
 pub use x509::{Identity, identity, pin_of};
