@@ -61,6 +61,10 @@ pub struct ServerArgs {
     /// Keep objects in etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
     #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
     store: Option<EtcdEndpoints>,
+    /// Encrypt the resources an EncryptionConfiguration file names (as the
+    /// Kubernetes API server's flag of the same name) in the store.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 /// The scheduler and the controllers, run beside the API server.
@@ -92,7 +96,12 @@ pub async fn serve(
     // Only servers sharing etcd can stand by for each other: they elect
     // leaders; one with its own store file leads alone.
     let elect = args.store.is_some();
-    let store = store::open(&args.data_dir, args.store.as_ref()).await?;
+    let store = store::open(
+        &args.data_dir,
+        args.store.as_ref(),
+        args.encryption_provider_config.as_deref(),
+    )
+    .await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

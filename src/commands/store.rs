@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use wasmkube_encryption::{ConfigError, Encrypted, EncryptionConfig};
 use wasmkube_store::{Store, snapshot};
 use wasmkube_store_embedded::{EmbeddedStore, FILE_NAME};
 
@@ -16,7 +17,9 @@ use crate::exit::Failure;
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Write every object of a store to FILE (the embedded store must not
-    /// be in use: stop `wasmkube up` first).
+    /// be in use: stop `wasmkube up` first). Values encrypted at rest are
+    /// copied as they are stored, so they stay encrypted in FILE and a store
+    /// restored from it needs the same encryption configuration.
     Snapshot(StoreArgs),
     /// Write every object of a snapshot into an empty store.
     Restore(StoreArgs),
@@ -40,7 +43,7 @@ impl StoreCommand {
     pub async fn run(self) -> Result<()> {
         match self {
             StoreCommand::Snapshot(args) => {
-                let store = open(&args.data_dir, args.store.as_ref()).await?;
+                let store = open(&args.data_dir, args.store.as_ref(), None).await?;
                 let file = std::fs::File::create(&args.file)
                     .with_context(|| format!("creating {}", args.file.display()))?;
                 let mut out = std::io::BufWriter::new(file);
@@ -60,7 +63,7 @@ impl StoreCommand {
                 let file = std::fs::File::open(&args.file).map_err(|e| {
                     Failure::Usage.because(format!("opening {}: {e}", args.file.display()))
                 })?;
-                let store = open(&args.data_dir, args.store.as_ref()).await?;
+                let store = open(&args.data_dir, args.store.as_ref(), None).await?;
                 let mut input = std::io::BufReader::new(file);
                 let moved = snapshot::restore(store.as_ref(), &mut input).await?;
                 println!(
@@ -89,9 +92,15 @@ pub fn parse_etcd(spec: &str) -> Result<EtcdEndpoints> {
     Ok(EtcdEndpoints(urls))
 }
 
-/// The store in `data_dir` (made if missing), or the etcd of `etcd`.
-pub async fn open(data_dir: &Path, etcd: Option<&EtcdEndpoints>) -> Result<Arc<dyn Store>> {
-    Ok(match etcd {
+/// The store in `data_dir` (made if missing), or the etcd of `etcd`; with an
+/// `EncryptionConfiguration` file, the values of the resources it names are
+/// encrypted in it.
+pub async fn open(
+    data_dir: &Path,
+    etcd: Option<&EtcdEndpoints>,
+    encryption: Option<&Path>,
+) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match etcd {
         None => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -108,5 +117,13 @@ pub async fn open(data_dir: &Path, etcd: Option<&EtcdEndpoints>) -> Result<Arc<d
             let options = wasmkube_store_etcd::Options::new(endpoints.clone());
             Arc::new(wasmkube_store_etcd::EtcdStore::connect(options).await?)
         }
-    })
+    };
+    let Some(file) = encryption else {
+        return Ok(store);
+    };
+    let config = EncryptionConfig::read(file).map_err(|e| match e {
+        ConfigError::Read { .. } => Failure::Usage.because(e),
+        e => Failure::Usage.because(format!("{}: {e}", file.display())),
+    })?;
+    Ok(Arc::new(Encrypted::new(store, config)))
 }
