@@ -102,8 +102,7 @@ pub async fn open(
 ) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match etcd {
         None => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+            // Made if missing, with the store file, for its owner alone.
             let store = EmbeddedStore::open(data_dir.join(FILE_NAME), Default::default())?;
             if let Some(r) = store.recovery() {
                 tracing::warn!(
@@ -125,5 +124,9 @@ pub async fn open(
         ConfigError::Read { .. } => Failure::Usage.because(e),
         e => Failure::Usage.because(format!("{}: {e}", file.display())),
     })?;
+    tracing::info!(
+        config = %file.display(),
+        "the values of the resources it names are encrypted at rest"
+    );
     Ok(Arc::new(Encrypted::new(store, config)))
 }

@@ -74,7 +74,7 @@ pub enum ConfigError {
         field: String,
     },
     /// A key's secret decodes to a length its provider does not take.
-    #[error("{field}: a {provider} key is {expected} bytes long, this one is {length}")]
+    #[error("{field}: {provider} keys are {expected} bytes long, this one is {length}")]
     KeyLength {
         /// The secret's field.
         field: String,
@@ -533,14 +533,14 @@ mod tests {
         assert_eq!(
             error(&aescbc("AAECAwQFBgcICQ==")),
             "resources[0].providers[0].aescbc.keys[0].secret: \
-             a aescbc key is 16, 24 or 32 bytes long, this one is 10"
+             aescbc keys are 16, 24 or 32 bytes long, this one is 10"
         );
         assert_eq!(
             error(&format!(
                 "  - resources: [secrets]\n    providers:\n      - secretbox:\n          keys:\n            - {{name: k, secret: {KEY16}}}\n"
             )),
             "resources[0].providers[0].secretbox.keys[0].secret: \
-             a secretbox key is 32 bytes long, this one is 16"
+             secretbox keys are 32 bytes long, this one is 16"
         );
         let unknown = error("  - resources: [secrets]\n    providers:\n      - rot13: {}\n");
         assert!(

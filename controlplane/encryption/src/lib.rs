@@ -24,5 +24,5 @@ mod resource;
 mod store;
 
 pub use config::{API_VERSION, ConfigError, EncryptionConfig, KIND};
-pub use provider::{Kind, TransformError};
+pub use provider::TransformError;
 pub use store::Encrypted;

@@ -28,7 +28,7 @@ use crypto_secretbox::XSalsa20Poly1305;
 
 /// What every encrypted value starts with; no plaintext value does (JSON
 /// starts with `{`).
-pub const ENCRYPTED: &[u8] = b"k8s:enc:";
+pub(crate) const ENCRYPTED: &[u8] = b"k8s:enc:";
 
 /// Length of an AES-CBC IV.
 const CBC_IV: usize = 16;
@@ -39,7 +39,7 @@ const SECRETBOX_NONCE: usize = 24;
 
 /// The kinds of provider an `EncryptionConfiguration` can list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// AES in CBC mode with PKCS#7 padding.
     Aescbc,
     /// AES in GCM mode, bound to the store key.
@@ -52,7 +52,7 @@ pub enum Kind {
 
 impl Kind {
     /// The provider's name, as the configuration spells it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Aescbc => "aescbc",
             Kind::Aesgcm => "aesgcm",
@@ -62,7 +62,7 @@ impl Kind {
     }
 
     /// The lengths in bytes a key of this provider may have.
-    pub fn key_lengths(self) -> &'static [usize] {
+    pub(crate) fn key_lengths(self) -> &'static [usize] {
         match self {
             Kind::Aescbc | Kind::Aesgcm => &[16, 24, 32],
             Kind::Secretbox => &[32],

@@ -41,11 +41,6 @@ impl Encrypted {
             config: Arc::new(config),
         }
     }
-
-    /// The configuration values are encrypted by.
-    pub fn config(&self) -> &EncryptionConfig {
-        &self.config
-    }
 }
 
 fn backend(e: TransformError) -> Error {

@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -21,7 +22,7 @@ use wasmkube_store::{Bytes, Error, Event, EventType, KeyValue, Result, Revision}
 
 use crate::format::{self, FrameWriter, Record};
 use crate::state::State;
-use crate::{Batch, Options, Shared};
+use crate::{Batch, Options, PRIVATE_FILE, Shared};
 
 /// The file is rewritten after compaction once it holds this much more than twice
 /// the live data.
@@ -529,7 +530,7 @@ pub(crate) fn replay(state: &mut State, record: Record) -> Result<(), String> {
 /// Creates an empty store file: header only, durable, in place atomically.
 pub(crate) fn create_file(path: &Path) -> io::Result<()> {
     let tmp = tmp_path(path);
-    let mut file = File::create(&tmp)?;
+    let mut file = create_private(&tmp)?;
     file.write_all(&format::header())?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -551,7 +552,7 @@ fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
             .map_or(0, |e| e.expires)
     };
     let tmp = tmp_path(path);
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut out = io::BufWriter::new(create_private(&tmp)?);
     out.write_all(&format::header())?;
     let mut frame = FrameWriter::new();
     frame.push(&Record::Snapshot {
@@ -601,6 +602,20 @@ fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
     fs::rename(&tmp, path)?;
     sync_dir(path)?;
     Ok(len)
+}
+
+/// Creates (or empties) `path` for writing, readable and writable by its owner
+/// alone: the store holds every object of the cluster.
+fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    // A file left behind by a crash keeps the mode it was made with.
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(file)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

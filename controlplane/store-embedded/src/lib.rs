@@ -8,7 +8,9 @@
 //! of every key and the history of changes since the last compaction live in
 //! memory, and lists at past revisions and watches are served from there.
 //!
-//! The file is locked while open, so a second process is refused. Opening a file
+//! The file, and any directory made for it, is its owner's alone (modes 0600
+//! and 0700), rewrites included. The file is locked while open, so a second
+//! process is refused. Opening a file
 //! whose last frame was torn by a crash cuts it back to the last whole commit and
 //! says so ([`EmbeddedStore::recovery`]); a file that is not a store, of another
 //! format version, or damaged before its end is refused with an [`OpenError`],
@@ -21,8 +23,9 @@ mod committer;
 mod format;
 mod state;
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
@@ -41,6 +44,11 @@ use crate::state::State;
 
 /// The name of the store file in a data dir.
 pub const FILE_NAME: &str = "store.db";
+
+/// The mode of the store file (and of its rewrites): its owner's alone.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+/// The mode of a directory made for the store file.
+const PRIVATE_DIR: u32 = 0o700;
 
 /// How the store behaves.
 #[derive(Clone, Debug)]
@@ -171,13 +179,27 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens the store file at `path`, creating it if it does not exist.
+    /// Opens the store file at `path`, creating it if it does not exist (mode
+    /// 0600, in a directory made with mode 0700 if that is missing too).
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<EmbeddedStore, OpenError> {
         let path = path.as_ref().to_owned();
         let io = |source| OpenError::Io {
             path: path.clone(),
             source,
         };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)
+                .map_err(|source| OpenError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
         let lock = lock(&path)?;
         if !path.exists() {
             committer::create_file(&path).map_err(io)?;

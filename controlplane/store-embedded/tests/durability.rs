@@ -3,6 +3,7 @@
 //! damaged or foreign file is refused with a clear error, one process at a time.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,6 +280,31 @@ async fn concurrent_writers_share_commits_one_sync_each() {
     );
 }
 
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn the_file_and_the_directories_made_for_it_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/store").join(FILE_NAME);
+    let store = open(&path);
+    store.create("/k", value("v"), None).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("data/store")), 0o700);
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    drop(store);
+
+    // A directory that is there already is left as it is.
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    drop(open(&shared.join(FILE_NAME)));
+    assert_eq!(mode(&shared), 0o755);
+    assert_eq!(mode(&shared.join(FILE_NAME)), 0o600);
+}
+
 #[tokio::test]
 async fn compaction_rewrites_a_file_grown_with_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,6 +331,11 @@ async fn compaction_rewrites_a_file_grown_with_history() {
     let keep = store.revision().await.unwrap() - 5;
     store.compact(keep).await.unwrap();
     assert_eq!(store.stats().rewrites, 1);
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "the rewritten file is its owner's alone"
+    );
     let after = fs::metadata(&path).unwrap().len();
     assert!(after * 4 < before, "rewrite left {after} of {before} bytes");
     let state = all(&store).await;
