@@ -15,7 +15,7 @@ use wasmkube_engine::Engine;
 
 use super::engine::engine;
 use super::shutdown::closed_on_shutdown;
-use crate::cluster::client;
+use crate::cluster::Cluster;
 
 /// Joins a cluster as a node.
 #[derive(Debug, Args)]
@@ -39,11 +39,13 @@ impl Agent {
     /// process is asked to stop.
     pub async fn run(self) -> Result<()> {
         let closed = closed_on_shutdown();
-        let client = client(&self.kubeconfig).await?;
+        let cluster = Cluster::find(Some(&self.kubeconfig)).await?;
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
         let engine = engine(&self.data_dir, true)?;
-        let agent = self.node.agent(client, engine, &self.data_dir)?;
+        let agent = self
+            .node
+            .agent(cluster.client, &cluster.server, engine, &self.data_dir)?;
         let endpoint = TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("listening on {}", self.listen))?;
@@ -83,15 +85,19 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// The node's agent, running its pods on `engine`.
+    /// The node's agent, running its pods on `engine`; `client` reaches the
+    /// API server at `registry` (`host:port`, as the clients' URL has it),
+    /// whose built-in registry images naming it are pulled from.
     pub fn agent(
         self,
         client: Client,
+        registry: &str,
         engine: Arc<Engine>,
         data_dir: &Path,
     ) -> Result<wasmkube_agent::Agent> {
         let name = self.node_name.unwrap_or_else(host_name);
-        let mut agent = wasmkube_agent::Agent::new(client, engine, &name, data_dir, self.pod_cidr)?;
+        let mut agent =
+            wasmkube_agent::Agent::new(client, registry, engine, &name, data_dir, self.pod_cidr)?;
         if let Some(address) = self.dns_listen {
             agent = agent.serve_dns(address);
         }

@@ -22,21 +22,25 @@ pub struct Push {
     /// built-in registry, the file's name, `latest`).
     reference: Option<String>,
     /// A user of the registry (the password comes from
-    /// `WASMKUBE_REGISTRY_PASSWORD`).
+    /// `WASMKUBE_REGISTRY_PASSWORD`); the cluster's own registry takes the
+    /// kubeconfig's identity instead.
     #[arg(long)]
     username: Option<String>,
 }
 
 impl Push {
-    /// Pushes the component and says where it went; a reference naming its
-    /// registry needs no cluster.
+    /// Pushes the component and says where it went; a reference naming
+    /// another registry than the cluster's needs no cluster.
     pub async fn run(self) -> Result<()> {
-        let reference = match self.reference {
-            Some(r) if names_a_registry(&r) => normalize(&r)?,
+        let (reference, cluster) = match self.reference {
+            // The cluster, if there is one, only to tell whether the
+            // reference names its registry.
+            Some(r) if names_a_registry(&r) => (normalize(&r)?, self.target.cluster().await.ok()),
             named => {
                 let cluster = self.target.cluster().await?;
                 let name = named.unwrap_or_else(|| stem(&self.file));
-                normalize(&format!("{}/{name}", cluster.server))?
+                let reference = normalize(&format!("{}/{name}", cluster.server))?;
+                (reference, Some(cluster))
             }
         };
         let bytes = std::fs::read(&self.file)
@@ -46,7 +50,14 @@ impl Push {
             password: std::env::var("WASMKUBE_REGISTRY_PASSWORD").unwrap_or_default(),
         });
         let digest = wasmkube_oci::digest(&bytes);
-        upload(bytes, &reference, credentials.as_ref(), &self.file).await?;
+        upload(
+            bytes,
+            &reference,
+            cluster.as_ref(),
+            credentials.as_ref(),
+            &self.file,
+        )
+        .await?;
         println!("pushed {reference} ({digest})");
         Ok(())
     }

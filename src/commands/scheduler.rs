@@ -11,7 +11,7 @@ use wasmkube_scheduler::{Config, Serving};
 
 use super::engine::engine;
 use super::shutdown::closed_on_shutdown;
-use crate::cluster::client;
+use crate::cluster::Cluster;
 
 /// Places pending pods on nodes.
 #[derive(Debug, Args)]
@@ -38,14 +38,15 @@ pub struct Scheduler {
 impl Scheduler {
     /// Schedules until the process is asked to stop.
     pub async fn run(self) -> Result<()> {
+        let cluster = Cluster::find(Some(&self.kubeconfig)).await?;
         let serving = Serving {
             config: Config::read(self.config.as_deref()).map_err(anyhow::Error::msg)?,
             metrics: self.metrics,
             host: PluginHost::new(engine(&self.data_dir, false)?),
             data_dir: self.data_dir,
+            registry: cluster.server,
             elect: self.leader_elect,
         };
-        let client = client(&self.kubeconfig).await?;
-        wasmkube_scheduler::serve(client, serving, closed_on_shutdown()).await
+        wasmkube_scheduler::serve(cluster.client, serving, closed_on_shutdown()).await
     }
 }

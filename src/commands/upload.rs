@@ -7,26 +7,32 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use wasmkube_oci::Credentials;
+use wasmkube_oci::{Credentials, same_registry};
 
 use super::print::mebibytes;
 use crate::cluster::Cluster;
 use crate::exit::Failure;
 
 /// Pushes `bytes` (read from `file`) to `reference`, with a progress bar on a
-/// terminal.
+/// terminal: through the client of `cluster` (with its identity) when the
+/// reference names that cluster's built-in registry, else straight to the
+/// registry with `credentials`.
 pub async fn upload(
     bytes: Vec<u8>,
     reference: &str,
+    cluster: Option<&Cluster>,
     credentials: Option<&Credentials>,
     file: &Path,
 ) -> Result<()> {
     let total = bytes.len() as u64;
     let bar = Progress::new(file.display().to_string(), total);
     let shown = bar.clone();
-    wasmkube_oci::push(bytes, reference, credentials, move |sent| shown.show(sent))
-        .await
-        .map_err(|e| Failure::Refused.because(e))?;
+    let show = move |sent| shown.show(sent);
+    let pushed = match cluster.filter(|c| same_registry(reference, &c.server)) {
+        Some(cluster) => wasmkube_oci::push_via(&cluster.client, bytes, reference, show).await,
+        None => wasmkube_oci::push(bytes, reference, credentials, show).await,
+    };
+    pushed.map_err(|e| Failure::Refused.because(e))?;
     bar.show(total);
     bar.finish();
     Ok(())
@@ -47,7 +53,7 @@ pub async fn image_for(cluster: &Cluster, source: &str, repository: &str) -> Res
     let digest = wasmkube_oci::digest(&bytes);
     let hex = &digest["sha256:".len()..];
     let reference = format!("{}/{repository}:sha256-{}", cluster.server, &hex[..16]);
-    upload(bytes, &reference, None, file).await?;
+    upload(bytes, &reference, Some(cluster), None, file).await?;
     Ok(reference)
 }
 

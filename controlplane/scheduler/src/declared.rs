@@ -10,13 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
-use wasmkube_oci::ImageStore;
 use wasmkube_oci::digest;
 use wasmkube_plugin_host::{Component, PluginHost};
 use wasmkube_types::plugin::{Extension, Plugin, PluginSpec};
 
-use crate::fetch;
 use crate::run::Input;
+use crate::{Images, fetch};
 
 /// How often the files of plugins declared by path are looked at.
 const FILE_CHECK: Duration = Duration::from_secs(2);
@@ -60,7 +59,7 @@ async fn load(
     name: &str,
     spec: &PluginSpec,
     host: &PluginHost,
-    images: &ImageStore,
+    images: &Images,
 ) -> Result<(Component, String), String> {
     let path = spec.source.path.as_deref().map(Path::new);
     let image = spec.source.image.as_deref();
@@ -81,7 +80,7 @@ async fn load(
 pub(crate) async fn watch(
     mut objects: UnboundedReceiver<Input>,
     host: PluginHost,
-    images: ImageStore,
+    images: Images,
     to: Sender<Input>,
 ) {
     let mut seen: HashMap<String, Seen> = HashMap::new();

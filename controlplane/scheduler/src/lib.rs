@@ -33,7 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use wasmkube_oci::{ImageStore, Pulled};
+use kube::Client;
+use wasmkube_oci::{ImageStore, PullError, Pulled, same_registry};
 use wasmkube_plugin_host::{Builtin, Component, Limits, PluginHost, SchedulerPlugin};
 
 pub use config::{Config, DEFAULT_SCHEDULER};
@@ -47,18 +48,51 @@ pub fn default_plugins() -> impl Iterator<Item = &'static Builtin> {
     wasmkube_plugin_host::builtin::SCHEDULING.iter()
 }
 
+/// Where the images of plugins come from: the cluster's own registry through
+/// the scheduler's client (with its identity), any other directly.
+#[derive(Clone)]
+pub struct Images {
+    /// Where pulled images are kept.
+    pub store: ImageStore,
+    /// A client of the API server.
+    pub client: Client,
+    /// `host:port` of the API server, as the clients' URL has it: images
+    /// naming it come from its built-in registry through `client`.
+    pub registry: String,
+}
+
+impl std::fmt::Debug for Images {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images")
+            .field("store", &self.store)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Images {
+    /// Pulls `image` into the store, from the registry it names.
+    async fn pull(&self, image: &str) -> Result<Pulled, PullError> {
+        if same_registry(image, &self.registry) {
+            self.store.pull_via(&self.client, image).await
+        } else {
+            self.store.pull(image, None).await
+        }
+    }
+}
+
 /// The bytes of the plugin `name`: read from `file`, or pulled into `images`
 /// from `image` (exactly one of them).
 pub(crate) async fn fetch(
     name: &str,
     file: Option<&Path>,
     image: Option<&str>,
-    images: &ImageStore,
+    images: &Images,
 ) -> anyhow::Result<Vec<u8>> {
     Ok(match (file, image) {
         (Some(file), None) => std::fs::read(file)
             .with_context(|| format!("plugin {name}: reading {}", file.display()))?,
-        (None, Some(image)) => match images.pull(image, None).await {
+        (None, Some(image)) => match images.pull(image).await {
             Ok(Pulled::Wasm(image)) => std::fs::read(&image.path)?,
             Ok(Pulled::Container(_)) => {
                 bail!("plugin {name}: {image} is a container image, not a component")
@@ -70,7 +104,7 @@ pub(crate) async fn fetch(
 }
 
 /// The bytes of every plugin `config` names beyond the defaults.
-async fn sources(config: &Config, images: &ImageStore) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+async fn sources(config: &Config, images: &Images) -> anyhow::Result<HashMap<String, Vec<u8>>> {
     let mut bytes = HashMap::new();
     for source in &config.plugins {
         let (file, image) = (source.file.as_deref(), source.image.as_deref());
@@ -87,8 +121,9 @@ pub struct Profiles {
     pub frameworks: BTreeMap<String, Framework>,
     /// The plugins' host (its ticker bounds their calls while it lives).
     pub host: PluginHost,
-    /// Where images of plugins declared by Plugin objects are pulled to.
-    pub images: ImageStore,
+    /// Where images of plugins declared by Plugin objects come from and are
+    /// pulled to.
+    pub images: Images,
     /// What the scheduler counts.
     pub metrics: Metrics,
 }
@@ -154,9 +189,8 @@ fn compile_all(
 
 /// Loads `config`'s profiles on `host`: each profile gets its own instance
 /// of each of its plugins, configured with its args. Images of plugins are
-/// pulled under `data_dir`.
-pub async fn load(config: &Config, host: PluginHost, data_dir: &Path) -> anyhow::Result<Profiles> {
-    let images = ImageStore::open(&data_dir.join("plugins"))?;
+/// pulled with `images`.
+pub async fn load(config: &Config, host: PluginHost, images: Images) -> anyhow::Result<Profiles> {
     let bytes = sources(config, &images).await?;
     let config = config.clone();
     tokio::task::spawn_blocking(move || {

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
+use wasmkube_oci::ImageStore;
 use wasmkube_plugin_host::PluginHost;
 
-use crate::{Config, load, run};
+use crate::{Config, Images, load, run};
 
 /// What a scheduler process is told to do.
 #[derive(Debug)]
@@ -24,6 +25,10 @@ pub struct Serving {
     pub host: PluginHost,
     /// Where images of plugins are pulled to.
     pub data_dir: PathBuf,
+    /// `host:port` of the API server, as the clients' URL has it: plugin
+    /// images naming it are pulled from its built-in registry through the
+    /// scheduler's client.
+    pub registry: String,
     /// Whether to schedule only while holding the Lease
     /// `kube-system/kube-scheduler`.
     pub elect: bool,
@@ -42,13 +47,18 @@ pub async fn serve(
         metrics: address,
         host,
         data_dir,
+        registry,
         elect,
     } = serving;
-    let data_dir = data_dir.join("scheduler");
+    let images = Images {
+        store: ImageStore::open(&data_dir.join("scheduler").join("plugins"))?,
+        client: client.clone(),
+        registry,
+    };
     // Compiling the plugins the first time takes seconds: a stop asked
     // meanwhile is not kept waiting.
     let first = tokio::select! {
-        loaded = load(&config, host.clone(), &data_dir) => loaded?,
+        loaded = load(&config, host.clone(), images.clone()) => loaded?,
         () = closed.cancelled() => return Ok(()),
     };
     let metrics = first.metrics.clone();
@@ -73,17 +83,13 @@ pub async fn serve(
     tracing::info!(profiles = ?names, "scheduling");
     let mut first = Some(first);
     let work = |stop| {
-        let (client, config, host, data_dir) = (
-            client.clone(),
-            config.clone(),
-            host.clone(),
-            data_dir.clone(),
-        );
+        let (client, config, host, images) =
+            (client.clone(), config.clone(), host.clone(), images.clone());
         let (loaded, metrics) = (first.take(), metrics.clone());
         async move {
             let profiles = match loaded {
                 Some(profiles) => Ok(profiles),
-                None => load(&config, host, &data_dir).await,
+                None => load(&config, host, images).await,
             };
             let result = match profiles {
                 Ok(mut profiles) => {

@@ -70,6 +70,9 @@ pub enum AgentError {
 #[derive(Clone)]
 pub struct Agent {
     client: Client,
+    /// `host:port` of the API server: images it names come from its built-in
+    /// registry through `client`.
+    registry: String,
     node: String,
     runtime: Arc<Runtime>,
     /// Where pods keep their record, logs and volumes.
@@ -105,9 +108,12 @@ impl Agent {
     /// An agent for node `node`, running pods and network plugins on
     /// `engine`, keeping images and pod data under `data_dir`, giving pods
     /// addresses from `pod_range` unless the Node has a `spec.podCIDR` (by
-    /// default, [`Range::for_node`]).
+    /// default, [`Range::for_node`]). `client` reaches the API server at
+    /// `registry` (`host:port`, as the clients' URL has it), whose built-in
+    /// registry images naming it are pulled from with the client's identity.
     pub fn new(
         client: Client,
+        registry: &str,
         engine: Arc<Engine>,
         node: &str,
         data_dir: &std::path::Path,
@@ -118,6 +124,7 @@ impl Agent {
         raise_open_files();
         Ok(Agent {
             client,
+            registry: registry.to_owned(),
             node: node.to_owned(),
             runtime: Arc::new(Runtime::new(engine.clone(), data_dir)?),
             pods_dir,

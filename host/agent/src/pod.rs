@@ -354,8 +354,8 @@ impl Worker {
         let reference = spec.image.clone().unwrap_or_default();
         let mut pull_backoff = BACKOFF_START;
         let image = loop {
-            let found =
-                pull::image(&self.agent.client, self.agent.runtime.images(), pod, spec).await;
+            let (client, registry) = (&self.agent.client, &self.agent.registry);
+            let found = pull::image(client, registry, self.agent.runtime.images(), pod, spec).await;
             let missing = match found {
                 Ok(image) => break image,
                 Err(missing) => missing,

@@ -1,5 +1,6 @@
 //! Getting a container's image: from the node's store, or pulled from its
-//! registry as `imagePullPolicy` says, with the pod's `imagePullSecrets`. An
+//! registry as `imagePullPolicy` says, with the pod's `imagePullSecrets` (the
+//! cluster's own registry through the agent's client, with its identity). An
 //! OCI container image, or a `runtimeClassName` naming another runtime, is left
 //! for a CRI runtime, which this node does not have yet: the container waits
 //! with reason [`NO_CRI`].
@@ -9,7 +10,9 @@ use k8s_openapi::api::core::v1::{Container as Spec, Pod, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use wasmkube_oci::{Credentials, Image, ImageStore, Pulled, names_a_registry, registry_of};
+use wasmkube_oci::{
+    Credentials, Image, ImageStore, Pulled, names_a_registry, registry_of, same_registry,
+};
 
 /// The waiting reason of a container that needs a CRI runtime.
 pub(crate) const NO_CRI: &str = "CRIRuntimeNotAvailable";
@@ -48,9 +51,11 @@ fn policy(spec: &Spec) -> String {
     }
 }
 
-/// The image of `spec` in `pod`: local, or pulled.
+/// The image of `spec` in `pod`: local, or pulled (through `client` when it
+/// names `registry`, the API server's).
 pub(crate) async fn image(
     client: &Client,
+    registry: &str,
     images: &ImageStore,
     pod: &Pod,
     spec: &Spec,
@@ -87,8 +92,13 @@ pub(crate) async fn image(
             )
         });
     }
-    let credentials = pull_credentials(client, pod, &reference).await;
-    match images.pull(&reference, credentials.as_ref()).await {
+    let pulled = if same_registry(&reference, registry) {
+        images.pull_via(client, &reference).await
+    } else {
+        let credentials = pull_credentials(client, pod, &reference).await;
+        images.pull(&reference, credentials.as_ref()).await
+    };
+    match pulled {
         Ok(Pulled::Wasm(image)) => Ok(image),
         Ok(Pulled::Container(layers)) => Err(missing(
             NO_CRI,

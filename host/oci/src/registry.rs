@@ -8,7 +8,7 @@
 
 use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
@@ -34,7 +34,7 @@ pub enum Pulled {
 /// something.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct PullError(String);
+pub struct PullError(pub(crate) String);
 
 /// Credentials for a registry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,17 +105,8 @@ pub async fn push(
     let failed = |e: oci_client::errors::OciDistributionError| {
         PullError(format!("pushing {reference}: {}", chain(&e)))
     };
-    let digest = crate::digest(&bytes);
-    let config = serde_json::json!({
-        "architecture": "wasm", "os": "wasip2", "layerDigests": [digest],
-    });
-    let config = Config::new(
-        serde_json::to_vec(&config).unwrap_or_default(),
-        "application/vnd.wasm.config.v0+json".into(),
-        None,
-    );
-    let layer = ImageLayer::new(bytes, WASM_LAYERS[0].into(), None);
-    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    let (config, layer, manifest) = artifact(bytes);
+    let digest = manifest.layers[0].digest.clone();
     client
         .store_auth_if_needed(parsed.resolve_registry(), &auth(credentials))
         .await;
@@ -146,6 +137,23 @@ pub async fn push(
         .map_err(failed)
 }
 
+/// The component `bytes` as a Wasm OCI artifact: its config, its one layer,
+/// and the manifest naming both.
+pub(crate) fn artifact(bytes: Vec<u8>) -> (Config, ImageLayer, OciImageManifest) {
+    let digest = crate::digest(&bytes);
+    let config = serde_json::json!({
+        "architecture": "wasm", "os": "wasip2", "layerDigests": [digest],
+    });
+    let config = Config::new(
+        serde_json::to_vec(&config).unwrap_or_default(),
+        "application/vnd.wasm.config.v0+json".into(),
+        None,
+    );
+    let layer = ImageLayer::new(bytes, WASM_LAYERS[0].into(), None);
+    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    (config, layer, manifest)
+}
+
 /// How much of a layer a push hands over at a time.
 const PUSH_CHUNK: usize = 256 * 1024;
 
@@ -170,15 +178,25 @@ impl ImageStore {
                     ))
                 })?;
         let Some(layer) = wasm_layer(&manifest) else {
-            let types = manifest.layers.iter().map(|l| l.media_type.clone());
-            return Ok(Pulled::Container(types.collect()));
+            return Ok(container(&manifest));
         };
         let mut bytes = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
         client
             .pull_blob(&parsed, layer, &mut bytes)
             .await
             .map_err(|e| PullError(format!("pulling {}: {}", layer.digest, chain(&e))))?;
-        let hashed = crate::digest(&bytes);
+        self.keep(reference, layer, &bytes)
+    }
+
+    /// Stores the `bytes` pulled for `layer` of `reference` and tags them
+    /// `reference`, once they hash to the layer's digest.
+    pub(crate) fn keep(
+        &self,
+        reference: &str,
+        layer: &OciDescriptor,
+        bytes: &[u8],
+    ) -> Result<Pulled, PullError> {
+        let hashed = crate::digest(bytes);
         if hashed != layer.digest {
             return Err(PullError(format!(
                 "{reference}: the layer's digest is {} but its bytes hash to {hashed}",
@@ -186,14 +204,14 @@ impl ImageStore {
             )));
         }
         let image = self
-            .add(&bytes, reference, reference)
+            .add(bytes, reference, reference)
             .map_err(|e| PullError(e.to_string()))?;
         Ok(Pulled::Wasm(image))
     }
 }
 
 /// An error with its causes, as `error: cause: cause`.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -206,11 +224,24 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn wasm_layer(manifest: &OciImageManifest) -> Option<&oci_client::manifest::OciDescriptor> {
+/// The layer of `manifest` that carries a Wasm component, if one does.
+pub(crate) fn wasm_layer(manifest: &OciImageManifest) -> Option<&OciDescriptor> {
     manifest
         .layers
         .iter()
         .find(|l| WASM_LAYERS.contains(&l.media_type.as_str()))
+}
+
+/// An image with no Wasm layer: an OCI container image, told by its layers'
+/// media types.
+pub(crate) fn container(manifest: &OciImageManifest) -> Pulled {
+    Pulled::Container(
+        manifest
+            .layers
+            .iter()
+            .map(|l| l.media_type.clone())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
