@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Api, Client, Config};
 use wasmkube_store_etcd::server::EtcdServer;
 
 use common::{Figures, measure, ms};
@@ -47,7 +47,7 @@ struct WatchFigures {
 }
 
 async fn run(server: &Process) -> (Vec<(String, Figures)>, WatchFigures) {
-    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut rows = Vec::new();
     for clients in CLIENTS {

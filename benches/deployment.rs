@@ -72,14 +72,14 @@ fn quiet(args: &[&str]) -> Process {
         .unwrap();
     Process {
         child,
-        url: String::new(),
+        kubeconfig: std::path::PathBuf::new(),
     }
 }
 
 /// A cluster with a scheduler (and the controllers, if asked), the
 /// component compiled by one pod that is then deleted.
 async fn cluster(controllers: bool) -> (Cluster, Process, Option<Process>) {
-    let cluster = Cluster::start("sleep", "sleep", NODE, &[]);
+    let cluster = Cluster::start("sleep", "sleep", NODE, &[]).await;
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
     let data = cluster.kubeconfig.with_file_name("scheduler");
     let scheduler = quiet(&[

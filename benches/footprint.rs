@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::PostParams;
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 
 use processes::Process;
@@ -48,10 +48,6 @@ fn pod(name: &str, node: Option<&str>, idle: Idle) -> Pod {
         }]},
     }))
     .unwrap()
-}
-
-fn client(url: &str) -> Client {
-    Client::try_from(Config::new(url.parse().unwrap())).unwrap()
 }
 
 /// Waits until the node is Ready; when it was seen so.
@@ -134,7 +130,7 @@ async fn up(binary: &Path, data_dir: &Path) -> (Process, Duration, Duration) {
     let started = Instant::now();
     let up = ["up", "--listen", "127.0.0.1:0", "--node-name", "edge-1"];
     let process = Process::start_binary(binary, &up, data_dir);
-    let client = client(&process.url);
+    let client = process.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let first = pod("first", None, Idle::Sleeping);
     // The API may not serve yet: the pod is created as soon as it does.
@@ -183,7 +179,7 @@ async fn main() {
     tokio::time::sleep(QUIET).await;
     let (up_idle, up_cpu) = (process.rss_mib(), process.idle_cpu(QUIET).await);
     let up_breakdown = process.breakdown();
-    idle_pods(&client(&process.url), None, Idle::Sleeping, "idle", PODS).await;
+    idle_pods(&process.client().await, None, Idle::Sleeping, "idle", PODS).await;
     tokio::time::sleep(QUIET).await;
     let up_pods = process.rss_mib();
     stop(process);
@@ -207,7 +203,7 @@ async fn main() {
         kubeconfig.to_str().unwrap(),
     ];
     let agent = Process::start_binary(&binary, &agent_args, &node_dir);
-    let client = client(&server.url);
+    let client = server.client().await;
     ready(&client, "edge-2").await;
     tokio::time::sleep(QUIET).await;
     let (agent_idle, agent_cpu) = (agent.rss_mib(), agent.idle_cpu(QUIET).await);

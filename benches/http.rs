@@ -135,7 +135,8 @@ async fn main() {
         "http-hello",
         NODE,
         &["--pod-cidr", "127.90.0.0/16"],
-    );
+    )
+    .await;
     let (agent, client) = (&cluster.agent, cluster.client.clone());
     let api: Api<Pod> = Api::namespaced(client, "default");
     // The API answers before the agent has registered: creating pods early is

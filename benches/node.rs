@@ -180,7 +180,7 @@ async fn node_ready(client: &Client) {
 
 #[tokio::main]
 async fn main() {
-    let cluster = Cluster::start("sleep", "sleep", NODE, &[]);
+    let cluster = Cluster::start("sleep", "sleep", NODE, &[]).await;
     let (agent, client) = (&cluster.agent, cluster.client.clone());
     node_ready(&client).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");

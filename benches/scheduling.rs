@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
 use serde_json::json;
 use wasmkube_engine::{Engine, Settings};
 use wasmkube_oci::ImageStore;
 use wasmkube_plugin_host::PluginHost;
+use wasmkube_scheduler::Images;
 use wasmkube_scheduler::{DEFAULT_SCHEDULER, Metrics, Profiles};
 
 mod frameworks;
@@ -95,7 +96,7 @@ async fn bound(client: &Client, count: usize) {
 async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
     let dir = tempfile::tempdir().unwrap();
     let server = Process::start(&["server", "--listen", "127.0.0.1:0"], dir.path());
-    let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+    let client = server.client().await;
     create_nodes(&client).await;
     let host = PluginHost::new(Arc::new(
         Engine::start(&Settings::at(&dir.path().join("compiled"))).unwrap(),
@@ -108,7 +109,12 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
         Profiles {
             frameworks,
             host,
-            images: ImageStore::open(&dir.path().join("plugins")).unwrap(),
+            images: Images {
+                store: ImageStore::open(&dir.path().join("plugins")).unwrap(),
+                client: client.clone(),
+                // Its plugins are built in: no image names the server.
+                registry: String::new(),
+            },
             metrics: Metrics::default(),
         },
         closed.clone(),

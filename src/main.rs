@@ -128,6 +128,8 @@ wasmkube store restore cluster.snap --store etcd=http://127.0.0.1:2379"
 }
 
 fn main() -> std::process::ExitCode {
+    // The one TLS provider of the process, for every client and server.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use kube::{Client, Config};
+use kube::Client;
 
 use crate::processes::Process;
 
@@ -28,7 +28,7 @@ impl Cluster {
     /// Builds the examples, imports `examples/wasi/…/<file>.wasm` as
     /// `examples/<name>:1`, and starts the server and the agent of `node` (with
     /// `agent_args` added).
-    pub fn start(file: &str, name: &str, node: &str, agent_args: &[&str]) -> Cluster {
+    pub async fn start(file: &str, name: &str, node: &str, agent_args: &[&str]) -> Cluster {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let built = Command::new(root.join("scripts/build-examples.sh")).status();
         assert!(built.unwrap().success(), "building the examples");
@@ -57,7 +57,7 @@ impl Cluster {
         ];
         args.extend(agent_args);
         let agent = Process::start(&args, &node_dir);
-        let client = Client::try_from(Config::new(server.url.parse().unwrap())).unwrap();
+        let client = server.client().await;
         Cluster {
             _server: server,
             agent,

@@ -2,19 +2,20 @@
 //! killed when dropped.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A `wasmkube` process under measurement, killed when dropped.
 pub struct Process {
     pub child: Child,
-    pub url: String,
+    /// The admin's kubeconfig a server writes in its data dir.
+    pub kubeconfig: PathBuf,
 }
 
 impl Process {
-    /// Runs `wasmkube ARGS` with its data in `data_dir`; `url` is the last word
-    /// of the first line it prints (where it serves).
+    /// Runs `wasmkube ARGS` with its data in `data_dir`, once it has printed
+    /// its first line (where it serves).
     #[allow(
         dead_code,
         reason = "each bench compiles this module; the footprint bench picks its binary"
@@ -37,8 +38,25 @@ impl Process {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         out.read_line(&mut first).unwrap();
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = first.trim().rsplit(' ').next().unwrap().to_owned();
-        Process { child, url }
+        Process {
+            child,
+            kubeconfig: data_dir.join("kubeconfig"),
+        }
+    }
+
+    /// A client of this server as its admin.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; not every bench starts a server"
+    )]
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let parsed = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
     }
 
     /// User plus system CPU time of the process so far.

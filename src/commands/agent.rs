@@ -85,6 +85,11 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The node's name: the one given, else the host's.
+    pub fn name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(host_name)
+    }
+
     /// The node's agent, running its pods on `engine`; `client` reaches the
     /// API server at `registry` (`host:port`, as the clients' URL has it),
     /// whose built-in registry images naming it are pulled from.
@@ -95,7 +100,7 @@ impl NodeArgs {
         engine: Arc<Engine>,
         data_dir: &Path,
     ) -> Result<wasmkube_agent::Agent> {
-        let name = self.node_name.unwrap_or_else(host_name);
+        let name = self.name();
         let mut agent =
             wasmkube_agent::Agent::new(client, registry, engine, &name, data_dir, self.pod_cidr)?;
         if let Some(address) = self.dns_listen {

@@ -33,6 +33,7 @@ mod print;
 pub mod push;
 pub mod run;
 pub mod scheduler;
+mod security;
 pub mod server;
 mod shutdown;
 pub mod store;

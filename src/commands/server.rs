@@ -10,11 +10,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use kube::Client;
-use kube::config::Config as KubeConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::{ApiServer, kubeconfig};
+use wasmkube_apiserver::{ApiServer, Config as ApiConfig, kubeconfig};
 use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
 use wasmkube_scheduler::{Config as SchedulerConfig, Serving};
@@ -22,6 +21,7 @@ use wasmkube_scheduler::{Config as SchedulerConfig, Serving};
 use super::agent::NodeArgs;
 use super::controller_manager::{ControllingArgs, control};
 use super::engine::engine;
+use super::security::{Security, SecurityArgs};
 use super::shutdown::shutdown;
 use super::store::{self, EtcdEndpoints, parse_etcd};
 
@@ -49,7 +49,7 @@ impl Server {
     }
 }
 
-/// Where a server keeps its data and where it serves.
+/// Where a server keeps its data, where it serves and how it secures it.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Where the store file and the kubeconfig are kept.
@@ -65,6 +65,8 @@ pub struct ServerArgs {
     /// Kubernetes API server's flag of the same name) in the store.
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// The scheduler and the controllers, run beside the API server.
@@ -106,31 +108,68 @@ pub async fn serve(
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let mut local = listener.local_addr()?;
+    let closed = CancellationToken::new();
+    let security = Security::prepare(
+        &args.security,
+        &args.data_dir,
+        local,
+        store.clone(),
+        &closed,
+    )
+    .await?;
     if local.ip().is_unspecified() {
         local.set_ip([127, 0, 0, 1].into());
     }
-    let url = format!("http://{local}");
+    let url = format!("https://{local}");
+    // Images naming this server's address are in its built-in registry.
+    let own_registry = local.to_string();
     let config = args.data_dir.join("kubeconfig");
-    kubeconfig::write(&config, &url).context("writing the kubeconfig")?;
+    let admin = security.kubeconfig(&url, ADMIN, &["system:masters"])?;
+    kubeconfig::write(&config, &admin).context("writing the kubeconfig")?;
     announce(&url, local, &config, node.is_some());
-    let api = ApiServer::start(store).await?;
+    let api = ApiServer::start_with(
+        store,
+        ApiConfig {
+            access: security.access.clone(),
+            ..ApiConfig::default()
+        },
+    )
+    .await?;
     let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
         .context("opening the built-in registry")?;
     let router = api.router_with(registry.router());
-    let closed = CancellationToken::new();
-    let client = Client::try_from(KubeConfig::new(url.parse()?))?;
     let engine = match (&control, &node) {
         (None, None) => None,
         _ => Some(engine(&args.data_dir, node.is_some())?),
     };
     let mut leading = Vec::new();
     if let (Some(control), Some(engine)) = (control, &engine) {
-        leading = lead(control, &client, engine, &args.data_dir, elect, &closed)?;
+        let scheduler = security.client(&url, "system:kube-scheduler", &[]).await?;
+        let controllers = security
+            .client(&url, "system:kube-controller-manager", &[])
+            .await?;
+        let clients = Clients {
+            scheduler,
+            controllers,
+        };
+        leading = lead(
+            control,
+            clients,
+            engine,
+            &args.data_dir,
+            elect,
+            &closed,
+            &own_registry,
+        )?;
     }
     let mut node_agent = None;
     if let (Some(node), Some(engine)) = (node, engine) {
+        let name = format!("system:node:{}", node.name());
+        let client = security.client(&url, &name, &["system:nodes"]).await?;
         // Its network plugins compile (once) beside the serving API.
-        let agent = tokio::task::block_in_place(|| node.agent(client, engine, &args.data_dir))?;
+        let agent = tokio::task::block_in_place(|| {
+            node.agent(client, &own_registry, engine, &args.data_dir)
+        })?;
         // The in-process agent serves its endpoint on a free loopback port.
         let endpoint = TcpListener::bind("127.0.0.1:0").await?;
         let closed = closed.clone();
@@ -140,16 +179,16 @@ pub async fn serve(
             }
         }));
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            stopping.await;
-            closed.cancel();
-            // Leaders give their leases up through the API while it serves.
-            let stopped = futures::future::join_all(leading);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await;
-            api.close();
-        })
-        .await?;
+    let stopped = closed.clone();
+    wasmkube_pki::serve(listener, router, security.tls.clone(), async move {
+        stopping.await;
+        stopped.cancel();
+        // Leaders give their leases up through the API while it serves.
+        let stopped = futures::future::join_all(leading);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await;
+        api.close();
+    })
+    .await?;
     // The node's pods stop within their grace periods.
     if let Some(agent) = node_agent {
         let _ = agent.await;
@@ -178,16 +217,27 @@ fn announce(url: &str, local: SocketAddr, config: &Path, node: bool) {
     let _ = out.flush();
 }
 
+/// The cluster's admin, as the kubeconfig a server writes names them.
+const ADMIN: &str = "wasmkube-admin";
+
+/// The clients of the components a control plane runs, each with its own
+/// identity.
+struct Clients {
+    scheduler: Client,
+    controllers: Client,
+}
+
 /// Starts the scheduler and the controllers, each while this process leads
 /// (always, without `elect`), until `closed`. A bad scheduler configuration
 /// stops the start; its plugins compile while the API serves.
 fn lead(
     args: ControlArgs,
-    client: &Client,
+    clients: Clients,
     engine: &Arc<Engine>,
     data_dir: &Path,
     elect: bool,
     closed: &CancellationToken,
+    registry: &str,
 ) -> Result<Vec<JoinHandle<()>>> {
     let config = args.scheduler_config.as_deref();
     let serving = Serving {
@@ -196,14 +246,20 @@ fn lead(
         host: PluginHost::new(engine.clone()),
         data_dir: data_dir.to_owned(),
         elect,
+        registry: registry.to_owned(),
     };
-    let (scheduler_client, closed_too) = (client.clone(), closed.clone());
+    let (scheduler_client, closed_too) = (clients.scheduler, closed.clone());
     let scheduler = tokio::spawn(async move {
         if let Err(e) = wasmkube_scheduler::serve(scheduler_client, serving, closed_too).await {
             tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
         }
     });
     let settings = args.controlling.settings();
-    let controllers = tokio::spawn(control(client.clone(), settings, elect, closed.clone()));
+    let controllers = tokio::spawn(control(
+        clients.controllers,
+        settings,
+        elect,
+        closed.clone(),
+    ));
     Ok(vec![scheduler, controllers])
 }

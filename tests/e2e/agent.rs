@@ -417,7 +417,7 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     let via_proxy = node_dir.join("kubeconfig");
     std::fs::write(
         &via_proxy,
-        kubeconfig.replace(&server.url, &format!("http://{}", proxy.address)),
+        kubeconfig.replace(&server.url, &format!("https://{}", proxy.address)),
     )
     .unwrap();
     let _agent = Agent::start(&via_proxy, "edge-cut", &node_dir);

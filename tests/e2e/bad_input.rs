@@ -1,37 +1,19 @@
 //! Bad requests get the right HTTP code and a metav1 Status a person can act on.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::Value;
 
 use crate::process::Server;
 
-/// One HTTP/1.1 request; returns the status code and the body as JSON.
+/// One request as the cluster's admin; returns the status code and the body
+/// as JSON.
 fn call(
-    url: &str,
+    server: &Server,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let address = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = content_type {
-        request.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    server.call(method, path, content_type, body)
 }
 
 const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"x"}]}}"#;
@@ -53,26 +35,26 @@ fn bad_requests_get_statuses() {
         status
     };
     check(
-        call(&server.url, "POST", pods, json, r#"{"metadata": "#),
+        call(&server, "POST", pods, json, r#"{"metadata": "#),
         400,
         "BadRequest",
         "not valid JSON",
     );
     check(
-        call(&server.url, "POST", pods, yaml, "metadata: [unclosed"),
+        call(&server, "POST", pods, yaml, "metadata: [unclosed"),
         400,
         "BadRequest",
         "not valid YAML",
     );
     check(
-        call(&server.url, "GET", "/api/v1/widgets", None, ""),
+        call(&server, "GET", "/api/v1/widgets", None, ""),
         404,
         "NotFound",
         "could not find the requested resource",
     );
     check(
         call(
-            &server.url,
+            &server,
             "POST",
             "/apis/nope.example.com/v1/things",
             json,
@@ -84,21 +66,21 @@ fn bad_requests_get_statuses() {
     );
     let wrong_version = POD.replace(r#""apiVersion":"v1""#, r#""apiVersion":"apps/v1""#);
     check(
-        call(&server.url, "POST", pods, json, &wrong_version),
+        call(&server, "POST", pods, json, &wrong_version),
         400,
         "BadRequest",
         "the API version in the data (apps/v1) does not match the expected API version (v1)",
     );
     let wrong_kind = POD.replace(r#""kind":"Pod""#, r#""kind":"Service""#);
     check(
-        call(&server.url, "POST", pods, json, &wrong_kind),
+        call(&server, "POST", pods, json, &wrong_kind),
         400,
         "BadRequest",
         "kind in the data (Service)",
     );
     let bad_name = POD.replace(r#""name":"p""#, r#""name":"Not_Valid""#);
     let status = check(
-        call(&server.url, "POST", pods, json, &bad_name),
+        call(&server, "POST", pods, json, &bad_name),
         422,
         "Invalid",
         "metadata.name: Invalid value: \"Not_Valid\"",
@@ -106,7 +88,7 @@ fn bad_requests_get_statuses() {
     assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
     let no_containers = POD.replace(r#""containers":[{"name":"c","image":"x"}]"#, "");
     let status = check(
-        call(&server.url, "POST", pods, json, &no_containers),
+        call(&server, "POST", pods, json, &no_containers),
         422,
         "Invalid",
         "spec.containers: Required value",
@@ -117,7 +99,7 @@ fn bad_requests_get_statuses() {
         "spec":{"containers":[{"name":"c","image":"x"}]}}}}"#;
     check(
         call(
-            &server.url,
+            &server,
             "POST",
             "/apis/apps/v1/namespaces/default/deployments",
             json,
@@ -132,20 +114,20 @@ fn bad_requests_get_statuses() {
         r#""image":"x","ports":[{"containerPort":"eighty"}]"#,
     );
     check(
-        call(&server.url, "POST", pods, json, &bad_field),
+        call(&server, "POST", pods, json, &bad_field),
         400,
         "BadRequest",
         "spec.containers[0].ports[0].containerPort",
     );
     check(
-        call(&server.url, "POST", pods, Some("application/cbor"), "k8s"),
+        call(&server, "POST", pods, Some("application/cbor"), "k8s"),
         415,
         "UnsupportedMediaType",
         "application/json",
     );
     check(
         call(
-            &server.url,
+            &server,
             "POST",
             pods,
             Some("application/vnd.kubernetes.protobuf"),
@@ -157,7 +139,7 @@ fn bad_requests_get_statuses() {
     );
     check(
         call(
-            &server.url,
+            &server,
             "POST",
             "/api/v1/namespaces/missing/pods",
             json,
@@ -168,22 +150,16 @@ fn bad_requests_get_statuses() {
         r#"namespaces "missing" not found"#,
     );
     check(
-        call(
-            &server.url,
-            "PUT",
-            "/api/v1/namespaces/default/pods",
-            json,
-            POD,
-        ),
+        call(&server, "PUT", "/api/v1/namespaces/default/pods", json, POD),
         405,
         "MethodNotAllowed",
         "does not allow",
     );
 
-    let (code, created) = call(&server.url, "POST", pods, json, POD);
+    let (code, created) = call(&server, "POST", pods, json, POD);
     assert_eq!(code, 201);
     check(
-        call(&server.url, "POST", pods, json, POD),
+        call(&server, "POST", pods, json, POD),
         409,
         "AlreadyExists",
         r#"pods "p" already exists"#,
@@ -198,20 +174,20 @@ fn bad_requests_get_statuses() {
         &format!(r#""name":"p","resourceVersion":"{}""#, version - 1),
     );
     check(
-        call(&server.url, "PUT", &format!("{pods}/p"), json, &stale),
+        call(&server, "PUT", &format!("{pods}/p"), json, &stale),
         409,
         "Conflict",
         "the object has been modified",
     );
     check(
-        call(&server.url, "GET", &format!("{pods}/nope"), None, ""),
+        call(&server, "GET", &format!("{pods}/nope"), None, ""),
         404,
         "NotFound",
         r#"pods "nope" not found"#,
     );
     check(
         call(
-            &server.url,
+            &server,
             "GET",
             &format!("{pods}?labelSelector=a%20in%20("),
             None,

@@ -55,7 +55,7 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
     let data = d.join("wasmkube-data");
     import_examples(&data, &[]);
     let server = Server::start(&data);
-    let registry = server.url.trim_start_matches("http://").to_owned();
+    let registry = server.url.trim_start_matches("https://").to_owned();
     let w = |args: &[&str]| wasmkube_in(d, &[], args);
 
     // run: the file goes to the built-in registry, then a Deployment and a

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config};
 
 use wasmkube_store_etcd::server::EtcdServer;
 
@@ -21,16 +21,12 @@ fn config_map(name: &str, tier: &str) -> ConfigMap {
     .unwrap()
 }
 
-fn client(url: &str) -> Client {
-    Client::try_from(Config::new(url.parse().unwrap())).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_creates_lists_and_watches_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let address = format!("127.0.0.1:{}", crate::process::free_port());
     let server = Server::start_at(dir.path(), &address);
-    let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
 
     for (name, tier) in [("a", "front"), ("b", "back"), ("c", "front")] {
         let created = api
@@ -71,7 +67,7 @@ async fn kube_rs_creates_lists_and_watches_across_a_restart() {
     // resumes and sees what is created after.
     assert!(server.stop());
     let server = Server::start_at(dir.path(), &address);
-    let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     api.create(&PostParams::default(), &config_map("after-restart", "x"))
         .await
         .unwrap();
@@ -115,7 +111,7 @@ async fn kube_rs_applies_server_side_on_etcd() {
 /// Server-side apply from kube-rs: create by apply, a conflict between two
 /// managers, and a forced apply that takes the field over.
 async fn applies_server_side(server: Server) {
-    let api: Api<ConfigMap> = Api::namespaced(client(&server.url), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     let config = |value: &str| {
         serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",

@@ -16,6 +16,7 @@ mod proxy;
 mod python;
 mod registry;
 mod scheduler;
+mod security;
 mod server;
 mod services;
 mod workloads;

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The admin's kubeconfig the server wrote.
+    pub kubeconfig: PathBuf,
     _pods: Option<PodRange>,
 }
 
@@ -64,6 +66,11 @@ impl Server {
     /// Starts `wasmkube up` with more arguments.
     pub fn start_up(data_dir: &Path, args: &[&str]) -> Server {
         Server::start_with("up", data_dir, args)
+    }
+
+    /// Starts `wasmkube server` with the embedded store and more arguments.
+    pub fn start_server(data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_with("server", data_dir, args)
     }
 
     /// Starts `wasmkube server` with the embedded store on a given address.
@@ -122,8 +129,42 @@ impl Server {
         Server {
             child,
             url,
+            kubeconfig: data_dir.join("kubeconfig"),
             _pods: pods,
         }
+    }
+
+    /// A client of the server as its admin (the kubeconfig it wrote).
+    pub async fn client(&self) -> kube::Client {
+        client_of(&std::fs::read_to_string(&self.kubeconfig).unwrap()).await
+    }
+
+    /// A client of the server with no credentials: it trusts the server's CA
+    /// and says nothing of who it is.
+    pub async fn anonymous_client(&self) -> kube::Client {
+        let kubeconfig = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let anonymous: String = kubeconfig
+            .lines()
+            .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        client_of(&anonymous.replace("  user:\n", "  user: {}\n")).await
+    }
+
+    /// One request as the admin: the status code and the body as JSON (null
+    /// when it is not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = self.client().await;
+            send(&client, method, path, content_type, body).await
+        })
     }
 
     /// Sends SIGTERM and waits; returns whether it exited cleanly.
@@ -138,6 +179,44 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client of the cluster of a kubeconfig's text.
+pub async fn client_of(kubeconfig: &str) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// One request with `client`: the status code and the body as JSON (null
+/// when it is not JSON).
+pub async fn send(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut request = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let request = request
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let code = response.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        code,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// A running `wasmkube agent`, killed when dropped.

@@ -10,7 +10,7 @@ fn run_script(server: &Server) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/python_client.py");
     let out = Command::new("python3")
         .arg(script)
-        .arg(&server.url)
+        .arg(&server.kubeconfig)
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,18 +1,16 @@
 """Drives a Wasmkube API server with the Python `kubernetes` client.
 
-Usage: python3 python_client.py URL. Exits non-zero, with the failed assertion,
+Usage: python3 python_client.py KUBECONFIG. Exits non-zero, with the failed assertion,
 when the server does not answer as Kubernetes does.
 """
 
 import sys
 import threading
 
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-configuration = client.Configuration()
-configuration.host = sys.argv[1]
-api_client = client.ApiClient(configuration)
+api_client = config.new_client_from_config(config_file=sys.argv[1])
 core = client.CoreV1Api(api_client)
 apps = client.AppsV1Api(api_client)
 NS = "default"

@@ -98,6 +98,41 @@ impl Default for Config {
     }
 }
 
+/// Creates those of `objects` (each with its `apiVersion`, `kind` and name)
+/// that are not stored yet, as the server creates what every cluster has (its
+/// system namespaces, the default roles): with the metadata a create gives.
+/// An object of a kind that is not built in is an error.
+pub async fn create_missing(
+    store: &dyn Store,
+    objects: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    for object in objects {
+        let (group, version) = match object["apiVersion"].as_str().unwrap_or("").split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", object["apiVersion"].as_str().unwrap_or("")),
+        };
+        let kind = object["kind"].as_str().unwrap_or("");
+        let resource = by_kind(group, version, kind).ok_or_else(|| {
+            StoreError::Unavailable(format!("{group}/{version} {kind} is not served"))
+        })?;
+        let mut object = object.clone();
+        objects::prepare_new(resource, &mut object);
+        let name = objects::name(&object).unwrap_or("");
+        let namespace = objects::meta_str(&object, "namespace");
+        let Some(key) = resource.storage_key(namespace, name) else {
+            continue;
+        };
+        match store
+            .create(&key, Bytes::from(object.to_string()), None)
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiServer").finish_non_exhaustive()
@@ -118,24 +153,13 @@ impl ApiServer {
         store: Arc<dyn Store>,
         config: Config,
     ) -> Result<ApiServer, StoreError> {
-        let namespaces = by_kind("", "v1", "Namespace").expect("namespaces are served");
-        for name in SYSTEM_NAMESPACES {
-            let mut namespace = json!({
+        let namespaces = SYSTEM_NAMESPACES.map(|name| {
+            json!({
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
-            });
-            objects::prepare_new(namespaces, &mut namespace);
-            let key = namespaces
-                .storage_key(None, name)
-                .expect("namespaces are stored");
-            match store
-                .create(&key, Bytes::from(namespace.to_string()), None)
-                .await
-            {
-                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
+            })
+        });
+        create_missing(store.as_ref(), &namespaces).await?;
         let closing = CancellationToken::new();
         let server = ApiServer {
             cache: WatchCache::start(store.clone(), closing.clone()).await?,
@@ -156,7 +180,9 @@ impl ApiServer {
         crd::follow(server.clone(), server.closing.clone())
             .await
             .map_err(|e| StoreError::Unavailable(e.message))?;
-        let root = namespaces.storage_root().expect("namespaces are stored");
+        let root = by_kind("", "v1", "Namespace")
+            .and_then(|r| r.storage_root())
+            .expect("namespaces are stored");
         for kv in server
             .store
             .list(&root, &ListOptions::default())

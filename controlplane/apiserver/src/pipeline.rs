@@ -90,6 +90,10 @@ pub(crate) async fn authenticate(
         Ok(user) => user,
         Err(e) => return unauthorized(&parts, e),
     };
+    let user = match server.impersonated(user, &parts).await {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
     let path = parts.uri.path();
     if access.anonymous == AnonymousAccess::PublicPaths
         && user == UserInfo::anonymous()
@@ -122,6 +126,136 @@ fn unauthorized(parts: &Parts, error: ApiError) -> Response {
         );
     }
     response
+}
+
+/// The headers a client impersonates another user with, as Kubernetes names them.
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATE_EXTRA: &str = "impersonate-extra-";
+
+impl ApiServer {
+    /// The user a request acts as: the one who sent it, or the one it
+    /// impersonates (`kubectl --as`, `--as-group`) if they may, each asked of
+    /// the authorizer as Kubernetes asks: `impersonate` on `users`,
+    /// `serviceaccounts`, `groups`, `uids` or `userextras/<key>`.
+    async fn impersonated(&self, user: UserInfo, parts: &Parts) -> ApiResult<UserInfo> {
+        let headers = &parts.headers;
+        let values = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        };
+        let name = values(IMPERSONATE_USER).into_iter().next();
+        let groups = values(IMPERSONATE_GROUP);
+        let uid = values(IMPERSONATE_UID).into_iter().next();
+        let mut extra = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (header, value) in headers {
+            if let Some(key) = header.as_str().strip_prefix(IMPERSONATE_EXTRA)
+                && let Ok(value) = value.to_str()
+            {
+                let key = percent_decode(key);
+                extra.entry(key).or_default().push(value.to_owned());
+            }
+        }
+        let Some(name) = name else {
+            if groups.is_empty() && uid.is_none() && extra.is_empty() {
+                return Ok(user);
+            }
+            return Err(ApiError::bad_request(
+                "requested [Impersonate-Group and Impersonate-Extra] without impersonating a user",
+            ));
+        };
+        let ask = |group: &str, resource: &str, namespace: &str, name: &str| Attributes {
+            user: user.clone(),
+            verb: "impersonate".into(),
+            resource: Some(crate::access::ResourceAttributes {
+                group: group.into(),
+                version: String::new(),
+                resource: resource.into(),
+                subresource: String::new(),
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
+            path: parts.uri.path().into(),
+        };
+        let mut asks = Vec::new();
+        let mut as_user = UserInfo {
+            name: name.clone(),
+            uid: uid.clone().unwrap_or_default(),
+            groups: groups.clone(),
+            extra: extra.clone(),
+        };
+        match name
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            Some((namespace, account)) => {
+                asks.push(ask("", "serviceaccounts", namespace, account));
+                for group in [
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{namespace}"),
+                ] {
+                    if !as_user.groups.contains(&group) {
+                        as_user.groups.push(group);
+                    }
+                }
+            }
+            None => asks.push(ask("", "users", "", &name)),
+        }
+        for group in &groups {
+            asks.push(ask("", "groups", "", group));
+        }
+        if let Some(uid) = &uid {
+            asks.push(ask("authentication.k8s.io", "uids", "", uid));
+        }
+        for (key, values) in &extra {
+            for value in values {
+                asks.push(ask(
+                    "authentication.k8s.io",
+                    &format!("userextras/{key}"),
+                    "",
+                    value,
+                ));
+            }
+        }
+        for attributes in &asks {
+            self.authorize(attributes).await?;
+        }
+        let joined = if name == UserInfo::anonymous().name {
+            "system:unauthenticated"
+        } else {
+            crate::access::AUTHENTICATED
+        };
+        if !as_user.groups.iter().any(|g| g == joined) {
+            as_user.groups.push(joined.into());
+        }
+        Ok(as_user)
+    }
+}
+
+/// A header name's percent-encoded part, decoded (extra keys may hold any
+/// character).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The user the first stage found for a request.

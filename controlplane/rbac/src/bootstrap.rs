@@ -770,6 +770,59 @@ fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     ]
 }
 
+/// The paths of the built-in OCI registry, which serves on the API server's
+/// listener.
+const REGISTRY: &[&str] = &["/v2", "/v2/*"];
+/// Pulling from it: the distribution API's reads.
+const PULL: &[&str] = &["get", "head"];
+
+/// What Wasmkube's own components need beyond Kubernetes' roles: the
+/// scheduler reads its Wasm plugins (and writes their status) and the
+/// PriorityClasses it orders pods by; a node's agent is also its service
+/// proxy, DNS server and ingress; every identity of the cluster may pull from
+/// the built-in registry, and `wasmkube:registry-pusher` (bound to no one by
+/// default; cluster-admin holds it through `*`) may push and delete.
+fn wasmkube_roles() -> Vec<ClusterRole> {
+    vec![
+        cluster_role(
+            "wasmkube:kube-scheduler",
+            vec![
+                rule(READ, &["wasmkube.io"], &["plugins"]),
+                rule(&["update", "patch"], &["wasmkube.io"], &["plugins/status"]),
+                rule(READ, &["scheduling.k8s.io"], &["priorityclasses"]),
+            ],
+        ),
+        cluster_role(
+            "wasmkube:node",
+            vec![
+                rule(READ, &[NETWORKING], &["ingresses", "ingressclasses"]),
+                rule(&["update", "patch"], &[NETWORKING], &["ingresses/status"]),
+            ],
+        ),
+        cluster_role("wasmkube:registry-puller", vec![urls(PULL, REGISTRY)]),
+        cluster_role(
+            "wasmkube:registry-pusher",
+            vec![urls(
+                &["get", "head", "post", "put", "patch", "delete"],
+                REGISTRY,
+            )],
+        ),
+    ]
+}
+
+/// The bindings of Wasmkube's own roles.
+fn wasmkube_role_bindings() -> Vec<ClusterRoleBinding> {
+    use Who::*;
+    let mut node_proxier = cluster_binding("system:node-proxier", &[Group("system:nodes")]);
+    node_proxier.metadata.name = Some("wasmkube:node-proxier".into());
+    vec![
+        cluster_binding("wasmkube:kube-scheduler", &[User(SCHEDULER)]),
+        cluster_binding("wasmkube:node", &[Group("system:nodes")]),
+        node_proxier,
+        cluster_binding("wasmkube:registry-puller", &[Group("system:authenticated")]),
+    ]
+}
+
 /// The roles of the controllers this project runs, each named
 /// `system:controller:<its ServiceAccount>`.
 fn controller_roles() -> Vec<ClusterRole> {
@@ -1192,8 +1245,10 @@ fn to_value<T: serde::Serialize>(object: T) -> Value {
 /// then the Roles and RoleBindings of `kube-system` and `kube-public`.
 pub fn bootstrap() -> Vec<Value> {
     let mut roles = cluster_roles();
+    roles.extend(wasmkube_roles());
     let controllers = controller_roles();
     let mut bindings = cluster_role_bindings();
+    bindings.extend(wasmkube_role_bindings());
     bindings.extend(controller_role_bindings(&controllers));
     roles.extend(controllers);
     settle(&mut roles);

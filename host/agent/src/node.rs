@@ -176,7 +176,7 @@ pub(crate) async fn renew_lease(client: Client, name: String, closing: Cancellat
 /// marks a node it has not heard from Unknown, and an agent heard again is
 /// ready.
 async fn ready_again(nodes: &Api<Node>, name: &str) -> Result<(), kube::Error> {
-    let node = nodes.get_status(name).await?;
+    let node = nodes.get(name).await?;
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
     if conditions
         .iter()
