@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wasmkube_store_etcd::server::EtcdServer;
 
-use crate::agent::{eventually, http_get, import_examples};
+use crate::agent::{eventually, http_get, import_examples, kubectl};
 use crate::process::Server;
 
 /// `wasmkube ARGS` in `cwd` with `env`, and nothing of the test's own
@@ -287,13 +287,66 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
     // skopeo, a second client of the registry: it reads what `push` wrote,
     // and what it pushes runs.
     let copy = format!("dir:{}", d.join("copy").display());
+    // The registry speaks TLS with the cluster's CA and wants an identity:
+    // a ServiceAccount token as the password. Anyone of the cluster pulls;
+    // pushing takes `wasmkube:registry-pusher`.
+    let certs = d.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
+    let certs = certs.to_str().unwrap();
+    let k = |args: &[&str]| kubectl(&data, args);
+    k(&["create", "serviceaccount", "pusher"]);
+    k(&["create", "serviceaccount", "reader"]);
+    k(&[
+        "create",
+        "clusterrolebinding",
+        "pusher",
+        "--clusterrole=wasmkube:registry-pusher",
+        "--serviceaccount=default:pusher",
+    ]);
+    let creds = |account: &str| {
+        let token = k(&["create", "token", account]);
+        format!("{account}:{}", token.trim())
+    };
+    let (pusher, reader) = (creds("pusher"), creds("reader"));
     let source = format!("docker://{registry}/greeter:1");
-    skopeo(&["copy", "--src-tls-verify=false", &source, &copy]);
+    let anonymous = skopeo_says(&["copy", "--src-cert-dir", certs, &source, &copy]);
+    assert!(anonymous.contains("authentication required"), "{anonymous}");
+    skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        &reader,
+        &source,
+        &copy,
+    ]);
     let target = format!("docker://{registry}/copied/greeter:2");
-    skopeo(&["copy", "--dest-tls-verify=false", &copy, &target]);
+    let refused = skopeo_says(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        &reader,
+        &copy,
+        &target,
+    ]);
+    assert!(refused.contains("StatusCode: 403"), "{refused}");
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        &pusher,
+        &copy,
+        &target,
+    ]);
     let tags = skopeo(&[
         "list-tags",
-        "--tls-verify=false",
+        "--cert-dir",
+        certs,
+        "--creds",
+        &reader,
         &format!("docker://{registry}/copied/greeter"),
     ]);
     assert!(tags.contains("\"2\""), "{tags}");
@@ -320,13 +373,24 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
 
 /// skopeo, which must succeed; its output.
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
+    let out = skopeo_run(args);
+    assert!(out.status.success(), "skopeo {args:?}: {}", said(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// skopeo, which must fail; what it said.
+fn skopeo_says(args: &[&str]) -> String {
+    let out = skopeo_run(args);
+    assert!(!out.status.success(), "skopeo {args:?} succeeded");
+    said(&out)
+}
+
+fn skopeo_run(args: &[&str]) -> Output {
+    Command::new("skopeo")
         .args(["--insecure-policy"])
         .args(args)
         .output()
-        .expect("skopeo runs (scripts/install-deps.sh installs it)");
-    assert!(out.status.success(), "skopeo {args:?}: {}", said(&out));
-    String::from_utf8(out.stdout).unwrap()
+        .expect("skopeo runs (scripts/install-deps.sh installs it)")
 }
 
 #[test]

@@ -795,7 +795,12 @@ fn wasmkube_roles() -> Vec<ClusterRole> {
         cluster_role(
             "wasmkube:node",
             vec![
-                rule(READ, &[NETWORKING], &["ingresses", "ingressclasses"]),
+                rule(READ, &[NETWORKING], &["ingresses"]),
+                rule(
+                    &["get", "list", "watch", "create"],
+                    &[NETWORKING],
+                    &["ingressclasses"],
+                ),
                 rule(&["update", "patch"], &[NETWORKING], &["ingresses/status"]),
             ],
         ),
