@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container as Spec, DownwardAPIVolumeSource, Pod, ResourceFieldSelector, Secret,
+    ConfigMap, Container as Spec, DownwardAPIVolumeSource, KeyToPath, Pod, ResourceFieldSelector,
+    Secret,
 };
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -27,10 +28,18 @@ async fn config_map(
     namespace: &str,
     name: &str,
 ) -> Result<BTreeMap<String, String>, String> {
+    let found = config_map_opt(client, namespace, name).await?;
+    found.ok_or_else(|| format!("configmap {name:?} not found"))
+}
+
+async fn config_map_opt(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
-    let map = found.ok_or_else(|| format!("configmap {name:?} not found"))?;
-    Ok(map.data.unwrap_or_default())
+    Ok(found.map(|map| map.data.unwrap_or_default()))
 }
 
 async fn secret(
@@ -38,19 +47,76 @@ async fn secret(
     namespace: &str,
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let found = secret_opt(client, namespace, name).await?;
+    found.ok_or_else(|| format!("secret {name:?} not found"))
+}
+
+async fn secret_opt(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
-    let secret = found.ok_or_else(|| format!("secret {name:?} not found"))?;
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
+    Ok(found.map(|secret| {
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        data
+    }))
+}
+
+/// The mode of a volume's files when its `defaultMode` says none, as
+/// Kubernetes has it (0644).
+const DEFAULT_MODE: i32 = 0o644;
+
+/// A file of a volume: its path in the volume, its bytes and its mode.
+type File = (String, Vec<u8>, u32);
+
+/// The files a configMap or secret volume projects from `data` (the object
+/// named `name`, `None` when it does not exist), as Kubernetes projects them:
+/// every key at its own name, or only the `items` listed, each at its
+/// `path`, with its `mode` or the volume's `defaultMode`. A missing object or
+/// listed key is an error unless the volume is `optional`.
+fn projected(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    optional: Option<bool>,
+    what: &str,
+    name: &str,
+) -> Result<Vec<File>, String> {
+    let optional = optional == Some(true);
+    let mode = |m: Option<i32>| (m.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+    let Some(mut data) = data else {
+        return match optional {
+            true => Ok(Vec::new()),
+            false => Err(format!("{what} {name:?} not found")),
+        };
+    };
+    let Some(items) = items.filter(|items| !items.is_empty()) else {
+        return Ok(data.into_iter().map(|(k, v)| (k, v, mode(None))).collect());
+    };
+    let mut files = Vec::new();
+    for item in items {
+        match data.remove(&item.key) {
+            Some(bytes) => files.push((item.path.clone(), bytes, mode(item.mode))),
+            None if optional => {}
+            None => {
+                return Err(format!(
+                    "configured key {:?} not found in {what} {name:?}",
+                    item.key
+                ));
+            }
+        }
     }
-    Ok(data)
+    Ok(files)
 }
 
 /// The addresses of a pod and of its node.
@@ -195,14 +261,17 @@ pub(crate) async fn environment(
     Ok(env)
 }
 
-/// Writes `files` (path in the volume, bytes) under `dir`; a path may have
-/// directories but may not leave the volume.
-fn write_files(
-    dir: &Path,
-    files: impl IntoIterator<Item = (String, Vec<u8>)>,
-) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    for (name, bytes) in files {
+/// Writes `files` (path in the volume, bytes, mode) under `dir`, which only
+/// the agent may enter; a path may have directories but may not leave the
+/// volume.
+fn write_files(dir: &Path, files: impl IntoIterator<Item = File>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())?;
+    for (name, bytes, mode) in files {
         let escapes = name.starts_with('/') || name.split('/').any(|p| p == ".." || p.is_empty());
         if escapes || name.starts_with('.') {
             return Err(format!("{name:?} cannot be a file name in a volume"));
@@ -211,7 +280,9 @@ fn write_files(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+        std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -222,7 +293,7 @@ fn downward_files(
     pod: &Pod,
     source: &DownwardAPIVolumeSource,
     ips: &Ips,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+) -> Result<Vec<File>, String> {
     source
         .items
         .iter()
@@ -249,7 +320,8 @@ fn downward_files(
                     return Err(format!("downwardAPI item {:?} has no source", item.path));
                 }
             };
-            Ok((item.path.clone(), value.into_bytes()))
+            let mode = item.mode.or(source.default_mode).unwrap_or(DEFAULT_MODE) & 0o777;
+            Ok((item.path.clone(), value.into_bytes(), mode as u32))
         })
         .collect()
 }
@@ -278,12 +350,25 @@ pub(crate) async fn volumes(
             }
             (path, false)
         } else if let Some(source) = &volume.config_map {
-            let data = config_map(client, &namespace, &source.name).await?;
-            write_files(&own, data.into_iter().map(|(k, v)| (k, v.into_bytes())))?;
+            let data = config_map_opt(client, &namespace, &source.name).await?;
+            let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
+            let (items, mode) = (source.items.as_ref(), source.default_mode);
+            let files = projected(
+                data,
+                items,
+                mode,
+                source.optional,
+                "configmap",
+                &source.name,
+            )?;
+            write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.secret {
             let name = source.secret_name.clone().unwrap_or_default();
-            write_files(&own, secret(client, &namespace, &name).await?)?;
+            let data = secret_opt(client, &namespace, &name).await?;
+            let (items, mode) = (source.items.as_ref(), source.default_mode);
+            let files = projected(data, items, mode, source.optional, "secret", &name)?;
+            write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.downward_api {
             write_files(&own, downward_files(pod, source, ips)?)?;
@@ -350,7 +435,7 @@ mod tests {
         let files: HashMap<String, String> = downward_files(&pod, &source, &ips)
             .unwrap()
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+            .map(|(k, v, _)| (k, String::from_utf8(v).unwrap()))
             .collect();
         assert_eq!(files["name"], "p");
         assert_eq!(files["meta/labels"], "app=\"web\"\ntier=\"edge\"\n");
@@ -364,5 +449,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = downward_files(&pod, &escape, &ips).unwrap();
         assert!(write_files(dir.path(), files).is_err());
+    }
+
+    #[test]
+    fn items_and_modes_project_as_kubernetes_projects_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = || {
+            Some(BTreeMap::from([
+                ("user".to_owned(), b"admin".to_vec()),
+                ("password".to_owned(), b"s3cret".to_vec()),
+            ]))
+        };
+        let items: Vec<KeyToPath> = serde_json::from_value(serde_json::json!([
+            {"key": "password", "path": "db/password", "mode": 0o400},
+            {"key": "user", "path": "db/user"},
+        ]))
+        .unwrap();
+        let mut all = projected(data(), None, None, None, "secret", "s").unwrap();
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                ("password".to_owned(), b"s3cret".to_vec(), 0o644),
+                ("user".to_owned(), b"admin".to_vec(), 0o644),
+            ]
+        );
+        let listed = projected(data(), Some(&items), Some(0o440), None, "secret", "s").unwrap();
+        assert_eq!(
+            listed,
+            [
+                ("db/password".to_owned(), b"s3cret".to_vec(), 0o400),
+                ("db/user".to_owned(), b"admin".to_vec(), 0o440),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("v");
+        write_files(&volume, listed).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&volume), 0o700);
+        assert_eq!(mode(&volume.join("db/password")), 0o400);
+        assert_eq!(mode(&volume.join("db/user")), 0o440);
+
+        let wrong: Vec<KeyToPath> =
+            serde_json::from_value(serde_json::json!([{"key": "token", "path": "t"}])).unwrap();
+        let missing = projected(data(), Some(&wrong), None, None, "secret", "s").unwrap_err();
+        assert_eq!(missing, r#"configured key "token" not found in secret "s""#);
+        assert!(
+            projected(data(), Some(&wrong), None, Some(true), "secret", "s")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(projected(None, None, None, None, "secret", "s").is_err());
+        assert!(
+            projected(None, None, None, Some(true), "secret", "s")
+                .unwrap()
+                .is_empty()
+        );
     }
 }
