@@ -11,8 +11,8 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use ring::rand::SecureRandom as _;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateSigningRequestDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
@@ -20,6 +20,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::der::{self, Names};
 use crate::files::{self, ensure_private_dir, write_private, write_public};
+use crate::request::request_der;
 use crate::x509::{certificate_der, pin_of_key, subject_of, to_pem, with_certificate};
 use crate::{Error, Result};
 
@@ -251,8 +252,7 @@ impl Ca {
     /// subject alternative names, and gets the `usage` and `validity` chosen
     /// here, whatever the request asked for. Returns the certificate, PEM.
     pub fn sign_csr(&self, csr_pem: &str, usage: Usage, validity: Duration) -> Result<String> {
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| Error::BadRequest(format!("no PEM CERTIFICATE REQUEST: {e}")))?;
+        let der = request_der(csr_pem)?;
         let request = CertificateSigningRequestParams::from_der(&der).map_err(refused)?;
         let (_, parsed) = X509CertificationRequest::from_der(&der)
             .map_err(|e| Error::BadRequest(format!("malformed request: {e}")))?;
@@ -384,7 +384,7 @@ fn key_pair(key_pem: &str) -> Result<KeyPair> {
 }
 
 /// Why a certificate signing request is refused.
-fn refused(e: rcgen::Error) -> Error {
+pub(crate) fn refused(e: rcgen::Error) -> Error {
     let why = match e {
         rcgen::Error::CouldNotParseCertificationRequest => "malformed request".to_string(),
         rcgen::Error::InvalidCertificationRequestSignature => {

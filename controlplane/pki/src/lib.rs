@@ -6,7 +6,8 @@
 //! groups, serving certificates for names and addresses, and certificates for
 //! PKCS#10 requests such as the ones nodes send through
 //! CertificateSigningRequests), reading an [`Identity`] back from a
-//! certificate, writing keys to disk, and the TLS side of serving and calling:
+//! certificate and what a request asks for ([`certificate_request`]),
+//! writing keys to disk, and the TLS side of serving and calling:
 //! [`server_config`], [`client_config`] and [`serve`], an accept loop for an
 //! axum router that hands every request the client's verified certificates
 //! ([`PeerCertificates`]).
@@ -24,6 +25,7 @@ mod ca;
 mod der;
 mod files;
 mod keys;
+mod request;
 mod serve;
 mod tls;
 mod x509;
@@ -34,6 +36,7 @@ use std::path::PathBuf;
 pub use ca::{CA_VALIDITY, Ca, Issued, LEAF_VALIDITY, Profile, Usage, csr};
 pub use files::{ensure_private_dir, write_private};
 pub use keys::{KeyPem, key_pair_load_or_create, key_pair_of};
+pub use request::{CertificateRequest, certificate_request};
 pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
 pub use tls::{client_config, server_config};
 pub use x509::{Identity, identity, pin_of};

@@ -19,6 +19,8 @@ pub struct Identity {
     pub common_name: String,
     /// The subject's organizations, in the certificate's order.
     pub organizations: Vec<String>,
+    /// The start of the certificate's validity.
+    pub not_before: SystemTime,
     /// The end of the certificate's validity.
     pub not_after: SystemTime,
 }
@@ -31,6 +33,7 @@ pub fn identity(cert: impl AsRef<[u8]>) -> Result<Identity> {
         Ok(Identity {
             common_name,
             organizations,
+            not_before: cert.validity().not_before.to_datetime().into(),
             not_after: cert.validity().not_after.to_datetime().into(),
         })
     })
