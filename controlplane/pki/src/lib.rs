@@ -38,7 +38,9 @@ pub use files::{ensure_private_dir, write_private};
 pub use keys::{KeyPem, key_pair_load_or_create, key_pair_of};
 pub use request::{CertificateRequest, certificate_request};
 pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
-pub use tls::{client_config, server_config};
+pub use tls::{
+    ServingCertificate, client_config, server_config, server_config_with, verify_serving,
+};
 pub use x509::{Identity, identity, pin_of};
 
 /// What can go wrong with certificates, keys and TLS configurations.
@@ -79,8 +81,8 @@ pub enum Error {
     /// a key that does not belong to its certificate).
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
-    /// The verifier of client certificates could not be built.
-    #[error("client certificate verifier: {0}")]
+    /// A verifier of certificates could not be built.
+    #[error("certificate verifier: {0}")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 

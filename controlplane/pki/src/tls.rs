@@ -1,12 +1,15 @@
 //! rustls configurations for serving and calling within the cluster, with the
 //! ring provider given to each.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::{Error, Result};
@@ -30,6 +33,65 @@ pub fn server_config(
     key_pem: &str,
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<ServerConfig>> {
+    let certificate = ServingCertificate::new(cert_chain_pem, key_pem)?;
+    server_config_with(Arc::new(certificate), client_ca_pem)
+}
+
+/// A serving certificate that can be replaced while it serves (renewed before
+/// it expires): each handshake presents the one set last. A server
+/// configuration presents it when made by [`server_config_with`].
+#[derive(Debug)]
+pub struct ServingCertificate(RwLock<Arc<CertifiedKey>>);
+
+impl ServingCertificate {
+    /// The certificate (chain) `cert_chain_pem` with its key `key_pem`, as
+    /// [`server_config`] takes them.
+    pub fn new(cert_chain_pem: &str, key_pem: &str) -> Result<ServingCertificate> {
+        Ok(ServingCertificate(RwLock::new(certified_key(
+            cert_chain_pem,
+            key_pem,
+        )?)))
+    }
+
+    /// Presents `cert_chain_pem` with `key_pem` from the next handshake on;
+    /// on an error the certificate presented so far stays.
+    pub fn replace(&self, cert_chain_pem: &str, key_pem: &str) -> Result<()> {
+        let key = certified_key(cert_chain_pem, key_pem)?;
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(current.clone())
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>> {
+    let key = CertifiedKey::from_der(
+        certificates(cert_chain_pem)?,
+        private_key(key_pem)?,
+        &provider(),
+    )
+    .map_err(Error::Tls)?;
+    Ok(Arc::new(key))
+}
+
+/// A server configuration as [`server_config`] makes one, presenting
+/// `certificate` as it is at each handshake.
+pub fn server_config_with(
+    certificate: Arc<ServingCertificate>,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<ServerConfig>> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -44,11 +106,29 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certificates(cert_chain_pem)?, private_key(key_pem)?)
-        .map_err(Error::Tls)?;
+    let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![HTTP_1_1.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Checks that `cert_chain_pem` is what a client trusting only the CA
+/// certificates in `ca_pem` accepts now from a server under each of `names`
+/// (DNS names or IP addresses): signed by that CA, valid now, for serving,
+/// and naming every one of them. [`Error::Tls`] says what is wrong.
+pub fn verify_serving(ca_pem: &str, cert_chain_pem: &str, names: &[&str]) -> Result<()> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(Error::Verifier)?;
+    let chain = certificates(cert_chain_pem)?;
+    let (leaf, intermediates) = chain.split_first().expect("at least one certificate");
+    for name in names {
+        let server_name = ServerName::try_from(*name)
+            .map_err(|_| Error::BadProfile(format!("{name:?} is not a DNS name or an address")))?;
+        verifier
+            .verify_server_cert(leaf, intermediates, &server_name, &[], UnixTime::now())
+            .map_err(Error::Tls)?;
+    }
+    Ok(())
 }
 
 /// A client configuration trusting only the CA certificates in `ca_pem`,
@@ -236,6 +316,60 @@ mod tests {
         assert!(matches!(
             client_config(ca.cert_pem(), Some((&a.cert_pem, "no key"))),
             Err(Error::BadKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_serving_certificate_is_replaced_while_it_serves() {
+        let ca = ca();
+        let a = ca
+            .issue(&Profile::server("a", &["a.example"], &[]))
+            .unwrap();
+        let b = ca
+            .issue(&Profile::server("b", &["b.example"], &[]))
+            .unwrap();
+        let certificate = Arc::new(ServingCertificate::new(&a.cert_pem, &a.key_pem).unwrap());
+        let server = server_config_with(certificate.clone(), None).unwrap();
+        // A new client each time: one that resumed a session would not look
+        // at the certificate again.
+        let client = || client_config(ca.cert_pem(), None).unwrap();
+        assert_eq!(handshake(client(), server.clone(), "a.example"), Ok(None));
+        assert!(matches!(
+            certificate.replace(&b.cert_pem, &a.key_pem),
+            Err(Error::Tls(_))
+        ));
+        assert_eq!(handshake(client(), server.clone(), "a.example"), Ok(None));
+        certificate.replace(&b.cert_pem, &b.key_pem).unwrap();
+        assert!(handshake(client(), server.clone(), "a.example").is_err());
+        assert_eq!(handshake(client(), server, "b.example"), Ok(None));
+    }
+
+    #[test]
+    fn serving_certificates_are_verified_for_every_name() {
+        let ca = ca();
+        let ips = [
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
+            Ipv4Addr::LOCALHOST.into(),
+        ];
+        let node = ca.issue(&Profile::server("n", &["node-1"], &ips)).unwrap();
+        verify_serving(
+            ca.cert_pem(),
+            &node.cert_pem,
+            &["node-1", "10.0.0.5", "127.0.0.1"],
+        )
+        .unwrap();
+        for names in [&["node-1", "10.0.0.6"][..], &["node-2"]] {
+            let err = verify_serving(ca.cert_pem(), &node.cert_pem, names).unwrap_err();
+            assert!(matches!(err, Error::Tls(_)), "{names:?}: {err}");
+        }
+        let other = self::ca();
+        let err = verify_serving(other.cert_pem(), &node.cert_pem, &["node-1"]).unwrap_err();
+        assert!(matches!(err, Error::Tls(_)), "{err}");
+        let client = ca.issue(&Profile::client("node-1", &[])).unwrap();
+        assert!(verify_serving(ca.cert_pem(), &client.cert_pem, &["node-1"]).is_err());
+        assert!(matches!(
+            verify_serving(ca.cert_pem(), &node.cert_pem, &["not a name"]),
+            Err(Error::BadProfile(_))
         ));
     }
 
