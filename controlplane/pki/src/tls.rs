@@ -41,16 +41,21 @@ pub fn server_config(
 /// it expires): each handshake presents the one set last. A server
 /// configuration presents it when made by [`server_config_with`].
 #[derive(Debug)]
-pub struct ServingCertificate(RwLock<Arc<CertifiedKey>>);
+pub struct ServingCertificate(RwLock<Option<Arc<CertifiedKey>>>);
 
 impl ServingCertificate {
     /// The certificate (chain) `cert_chain_pem` with its key `key_pem`, as
     /// [`server_config`] takes them.
     pub fn new(cert_chain_pem: &str, key_pem: &str) -> Result<ServingCertificate> {
-        Ok(ServingCertificate(RwLock::new(certified_key(
-            cert_chain_pem,
-            key_pem,
-        )?)))
+        let key = certified_key(cert_chain_pem, key_pem)?;
+        Ok(ServingCertificate(RwLock::new(Some(key))))
+    }
+
+    /// A certificate still to come: until one is set with
+    /// [`replace`](Self::replace), handshakes fail at once (the server has
+    /// nothing to present).
+    pub fn pending() -> ServingCertificate {
+        ServingCertificate(RwLock::new(None))
     }
 
     /// Presents `cert_chain_pem` with `key_pem` from the next handshake on;
@@ -60,7 +65,7 @@ impl ServingCertificate {
         *self
             .0
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(key);
         Ok(())
     }
 }
@@ -71,7 +76,7 @@ impl ResolvesServerCert for ServingCertificate {
             .0
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Some(current.clone())
+        current.clone()
     }
 }
 
@@ -328,11 +333,13 @@ mod tests {
         let b = ca
             .issue(&Profile::server("b", &["b.example"], &[]))
             .unwrap();
-        let certificate = Arc::new(ServingCertificate::new(&a.cert_pem, &a.key_pem).unwrap());
+        let certificate = Arc::new(ServingCertificate::pending());
         let server = server_config_with(certificate.clone(), None).unwrap();
         // A new client each time: one that resumed a session would not look
         // at the certificate again.
         let client = || client_config(ca.cert_pem(), None).unwrap();
+        assert!(handshake(client(), server.clone(), "a.example").is_err());
+        certificate.replace(&a.cert_pem, &a.key_pem).unwrap();
         assert_eq!(handshake(client(), server.clone(), "a.example"), Ok(None));
         assert!(matches!(
             certificate.replace(&b.cert_pem, &a.key_pem),
