@@ -20,6 +20,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use wasmkube_types::strategy::set_pointer;
 
 use crate::access::{
     AllowAll, AnonymousAccess, Attributes, Authorizer, Decision, PUBLIC_PATHS, TokenIssuer, Union,
@@ -355,15 +356,18 @@ impl Request<'_> {
         }
     }
 
-    /// A decoded replacement of `old` made its successor. A status write is `old`
-    /// with the new status. Any other keeps `old`'s status (when the status has a
+    /// A decoded replacement of `old` made its successor. A write through a
+    /// subresource that writes a part of the object (a status write) is `old`
+    /// with the new part. Any other keeps `old`'s status (when the status has a
     /// subresource of its own) and the metadata the server owns, gets its kind's
     /// defaults and what its kind carries over, the next generation if its spec
     /// changed, and (for an update) the fields its manager changed.
     pub(crate) fn prepare_update(&self, mut object: Value, old: &Value, write: Write) -> Value {
-        if write == Write::Status {
+        if write == Write::Part {
+            let part = self.part().unwrap_or("/status");
             let mut new = old.clone();
-            new["status"] = object["status"].take();
+            let value = object.pointer_mut(part).map_or(Value::Null, Value::take);
+            set_pointer(&mut new, part, value);
             return new;
         }
         let r = self.target.resource;
@@ -461,7 +465,8 @@ impl Request<'_> {
         let mut errors = validate_metadata(r, object);
         errors.extend(r.strategy.validate(object));
         if let Some(old) = old {
-            errors.extend(r.strategy.validate_update(object, old));
+            let subresource = self.target.subresource.as_deref();
+            errors.extend(r.strategy.validate_update_via(subresource, object, old));
         }
         if errors.is_empty() {
             return Ok(());

@@ -77,6 +77,8 @@ async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<R
         }
     };
     let sub = target.subresource.as_deref();
+    // The part of the object a subresource such as `status` writes.
+    let part = sub.and_then(|s| r.subresource(s)).and_then(|s| s.part);
     // As Kubernetes names a manager the client did not name: by its user agent.
     let agent = headers
         .get(header::USER_AGENT)
@@ -103,7 +105,7 @@ async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<R
             allow(Verb::List)?;
             request.list().await
         }
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), sub) if sub.is_none() || part.is_some() => {
             allow(Verb::Get)?;
             let (object, _) = request.read(name).await?;
             Ok(request.render(200, &object))
@@ -148,11 +150,11 @@ async fn dispatch(server: &ApiServer, parts: &Parts, body: &[u8]) -> ApiResult<R
                 .act(name, subresource, decode_body(headers, body)?)
                 .await
         }
-        (Method::PUT, Some(name), None | Some("status")) => {
+        (Method::PUT, Some(name), sub) if sub.is_none() || part.is_some() => {
             allow(Verb::Update)?;
             let object = decode_body(headers, body)?;
-            let write = if sub == Some("status") {
-                Write::Status
+            let write = if part.is_some() {
+                Write::Part
             } else {
                 Write::Update
             };
@@ -230,8 +232,10 @@ pub(crate) struct Request<'a> {
 pub(crate) enum Write {
     /// A create, replace or patch: the manager takes the fields it changes.
     Update,
-    /// A write of the status alone, which no manager owns.
-    Status,
+    /// A write of a part of the object alone, through the subresource that
+    /// writes it (the status, a CertificateSigningRequest's approval), which
+    /// no manager owns.
+    Part,
     /// A server-side apply: the object carries its managedFields already.
     Apply,
 }
@@ -243,6 +247,13 @@ impl Request<'_> {
 
     fn namespace(&self) -> Option<&str> {
         self.target.namespace.as_deref()
+    }
+
+    /// The JSON pointer of the part of the object the target's subresource
+    /// writes (`/status`), if it writes one.
+    pub(crate) fn part(&self) -> Option<&'static str> {
+        let sub = self.target.subresource.as_deref()?;
+        self.resource().subresource(sub)?.part
     }
 
     fn key(&self, name: &str) -> ApiResult<String> {
@@ -474,7 +485,7 @@ impl Request<'_> {
     /// pipeline, returning it and the code.
     async fn replace(&self, name: &str, object: Value, write: Write) -> ApiResult<(Value, u16)> {
         let r = self.resource();
-        let object = self.decode(object, Some(name), write != Write::Status)?;
+        let object = self.decode(object, Some(name), write != Write::Part)?;
         let (old, revision) = self.read(name).await?;
         let expected = match meta_str(&object, "resourceVersion") {
             Some(rv) => rv
@@ -574,8 +585,8 @@ impl Request<'_> {
         }
         let r = self.resource();
         let definition = definition_of(r.group, r.version, r.kind);
-        let write = if self.target.subresource.as_deref() == Some("status") {
-            Write::Status
+        let write = if self.part().is_some() {
+            Write::Part
         } else {
             Write::Update
         };
@@ -1136,6 +1147,53 @@ mod tests {
         let maps = "/api/v1/namespaces/default/configmaps";
         let (_, _, created) = server.call("POST", maps, map).await;
         assert!(created.get("status").is_none(), "{created}");
+    }
+
+    #[tokio::test]
+    async fn subresources_write_their_part_of_the_object() {
+        use base64::Engine as _;
+        let pem = |label: &str| {
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n"
+            ))
+        };
+        let server = crate::testing::TestServer::start().await;
+        let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        let csr = json!({"metadata": {"name": "c"}, "spec": {
+            "request": pem("CERTIFICATE REQUEST"), "usages": ["client auth"],
+            "signerName": "example.com/signer"},
+            "status": {"conditions": [{"type": "Approved", "status": "True"}]}});
+        let (status, _, created) = server.call("POST", csrs, csr).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["status"], json!({}), "a request starts unapproved");
+
+        // The approval changes the conditions alone.
+        let mut approval = created.clone();
+        approval["spec"]["signerName"] = json!("example.com/other");
+        approval["status"] = json!({"certificate": pem("CERTIFICATE"),
+            "conditions": [{"type": "Approved", "status": "True", "reason": "Test"}]});
+        let approve = format!("{csrs}/c/approval");
+        let (status, _, approved) = server.call("PUT", &approve, approval).await;
+        assert_eq!(status, 200, "{approved}");
+        assert_eq!(approved["spec"]["signerName"], "example.com/signer");
+        assert_eq!(approved["status"]["conditions"][0]["reason"], "Test");
+        assert!(approved["status"].get("certificate").is_none());
+        let (status, _, read) = server.call("GET", &approve, Value::Null).await;
+        assert_eq!((status, &read["status"]), (200, &approved["status"]));
+
+        // The status may not approve; it carries the certificate.
+        let mut denial = approved.clone();
+        denial["status"]["conditions"] = json!([{"type": "Approved", "status": "True",
+            "reason": "Test"}, {"type": "Failed", "status": "True"}]);
+        denial["status"]["certificate"] = json!(pem("CERTIFICATE"));
+        let status_path = format!("{csrs}/c/status");
+        let (status, _, issued) = server.call("PUT", &status_path, denial).await;
+        assert_eq!(status, 200, "{issued}");
+        assert_eq!(issued["status"]["certificate"], pem("CERTIFICATE"));
+        let mut unapproved = issued.clone();
+        unapproved["status"]["conditions"] = json!([]);
+        let (status, _, refused) = server.call("PUT", &status_path, unapproved).await;
+        assert_eq!(status, 422, "{refused}");
     }
 
     #[test]

@@ -10,9 +10,10 @@
 
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization,
-    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking, node::v1 as node,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -97,6 +98,10 @@ pub struct Subresource {
     pub kind: &'static str,
     /// What can be done with it.
     pub verbs: &'static [Verb],
+    /// For a subresource that writes a part of its parent object (`status`,
+    /// a CertificateSigningRequest's `approval`): the JSON pointer of that
+    /// part. A write through it changes that part alone.
+    pub part: Option<&'static str>,
 }
 
 impl Subresource {
@@ -107,6 +112,15 @@ impl Subresource {
         version: "",
         kind: "",
         verbs: GET_PATCH_UPDATE,
+        part: Some("/status"),
+    };
+
+    /// `approval`: a CertificateSigningRequest, of which a write changes the
+    /// conditions alone (approving or denying it).
+    const APPROVAL: Subresource = Subresource {
+        name: "approval",
+        part: Some("/status/conditions"),
+        ..Subresource::STATUS
     };
 
     const fn scale() -> Subresource {
@@ -126,6 +140,7 @@ const fn of_kind<T: Resource>(name: &'static str, verbs: &'static [Verb]) -> Sub
         version: T::VERSION,
         kind: T::KIND,
         verbs,
+        part: None,
     }
 }
 
@@ -420,8 +435,12 @@ const POD_SUBRESOURCES: &[Subresource] = &[
         version: "",
         kind: "",
         verbs: GET_ONLY,
+        part: None,
     },
 ];
+/// The subresources of CertificateSigningRequests: `status` (where a signer
+/// writes the certificate) and `approval`.
+const CSR_SUBRESOURCES: &[Subresource] = &[Subresource::STATUS, Subresource::APPROVAL];
 /// The `status` subresource alone.
 pub const STATUS: &[Subresource] = &[Subresource::STATUS];
 /// The `status` and `scale` subresources.
@@ -568,6 +587,13 @@ pub static BUILTIN: &[ResourceType] = &[
     ResourceType::of::<authorization::SelfSubjectAccessReview>().answered(),
     ResourceType::of::<authorization::SelfSubjectRulesReview>().answered(),
     ResourceType::of::<authorization::SubjectAccessReview>().answered(),
+    // certificates.k8s.io/v1
+    ResourceType::of::<certificates::CertificateSigningRequest>()
+        .short(&["csr"])
+        .sub(CSR_SUBRESOURCES)
+        .fields(&["spec.signerName"])
+        .columns(table::CERTIFICATE_SIGNING_REQUEST)
+        .strategy(&s::CERTIFICATE_SIGNING_REQUESTS),
     // rbac.authorization.k8s.io/v1
     ResourceType::of::<rbac::Role>(),
     ResourceType::of::<rbac::RoleBinding>(),
@@ -663,6 +689,7 @@ mod tests {
             ("networking.k8s.io", "IngressClass"),
             ("networking.k8s.io", "NetworkPolicy"),
             ("discovery.k8s.io", "EndpointSlice"),
+            ("certificates.k8s.io", "CertificateSigningRequest"),
             ("rbac.authorization.k8s.io", "Role"),
             ("rbac.authorization.k8s.io", "RoleBinding"),
             ("rbac.authorization.k8s.io", "ClusterRole"),
@@ -708,6 +735,11 @@ mod tests {
         }
         let rc = by_kind("", "v1", "ReplicationController").unwrap();
         assert!(rc.subresource("scale").is_some());
+        let csr = by_kind("certificates.k8s.io", "v1", "CertificateSigningRequest").unwrap();
+        assert_eq!(csr.subresource("status").unwrap().part, Some("/status"));
+        let approval = csr.subresource("approval").unwrap();
+        assert!(approval.is_parent_kind());
+        assert_eq!(approval.part, Some("/status/conditions"));
         let pod = by_kind("", "v1", "Pod").unwrap();
         assert_eq!(pod.subresource("binding").unwrap().kind, "Binding");
         assert_eq!(pod.subresource("eviction").unwrap().group, "policy");

@@ -515,6 +515,35 @@ pub const PLUGIN: &[Column] = &[
     AGE,
 ];
 
+/// CertificateSigningRequests.
+pub const CERTIFICATE_SIGNING_REQUEST: &[Column] = &[
+    NAME,
+    AGE,
+    col("SignerName", "The signer the request is for.", |o, _| {
+        json!(or_none(text(o, "spec.signerName")))
+    }),
+    col("Requestor", "Who created the request.", |o, _| {
+        json!(text(o, "spec.username"))
+    }),
+    col(
+        "RequestedDuration",
+        "How long the certificate is asked to be valid.",
+        |o, _| {
+            json!(
+                match at(o, "spec.expirationSeconds").and_then(Value::as_i64) {
+                    Some(seconds) => human_duration(seconds),
+                    None => "<none>".into(),
+                }
+            )
+        },
+    ),
+    col(
+        "Condition",
+        "Approved or denied, failed, issued.",
+        csr_condition,
+    ),
+];
+
 /// Events: no name column, as `kubectl get events` shows them.
 pub const EVENT: &[Column] = &[
     col(
@@ -675,6 +704,30 @@ fn pod_status(pod: &Value, _: i64) -> Value {
             (None, _, phase) => phase.to_owned(),
         }
     )
+}
+
+/// Where a CertificateSigningRequest is, as kubectl says it: `Pending`,
+/// `Approved` or `Denied`, then `,Failed` and `,Issued` when they are so.
+fn csr_condition(csr: &Value, _: i64) -> Value {
+    let has = |kind: &str| {
+        items(csr, "status.conditions")
+            .iter()
+            .any(|c| c["type"] == kind)
+    };
+    let mut condition = String::from(if has("Denied") {
+        "Denied"
+    } else if has("Approved") {
+        "Approved"
+    } else {
+        "Pending"
+    });
+    if has("Failed") {
+        condition.push_str(",Failed");
+    }
+    if !text(csr, "status.certificate").is_empty() {
+        condition.push_str(",Issued");
+    }
+    json!(condition)
 }
 
 /// How long ago the time at `path` was, as kubectl prints ages ("5m", "3h12m").
@@ -843,6 +896,33 @@ mod tests {
                 json!("pod/web"),
                 json!("assigned")
             ]
+        );
+    }
+
+    #[test]
+    fn csr_rows_say_who_asked_and_where_the_request_is() {
+        let mut csr = json!({"metadata": {"name": "node-csr-1", "creationTimestamp": T0},
+            "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "username": "system:bootstrap:abcdef"}});
+        let pending = row(CERTIFICATE_SIGNING_REQUEST, &csr, T0_SECONDS + 5);
+        assert_eq!(
+            pending,
+            [
+                json!("node-csr-1"),
+                json!("5s"),
+                json!("kubernetes.io/kube-apiserver-client-kubelet"),
+                json!("system:bootstrap:abcdef"),
+                json!("<none>"),
+                json!("Pending")
+            ]
+        );
+        csr["spec"]["expirationSeconds"] = json!(86_400);
+        csr["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}],
+            "certificate": "LS0t"});
+        let issued = row(CERTIFICATE_SIGNING_REQUEST, &csr, T0_SECONDS);
+        assert_eq!(
+            (&issued[4], &issued[5]),
+            (&json!("24h"), &json!("Approved,Issued"))
         );
     }
 }

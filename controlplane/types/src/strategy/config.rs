@@ -1,6 +1,9 @@
 //! Config maps and secrets: the keys of their data maps are config keys, and a
-//! secret is `Opaque` unless it says what it holds.
+//! secret is `Opaque` unless it says what it holds; its `stringData` is
+//! written into its `data`.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::{Strategy, fill};
@@ -30,10 +33,22 @@ pub(crate) static SECRETS: Secrets = Secrets;
 impl Strategy for Secrets {
     fn apply_defaults(&self, secret: &mut Value) {
         fill(secret, "/type", json!("Opaque"));
+        // As Kubernetes reads a secret: what `stringData` holds is written
+        // into `data`, over what it had, and is not kept.
+        let strings = secret.as_object_mut().and_then(|s| s.remove("stringData"));
+        for (key, value) in strings
+            .as_ref()
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let value = STANDARD.encode(value.as_str().unwrap_or_default());
+            secret["data"][key] = json!(value);
+        }
     }
 
     fn validate(&self, secret: &Value) -> Vec<FieldError> {
-        config_keys(secret, &["data", "stringData"])
+        config_keys(secret, &["data"])
     }
 }
 
@@ -79,5 +94,16 @@ mod tests {
         SECRETS.apply_defaults(&mut secret);
         assert_eq!(secret["type"], "Opaque");
         assert_eq!(errors("", "v1", "Secret", secret).len(), 1);
+    }
+
+    #[test]
+    fn string_data_is_written_into_data() {
+        let mut secret = json!({"data": {"a": "YQ==", "b": "YQ=="}, "stringData": {"b": "bee"}});
+        SECRETS.apply_defaults(&mut secret);
+        assert_eq!(secret["data"], json!({"a": "YQ==", "b": "YmVl"}));
+        assert!(secret.get("stringData").is_none());
+        let mut only = json!({"stringData": {"token-id": "abcdef"}});
+        SECRETS.apply_defaults(&mut only);
+        assert_eq!(only["data"], json!({"token-id": "YWJjZGVm"}));
     }
 }

@@ -9,6 +9,7 @@
 //! request pipeline, the same for every kind. Strategies are pure functions of JSON
 //! objects: no I/O and no clock.
 
+mod certificates;
 mod config;
 mod events;
 mod namespaces;
@@ -27,6 +28,7 @@ use serde_json::{Value, json};
 use crate::field::FieldError;
 use crate::validation::{is_dns1123_label, is_dns1123_subdomain};
 
+pub(crate) use certificates::CERTIFICATE_SIGNING_REQUESTS;
 pub(crate) use config::{CONFIG_MAPS, SECRETS};
 pub(crate) use events::EVENTS;
 pub(crate) use namespaces::NAMESPACES;
@@ -103,6 +105,18 @@ pub trait Strategy: Sync + fmt::Debug {
     /// What an update changes that it may not, such as fields immutable once set.
     fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<FieldError> {
         Vec::new()
+    }
+
+    /// What an update written through `subresource` (`status`, `approval`;
+    /// `None`: the object itself) changes that it may not; by default what
+    /// [`Strategy::validate_update`] finds, whichever way it is written.
+    fn validate_update_via(
+        &self,
+        _subresource: Option<&str>,
+        new: &Value,
+        old: &Value,
+    ) -> Vec<FieldError> {
+        self.validate_update(new, old)
     }
 
     /// How long an object is kept after its last write; `None`: until deleted.
