@@ -72,7 +72,14 @@ fn requests_are_authenticated_and_authorized() {
     )
     .unwrap();
     let data = d.join("data");
-    let server = Server::start_server(&data, &["--token-auth-file", tokens.to_str().unwrap()]);
+    let server = Server::start_server(
+        &data,
+        &[
+            "--control-plane",
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+        ],
+    );
     let admin = server.kubeconfig.clone();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&admin), 0o600, "the kubeconfig holds a key");
@@ -240,6 +247,39 @@ fn requests_are_authenticated_and_authorized() {
         ],
     );
     assert!(!done && said.contains("forbidden"), "{said}");
+
+    // Aggregation: a role labelled to aggregate to view adds to what viewers hold.
+    let leases = [
+        "auth",
+        "can-i",
+        "get",
+        "leases.coordination.k8s.io",
+        "-n",
+        "prod",
+    ];
+    assert_eq!(kubectl(&jane, &leases).1, "no");
+    ok(
+        &admin,
+        &[
+            "create",
+            "clusterrole",
+            "lease-reader",
+            "--verb=get",
+            "--resource=leases.coordination.k8s.io",
+        ],
+    );
+    ok(
+        &admin,
+        &[
+            "label",
+            "clusterrole",
+            "lease-reader",
+            "rbac.authorization.k8s.io/aggregate-to-view=true",
+        ],
+    );
+    crate::agent::eventually(std::time::Duration::from_secs(20), "yes", || {
+        kubectl(&jane, &leases).1
+    });
 
     // Impersonation: the admin may, jane may not.
     let (done, said) = kubectl(&admin, &["get", "secrets", "-n", "default", "--as", "jane"]);

@@ -25,9 +25,12 @@
 //! - ServiceAccounts: a `default` one in every namespace.
 //! - The garbage collector: background, foreground and orphan propagation
 //!   over owner references.
+//! - ClusterRole aggregation: roles with an `aggregationRule` hold the rules
+//!   of the roles their selectors match.
 
 pub mod runtime;
 
+mod aggregation;
 mod cronjobs;
 mod daemonsets;
 mod deployments;
@@ -104,6 +107,7 @@ pub async fn run(client: Client, settings: Settings, closed: CancellationToken) 
         deployments::controller(c, &pods, &mut sets, closed.clone()).boxed(),
         cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
         disruption::controller(c, &mut pods, closed.clone()).boxed(),
+        aggregation::controller(c, closed.clone()).boxed(),
     ];
     if let Some(ranges) = settings.pod_ranges {
         controllers.push(node_ipam::controller(c, &pods, ranges, closed.clone()).boxed());
