@@ -8,17 +8,20 @@
 //! - [`Tokens`]: bearer tokens, each asked of [`TokenAuthenticator`]s in turn:
 //!   [`TokenFile`], static tokens from a CSV file, Kubernetes'
 //!   `--token-auth-file` format; [`ServiceAccounts`], the signed tokens of
-//!   ServiceAccounts (which it also issues). A token none of them knows is a
-//!   401, on every path.
+//!   ServiceAccounts (which it also issues); [`BootstrapTokens`], the tokens
+//!   of Secrets of type `bootstrap.kubernetes.io/token`, with which nodes
+//!   join. A token none of them knows is a 401, on every path.
 //!
 //! A bearer token comes in an `Authorization: Bearer` header, or as the
 //! password of basic auth (`Authorization: Basic`), which is how OCI clients
 //! (`skopeo --creds`, `docker login`) send a token to the built-in registry.
 
+pub mod bootstrap;
 mod service_account;
 mod token_file;
 mod x509;
 
+pub use bootstrap::{BootstrapToken, BootstrapTokens};
 pub use service_account::{DEFAULT_ISSUER, ServiceAccounts};
 pub use token_file::TokenFile;
 pub use x509::ClientCertificates;
