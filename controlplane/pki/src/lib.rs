@@ -41,7 +41,7 @@ pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
 pub use tls::{
     ServingCertificate, client_config, server_config, server_config_with, verify_serving,
 };
-pub use x509::{Identity, identity, pin_of};
+pub use x509::{Identity, certificates_pem, identity, pin_of};
 
 /// What can go wrong with certificates, keys and TLS configurations.
 #[derive(Debug, thiserror::Error)]

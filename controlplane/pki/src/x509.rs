@@ -57,6 +57,15 @@ pub(crate) fn pin_of_key(spki: &[u8]) -> String {
     pin
 }
 
+/// PEM text of certificates given as DER (as a kubeconfig's CA is read):
+/// one block each, what [`server_config`](crate::server_config) and the other
+/// configurations take.
+pub fn certificates_pem<I: AsRef<[u8]>>(ders: impl IntoIterator<Item = I>) -> String {
+    ders.into_iter()
+        .map(|der| to_pem("CERTIFICATE", der.as_ref().to_vec()))
+        .collect()
+}
+
 /// The common name and the organizations of a name.
 pub(crate) fn subject_of(name: &X509Name<'_>) -> Result<(String, Vec<String>), String> {
     let text = |value: &x509_parser::x509::AttributeTypeAndValue<'_>| {
@@ -108,4 +117,23 @@ pub(crate) fn to_pem(label: &str, der: Vec<u8>) -> String {
 
 fn bad_certificate(e: impl ToString) -> Error {
     Error::BadCertificate(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Ca, Profile};
+
+    #[test]
+    fn der_certificates_become_pem_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let alice = ca.issue(&Profile::client("alice", &[])).unwrap();
+        let ders: Vec<Vec<u8>> = [ca.cert_pem(), alice.cert_pem.as_str()]
+            .map(|pem| certificate_der(pem.as_bytes()).unwrap().into_owned())
+            .to_vec();
+        let pem = certificates_pem(&ders);
+        assert_eq!(pem, format!("{}{}", ca.cert_pem(), alice.cert_pem));
+        assert_eq!(certificates_pem(Vec::<Vec<u8>>::new()), "");
+    }
 }
