@@ -41,6 +41,11 @@ const CONTROLLER_PREFIX: &str = "system:controller:";
 const KUBE_SYSTEM: &str = "kube-system";
 const KUBE_PUBLIC: &str = "kube-public";
 const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+/// The group of the bootstrap tokens nodes join with (`wasmkube token
+/// create`), as kubeadm names it.
+pub const JOINING_NODES: &str = "system:bootstrappers:kubeadm:default-node-token";
+const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 const SCHEDULER: &str = "system:kube-scheduler";
 
 const READ: &[&str] = &["get", "list", "watch"];
@@ -781,7 +786,9 @@ const PULL: &[&str] = &["get", "head"];
 /// PriorityClasses it orders pods by; a node's agent is also its service
 /// proxy, DNS server and ingress; every identity of the cluster may pull from
 /// the built-in registry, and `wasmkube:registry-pusher` (bound to no one by
-/// default; cluster-admin holds it through `*`) may push and delete.
+/// default; cluster-admin holds it through `*`) may push and delete; the
+/// controller manager approves the serving certificates nodes ask for
+/// (Kubernetes leaves those to an approver of the operator's).
 fn wasmkube_roles() -> Vec<ClusterRole> {
     vec![
         cluster_role(
@@ -806,6 +813,15 @@ fn wasmkube_roles() -> Vec<ClusterRole> {
         ),
         cluster_role("wasmkube:registry-puller", vec![urls(PULL, REGISTRY)]),
         cluster_role(
+            "wasmkube:kubelet-serving-approver",
+            vec![named(
+                &["approve"],
+                &[CERTIFICATES],
+                &["signers"],
+                &[KUBELET_SERVING_SIGNER],
+            )],
+        ),
+        cluster_role(
             "wasmkube:registry-pusher",
             vec![urls(
                 &["get", "head", "post", "put", "patch", "delete"],
@@ -815,16 +831,43 @@ fn wasmkube_roles() -> Vec<ClusterRole> {
     ]
 }
 
-/// The bindings of Wasmkube's own roles.
+/// The bindings of Wasmkube's own roles, and those with which nodes join
+/// (their bootstrap tokens' group may ask for a client certificate, which is
+/// approved) and renew their client certificates, as kubeadm binds them.
 fn wasmkube_role_bindings() -> Vec<ClusterRoleBinding> {
     use Who::*;
     let mut node_proxier = cluster_binding("system:node-proxier", &[Group("system:nodes")]);
     node_proxier.metadata.name = Some("wasmkube:node-proxier".into());
+    let named_binding = |name: &str, role: &str, who: &[Who<'_>]| {
+        let mut binding = cluster_binding(role, who);
+        binding.metadata.name = Some(name.into());
+        binding
+    };
+    let joining = [Group(JOINING_NODES)];
     vec![
         cluster_binding("wasmkube:kube-scheduler", &[User(SCHEDULER)]),
         cluster_binding("wasmkube:node", &[Group("system:nodes")]),
         node_proxier,
         cluster_binding("wasmkube:registry-puller", &[Group("system:authenticated")]),
+        named_binding(
+            "wasmkube:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &joining,
+        ),
+        named_binding(
+            "wasmkube:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &joining,
+        ),
+        named_binding(
+            "wasmkube:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[Group("system:nodes")],
+        ),
+        cluster_binding(
+            "wasmkube:kubelet-serving-approver",
+            &[User(CONTROLLER_MANAGER)],
+        ),
     ]
 }
 
@@ -836,6 +879,43 @@ fn controller_roles() -> Vec<ClusterRole> {
     };
     let apps = &[APPS, EXTENSIONS];
     vec![
+        controller(
+            "certificate-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "delete"],
+                    &[CERTIFICATES],
+                    &["certificatesigningrequests"],
+                ),
+                rule(
+                    &["update"],
+                    &[CERTIFICATES],
+                    &[
+                        "certificatesigningrequests/status",
+                        "certificatesigningrequests/approval",
+                    ],
+                ),
+                named(
+                    &["approve"],
+                    &[CERTIFICATES],
+                    &["signers"],
+                    &[KUBELET_CLIENT_SIGNER],
+                ),
+                named(
+                    &["sign"],
+                    &[CERTIFICATES],
+                    &["signers"],
+                    &[
+                        "kubernetes.io/legacy-unknown",
+                        "kubernetes.io/kube-apiserver-client",
+                        KUBELET_CLIENT_SIGNER,
+                        KUBELET_SERVING_SIGNER,
+                    ],
+                ),
+                rule(&["create"], &[AUTHZ], &["subjectaccessreviews"]),
+                events(),
+            ],
+        ),
         controller(
             "clusterrole-aggregation-controller",
             vec![rule(
@@ -1400,6 +1480,49 @@ mod tests {
         ] {
             assert!(names.contains(&required), "{required}");
         }
+    }
+
+    #[test]
+    fn nodes_join_with_a_token_and_the_controller_manager_approves_and_signs() {
+        let index = Index::load(&bootstrap()).unwrap();
+        let groups = ["system:bootstrappers", JOINING_NODES];
+        let token = user("system:bootstrap:abcdef", &groups);
+        let csrs = "certificatesigningrequests";
+        assert!(may(&index, &token, "create", CERTIFICATES, csrs, ""));
+        assert!(may(&index, &token, "watch", CERTIFICATES, csrs, ""));
+        let client = "certificatesigningrequests/nodeclient";
+        assert!(may(&index, &token, "create", CERTIFICATES, client, ""));
+        let other = user("system:bootstrap:ghijkl", &["system:bootstrappers"]);
+        assert!(!may(&index, &other, "create", CERTIFICATES, client, ""));
+        let node = user("system:node:n1", &["system:nodes"]);
+        let own = "certificatesigningrequests/selfnodeclient";
+        assert!(may(&index, &node, "create", CERTIFICATES, own, ""));
+        assert!(!may(&index, &node, "create", CERTIFICATES, client, ""));
+
+        let manager = user(CONTROLLER_MANAGER, &[]);
+        let on_signer = |verb: &str, signer: &str| {
+            let attributes = Attributes {
+                user: manager.clone(),
+                verb: verb.into(),
+                resource: Some(ResourceAttributes {
+                    group: CERTIFICATES.into(),
+                    version: "*".into(),
+                    resource: "signers".into(),
+                    subresource: String::new(),
+                    namespace: String::new(),
+                    name: signer.into(),
+                }),
+                path: String::new(),
+            };
+            index.authorize(&attributes) == Decision::Allow
+        };
+        for signer in [KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER] {
+            assert!(on_signer("approve", signer), "{signer}");
+            assert!(on_signer("sign", signer), "{signer}");
+        }
+        assert!(!on_signer("approve", "kubernetes.io/kube-apiserver-client"));
+        let approval = "certificatesigningrequests/approval";
+        assert!(may(&index, &manager, "update", CERTIFICATES, approval, ""));
     }
 
     #[test]

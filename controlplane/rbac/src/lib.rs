@@ -34,7 +34,7 @@ pub use aggregation::{aggregate, same_rules};
 pub use authorizer::Rbac;
 pub use bootstrap::{
     AGGREGATE_TO_ADMIN, AGGREGATE_TO_EDIT, AGGREGATE_TO_VIEW, AUTOUPDATE_ANNOTATION,
-    BOOTSTRAPPING_LABEL, bootstrap,
+    BOOTSTRAPPING_LABEL, JOINING_NODES, bootstrap,
 };
 pub use escalation::{Escalation, SYSTEM_MASTERS, confirm_no_escalation, covers};
 pub use index::{GROUP, Index, Kind, Unresolved, service_account_user};
