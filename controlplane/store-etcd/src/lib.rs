@@ -8,6 +8,11 @@
 //! endpoints could not be reached; reads retry the same way, writes never (a write
 //! whose answer was lost may have happened).
 //!
+//! `https://` endpoints are reached over TLS ([`Tls`]: the CA of etcd's serving
+//! certificates and a client certificate, as etcd asks with
+//! `--client-cert-auth`), with rustls on the ring provider (the process-wide
+//! default provider when one is installed).
+//!
 //! With the `server` feature, [`server::EtcdServer`] runs a local etcd process, for
 //! tests and benchmarks.
 
@@ -18,8 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType as EtcdEventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType as EtcdEventType,
+    GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -37,8 +42,13 @@ const MAX_MESSAGE: usize = 1 << 30;
 /// How to reach etcd.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Client URLs, `http://host:port`.
+    /// Client URLs, `http://host:port` or `https://host:port` (all of one
+    /// scheme).
     pub endpoints: Vec<String>,
+    /// How `https://` endpoints are trusted and how the store proves who it
+    /// is to them; `None` trusts the host's roots and shows no certificate.
+    /// Only for `https://` endpoints.
+    pub tls: Option<Tls>,
     /// How many times connecting, a read or a broken watch is tried before failing.
     pub attempts: u32,
     /// How long one request may take.
@@ -53,9 +63,44 @@ impl Options {
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Options {
         Options {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            tls: None,
             attempts: 5,
             request_timeout: Duration::from_secs(10),
             compaction_interval: Some(DEFAULT_COMPACTION_INTERVAL),
+        }
+    }
+}
+
+/// The TLS of a store's connections to etcd (the Kubernetes API server's
+/// `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`).
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// The CAs that sign etcd's serving certificates (PEM); `None` trusts the
+    /// host's roots.
+    pub ca_pem: Option<String>,
+    /// The store's client certificate (PEM, chain first) and its private key
+    /// (PEM), for an etcd that asks its clients for one.
+    pub identity: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    fn options(&self) -> TlsOptions {
+        let options = match &self.ca_pem {
+            Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+            None => TlsOptions::new().with_native_roots(),
+        };
+        match &self.identity {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
         }
     }
 }
@@ -71,9 +116,15 @@ impl EtcdStore {
     /// Connects to etcd, trying `options.attempts` times before giving up with
     /// [`Error::Unavailable`].
     pub async fn connect(options: Options) -> Result<EtcdStore> {
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(options.request_timeout);
+        let secure = options.endpoints.iter().any(|e| e.starts_with("https://"));
+        match &options.tls {
+            Some(tls) => connect = connect.with_tls(tls.options()),
+            None if secure => connect = connect.with_tls(Tls::default().options()),
+            None => {}
+        }
         let client = retry(options.attempts, || async {
             let mut client = Client::connect(&options.endpoints, Some(connect.clone()))
                 .await
@@ -84,8 +135,16 @@ impl EtcdStore {
         })
         .await
         .map_err(|e| {
+            // etcd refuses a client without a certificate after the TLS
+            // handshake, which the client sees as a dropped connection.
+            let anonymous = secure && options.tls.as_ref().is_none_or(|t| t.identity.is_none());
+            let hint = if anonymous {
+                " (no client certificate was offered: an etcd with --client-cert-auth refuses such clients)"
+            } else {
+                ""
+            };
             Error::Unavailable(format!(
-                "etcd at {} unreachable after {} attempts: {e}",
+                "etcd at {} unreachable after {} attempts: {e}{hint}",
                 options.endpoints.join(","),
                 options.attempts
             ))

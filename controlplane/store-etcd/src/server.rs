@@ -1,12 +1,18 @@
 //! A local etcd server process on loopback ports picked at run time, for tests and
-//! benchmarks. The `etcd` binary is taken from `$WASMKUBE_ETCD` or the `PATH`.
+//! benchmarks: plain, or serving its clients over TLS and asking them for a
+//! certificate of a test CA. The `etcd` binary is taken from `$WASMKUBE_ETCD` or
+//! the `PATH`.
 
 use std::fs::File;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use wasmkube_pki::{Ca, Profile};
+
+use crate::Tls;
 
 /// A running etcd; killed when dropped.
 #[derive(Debug)]
@@ -19,6 +25,73 @@ pub struct EtcdServer {
     name: String,
     /// Every member's `name=peer URL`.
     initial_cluster: String,
+    /// The certificates of an etcd serving its clients over TLS.
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of an etcd serving its clients over TLS with client
+/// certificate authentication (`--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-cert-auth`), and of a client it accepts,
+/// all issued by a test CA.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate: it signs etcd's serving certificate and the
+    /// client certificates etcd accepts.
+    pub ca: PathBuf,
+    /// etcd's serving certificate, for `127.0.0.1` and `localhost`.
+    pub server_cert: PathBuf,
+    /// Its private key.
+    pub server_key: PathBuf,
+    /// A client certificate etcd accepts.
+    pub client_cert: PathBuf,
+    /// Its private key.
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A test CA in `dir` (made if missing) and the certificates it issues.
+    fn issue(dir: &Path) -> io::Result<TlsFiles> {
+        let ca = Ca::load_or_create(dir).map_err(io::Error::other)?;
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("etcd-server.crt"),
+            server_key: dir.join("etcd-server.key"),
+            client_cert: dir.join("etcd-client.crt"),
+            client_key: dir.join("etcd-client.key"),
+        };
+        let server = Profile::server("etcd", &["localhost"], &[Ipv4Addr::LOCALHOST.into()]);
+        let client = Profile::client("etcd-client", &[]);
+        for (profile, cert, key) in [
+            (server, &files.server_cert, &files.server_key),
+            (client, &files.client_cert, &files.client_key),
+        ] {
+            let issued = ca.issue(&profile).map_err(io::Error::other)?;
+            std::fs::write(cert, &issued.cert_pem)?;
+            wasmkube_pki::write_private(key, issued.key_pem.as_bytes())
+                .map_err(io::Error::other)?;
+        }
+        Ok(files)
+    }
+
+    /// The store's TLS with the client certificate: what etcd accepts.
+    pub fn client_tls(&self) -> io::Result<Tls> {
+        Ok(Tls {
+            identity: Some((
+                std::fs::read_to_string(&self.client_cert)?,
+                std::fs::read_to_string(&self.client_key)?,
+            )),
+            ..self.anonymous_tls()?
+        })
+    }
+
+    /// The store's TLS without a client certificate: it trusts etcd, but
+    /// etcd does not know it.
+    pub fn anonymous_tls(&self) -> io::Result<Tls> {
+        Ok(Tls {
+            ca_pem: Some(std::fs::read_to_string(&self.ca)?),
+            identity: None,
+        })
+    }
 }
 
 impl EtcdServer {
@@ -28,9 +101,27 @@ impl EtcdServer {
         Ok(servers.remove(0))
     }
 
+    /// Starts etcd with its data in `data_dir`, serving its clients over TLS
+    /// and refusing those without a certificate of its CA, and waits until
+    /// it listens. The certificates are issued in `<data_dir>/pki` by a test
+    /// CA ([`EtcdServer::tls`]).
+    pub fn start_tls(data_dir: &Path) -> io::Result<EtcdServer> {
+        let tls = TlsFiles::issue(&data_dir.join("pki"))?;
+        let mut servers = EtcdServer::start_members(data_dir, 1, Some(tls))?;
+        Ok(servers.remove(0))
+    }
+
     /// Starts a cluster of `members` etcd processes, each with its data in
     /// `<data_dir>/member-<n>`, and waits until every one listens.
     pub fn start_cluster(data_dir: &Path, members: usize) -> io::Result<Vec<EtcdServer>> {
+        EtcdServer::start_members(data_dir, members, None)
+    }
+
+    fn start_members(
+        data_dir: &Path,
+        members: usize,
+        tls: Option<TlsFiles>,
+    ) -> io::Result<Vec<EtcdServer>> {
         let mut servers = Vec::new();
         for n in 0..members {
             let dir = if members == 1 {
@@ -46,6 +137,7 @@ impl EtcdServer {
                 peer_port: free_port()?,
                 name: format!("member-{n}"),
                 initial_cluster: String::new(),
+                tls: tls.clone(),
             });
         }
         let cluster: Vec<String> = servers
@@ -62,9 +154,15 @@ impl EtcdServer {
         Ok(servers)
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// The client URL, `http://127.0.0.1:<port>` (`https://` over TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The certificates of an etcd started with [`EtcdServer::start_tls`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -96,7 +194,15 @@ impl EtcdServer {
             .create(true)
             .append(true)
             .open(self.data_dir.join("etcd.log"))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
