@@ -1,23 +1,17 @@
 //! The authorizer: an [`Index`] behind a lock, kept current from the store.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::access::{Attributes, Authorizer, Decision, Rules, UserInfo};
-use wasmkube_store::{EventType, KeyValue, ListOptions, Revision, Store};
+use wasmkube_store::{KeyValue, Store};
 
+use crate::follow::{Mirror, Source, follow};
 use crate::index::{Index, Kind};
 use crate::{Error, Result};
-
-/// How many objects one page of a list asks for.
-const PAGE: usize = 500;
-
-/// How long to wait before listing again after the store failed.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// Kubernetes' RBAC authorizer: decisions and rules from a shared [`Index`].
 /// Clones share the index.
@@ -51,97 +45,55 @@ impl Rbac {
     /// the kind is listed again.
     pub async fn follow(store: Arc<dyn Store>, closing: CancellationToken) -> Result<Rbac> {
         let rbac = Rbac::default();
-        let mut revisions = Vec::new();
-        for kind in Kind::ALL {
-            revisions.push(rbac.relist(store.as_ref(), kind).await?);
-        }
-        for (kind, revision) in Kind::ALL.into_iter().zip(revisions) {
-            let (rbac, store, closing) = (rbac.clone(), store.clone(), closing.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = rbac.keep(store.as_ref(), kind, revision) => {}
-                    () = closing.cancelled() => {}
-                }
-            });
-        }
+        let sources = Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                let prefix = storage_root(kind);
+                let mirror = Arc::new(Objects {
+                    rbac: rbac.clone(),
+                    kind,
+                    prefix: prefix.clone(),
+                });
+                Source { prefix, mirror }
+            })
+            .collect();
+        follow(store, sources, closing).await?;
         Ok(rbac)
     }
+}
 
-    /// Replaces the objects of `kind` with those in the store; the revision
-    /// they were read at.
-    async fn relist(&self, store: &dyn Store, kind: Kind) -> Result<Revision> {
-        let prefix = storage_root(kind);
-        let mut objects = Vec::new();
-        let mut options = ListOptions {
-            limit: PAGE,
-            ..ListOptions::default()
-        };
-        let revision = loop {
-            let page = store.list(&prefix, &options).await.map_err(Error::Store)?;
-            objects.extend(page.items);
-            match page.continue_token {
-                Some(token) => options.continue_token = Some(token),
-                None => break page.revision,
-            }
-        };
-        let mut index = self.write();
+/// The objects of one kind, as the index holds them.
+struct Objects {
+    rbac: Rbac,
+    kind: Kind,
+    prefix: String,
+}
+
+impl Mirror for Objects {
+    fn reset(&self, objects: &[KeyValue]) {
+        let (kind, prefix) = (self.kind, self.prefix.as_str());
+        let mut index = self.rbac.write();
         let present: std::collections::HashSet<(String, String)> = objects
             .iter()
-            .filter_map(|kv| key_names(&prefix, kind, &kv.key))
+            .filter_map(|kv| key_names(prefix, kind, &kv.key))
             .collect();
         for (namespace, name) in index.names(kind) {
             if !present.contains(&(namespace.clone(), name.clone())) {
                 index.remove(kind, &namespace, &name);
             }
         }
-        for kv in &objects {
-            put(&mut index, &prefix, kind, kv);
+        for kv in objects {
+            put(&mut index, prefix, kind, kv);
         }
-        Ok(revision)
     }
 
-    /// Applies the changes to `kind` after `revision`, listing again (and
-    /// watching from what that list read) whenever the watch ends; never
-    /// returns.
-    async fn keep(&self, store: &dyn Store, kind: Kind, mut revision: Revision) {
-        let prefix = storage_root(kind);
-        loop {
-            match store.watch(&prefix, revision).await {
-                Ok(mut events) => {
-                    while let Some(event) = events.next().await {
-                        let event = match event {
-                            Ok(event) => event,
-                            Err(e) => {
-                                tracing::info!(%kind, error = %e, "RBAC watch ended; listing again");
-                                break;
-                            }
-                        };
-                        let mut index = self.write();
-                        match event.kind {
-                            EventType::Added | EventType::Modified => {
-                                put(&mut index, &prefix, kind, &event.kv)
-                            }
-                            EventType::Deleted => {
-                                if let Some((namespace, name)) =
-                                    key_names(&prefix, kind, &event.kv.key)
-                                {
-                                    index.remove(kind, &namespace, &name);
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::info!(%kind, error = %e, "RBAC watch failed; listing again"),
-            }
-            revision = loop {
-                match self.relist(store, kind).await {
-                    Ok(revision) => break revision,
-                    Err(e) => {
-                        tracing::warn!(%kind, error = %e, "listing RBAC objects failed");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-            };
+    fn put(&self, kv: &KeyValue) {
+        put(&mut self.rbac.write(), &self.prefix, self.kind, kv);
+    }
+
+    fn remove(&self, key: &str) {
+        if let Some((namespace, name)) = key_names(&self.prefix, self.kind, key) {
+            self.rbac.write().remove(self.kind, &namespace, &name);
         }
     }
 }
@@ -195,11 +147,12 @@ impl Authorizer for Rbac {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
     use serde_json::json;
     use wasmkube_apiserver::access::ResourceAttributes;
-    use wasmkube_store::{Bytes, Range, WatchStream};
+    use wasmkube_store::{Bytes, Range, Revision, WatchStream};
     use wasmkube_store_embedded::{EmbeddedStore, Options};
 
     use super::*;

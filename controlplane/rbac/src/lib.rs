@@ -15,6 +15,12 @@
 //!   the writer may `escalate` or `bind`.
 //! - [`aggregate`]: the rules of an aggregated ClusterRole, as the
 //!   clusterrole-aggregation controller computes them.
+//! - [`NodeAuthorizer`]: Kubernetes' Node authorizer, which lets a node read
+//!   the Secrets, ConfigMaps, claims and volumes its pods use (a [`Graph`] of
+//!   them, which [`NodeGraph::follow`] keeps current from the store) and do
+//!   what the `system:node` role of the default policy allows.
+//! - [`NodeRestriction`]: the admission plugin that limits a node's writes to
+//!   its own Node, Lease and pods.
 //! - [`bootstrap`]: the default policy (`cluster-admin`, `admin`, `edit`,
 //!   `view`, the `system:` roles of components and controllers, and their
 //!   bindings).
@@ -27,7 +33,11 @@ mod aggregation;
 mod authorizer;
 mod bootstrap;
 mod escalation;
+mod follow;
+mod graph;
 mod index;
+mod node;
+mod restriction;
 mod rules;
 
 pub use aggregation::{aggregate, same_rules};
@@ -37,10 +47,13 @@ pub use bootstrap::{
     BOOTSTRAPPING_LABEL, JOINING_NODES, bootstrap,
 };
 pub use escalation::{Escalation, SYSTEM_MASTERS, confirm_no_escalation, covers};
+pub use graph::{Graph, MIRROR_POD_ANNOTATION, NodeGraph, Vertex};
 pub use index::{GROUP, Index, Kind, Unresolved, service_account_user};
+pub use node::{NODE_LEASE_NAMESPACE, NODE_USER_PREFIX, NODES_GROUP, NodeAuthorizer, node_name};
+pub use restriction::NodeRestriction;
 pub use rules::{ALL, compact_string, rule_allows};
 
-/// Why RBAC objects could not be read.
+/// Why objects could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An object is not a valid object of its kind.
@@ -63,7 +76,7 @@ pub enum Error {
         kind: String,
     },
     /// The store could not be read.
-    #[error("reading RBAC objects from the store: {0}")]
+    #[error("reading objects from the store: {0}")]
     Store(#[source] wasmkube_store::Error),
 }
 
