@@ -3,6 +3,7 @@
 //! share with `server --control-plane` and `up`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +11,8 @@ use clap::Args;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 use wasmkube_agent::Range;
-use wasmkube_controllers::{PodRanges, Settings};
+use wasmkube_controllers::{PodRanges, Settings, Signing};
+use wasmkube_pki::Ca;
 
 use super::shutdown::closed_on_shutdown;
 use crate::cluster::client;
@@ -28,13 +30,36 @@ pub struct ControllerManager {
     /// (`--leader-elect=false`: always).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// The CA certificate (PEM) with which nodes' approved certificate
+    /// requests are signed: the cluster CA, `DATA_DIR/pki/ca.crt` of the
+    /// server (without it, requests are approved but not signed).
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The private key of `--cluster-signing-cert-file`.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
 }
 
 impl ControllerManager {
     /// Runs the controllers until the process is asked to stop.
     pub async fn run(self) -> Result<()> {
         let client = client(&self.kubeconfig).await?;
-        let settings = self.controlling.settings();
+        let ca = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
+            (Some(cert), Some(key)) => {
+                let read = |file: &PathBuf| {
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))
+                };
+                let ca = Ca::from_pem(&read(cert)?, &read(key)?)
+                    .context("the cluster signing certificate and key")?;
+                Some(Arc::new(ca))
+            }
+            _ => None,
+        };
+        let settings = self.controlling.settings(ca);
         control(client, settings, self.leader_elect, closed_on_shutdown()).await;
         Ok(())
     }
@@ -57,11 +82,16 @@ pub struct ControllingArgs {
     /// The prefix length of each node's pod range.
     #[arg(long, value_name = "BITS", default_value_t = 16)]
     node_cidr_mask_size: u8,
+    /// How long the certificates signed for nodes are valid (unless their
+    /// requests ask for less): `8760h`, `30m`.
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
 }
 
 impl ControllingArgs {
-    /// The controllers' settings.
-    pub fn settings(&self) -> Settings {
+    /// The controllers' settings; with `ca`, they sign nodes' approved
+    /// certificate requests with it.
+    pub fn settings(&self, ca: Option<Arc<Ca>>) -> Settings {
         let ranges = PodRanges {
             cluster: self.cluster_cidr,
             node_bits: self.node_cidr_mask_size,
@@ -69,6 +99,10 @@ impl ControllingArgs {
         Settings {
             node_monitor_grace: self.node_monitor_grace_period,
             pod_ranges: self.allocate_node_cidrs.then_some(ranges),
+            signing: ca.map(|ca| Signing {
+                ca,
+                duration: self.cluster_signing_duration,
+            }),
         }
     }
 }

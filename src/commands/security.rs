@@ -6,7 +6,8 @@
 //! extras), the admin's kubeconfig (`O=system:masters`, 0600) and a client
 //! certificate for each component the process runs, so each gets only its
 //! default roles' rights. Requests are authenticated by client certificate,
-//! static token, then ServiceAccount token; anonymous ones reach only the
+//! static token, ServiceAccount token, then bootstrap token (with which nodes
+//! join: `wasmkube token create`); anonymous ones reach only the
 //! health and version paths; RBAC authorizes the rest, with Kubernetes'
 //! default roles and bindings created on first start.
 
@@ -23,7 +24,8 @@ use wasmkube_apiserver::Access;
 use wasmkube_apiserver::access::{AnonymousAccess, Union};
 use wasmkube_apiserver::admission::Admission;
 use wasmkube_apiserver::kubeconfig::{self, Credentials};
-use wasmkube_authn::{ClientCertificates, ServiceAccounts, TokenFile, Tokens};
+use wasmkube_authn::{BootstrapTokens, ClientCertificates, ServiceAccounts, TokenFile, Tokens};
+use wasmkube_certificates::{RequestSignature, Requester, SignerPermission};
 use wasmkube_pki::{Ca, Profile};
 use wasmkube_rbac::{Escalation, Rbac};
 use wasmkube_store::Store;
@@ -67,7 +69,7 @@ pub struct SecurityArgs {
 
 /// A server's certificates and who may do what on it.
 pub struct Security {
-    ca: Ca,
+    ca: Arc<Ca>,
     pki: PathBuf,
     /// The TLS of the API server's listener.
     pub tls: Arc<rustls::ServerConfig>,
@@ -96,7 +98,7 @@ impl Security {
         closed: &CancellationToken,
     ) -> Result<Security> {
         let pki = data_dir.join("pki");
-        let ca = Ca::load_or_create(&pki).context("loading the cluster CA")?;
+        let ca = Arc::new(Ca::load_or_create(&pki).context("loading the cluster CA")?);
         let (cert_pem, key_pem) = match (&args.tls_cert_file, &args.tls_private_key_file) {
             (Some(cert), Some(key)) => (read(cert)?, read(key)?),
             _ => {
@@ -106,7 +108,10 @@ impl Security {
                     serving.key_pem.as_bytes(),
                 )?;
                 std::fs::write(pki.join("apiserver.crt"), &serving.cert_pem)?;
-                (serving.cert_pem, serving.key_pem)
+                // The chain ends with the CA, which a joining node reads
+                // from the handshake and checks against its token's pin.
+                let chain = format!("{}{}", serving.cert_pem, ca.cert_pem());
+                (chain, serving.key_pem)
             }
         };
         let mut client_cas = ca.cert_pem().to_owned();
@@ -122,13 +127,14 @@ impl Security {
             .await
             .context("reading the cluster's roles")?;
         let authorizer = Arc::new(rbac.clone());
-        let accounts = Arc::new(service_accounts(args, &pki, store)?);
+        let accounts = Arc::new(service_accounts(args, &pki, store.clone())?);
         let mut tokens: Vec<Arc<dyn wasmkube_authn::TokenAuthenticator>> = Vec::new();
         if let Some(file) = &args.token_auth_file {
             tokens.push(Arc::new(TokenFile::read(file).map_err(anyhow::Error::msg)?));
         }
         tokens.push(accounts.clone());
-        let access = Access {
+        tokens.push(Arc::new(BootstrapTokens::new(store)));
+        let mut access = Access {
             authenticator: Arc::new(Union(vec![
                 Arc::new(ClientCertificates),
                 Arc::new(Tokens(tokens)),
@@ -141,12 +147,24 @@ impl Security {
             },
             tokens: Some(accounts),
         };
+        // CertificateSigningRequests name their requester and must verify;
+        // only those allowed for its signer approve or sign one.
+        access.admission.mutating.push(Arc::new(Requester));
+        let authorizer = access.authorizer.clone();
+        let validating = &mut access.admission.validating;
+        validating.push(Arc::new(RequestSignature));
+        validating.push(Arc::new(SignerPermission::new(authorizer)));
         Ok(Security {
             ca,
             pki,
             tls,
             access,
         })
+    }
+
+    /// The cluster CA, with which the controllers sign nodes' certificates.
+    pub fn ca(&self) -> Arc<Ca> {
+        self.ca.clone()
     }
 
     /// A kubeconfig for the server at `url` as `user` in `groups`, with a

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::{ApiServer, Config as ApiConfig, kubeconfig};
 use wasmkube_engine::Engine;
+use wasmkube_pki::Ca;
 use wasmkube_plugin_host::PluginHost;
 use wasmkube_scheduler::{Config as SchedulerConfig, Serving};
 
@@ -151,6 +152,7 @@ pub async fn serve(
         let clients = Clients {
             scheduler,
             controllers,
+            signing: security.ca(),
         };
         leading = lead(
             control,
@@ -220,11 +222,13 @@ fn announce(url: &str, local: SocketAddr, config: &Path, node: bool) {
 /// The cluster's admin, as the kubeconfig a server writes names them.
 const ADMIN: &str = "wasmkube-admin";
 
-/// The clients of the components a control plane runs, each with its own
-/// identity.
+/// What the components a control plane runs are given: a client each, with
+/// its own identity, and the CA with which the controllers sign nodes'
+/// certificates.
 struct Clients {
     scheduler: Client,
     controllers: Client,
+    signing: Arc<Ca>,
 }
 
 /// Starts the scheduler and the controllers, each while this process leads
@@ -254,7 +258,7 @@ fn lead(
             tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
         }
     });
-    let settings = args.controlling.settings();
+    let settings = args.controlling.settings(Some(clients.signing));
     let controllers = tokio::spawn(control(
         clients.controllers,
         settings,

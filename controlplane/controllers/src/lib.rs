@@ -27,10 +27,13 @@
 //!   over owner references.
 //! - ClusterRole aggregation: roles with an `aggregationRule` hold the rules
 //!   of the roles their selectors match.
+//! - Certificates: nodes' CertificateSigningRequests approved as their
+//!   requesters may have them, and signed with the cluster's CA.
 
 pub mod runtime;
 
 mod aggregation;
+mod certificates;
 mod cronjobs;
 mod daemonsets;
 mod deployments;
@@ -42,6 +45,7 @@ mod gc;
 mod jobs;
 mod lifecycle;
 mod node_ipam;
+pub use certificates::{KUBELET_CLIENT, KUBELET_SERVING, Signing};
 pub use node_ipam::PodRanges;
 mod replicas;
 mod revisions;
@@ -67,6 +71,9 @@ pub struct Settings {
     /// The pod range nodes get their subnets from (none: nodes are given
     /// none).
     pub pod_ranges: Option<PodRanges>,
+    /// The cluster's signer, which signs approved CertificateSigningRequests
+    /// of kubelets (none: they are approved, not signed).
+    pub signing: Option<Signing>,
 }
 
 impl Default for Settings {
@@ -75,6 +82,7 @@ impl Default for Settings {
         Settings {
             node_monitor_grace: Duration::from_secs(40),
             pod_ranges: Some(PodRanges::default()),
+            signing: None,
         }
     }
 }
@@ -108,6 +116,7 @@ pub async fn run(client: Client, settings: Settings, closed: CancellationToken) 
         cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
         disruption::controller(c, &mut pods, closed.clone()).boxed(),
         aggregation::controller(c, closed.clone()).boxed(),
+        certificates::controller(c, settings.signing.clone(), closed.clone()).boxed(),
     ];
     if let Some(ranges) = settings.pod_ranges {
         controllers.push(node_ipam::controller(c, &pods, ranges, closed.clone()).boxed());
