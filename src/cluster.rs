@@ -26,6 +26,9 @@ pub struct Cluster {
     pub server: String,
     /// The namespace of the kubeconfig's context (`default` without one).
     pub namespace: String,
+    /// The CA certificates the kubeconfig trusts for the server (DER; none
+    /// when it trusts the system's).
+    pub ca_certificates: Vec<Vec<u8>>,
     /// The kinds the server serves, read once.
     kinds: OnceCell<Kinds>,
 }
@@ -71,10 +74,12 @@ impl Cluster {
             .map(|a| a.to_string())
             .ok_or_else(|| anyhow!("the kubeconfig's server has no host"))?;
         let namespace = config.default_namespace.clone();
+        let ca_certificates = config.root_cert.clone().unwrap_or_default();
         Ok(Cluster {
             client: Client::try_from(config)?,
             server,
             namespace,
+            ca_certificates,
             kinds: OnceCell::new(),
         })
     }

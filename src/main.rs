@@ -6,7 +6,7 @@
 //!   `scheduler`, `controller-manager`.
 //! - Client verbs, finding the cluster as kubectl does (`cluster`, with the
 //!   kinds it serves from discovery in `kinds`): `run`, `push`, `plugin`,
-//!   `get`, `describe`, `apply`, `delete`, `logs`.
+//!   `get`, `describe`, `apply`, `delete`, `logs`, `token`.
 //! - Local: `image`, `store`, `completion`.
 //!
 //! Flags also come from the environment and a config file (`settings`);
@@ -24,7 +24,7 @@ mod settings;
 
 use commands::{
     Verb, agent, apply, completion, controller_manager, delete, describe, get, image, logs, plugin,
-    push, run, scheduler, server, store, up,
+    push, run, scheduler, server, store, token, up,
 };
 
 #[derive(Debug, Parser)]
@@ -111,6 +111,14 @@ cat app.yaml | wasmkube apply -f -"
 wasmkube delete -f examples/deployment/web.yaml"
     )]
     Delete(Verb<delete::Delete>),
+    /// Create the bootstrap tokens with which nodes join the cluster.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  TOKEN=$(wasmkube token create --ttl 2h --description edge-2)\n  \
+wasmkube agent --server https://10.0.0.1:6443 --token \"$TOKEN\" --node-name edge-2 --data-dir edge-2\n\
+Deleting the Secret kube-system/bootstrap-token-<id> revokes a token."
+    )]
+    Token(token::Token),
     /// Print a container's log.
     #[command(after_help = "Examples:\n  wasmkube logs hello\n  wasmkube logs web -f --tail 10")]
     Logs(Verb<logs::Logs>),
@@ -174,6 +182,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Apply(apply) => apply.run().await,
         Command::Delete(delete) => delete.run().await,
         Command::Logs(logs) => logs.run().await,
+        Command::Token(token) => token.run().await,
         Command::Store(store) => store.run().await,
         Command::Completion(completion) => completion.run(settings::command::<Cli>()?),
     }

@@ -19,8 +19,8 @@ pub const AFTER_HELP: &str = "Flags can also be set by environment variables (WA
 flag's name: WASMKUBE_DATA_DIR=/var/lib/wasmkube) and in a YAML config file of flag names and \
 values (WASMKUBE_CONFIG, else /etc/wasmkube/config.yaml), e.g.\n  data-dir: /var/lib/wasmkube\n  \
 node-name: edge-1\nThe command line wins over the environment, which wins over the file.\n\n\
-Client commands (run, push, plugin, get, describe, apply, delete, logs) find the cluster as \
-kubectl does: --kubeconfig FILE, else KUBECONFIG, else ~/.kube/config, else the \
+Client commands (run, push, plugin, get, describe, apply, delete, logs, token) find the cluster \
+as kubectl does: --kubeconfig FILE, else KUBECONFIG, else ~/.kube/config, else the \
 wasmkube-data/kubeconfig that `wasmkube up` writes here.\n\nExit codes: 0 done; 1 failed or \
 refused by the cluster; 2 bad usage; 3 not found; 4 no cluster to reach.";
 

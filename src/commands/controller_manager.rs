@@ -115,7 +115,7 @@ pub async fn control(client: Client, settings: Settings, elect: bool, closed: Ca
 }
 
 /// A duration as Kubernetes' flags write it: `500ms`, `40s`, `2m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

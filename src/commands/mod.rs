@@ -4,8 +4,8 @@
 //!
 //! Servers: `up`, `server`, `agent`, `scheduler`, `controller_manager` (with
 //! `engine`, `shutdown` and `store`'s way of opening a store). Client verbs:
-//! `run`, `push`, `plugin`, `get`, `describe`, `apply`, `delete`, `logs`
-//! (with `print`, `manifest` and `upload`). Local: `image`, `store`,
+//! `run`, `push`, `plugin`, `get`, `describe`, `apply`, `delete`, `logs`,
+//! `token` (with `print`, `manifest` and `upload`). Local: `image`, `store`,
 //! `completion`.
 
 use std::path::PathBuf;
@@ -37,6 +37,7 @@ mod security;
 pub mod server;
 mod shutdown;
 pub mod store;
+pub mod token;
 pub mod up;
 mod upload;
 
