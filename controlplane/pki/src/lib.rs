@@ -10,7 +10,8 @@
 //! writing keys to disk, and the TLS side of serving and calling:
 //! [`server_config`], [`client_config`] and [`serve`], an accept loop for an
 //! axum router that hands every request the client's verified certificates
-//! ([`PeerCertificates`]).
+//! ([`PeerCertificates`]), and what a server presents before it is trusted
+//! ([`presented_chain`]).
 //!
 //! It knows certificates and connections, not who may hold them: deciding
 //! which requests to approve and what a user may do belongs to the API server
@@ -25,6 +26,7 @@ mod ca;
 mod der;
 mod files;
 mod keys;
+mod presented;
 mod request;
 mod serve;
 mod tls;
@@ -36,6 +38,7 @@ use std::path::PathBuf;
 pub use ca::{CA_VALIDITY, Ca, Issued, LEAF_VALIDITY, Profile, Usage, csr};
 pub use files::{ensure_private_dir, write_private};
 pub use keys::{KeyPem, key_pair_load_or_create, key_pair_of};
+pub use presented::presented_chain;
 pub use request::{CertificateRequest, certificate_request};
 pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
 pub use tls::{
@@ -81,6 +84,14 @@ pub enum Error {
     /// a key that does not belong to its certificate).
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
+    /// A TLS server could not be reached, or its handshake failed.
+    #[error("TLS handshake with {address}: {why}")]
+    Handshake {
+        /// The server's `host:port`.
+        address: String,
+        /// What went wrong.
+        why: String,
+    },
     /// A verifier of certificates could not be built.
     #[error("certificate verifier: {0}")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
