@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use kube::Client;
+use kube::config::{Config as KubeConfig, KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
-use wasmkube_agent::Range;
+use wasmkube_agent::{Endpoint, EndpointCertificate, Range};
 use wasmkube_engine::Engine;
 
 use super::engine::engine;
@@ -28,8 +29,10 @@ pub struct Agent {
     /// Where the node keeps images, compiled components and pod data.
     #[arg(long, default_value = "wasmkube-data")]
     data_dir: PathBuf,
-    /// Where the agent serves its own endpoints (container logs), which the API
-    /// server reaches.
+    /// Where the agent serves its own endpoint (container logs,
+    /// port-forward) over TLS, which only the API server may use; its
+    /// serving certificate is asked of the cluster (signer
+    /// `kubernetes.io/kubelet-serving`) and kept in `DATA_DIR/pki`.
     #[arg(long, default_value = "127.0.0.1:10250")]
     listen: SocketAddr,
 }
@@ -46,18 +49,23 @@ impl Agent {
         let agent = self
             .node
             .agent(cluster.client, &cluster.server, engine, &self.data_dir)?;
-        let endpoint = TcpListener::bind(self.listen)
+        let listener = TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("listening on {}", self.listen))?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "Node {}: agent endpoint at http://{}",
+            "Node {}: agent endpoint at https://{}",
             agent.node_name(),
-            endpoint.local_addr()?
+            listener.local_addr()?
         );
         let _ = out.flush();
         drop(out);
+        let endpoint = Endpoint {
+            listener,
+            client_ca_pem: cluster_ca(&self.kubeconfig).await?,
+            certificate: EndpointCertificate::Requested,
+        };
         agent.run(endpoint, closed).await?;
         Ok(())
     }
@@ -110,6 +118,21 @@ impl NodeArgs {
             agent = agent.serve_ingress(address);
         }
         Ok(agent)
+    }
+}
+
+/// The cluster CA a kubeconfig trusts (PEM): the agent's endpoint answers
+/// clients with a certificate it issued.
+async fn cluster_ca(kubeconfig: &Path) -> Result<String> {
+    let read = Kubeconfig::read_from(kubeconfig)?;
+    let config = KubeConfig::from_custom_kubeconfig(read, &KubeConfigOptions::default()).await?;
+    match config.root_cert {
+        Some(ders) if !ders.is_empty() => Ok(wasmkube_pki::certificates_pem(ders)),
+        _ => Err(anyhow::anyhow!(
+            "{} names no certificate-authority for its cluster: the agent's endpoint \
+             needs the cluster CA to know the API server's client certificate",
+            kubeconfig.display()
+        )),
     }
 }
 

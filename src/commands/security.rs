@@ -3,7 +3,8 @@
 //! cluster CA is made in `DATA_DIR/pki` (0700, keys 0600); each start issues
 //! the API server's serving certificate (for its listen address, the host's
 //! names and addresses, the `kubernetes` Service's names and `--tls-san`
-//! extras), the admin's kubeconfig (`O=system:masters`, 0600) and a client
+//! extras), the admin's kubeconfig (`O=system:masters`, 0600), the client
+//! certificate with which it reaches nodes' agents, and a client
 //! certificate for each component the process runs, so each gets only its
 //! default roles' rights. Requests are authenticated by client certificate,
 //! static token, ServiceAccount token, then bootstrap token (with which nodes
@@ -26,7 +27,7 @@ use wasmkube_apiserver::admission::Admission;
 use wasmkube_apiserver::kubeconfig::{self, Credentials};
 use wasmkube_authn::{BootstrapTokens, ClientCertificates, ServiceAccounts, TokenFile, Tokens};
 use wasmkube_certificates::{RequestSignature, Requester, SignerPermission};
-use wasmkube_pki::{Ca, Profile};
+use wasmkube_pki::{Ca, Issued, Profile};
 use wasmkube_rbac::{Escalation, Rbac};
 use wasmkube_store::Store;
 
@@ -73,6 +74,8 @@ pub struct Security {
     pki: PathBuf,
     /// The TLS of the API server's listener.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The TLS with which the API server reaches nodes' agents.
+    pub kubelet_client: Arc<rustls::ClientConfig>,
     /// Its authenticators, authorizer, admission and token issuer.
     pub access: Access,
 }
@@ -119,6 +122,7 @@ impl Security {
             client_cas.push_str(&read(file)?);
         }
         let tls = wasmkube_pki::server_config(&cert_pem, &key_pem, Some(&client_cas))?;
+        let kubelet_client = kubelet_client(&ca, &pki)?;
 
         wasmkube_apiserver::create_missing(store.as_ref(), &wasmkube_rbac::bootstrap())
             .await
@@ -158,8 +162,19 @@ impl Security {
             ca,
             pki,
             tls,
+            kubelet_client,
             access,
         })
+    }
+
+    /// The cluster CA's certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// A certificate the cluster CA issues now for `profile`.
+    pub fn issue(&self, profile: &Profile) -> Result<Issued> {
+        Ok(self.ca.issue(profile)?)
     }
 
     /// The cluster CA, with which the controllers sign nodes' certificates.
@@ -190,6 +205,24 @@ pub async fn client_of(kubeconfig: &str) -> Result<Client> {
     let parsed = Kubeconfig::from_yaml(kubeconfig)?;
     let config = KubeConfig::from_custom_kubeconfig(parsed, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// The API server's client of nodes' agents: it trusts the cluster CA and
+/// presents a certificate for [`wasmkube_agent::KUBELET_CLIENT`] in
+/// `system:masters`, issued now and written beside the CA as kubeadm writes
+/// it (`apiserver-kubelet-client.{crt,key}`, the key 0600).
+fn kubelet_client(ca: &Ca, pki: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let issued = ca.issue(&Profile::client(
+        wasmkube_agent::KUBELET_CLIENT,
+        &["system:masters"],
+    ))?;
+    let key = pki.join("apiserver-kubelet-client.key");
+    wasmkube_pki::write_private(&key, issued.key_pem.as_bytes())?;
+    let cert = pki.join("apiserver-kubelet-client.crt");
+    std::fs::write(&cert, &issued.cert_pem)
+        .with_context(|| format!("writing {}", cert.display()))?;
+    let identity = Some((issued.cert_pem.as_str(), issued.key_pem.as_str()));
+    Ok(wasmkube_pki::client_config(ca.cert_pem(), identity)?)
 }
 
 fn read(file: &Path) -> Result<String> {

@@ -13,6 +13,7 @@ use kube::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wasmkube_agent::{Endpoint, EndpointCertificate, serving_profile};
 use wasmkube_apiserver::{ApiServer, Config as ApiConfig, kubeconfig};
 use wasmkube_engine::Engine;
 use wasmkube_pki::Ca;
@@ -132,6 +133,7 @@ pub async fn serve(
         store,
         ApiConfig {
             access: security.access.clone(),
+            kubelet_client: Some(security.kubelet_client.clone()),
             ..ApiConfig::default()
         },
     )
@@ -172,8 +174,15 @@ pub async fn serve(
         let agent = tokio::task::block_in_place(|| {
             node.agent(client, &own_registry, engine, &args.data_dir)
         })?;
-        // The in-process agent serves its endpoint on a free loopback port.
-        let endpoint = TcpListener::bind("127.0.0.1:0").await?;
+        // The in-process agent serves its endpoint on a free loopback port,
+        // with a certificate from the CA at hand.
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let profile = serving_profile(agent.node_name(), listener.local_addr()?.ip());
+        let endpoint = Endpoint {
+            listener,
+            client_ca_pem: security.ca_pem().to_owned(),
+            certificate: EndpointCertificate::Issued(security.issue(&profile)?),
+        };
         let closed = closed.clone();
         node_agent = Some(tokio::spawn(async move {
             if let Err(e) = agent.run(endpoint, closed).await {

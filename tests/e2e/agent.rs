@@ -4,6 +4,7 @@
 //! when it is deleted, takes its pods back when started again, and keeps them
 //! running while it cannot reach the API server.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -381,10 +382,122 @@ pub(crate) fn http_get(address: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The phase the agent at `address` has for each pod, `name=phase` sorted.
-fn agent_phases(address: &str) -> String {
+/// `GET path` from the agent endpoint at `address` of a node of the cluster
+/// of `data_dir`, over TLS trusting the cluster CA, as the client certificate
+/// and key `identity` (PEM) or with none: the status code and the body (`None`
+/// when no TLS connection can be made).
+fn agent_request(
+    data_dir: &Path,
+    identity: Option<(&str, &str)>,
+    address: &str,
+    path: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let ca = std::fs::read_to_string(data_dir.join("pki/ca.crt")).unwrap();
+    let config = wasmkube_pki::client_config(&ca, identity).unwrap();
+    let (host, _) = address.rsplit_once(':').unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let connection = rustls::ClientConnection::new(config, name).unwrap();
+    let stream = std::net::TcpStream::connect(address).ok()?;
+    // A server that stalls is no answer, not a test that hangs.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    // What came before the connection ended, however it ended.
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// `GET path` from the agent endpoint at `address` as the API server asks
+/// its agents, with the certificate it writes to `data_dir/pki`: the body
+/// (empty when it cannot be reached).
+fn agent_get(data_dir: &Path, address: &str, path: &str) -> String {
+    let read = |file: &str| std::fs::read_to_string(data_dir.join("pki").join(file)).unwrap();
+    let (cert, key) = (
+        read("apiserver-kubelet-client.crt"),
+        read("apiserver-kubelet-client.key"),
+    );
+    agent_request(data_dir, Some((&cert, &key)), address, path)
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// The admin's client certificate and key (PEM), from the kubeconfig the
+/// server of `data_dir` wrote.
+fn admin_identity(data_dir: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(data_dir.join("kubeconfig")).unwrap();
+    let config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let user = &config["users"][0]["user"];
+    // Base64, as k8s-openapi reads bytes from JSON.
+    let decoded = |field: &str| {
+        let bytes: k8s_openapi::ByteString = serde_json::from_value(user[field].clone()).unwrap();
+        String::from_utf8(bytes.0).unwrap()
+    };
+    (
+        decoded("client-certificate-data"),
+        decoded("client-key-data"),
+    )
+}
+
+/// Signs the serving certificates the nodes of the cluster of `server` (its
+/// data in `data_dir`) have asked for, as the signer of
+/// `kubernetes.io/kubelet-serving` would: approves each request and writes
+/// a certificate from the cluster CA into its status. A server without a
+/// control plane signs none itself. Returns how many it signed.
+fn sign_serving_certificates(server: &Server, data_dir: &Path) -> usize {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use kube::ResourceExt;
+    use kube::api::{Api, Patch, PatchParams};
+    let ca = wasmkube_pki::Ca::load_or_create(&data_dir.join("pki")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let requests: Api<CertificateSigningRequest> = Api::all(server.client().await);
+        let mut signed = 0;
+        for request in requests.list(&Default::default()).await.unwrap() {
+            let done = request
+                .status
+                .as_ref()
+                .is_some_and(|s| s.certificate.is_some());
+            if request.spec.signer_name != "kubernetes.io/kubelet-serving" || done {
+                continue;
+            }
+            let name = request.name_any();
+            let approved = serde_json::json!({"status": {"conditions": [{
+                "type": "Approved", "status": "True",
+                "reason": "E2E", "message": "approved by the test",
+            }]}});
+            let patch = PatchParams::default();
+            requests
+                .patch_approval(&name, &patch, &Patch::Merge(&approved))
+                .await
+                .unwrap();
+            let csr = String::from_utf8(request.spec.request.0.clone()).unwrap();
+            let usage = wasmkube_pki::Usage::Server;
+            let cert = ca
+                .sign_csr(&csr, usage, wasmkube_pki::LEAF_VALIDITY)
+                .unwrap();
+            let certificate = k8s_openapi::ByteString(cert.into_bytes());
+            let status = serde_json::json!({"status": {"certificate": certificate}});
+            requests
+                .patch_status(&name, &patch, &Patch::Merge(&status))
+                .await
+                .unwrap();
+            signed += 1;
+        }
+        signed
+    })
+}
+
+/// The phase the agent at `address` of a node of the cluster of `data_dir`
+/// has for each pod, `name=phase` sorted.
+fn agent_phases(data_dir: &Path, address: &str) -> String {
     let list: serde_json::Value =
-        serde_json::from_str(&http_get(address, "/pods")).unwrap_or_default();
+        serde_json::from_str(&agent_get(data_dir, address, "/pods")).unwrap_or_default();
     let mut phases: Vec<String> = list["items"]
         .as_array()
         .into_iter()
@@ -427,6 +540,16 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     }
     let k = |args: &[&str]| kubectl(&server_dir, &bounded(args));
     let node = ready_node(&server_dir);
+    // The node asks for a serving certificate for its endpoint, which this
+    // test signs (the server runs no controllers).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sign_serving_certificates(&server, &server_dir) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the node asked for no serving certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let always = |name: &str, image: &str, args: &str| {
         pod(&node, name, image, &format!("    args: {args}\n"))
             .replace("restartPolicy: Never", "restartPolicy: Always")
@@ -466,8 +589,32 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
             "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"
         ]),
     );
+    // Only the API server's client of agents is answered.
+    let ticker = "/containerLogs/default/ticker/ticker";
+    eventually(Duration::from_secs(10), "true", || {
+        agent_get(&server_dir, &endpoint, ticker)
+            .contains("tick")
+            .to_string()
+    });
+    let (admin_cert, admin_key) = admin_identity(&server_dir);
+    let admin = Some((admin_cert.as_str(), admin_key.as_str()));
+    let refused = |identity| agent_request(&server_dir, identity, &endpoint, ticker);
+    assert!(
+        matches!(refused(None), Some((401, _))),
+        "{:?}",
+        refused(None)
+    );
+    assert!(
+        matches!(refused(admin), Some((403, _))),
+        "{:?}",
+        refused(admin)
+    );
+    assert!(matches!(
+        std::fs::metadata(node_dir.join("pki/serving.key")).map(|m| m.permissions().mode() & 0o777),
+        Ok(0o600)
+    ));
     let ticks = || {
-        http_get(&endpoint, "/containerLogs/default/ticker/ticker")
+        agent_get(&server_dir, &endpoint, ticker)
             .matches("tick")
             .count()
     };
@@ -487,7 +634,7 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     eventually(
         Duration::from_secs(25),
         "crash=Running forced=Running graceful=Running short=Succeeded ticker=Running",
-        || agent_phases(&endpoint),
+        || agent_phases(&server_dir, &endpoint),
     );
     let before = ticks();
     std::thread::sleep(Duration::from_secs(3));
@@ -503,7 +650,7 @@ fn a_node_cut_off_keeps_its_pods_and_catches_up() {
     eventually(
         Duration::from_secs(10),
         "crash=Running short=Succeeded ticker=Running",
-        || agent_phases(&endpoint),
+        || agent_phases(&server_dir, &endpoint),
     );
     assert_eq!(
         k(&[

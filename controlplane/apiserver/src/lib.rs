@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod admission;
+mod agents;
 mod allocate;
 mod cache;
 mod crd;
@@ -76,6 +77,8 @@ pub struct ApiServer {
     /// Who may do what: the authenticator, authorizer and admission chain every
     /// request passes.
     access: Arc<Access>,
+    /// How the server reaches nodes' agents over TLS.
+    kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What a server serves and who may reach it, beyond its store.
@@ -86,6 +89,10 @@ pub struct Config {
     pub kinds: &'static [ResourceType],
     /// Who may do what.
     pub access: Access,
+    /// How to reach nodes' agents (logs, port-forward): over TLS with this
+    /// client, which trusts the CA of the agents' serving certificates and
+    /// presents the server's own; in the clear without one.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
@@ -94,6 +101,7 @@ impl Default for Config {
         Config {
             kinds: BUILTIN,
             access: Access::default(),
+            kubelet_client: None,
         }
     }
 }
@@ -167,6 +175,7 @@ impl ApiServer {
             store,
             closing,
             access: Arc::new(config.access),
+            kubelet_client: config.kubelet_client,
         };
         let services = by_kind("", "v1", "Service").expect("services are served");
         allocate::reclaim(

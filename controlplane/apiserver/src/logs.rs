@@ -1,20 +1,15 @@
-//! `pods/log`: a container's log, read from the agent of the pod's node and
-//! streamed back, as Kubernetes proxies it from the kubelet. The node says where
-//! its agent listens: its InternalIP address and `daemonEndpoints.kubeletEndpoint`.
+//! `pods/log`: a container's log, read from the agent of the pod's node
+//! ([`agents`]) and streamed back, as Kubernetes proxies it from the kubelet.
 
-use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use wasmkube_types::registry::by_kind;
 
-use crate::ApiServer;
+use crate::agents;
 use crate::error::{ApiError, ApiResult};
 use crate::objects::meta_str;
-use crate::rest::{Request, decode_stored};
+use crate::rest::Request;
 
 /// The query parameters the agent understands, passed on as they are.
 const PASSED: &[&str] = &[
@@ -53,53 +48,6 @@ fn container(pod: &Value, name: &str, asked: Option<&String>) -> ApiResult<Strin
     }
 }
 
-/// Where the agent of `node` listens.
-pub(crate) async fn agent_of(server: &ApiServer, node: &str) -> ApiResult<String> {
-    let nodes = by_kind("", "v1", "Node").expect("nodes are served");
-    let key = nodes.storage_key(None, node).expect("nodes are stored");
-    let kv = server
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(nodes, node))?;
-    let node_object = decode_stored(&kv)?;
-    let status = &node_object["status"];
-    let address = status["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str());
-    let port = status["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64();
-    match (address, port) {
-        (Some(address), Some(port)) if port > 0 => Ok(format!("{address}:{port}")),
-        _ => Err(ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("node {node} does not say where its agent listens"),
-        )),
-    }
-}
-
-/// The agent of `node` said no: its status and its words.
-pub(crate) async fn refusal(
-    node: &str,
-    response: hyper::Response<hyper::body::Incoming>,
-) -> ApiError {
-    let status = response.status();
-    match response.into_body().collect().await {
-        Ok(body) => {
-            let message = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-            ApiError::new(status.as_u16(), "BadRequest", message)
-        }
-        Err(e) => ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("the agent of node {node}: {e}"),
-        ),
-    }
-}
-
 /// Answers `GET …/pods/<name>/log`.
 pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Response> {
     let (pod, _) = request.read(name).await?;
@@ -109,7 +57,6 @@ pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Respon
             "pod {name} does not have a host assigned"
         )));
     };
-    let agent = agent_of(request.server, node).await?;
     let namespace = meta_str(&pod, "namespace").unwrap_or("default");
     let query: Vec<String> = PASSED
         .iter()
@@ -119,24 +66,14 @@ pub(crate) async fn serve(request: &Request<'_>, name: &str) -> ApiResult<Respon
                 .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
         })
         .collect();
-    let uri = format!(
-        "http://{agent}/containerLogs/{namespace}/{name}/{container}?{}",
+    let path = format!(
+        "/containerLogs/{namespace}/{name}/{container}?{}",
         query.join("&")
     );
-    let uri = uri
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("invalid log request: {e}")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("the agent of node {node}: {e}"),
-        )
-    };
-    let response = client.get(uri).await.map_err(|e| unreachable(&e))?;
+    let mut agent = agents::connect(request.server, node).await?;
+    let response = agent.send(agent.request(&Method::GET, &path)).await?;
     if response.status() != StatusCode::OK {
-        return Err(refusal(node, response).await);
+        return Err(agent.refusal(response).await);
     }
     let body = Body::new(response.into_body());
     Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())

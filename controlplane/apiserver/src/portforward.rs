@@ -1,6 +1,6 @@
 //! `pods/portforward`: the client's upgrade request (the WebSocket that
 //! kubectl 1.31+ opens, SPDY tunneled in it) is passed to the agent of the
-//! pod's node, and once the agent switches protocols the two connections
+//! pod's node ([`agents`]), and once the agent switches protocols the two connections
 //! are joined, as Kubernetes proxies it to the kubelet. The agent speaks the
 //! forwarding protocol; the API server only carries bytes.
 
@@ -8,16 +8,14 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use wasmkube_types::registry::by_kind;
 
-use crate::ApiServer;
 use crate::access::Attributes;
 use crate::error::{ApiError, ApiResult};
-use crate::logs::{agent_of, refusal};
 use crate::path::Target;
 use crate::rest::decode_stored;
+use crate::{ApiServer, agents};
 
 /// The headers of an upgrade that go on to the agent.
 const PASSED: &[&str] = &[
@@ -78,39 +76,19 @@ async fn forward(
             "unable to forward to pod {name}: it is not running"
         )));
     }
-    let agent = agent_of(server, node).await?;
-    let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("the agent of node {node}: {e}"),
-        )
-    };
-    let stream = tokio::net::TcpStream::connect(&agent)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(connection.with_upgrades());
-    let mut upstream = hyper::Request::builder()
-        .method(request.method())
-        .uri(format!("/portForward/{namespace}/{name}"))
-        .header(header::HOST, &agent);
+    let mut agent = agents::connect(server, node).await?;
+    let mut upstream = agent.request(
+        request.method(),
+        &format!("/portForward/{namespace}/{name}"),
+    );
     for (header, value) in request.headers() {
         if PASSED.contains(&header.as_str()) {
             upstream = upstream.header(header, value);
         }
     }
-    let upstream = upstream
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut answer = sender
-        .send_request(upstream)
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let mut answer = agent.send(upstream).await?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(refusal(node, answer).await);
+        return Err(agent.refusal(answer).await);
     }
     let from_client = hyper::upgrade::on(&mut request);
     let from_agent = hyper::upgrade::on(&mut answer);

@@ -7,6 +7,11 @@
 //! costs nothing but the next one. Deleting a pod stops its containers within the
 //! grace period, then the agent removes the object.
 //!
+//! Its own endpoint (container logs, port-forward) is served over mutual TLS
+//! to the API server alone ([`Endpoint`]), with a serving certificate from
+//! the cluster CA, asked of the cluster when the agent runs on its own
+//! ([`certificates`]).
+//!
 //! It is the node's Service proxy too ([`proxy`]): Service addresses and
 //! node ports forward to ready endpoints; and, when asked, it answers
 //! cluster DNS ([`dns`]), and the Ingress controller of the class `wasmkube`
@@ -17,7 +22,9 @@
 //! server, it keeps running them, and when the watch lists again, pods the
 //! server no longer has are stopped.
 
+pub mod certificates;
 mod dns;
+mod endpoint;
 mod ingress;
 mod logs;
 mod network;
@@ -48,6 +55,7 @@ use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
 use wasmkube_runtime::{Rotation, Runtime};
 
+pub use endpoint::{Endpoint, EndpointCertificate, KUBELET_CLIENT, serving_profile};
 pub use network::Range;
 pub use node::{INSTANCES, POD_CAPACITY};
 pub use pod::FRESH_INSTANCES;
@@ -64,6 +72,10 @@ pub enum AgentError {
     /// The network plugins could not be loaded.
     #[error(transparent)]
     Network(wasmkube_plugin_host::PluginError),
+    /// The agent's endpoint cannot be secured with the client CA or the
+    /// certificate it is given.
+    #[error("the agent's endpoint: {0}")]
+    Endpoint(#[source] wasmkube_pki::Error),
 }
 
 /// One node's agent.
@@ -77,6 +89,8 @@ pub struct Agent {
     runtime: Arc<Runtime>,
     /// Where pods keep their record, logs and volumes.
     pods_dir: PathBuf,
+    /// Where the agent keeps the serving certificate it asks the cluster for.
+    pki_dir: PathBuf,
     /// The node's address, given to its pods as `hostIP`.
     host_ip: String,
     /// When container logs rotate.
@@ -128,6 +142,7 @@ impl Agent {
             node: node.to_owned(),
             runtime: Arc::new(Runtime::new(engine.clone(), data_dir)?),
             pods_dir,
+            pki_dir: data_dir.join("pki"),
             host_ip: String::new(),
             rotation: Rotation::default(),
             running: Arc::default(),
@@ -203,36 +218,28 @@ impl Agent {
         }
     }
 
-    /// Takes back the pods on record, registers the node (its agent endpoint:
-    /// `listener`), serves the endpoint, and runs the node's pods until `closing`
-    /// is cancelled. The pods on record run whether or not the API server can be
-    /// reached; registration is retried until it can.
+    /// Takes back the pods on record, registers the node (with the address
+    /// of its `endpoint`), serves the endpoint, and runs the node's pods until
+    /// `closing` is cancelled. The pods on record run whether or not the API
+    /// server can be reached; registration is retried until it can.
     pub async fn run(
         mut self,
-        listener: tokio::net::TcpListener,
+        endpoint: Endpoint,
         closing: CancellationToken,
     ) -> Result<(), AgentError> {
-        let endpoint = listener
+        let address = endpoint
+            .listener
             .local_addr()
             .map_err(wasmkube_runtime::RuntimeError::from)?;
-        self.host_ip = endpoint.ip().to_string();
+        self.host_ip = address.ip().to_string();
         let mut workers = Workers::new(closing.clone());
         for pod in record::load_all(&self.pods_dir) {
             workers.feed(&self, pod);
         }
-        let router = logs::router(self.clone());
-        let stop = closing.clone().cancelled_owned();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::warn!(error = %e, "serving the agent endpoint");
-            }
-        });
+        endpoint::start(&self, endpoint, &closing)?;
         let mut backoff = Retry::default();
         let pod_cidr = loop {
-            match node::register(&self.client, &self.node, endpoint).await {
+            match node::register(&self.client, &self.node, address).await {
                 Ok(pod_cidr) => break pod_cidr,
                 Err(e) => tracing::warn!(error = %e, "registering the node"),
             }
@@ -278,7 +285,7 @@ impl Agent {
         }
         tokio::spawn(proxy::run(
             self.client.clone(),
-            endpoint.ip(),
+            address.ip(),
             serving,
             closing.clone(),
         ));
