@@ -59,8 +59,11 @@ wasmkube server --control-plane --store etcd=http://10.0.0.1:2379,http://10.0.0.
     Server(server::Server),
     /// Join a cluster as a node: run the pods bound to it as Wasm components.
     #[command(
-        after_help = "Example:\n  wasmkube agent --kubeconfig wasmkube-data/kubeconfig \
---node-name edge-2 --data-dir edge-2 --listen 127.0.0.1:10251"
+        after_help = "Examples:\n  wasmkube agent --server https://10.0.0.1:6443 --token \"$TOKEN\" \
+--node-name edge-2 --data-dir edge-2 --listen 10.0.0.2:10250\n  \
+wasmkube agent --kubeconfig wasmkube-data/kubeconfig --node-name edge-2 --data-dir edge-2 \
+--listen 127.0.0.1:10251\nThe join token comes from `wasmkube token create`; once joined, the node \
+restarts with no token."
     )]
     Agent(agent::Agent),
     /// Place pending pods on nodes, with Wasm scheduler plugins.

@@ -9,21 +9,25 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use kube::Client;
-use kube::config::{Config as KubeConfig, KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 use wasmkube_agent::{Endpoint, EndpointCertificate, Range};
 use wasmkube_engine::Engine;
 
 use super::engine::engine;
+use super::join::{self, JoinArgs};
 use super::shutdown::closed_on_shutdown;
 use crate::cluster::Cluster;
 
 /// Joins a cluster as a node.
 #[derive(Debug, Args)]
 pub struct Agent {
-    /// How to reach the API server.
+    /// How to reach the API server (without it, the node joins with
+    /// `--server` and `--token`, or uses the node kubeconfig it got then:
+    /// `DATA_DIR/pki/node.kubeconfig`, whose certificate it renews).
     #[arg(long)]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    join: JoinArgs,
     #[command(flatten)]
     node: NodeArgs,
     /// Where the node keeps images, compiled components and pod data.
@@ -42,9 +46,21 @@ impl Agent {
     /// process is asked to stop.
     pub async fn run(self) -> Result<()> {
         let closed = closed_on_shutdown();
-        let cluster = Cluster::find(Some(&self.kubeconfig)).await?;
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
+        let kubeconfig = match &self.kubeconfig {
+            Some(file) => file.clone(),
+            None => {
+                let name = self.node.name();
+                self.join.credentials(&name, &self.data_dir).await?
+            }
+        };
+        let mut cluster = Cluster::find(Some(&kubeconfig)).await?;
+        if self.kubeconfig.is_none() {
+            let client = cluster.client.clone();
+            cluster.client = join::renewing(&kubeconfig, client, closed.clone());
+        }
+        let client_ca_pem = cluster_ca(&cluster, &kubeconfig)?;
         let engine = engine(&self.data_dir, true)?;
         let agent = self
             .node
@@ -63,7 +79,7 @@ impl Agent {
         drop(out);
         let endpoint = Endpoint {
             listener,
-            client_ca_pem: cluster_ca(&self.kubeconfig).await?,
+            client_ca_pem,
             certificate: EndpointCertificate::Requested,
         };
         agent.run(endpoint, closed).await?;
@@ -121,18 +137,16 @@ impl NodeArgs {
     }
 }
 
-/// The cluster CA a kubeconfig trusts (PEM): the agent's endpoint answers
-/// clients with a certificate it issued.
-async fn cluster_ca(kubeconfig: &Path) -> Result<String> {
-    let read = Kubeconfig::read_from(kubeconfig)?;
-    let config = KubeConfig::from_custom_kubeconfig(read, &KubeConfigOptions::default()).await?;
-    match config.root_cert {
-        Some(ders) if !ders.is_empty() => Ok(wasmkube_pki::certificates_pem(ders)),
-        _ => Err(anyhow::anyhow!(
+/// The cluster CA the kubeconfig of `cluster` trusts (PEM): the agent's
+/// endpoint answers clients with a certificate it issued.
+fn cluster_ca(cluster: &Cluster, kubeconfig: &Path) -> Result<String> {
+    match &cluster.ca_certificates[..] {
+        [] => Err(anyhow::anyhow!(
             "{} names no certificate-authority for its cluster: the agent's endpoint \
              needs the cluster CA to know the API server's client certificate",
             kubeconfig.display()
         )),
+        ders => Ok(wasmkube_pki::certificates_pem(ders)),
     }
 }
 

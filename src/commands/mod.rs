@@ -2,8 +2,9 @@
 //! the cluster (`--kubeconfig`, as kubectl does), the namespace flag, kinds
 //! and names as kubectl takes them, and going on past failures.
 //!
-//! Servers: `up`, `server`, `agent`, `scheduler`, `controller_manager` (with
-//! `engine`, `shutdown` and `store`'s way of opening a store). Client verbs:
+//! Servers: `up`, `server`, `agent` (joining with `join`), `scheduler`,
+//! `controller_manager` (with `engine`, `shutdown` and `store`'s way of
+//! opening a store). Client verbs:
 //! `run`, `push`, `plugin`, `get`, `describe`, `apply`, `delete`, `logs`,
 //! `token` (with `print`, `manifest` and `upload`). Local: `image`, `store`,
 //! `completion`.
@@ -26,6 +27,7 @@ pub mod describe;
 mod engine;
 pub mod get;
 pub mod image;
+mod join;
 pub mod logs;
 mod manifest;
 pub mod plugin;
