@@ -8,6 +8,7 @@ mod controllers;
 mod crash;
 mod http;
 mod image;
+mod join;
 mod kube_client;
 mod kubectl;
 mod leader;
