@@ -220,8 +220,8 @@ fn announce(url: &str, local: SocketAddr, config: &Path, node: bool) {
     if node {
         let _ = writeln!(
             out,
-            "  more nodes: wasmkube agent --kubeconfig {} --node-name NAME --data-dir DIR \\
-              --listen ADDRESS",
+            "  more nodes: wasmkube agent --server {url} --token \"$(wasmkube token create \\
+              --kubeconfig {})\" --node-name NAME --data-dir DIR --listen ADDRESS",
             config.display()
         );
     }
