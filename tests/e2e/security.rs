@@ -248,24 +248,25 @@ fn requests_are_authenticated_and_authorized() {
     );
     assert!(!done && said.contains("forbidden"), "{said}");
 
-    // Aggregation: a role labelled to aggregate to view adds to what viewers hold.
-    let leases = [
+    // Aggregation: a role labelled to aggregate to view adds to what viewers
+    // hold (jane views and edits prod; neither lets her read its bindings).
+    let bindings = [
         "auth",
         "can-i",
         "get",
-        "leases.coordination.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
         "-n",
         "prod",
     ];
-    assert_eq!(kubectl(&jane, &leases).1, "no");
+    assert_eq!(kubectl(&jane, &bindings).1, "no");
     ok(
         &admin,
         &[
             "create",
             "clusterrole",
-            "lease-reader",
+            "binding-reader",
             "--verb=get",
-            "--resource=leases.coordination.k8s.io",
+            "--resource=rolebindings.rbac.authorization.k8s.io",
         ],
     );
     ok(
@@ -273,12 +274,12 @@ fn requests_are_authenticated_and_authorized() {
         &[
             "label",
             "clusterrole",
-            "lease-reader",
+            "binding-reader",
             "rbac.authorization.k8s.io/aggregate-to-view=true",
         ],
     );
     crate::agent::eventually(std::time::Duration::from_secs(20), "yes", || {
-        kubectl(&jane, &leases).1
+        kubectl(&jane, &bindings).1
     });
 
     // Impersonation: the admin may, jane may not.
