@@ -9,27 +9,30 @@
 //! default roles' rights. Requests are authenticated by client certificate,
 //! static token, ServiceAccount token, then bootstrap token (with which nodes
 //! join: `wasmkube token create`); anonymous ones reach only the
-//! health and version paths; RBAC authorizes the rest, with Kubernetes'
-//! default roles and bindings created on first start.
+//! health and version paths; the authorizers `--authorization-mode` names
+//! (RBAC by default) authorize the rest. Kubernetes' default roles and
+//! bindings are created on first start, whichever the authorizers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use kube::Client;
 use kube::config::{Config as KubeConfig, KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::Access;
-use wasmkube_apiserver::access::{AnonymousAccess, Union};
-use wasmkube_apiserver::admission::Admission;
+use wasmkube_apiserver::access::{AllowAll, AnonymousAccess, Authorizer, InTurn, Union};
+use wasmkube_apiserver::admission::{Admission, ValidatingAdmission};
 use wasmkube_apiserver::kubeconfig::{self, Credentials};
 use wasmkube_authn::{BootstrapTokens, ClientCertificates, ServiceAccounts, TokenFile, Tokens};
 use wasmkube_certificates::{RequestSignature, Requester, SignerPermission};
 use wasmkube_pki::{Ca, Issued, Profile};
 use wasmkube_rbac::{Escalation, Rbac};
 use wasmkube_store::Store;
+
+use crate::exit::Failure;
 
 /// How a server secures what it serves.
 #[derive(Debug, Args)]
@@ -66,6 +69,29 @@ pub struct SecurityArgs {
     /// (repeat it; default: the issuer).
     #[arg(long, value_name = "AUDIENCE")]
     api_audiences: Vec<String>,
+    /// The authorizers, asked in this order: the first that allows or denies
+    /// a request decides (authentication stays on whichever they are).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "RBAC",
+        value_name = "MODE[,MODE…]"
+    )]
+    authorization_mode: Vec<AuthorizationMode>,
+}
+
+/// An authorizer of `--authorization-mode`, named as Kubernetes names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthorizationMode {
+    /// Every request is allowed (once authenticated), and writes of roles
+    /// and bindings are not checked for escalation.
+    #[value(name = "AlwaysAllow")]
+    AlwaysAllow,
+    /// Roles and their bindings decide; a write of one that grants more than
+    /// its writer holds is refused.
+    #[value(name = "RBAC")]
+    Rbac,
 }
 
 /// A server's certificates and who may do what on it.
@@ -91,7 +117,7 @@ impl std::fmt::Debug for Security {
 impl Security {
     /// The security of a server keeping its data in `data_dir`, serving at
     /// `local`, over `store`: certificates made or loaded, the default roles
-    /// created if missing, and an RBAC authorizer that follows `store` until
+    /// created if missing, and the authorizers, which follow `store` until
     /// `closed`.
     pub async fn prepare(
         args: &SecurityArgs,
@@ -127,10 +153,40 @@ impl Security {
         wasmkube_apiserver::create_missing(store.as_ref(), &wasmkube_rbac::bootstrap())
             .await
             .context("creating the default roles")?;
-        let rbac = Rbac::follow(store.clone(), closed.clone())
-            .await
-            .context("reading the cluster's roles")?;
-        let authorizer = Arc::new(rbac.clone());
+        let modes = &args.authorization_mode;
+        if let Some(twice) = modes
+            .iter()
+            .find(|m| modes.iter().filter(|n| n == m).count() > 1)
+        {
+            let name = twice.to_possible_value().expect("no mode is skipped");
+            return Err(Failure::Usage.because(format!(
+                "--authorization-mode names {} more than once",
+                name.get_name()
+            )));
+        }
+        let mut authorizers: Vec<Arc<dyn Authorizer>> = Vec::new();
+        let mut rbac = None;
+        for mode in modes {
+            match mode {
+                AuthorizationMode::AlwaysAllow => authorizers.push(Arc::new(AllowAll)),
+                AuthorizationMode::Rbac => {
+                    let followed = Rbac::follow(store.clone(), closed.clone())
+                        .await
+                        .context("reading the cluster's roles")?;
+                    authorizers.push(Arc::new(followed.clone()));
+                    rbac = Some(followed);
+                }
+            }
+        }
+        let authorizer: Arc<dyn Authorizer> = match authorizers.len() {
+            1 => authorizers.remove(0),
+            _ => Arc::new(InTurn(authorizers)),
+        };
+        // Only RBAC checks writes of roles and bindings for escalation.
+        let validating: Vec<Arc<dyn ValidatingAdmission>> = match &rbac {
+            Some(rbac) => vec![Arc::new(Escalation::new(rbac, authorizer.clone()))],
+            None => Vec::new(),
+        };
         let accounts = Arc::new(service_accounts(args, &pki, store.clone())?);
         let mut tokens: Vec<Arc<dyn wasmkube_authn::TokenAuthenticator>> = Vec::new();
         if let Some(file) = &args.token_auth_file {
@@ -144,10 +200,10 @@ impl Security {
                 Arc::new(Tokens(tokens)),
             ])),
             anonymous: AnonymousAccess::PublicPaths,
-            authorizer: authorizer.clone(),
+            authorizer,
             admission: Admission {
                 mutating: Vec::new(),
-                validating: vec![Arc::new(Escalation::new(&rbac, authorizer))],
+                validating,
             },
             tokens: Some(accounts),
         };

@@ -2,6 +2,7 @@
 //! time, driven by real clients.
 
 mod agent;
+mod authorization;
 mod bad_input;
 mod cli;
 mod controllers;

@@ -367,6 +367,51 @@ impl Authorizer for AllowAll {
     }
 }
 
+/// Several authorizers, asked in order as Kubernetes' union authorizer asks
+/// them (`--authorization-mode Node,RBAC`): the first that allows or denies
+/// decides; when none does, the request has no opinion, with their reasons
+/// joined.
+#[derive(Default)]
+pub struct InTurn(pub Vec<Arc<dyn Authorizer>>);
+
+impl std::fmt::Debug for InTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InTurn").field(&self.0.len()).finish()
+    }
+}
+
+impl Authorizer for InTurn {
+    fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, Decision> {
+        async move {
+            let mut reasons = Vec::new();
+            for authorizer in &self.0 {
+                match authorizer.authorize(attributes).await {
+                    Decision::NoOpinion(reason) => {
+                        if !reason.is_empty() {
+                            reasons.push(reason);
+                        }
+                    }
+                    decided => return decided,
+                }
+            }
+            Decision::NoOpinion(reasons.join(", "))
+        }
+        .boxed()
+    }
+
+    /// Every authorizer's rules together; incomplete when one's are.
+    fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
+        let mut all = Rules::default();
+        for authorizer in &self.0 {
+            let rules = authorizer.rules(user, namespace);
+            all.resource_rules.extend(rules.resource_rules);
+            all.non_resource_rules.extend(rules.non_resource_rules);
+            all.incomplete |= rules.incomplete;
+        }
+        all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,5 +461,35 @@ mod tests {
             discovery.forbidden("").message,
             r#"forbidden: User "system:anonymous" cannot get path "/apis""#
         );
+    }
+
+    /// An authorizer that always says the same.
+    struct Says(Decision);
+
+    impl Authorizer for Says {
+        fn authorize<'a>(&'a self, _attributes: &'a Attributes) -> BoxFuture<'a, Decision> {
+            futures::future::ready(self.0.clone()).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn authorizers_in_turn_stop_at_the_first_decision() {
+        let says = |decisions: Vec<Decision>| {
+            InTurn(
+                decisions
+                    .into_iter()
+                    .map(|d| Arc::new(Says(d)) as Arc<dyn Authorizer>)
+                    .collect(),
+            )
+        };
+        let get = attributes(Method::GET, "/apis/apps/v1/deployments", None, None);
+        let no = |why: &str| Decision::NoOpinion(why.into());
+        let denied = says(vec![no("a"), Decision::Deny("b".into()), Decision::Allow]);
+        assert_eq!(denied.authorize(&get).await, Decision::Deny("b".into()));
+        let allowed = says(vec![no(""), Decision::Allow, Decision::Deny("b".into())]);
+        assert_eq!(allowed.authorize(&get).await, Decision::Allow);
+        let undecided = says(vec![no("a"), no(""), no("c")]);
+        assert_eq!(undecided.authorize(&get).await, no("a, c"));
+        assert_eq!(says(vec![]).authorize(&get).await, no(""));
     }
 }
