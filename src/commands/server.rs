@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use super::controller_manager::{ControllingArgs, control};
 use super::engine::engine;
 use super::security::{Security, SecurityArgs};
 use super::shutdown::shutdown;
-use super::store::{self, EtcdEndpoints, parse_etcd};
+use super::store::{self, EtcdArgs};
 
 /// Serves the API; with `--control-plane`, schedules and runs the
 /// controllers too.
@@ -60,9 +61,8 @@ pub struct ServerArgs {
     /// Address to serve on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Keep objects in etcd instead of the embedded store: `etcd=http://HOST:PORT[,…]`.
-    #[arg(long, value_name = "etcd=URL[,URL…]", value_parser = parse_etcd)]
-    store: Option<EtcdEndpoints>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Encrypt the resources an EncryptionConfiguration file names (as the
     /// Kubernetes API server's flag of the same name) in the store.
     #[arg(long, value_name = "FILE")]
@@ -95,14 +95,17 @@ pub async fn serve(
     node: Option<NodeArgs>,
 ) -> Result<()> {
     let stopping = shutdown();
-    std::fs::create_dir_all(&args.data_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     // Only servers sharing etcd can stand by for each other: they elect
     // leaders; one with its own store file leads alone.
-    let elect = args.store.is_some();
+    let elect = args.etcd.chosen();
     let store = store::open(
         &args.data_dir,
-        args.store.as_ref(),
+        &args.etcd,
         args.encryption_provider_config.as_deref(),
     )
     .await?;

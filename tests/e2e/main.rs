@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod controllers;
 mod crash;
+mod etcd_tls;
 mod http;
 mod image;
 mod join;
