@@ -10,8 +10,10 @@
 //! static token, ServiceAccount token, then bootstrap token (with which nodes
 //! join: `wasmkube token create`); anonymous ones reach only the
 //! health and version paths; the authorizers `--authorization-mode` names
-//! (RBAC by default) authorize the rest. Kubernetes' default roles and
-//! bindings are created on first start, whichever the authorizers.
+//! (Node then RBAC by default) authorize the rest, and the NodeRestriction
+//! admission plugin keeps nodes' writes to their own objects. Kubernetes'
+//! default roles and bindings are created on first start, whichever the
+//! authorizers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ use wasmkube_apiserver::kubeconfig::{self, Credentials};
 use wasmkube_authn::{BootstrapTokens, ClientCertificates, ServiceAccounts, TokenFile, Tokens};
 use wasmkube_certificates::{RequestSignature, Requester, SignerPermission};
 use wasmkube_pki::{Ca, Issued, Profile};
-use wasmkube_rbac::{Escalation, Rbac};
+use wasmkube_rbac::{Escalation, NodeAuthorizer, NodeGraph, NodeRestriction, Rbac};
 use wasmkube_store::Store;
 
 use crate::exit::Failure;
@@ -75,7 +77,7 @@ pub struct SecurityArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "RBAC",
+        default_value = "Node,RBAC",
         value_name = "MODE[,MODE…]"
     )]
     authorization_mode: Vec<AuthorizationMode>,
@@ -88,6 +90,11 @@ pub enum AuthorizationMode {
     /// and bindings are not checked for escalation.
     #[value(name = "AlwaysAllow")]
     AlwaysAllow,
+    /// A node (`system:node:<name>` in `system:nodes`) reads the Secrets,
+    /// ConfigMaps, claims and volumes its pods use, and does what the
+    /// `system:node` role allows; others are left to the next authorizer.
+    #[value(name = "Node")]
+    Node,
     /// Roles and their bindings decide; a write of one that grants more than
     /// its writer holds is refused.
     #[value(name = "RBAC")]
@@ -169,6 +176,12 @@ impl Security {
         for mode in modes {
             match mode {
                 AuthorizationMode::AlwaysAllow => authorizers.push(Arc::new(AllowAll)),
+                AuthorizationMode::Node => {
+                    let graph = NodeGraph::follow(store.clone(), closed.clone())
+                        .await
+                        .context("reading what the cluster's pods use")?;
+                    authorizers.push(Arc::new(NodeAuthorizer::new(graph)));
+                }
                 AuthorizationMode::Rbac => {
                     let followed = Rbac::follow(store.clone(), closed.clone())
                         .await
@@ -182,11 +195,13 @@ impl Security {
             1 => authorizers.remove(0),
             _ => Arc::new(InTurn(authorizers)),
         };
+        // Nodes write only their own objects, whichever the authorizers.
+        let mut validating: Vec<Arc<dyn ValidatingAdmission>> =
+            vec![Arc::new(NodeRestriction::new(store.clone()))];
         // Only RBAC checks writes of roles and bindings for escalation.
-        let validating: Vec<Arc<dyn ValidatingAdmission>> = match &rbac {
-            Some(rbac) => vec![Arc::new(Escalation::new(rbac, authorizer.clone()))],
-            None => Vec::new(),
-        };
+        if let Some(rbac) = &rbac {
+            validating.push(Arc::new(Escalation::new(rbac, authorizer.clone())));
+        }
         let accounts = Arc::new(service_accounts(args, &pki, store.clone())?);
         let mut tokens: Vec<Arc<dyn wasmkube_authn::TokenAuthenticator>> = Vec::new();
         if let Some(file) = &args.token_auth_file {

@@ -14,6 +14,7 @@ mod join;
 mod kube_client;
 mod kubectl;
 mod leader;
+mod node_access;
 mod process;
 mod proxy;
 mod python;

@@ -3,12 +3,12 @@
 //! gates (`plugin/pkg/auth/authorizer/rbac/bootstrappolicy`), for the
 //! components and controllers this project runs.
 //!
-//! Two departures, both on bindings: this project's controller manager
+//! One departure, on bindings: this project's controller manager
 //! authenticates as the one user `system:kube-controller-manager`, so each
 //! `system:controller:*` ClusterRoleBinding names that user besides the
-//! controller's ServiceAccount; and `system:node` is bound to the group
-//! `system:nodes` (Kubernetes leaves that binding without subjects and lets
-//! its Node authorizer decide what a node may do).
+//! controller's ServiceAccount. As in Kubernetes, the `system:node` binding
+//! has no subjects: the Node authorizer ([`crate::NodeAuthorizer`]) grants
+//! nodes the rules of `system:node` itself, and what their pods use.
 
 use std::collections::BTreeMap;
 
@@ -768,7 +768,12 @@ fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         ),
         cluster_binding(SCHEDULER, &[User(SCHEDULER)]),
         cluster_binding("system:volume-scheduler", &[User(SCHEDULER)]),
-        cluster_binding("system:node", &[Group("system:nodes")]),
+        // Kept without subjects, as Kubernetes keeps it since its Node
+        // authorizer decides what a node may do.
+        ClusterRoleBinding {
+            subjects: None,
+            ..cluster_binding("system:node", &[])
+        },
         cluster_binding(
             "system:service-account-issuer-discovery",
             &[Group("system:serviceaccounts")],
@@ -1651,17 +1656,13 @@ mod tests {
         );
         assert!(may(&index, &gc, "patch", APPS, "replicasets", "web"));
         assert!(!may(&index, &gc, "create", APPS, "replicasets", "web"));
+        // A node holds through RBAC only what Wasmkube's agent needs beyond
+        // a kubelet; the Node authorizer grants it the rules of system:node.
         let node = user("system:node:n1", &["system:nodes", "system:authenticated"]);
-        assert!(may(&index, &node, "patch", CORE, "nodes/status", ""));
-        assert!(may(
-            &index,
-            &node,
-            "create",
-            COORDINATION,
-            "leases",
-            "kube-node-lease"
-        ));
-        assert!(!may(&index, &node, "delete", CORE, "nodes", ""));
+        assert!(!may(&index, &node, "patch", CORE, "nodes/status", ""));
+        assert!(!may(&index, &node, "get", CORE, "secrets", "web"));
+        assert!(may(&index, &node, "watch", DISCOVERY, "endpointslices", ""));
+        assert!(may(&index, &node, "list", NETWORKING, "ingresses", ""));
         let proxy = user("system:kube-proxy", &["system:authenticated"]);
         assert!(may(
             &index,
