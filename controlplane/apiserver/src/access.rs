@@ -369,8 +369,8 @@ impl Authorizer for AllowAll {
 
 /// Several authorizers, asked in order as Kubernetes' union authorizer asks
 /// them (`--authorization-mode Node,RBAC`): the first that allows or denies
-/// decides; when none does, the request has no opinion, with their reasons
-/// joined.
+/// decides; when none does, the request has no opinion, with the reasons
+/// they gave, one a line.
 #[derive(Default)]
 pub struct InTurn(pub Vec<Arc<dyn Authorizer>>);
 
@@ -394,7 +394,7 @@ impl Authorizer for InTurn {
                     decided => return decided,
                 }
             }
-            Decision::NoOpinion(reasons.join(", "))
+            Decision::NoOpinion(reasons.join("\n"))
         }
         .boxed()
     }
@@ -489,7 +489,7 @@ mod tests {
         let allowed = says(vec![no(""), Decision::Allow, Decision::Deny("b".into())]);
         assert_eq!(allowed.authorize(&get).await, Decision::Allow);
         let undecided = says(vec![no("a"), no(""), no("c")]);
-        assert_eq!(undecided.authorize(&get).await, no("a, c"));
+        assert_eq!(undecided.authorize(&get).await, no("a\nc"));
         assert_eq!(says(vec![]).authorize(&get).await, no(""));
     }
 }
