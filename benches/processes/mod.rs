@@ -60,6 +60,10 @@ impl Process {
     }
 
     /// User plus system CPU time of the process so far.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; not every bench measures CPU and memory"
+    )]
     pub fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
         let fields: Vec<&str> = stat
@@ -73,6 +77,10 @@ impl Process {
     }
 
     /// Resident memory of the process, in MiB.
+    #[allow(
+        dead_code,
+        reason = "each bench compiles this module; not every bench measures CPU and memory"
+    )]
     pub fn rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: f64 = status
