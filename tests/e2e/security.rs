@@ -37,7 +37,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// kubectl that must succeed.
-fn ok(kubeconfig: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(kubeconfig: &Path, args: &[&str]) -> String {
     let (done, said) = kubectl(kubeconfig, args);
     assert!(done, "kubectl {args:?}: {said}");
     said
