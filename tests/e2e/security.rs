@@ -386,3 +386,69 @@ fn requests_are_authenticated_and_authorized() {
     assert!(!done && said.contains("Unauthorized"), "{said}");
     assert!(server.stop());
 }
+
+#[test]
+fn secrets_are_encrypted_in_the_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("encryption.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+         - resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      - name: key1\n\
+         \x20       secret: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n  - identity: {}\n",
+    )
+    .unwrap();
+    let data = d.join("data");
+    let args = ["--encryption-provider-config", config.to_str().unwrap()];
+    let server = Server::start_server(&data, &args);
+    let admin = server.kubeconfig.clone();
+    let marker = "a-marker-no-one-else-writes";
+    ok(
+        &admin,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            &format!("--from-literal=k={marker}"),
+        ],
+    );
+    ok(
+        &admin,
+        &[
+            "create",
+            "configmap",
+            "c",
+            &format!("--from-literal=k={marker}"),
+        ],
+    );
+    assert!(server.stop());
+    let raw = std::fs::read(data.join("store.db")).unwrap();
+    let holds = |text: &[u8]| raw.windows(text.len()).any(|w| w == text);
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(marker);
+    assert!(
+        holds(b"k8s:enc:aesgcm:v1:key1:"),
+        "the secret is stored encrypted"
+    );
+    assert!(
+        holds(marker.as_bytes()),
+        "the configmap is not: the check can see plaintext"
+    );
+    let secret_plain = raw
+        .windows(encoded.len())
+        .filter(|w| *w == encoded.as_bytes())
+        .count();
+    assert_eq!(
+        secret_plain, 0,
+        "the secret's value is nowhere in the store file"
+    );
+    let server = Server::start_server(&data, &args);
+    let read = ok(
+        &server.kubeconfig,
+        &["get", "secret", "s", "-o", "jsonpath={.data.k}"],
+    );
+    assert_eq!(read, encoded);
+    assert!(server.stop());
+}
