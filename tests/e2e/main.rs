@@ -18,6 +18,7 @@ mod node_access;
 mod process;
 mod proxy;
 mod python;
+mod rbac_matrix;
 mod registry;
 mod scheduler;
 mod security;
