@@ -17,9 +17,11 @@ use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use wasmkube_store_etcd::server::EtcdServer;
 
 use common::{Figures, measure, ms};
+use pods::pod;
 use processes::Process;
 
 mod common;
+mod pods;
 mod processes;
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
@@ -28,15 +30,6 @@ const LISTED: usize = 10_000;
 const LISTS: usize = 32;
 const WATCHERS: usize = 1000;
 const CHANGES: usize = 200;
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0",
-            "ports": [{"containerPort": 8080}], "env": [{"name": "MODE", "value": "fast"}]}]},
-    }))
-    .unwrap()
-}
 
 struct WatchFigures {
     delivered_per_sec: f64,
@@ -49,29 +42,7 @@ struct WatchFigures {
 async fn run(server: &Process) -> (Vec<(String, Figures)>, WatchFigures) {
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let mut rows = Vec::new();
-    for clients in CLIENTS {
-        let api = pods.clone();
-        let create = measure(clients, OPS, move |i| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &pod(&format!("p{clients}-{i}")))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        rows.push((format!("create  {clients:>3}"), create));
-        let api = pods.clone();
-        let get = measure(clients, OPS, move |i| {
-            let api = api.clone();
-            async move {
-                api.get(&format!("p{clients}-{i}")).await.unwrap();
-            }
-        })
-        .await;
-        rows.push((format!("get     {clients:>3}"), get));
-    }
+    let mut rows = pods::creates_and_gets(&pods, &CLIENTS, OPS).await;
     // Fill up to the listed number of pods in a namespace of their own.
     let listed: Api<Pod> = Api::namespaced(client.clone(), "kube-public");
     let api = listed.clone();

@@ -33,9 +33,11 @@ use wasmkube_pki::{Ca, Profile};
 use wasmkube_rbac::Index;
 
 use common::{Figures, measure, ms};
+use pods::pod;
 use processes::Process;
 
 mod common;
+mod pods;
 mod processes;
 
 const CLIENTS: [usize; 2] = [1, 16];
@@ -48,15 +50,6 @@ const GROUPS: usize = 200;
 const DECISIONS: usize = 100_000;
 const USER: &str = "bench";
 const USER_GROUP: &str = "group-0";
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0",
-            "ports": [{"containerPort": 8080}], "env": [{"name": "MODE", "value": "fast"}]}]},
-    }))
-    .unwrap()
-}
 
 /// The bindings of the RBAC server: every fifth a ClusterRoleBinding (to
 /// `view`), the others RoleBindings in `team-<n>` (to `view`, `edit` or
@@ -159,30 +152,7 @@ async fn bind(server: &Process, user: &kube::Client) {
 /// Pod creates and gets by `user`, for each number of clients.
 async fn run(user: &kube::Client) -> Vec<(String, Figures)> {
     let pods: Api<Pod> = Api::namespaced(user.clone(), "default");
-    let mut rows = Vec::new();
-    for clients in CLIENTS {
-        let api = pods.clone();
-        let create = measure(clients, OPS, move |i| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &pod(&format!("p{clients}-{i}")))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        rows.push((format!("create {clients:>3}"), create));
-        let api = pods.clone();
-        let get = measure(clients, OPS, move |i| {
-            let api = api.clone();
-            async move {
-                api.get(&format!("p{clients}-{i}")).await.unwrap();
-            }
-        })
-        .await;
-        rows.push((format!("get    {clients:>3}"), get));
-    }
-    rows
+    pods::creates_and_gets(&pods, &CLIENTS, OPS).await
 }
 
 /// What `user` in `groups` asks: `verb` on pods in `default`.
