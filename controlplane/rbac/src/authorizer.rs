@@ -1,6 +1,6 @@
 //! The authorizer: an [`Index`] behind a lock, kept current from the store.
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::access::{Attributes, Authorizer, Decision, Rules, UserInfo};
 use wasmkube_store::{KeyValue, Store};
 
-use crate::follow::{Mirror, Source, follow};
+use crate::follow::{Mirror, Shared, Source, follow};
 use crate::index::{Index, Kind};
 use crate::{Error, Result};
 
@@ -17,7 +17,7 @@ use crate::{Error, Result};
 /// Clones share the index.
 #[derive(Clone, Debug, Default)]
 pub struct Rbac {
-    index: Arc<RwLock<Index>>,
+    index: Shared<Index>,
 }
 
 impl Rbac {
@@ -25,18 +25,18 @@ impl Rbac {
     /// [`Rbac::write`].
     pub fn new(index: Index) -> Rbac {
         Rbac {
-            index: Arc::new(RwLock::new(index)),
+            index: Shared::new(index),
         }
     }
 
     /// The index, to read.
     pub fn read(&self) -> RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(PoisonError::into_inner)
+        self.index.read()
     }
 
     /// The index, to change.
     pub fn write(&self) -> RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(PoisonError::into_inner)
+        self.index.write()
     }
 
     /// An authorizer over the RBAC objects in `store`, kept current by

@@ -3,7 +3,7 @@
 //! gone), as an informer does. The RBAC index and the node graph are both
 //! kept this way.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -117,5 +117,30 @@ async fn keep(store: &dyn Store, source: &Source, mut revision: Revision) {
                 }
             }
         };
+    }
+}
+
+/// What a follower keeps current and its readers share: one value behind a
+/// lock, clones sharing it; a writer that panicked leaves it readable.
+#[derive(Debug, Default)]
+pub(crate) struct Shared<T>(Arc<RwLock<T>>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(value: T) -> Shared<T> {
+        Shared(Arc::new(RwLock::new(value)))
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -18,7 +18,7 @@
 //! PersistentVolumes and VolumeAttachments (those a server serves).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use wasmkube_store::{KeyValue, Store};
 use wasmkube_types::registry::by_kind;
 
 use crate::Result;
-use crate::follow::{Mirror, Source, follow};
+use crate::follow::{Mirror, Shared, Source, follow};
 
 /// The annotation of a mirror pod, the API's copy of a node's static pod.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -361,7 +361,7 @@ impl Graph {
 /// current. Clones share the graph.
 #[derive(Clone, Debug, Default)]
 pub struct NodeGraph {
-    graph: Arc<RwLock<Graph>>,
+    graph: Shared<Graph>,
 }
 
 /// Which objects of the store a mirror feeds the graph with.
@@ -377,18 +377,18 @@ impl NodeGraph {
     /// [`NodeGraph::write`].
     pub fn new(graph: Graph) -> NodeGraph {
         NodeGraph {
-            graph: Arc::new(RwLock::new(graph)),
+            graph: Shared::new(graph),
         }
     }
 
     /// The graph, to read.
     pub fn read(&self) -> RwLockReadGuard<'_, Graph> {
-        self.graph.read().unwrap_or_else(PoisonError::into_inner)
+        self.graph.read()
     }
 
     /// The graph, to change.
     pub fn write(&self) -> RwLockWriteGuard<'_, Graph> {
-        self.graph.write().unwrap_or_else(PoisonError::into_inner)
+        self.graph.write()
     }
 
     /// The graph of the pods, PersistentVolumes and VolumeAttachments (if the
