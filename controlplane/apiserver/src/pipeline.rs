@@ -102,9 +102,10 @@ pub(crate) async fn authenticate(
     {
         return unauthorized(&parts, ApiError::unauthorized());
     }
-    let api = ["/api", "/apis"]
-        .iter()
-        .any(|root| path == *root || path.starts_with(&format!("{root}/")));
+    let api = ["/api", "/apis"].iter().any(|root| {
+        path.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
     if !api
         && let Err(e) = server
             .authorize(&Attributes::of_path(&user, &parts.method, path))
