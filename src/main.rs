@@ -7,7 +7,7 @@
 //! - Client verbs, finding the cluster as kubectl does (`cluster`, with the
 //!   kinds it serves from discovery in `kinds`): `run`, `push`, `plugin`,
 //!   `get`, `describe`, `apply`, `delete`, `logs`, `token`.
-//! - Local: `image`, `store`, `completion`.
+//! - Local: `image`, `bundle`, `store`, `completion`.
 //!
 //! Flags also come from the environment and a config file (`settings`);
 //! every failure carries an exit code (`exit`).
@@ -23,8 +23,8 @@ mod kinds;
 mod settings;
 
 use commands::{
-    Verb, agent, apply, completion, controller_manager, delete, describe, get, image, logs, plugin,
-    push, run, scheduler, server, store, token, up,
+    Verb, agent, apply, completion, controller_manager, delete, describe, engine, get, image, logs,
+    plugin, push, run, scheduler, server, store, token, up,
 };
 
 #[derive(Debug, Parser)]
@@ -86,6 +86,10 @@ wasmkube push hello.wasm registry.example.com/team/hello:1 --username me")]
     Push(push::Push),
     /// Manage the components of a node's local image store.
     Image(image::Image),
+    /// Write a copy of this program that ships its built-in plugins
+    /// compiled for this machine: a fresh node runs them without compiling.
+    #[command(after_help = "Example:\n  wasmkube bundle --output /usr/local/bin/wasmkube")]
+    Bundle(engine::Bundle),
     /// Load, list and unload plugins (Plugin objects).
     #[command(
         after_help = "Examples:\n  wasmkube plugin load prefer_edge.wasm --name prefer-edge \
@@ -179,6 +183,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Run(run) => run.run().await,
         Command::Push(push) => push.run().await,
         Command::Image(image) => image.run(),
+        Command::Bundle(bundle) => bundle.run(),
         Command::Plugin(plugin) => plugin.run().await,
         Command::Get(get) => get.run().await,
         Command::Describe(describe) => describe.run().await,

@@ -6,8 +6,8 @@
 //! `controller_manager` (with `engine`, `shutdown` and `store`'s way of
 //! opening a store). Client verbs:
 //! `run`, `push`, `plugin`, `get`, `describe`, `apply`, `delete`, `logs`,
-//! `token` (with `print`, `manifest` and `upload`). Local: `image`, `store`,
-//! `completion`.
+//! `token` (with `print`, `manifest` and `upload`). Local: `image`, `engine`
+//! (`bundle`), `store`, `completion`.
 
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ pub mod completion;
 pub mod controller_manager;
 pub mod delete;
 pub mod describe;
-mod engine;
+pub mod engine;
 pub mod get;
 pub mod image;
 mod join;

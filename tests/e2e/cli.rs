@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use wasmkube_engine::Shipped;
+use wasmkube_plugin_host::builtin;
 use wasmkube_store_etcd::server::EtcdServer;
 
-use crate::agent::{eventually, http_get, import_examples, kubectl};
+use crate::agent::{eventually, http_get, import_examples, jsonpath, kubectl, run_kubectl};
 use crate::process::Server;
 
 /// `wasmkube ARGS` in `cwd` with `env`, and nothing of the test's own
@@ -44,6 +46,51 @@ fn ok(out: Output) -> String {
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wasi/target/wasm32-wasip2/release")
+}
+
+#[test]
+fn a_bundled_program_starts_a_fresh_node_without_compiling_its_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("wasmkube");
+    let built_in = builtin::SCHEDULING.len() + builtin::NETWORK.len();
+    let said = ok(wasmkube_in(
+        dir.path(),
+        &[],
+        &["bundle", "--output", bundle.to_str().unwrap()],
+    ));
+    assert!(
+        said.contains(&format!("ships {built_in} compiled plugins")),
+        "{said}"
+    );
+    assert_eq!(Shipped::in_file(&bundle).unwrap().len(), built_in);
+
+    // `up` on a fresh data dir: its node Ready and a pod placed means every
+    // built-in plugin is loaded, and none was compiled.
+    let data_dir = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let mut up = Command::new(&bundle)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("RUST_LOG", "wasmkube_engine=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(60), "pod/first created\n", || {
+        run_kubectl(&data_dir, &["run", "first", "--image", "examples/sleep:1"])
+    });
+    eventually(Duration::from_secs(60), "1", || {
+        let node = jsonpath(&data_dir, "pod/first", "{.spec.nodeName}");
+        node.len().min(1).to_string()
+    });
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let logged = std::fs::read_to_string(dir.path().join("up.log")).unwrap();
+    assert!(!logged.contains("compiling"), "{logged}");
+    let compiled = std::fs::read_dir(data_dir.join("compiled"))
+        .unwrap()
+        .count();
+    assert_eq!(compiled, built_in);
 }
 
 #[test]

@@ -10,13 +10,15 @@
 //!   counted in ticks ([`Engine::ticks`]).
 //! - One compile cache ([`Engine::compile`]): artefacts on disk keyed by the
 //!   component's digest and the engine's compatibility hash, so a component
-//!   is compiled once per wasmtime build, not once per process.
+//!   is compiled once per wasmtime build, not once per process; artefacts
+//!   [`Shipped`] in the executable fill it on a fresh data dir.
 //! - [`MemoryLimit`] bounds the linear memory of a store.
 //!
 //! This crate knows neither pods nor plugins; it must not depend on either.
 
 mod cache;
 mod limits;
+mod shipped;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use limits::MemoryLimit;
+pub use shipped::Shipped;
 
 /// How often the epoch advances: the granularity of every guest's time
 /// limit and of preemption.
@@ -54,6 +57,8 @@ pub struct Settings {
     /// How many component instances the pool holds at once (0: no pool,
     /// instances allocated on demand).
     pub instances: u32,
+    /// Compiled artefacts shipped with the program.
+    pub shipped: Shipped,
 }
 
 impl Settings {
@@ -63,6 +68,7 @@ impl Settings {
         Settings {
             cache_dir: cache_dir.to_owned(),
             instances: 0,
+            shipped: Shipped::default(),
         }
     }
 }
@@ -71,6 +77,7 @@ impl Settings {
 pub struct Engine {
     engine: wasmtime::Engine,
     cache_dir: PathBuf,
+    shipped: Shipped,
     _ticker: limits::EpochTicker,
 }
 
@@ -103,6 +110,7 @@ impl Engine {
         Ok(Engine {
             engine,
             cache_dir: settings.cache_dir.clone(),
+            shipped: settings.shipped.clone(),
             _ticker: ticker,
         })
     }
@@ -123,7 +131,8 @@ impl Engine {
     /// known ahead: the bytes are read only if they must be compiled.
     pub fn compile_known(&self, sha256: &str, bytes: &[u8]) -> Result<Component, EngineError> {
         let given = || Ok(Cow::Borrowed(bytes));
-        cache::compile(&self.engine, sha256, given, &self.cache_dir).map_err(EngineError::Compile)
+        cache::compile(&self.engine, sha256, given, &self.cache_dir, &self.shipped)
+            .map_err(EngineError::Compile)
     }
 
     /// The component in `file`, as [`Engine::compile`] gives it.
@@ -136,7 +145,19 @@ impl Engine {
     /// be compiled.
     pub fn load_known(&self, sha256: &str, file: &Path) -> Result<Component, EngineError> {
         let bytes = || read(file).map(Cow::Owned).map_err(|e| e.to_string());
-        cache::compile(&self.engine, sha256, bytes, &self.cache_dir).map_err(EngineError::Compile)
+        cache::compile(&self.engine, sha256, bytes, &self.cache_dir, &self.shipped)
+            .map_err(EngineError::Compile)
+    }
+
+    /// The artefact of `bytes` compiled by this engine, and its name: what
+    /// [`Shipped::bundle`] ships for it.
+    pub fn precompile(&self, bytes: &[u8]) -> Result<(String, Vec<u8>), EngineError> {
+        let name = cache::artefact_name(&self.engine, &format!("{:x}", Sha256::digest(bytes)));
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| EngineError::Compile(format!("{e:#}")))?;
+        Ok((name, compiled))
     }
 
     /// How many ticks make at least `time` (one at the least): an epoch
@@ -185,5 +206,32 @@ mod tests {
         assert_eq!(Engine::ticks(TICK + Duration::from_nanos(1)), 2);
         assert_eq!(Engine::ticks(Duration::from_secs(10)), 1000);
         assert_eq!(Engine::ticks(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_shipped_artefact_fills_a_fresh_cache_for_pooled_and_unpooled_engines() {
+        // The empty component, `(component)`, in binary.
+        const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+        let dir = tempfile::tempdir().unwrap();
+        let pooled = Settings {
+            instances: 4,
+            ..Settings::at(&dir.path().join("pooled"))
+        };
+        let (name, artefact) = Engine::start(&pooled).unwrap().precompile(EMPTY).unwrap();
+        let bundle = dir.path().join("bundle");
+        Shipped::bundle(Path::new("/bin/true"), &[(name.clone(), artefact)], &bundle).unwrap();
+        let sha256 = format!("{:x}", Sha256::digest(EMPTY));
+        for instances in [0, 4] {
+            let cache = dir.path().join(format!("fresh-{instances}"));
+            let engine = Engine::start(&Settings {
+                instances,
+                shipped: Shipped::in_file(&bundle).unwrap(),
+                ..Settings::at(&cache)
+            })
+            .unwrap();
+            // Bytes that do not compile: the shipped artefact is what loads.
+            engine.compile_known(&sha256, b"not wasm").unwrap();
+            assert!(cache.join(&name).exists());
+        }
     }
 }

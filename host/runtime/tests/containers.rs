@@ -28,8 +28,8 @@ fn examples() -> &'static Path {
 /// A runtime on an engine of its own, keeping everything under `dir`.
 fn runtime(dir: &Path) -> Runtime {
     let settings = Settings {
-        cache_dir: dir.join("compiled"),
         instances: 16,
+        ..Settings::at(&dir.join("compiled"))
     };
     Runtime::new(Arc::new(Engine::start(&settings).unwrap()), dir).unwrap()
 }
