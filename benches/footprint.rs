@@ -7,9 +7,9 @@
 //! KubeEdge; then where each process's memory is (anonymous and file pages,
 //! threads, the largest mappings).
 //!
-//! `cargo build --profile dist --bin wasmkube && WASMKUBE_BIN=target/dist/wasmkube
-//! cargo bench --bench footprint` measures the binary that ships (LTO,
-//! stripped); without `WASMKUBE_BIN` it measures the bench build. Memory is
+//! `scripts/dist.sh && WASMKUBE_BIN=target/dist/wasmkube cargo bench --bench
+//! footprint` measures the binary that ships (LTO, stripped, bundled with its
+//! plugins compiled); without `WASMKUBE_BIN` it measures the bench build. Memory is
 //! `VmRSS` after 10 s of quiet.
 
 use std::path::{Path, PathBuf};
@@ -124,20 +124,20 @@ fn import_examples(binary: &Path, data_dir: &Path) {
     }
 }
 
-/// Starts `wasmkube up` and creates a pod for the scheduler at once; the
-/// process, how long until its node was Ready and until the pod was placed.
+/// Starts `wasmkube up` and, once its node is Ready, creates a pod for the
+/// scheduler (as a user would; a pod created before any node is, waits out
+/// its first back-off of 1 s, as kube-scheduler's does); the process, how
+/// long until its node was Ready and until the pod was placed.
 async fn up(binary: &Path, data_dir: &Path) -> (Process, Duration, Duration) {
     let started = Instant::now();
     let up = ["up", "--listen", "127.0.0.1:0", "--node-name", "edge-1"];
     let process = Process::start_binary(binary, &up, data_dir);
     let client = process.client().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let first = pod("first", None, Idle::Sleeping);
-    // The API may not serve yet: the pod is created as soon as it does.
-    while pods.create(&PostParams::default(), &first).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let ready = ready(&client, "edge-1").await - started;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("first", None, Idle::Sleeping))
+        .await
+        .unwrap();
     let placed = placed(&client, "first").await - started;
     pods.delete("first", &Default::default()).await.unwrap();
     (process, ready, placed)

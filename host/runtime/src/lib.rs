@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OnceCell;
 use wasmkube_engine::Engine;
 use wasmkube_oci::{Image, ImageStore};
 use wasmtime::component::{Component, Linker};
@@ -54,8 +55,10 @@ pub struct Runtime {
     /// WASI and wasi:http, linked once for every container.
     linker: Linker<run::State>,
     images: ImageStore,
-    /// Components compiled or loaded by this process, by digest.
-    compiled: Mutex<HashMap<String, Component>>,
+    /// Components compiled or loaded by this process, by digest: one cell
+    /// per image, so the pods of a new image wait for one compilation
+    /// rather than each starting its own.
+    compiled: Mutex<HashMap<String, Arc<OnceCell<Component>>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -89,27 +92,26 @@ impl Runtime {
     /// The compiled form of `image`: from memory, else from disk, else compiled
     /// now (off the async threads) and kept in both.
     pub async fn component(&self, image: &Image) -> Result<Component, RuntimeError> {
-        if let Some(found) = self
+        let cell = self
             .compiled
             .lock()
             .expect("compiled lock")
-            .get(&image.digest)
-        {
-            return Ok(found.clone());
-        }
-        let (engine, source) = (self.engine.clone(), image.path.clone());
-        // Images are stored by digest: a compiled one is found without
-        // reading and hashing its file again.
-        let sha256 = image.digest.trim_start_matches("sha256:").to_owned();
-        let component = tokio::task::spawn_blocking(move || engine.load_known(&sha256, &source))
-            .await
-            .map_err(wasm_error)?
-            .map_err(wasm_error)?;
-        self.compiled
-            .lock()
-            .expect("compiled lock")
-            .insert(image.digest.clone(), component.clone());
-        Ok(component)
+            .entry(image.digest.clone())
+            .or_default()
+            .clone();
+        let component = cell
+            .get_or_try_init(|| async {
+                let (engine, source) = (self.engine.clone(), image.path.clone());
+                // Images are stored by digest: a compiled one is found without
+                // reading and hashing its file again.
+                let sha256 = image.digest.trim_start_matches("sha256:").to_owned();
+                tokio::task::spawn_blocking(move || engine.load_known(&sha256, &source))
+                    .await
+                    .map_err(wasm_error)?
+                    .map_err(wasm_error)
+            })
+            .await?;
+        Ok(component.clone())
     }
 
     /// Runs `container` until it ends or `stop` is set: a `wasi:cli/command`

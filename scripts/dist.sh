@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the binary that ships, target/dist/wasmkube: whole-program optimised
+# and stripped ([profile.dist] in Cargo.toml), then bundled with its built-in
+# plugins compiled for this machine (`wasmkube bundle`), so a node on a fresh
+# data dir places its first pod without compiling them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --profile dist --bin wasmkube
+target/dist/wasmkube bundle --output target/dist/wasmkube.bundled
+mv target/dist/wasmkube.bundled target/dist/wasmkube
