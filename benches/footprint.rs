@@ -12,7 +12,7 @@
 //! plugins compiled); without `WASMKUBE_BIN` it measures the bench build. Memory is
 //! `VmRSS` after 10 s of quiet.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -128,10 +128,10 @@ fn import_examples(binary: &Path, data_dir: &Path) {
 /// scheduler (as a user would; a pod created before any node is, waits out
 /// its first back-off of 1 s, as kube-scheduler's does); the process, how
 /// long until its node was Ready and until the pod was placed.
-async fn up(binary: &Path, data_dir: &Path) -> (Process, Duration, Duration) {
+async fn up(data_dir: &Path) -> (Process, Duration, Duration) {
     let started = Instant::now();
     let up = ["up", "--listen", "127.0.0.1:0", "--node-name", "edge-1"];
-    let process = Process::start_binary(binary, &up, data_dir);
+    let process = Process::start(&up, data_dir);
     let client = process.client().await;
     let ready = ready(&client, "edge-1").await - started;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -159,8 +159,7 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let binary: PathBuf = std::env::var_os("WASMKUBE_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_wasmkube").into(), PathBuf::from);
+    let binary = processes::binary();
     let size = mib(std::fs::metadata(&binary).unwrap().len());
     let dir = tempfile::tempdir().unwrap();
 
@@ -168,14 +167,14 @@ async fn main() {
     // second finds everything compiled.
     let up_dir = dir.path().join("up");
     import_examples(&binary, &up_dir);
-    let (first, cold, cold_placed) = up(&binary, &up_dir).await;
+    let (first, cold, cold_placed) = up(&up_dir).await;
     stop(first);
     // A new cluster, the compiled plugins kept: the node registers anew.
     for state in ["store.db", "pods", "network"] {
         let path = up_dir.join(state);
         let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
     }
-    let (process, warm, warm_placed) = up(&binary, &up_dir).await;
+    let (process, warm, warm_placed) = up(&up_dir).await;
     tokio::time::sleep(QUIET).await;
     let (up_idle, up_cpu) = (process.rss_mib(), process.idle_cpu(QUIET).await);
     let up_breakdown = process.breakdown();
@@ -185,8 +184,7 @@ async fn main() {
     stop(process);
 
     // An agent alone, joined to a server of its own.
-    let server = Process::start_binary(
-        &binary,
+    let server = Process::start(
         &["server", "--listen", "127.0.0.1:0"],
         &dir.path().join("server"),
     );
@@ -202,7 +200,7 @@ async fn main() {
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
     ];
-    let agent = Process::start_binary(&binary, &agent_args, &node_dir);
+    let agent = Process::start(&agent_args, &node_dir);
     let client = server.client().await;
     ready(&client, "edge-2").await;
     tokio::time::sleep(QUIET).await;

@@ -18,6 +18,8 @@
 //!
 //! `cargo bench --bench security` (a release build); figures of a dev build
 //! (`cargo build --benches`, then `target/debug/deps/security-*`) say so.
+//! With `WASMKUBE_BIN=target/dist/wasmkube` (`scripts/dist.sh`) the servers
+//! are the binary that ships, whatever build the benchmark itself is.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -13,20 +13,18 @@ pub struct Process {
     pub kubeconfig: PathBuf,
 }
 
-impl Process {
-    /// Runs `wasmkube ARGS` with its data in `data_dir`, once it has printed
-    /// its first line (where it serves).
-    #[allow(
-        dead_code,
-        reason = "each bench compiles this module; the footprint bench picks its binary"
-    )]
-    pub fn start(args: &[&str], data_dir: &Path) -> Process {
-        Process::start_binary(Path::new(env!("CARGO_BIN_EXE_wasmkube")), args, data_dir)
-    }
+/// The `wasmkube` measured: `WASMKUBE_BIN` (the binary that ships, say),
+/// else the one this benchmark was built with.
+pub fn binary() -> PathBuf {
+    std::env::var_os("WASMKUBE_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_wasmkube").into(), PathBuf::from)
+}
 
-    /// [`Process::start`] of another build of `wasmkube`.
-    pub fn start_binary(binary: &Path, args: &[&str], data_dir: &Path) -> Process {
-        let mut child = Command::new(binary)
+impl Process {
+    /// Runs `wasmkube ARGS` ([`binary`]) with its data in `data_dir`, once it
+    /// has printed its first line (where it serves).
+    pub fn start(args: &[&str], data_dir: &Path) -> Process {
+        let mut child = Command::new(binary())
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)

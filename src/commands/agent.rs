@@ -62,9 +62,15 @@ impl Agent {
         }
         let client_ca_pem = cluster_ca(&cluster, &kubeconfig)?;
         let engine = engine(&self.data_dir, true)?;
-        let agent = self
+        let mut agent = self
             .node
             .agent(cluster.client, &cluster.server, engine, &self.data_dir)?;
+        // Connections home, so the server reaches the agent behind NAT: a
+        // kubeconfig without a client certificate (a token's) dials no home.
+        match join::home(&kubeconfig) {
+            Ok(home) => agent = agent.dial_home(home),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "the agent will not dial home"),
+        }
         let listener = TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("listening on {}", self.listen))?;

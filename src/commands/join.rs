@@ -34,8 +34,9 @@ use futures::future::BoxFuture;
 use http::{Request, Response, Uri};
 use kube::Client;
 use kube::client::Body;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
-use wasmkube_agent::certificates;
+use wasmkube_agent::{Home, certificates};
 use wasmkube_apiserver::kubeconfig::{self, Credentials};
 use wasmkube_controllers::KUBELET_CLIENT;
 use wasmkube_pki::Profile;
@@ -132,7 +133,13 @@ async fn join(server: &Uri, token: &JoinToken, node: &str, path: &Path) -> Resul
     tracing::info!(%server, pin = token.pin, "the server presents the cluster CA of the join token");
     let url = server.to_string();
     let url = url.trim_end_matches('/');
-    let bootstrap = client_of(&token_kubeconfig(url, &ca_pem, &token.token.to_string())).await?;
+    let bootstrap = client_of(&kubeconfig::render_token(
+        url,
+        &ca_pem,
+        "bootstrap",
+        &token.token.to_string(),
+    ))
+    .await?;
     let user = format!("system:node:{node}");
     let (cert_pem, key_pem) = request_certificate(&bootstrap, &user).await.map_err(|e| {
         match e.downcast_ref::<certificates::Error>() {
@@ -149,33 +156,6 @@ async fn join(server: &Uri, token: &JoinToken, node: &str, path: &Path) -> Resul
     write_kubeconfig(path, url, &user, &ca_pem, &cert_pem, &key_pem)?;
     tracing::info!(node, kubeconfig = %path.display(), "joined the cluster");
     Ok(())
-}
-
-/// A kubeconfig for the server at `url`, trusting `ca_pem`, sending
-/// `token`.
-fn token_kubeconfig(url: &str, ca_pem: &str, token: &str) -> String {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: wasmkube
-  cluster:
-    server: {url}
-    certificate-authority-data: {ca}
-users:
-- name: bootstrap
-  user:
-    token: {token}
-contexts:
-- name: wasmkube
-  context:
-    cluster: wasmkube
-    user: bootstrap
-current-context: wasmkube
-"
-    )
 }
 
 /// A new key and the client certificate the cluster signs for it, for
@@ -209,17 +189,44 @@ fn write_kubeconfig(
 }
 
 /// What a node kubeconfig holds.
-struct Credential {
+pub(super) struct Credential {
     url: String,
     user: String,
     ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
     not_before: SystemTime,
     not_after: SystemTime,
 }
 
+/// Where the agent of the kubeconfig at `path` dials home: the API server
+/// it names, with the client certificate it holds, read again for each
+/// connection so a renewed certificate is used.
+pub(super) fn home(path: &Path) -> Result<Home> {
+    let server: Uri = Credential::read(path)?.url.parse()?;
+    let host = server
+        .host()
+        .ok_or_else(|| anyhow!("{} names a server with no host", path.display()))?;
+    let path = path.to_owned();
+    Ok(Home {
+        address: format!("{host}:{}", server.port_u16().unwrap_or(443)),
+        server_name: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        tls: Box::new(move || {
+            let credential = Credential::read(&path).map_err(|e| format!("{e:#}"))?;
+            let identity = (credential.cert_pem.as_str(), credential.key_pem.as_str());
+            wasmkube_pki::client_config(&credential.ca_pem, Some(identity))
+                .map_err(|e| e.to_string())
+        }),
+    })
+}
+
 impl Credential {
-    /// The node kubeconfig at `path`.
-    fn read(path: &Path) -> Result<Credential> {
+    /// The kubeconfig at `path`: its first cluster and its first user's
+    /// client certificate.
+    pub(super) fn read(path: &Path) -> Result<Credential> {
         let config = kube::config::Kubeconfig::read_from(path)?;
         let (Some(cluster), Some(user)) = (
             config.clusters.first().and_then(|c| c.cluster.as_ref()),
@@ -227,7 +234,7 @@ impl Credential {
         ) else {
             bail!("{} names no cluster or no user", path.display());
         };
-        let data = |field: Option<&String>, what: &str| -> Result<String> {
+        let data = |field: Option<&str>, what: &str| -> Result<String> {
             use base64::Engine as _;
             let field = field.ok_or_else(|| anyhow!("{} has no {what}", path.display()))?;
             let bytes = base64::engine::general_purpose::STANDARD.decode(field)?;
@@ -235,7 +242,7 @@ impl Credential {
         };
         let info = user.auth_info.as_ref();
         let cert_pem = data(
-            info.and_then(|i| i.client_certificate_data.as_ref()),
+            info.and_then(|i| i.client_certificate_data.as_deref()),
             "client-certificate-data",
         )?;
         let identity = wasmkube_pki::identity(&cert_pem)?;
@@ -243,9 +250,15 @@ impl Credential {
             url: cluster.server.clone().unwrap_or_default(),
             user: user.name.clone(),
             ca_pem: data(
-                cluster.certificate_authority_data.as_ref(),
+                cluster.certificate_authority_data.as_deref(),
                 "certificate-authority-data",
             )?,
+            key_pem: data(
+                info.and_then(|i| i.client_key_data.as_ref())
+                    .map(ExposeSecret::expose_secret),
+                "client-key-data",
+            )?,
+            cert_pem,
             not_before: identity.not_before,
             not_after: identity.not_after,
         })

@@ -24,7 +24,7 @@ fn wasmkube(args: &[&str]) -> Output {
 
 /// A join token of the cluster of the admin's `kubeconfig`: the last line
 /// `token create` prints.
-fn token_create(kubeconfig: &Path) -> String {
+pub(crate) fn token_create(kubeconfig: &Path) -> String {
     let kubeconfig = kubeconfig.to_str().unwrap();
     let out = wasmkube(&["token", "create", "--kubeconfig", kubeconfig, "--ttl", "1h"]);
     assert!(

@@ -14,6 +14,8 @@ mod join;
 mod kube_client;
 mod kubectl;
 mod leader;
+mod nat;
+mod netns;
 mod node_access;
 mod process;
 mod proxy;

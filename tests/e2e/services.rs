@@ -238,10 +238,15 @@ fn an_ingress_routes_two_host_names_to_two_services() {
 
 /// `kubectl port-forward TARGET LOCAL:REMOTE` until dropped, once it says it
 /// is forwarding.
-struct PortForward(std::process::Child);
+pub(crate) struct PortForward(std::process::Child);
 
 impl PortForward {
-    fn start(data: &std::path::Path, target: &str, local: u16, remote: u16) -> PortForward {
+    pub(crate) fn start(
+        data: &std::path::Path,
+        target: &str,
+        local: u16,
+        remote: u16,
+    ) -> PortForward {
         use std::io::BufRead;
         let ports = format!("{local}:{remote}");
         let mut child = crate::agent::kubectl_command(data)

@@ -1,8 +1,10 @@
-//! Reaching the agent of a node, as Kubernetes' API server reaches kubelets:
-//! at the node's InternalIP address and `daemonEndpoints.kubeletEndpoint`
-//! port. With a client for agents ([`Config::kubelet_client`](crate::Config)),
-//! over TLS: the agent's certificate is verified for that address and the
-//! server presents its own; without one (tests), in the clear.
+//! Reaching the agent of a node: through a connection the agent keeps open
+//! to the server when it has one ([`crate::tunnels`]: agents behind NAT),
+//! else as Kubernetes' API server reaches kubelets, at the node's InternalIP
+//! address and `daemonEndpoints.kubeletEndpoint` port. With a client for
+//! agents ([`Config::kubelet_client`](crate::Config)), over TLS: the agent's
+//! certificate is verified for that address and the server presents its
+//! own; without one (tests), in the clear.
 
 use std::time::Duration;
 
@@ -77,6 +79,12 @@ impl AgentConnection {
 /// Opens a connection to the agent of `node`: over TLS when the server has a
 /// client for agents, in the clear otherwise.
 pub(crate) async fn connect(server: &ApiServer, node: &str) -> ApiResult<AgentConnection> {
+    if let Some(tunnel) = server.tunnels.take(node).await {
+        // The agent dialed the server, whose certificate it verified, with a
+        // client certificate naming the node: the connection is already
+        // secured both ways.
+        return handshake(node, node.to_owned(), tunnel.into_inner()).await;
+    }
     let (host, port) = agent_of(server, node).await?;
     let authority = match host.parse::<std::net::Ipv6Addr>() {
         Ok(_) => format!("[{host}]:{port}"),
@@ -102,7 +110,15 @@ pub(crate) async fn connect(server: &ApiServer, node: &str) -> ApiResult<AgentCo
             return Err(unreachable(node, &waited));
         }
     };
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+    handshake(node, authority, TokioIo::new(stream)).await
+}
+
+/// An HTTP/1.1 connection to the agent of `node` over `io`.
+async fn handshake<T>(node: &str, authority: String, io: T) -> ApiResult<AgentConnection>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e: hyper::Error| unreachable(node, &e))?;
     tokio::spawn(connection.with_upgrades());

@@ -1,6 +1,7 @@
 //! Kubeconfigs the server writes: the one in its data dir, for kubectl, and
 //! those its own components use, each naming the server, the CA its
-//! certificate comes from and a client certificate.
+//! certificate comes from and a client certificate (or a token, for a node
+//! that joins).
 
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -30,7 +31,23 @@ impl std::fmt::Debug for Credentials<'_> {
 /// A kubeconfig for the server at `url` with `credentials`; `user` names the
 /// user entry.
 pub fn render(url: &str, user: &str, credentials: &Credentials<'_>) -> String {
-    let data = |pem: &str| STANDARD.encode(pem);
+    let user_fields = format!(
+        "client-certificate-data: {}\n    client-key-data: {}",
+        STANDARD.encode(credentials.cert_pem),
+        STANDARD.encode(credentials.key_pem),
+    );
+    document(url, credentials.ca_pem, user, &user_fields)
+}
+
+/// A kubeconfig for the server at `url`, whose certificate comes from
+/// `ca_pem`, as `user` with a bearer `token`.
+pub fn render_token(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    document(url, ca_pem, user, &format!("token: {token}"))
+}
+
+/// The kubeconfig of one cluster, one user (whose fields are given) and the
+/// context of both.
+fn document(url: &str, ca_pem: &str, user: &str, user_fields: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -42,8 +59,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
+    {user_fields}
 contexts:
 - name: wasmkube
   context:
@@ -52,9 +68,7 @@ contexts:
 current-context: wasmkube
 preferences: {{}}
 ",
-        ca = data(credentials.ca_pem),
-        cert = data(credentials.cert_pem),
-        key = data(credentials.key_pem),
+        ca = STANDARD.encode(ca_pem),
     )
 }
 

@@ -10,6 +10,9 @@
 //! the kind's strategy, validating admission, and the store. Errors are metav1
 //! Status objects; bodies are JSON or YAML; `kubectl get` gets Tables.
 //!
+//! Nodes' agents are reached directly or through the connections they keep
+//! open to the server ([`CONNECT_PATH`]), for those behind NAT.
+//!
 //! It owns routing, the wire format and what users see; objects live in the store
 //! it is given (embedded or etcd). It depends on no runtime but tokio and axum.
 
@@ -41,6 +44,7 @@ mod table;
 #[cfg(test)]
 mod testing;
 mod tokens;
+mod tunnels;
 mod watch;
 
 use std::sync::Arc;
@@ -59,6 +63,7 @@ use crate::cache::WatchCache;
 use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails};
 pub use crate::pipeline::Access;
+pub use crate::tunnels::{CONNECT_PATH, PROTOCOL};
 
 /// The namespaces every cluster has.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -79,6 +84,8 @@ pub struct ApiServer {
     access: Arc<Access>,
     /// How the server reaches nodes' agents over TLS.
     kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The connections agents that dial home keep open to it.
+    tunnels: tunnels::Tunnels,
 }
 
 /// What a server serves and who may reach it, beyond its store.
@@ -176,6 +183,7 @@ impl ApiServer {
             closing,
             access: Arc::new(config.access),
             kubelet_client: config.kubelet_client,
+            tunnels: tunnels::Tunnels::default(),
         };
         let services = by_kind("", "v1", "Service").expect("services are served");
         allocate::reclaim(
@@ -246,6 +254,7 @@ impl ApiServer {
                 "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
                 any(portforward::serve),
             )
+            .route(CONNECT_PATH, get(tunnels::connect))
             .route("/api", any(rest::handle))
             .route("/api/", any(rest::handle))
             .route("/api/{*rest}", any(rest::handle))

@@ -38,8 +38,9 @@ use std::path::PathBuf;
 pub use ca::{CA_VALIDITY, Ca, Issued, LEAF_VALIDITY, Profile, Usage, csr};
 pub use files::{ensure_private_dir, write_private};
 pub use keys::{KeyPem, key_pair_load_or_create, key_pair_of};
-pub use presented::presented_chain;
+pub use presented::{ClientStream, connect, presented_chain};
 pub use request::{CertificateRequest, certificate_request};
+pub use rustls::ClientConfig;
 pub use serve::{HANDSHAKE_TIMEOUT, PeerCertificates, serve};
 pub use tls::{
     ServingCertificate, client_config, server_config, server_config_with, verify_serving,

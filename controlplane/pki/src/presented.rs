@@ -1,7 +1,8 @@
 //! What a TLS server presents before it is trusted: the certificates of its
 //! handshake, read without verifying them, so that a node joining a cluster
 //! can find the cluster CA among them and check it against the pin it was
-//! given before it trusts the server with anything.
+//! given before it trusts the server with anything; and connecting to a
+//! server once it is trusted.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,17 +21,41 @@ use crate::{Error, Result};
 /// How long the connection and the handshake may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The certificates the TLS server at `address` (`host:port`) presents for
-/// `server_name`, PEM, its own first: read, not trusted. Only the handshake
-/// takes place; nothing is sent after it. The server's signature of the
-/// handshake is still checked against the key of its certificate.
-pub async fn presented_chain(address: &str, server_name: &str) -> Result<Vec<String>> {
+/// A TLS connection to `address` (`host:port`) with `config`, the server's
+/// certificate checked for `server_name` as `config` checks it.
+pub async fn connect(
+    address: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<ClientStream> {
     let refused = |why: String| Error::Handshake {
         address: address.to_owned(),
         why,
     };
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| refused(format!("{server_name:?} is no server name: {e}")))?;
+    let handshake = async {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| refused(e.to_string()))
+    };
+    tokio::time::timeout(TIMEOUT, handshake)
+        .await
+        .map_err(|_| refused(format!("no handshake within {}s", TIMEOUT.as_secs())))?
+}
+
+/// A TLS connection this crate opened.
+pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// The certificates the TLS server at `address` (`host:port`) presents for
+/// `server_name`, PEM, its own first: read, not trusted. Only the handshake
+/// takes place; nothing is sent after it. The server's signature of the
+/// handshake is still checked against the key of its certificate.
+pub async fn presented_chain(address: &str, server_name: &str) -> Result<Vec<String>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -38,18 +63,11 @@ pub async fn presented_chain(address: &str, server_name: &str) -> Result<Vec<Str
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
         .with_no_client_auth();
-    let handshake = async {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| refused(e.to_string()))?;
-        TlsConnector::from(Arc::new(config))
-            .connect(name, stream)
-            .await
-            .map_err(|e| refused(e.to_string()))
+    let stream = connect(address, server_name, Arc::new(config)).await?;
+    let refused = |why: String| Error::Handshake {
+        address: address.to_owned(),
+        why,
     };
-    let stream = tokio::time::timeout(TIMEOUT, handshake)
-        .await
-        .map_err(|_| refused(format!("no handshake within {}s", TIMEOUT.as_secs())))??;
     let (_, connection) = stream.get_ref();
     let chain = connection
         .peer_certificates()

@@ -790,7 +790,7 @@ const PULL: &[&str] = &["get", "head"];
 /// What Wasmkube's own components need beyond Kubernetes' roles: the
 /// scheduler reads its Wasm plugins (and writes their status) and the
 /// PriorityClasses it orders pods by; a node's agent is also its service
-/// proxy, DNS server and ingress; every identity of the cluster may pull from
+/// proxy, DNS server and ingress, and dials home; every identity of the cluster may pull from
 /// the built-in registry, and `wasmkube:registry-pusher` (bound to no one by
 /// default; cluster-admin holds it through `*`) may push and delete; the
 /// controller manager approves the serving certificates nodes ask for
@@ -815,6 +815,9 @@ fn wasmkube_roles() -> Vec<ClusterRole> {
                     &["ingressclasses"],
                 ),
                 rule(&["update", "patch"], &[NETWORKING], &["ingresses/status"]),
+                // Dialing home: the server keeps the connection for the
+                // node its certificate names, and for no other.
+                urls(&["get"], &[wasmkube_apiserver::CONNECT_PATH]),
             ],
         ),
         cluster_role("wasmkube:registry-puller", vec![urls(PULL, REGISTRY)]),

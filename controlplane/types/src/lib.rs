@@ -29,3 +29,9 @@ pub use registry::{ResourceType, Subresource, Verb};
 
 /// The Kubernetes minor version whose API Wasmkube serves.
 pub const KUBERNETES_VERSION: (u32, u32) = (1, 33);
+
+/// Where a node's agent dials home: a `GET` the API server upgrades to
+/// [`TUNNEL_PROTOCOL`] and keeps, to reach that agent through it.
+pub const TUNNEL_PATH: &str = "/wasmkube/v1/connect";
+/// The protocol a connection home is upgraded to.
+pub const TUNNEL_PROTOCOL: &str = "wasmkube-tunnel";

@@ -10,7 +10,9 @@
 //! Its own endpoint (container logs, port-forward) is served over mutual TLS
 //! to the API server alone ([`Endpoint`]), with a serving certificate from
 //! the cluster CA, asked of the cluster when the agent runs on its own
-//! ([`certificates`]).
+//! ([`certificates`]). Given a [`Home`], it also keeps connections open to
+//! the API server and serves the endpoint on them, for a node the server
+//! cannot dial (behind NAT).
 //!
 //! It is the node's Service proxy too ([`proxy`]): Service addresses and
 //! node ports forward to ready endpoints; and, when asked, it answers
@@ -36,6 +38,7 @@ mod probes;
 mod proxy;
 mod pull;
 mod record;
+mod tunnel;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -59,6 +62,7 @@ pub use endpoint::{Endpoint, EndpointCertificate, KUBELET_CLIENT, serving_profil
 pub use network::Range;
 pub use node::{INSTANCES, POD_CAPACITY};
 pub use pod::FRESH_INSTANCES;
+pub use tunnel::Home;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,8 @@ pub struct Agent {
     /// The names the cluster gives (Services), once the proxy's caches are
     /// filling.
     names: Arc<std::sync::OnceLock<dns::Names>>,
+    /// Where it dials home, if it does.
+    home: Option<Arc<Home>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -158,6 +164,7 @@ impl Agent {
             dns: None,
             ingress: None,
             names: Arc::default(),
+            home: None,
         })
     }
 
@@ -171,6 +178,13 @@ impl Agent {
     /// `address` too.
     pub fn serve_ingress(mut self, address: std::net::SocketAddr) -> Agent {
         self.ingress = Some(address);
+        self
+    }
+
+    /// The agent, keeping connections open to the API server at `home`,
+    /// through which the server reaches its endpoint.
+    pub fn dial_home(mut self, home: Home) -> Agent {
+        self.home = Some(Arc::new(home));
         self
     }
 
@@ -237,6 +251,9 @@ impl Agent {
             workers.feed(&self, pod);
         }
         endpoint::start(&self, endpoint, &closing)?;
+        if let Some(home) = self.home.clone() {
+            tunnel::start(&self, home, &closing);
+        }
         let mut backoff = Retry::default();
         let pod_cidr = loop {
             match node::register(&self.client, &self.node, address).await {
