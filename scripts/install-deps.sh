@@ -19,6 +19,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

@@ -105,7 +105,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Option<Range>,
     /// Answer cluster DNS (`<service>.<namespace>.svc.cluster.local` and
-    /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:53`.
+    /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:5353` (default: the
+    /// `kube-system/kube-dns` Service's cluster IP, port 53).
     #[arg(long, value_name = "ADDRESS")]
     dns_listen: Option<SocketAddr>,
     /// Serve the Ingresses of the class `wasmkube` (HTTP) at ADDRESS, e.g.

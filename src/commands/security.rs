@@ -157,7 +157,7 @@ impl Security {
         let tls = wasmkube_pki::server_config(&cert_pem, &key_pem, Some(&client_cas))?;
         let kubelet_client = kubelet_client(&ca, &pki)?;
 
-        wasmkube_apiserver::create_missing(store.as_ref(), &wasmkube_rbac::bootstrap())
+        wasmkube_apiserver::create_missing(&store, &wasmkube_rbac::bootstrap())
             .await
             .context("creating the default roles")?;
         let modes = &args.authorization_mode;

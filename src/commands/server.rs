@@ -133,7 +133,7 @@ pub async fn serve(
     kubeconfig::write(&config, &admin).context("writing the kubeconfig")?;
     announce(&url, local, &config, node.is_some());
     let api = ApiServer::start_with(
-        store,
+        store.clone(),
         ApiConfig {
             access: security.access.clone(),
             kubelet_client: Some(security.kubelet_client.clone()),
@@ -141,6 +141,9 @@ pub async fn serve(
         },
     )
     .await?;
+    wasmkube_apiserver::create_cluster_services(&store, local)
+        .await
+        .context("creating the kubernetes and kube-dns Services")?;
     let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
         .context("opening the built-in registry")?;
     let router = api.router_with(registry.router());

@@ -14,6 +14,7 @@ mod join;
 mod kube_client;
 mod kubectl;
 mod leader;
+mod machines;
 mod nat;
 mod netns;
 mod node_access;

@@ -43,10 +43,11 @@ struct Pool {
 }
 
 const ADDRESSES: Pool = Pool {
-    // The network address and the first one (the `kubernetes` service's) are not
-    // handed out, nor is the broadcast address.
-    first: SERVICE_CIDR.0.to_bits() + 2,
-    size: (1 << (32 - SERVICE_CIDR.1)) - 3,
+    // Neither the network address nor the broadcast address is handed out.
+    // The first one is the `kubernetes` Service's, claimed by each server as
+    // it starts.
+    first: SERVICE_CIDR.0.to_bits() + 1,
+    size: (1 << (32 - SERVICE_CIDR.1)) - 2,
     root: "/registry/ipaddresses/",
     show: |ip| Ipv4Addr::from_bits(ip).to_string(),
     range: || format!("{}/{}", SERVICE_CIDR.0, SERVICE_CIDR.1),

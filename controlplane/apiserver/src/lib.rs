@@ -21,6 +21,7 @@ pub mod admission;
 mod agents;
 mod allocate;
 mod cache;
+mod cluster_services;
 mod crd;
 mod discovery;
 pub mod error;
@@ -60,6 +61,7 @@ use wasmkube_types::registry::{BUILTIN, by_kind};
 
 use crate::access::UserInfo;
 use crate::cache::WatchCache;
+pub use crate::cluster_services::{create_cluster_services, dns_service_ip, kubernetes_service_ip};
 use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails};
 pub use crate::pipeline::Access;
@@ -113,36 +115,56 @@ impl Default for Config {
     }
 }
 
+/// The served kind of `object`, by its `apiVersion` and `kind`.
+fn resource_of(object: &serde_json::Value) -> Option<&'static ResourceType> {
+    let api_version = object["apiVersion"].as_str().unwrap_or("");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    by_kind(group, version, object["kind"].as_str().unwrap_or(""))
+}
+
 /// Creates those of `objects` (each with its `apiVersion`, `kind` and name)
 /// that are not stored yet, as the server creates what every cluster has (its
 /// system namespaces, the default roles): with the metadata a create gives.
-/// An object of a kind that is not built in is an error.
+/// An object of a kind that is not built in is an error; a Service whose
+/// address or ports cannot be claimed is not created (and said so).
 pub async fn create_missing(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     objects: &[serde_json::Value],
 ) -> Result<(), StoreError> {
     for object in objects {
-        let (group, version) = match object["apiVersion"].as_str().unwrap_or("").split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", object["apiVersion"].as_str().unwrap_or("")),
-        };
         let kind = object["kind"].as_str().unwrap_or("");
-        let resource = by_kind(group, version, kind).ok_or_else(|| {
-            StoreError::Unavailable(format!("{group}/{version} {kind} is not served"))
+        let resource = resource_of(object).ok_or_else(|| {
+            StoreError::Unavailable(format!("{} {kind} is not served", object["apiVersion"]))
         })?;
         let mut object = object.clone();
         objects::prepare_new(resource, &mut object);
-        let name = objects::name(&object).unwrap_or("");
-        let namespace = objects::meta_str(&object, "namespace");
-        let Some(key) = resource.storage_key(namespace, name) else {
+        let name = objects::name(&object).unwrap_or("").to_owned();
+        let namespace = objects::meta_str(&object, "namespace").map(str::to_owned);
+        let Some(key) = resource.storage_key(namespace.as_deref(), &name) else {
             continue;
+        };
+        if store.get(&key).await?.is_some() {
+            continue;
+        }
+        // A Service's address and ports are claimed as for any other.
+        let claims = match allocate::claim(store, resource, &mut object, &Default::default()).await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(kind, name, error = %e.message, "not created");
+                continue;
+            }
         };
         match store
             .create(&key, Bytes::from(object.to_string()), None)
             .await
         {
-            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists { .. }) => claims.release().await,
+            Err(e) => {
+                claims.release().await;
+                return Err(e);
+            }
         }
     }
     Ok(())
@@ -174,7 +196,7 @@ impl ApiServer {
                 "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
             })
         });
-        create_missing(store.as_ref(), &namespaces).await?;
+        create_missing(&store, &namespaces).await?;
         let closing = CancellationToken::new();
         let server = ApiServer {
             cache: WatchCache::start(store.clone(), closing.clone()).await?,

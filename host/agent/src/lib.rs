@@ -286,6 +286,7 @@ impl Agent {
         ));
         let mut serving = proxy::Serving {
             names: self.names.clone(),
+            node: self.node.clone(),
             ..proxy::Serving::default()
         };
         if let Some(address) = self.dns {

@@ -13,7 +13,7 @@
 //! the first to bind an address serves it (with the same tables as the
 //! others), and another binds it within a few seconds if that one goes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,8 +260,11 @@ where
 pub(crate) struct Serving {
     /// Where the caches are given to the pods' name lookups.
     pub(crate) names: Arc<std::sync::OnceLock<crate::dns::Names>>,
-    /// Cluster DNS.
+    /// Cluster DNS where the agent was told to answer it; without one, at
+    /// the `kube-system/kube-dns` Service's cluster IP, port 53.
     pub(crate) dns: Option<tokio::net::UdpSocket>,
+    /// The node, which Events about addresses it cannot serve are about.
+    pub(crate) node: String,
     /// The Ingresses of the class `wasmkube`.
     pub(crate) ingress: Option<tokio::net::TcpListener>,
 }
@@ -287,9 +290,20 @@ pub(crate) async fn run(
         services: services.clone(),
         slices: slices.clone(),
     });
-    if let Some(socket) = serving.dns {
-        let answering = crate::dns::serve(socket, services.clone(), slices.clone());
-        watches.push(tokio::spawn(answering));
+    let mut cluster_dns = None;
+    match serving.dns {
+        Some(socket) => {
+            let answering = crate::dns::serve(socket, services.clone(), slices.clone());
+            watches.push(tokio::spawn(answering));
+        }
+        None => {
+            cluster_dns = Some(ClusterDns {
+                client: client.clone(),
+                node: serving.node.clone(),
+                serving: None,
+                refused: None,
+            });
+        }
     }
     let table = Arc::new(Mutex::new(Table::default()));
     if let Some(listener) = serving.ingress {
@@ -305,6 +319,8 @@ pub(crate) async fn run(
         watches.push(tokio::spawn(routing));
     }
     let mut listening: HashMap<SocketAddr, (Route, JoinHandle<()>)> = HashMap::new();
+    // Addresses refused for want of privilege, warned about once.
+    let mut refused = HashSet::new();
     loop {
         tokio::select! {
             () = closing.cancelled() => break,
@@ -313,6 +329,9 @@ pub(crate) async fn run(
             () = tokio::time::sleep(RETRY) => {}
         }
         table.lock().unwrap_or_else(|e| e.into_inner()).endpoints = endpoints(&slices.state());
+        if let Some(dns) = &mut cluster_dns {
+            dns.follow(&services, &slices);
+        }
         let wanted = routes(&services.state(), node);
         listening.retain(|address, (route, task)| {
             let keep = wanted.get(address) == Some(route);
@@ -331,12 +350,100 @@ pub(crate) async fn run(
                 }
                 // Served by another agent on this machine.
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-                Err(e) => tracing::warn!(%address, error = %e, "cannot serve a Service address"),
+                Err(e) if refused.insert(address) => {
+                    tracing::warn!(%address, error = %e, "cannot serve a Service address");
+                }
+                Err(_) => {}
             }
         }
     }
-    for task in listening.into_values().map(|(_, task)| task).chain(watches) {
+    let dns = cluster_dns
+        .and_then(|dns| dns.serving)
+        .map(|(_, task)| task);
+    for task in listening
+        .into_values()
+        .map(|(_, task)| task)
+        .chain(watches)
+        .chain(dns)
+    {
         task.abort();
+    }
+}
+
+/// Cluster DNS at the `kube-system/kube-dns` Service's cluster IP, port 53
+/// (UDP), as pods and tools expect it; an address that cannot be bound (no
+/// privilege for port 53, or another cluster's agent on this machine holds
+/// it) is an Event on the node, and tried again.
+struct ClusterDns {
+    client: Client,
+    node: String,
+    /// Where it answers, and the task that does.
+    serving: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The address last refused, so the Event is not repeated.
+    refused: Option<SocketAddr>,
+}
+
+impl ClusterDns {
+    /// Answers at the address the caches name now, if it can.
+    fn follow(&mut self, services: &Store<Service>, slices: &Store<EndpointSlice>) {
+        let wanted = services
+            .state()
+            .iter()
+            .find(|s| s.namespace().as_deref() == Some("kube-system") && s.name_any() == "kube-dns")
+            .and_then(|s| {
+                s.spec
+                    .as_ref()?
+                    .cluster_ip
+                    .as_deref()?
+                    .parse::<IpAddr>()
+                    .ok()
+            })
+            .map(|ip| SocketAddr::new(ip, 53));
+        if self.serving.as_ref().map(|(at, _)| *at) == wanted {
+            return;
+        }
+        if let Some((_, task)) = self.serving.take() {
+            task.abort();
+        }
+        let Some(address) = wanted else {
+            return;
+        };
+        let bound = std::net::UdpSocket::bind(address)
+            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+            .and_then(tokio::net::UdpSocket::from_std);
+        match bound {
+            Ok(socket) => {
+                let answering = crate::dns::serve(socket, services.clone(), slices.clone());
+                self.serving = Some((address, tokio::spawn(answering)));
+                self.refused = None;
+                tracing::info!(%address, "answering cluster DNS");
+            }
+            Err(e) if self.refused != Some(address) => {
+                self.refused = Some(address);
+                let node = k8s_openapi::api::core::v1::Node {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.node.clone()),
+                        uid: Some(self.node.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let reporter = wasmkube_events::Reporter {
+                    component: "kubelet",
+                    host: Some(&self.node),
+                };
+                wasmkube_events::emit(
+                    &self.client,
+                    reporter,
+                    &node,
+                    None,
+                    wasmkube_events::Kind::Warning,
+                    "ClusterDNSUnavailable",
+                    format!("cannot answer cluster DNS at {address}: {e}; trying again"),
+                );
+            }
+            Err(_) => {}
+        }
     }
 }
 
