@@ -1,10 +1,12 @@
 //! An agent behind NAT: a machine of its own whose agent endpoint listens on
 //! the machine's loopback, which the server cannot reach. It joins with a
 //! token and dials home; `kubectl logs -f` and `kubectl port-forward` reach
-//! its pods through the connections it keeps open to the server.
+//! its pods through the connections it keeps open to the server, and it
+//! pulls what was pushed to the built-in registry by the cluster's address.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::agent::{
@@ -29,7 +31,7 @@ impl Drop for Running {
 fn logs_and_port_forward_reach_an_agent_behind_nat_through_its_connection_home() {
     let dir = tempfile::tempdir().unwrap();
     let (data, node_dir) = (dir.path().join("server"), dir.path().join("node"));
-    import_examples(&node_dir, &["sleep", "http-hello"]);
+    import_examples(&node_dir, &["sleep"]);
     let machine = Machine::new();
     let listen = format!("{}:0", machine.gateway);
     let server = Server::start_server(&data, &["--control-plane", "--listen", &listen]);
@@ -62,14 +64,34 @@ fn logs_and_port_forward_reach_an_agent_behind_nat_through_its_connection_home()
         &data,
         &pod("behind-nat", "ticker", "examples/sleep:1", args),
     );
-    let web = "    ports: [{containerPort: 8080}]\n";
+    // A component pushed from this side to the server's registry, pulled
+    // by the node by the cluster's address.
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
+    let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .arg("push")
+        .arg(&wasm)
+        .args(["web:1", "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "{said}");
+    let image = format!("{}/web:1", server.url.trim_start_matches("https://"));
+    let web = pod(
+        "behind-nat",
+        "web",
+        &image,
+        "    ports: [{containerPort: 8080}]\n",
+    );
     apply(
         &data,
-        &pod("behind-nat", "web", "examples/http-hello:1", web),
+        &web.replace("imagePullPolicy: Never", "imagePullPolicy: IfNotPresent"),
     );
     for name in ["pod/ticker", "pod/web"] {
-        eventually(Duration::from_secs(60), "Running", || {
-            jsonpath(&data, name, "{.status.phase}")
+        eventually(Duration::from_secs(60), &format!("{name} Running"), || {
+            let phase = jsonpath(&data, name, "{.status.phase}");
+            format!("{name} {phase}")
         });
     }
 
