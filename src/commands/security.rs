@@ -157,9 +157,10 @@ impl Security {
         let tls = wasmkube_pki::server_config(&cert_pem, &key_pem, Some(&client_cas))?;
         let kubelet_client = kubelet_client(&ca, &pki)?;
 
-        wasmkube_apiserver::create_missing(&store, &wasmkube_rbac::bootstrap())
+        let defaults = wasmkube_rbac::bootstrap();
+        wasmkube_apiserver::ensure_defaults(&store, &defaults, wasmkube_rbac::reconcile)
             .await
-            .context("creating the default roles")?;
+            .context("reconciling the default roles")?;
         let modes = &args.authorization_mode;
         if let Some(twice) = modes
             .iter()

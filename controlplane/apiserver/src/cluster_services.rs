@@ -11,9 +11,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-use wasmkube_store::{Bytes, Error as StoreError, Store};
+use serde_json::json;
+use wasmkube_store::{Error as StoreError, Store};
 
+use crate::Reconciled;
 use crate::allocate::SERVICE_CIDR;
 
 /// The address of the `kubernetes` Service: the first of the range.
@@ -79,44 +80,21 @@ pub async fn create_cluster_services(
         "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
         "ports": port,
     });
-    crate::create_missing(store, &[endpoints.clone(), slice.clone()]).await?;
-    for (object, fields) in [
-        (endpoints, &["subsets"][..]),
-        (slice, &["endpoints", "ports"]),
-    ] {
-        point_at(store.as_ref(), &object, fields).await?;
-    }
-    Ok(())
-}
-
-/// Writes `fields` of `wanted` into the stored object of its kind and name,
-/// if they differ.
-async fn point_at(store: &dyn Store, wanted: &Value, fields: &[&str]) -> Result<(), StoreError> {
-    let resource = crate::resource_of(wanted).expect("a served kind");
-    let key = resource
-        .storage_key(
-            wanted["metadata"]["namespace"].as_str(),
-            wanted["metadata"]["name"].as_str().unwrap_or(""),
-        )
-        .expect("a stored kind");
-    let Some(kv) = store.get(&key).await? else {
-        return Ok(());
-    };
-    let Ok(mut stored) = serde_json::from_slice::<Value>(&kv.value) else {
-        return Ok(());
-    };
-    if fields.iter().all(|f| stored[f] == wanted[f]) {
-        return Ok(());
-    }
-    for field in fields {
-        stored[field] = wanted[field].clone();
-    }
-    match store
-        .update(&key, Bytes::from(stored.to_string()), kv.mod_revision, None)
-        .await
-    {
-        // Another server wrote it meanwhile: its address is as good.
-        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    // Each start points them at this server: what another server wrote
+    // before it is as good while it runs, and replaced when this one starts.
+    crate::ensure_defaults(store, &[endpoints, slice], |wanted, stored| {
+        let fields: &[&str] = match wanted["kind"].as_str() {
+            Some("Endpoints") => &["subsets"],
+            _ => &["endpoints", "ports"],
+        };
+        if fields.iter().all(|f| stored[f] == wanted[f]) {
+            return Reconciled::Keep;
+        }
+        let mut changed = stored.clone();
+        for field in fields {
+            changed[field] = wanted[field].clone();
+        }
+        Reconciled::Update(changed)
+    })
+    .await
 }

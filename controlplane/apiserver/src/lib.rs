@@ -122,6 +122,19 @@ fn resource_of(object: &serde_json::Value) -> Option<&'static ResourceType> {
     by_kind(group, version, object["kind"].as_str().unwrap_or(""))
 }
 
+/// What becomes of a default object that is already stored, given the
+/// default and the stored object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reconciled {
+    /// It stays as it is.
+    Keep,
+    /// It is rewritten as this object (the stored one, changed).
+    Update(serde_json::Value),
+    /// It is deleted and created again as this object (a change the kind
+    /// does not allow in an update, as a binding's `roleRef`).
+    Recreate(serde_json::Value),
+}
+
 /// Creates those of `objects` (each with its `apiVersion`, `kind` and name)
 /// that are not stored yet, as the server creates what every cluster has (its
 /// system namespaces, the default roles): with the metadata a create gives.
@@ -131,34 +144,66 @@ pub async fn create_missing(
     store: &Arc<dyn Store>,
     objects: &[serde_json::Value],
 ) -> Result<(), StoreError> {
+    ensure_defaults(store, objects, |_, _| Reconciled::Keep).await
+}
+
+/// [`create_missing`], and those already stored are brought back to their
+/// defaults as far as `reconcile` (given the default and the stored object)
+/// says. A write that loses a race with another server's is left to it: both
+/// write the same defaults.
+pub async fn ensure_defaults(
+    store: &Arc<dyn Store>,
+    objects: &[serde_json::Value],
+    reconcile: impl Fn(&serde_json::Value, &serde_json::Value) -> Reconciled,
+) -> Result<(), StoreError> {
     for object in objects {
         let kind = object["kind"].as_str().unwrap_or("");
         let resource = resource_of(object).ok_or_else(|| {
             StoreError::Unavailable(format!("{} {kind} is not served", object["apiVersion"]))
         })?;
-        let mut object = object.clone();
-        objects::prepare_new(resource, &mut object);
-        let name = objects::name(&object).unwrap_or("").to_owned();
-        let namespace = objects::meta_str(&object, "namespace").map(str::to_owned);
+        let name = objects::name(object).unwrap_or("").to_owned();
+        let namespace = objects::meta_str(object, "namespace").map(str::to_owned);
         let Some(key) = resource.storage_key(namespace.as_deref(), &name) else {
             continue;
         };
-        if store.get(&key).await?.is_some() {
-            continue;
+        let mut new = object.clone();
+        if let Some(kv) = store.get(&key).await? {
+            let Ok(stored) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+                tracing::warn!(key, "a stored default object cannot be read; left as it is");
+                continue;
+            };
+            let (written, recreate) = match reconcile(object, &stored) {
+                Reconciled::Keep => continue,
+                Reconciled::Update(changed) => {
+                    tracing::info!(kind, name, "bringing back to its default");
+                    let value = Bytes::from(changed.to_string());
+                    (
+                        store.update(&key, value, kv.mod_revision, None).await,
+                        false,
+                    )
+                }
+                Reconciled::Recreate(changed) => {
+                    tracing::info!(kind, name, "recreating as its default");
+                    new = changed;
+                    (store.delete(&key, Some(kv.mod_revision)).await, true)
+                }
+            };
+            match written {
+                Ok(_) if recreate => {}
+                Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
+        objects::prepare_new(resource, &mut new);
         // A Service's address and ports are claimed as for any other.
-        let claims = match allocate::claim(store, resource, &mut object, &Default::default()).await
-        {
+        let claims = match allocate::claim(store, resource, &mut new, &Default::default()).await {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::warn!(kind, name, error = %e.message, "not created");
                 continue;
             }
         };
-        match store
-            .create(&key, Bytes::from(object.to_string()), None)
-            .await
-        {
+        match store.create(&key, Bytes::from(new.to_string()), None).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists { .. }) => claims.release().await,
             Err(e) => {
@@ -388,5 +433,68 @@ impl ApiServer {
             }
         }
         Ok(empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use wasmkube_store_embedded::{EmbeddedStore, Options};
+
+    use super::*;
+
+    async fn stored(store: &Arc<dyn Store>) -> Value {
+        let config_maps = by_kind("", "v1", "ConfigMap").unwrap();
+        let key = config_maps.storage_key(Some("kube-system"), "defaults");
+        let kv = store.get(&key.unwrap()).await.unwrap().expect("stored");
+        serde_json::from_slice(&kv.value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn defaults_are_created_then_updated_or_recreated_as_reconcile_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.db"), Options::default()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let default = |value: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "defaults", "namespace": "kube-system"},
+                "data": {"a": value}})
+        };
+        // The stored value wins unless reconcile says otherwise.
+        let keep = |_: &Value, _: &Value| Reconciled::Keep;
+        let update = |wanted: &Value, stored: &Value| {
+            let mut changed = stored.clone();
+            changed["data"] = wanted["data"].clone();
+            Reconciled::Update(changed)
+        };
+        let recreate = |wanted: &Value, _: &Value| Reconciled::Recreate(wanted.clone());
+
+        ensure_defaults(&store, &[default("1")], keep)
+            .await
+            .unwrap();
+        let first = stored(&store).await;
+        assert_eq!(first["data"]["a"], "1");
+        let uid = first["metadata"]["uid"].clone();
+        assert!(uid.is_string(), "{first}");
+
+        ensure_defaults(&store, &[default("2")], keep)
+            .await
+            .unwrap();
+        assert_eq!(stored(&store).await, first);
+
+        ensure_defaults(&store, &[default("3")], update)
+            .await
+            .unwrap();
+        let updated = stored(&store).await;
+        assert_eq!(updated["data"]["a"], "3");
+        assert_eq!(updated["metadata"]["uid"], uid);
+
+        ensure_defaults(&store, &[default("4")], recreate)
+            .await
+            .unwrap();
+        let recreated = stored(&store).await;
+        assert_eq!(recreated["data"]["a"], "4");
+        assert!(recreated["metadata"]["uid"].is_string());
+        assert_ne!(recreated["metadata"]["uid"], uid);
     }
 }

@@ -23,7 +23,8 @@
 //!   its own Node, Lease and pods.
 //! - [`bootstrap`]: the default policy (`cluster-admin`, `admin`, `edit`,
 //!   `view`, the `system:` roles of components and controllers, and their
-//!   bindings).
+//!   bindings), and [`reconcile`], which brings a stored default object
+//!   back to it at every start.
 //!
 //! This crate owns no HTTP and no storage format: it reads the API server's
 //! interfaces (`wasmkube-apiserver`) and the store trait (`wasmkube-store`),
@@ -37,6 +38,7 @@ mod follow;
 mod graph;
 mod index;
 mod node;
+mod reconcile;
 mod restriction;
 mod rules;
 
@@ -50,6 +52,7 @@ pub use escalation::{Escalation, SYSTEM_MASTERS, confirm_no_escalation, covers};
 pub use graph::{Graph, MIRROR_POD_ANNOTATION, NodeGraph, Vertex};
 pub use index::{GROUP, Index, Kind, Unresolved, service_account_user};
 pub use node::{NODE_LEASE_NAMESPACE, NODE_USER_PREFIX, NODES_GROUP, NodeAuthorizer, node_name};
+pub use reconcile::reconcile;
 pub use restriction::NodeRestriction;
 pub use rules::{ALL, compact_string, rule_allows};
 
