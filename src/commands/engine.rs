@@ -42,7 +42,7 @@ impl Bundle {
             .chain(builtin::NETWORK)
             .map(|plugin| {
                 engine
-                    .precompile(plugin.bytes)
+                    .precompile(&plugin.bytes())
                     .with_context(|| format!("compiling the built-in plugin {}", plugin.name))
             })
             .collect::<Result<Vec<_>>>()?;

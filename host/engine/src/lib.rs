@@ -130,8 +130,17 @@ impl Engine {
     /// [`Engine::compile`] of `bytes` whose SHA-256 (hex) is `sha256`,
     /// known ahead: the bytes are read only if they must be compiled.
     pub fn compile_known(&self, sha256: &str, bytes: &[u8]) -> Result<Component, EngineError> {
-        let given = || Ok(Cow::Borrowed(bytes));
-        cache::compile(&self.engine, sha256, given, &self.cache_dir, &self.shipped)
+        self.compile_lazily(sha256, || Ok(Cow::Borrowed(bytes)))
+    }
+
+    /// [`Engine::compile_known`] of bytes that `bytes` gives (unpacking them,
+    /// say) only if they must be compiled.
+    pub fn compile_lazily<'a>(
+        &self,
+        sha256: &str,
+        bytes: impl FnOnce() -> Result<Cow<'a, [u8]>, String>,
+    ) -> Result<Component, EngineError> {
+        cache::compile(&self.engine, sha256, bytes, &self.cache_dir, &self.shipped)
             .map_err(EngineError::Compile)
     }
 

@@ -13,7 +13,7 @@
 //! - [`Networks`] runs CNI network lists of `wasmkube:cni/plugin@0.1.0`
 //!   plugins (the built-in `pod-network` and `host-local`, in [`builtin`]).
 
-/// The built-in plugins, as components (built from `plugins/`).
+/// The built-in plugins, as packed components (built from `plugins/`).
 pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
@@ -22,6 +22,8 @@ mod cni;
 mod sandbox;
 mod scheduler;
 
+use std::borrow::Cow;
+use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,10 +106,22 @@ impl Default for Limits {
 pub struct Builtin {
     /// Its name (a scheduler plugin's) or CNI type (a network plugin's).
     pub name: &'static str,
-    /// The component.
-    pub bytes: &'static [u8],
-    /// The SHA-256 of [`Builtin::bytes`], in hex, taken when it was built in.
+    /// The component, zlib-compressed.
+    pub packed: &'static [u8],
+    /// The SHA-256 of the component ([`Builtin::bytes`]), in hex, taken
+    /// when it was built in.
     pub sha256: &'static str,
+}
+
+impl Builtin {
+    /// The component.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        flate2::read::ZlibDecoder::new(self.packed)
+            .read_to_end(&mut bytes)
+            .expect("a built-in plugin unpacks: the build packed it");
+        bytes
+    }
 }
 
 /// Loads plugins on the process's engine.
@@ -138,7 +152,8 @@ impl PluginHost {
     /// The component of a built-in plugin, loaded from the cache without
     /// reading its bytes unless they must be compiled.
     pub fn builtin(&self, builtin: &Builtin) -> Result<Component, PluginError> {
-        let compiled = self.engine.compile_known(builtin.sha256, builtin.bytes);
+        let bytes = || Ok(Cow::Owned(builtin.bytes()));
+        let compiled = self.engine.compile_lazily(builtin.sha256, bytes);
         compiled.map_err(|e| PluginError::Load {
             plugin: builtin.name.to_owned(),
             message: e.to_string(),
@@ -152,5 +167,26 @@ impl PluginHost {
             plugin: plugin.to_owned(),
             message: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest as _, Sha256};
+
+    use super::builtin::{NETWORK, SCHEDULING};
+
+    #[test]
+    fn built_in_plugins_unpack_to_the_components_their_digests_name() {
+        for plugin in SCHEDULING.iter().chain(NETWORK) {
+            let bytes = plugin.bytes();
+            assert!(
+                plugin.packed.len() < bytes.len(),
+                "{} is packed",
+                plugin.name
+            );
+            assert_eq!(format!("{:x}", Sha256::digest(&bytes)), plugin.sha256);
+            assert!(bytes.starts_with(b"\0asm"), "{} is Wasm", plugin.name);
+        }
     }
 }
