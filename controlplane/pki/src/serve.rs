@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,14 @@ use tower::ServiceExt as _;
 
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may wait for the next request's headers: idle
+/// keep-alive connections close after it (hyper's default when it has a
+/// timer). A burst of requests leaves a client's pool with a connection for
+/// each one that ran at once, and their buffers and TLS state (about 100 KiB
+/// a connection, both ends together) would otherwise stay for as long as the
+/// client lives: kube-rs' pool closes idle connections only when reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The certificate chain a client presented and the server verified, leaf
 /// first; empty when it presented none. [`serve`] puts it into every
@@ -156,6 +164,8 @@ async fn connection(
         app.clone().oneshot(request)
     });
     let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut connection = pin!(connection);
