@@ -509,8 +509,14 @@ impl Index {
             .map_or("", |r| r.namespace.as_str());
         let mut allowed = false;
         let mut errors = Vec::new();
+        // Many bindings name the same role (a group bound to `view` in every
+        // team's binding): its rules, the same slice of the index, are read
+        // once.
+        let mut read: Vec<*const PolicyRule> = Vec::new();
         self.visit(&attributes.user, namespace, |found| match found {
+            Ok(rules) if read.contains(&rules.as_ptr()) => true,
             Ok(rules) => {
+                read.push(rules.as_ptr());
                 allowed = rules.iter().any(|r| rule_allows(attributes, r));
                 !allowed
             }
@@ -667,6 +673,53 @@ mod tests {
         assert_eq!(get(&deployer, "web"), allowed);
         assert_eq!(get(&deployer, "other"), none);
         assert_eq!(get(&deployer, ""), none);
+    }
+
+    #[test]
+    fn a_role_many_bindings_name_is_read_once_and_the_others_still_count() {
+        let group = json!([{"kind": "Group", "name": "team"}]);
+        let mut objects = vec![
+            cluster_role("reader", &["get"], &["pods"]),
+            cluster_role("writer", &["create"], &["pods"]),
+            role("web", "deleter", &["delete"], &["pods"]),
+            binding(Some("web"), "delete", ("Role", "deleter"), group.clone()),
+            binding(
+                Some("web"),
+                "write",
+                ("ClusterRole", "writer"),
+                group.clone(),
+            ),
+            binding(
+                Some("web"),
+                "gone",
+                ("ClusterRole", "missing"),
+                group.clone(),
+            ),
+        ];
+        for n in 0..20 {
+            let name = format!("read-{n}");
+            objects.push(binding(
+                None,
+                &name,
+                ("ClusterRole", "reader"),
+                group.clone(),
+            ));
+            objects.push(binding(
+                Some("web"),
+                &name,
+                ("ClusterRole", "reader"),
+                group.clone(),
+            ));
+        }
+        let index = Index::load(&objects).unwrap();
+        let member = user("carol", &["team"]);
+        for verb in ["get", "create", "delete"] {
+            let asked = index.authorize(&ask(&member, verb, "pods", "web", "p"));
+            assert_eq!(asked, Decision::Allow, "{verb}");
+        }
+        let refused = index.authorize(&ask(&member, "patch", "pods", "web", "p"));
+        let reason = "RBAC: clusterrole.rbac.authorization.k8s.io \"missing\" not found";
+        assert_eq!(refused, Decision::NoOpinion(reason.into()));
     }
 
     #[test]
