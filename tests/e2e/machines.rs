@@ -53,14 +53,15 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
         "default/kubernetes 127.192.0.1 443\nkube-system/kube-dns 127.192.0.10 53 53\n",
         || run_kubectl(&data, &["get", "services", "-A", "-o", services]),
     );
-    let dns = |name: &str| {
+    let ask = |name: &str, over: &str| {
         let at = "@127.192.0.10";
         inside(
             &machine,
             "dig",
-            &[at, "+short", "+tries=1", "+time=1", name],
+            &[at, over, "+short", "+tries=1", "+time=1", name],
         )
     };
+    let dns = |name: &str| ask(name, "+notcp");
     eventually(Duration::from_secs(30), "127.192.0.1", || {
         dns("kubernetes.default.svc.cluster.local")
     });
@@ -69,6 +70,11 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
         "127.192.0.10"
     );
     assert_eq!(dns("nothing.default.svc.cluster.local"), "");
+    // And over TCP, at the same address.
+    assert_eq!(
+        ask("kubernetes.default.svc.cluster.local", "+tcp"),
+        "127.192.0.1"
+    );
     // The kubernetes Service leads to the API server (its CA is the cluster's).
     let ca = data.join("pki/ca.crt");
     let version = inside(

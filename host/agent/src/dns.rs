@@ -1,4 +1,6 @@
-//! Cluster DNS, kube-dns's answers for `cluster.local`, over UDP:
+//! Cluster DNS, kube-dns's answers for `cluster.local`, over UDP and over
+//! TCP at the same address (each query and answer framed by its length, as
+//! RFC 1035 has it; a bounded number of connections, each closed when idle):
 //! - `<service>.<namespace>.svc.cluster.local`: A, the cluster IP; for a
 //!   headless Service, the addresses of its ready endpoints; for an
 //!   ExternalName Service, a CNAME to its external name;
@@ -10,8 +12,10 @@
 //! A name under `cluster.local` that names nothing is NXDOMAIN; other names
 //! are REFUSED (there is no forwarding to an upstream resolver yet).
 
-use std::net::Ipv4Addr;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SRV};
@@ -20,12 +24,18 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 
 /// The cluster's domain.
 const DOMAIN: &str = "svc.cluster.local";
 /// How long answers may be cached, in seconds.
 const TTL: u32 = 5;
+/// TCP connections answered at once; more wait to be accepted.
+const TCP_CONNECTIONS: usize = 64;
+/// How long a TCP connection may keep the server waiting for a query.
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// One answer.
 #[derive(Debug, PartialEq)]
@@ -253,20 +263,108 @@ fn respond(
     response.to_vec().ok()
 }
 
-/// Answers queries on `socket` from the caches until dropped.
+/// The sockets cluster DNS answers on: UDP, and TCP at the same address.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    udp: UdpSocket,
+    tcp: Option<TcpListener>,
+}
+
+impl Sockets {
+    /// Binds `address` for UDP and, at the port UDP got, for TCP; DNS over
+    /// UDP alone (said in the log) when TCP cannot be bound.
+    pub(crate) fn bind(address: SocketAddr) -> io::Result<Sockets> {
+        let udp = std::net::UdpSocket::bind(address)?;
+        udp.set_nonblocking(true)?;
+        let udp = UdpSocket::from_std(udp)?;
+        let tcp = std::net::TcpListener::bind(udp.local_addr()?).and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
+        });
+        let tcp = match tcp {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cluster DNS over UDP only");
+                None
+            }
+        };
+        Ok(Sockets { udp, tcp })
+    }
+}
+
+/// An answer to a query in wire form, or none.
+type Answer = dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync;
+
+/// Answers queries on `sockets` from the caches until dropped.
 pub(crate) async fn serve(
-    socket: UdpSocket,
+    sockets: Sockets,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
 ) {
+    let answer: Arc<Answer> =
+        Arc::new(move |query: &[u8]| respond(query, &services.state(), &slices.state()));
+    let tcp = async {
+        if let Some(listener) = sockets.tcp {
+            serve_tcp(listener, answer.clone()).await;
+        }
+    };
+    tokio::join!(serve_udp(sockets.udp, &*answer), tcp);
+}
+
+async fn serve_udp(socket: UdpSocket, answer: &Answer) {
     let mut buffer = [0u8; 512];
     loop {
         let Ok((length, from)) = socket.recv_from(&mut buffer).await else {
             continue;
         };
-        if let Some(answer) = respond(&buffer[..length], &services.state(), &slices.state()) {
-            let _ = socket.send_to(&answer, from).await;
+        if let Some(reply) = answer(&buffer[..length]) {
+            let _ = socket.send_to(&reply, from).await;
         }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, answer: Arc<Answer>) {
+    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = answer_stream(stream, &*answer).await;
+        });
+    }
+}
+
+/// Answers the queries of one TCP connection, each framed by its length (two
+/// bytes, big-endian), until the client closes it or keeps it idle for
+/// [`TCP_IDLE`].
+async fn answer_stream(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    answer: &Answer,
+) -> io::Result<()> {
+    loop {
+        let mut length = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut length)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+        let mut query = vec![0; usize::from(u16::from_be_bytes(length))];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let Some(reply) = answer(&query) else {
+            return Ok(());
+        };
+        let length = u16::try_from(reply.len()).map_err(|_| io::ErrorKind::InvalidData)?;
+        stream.write_all(&length.to_be_bytes()).await?;
+        stream.write_all(&reply).await?;
     }
 }
 
@@ -395,5 +493,37 @@ mod tests {
             "FORMERR"
         );
         assert_eq!(respond(&[1], &services, &slices), None);
+    }
+
+    #[tokio::test]
+    async fn queries_over_tcp_are_framed_by_their_length() {
+        let (services, slices) = world();
+        let answer = move |query: &[u8]| respond(query, &services, &slices);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let serving = tokio::spawn(async move { answer_stream(server, &answer).await });
+        for name in [
+            "web.default.svc.cluster.local.",
+            "mail.default.svc.cluster.local.",
+        ] {
+            let asked = query(name, RecordType::A);
+            let length = u16::try_from(asked.len()).unwrap().to_be_bytes();
+            client
+                .write_all(&[&length[..], &asked].concat())
+                .await
+                .unwrap();
+        }
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut length = [0u8; 2];
+            client.read_exact(&mut length).await.unwrap();
+            let mut reply = vec![0; usize::from(u16::from_be_bytes(length))];
+            client.read_exact(&mut reply).await.unwrap();
+            let reply = Message::from_vec(&reply).unwrap();
+            assert_eq!(reply.metadata.id, 0x1234);
+            kinds.push(reply.answers[0].record_type());
+        }
+        assert_eq!(kinds, [RecordType::A, RecordType::CNAME]);
+        drop(client);
+        serving.await.unwrap().unwrap();
     }
 }

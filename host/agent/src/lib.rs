@@ -290,8 +290,8 @@ impl Agent {
             ..proxy::Serving::default()
         };
         if let Some(address) = self.dns {
-            match tokio::net::UdpSocket::bind(address).await {
-                Ok(socket) => serving.dns = Some(socket),
+            match dns::Sockets::bind(address) {
+                Ok(sockets) => serving.dns = Some(sockets),
                 Err(e) => tracing::warn!(%address, error = %e, "cannot serve cluster DNS"),
             }
         }

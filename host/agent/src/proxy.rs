@@ -262,7 +262,7 @@ pub(crate) struct Serving {
     pub(crate) names: Arc<std::sync::OnceLock<crate::dns::Names>>,
     /// Cluster DNS where the agent was told to answer it; without one, at
     /// the `kube-system/kube-dns` Service's cluster IP, port 53.
-    pub(crate) dns: Option<tokio::net::UdpSocket>,
+    pub(crate) dns: Option<crate::dns::Sockets>,
     /// The node, which Events about addresses it cannot serve are about.
     pub(crate) node: String,
     /// The Ingresses of the class `wasmkube`.
@@ -292,8 +292,8 @@ pub(crate) async fn run(
     });
     let mut cluster_dns = None;
     match serving.dns {
-        Some(socket) => {
-            let answering = crate::dns::serve(socket, services.clone(), slices.clone());
+        Some(sockets) => {
+            let answering = crate::dns::serve(sockets, services.clone(), slices.clone());
             watches.push(tokio::spawn(answering));
         }
         None => {
@@ -408,12 +408,9 @@ impl ClusterDns {
         let Some(address) = wanted else {
             return;
         };
-        let bound = std::net::UdpSocket::bind(address)
-            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-            .and_then(tokio::net::UdpSocket::from_std);
-        match bound {
-            Ok(socket) => {
-                let answering = crate::dns::serve(socket, services.clone(), slices.clone());
+        match crate::dns::Sockets::bind(address) {
+            Ok(sockets) => {
+                let answering = crate::dns::serve(sockets, services.clone(), slices.clone());
                 self.serving = Some((address, tokio::spawn(answering)));
                 self.refused = None;
                 tracing::info!(%address, "answering cluster DNS");
