@@ -208,8 +208,9 @@ fn rbac_decisions_match_kubernetes_semantics_case_by_case() {
         for share in cases.chunks(cases.len().div_ceil(4)) {
             let (admin, disagreements) = (&admin, &disagreements);
             scope.spawn(move || {
-                for &(user, groups, verb, resource, namespace, name) in share {
-                    let said = can_i(admin, user, groups, verb, resource, namespace, name);
+                for &case in share {
+                    let (user, groups, verb, resource, namespace, name) = case;
+                    let said = can_i(admin, case);
                     let want = expected(user, groups, verb, resource, namespace, name);
                     if said != want {
                         let case = format!(
@@ -229,16 +230,13 @@ fn rbac_decisions_match_kubernetes_semantics_case_by_case() {
     assert!(server.stop());
 }
 
-/// What `kubectl auth can-i` says, as the admin asking as `user` in `groups`.
-fn can_i(
-    admin: &std::path::Path,
-    user: &str,
-    groups: &[&str],
-    verb: &str,
-    resource: &str,
-    namespace: &str,
-    name: &str,
-) -> bool {
+/// One case: user, groups, verb, resource (with its subresource), namespace
+/// and name ("" for a collection).
+type Case<'a> = (&'a str, &'a [&'a str], &'a str, &'a str, &'a str, &'a str);
+
+/// What `kubectl auth can-i` says of `case`, the admin asking as its user.
+fn can_i(admin: &std::path::Path, case: Case) -> bool {
+    let (user, groups, verb, resource, namespace, name) = case;
     let (plural, sub) = resource.split_once('/').unwrap_or((resource, ""));
     let target = match name {
         "" => plural.to_owned(),
