@@ -132,9 +132,13 @@ fn a_user_runs_inspects_and_removes_wasm_workloads_with_wasmkube_alone() {
         address.starts_with("127.") && address.ends_with(":8080"),
         "{address}"
     );
-    assert_eq!(
-        http_get(address, "/cli"),
-        "hello from wasi:http: GET /cli\n"
+    // The Deployment is ready; the node's proxy takes the Service's address
+    // as soon as it sees the Service and its endpoints, a moment later under
+    // load.
+    eventually(
+        Duration::from_secs(10),
+        "hello from wasi:http: GET /cli\n",
+        || http_get(address, "/cli"),
     );
 
     // get: the server's table, kubectl's layout; several kinds are prefixed.
