@@ -41,12 +41,7 @@ impl Machine {
             address: Ipv4Addr::from(base + 2),
         };
         // What a run killed midway left behind.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &machine.name])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &machine.link])
-            .output();
+        machine.remove();
         let inner = format!("wka{slot}");
         ip(&["netns", "add", &machine.name]);
         ip(&[
@@ -93,13 +88,20 @@ impl Machine {
     }
 }
 
-impl Drop for Machine {
-    fn drop(&mut self) {
+impl Machine {
+    /// Removes the namespace, with everything in it, and this side's link.
+    fn remove(&self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
         let _ = Command::new("ip")
             .args(["link", "del", &self.link])
             .output();
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.remove();
     }
 }

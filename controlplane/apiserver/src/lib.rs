@@ -159,7 +159,8 @@ pub async fn ensure_defaults(
     for object in objects {
         let kind = object["kind"].as_str().unwrap_or("");
         let resource = resource_of(object).ok_or_else(|| {
-            StoreError::Unavailable(format!("{} {kind} is not served", object["apiVersion"]))
+            let api_version = object["apiVersion"].as_str().unwrap_or("");
+            StoreError::Unavailable(format!("{api_version} {kind} is not served"))
         })?;
         let name = objects::name(object).unwrap_or("").to_owned();
         let namespace = objects::meta_str(object, "namespace").map(str::to_owned);

@@ -35,11 +35,17 @@ pub(crate) fn compile<'a>(
 ) -> Result<Component, String> {
     let name = artefact_name(engine, sha256);
     let artefact = cache_dir.join(&name);
-    if artefact.exists() {
-        match load(engine, &artefact) {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
+    let loaded = || match load(engine, &artefact) {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling");
+            None
         }
+    };
+    if artefact.exists()
+        && let Some(component) = loaded()
+    {
+        return Ok(component);
     }
     if keep(&artefact, |partial| match shipped.copy_to(&name, partial) {
         Ok(true) => Ok(()),
@@ -47,9 +53,8 @@ pub(crate) fn compile<'a>(
         Err(e) => Err(e),
     }) {
         tracing::debug!(artefact = %name, "shipped with the program");
-        match load(engine, &artefact) {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(artefact = %artefact.display(), error = %e, "recompiling"),
+        if let Some(component) = loaded() {
+            return Ok(component);
         }
     }
     tracing::info!(component = %sha256, "compiling");

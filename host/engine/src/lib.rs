@@ -153,9 +153,9 @@ impl Engine {
     /// ahead (an image stored by digest): the file is read only if it must
     /// be compiled.
     pub fn load_known(&self, sha256: &str, file: &Path) -> Result<Component, EngineError> {
-        let bytes = || read(file).map(Cow::Owned).map_err(|e| e.to_string());
-        cache::compile(&self.engine, sha256, bytes, &self.cache_dir, &self.shipped)
-            .map_err(EngineError::Compile)
+        self.compile_lazily(sha256, || {
+            read(file).map(Cow::Owned).map_err(|e| e.to_string())
+        })
     }
 
     /// The artefact of `bytes` compiled by this engine, and its name: what

@@ -63,7 +63,7 @@ impl Shipped {
 
     /// The artefacts shipped in `file`: none if it has no bundle footer.
     pub fn in_file(file: &Path) -> io::Result<Shipped> {
-        let mut reader = File::open(file)?;
+        let reader = File::open(file)?;
         let size = reader.metadata()?.len();
         let mut footer = [0u8; 16];
         let unbundled = Shipped {
@@ -84,8 +84,7 @@ impl Shipped {
         }
         let start = size - 16 - length;
         let mut index = vec![0u8; usize::try_from(length).expect("bounded by MOST_INDEX")];
-        reader.seek(SeekFrom::Start(start))?;
-        reader.read_exact(&mut index)?;
+        reader.read_exact_at(&mut index, start)?;
         let index = parse_index(&index, start)?;
         Ok(Shipped {
             file: file.to_owned(),
@@ -114,7 +113,10 @@ impl Shipped {
         let mut inflated = ZlibDecoder::new(io::BufReader::new(from.take(entry.length)));
         let mut out = File::create(to)?;
         // One byte more than it should be shows a corrupt one.
-        let copied = io::copy(&mut (&mut inflated).take(entry.size + 1), &mut out)?;
+        let copied = io::copy(
+            &mut (&mut inflated).take(entry.size.saturating_add(1)),
+            &mut out,
+        )?;
         if copied != entry.size {
             return Err(corrupt("a shipped artefact not of its size"));
         }
