@@ -107,7 +107,8 @@ enum Refused {
 /// took it (its exchange then goes on in the background) or it closed idle.
 async fn dial(home: &Home, router: Router, taken: Arc<Notify>) -> Result<bool, Refused> {
     let other = |e: &dyn std::fmt::Display| Refused::Other(e.to_string());
-    let tls = (home.tls)().map_err(|e| Refused::Forbidden(e.clone()))?;
+    // The kubeconfig may be in the middle of a renewal: try again later.
+    let tls = (home.tls)().map_err(Refused::Other)?;
     let stream = wasmkube_pki::connect(&home.address, &home.server_name, tls)
         .await
         .map_err(|e| other(&e))?;
