@@ -60,7 +60,7 @@ fn start_agent(args: &[String]) -> Agent {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    Agent(child)
+    Agent::of(child)
 }
 
 /// The client certificate of the node kubeconfig in `data_dir` (PEM).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::agent::{eventually, run_kubectl};
 use crate::netns::Machine;
+use crate::process::Running;
 
 /// What `program ARGS` printed inside `machine`, or why it failed.
 fn inside(machine: &Machine, program: &str, args: &[&str]) -> String {
@@ -29,21 +30,23 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
     let data = dir.path().to_owned();
     let machine = Machine::new();
     let listen = format!("{}:0", machine.address);
-    let mut up = machine
-        .command(env!("CARGO_BIN_EXE_wasmkube"))
-        .args([
-            "up",
-            "--node-name",
-            "machine",
-            "--listen",
-            &listen,
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _up = Running(
+        machine
+            .command(env!("CARGO_BIN_EXE_wasmkube"))
+            .args([
+                "up",
+                "--node-name",
+                "machine",
+                "--listen",
+                &listen,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually(Duration::from_secs(60), "true", || {
         data.join("kubeconfig").exists().to_string()
     });
@@ -92,6 +95,4 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
         ],
     );
     assert!(version.contains("\"gitVersion\""), "{version}");
-    let _ = up.kill();
-    let _ = up.wait();
 }

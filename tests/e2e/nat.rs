@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::agent::{
@@ -14,18 +14,8 @@ use crate::agent::{
 };
 use crate::join::token_create;
 use crate::netns::Machine;
-use crate::process::{Server, free_port};
+use crate::process::{Running, Server, free_port};
 use crate::services::PortForward;
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn logs_and_port_forward_reach_an_agent_behind_nat_through_its_connection_home() {

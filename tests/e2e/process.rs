@@ -220,7 +220,9 @@ pub async fn send(
 }
 
 /// A running `wasmkube agent`, killed when dropped.
-pub struct Agent(pub Child);
+pub struct Agent {
+    _process: Running,
+}
 
 impl Agent {
     /// Starts the agent of node `node` against the cluster of `kubeconfig`, with
@@ -235,11 +237,21 @@ impl Agent {
             .stdout(Stdio::null())
             .spawn()
             .expect("wasmkube runs");
-        Agent(child)
+        Agent::of(child)
+    }
+
+    /// The agent running as `child`.
+    pub fn of(child: Child) -> Agent {
+        Agent {
+            _process: Running(child),
+        }
     }
 }
 
-impl Drop for Agent {
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

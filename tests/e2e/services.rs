@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::agent::{apply, eventually, http_get, import_examples, jsonpath, kubectl, ready_node};
-use crate::process::{Server, free_port};
+use crate::process::{Running, Server, free_port};
 use crate::workloads::{join, nodes_ready};
 
 /// Who answered each of `count` requests to `address`.
@@ -238,7 +238,9 @@ fn an_ingress_routes_two_host_names_to_two_services() {
 
 /// `kubectl port-forward TARGET LOCAL:REMOTE` until dropped, once it says it
 /// is forwarding.
-pub(crate) struct PortForward(std::process::Child);
+pub(crate) struct PortForward {
+    _process: Running,
+}
 
 impl PortForward {
     pub(crate) fn start(
@@ -261,14 +263,9 @@ impl PortForward {
         assert!(first.starts_with("Forwarding from"), "{first:?}");
         // Keep reading: kubectl ends when what it says cannot be written.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        PortForward(child)
-    }
-}
-
-impl Drop for PortForward {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        PortForward {
+            _process: Running(child),
+        }
     }
 }
 
