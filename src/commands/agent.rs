@@ -104,6 +104,11 @@ pub struct NodeArgs {
     /// name; any range in 127.0.0.0/8 needs no configuration).
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Option<Range>,
+    /// How pods reach other nodes' pods when the node's range is routed
+    /// (outside 127.0.0.0/8): `host-gw`, through the other nodes' addresses
+    /// (nodes on one link), or `vxlan`, over a VXLAN device (UDP 8472).
+    #[arg(long, value_name = "BACKEND", default_value = "host-gw")]
+    network_backend: wasmkube_agent::Backend,
     /// Answer cluster DNS (`<service>.<namespace>.svc.cluster.local` and
     /// the like) over UDP at ADDRESS, e.g. `127.0.0.1:5353` (default: the
     /// `kube-system/kube-dns` Service's cluster IP, port 53).
@@ -133,7 +138,15 @@ impl NodeArgs {
     ) -> Result<wasmkube_agent::Agent> {
         let name = self.name();
         let mut agent =
-            wasmkube_agent::Agent::new(client, registry, engine, &name, data_dir, self.pod_cidr)?;
+            wasmkube_agent::Agent::new(
+            client,
+            registry,
+            engine,
+            &name,
+            data_dir,
+            self.pod_cidr,
+            self.network_backend,
+        )?;
         if let Some(address) = self.dns_listen {
             agent = agent.serve_dns(address);
         }

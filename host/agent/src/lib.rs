@@ -59,7 +59,7 @@ use wasmkube_plugin_host::PluginHost;
 use wasmkube_runtime::{Rotation, Runtime};
 
 pub use endpoint::{Endpoint, EndpointCertificate, KUBELET_CLIENT, serving_profile};
-pub use network::Range;
+pub use network::{Backend, Range};
 pub use node::{INSTANCES, POD_CAPACITY};
 pub use pod::FRESH_INSTANCES;
 pub use tunnel::Home;
@@ -128,7 +128,8 @@ impl Agent {
     /// An agent for node `node`, running pods and network plugins on
     /// `engine`, keeping images and pod data under `data_dir`, giving pods
     /// addresses from `pod_range` unless the Node has a `spec.podCIDR` (by
-    /// default, [`Range::for_node`]). `client` reaches the API server at
+    /// default, [`Range::for_node`]), routed to other nodes by `backend`
+    /// when the range is not a loopback one. `client` reaches the API server at
     /// `registry` (`host:port`, as the clients' URL has it), whose built-in
     /// registry images naming it are pulled from with the client's identity.
     pub fn new(
@@ -138,6 +139,7 @@ impl Agent {
         node: &str,
         data_dir: &std::path::Path,
         pod_range: Option<Range>,
+        backend: Backend,
     ) -> Result<Agent, AgentError> {
         let pods_dir = data_dir.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(wasmkube_runtime::RuntimeError::from)?;
@@ -158,6 +160,7 @@ impl Agent {
                     PluginHost::new(engine),
                     data_dir,
                     pod_range.unwrap_or_else(|| Range::for_node(node)),
+                    backend,
                 )
                 .map_err(AgentError::Network)?,
             ),
@@ -255,9 +258,9 @@ impl Agent {
             tunnel::start(&self, home, &closing);
         }
         let mut backoff = Retry::default();
-        let pod_cidr = loop {
+        loop {
             match node::register(&self.client, &self.node, address).await {
-                Ok(pod_cidr) => break pod_cidr,
+                Ok(()) => break,
                 Err(e) => tracing::warn!(error = %e, "registering the node"),
             }
             let delay = backoff.next().unwrap_or(RETRY_MAX);
@@ -268,15 +271,16 @@ impl Agent {
                 }
                 () = tokio::time::sleep(delay) => {}
             }
-        };
-        // Pods taken back keep addresses from the range the node has now.
-        if let Some(Ok(range)) = pod_cidr.map(|cidr| cidr.parse::<Range>()) {
-            self.network.set_range(range);
         }
-        tokio::spawn(node::follow_pod_cidr(
+        // New pods get addresses once the node's network is set up from
+        // its range and the other nodes' (or that could not be done).
+        let (ready, set_up) = tokio::sync::oneshot::channel();
+        tokio::spawn(node::follow_nodes(
             self.client.clone(),
             self.node.clone(),
+            self.host_ip.clone(),
             self.network.clone(),
+            ready,
             closing.clone(),
         ));
         tokio::spawn(node::renew_lease(
@@ -307,6 +311,13 @@ impl Agent {
             serving,
             closing.clone(),
         ));
+        tokio::select! {
+            () = closing.cancelled() => {
+                workers.stopped().await;
+                return Ok(());
+            }
+            _ = set_up => {}
+        }
         let pods: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let mut events = watcher(pods, config).backoff(Retry::default()).boxed();

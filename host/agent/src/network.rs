@@ -7,9 +7,19 @@
 //! any range inside 127.0.0.0/8 works with no configuration: Linux routes
 //! all of it to the loopback interface.
 //!
+//! Any other range is routed between machines (Flannel's model): the
+//! plugin's node setup puts the node's range on a bridge of its own, where
+//! pods' addresses go, and routes every other node's range through that
+//! node (`host-gw`) or a VXLAN device (`vxlan`). The setup runs when the
+//! node gets its range, whenever nodes come, go or move, and every
+//! [`RECHECK`] (the kernel drops routes through a link that goes down; they
+//! are put back when it comes back up).
+//!
 //! The reservations are the plugins' state on disk, so a pod keeps its
 //! address across restarts of the agent and a restarted agent hands out no
-//! address twice; a pod's address is released when it is deleted.
+//! address twice; a pod's address is released when it is deleted. The
+//! node's last setup is kept on disk too, so an agent that restarts cut off
+//! from the API server sets its network up again before its pods return.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -19,7 +29,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use serde_json::{Value, json};
-use wasmkube_plugin_host::{Limits, Networks, PluginError, PluginHost, Sandbox};
+use wasmkube_plugin_host::{Limits, Networks, Node, PluginError, PluginHost, Sandbox};
 
 pub use wasmkube_types::cidr::Range;
 
@@ -39,6 +49,40 @@ const LIMITS: Limits = Limits {
 /// plugins.
 const AT_ONCE: usize = 4;
 
+/// How often the node's setup is made again when nothing changed.
+pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+
+/// How the pod network reaches other nodes' ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// Routes through the other nodes' addresses: nodes on one link.
+    #[default]
+    HostGw,
+    /// A VXLAN device: nodes anywhere their UDP port 8472 reaches.
+    Vxlan,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::HostGw => "host-gw",
+            Backend::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Backend, String> {
+        match name {
+            "host-gw" => Ok(Backend::HostGw),
+            "vxlan" => Ok(Backend::Vxlan),
+            other => Err(format!("{other:?} is not host-gw or vxlan")),
+        }
+    }
+}
+
 /// The node's pod network.
 #[derive(Debug)]
 pub(crate) struct PodNetwork {
@@ -47,6 +91,9 @@ pub(crate) struct PodNetwork {
     networks: Networks,
     /// The node's range.
     range: Mutex<Range>,
+    backend: Backend,
+    /// Where the node's last setup is kept.
+    kept: std::path::PathBuf,
 }
 
 /// The pod a network call is for.
@@ -90,29 +137,68 @@ impl PodNetwork {
     /// The network of a node whose range is `range` (until it is given
     /// another), its plugins run by `host` and their state under
     /// `data_dir/network`.
+    /// The node's range is the one of its last setup, if it was set up
+    /// before, else `range`; a node set up before is set up again now.
     pub(crate) fn new(
         host: PluginHost,
         data_dir: &Path,
         range: Range,
+        backend: Backend,
     ) -> Result<PodNetwork, PluginError> {
-        let networks = Networks::new(&host, &data_dir.join("network"), LIMITS)?;
-        Ok(PodNetwork {
+        let state = data_dir.join("network");
+        let networks = Networks::new(&host, &state, LIMITS)?;
+        let kept = state.join("node.json");
+        let last: Option<Node> = std::fs::read(&kept)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Node>(&bytes).ok());
+        let network = PodNetwork {
             turns: tokio::sync::Semaphore::new(AT_ONCE),
             networks,
             range: Mutex::new(range),
-        })
+            backend,
+            kept,
+        };
+        if let Some(node) = last
+            && let Err(e) = network.setup(&node)
+        {
+            tracing::warn!(error = %e, "setting up the node's pod network as it last was");
+        }
+        Ok(network)
     }
 
-    /// Hands out addresses from `range` from now on (pods keep theirs).
-    pub(crate) fn set_range(&self, range: Range) {
+    /// Sets the node up as `node` says (its range, address and peers):
+    /// pods get addresses from its range from now on (pods keep theirs),
+    /// and the plugins make its devices and routes. The setup is kept on
+    /// disk first.
+    pub(crate) fn setup(&self, node: &Node) -> Result<(), String> {
+        let range: Range = node.pod_cidr.parse()?;
         *self.range.lock().expect("range lock") = range;
+        let kept = serde_json::to_vec(node).map_err(|e| e.to_string())?;
+        if let Err(e) = std::fs::write(&self.kept, kept) {
+            tracing::warn!(file = %self.kept.display(), error = %e, "keeping the node's network setup");
+        }
+        self.networks
+            .setup(&self.list(), node)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The node's range now.
+    pub(crate) fn range(&self) -> Range {
+        *self.range.lock().expect("range lock")
+    }
+
+    /// [`PodNetwork::setup`] in its turn, off the async threads.
+    pub(crate) async fn set_up(self: Arc<Self>, node: Node) -> Result<(), String> {
+        let network = self.clone();
+        self.in_turn(move || network.setup(&node)).await
     }
 
     /// The network list, over the node's range now.
     fn list(&self) -> Value {
         let range = self.range.lock().expect("range lock").to_string();
         json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [
-            {"type": "pod-network", "ipam": {"type": "host-local", "ranges": [[{"subnet": range}]]}}]})
+            {"type": "pod-network", "backend": self.backend.name(),
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": range}]]}}]})
     }
 
     /// Puts the pod on the network: its address, the one it had when that
@@ -187,8 +273,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = wasmkube_engine::Settings::at(&dir.path().join("compiled"));
         let host = PluginHost::new(Arc::new(wasmkube_engine::Engine::start(&settings).unwrap()));
+        let range = |text: &str| text.parse().unwrap();
         let network =
-            PodNetwork::new(host.clone(), dir.path(), "127.80.0.0/29".parse().unwrap()).unwrap();
+            PodNetwork::new(host.clone(), dir.path(), range("127.80.0.0/29"), Backend::HostGw)
+                .unwrap();
         let a = network.add(&pod("a"), None).unwrap();
         let b = network.add(&pod("b"), None).unwrap();
         assert_ne!(a, b);
@@ -200,13 +288,21 @@ mod tests {
         let d = network.add(&pod("d"), Some(a)).unwrap();
         assert!(d != a && d != b, "{d}");
         // A new range is used for new pods; the others keep theirs.
-        network.set_range("127.81.0.0/29".parse().unwrap());
+        let node = Node {
+            name: "n".into(),
+            pod_cidr: "127.81.0.0/29".into(),
+            address: "127.0.0.1".into(),
+            peers: Vec::new(),
+        };
+        network.setup(&node).unwrap();
         assert_eq!(
             network.add(&pod("e"), None).unwrap().to_string(),
             "127.81.0.2"
         );
         drop(network);
-        let again = PodNetwork::new(host, dir.path(), "127.81.0.0/29".parse().unwrap()).unwrap();
+        // A restarted agent has the range of its last setup.
+        let again =
+            PodNetwork::new(host, dir.path(), range("127.82.0.0/29"), Backend::HostGw).unwrap();
         assert_eq!(
             again.add(&pod("f"), None).unwrap().to_string(),
             "127.81.0.3"

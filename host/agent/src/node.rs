@@ -1,8 +1,9 @@
 //! The Node object of the agent, its Lease in `kube-node-lease`, and the
 //! pod range it is given.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
@@ -10,12 +11,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::ResourceExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::runtime::WatchStreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wasmkube_events::now;
 
-use crate::network::{PodNetwork, Range};
+use crate::network::{PodNetwork, RECHECK, Range};
 
 /// How many pods a node runs: Wasm pods cost kilobytes, not a process each, so
 /// far more than Kubernetes' 110.
@@ -53,12 +56,12 @@ fn ready(time: &str) -> serde_json::Value {
 }
 
 /// Creates the node if it is missing, then writes its status, with the address
-/// of the agent's endpoint; the node's `spec.podCIDR`, if it has one.
+/// of the agent's endpoint.
 pub(crate) async fn register(
     client: &Client,
     name: &str,
     endpoint: std::net::SocketAddr,
-) -> Result<Option<String>, kube::Error> {
+) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {
@@ -100,49 +103,119 @@ pub(crate) async fn register(
             "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": "",
         },
     }});
-    let node = nodes
+    nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    Ok(node.spec.and_then(|s| s.pod_cidr))
+    Ok(())
 }
 
-/// Hands pods addresses from the node's `spec.podCIDR` as soon as it has
-/// one, and from each new one it is given, until `closing` is cancelled.
-pub(crate) async fn follow_pod_cidr(
+/// A node's pod range and address, as its Node says (either may be
+/// missing).
+fn range_and_address(node: &Node) -> (Option<String>, Option<String>) {
+    let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+    let address = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address.clone());
+    (cidr, address)
+}
+
+/// Sets the node's pod network up from the cluster's Nodes: its range
+/// (`spec.podCIDR`, else the one it has) and every other node's range and
+/// address, when they change and every [`RECHECK`], until `closing` is
+/// cancelled. `ready` is told once the first setup was tried.
+pub(crate) async fn follow_nodes(
     client: Client,
     name: String,
+    address: String,
     network: Arc<PodNetwork>,
+    ready: tokio::sync::oneshot::Sender<()>,
     closing: CancellationToken,
 ) {
     let nodes: Api<Node> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut changes = std::pin::pin!(watcher(nodes, config).default_backoff().applied_objects());
-    let mut had = None;
+    let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
+    // Each node's range and address; a new list is gathered apart.
+    let mut known: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+    let mut listing = None;
+    let mut listed = false;
+    let mut ready = Some(ready);
+    let mut last: Option<(wasmkube_plugin_host::Node, Instant)> = None;
+    let mut failed = String::new();
+    let mut recheck = tokio::time::interval(RECHECK);
     loop {
-        let node = tokio::select! {
+        tokio::select! {
             () = closing.cancelled() => return,
-            next = changes.next() => match next {
-                Some(Ok(node)) => node,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "watching the node");
-                    continue;
+            _ = recheck.tick() => {}
+            event = events.next() => match event {
+                Some(Ok(Event::Init)) => listing = Some(HashMap::new()),
+                Some(Ok(Event::InitApply(node))) => {
+                    if let Some(listing) = &mut listing {
+                        listing.insert(node.name_any(), range_and_address(&node));
+                    }
                 }
+                Some(Ok(Event::InitDone)) => {
+                    known = listing.take().unwrap_or_default();
+                    listed = true;
+                }
+                Some(Ok(Event::Apply(node))) => {
+                    known.insert(node.name_any(), range_and_address(&node));
+                }
+                Some(Ok(Event::Delete(node))) => {
+                    known.remove(&node.name_any());
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "watching nodes"),
                 None => return,
             },
-        };
-        let cidr = node.spec.and_then(|s| s.pod_cidr);
-        if cidr.is_none() || cidr == had {
+        }
+        if !listed {
             continue;
         }
-        match cidr.as_deref().map(str::parse::<Range>) {
-            Some(Ok(range)) => {
-                tracing::info!(pod_cidr = %range, "pods get addresses from the node's range");
-                network.set_range(range);
+        let own = known.get(&name).and_then(|(cidr, _)| cidr.clone());
+        let pod_cidr = match own.as_deref().map(str::parse::<Range>) {
+            Some(Ok(range)) => range,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the node's spec.podCIDR is not used");
+                network.range()
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "the node's spec.podCIDR is not used"),
-            None => {}
+            None => network.range(),
+        };
+        let mut peers: Vec<(String, String, String)> = known
+            .iter()
+            .filter(|(peer, _)| **peer != name)
+            .filter_map(|(peer, (cidr, ip))| Some((peer.clone(), cidr.clone()?, ip.clone()?)))
+            .collect();
+        peers.sort();
+        let node = wasmkube_plugin_host::Node {
+            name: name.clone(),
+            pod_cidr: pod_cidr.to_string(),
+            address: address.clone(),
+            peers,
+        };
+        let due = last
+            .as_ref()
+            .is_none_or(|(had, at)| *had != node || at.elapsed() >= RECHECK);
+        if !due {
+            continue;
         }
-        had = cidr;
+        if last.as_ref().is_none_or(|(had, _)| had.pod_cidr != node.pod_cidr) {
+            tracing::info!(pod_cidr = %node.pod_cidr, "pods get addresses from the node's range");
+        }
+        match network.clone().set_up(node.clone()).await {
+            Ok(()) => failed.clear(),
+            // Said once until it changes: a link that is down fails every
+            // recheck the same way.
+            Err(e) if e != failed => {
+                tracing::warn!(error = %e, "setting up the node's pod network");
+                failed = e;
+            }
+            Err(e) => tracing::debug!(error = %e, "setting up the node's pod network"),
+        }
+        last = Some((node, Instant::now()));
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
     }
 }
 

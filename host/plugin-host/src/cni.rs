@@ -28,12 +28,15 @@ use crate::{Limits, PluginError, PluginHost};
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit/cni",
-        world: "network-plugin",
+        world: "node-network-plugin",
     });
 }
 
-use bindings::NetworkPluginPre;
+use bindings::exports::wasmkube::cni::{node as node_export, plugin as plugin_export};
+use bindings::wasmkube::cni::node_links;
 use bindings::wasmkube::cni::types::{Error as CallError, Runtime};
+
+use crate::links::{self, Net};
 
 /// The interface a network plugin exports, with its version.
 pub const CNI_WIT_PACKAGE: &str = "wasmkube:cni/plugin@0.1.0";
@@ -96,7 +99,7 @@ const PLUGIN_FAILED: u32 = 999;
 
 /// The container a call is for: CNI's `CNI_CONTAINERID`, `CNI_NETNS`,
 /// `CNI_IFNAME` and `CNI_ARGS`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Sandbox {
     /// The container (for a Wasm pod, its uid).
     pub container_id: String,
@@ -148,6 +151,73 @@ pub struct Added {
     pub attachment: Attachment,
 }
 
+/// The node a network is set up on, and the other nodes of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// Its pod range (`spec.podCIDR`).
+    pub pod_cidr: String,
+    /// Its address (InternalIP).
+    pub address: String,
+    /// The other nodes: name, pod range and address each.
+    pub peers: Vec<(String, String, String)>,
+}
+
+/// What a node setup may touch: the node's range and address, and the
+/// ranges and addresses of its peers.
+struct Scope {
+    range: Net,
+    address: Ipv4Addr,
+    peers: Vec<(Net, Ipv4Addr)>,
+}
+
+impl Scope {
+    fn of(node: &Node) -> Result<Scope, CniError> {
+        let invalid = |what: String| CniError::new(INVALID_CONFIG, what);
+        let address = |text: &str| {
+            text.parse::<Ipv4Addr>()
+                .map_err(|_| invalid(format!("{text:?} is not a node address")))
+        };
+        Ok(Scope {
+            range: Net::parse(&node.pod_cidr).map_err(invalid)?,
+            address: address(&node.address)?,
+            peers: node
+                .peers
+                .iter()
+                .filter_map(|(_, cidr, ip)| Some((Net::parse(cidr).ok()?, ip.parse().ok()?)))
+                .collect(),
+        })
+    }
+
+    /// An address inside the node's range.
+    fn own(&self, text: &str) -> Result<Net, String> {
+        let net = Net::parse(text)?;
+        if self.range.covers(net) {
+            Ok(net)
+        } else {
+            Err(format!("{net} is not inside the node's range {}", self.range))
+        }
+    }
+
+    /// The peer `ip` is an address of (a node's) or inside (a range's).
+    fn peer(&self, ip: Ipv4Addr) -> Option<(Net, Ipv4Addr)> {
+        self.peers
+            .iter()
+            .copied()
+            .find(|(range, node)| *node == ip || range.contains(ip))
+    }
+}
+
+/// A network plugin: its component ready to instantiate, and where its
+/// exports are.
+struct Plugin {
+    pre: wasmtime::component::InstancePre<State<Call>>,
+    pods: plugin_export::GuestIndices,
+    /// Where its node setup is, if it sets nodes up.
+    node: Option<node_export::GuestIndices>,
+}
+
 /// The network plugins of a node, by CNI type, and their state.
 #[derive(Clone)]
 pub struct Networks {
@@ -157,9 +227,12 @@ pub struct Networks {
 struct Inner {
     /// The host, whose engine's ticker bounds the calls while it lives.
     host: PluginHost,
-    plugins: HashMap<String, NetworkPluginPre<State<Call>>>,
+    plugins: HashMap<String, Plugin>,
     state: PathBuf,
     limits: Limits,
+    /// Each network's bridge, where routable pod addresses go, once its
+    /// node setup has made one.
+    bridges: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -181,6 +254,8 @@ struct Call {
     sandbox: Arc<Sandbox>,
     attachment: Arc<Mutex<Attachment>>,
     depth: u32,
+    /// What a node setup may touch; none in a call for a container.
+    scope: Option<Arc<Scope>>,
 }
 
 struct HostField;
@@ -302,15 +377,19 @@ impl bindings::wasmkube::cni::host::Host for Call {
     }
 
     fn set_address(&mut self, ifname: String, address: String) -> Result<(), String> {
-        let ip = address
-            .split_once('/')
-            .and_then(|(ip, bits)| bits.parse::<u8>().ok().filter(|b| *b <= 32).map(|_| ip))
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-            .ok_or_else(|| format!("{address:?} is not an address like 10.22.0.5/16"))?;
-        // An address this node has (all of 127.0.0.0/8 on Linux) can be
-        // bound; another cannot be given to a pod here.
-        std::net::UdpSocket::bind((ip, 0))
-            .map_err(|e| format!("this node cannot give {ip} to a pod: {e}"))?;
+        let ip = Net::parse(&address)?.ip;
+        if ip.is_loopback() {
+            // Linux gives all of 127.0.0.0/8 to the loopback interface.
+            std::net::UdpSocket::bind((ip, 0))
+                .map_err(|e| format!("this node cannot give {ip} to a pod: {e}"))?;
+        } else {
+            // A routable address goes on the network's bridge, which the
+            // node setup made.
+            let bridge = self.inner.bridge(&self.network).ok_or_else(|| {
+                format!("{ip} cannot be given before the node's network {} is set up", self.network)
+            })?;
+            links::set_host_address(&bridge, ip, true)?;
+        }
         let mut attachment = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
         attachment.addresses.push((ifname, IpAddr::V4(ip)));
         Ok(())
@@ -336,6 +415,130 @@ impl bindings::wasmkube::cni::host::Host for Call {
         let mut attachment = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
         attachment.routes.push((destination, gateway));
         Ok(())
+    }
+}
+
+/// The longest name Linux gives a network device.
+const MAX_DEVICE_NAME: usize = 15;
+
+impl Call {
+    /// What this node setup may touch, or why nothing.
+    fn scope(&self) -> Result<Arc<Scope>, String> {
+        self.scope
+            .clone()
+            .ok_or_else(|| "devices and routes are set up by a node setup, not for a pod".into())
+    }
+}
+
+fn device_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_DEVICE_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a device name: up to {MAX_DEVICE_NAME} letters, digits, '.', '-', '_'"
+        ))
+    }
+}
+
+impl node_links::Host for Call {
+    fn ensure_bridge(&mut self, name: String, address: String) -> Result<(), String> {
+        let scope = self.scope()?;
+        device_name(&name)?;
+        links::ensure_bridge(&name, scope.own(&address)?)?;
+        let mut bridges = self.inner.bridges.lock().unwrap_or_else(|e| e.into_inner());
+        bridges.insert(self.network.clone(), name);
+        Ok(())
+    }
+
+    fn ensure_vxlan(
+        &mut self,
+        name: String,
+        vni: u32,
+        port: u16,
+        mac: String,
+        address: String,
+    ) -> Result<(), String> {
+        let scope = self.scope()?;
+        device_name(&name)?;
+        if vni == 0 || vni >= 1 << 24 {
+            return Err(format!("{vni} is not a VXLAN network id (1 to 16777215)"));
+        }
+        let mac = links::parse_mac(&mac)?;
+        links::ensure_vxlan(&name, vni, port, scope.address, mac, scope.own(&address)?)
+    }
+
+    fn set_vxlan_peers(
+        &mut self,
+        name: String,
+        peers: Vec<node_links::VxlanPeer>,
+    ) -> Result<(), String> {
+        let scope = self.scope()?;
+        device_name(&name)?;
+        let mut checked = Vec::new();
+        for peer in peers {
+            let address: Ipv4Addr = peer
+                .address
+                .parse()
+                .map_err(|_| format!("{:?} is not an address", peer.address))?;
+            let remote: Ipv4Addr = peer
+                .remote
+                .parse()
+                .map_err(|_| format!("{:?} is not an address", peer.remote))?;
+            match scope.peer(address) {
+                Some((range, node)) if range.contains(address) && node == remote => {}
+                _ => {
+                    return Err(format!(
+                        "{address} at {remote} is not an address in the range of the node at {remote}"
+                    ));
+                }
+            }
+            checked.push(links::VxlanPeer {
+                mac: links::parse_mac(&peer.mac)?,
+                address,
+                remote,
+            });
+        }
+        links::set_vxlan_peers(&name, &checked)
+    }
+
+    fn set_routes(&mut self, routes: Vec<node_links::Route>) -> Result<(), String> {
+        let scope = self.scope()?;
+        let mut checked = Vec::new();
+        for route in routes {
+            let destination = Net::parse(&route.destination)?;
+            let gateway: Ipv4Addr = route
+                .gateway
+                .parse()
+                .map_err(|_| format!("{:?} is not a gateway address", route.gateway))?;
+            // To a peer's range, through that peer.
+            match scope.peer(gateway) {
+                Some((range, _)) if range.covers(destination) => {}
+                _ => {
+                    return Err(format!(
+                        "{destination} via {gateway} is not a route to a node's range through that node"
+                    ));
+                }
+            }
+            if let Some(device) = &route.device {
+                device_name(device)?;
+            }
+            let source = match &route.source {
+                Some(source) => Some(scope.own(&format!("{source}/32"))?.ip),
+                None => None,
+            };
+            checked.push(links::Route {
+                destination,
+                gateway,
+                device: route.device,
+                source,
+            });
+        }
+        links::set_routes(&checked)
     }
 }
 
@@ -375,6 +578,7 @@ impl Call {
                 sandbox: self.sandbox.clone(),
                 attachment: self.attachment.clone(),
                 depth: self.depth + 1,
+                scope: self.scope.clone(),
             },
             verb,
             config,
@@ -382,17 +586,36 @@ impl Call {
     }
 }
 
-/// Runs `verb` of the plugin `call.plugin` with `config` on a fresh
-/// instance; a plugin that does not speak the configuration's `cniVersion`
-/// is refused.
-fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, CniError> {
+/// A fresh store and instance of the plugin `call.plugin`, and what it
+/// calls this failure.
+fn instantiate(
+    inner: &Inner,
+    call: Call,
+) -> Result<(&Plugin, Store<State<Call>>, wasmtime::component::Instance), CniError> {
     let plugin = call.plugin.clone();
-    let pre = inner.plugins.get(&plugin).ok_or_else(|| {
+    let found = inner.plugins.get(&plugin).ok_or_else(|| {
         CniError::new(
             INVALID_CONFIG,
             format!("no network plugin of type {plugin:?}"),
         )
     })?;
+    let mut store: Store<State<Call>> = sandbox::store(inner.host.engine(), inner.limits, call);
+    let instance = sandbox::bounded(&mut store, inner.limits, &plugin, "instantiate", |s| {
+        found.pre.instantiate(s)
+    })
+    .map_err(plugin_failed)?;
+    Ok((found, store, instance))
+}
+
+fn plugin_failed(e: PluginError) -> CniError {
+    CniError::new(PLUGIN_FAILED, e.to_string())
+}
+
+/// Runs `verb` of the plugin `call.plugin` with `config` on a fresh
+/// instance; a plugin that does not speak the configuration's `cniVersion`
+/// is refused.
+fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, CniError> {
+    let plugin = call.plugin.clone();
     let version = serde_json::from_str::<Value>(config)
         .ok()
         .and_then(|c| c.get("cniVersion")?.as_str().map(str::to_owned))
@@ -404,17 +627,15 @@ fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, Cn
         args: call.sandbox.args.clone(),
     };
     let limits = inner.limits;
-    let mut store: Store<State<Call>> = sandbox::store(inner.host.engine(), limits, call);
-    let failed = |e: PluginError| CniError::new(PLUGIN_FAILED, e.to_string());
-    let instance = sandbox::bounded(&mut store, limits, &plugin, "instantiate", |s| {
-        pre.instantiate(s)
+    let (found, mut store, instance) = instantiate(inner, call)?;
+    let guest = sandbox::bounded(&mut store, limits, &plugin, "instantiate", |s| {
+        found.pods.load(s, &instance)
     })
-    .map_err(failed)?;
-    let guest = instance.wasmkube_cni_plugin();
+    .map_err(plugin_failed)?;
     let versions = sandbox::bounded(&mut store, limits, &plugin, "versions", |s| {
         guest.call_versions(s)
     })
-    .map_err(failed)?;
+    .map_err(plugin_failed)?;
     if !versions.contains(&version) {
         return Err(CniError::new(
             INCOMPATIBLE_VERSION,
@@ -430,7 +651,7 @@ fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, Cn
             .call_check(s, config, &runtime)
             .map(|r| r.map(|()| String::new())),
     })
-    .map_err(failed)?;
+    .map_err(plugin_failed)?;
     outcome.map_err(CniError::from)
 }
 
@@ -483,8 +704,56 @@ impl Networks {
                 plugins,
                 state: state.to_owned(),
                 limits,
+                bridges: Mutex::default(),
             }),
         })
+    }
+
+    /// Sets `node` up for the network list `list`: each plugin that sets
+    /// nodes up, in order, with its entry of the list. The host carries out
+    /// only what fits `node` (see [`Node`]).
+    pub fn setup(&self, list: &Value, node: &Node) -> Result<(), CniError> {
+        let (network, plugins) = entries(list)?;
+        let scope = Arc::new(Scope::of(node)?);
+        let info = node_export::NodeInfo {
+            name: node.name.clone(),
+            pod_cidr: node.pod_cidr.clone(),
+            address: node.address.clone(),
+            peers: node
+                .peers
+                .iter()
+                .map(|(name, pod_cidr, address)| node_export::Peer {
+                    name: name.clone(),
+                    pod_cidr: pod_cidr.clone(),
+                    address: address.clone(),
+                })
+                .collect(),
+        };
+        for config in plugins {
+            let plugin = config["type"].as_str().unwrap_or_default().to_owned();
+            let call = Call {
+                inner: self.inner.clone(),
+                network: network.clone(),
+                plugin: plugin.clone(),
+                sandbox: Arc::new(Sandbox::default()),
+                attachment: Arc::default(),
+                depth: 0,
+                scope: Some(scope.clone()),
+            };
+            let (found, mut store, instance) = instantiate(&self.inner, call)?;
+            let Some(indices) = &found.node else {
+                continue;
+            };
+            let limits = self.inner.limits;
+            let outcome = sandbox::bounded(&mut store, limits, &plugin, "setup", |s| {
+                indices
+                    .load(&mut *s, &instance)?
+                    .call_setup(s, &config.to_string(), &info)
+            })
+            .map_err(plugin_failed)?;
+            outcome.map_err(CniError::from)?;
+        }
+        Ok(())
     }
 
     /// Adds the container to the network list `list` (CNI's JSON): each
@@ -548,6 +817,17 @@ impl Networks {
             }
             self.call(&network, &config, sandbox, &attachment, Verb::Del)?;
         }
+        // Routable addresses the host put on the network's bridge.
+        let given = previous.map(|r| Attachment::of(&r, &sandbox.ifname));
+        let bridge = self.inner.bridge(&network);
+        for (_, ip) in given.iter().flat_map(|g| &g.addresses) {
+            if let (IpAddr::V4(ip), Some(bridge)) = (ip, &bridge)
+                && !ip.is_loopback()
+            {
+                links::set_host_address(bridge, *ip, false)
+                    .map_err(|e| CniError::new(IO_FAILURE, e))?;
+            }
+        }
         match std::fs::remove_file(&kept) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(CniError::new(IO_FAILURE, e.to_string()))
@@ -607,18 +887,23 @@ impl Networks {
             sandbox: Arc::new(sandbox.clone()),
             attachment: attachment.clone(),
             depth: 0,
+            scope: None,
         };
         run(&self.inner, call, verb, &config.to_string())
     }
 }
 
+impl Inner {
+    /// The bridge of `network`, once its node setup made one.
+    fn bridge(&self, network: &str) -> Option<String> {
+        let bridges = self.bridges.lock().unwrap_or_else(|e| e.into_inner());
+        bridges.get(network).cloned()
+    }
+}
+
 /// The pre-instantiated plugin of `component`, its interface version
 /// checked.
-fn pre(
-    host: &PluginHost,
-    plugin: &str,
-    component: &Component,
-) -> Result<NetworkPluginPre<State<Call>>, PluginError> {
+fn pre(host: &PluginHost, plugin: &str, component: &Component) -> Result<Plugin, PluginError> {
     let engine = host.engine();
     sandbox::check_version(engine, component, plugin, CNI_WIT_PACKAGE)?;
     let load = |message: String| PluginError::Load {
@@ -627,10 +912,16 @@ fn pre(
     };
     let mut linker: Linker<State<Call>> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load(e.to_string()))?;
-    bindings::NetworkPlugin::add_to_linker::<_, HostField>(&mut linker, |state| &mut state.host)
-        .map_err(|e| load(e.to_string()))?;
-    linker
+    bindings::NodeNetworkPlugin::add_to_linker::<_, HostField>(&mut linker, |state| {
+        &mut state.host
+    })
+    .map_err(|e| load(e.to_string()))?;
+    let pre = linker
         .instantiate_pre(component)
-        .and_then(NetworkPluginPre::new)
-        .map_err(|e| load(format!("{e:#}")))
+        .map_err(|e| load(format!("{e:#}")))?;
+    Ok(Plugin {
+        pods: plugin_export::GuestIndices::new(&pre).map_err(|e| load(format!("{e:#}")))?,
+        node: node_export::GuestIndices::new(&pre).ok(),
+        pre,
+    })
 }

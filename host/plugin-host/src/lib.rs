@@ -19,6 +19,7 @@ pub mod builtin {
 }
 
 mod cni;
+mod links;
 mod sandbox;
 mod scheduler;
 
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use wasmkube_engine::Engine;
 
-pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Sandbox};
+pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Node, Sandbox};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 pub use wasmtime::component::Component;
 

@@ -7,10 +7,28 @@
 //! records it; `del` releases the address (and succeeds when there is none);
 //! `check` compares the recorded address with the result `add` gave.
 //!
+//! It also sets the node up (`wasmkube:cni/node`, Flannel's role). A range
+//! inside 127.0.0.0/8 needs nothing: the loopback interface holds it all,
+//! on one machine. Any other range is routed between nodes: a bridge
+//! (`wasmkube0`) holds the range's first address and the pods' addresses,
+//! and each other node's range is routed, with the `backend` the
+//! configuration names:
+//! - `host-gw` (the default): through that node's address, for nodes on
+//!   one link;
+//! - `vxlan`: through a VXLAN device (`wasmkube.1`, id 1, UDP 8472, as
+//!   Flannel's), whose MAC each node derives from its range, so nodes need
+//!   to tell each other nothing but their ranges and addresses.
+//!
+//! The node's own traffic to other ranges leaves from its range's first
+//! address, so answers come back over the same routes.
+//!
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "wasmkube", "plugins": [
-//!   {"type": "pod-network", "ipam": {"type": "host-local", "ranges": [[{"subnet": "127.64.0.0/20"}]]}}]}
+//!   {"type": "pod-network", "backend": "host-gw",
+//!    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.42.1.0/24"}]]}}]}
 //! ```
+
+use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
@@ -134,12 +152,148 @@ pub fn check(host: &dyn Host, config: &Value, pod: &Pod) -> Result<(), Failure> 
     }
 }
 
+/// The bridge that holds the node's pod addresses.
+const BRIDGE: &str = "wasmkube0";
+/// The VXLAN device, its network id and UDP port (Flannel's defaults).
+const VXLAN: &str = "wasmkube.1";
+const VNI: u32 = 1;
+const VXLAN_PORT: u16 = 8472;
+
+/// A route to another node's range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub destination: String,
+    pub gateway: String,
+    pub device: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Another node's VXLAN device: MAC, address, the node's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPeer {
+    pub mac: String,
+    pub address: String,
+    pub remote: String,
+}
+
+/// What a node setup asks of the host.
+pub trait Links {
+    /// A bridge, up, with an address.
+    fn ensure_bridge(&self, name: &str, address: &str) -> Result<(), String>;
+    /// A VXLAN device, up, with a MAC and an address.
+    fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String>;
+    /// The VXLAN device's peers, exactly.
+    fn set_vxlan_peers(&self, name: &str, peers: &[VxlanPeer]) -> Result<(), String>;
+    /// The network's routes, exactly.
+    fn set_routes(&self, routes: &[Route]) -> Result<(), String>;
+}
+
+/// A node: its pod range and address.
+pub struct NodeRange<'a> {
+    pub pod_cidr: &'a str,
+    pub address: &'a str,
+}
+
+/// An IPv4 range `a.b.c.d/n`, its network address and prefix length.
+fn range(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, bits) = text.split_once('/')?;
+    let bits = bits.parse::<u8>().ok().filter(|b| *b <= 32)?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+    Some((Ipv4Addr::from(u32::from(ip) & mask), bits))
+}
+
+/// The `n`th address of a range.
+fn nth(network: Ipv4Addr, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(network).wrapping_add(n))
+}
+
+/// The MAC of the VXLAN device of the node whose range starts at
+/// `network`: locally administered, `0a:58` and the four bytes.
+fn vxlan_mac(network: Ipv4Addr) -> String {
+    let [a, b, c, d] = network.octets();
+    format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// Sets the node `node` up for the network of `config`, routing the
+/// ranges of `peers` (ranges inside 127.0.0.0/8 and peers that are not
+/// well formed are left out: they are not routed).
+pub fn setup(
+    links: &dyn Links,
+    config: &Value,
+    node: &NodeRange,
+    peers: &[NodeRange],
+) -> Result<(), Failure> {
+    let invalid = |what: String| (INVALID_CONFIG, what);
+    let (network, bits) = range(node.pod_cidr)
+        .ok_or_else(|| invalid(format!("{:?} is not a pod range", node.pod_cidr)))?;
+    if network.is_loopback() {
+        return Ok(());
+    }
+    let failed = |e: String| (IO_FAILURE, e);
+    let gateway = nth(network, 1);
+    links
+        .ensure_bridge(BRIDGE, &format!("{gateway}/{bits}"))
+        .map_err(failed)?;
+    let peers: Vec<(Ipv4Addr, u8, &str)> = peers
+        .iter()
+        .filter_map(|p| {
+            let (network, bits) = range(p.pod_cidr)?;
+            p.address.parse::<Ipv4Addr>().ok()?;
+            Some((network, bits, p.address)).filter(|_| !network.is_loopback())
+        })
+        .collect();
+    let source = Some(gateway.to_string());
+    let routes: Vec<Route> = match config.get("backend").and_then(Value::as_str) {
+        None | Some("host-gw") => peers
+            .iter()
+            .map(|(network, bits, address)| Route {
+                destination: format!("{network}/{bits}"),
+                gateway: (*address).to_owned(),
+                device: None,
+                source: source.clone(),
+            })
+            .collect(),
+        Some("vxlan") => {
+            let address = format!("{network}/32");
+            links
+                .ensure_vxlan(VXLAN, &vxlan_mac(network), &address)
+                .map_err(failed)?;
+            let known: Vec<VxlanPeer> = peers
+                .iter()
+                .map(|(network, _, address)| VxlanPeer {
+                    mac: vxlan_mac(*network),
+                    address: network.to_string(),
+                    remote: (*address).to_owned(),
+                })
+                .collect();
+            links.set_vxlan_peers(VXLAN, &known).map_err(failed)?;
+            peers
+                .iter()
+                .map(|(network, bits, _)| Route {
+                    destination: format!("{network}/{bits}"),
+                    gateway: network.to_string(),
+                    device: Some(VXLAN.to_owned()),
+                    source: source.clone(),
+                })
+                .collect()
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "backend: {other:?} is not host-gw or vxlan"
+            )));
+        }
+    };
+    links.set_routes(&routes).map_err(failed)
+}
+
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ path: "../../wit/cni", world: "network-plugin" });
+    wit_bindgen::generate!({ path: "../../wit/cni", world: "node-network-plugin" });
 
+    use exports::wasmkube::cni::node::NodeInfo;
     use exports::wasmkube::cni::plugin::Guest;
-    use wasmkube::cni::host;
+    use wasmkube::cni::{host, node_links};
     use wasmkube::cni::types::{Error, Runtime};
 
     struct FromHost;
@@ -188,6 +342,63 @@ mod component {
         f(&FromHost, &config, &pod).map_err(failed)
     }
 
+    impl super::Links for FromHost {
+        fn ensure_bridge(&self, name: &str, address: &str) -> Result<(), String> {
+            node_links::ensure_bridge(name, address)
+        }
+        fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String> {
+            node_links::ensure_vxlan(name, super::VNI, super::VXLAN_PORT, mac, address)
+        }
+        fn set_vxlan_peers(&self, name: &str, peers: &[super::VxlanPeer]) -> Result<(), String> {
+            let peers: Vec<node_links::VxlanPeer> = peers
+                .iter()
+                .map(|p| node_links::VxlanPeer {
+                    mac: p.mac.clone(),
+                    address: p.address.clone(),
+                    remote: p.remote.clone(),
+                })
+                .collect();
+            node_links::set_vxlan_peers(name, &peers)
+        }
+        fn set_routes(&self, routes: &[super::Route]) -> Result<(), String> {
+            let routes: Vec<node_links::Route> = routes
+                .iter()
+                .map(|r| node_links::Route {
+                    destination: r.destination.clone(),
+                    gateway: r.gateway.clone(),
+                    device: r.device.clone(),
+                    source: r.source.clone(),
+                })
+                .collect();
+            node_links::set_routes(&routes)
+        }
+    }
+
+    impl exports::wasmkube::cni::node::Guest for PodNetwork {
+        fn setup(config: String, node: NodeInfo) -> Result<(), Error> {
+            let failed = |(code, msg): super::Failure| Error {
+                code,
+                msg,
+                details: String::new(),
+            };
+            let config: serde_json::Value = serde_json::from_str(&config)
+                .map_err(|e| failed((6, format!("the configuration is not JSON: {e}"))))?;
+            let own = super::NodeRange {
+                pod_cidr: &node.pod_cidr,
+                address: &node.address,
+            };
+            let peers: Vec<super::NodeRange> = node
+                .peers
+                .iter()
+                .map(|p| super::NodeRange {
+                    pod_cidr: &p.pod_cidr,
+                    address: &p.address,
+                })
+                .collect();
+            super::setup(&FromHost, &config, &own, &peers).map_err(failed)
+        }
+    }
+
     struct PodNetwork;
 
     impl Guest for PodNetwork {
@@ -206,4 +417,109 @@ mod component {
     }
 
     export!(PodNetwork);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// What a setup asked, in order.
+    #[derive(Default)]
+    struct Asked(RefCell<Vec<String>>);
+
+    impl Links for Asked {
+        fn ensure_bridge(&self, name: &str, address: &str) -> Result<(), String> {
+            self.0.borrow_mut().push(format!("bridge {name} {address}"));
+            Ok(())
+        }
+        fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String> {
+            self.0.borrow_mut().push(format!("vxlan {name} {mac} {address}"));
+            Ok(())
+        }
+        fn set_vxlan_peers(&self, name: &str, peers: &[VxlanPeer]) -> Result<(), String> {
+            for p in peers {
+                let line = format!("peer {name} {} {} {}", p.mac, p.address, p.remote);
+                self.0.borrow_mut().push(line);
+            }
+            Ok(())
+        }
+        fn set_routes(&self, routes: &[Route]) -> Result<(), String> {
+            for r in routes {
+                let line = format!(
+                    "route {} via {} dev {:?} src {:?}",
+                    r.destination, r.gateway, r.device, r.source
+                );
+                self.0.borrow_mut().push(line);
+            }
+            Ok(())
+        }
+    }
+
+    const NODE: NodeRange = NodeRange {
+        pod_cidr: "10.42.1.0/24",
+        address: "192.168.5.1",
+    };
+    const PEERS: [NodeRange; 3] = [
+        NodeRange {
+            pod_cidr: "10.42.2.0/24",
+            address: "192.168.5.2",
+        },
+        // One machine's kind of range is not routed, nor is nonsense.
+        NodeRange {
+            pod_cidr: "127.64.3.0/24",
+            address: "192.168.5.3",
+        },
+        NodeRange {
+            pod_cidr: "10.42.4.0/24",
+            address: "not an address",
+        },
+    ];
+
+    fn asked(config: Value, node: &NodeRange) -> Result<Vec<String>, Failure> {
+        let links = Asked::default();
+        setup(&links, &config, node, &PEERS)?;
+        Ok(links.0.into_inner())
+    }
+
+    #[test]
+    fn host_gw_routes_each_range_through_its_node() {
+        assert_eq!(
+            asked(json!({"type": "pod-network"}), &NODE).unwrap(),
+            [
+                "bridge wasmkube0 10.42.1.1/24",
+                "route 10.42.2.0/24 via 192.168.5.2 dev None src Some(\"10.42.1.1\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn vxlan_routes_each_range_through_the_device_to_a_mac_derived_from_it() {
+        assert_eq!(
+            asked(json!({"backend": "vxlan"}), &NODE).unwrap(),
+            [
+                "bridge wasmkube0 10.42.1.1/24",
+                "vxlan wasmkube.1 0a:58:0a:2a:01:00 10.42.1.0/32",
+                "peer wasmkube.1 0a:58:0a:2a:02:00 10.42.2.0 192.168.5.2",
+                "route 10.42.2.0/24 via 10.42.2.0 dev Some(\"wasmkube.1\") src Some(\"10.42.1.1\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loopback_range_needs_nothing_and_bad_input_is_refused() {
+        let local = NodeRange {
+            pod_cidr: "127.64.0.0/16",
+            address: "127.0.0.1",
+        };
+        assert!(asked(json!({}), &local).unwrap().is_empty());
+        let (code, msg) = asked(json!({"backend": "gre"}), &NODE).unwrap_err();
+        assert_eq!(code, INVALID_CONFIG);
+        assert!(msg.contains("gre"), "{msg}");
+        let bad = NodeRange {
+            pod_cidr: "10.42.1.0",
+            address: "192.168.5.1",
+        };
+        assert_eq!(asked(json!({}), &bad).unwrap_err().0, INVALID_CONFIG);
+    }
 }
