@@ -137,8 +137,7 @@ impl NodeArgs {
         data_dir: &Path,
     ) -> Result<wasmkube_agent::Agent> {
         let name = self.name();
-        let mut agent =
-            wasmkube_agent::Agent::new(
+        let mut agent = wasmkube_agent::Agent::new(
             client,
             registry,
             engine,

@@ -23,6 +23,7 @@ mod proxy;
 mod python;
 mod rbac_matrix;
 mod registry;
+mod routed;
 mod scheduler;
 mod security;
 mod server;

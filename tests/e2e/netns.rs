@@ -1,6 +1,8 @@
 //! Test machines: network namespaces joined to this one by a veth pair, each
-//! with a /30 of 10.231.0.0/16 (this side `.1`, the machine `.2`), removed
-//! with everything in them when dropped.
+//! with a /30 of 10.231.0.0/16 (this side `.1`, the machine `.2`), or
+//! sharing one link: a bridge in a namespace of its own with a /24 of
+//! 10.232.0.0/16, this side at `.1` on it too. Each is removed with
+//! everything in it when dropped.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -88,15 +90,138 @@ impl Machine {
     }
 }
 
+/// One link several machines share, this side on it too.
+pub struct Lan {
+    /// The namespace holding the bridge.
+    switch: String,
+    /// The veth end on this side.
+    link: String,
+    /// The first three bytes of its /24.
+    prefix: [u8; 3],
+    /// This side's address on it.
+    pub gateway: Ipv4Addr,
+    next: AtomicU32,
+}
+
+impl Lan {
+    /// A new link, this side on it at `.1`.
+    pub fn new() -> Lan {
+        let slot = std::process::id() % 256;
+        let prefix = [10, 232, slot as u8];
+        let lan = Lan {
+            switch: format!("wk-lan-{slot}"),
+            link: format!("wkl{slot}"),
+            prefix,
+            gateway: Ipv4Addr::new(prefix[0], prefix[1], prefix[2], 1),
+            next: AtomicU32::new(2),
+        };
+        lan.remove();
+        ip(&["netns", "add", &lan.switch]);
+        let switch = |args: &[&str]| {
+            let mut all = vec!["-n", &lan.switch];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        switch(&["link", "add", "br0", "type", "bridge"]);
+        switch(&["link", "set", "br0", "up"]);
+        lan.plug(&lan.link, None);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lan.gateway),
+            "dev",
+            &lan.link,
+        ]);
+        ip(&["link", "set", &lan.link, "up"]);
+        lan
+    }
+
+    /// Makes the veth `end` (left in namespace `into`, else this one) with
+    /// its other end on the bridge, as `port`.
+    fn plug(&self, end: &str, into: Option<&str>) {
+        let port = format!("{end}p");
+        ip(&["link", "add", end, "type", "veth", "peer", "name", &port]);
+        ip(&["link", "set", &port, "netns", &self.switch]);
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        if let Some(into) = into {
+            ip(&["link", "set", end, "netns", into]);
+        }
+    }
+
+    /// A new machine on the link (its interface is `eth0`).
+    pub fn machine(&self) -> Machine {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let [a, b, c] = self.prefix;
+        let machine = Machine {
+            name: format!("{}-{n}", self.switch),
+            link: String::new(),
+            gateway: self.gateway,
+            address: Ipv4Addr::new(a, b, c, n as u8),
+        };
+        machine.remove();
+        ip(&["netns", "add", &machine.name]);
+        let end = format!("wkl{c}-{n}");
+        self.plug(&end, Some(&machine.name));
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-n", &machine.name];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["link", "set", &end, "name", "eth0"]);
+        inside(&[
+            "addr",
+            "add",
+            &format!("{}/24", machine.address),
+            "dev",
+            "eth0",
+        ]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        machine
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.switch])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 impl Machine {
+    /// Takes the machine's link down (`false`) or up again.
+    pub fn set_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.name, "link", "set", "eth0", state]);
+    }
+
     /// Removes the namespace, with everything in it, and this side's link.
     fn remove(&self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .output();
+        if !self.link.is_empty() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.link])
+                .output();
+        }
     }
 }
 

@@ -95,7 +95,8 @@ impl Server {
     }
 
     fn start_with(role: &str, data_dir: &Path, args: &[&str]) -> Server {
-        let controls = role == "up" || args.contains(&"--control-plane");
+        let controls = (role == "up" || args.contains(&"--control-plane"))
+            && !args.contains(&"--cluster-cidr");
         let pods = controls.then(PodRange::claim);
         let ranges = match &pods {
             // Nodes of four /20s (4,094 pods each).

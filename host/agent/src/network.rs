@@ -274,9 +274,13 @@ mod tests {
         let settings = wasmkube_engine::Settings::at(&dir.path().join("compiled"));
         let host = PluginHost::new(Arc::new(wasmkube_engine::Engine::start(&settings).unwrap()));
         let range = |text: &str| text.parse().unwrap();
-        let network =
-            PodNetwork::new(host.clone(), dir.path(), range("127.80.0.0/29"), Backend::HostGw)
-                .unwrap();
+        let network = PodNetwork::new(
+            host.clone(),
+            dir.path(),
+            range("127.80.0.0/29"),
+            Backend::HostGw,
+        )
+        .unwrap();
         let a = network.add(&pod("a"), None).unwrap();
         let b = network.add(&pod("b"), None).unwrap();
         assert_ne!(a, b);

@@ -10,10 +10,10 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kube::runtime::watcher::{self, Event, watcher};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wasmkube_events::now;
@@ -199,7 +199,10 @@ pub(crate) async fn follow_nodes(
         if !due {
             continue;
         }
-        if last.as_ref().is_none_or(|(had, _)| had.pod_cidr != node.pod_cidr) {
+        if last
+            .as_ref()
+            .is_none_or(|(had, _)| had.pod_cidr != node.pod_cidr)
+        {
             tracing::info!(pod_cidr = %node.pod_cidr, "pods get addresses from the node's range");
         }
         match network.clone().set_up(node.clone()).await {

@@ -196,7 +196,10 @@ impl Scope {
         if self.range.covers(net) {
             Ok(net)
         } else {
-            Err(format!("{net} is not inside the node's range {}", self.range))
+            Err(format!(
+                "{net} is not inside the node's range {}",
+                self.range
+            ))
         }
     }
 
@@ -386,7 +389,10 @@ impl bindings::wasmkube::cni::host::Host for Call {
             // A routable address goes on the network's bridge, which the
             // node setup made.
             let bridge = self.inner.bridge(&self.network).ok_or_else(|| {
-                format!("{ip} cannot be given before the node's network {} is set up", self.network)
+                format!(
+                    "{ip} cannot be given before the node's network {} is set up",
+                    self.network
+                )
             })?;
             links::set_host_address(&bridge, ip, true)?;
         }

@@ -9,10 +9,10 @@
 use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 /// The protocol the network's routes carry in the routing table, so they
@@ -135,7 +135,14 @@ where
 
 /// The link named `name`, if there is one.
 async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-    match handle.link().get().match_name(name).execute().try_next().await {
+    match handle
+        .link()
+        .get()
+        .match_name(name)
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(link) => Ok(link),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
         Err(e) => Err(e),
@@ -192,8 +199,13 @@ async fn put_address(handle: &Handle, index: u32, address: Net) -> Result<(), rt
 /// A bridge `name`, up, with `address`.
 pub(crate) fn ensure_bridge(name: &str, address: Net) -> Result<(), String> {
     with_handle(|handle| async move {
-        let index =
-            ensure_link(&handle, name, InfoKind::Bridge, LinkBridge::new(name).build()).await?;
+        let index = ensure_link(
+            &handle,
+            name,
+            InfoKind::Bridge,
+            LinkBridge::new(name).build(),
+        )
+        .await?;
         Ok(put_address(&handle, index, address).await?)
     })
 }
@@ -252,10 +264,12 @@ pub(crate) fn set_vxlan_peers(name: &str, peers: &[VxlanPeer]) -> Result<(), Str
                 continue;
             }
             let stale = entry.attributes.iter().any(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => match entry.header.family {
-                    AddressFamily::Bridge => !peers.iter().any(|p| p.remote == *ip),
-                    _ => !peers.iter().any(|p| p.address == *ip),
-                },
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                    match entry.header.family {
+                        AddressFamily::Bridge => !peers.iter().any(|p| p.remote == *ip),
+                        _ => !peers.iter().any(|p| p.address == *ip),
+                    }
+                }
                 _ => false,
             });
             if stale {
@@ -289,7 +303,13 @@ pub(crate) fn set_routes(routes: &[Route]) -> Result<(), String> {
                     }
                 }
             }
-            if let Err(e) = handle.route().add(message.build()).replace().execute().await {
+            if let Err(e) = handle
+                .route()
+                .add(message.build())
+                .replace()
+                .execute()
+                .await
+            {
                 failures.push(format!("{} via {}: {e}", route.destination, route.gateway));
             }
         }
@@ -331,7 +351,11 @@ pub(crate) fn set_host_address(device: &str, ip: Ipv4Addr, present: bool) -> Res
         if present {
             return Ok(put_address(&handle, index, host).await?);
         }
-        let mut on = handle.address().get().set_link_index_filter(index).execute();
+        let mut on = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         while let Some(address) = on.try_next().await? {
             let same = address.header.prefix_len == 32
                 && address.attributes.iter().any(|a| {
@@ -357,7 +381,11 @@ mod tests {
         assert!(pods.covers(Net::parse("10.42.1.1/24").unwrap()));
         assert!(pods.covers(Net::parse("10.42.1.7/32").unwrap()));
         assert!(!pods.covers(Net::parse("10.42.0.0/16").unwrap()));
-        assert!(Net::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
+        assert!(
+            Net::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
         for bad in ["10.42.1.0", "10.42.1.0/33", "x/24", "10.42.1/24"] {
             assert!(Net::parse(bad).is_err(), "{bad}");
         }
@@ -370,7 +398,12 @@ mod tests {
             [0x0a, 0x58, 0x0a, 0x2a, 0x01, 0x00]
         );
         // A vendor's, a group's, and not a MAC at all.
-        for bad in ["00:11:22:33:44:55", "0b:58:0a:2a:01:00", "0a:58", "zz:58:0a:2a:01:00"] {
+        for bad in [
+            "00:11:22:33:44:55",
+            "0b:58:0a:2a:01:00",
+            "0a:58",
+            "zz:58:0a:2a:01:00",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }
