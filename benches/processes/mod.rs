@@ -24,7 +24,13 @@ impl Process {
     /// Runs `wasmkube ARGS` ([`binary`]) with its data in `data_dir`, once it
     /// has printed its first line (where it serves).
     pub fn start(args: &[&str], data_dir: &Path) -> Process {
-        let mut child = Command::new(binary())
+        Process::start_by(Command::new(binary()), args, data_dir)
+    }
+
+    /// [`Process::start`] through `command`, which runs [`binary`] (inside
+    /// a network namespace, say).
+    pub fn start_by(mut command: Command, args: &[&str], data_dir: &Path) -> Process {
+        let mut child = command
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)

@@ -68,74 +68,166 @@ fn kept_pod(name: &str, node: &str, image: &str) -> String {
     )
 }
 
+/// A server on this side of `lan` and an agent in each of `machines`
+/// (nodes `n0`, `n1`…), routing with `backend`, every node Ready with a
+/// range of 10.42.0.0/16; and the web component pushed to the built-in
+/// registry: its image.
+struct Routed {
+    data: std::path::PathBuf,
+    server: Server,
+    image: String,
+    _agents: Vec<Running>,
+}
+
+impl Routed {
+    fn start(dir: &Path, lan: &Lan, machines: &[Machine], backend: &str) -> Routed {
+        let data = dir.join("server");
+        let listen = format!("{}:0", lan.gateway);
+        let server = Server::start_server(
+            &data,
+            &[
+                "--control-plane",
+                "--listen",
+                &listen,
+                "--cluster-cidr",
+                "10.42.0.0/16",
+                "--node-cidr-mask-size",
+                "24",
+                "--node-monitor-grace-period",
+                "10s",
+            ],
+        );
+        let token = token_create(&server.kubeconfig);
+        let agents = machines
+            .iter()
+            .enumerate()
+            .map(|(i, machine)| {
+                let listen = format!("{}:0", machine.address);
+                let child = machine
+                    .command(env!("CARGO_BIN_EXE_wasmkube"))
+                    .args(["agent", "--server", &server.url, "--token", &token])
+                    .args(["--node-name", &format!("n{i}"), "--listen", &listen])
+                    .args(["--network-backend", backend, "--data-dir"])
+                    .arg(dir.join(format!("n{i}")))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                Running(child)
+            })
+            .collect();
+        let ready = "{range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}{\"\\n\"}{end}";
+        eventually(Duration::from_secs(90), &machines.len().to_string(), || {
+            let nodes = run_kubectl(&data, &["get", "nodes", "-o", &format!("jsonpath={ready}")]);
+            let routed = nodes.lines().filter(|l| l.contains("=True 10.42."));
+            routed.count().to_string()
+        });
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
+        let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("push")
+            .arg(&wasm)
+            .args(["web:1", "--kubeconfig"])
+            .arg(&server.kubeconfig)
+            .output()
+            .unwrap();
+        assert!(
+            pushed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pushed.stderr)
+        );
+        let image = format!("{}/web:1", server.url.trim_start_matches("https://"));
+        Routed {
+            data,
+            server,
+            image,
+            _agents: agents,
+        }
+    }
+}
+
+/// The network's routes inside `machine`: `destination via gateway dev device`.
+fn routes(machine: &Machine) -> String {
+    let shown = inside(machine, "ip", &["route", "show", "proto", "87"]);
+    shown
+        .lines()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let after = |key: &str| {
+                let at = words.iter().position(|w| *w == key);
+                at.map_or("-", |i| words[i + 1])
+            };
+            format!("{} via {} dev {}", words[0], after("via"), after("dev"))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn pods_on_two_machines_reach_each_other_over_vxlan() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new();
+    let machines: Vec<Machine> = (0..2).map(|_| lan.machine()).collect();
+    let cluster = Routed::start(dir.path(), &lan, &machines, "vxlan");
+    let data = &cluster.data;
+    let image = &cluster.image;
+    apply(
+        data,
+        &format!(
+            "{}---\n{}",
+            kept_pod("a", "n0", image),
+            kept_pod("b", "n1", image)
+        ),
+    );
+    let ip = |name: &str| {
+        let mut ip = String::new();
+        eventually(Duration::from_secs(60), "Running", || {
+            ip = jsonpath(data, &format!("pod/{name}"), "{.status.podIP}");
+            jsonpath(data, &format!("pod/{name}"), "{.status.phase}")
+        });
+        ip
+    };
+    let (a, b) = (ip("a"), ip("b"));
+    let range = |ip: &str| {
+        let third = ip.split('.').nth(2).unwrap();
+        format!("10.42.{third}.0")
+    };
+    // Each node routes the other's range over the VXLAN device, to the
+    // address of the other's device.
+    assert_eq!(
+        routes(&machines[0]),
+        format!("{}/24 via {} dev wasmkube.1", range(&b), range(&b))
+    );
+    assert_eq!(
+        routes(&machines[1]),
+        format!("{}/24 via {} dev wasmkube.1", range(&a), range(&a))
+    );
+    for machine in &machines {
+        for ip in [&a, &b] {
+            eventually(Duration::from_secs(20), "true", || {
+                hello(&get(machine, &format!("http://{ip}:8080/")))
+            });
+        }
+    }
+    let fetched = get(&machines[0], &format!("http://{a}:8080/fetch/{b}:8080/"));
+    assert_eq!(hello(&fetched), "true", "{fetched}");
+    assert!(cluster.server.stop());
+}
+
 #[test]
 fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
     let lan = Lan::new();
     let machines: Vec<Machine> = (0..3).map(|_| lan.machine()).collect();
-    let listen = format!("{}:0", lan.gateway);
-    let server = Server::start_server(
-        &data,
-        &[
-            "--control-plane",
-            "--listen",
-            &listen,
-            "--cluster-cidr",
-            "10.42.0.0/16",
-            "--node-cidr-mask-size",
-            "24",
-            "--node-monitor-grace-period",
-            "10s",
-        ],
-    );
-    let token = token_create(&server.kubeconfig);
-    let _agents: Vec<Running> = machines
-        .iter()
-        .enumerate()
-        .map(|(i, machine)| {
-            let listen = format!("{}:0", machine.address);
-            let child = machine
-                .command(env!("CARGO_BIN_EXE_wasmkube"))
-                .args(["agent", "--server", &server.url, "--token", &token])
-                .args(["--node-name", &format!("n{i}"), "--listen", &listen])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("n{i}")))
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            Running(child)
-        })
-        .collect();
-    let ready = "{range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}{\"\\n\"}{end}";
-    eventually(Duration::from_secs(90), "3", || {
-        let nodes = run_kubectl(&data, &["get", "nodes", "-o", &format!("jsonpath={ready}")]);
-        let routed = nodes.lines().filter(|l| l.contains("=True 10.42."));
-        routed.count().to_string()
-    });
-
-    // The web component, pushed from this side to the built-in registry.
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
-    let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .arg("push")
-        .arg(&wasm)
-        .args(["web:1", "--kubeconfig"])
-        .arg(&server.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
-    let image = format!("{}/web:1", server.url.trim_start_matches("https://"));
+    let cluster = Routed::start(dir.path(), &lan, &machines, "host-gw");
+    let (data, image) = (&cluster.data, &cluster.image);
     apply(
-        &data,
+        data,
         &format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]\n      tolerations: [{{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}]\n      containers:\n      - name: web\n        image: {image}\n        ports: [{{containerPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\n{}---\n{}",
-            kept_pod("keeper", "n2", &image),
-            kept_pod("doomed", "n2", &image),
+            kept_pod("keeper", "n2", image),
+            kept_pod("doomed", "n2", image),
         ),
     );
     let running = "{range .items[*]}{.status.phase} {.spec.nodeName}{\"\\n\"}{end}";
@@ -143,7 +235,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
         Duration::from_secs(90),
         "Running n0\nRunning n1\nRunning n2\nRunning n2\nRunning n2\n",
         || {
-            let mut lines: Vec<String> = jsonpath(&data, "pods", running)
+            let mut lines: Vec<String> = jsonpath(data, "pods", running)
                 .lines()
                 .map(|l| format!("{l}\n"))
                 .collect();
@@ -151,7 +243,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
             lines.concat()
         },
     );
-    let before = pods(&data);
+    let before = pods(data);
     let web: Vec<(String, String, String)> = before
         .iter()
         .filter(|l| l.starts_with("web-"))
@@ -168,6 +260,16 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
         );
     }
 
+    // Each node routes the others' ranges through their addresses.
+    let range = |node: &str| jsonpath(data, &format!("node/{node}"), "{.spec.podCIDR}");
+    let mut expected: Vec<String> = [1, 2]
+        .map(|i| {
+            let node = format!("n{i}");
+            format!("{} via {} dev eth0", range(&node), machines[i].address)
+        })
+        .to_vec();
+    expected.sort();
+    assert_eq!(routes(&machines[0]), expected.join("\n"));
     // Every node reaches every pod, on its own node or another.
     for machine in &machines {
         for (_, _, ip) in &web {
@@ -190,8 +292,8 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
         assert_eq!(hello(&fetched), "true", "{fetched}");
     }
     // A NodePort on every node; the Service's name in every node's DNS.
-    let node_port = jsonpath(&data, "service/web", "{.spec.ports[0].nodePort}");
-    let cluster_ip = jsonpath(&data, "service/web", "{.spec.clusterIP}");
+    let node_port = jsonpath(data, "service/web", "{.spec.ports[0].nodePort}");
+    let cluster_ip = jsonpath(data, "service/web", "{.spec.clusterIP}");
     for machine in &machines {
         let url = format!("http://{}:{node_port}/", machine.address);
         eventually(Duration::from_secs(20), "true", || {
@@ -220,10 +322,10 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
         .clone();
     cut.set_link(false);
     let since = Instant::now();
-    kubectl(&data, &["delete", "pod", "doomed", "--wait=false"]);
+    kubectl(data, &["delete", "pod", "doomed", "--wait=false"]);
     // The control plane finds it unreachable and moves the Deployment's pod.
     eventually(Duration::from_secs(60), "true", || {
-        let now = pods(&data);
+        let now = pods(data);
         let elsewhere = now.iter().filter(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             f[0].starts_with("web-") && f[0] != moved && f[1] != "n2"
@@ -255,7 +357,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     // Back: the deleted pod and the moved one stop, the kept one runs on
     // untouched, and the routes to other nodes are back.
     eventually(Duration::from_secs(60), "false false", || {
-        let now = pods(&data);
+        let now = pods(data);
         let has = |name: &str| {
             now.iter()
                 .any(|l| l.starts_with(&format!("{name} ")))
@@ -268,7 +370,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
             hello(&get(cut, &format!("http://{ip}:8080/")))
         });
     }
-    let after = pods(&data);
+    let after = pods(data);
     for i in [3, 4] {
         assert_eq!(
             field(&after, "keeper", i),
@@ -284,5 +386,5 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     eventually(Duration::from_secs(30), "true", || {
         hello(&get(cut, &format!("http://{far_ip}:8080/")))
     });
-    assert!(server.stop());
+    assert!(cluster.server.stop());
 }

@@ -174,7 +174,12 @@ impl PodNetwork {
         let range: Range = node.pod_cidr.parse()?;
         *self.range.lock().expect("range lock") = range;
         let kept = serde_json::to_vec(node).map_err(|e| e.to_string())?;
-        if let Err(e) = std::fs::write(&self.kept, kept) {
+        let written = self
+            .kept
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&self.kept, kept));
+        if let Err(e) = written {
             tracing::warn!(file = %self.kept.display(), error = %e, "keeping the node's network setup");
         }
         self.networks

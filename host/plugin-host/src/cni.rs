@@ -381,21 +381,7 @@ impl bindings::wasmkube::cni::host::Host for Call {
 
     fn set_address(&mut self, ifname: String, address: String) -> Result<(), String> {
         let ip = Net::parse(&address)?.ip;
-        if ip.is_loopback() {
-            // Linux gives all of 127.0.0.0/8 to the loopback interface.
-            std::net::UdpSocket::bind((ip, 0))
-                .map_err(|e| format!("this node cannot give {ip} to a pod: {e}"))?;
-        } else {
-            // A routable address goes on the network's bridge, which the
-            // node setup made.
-            let bridge = self.inner.bridge(&self.network).ok_or_else(|| {
-                format!(
-                    "{ip} cannot be given before the node's network {} is set up",
-                    self.network
-                )
-            })?;
-            links::set_host_address(&bridge, ip, true)?;
-        }
+        self.inner.place(&self.network, ip, true)?;
         let mut attachment = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
         attachment.addresses.push((ifname, IpAddr::V4(ip)));
         Ok(())
@@ -773,7 +759,10 @@ impl Networks {
             .ok()
             .and_then(|r| serde_json::from_str::<Value>(&r).ok())
         {
+            // The node may have lost its routable addresses since (a
+            // reboot): they are put back on the bridge.
             let attachment = Attachment::of(&result, &sandbox.ifname);
+            self.place(&network, &attachment, true)?;
             return Ok(Added { result, attachment });
         }
         let attachment = Arc::new(Mutex::new(Attachment::default()));
@@ -823,16 +812,8 @@ impl Networks {
             }
             self.call(&network, &config, sandbox, &attachment, Verb::Del)?;
         }
-        // Routable addresses the host put on the network's bridge.
-        let given = previous.map(|r| Attachment::of(&r, &sandbox.ifname));
-        let bridge = self.inner.bridge(&network);
-        for (_, ip) in given.iter().flat_map(|g| &g.addresses) {
-            if let (IpAddr::V4(ip), Some(bridge)) = (ip, &bridge)
-                && !ip.is_loopback()
-            {
-                links::set_host_address(bridge, *ip, false)
-                    .map_err(|e| CniError::new(IO_FAILURE, e))?;
-            }
+        if let Some(result) = &previous {
+            self.place(&network, &Attachment::of(result, &sandbox.ifname), false)?;
         }
         match std::fs::remove_file(&kept) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -899,7 +880,44 @@ impl Networks {
     }
 }
 
+impl Networks {
+    /// Puts the addresses of `attachment` on the node (`present`), or
+    /// takes them off.
+    fn place(&self, network: &str, attachment: &Attachment, present: bool) -> Result<(), CniError> {
+        for (_, ip) in &attachment.addresses {
+            if let IpAddr::V4(ip) = ip {
+                self.inner
+                    .place(network, *ip, present)
+                    .map_err(|e| CniError::new(IO_FAILURE, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Inner {
+    /// Gives the node the pod address `ip` (`present`), or takes it off:
+    /// Linux gives all of 127.0.0.0/8 to the loopback interface, where an
+    /// address need only be bindable; a routable one goes on the bridge of
+    /// `network`, which its node setup made.
+    fn place(&self, network: &str, ip: Ipv4Addr, present: bool) -> Result<(), String> {
+        if ip.is_loopback() && present {
+            return std::net::UdpSocket::bind((ip, 0))
+                .map(drop)
+                .map_err(|e| format!("this node cannot give {ip} to a pod: {e}"));
+        }
+        if ip.is_loopback() {
+            return Ok(());
+        }
+        match self.bridge(network) {
+            Some(bridge) => links::set_host_address(&bridge, ip, present),
+            None if present => Err(format!(
+                "{ip} cannot be given before the node's network {network} is set up"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The bridge of `network`, once its node setup made one.
     fn bridge(&self, network: &str) -> Option<String> {
         let bridges = self.bridges.lock().unwrap_or_else(|e| e.into_inner());

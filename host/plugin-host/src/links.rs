@@ -4,7 +4,7 @@
 //! there before, and may be called again.
 //!
 //! Each call opens its own netlink socket and runs on a small runtime of
-//! its own: plugin calls are synchronous and run off the async threads.
+//! its own, on a thread of its own: plugin calls are synchronous.
 
 use std::net::Ipv4Addr;
 
@@ -114,22 +114,32 @@ impl From<String> for Failed {
     }
 }
 
-/// Runs `work` with a fresh netlink handle.
-fn with_handle<T, F>(work: impl FnOnce(Handle) -> F) -> Result<T, String>
+/// Runs `work` with a fresh netlink handle, on a thread of its own (the
+/// caller may be inside an async runtime, where another cannot block).
+fn with_handle<T, F>(work: impl FnOnce(Handle) -> F + Send) -> Result<T, String>
 where
+    T: Send,
     F: Future<Output = Result<T, Failed>>,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("netlink: {e}"))?;
-    runtime.block_on(async {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
-        let connection = tokio::spawn(connection);
-        let result = work(handle).await.map_err(|Failed(e)| e);
-        connection.abort();
-        result
+    let run = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| format!("netlink: {e}"))?;
+        runtime.block_on(async {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+            let connection = tokio::spawn(connection);
+            let result = work(handle).await.map_err(|Failed(e)| e);
+            connection.abort();
+            result
+        })
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(run)
+            .join()
+            .unwrap_or_else(|_| Err("netlink: the request panicked".to_owned()))
     })
 }
 
