@@ -254,7 +254,7 @@ async fn main() {
             addresses.push((name, url));
         }
         eprintln!("{backend}: nodes' ranges {ranges:?}, pods at {addresses:?}");
-        for (name, url) in &addresses {
+        for (_, url) in &addresses {
             wrk(&machines[0], &WARM_UP, url);
         }
         // Runs alternate between the pods; each row is the median run.

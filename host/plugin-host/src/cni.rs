@@ -210,6 +210,58 @@ impl Scope {
             .copied()
             .find(|(range, node)| *node == ip || range.contains(ip))
     }
+
+    /// A VXLAN peer whose device's address is in the range of the node at
+    /// its remote address.
+    fn vxlan_peer(&self, peer: &node_links::VxlanPeer) -> Result<links::VxlanPeer, String> {
+        let address = parse_ip(&peer.address)?;
+        let remote = parse_ip(&peer.remote)?;
+        match self.peer(address) {
+            Some((range, node)) if range.contains(address) && node == remote => {
+                Ok(links::VxlanPeer {
+                    mac: links::parse_mac(&peer.mac)?,
+                    address,
+                    remote,
+                })
+            }
+            _ => Err(format!(
+                "{address} is not an address in the range of the node at {remote}"
+            )),
+        }
+    }
+
+    /// A route to a peer's range through that peer (its address, or one in
+    /// its range on a device), from an address of the node's range.
+    fn route(&self, route: node_links::Route) -> Result<links::Route, String> {
+        let destination = Net::parse(&route.destination)?;
+        let gateway = parse_ip(&route.gateway)?;
+        match self.peer(gateway) {
+            Some((range, _)) if range.covers(destination) => {}
+            _ => {
+                return Err(format!(
+                    "{destination} via {gateway} is not a route to a node's range through that node"
+                ));
+            }
+        }
+        if let Some(device) = &route.device {
+            device_name(device)?;
+        }
+        let source = match &route.source {
+            Some(source) => Some(self.own(&format!("{source}/32"))?.ip),
+            None => None,
+        };
+        Ok(links::Route {
+            destination,
+            gateway,
+            device: route.device,
+            source,
+        })
+    }
+}
+
+fn parse_ip(text: &str) -> Result<Ipv4Addr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 address"))
 }
 
 /// A network plugin: its component ready to instantiate, and where its
@@ -471,65 +523,19 @@ impl node_links::Host for Call {
     ) -> Result<(), String> {
         let scope = self.scope()?;
         device_name(&name)?;
-        let mut checked = Vec::new();
-        for peer in peers {
-            let address: Ipv4Addr = peer
-                .address
-                .parse()
-                .map_err(|_| format!("{:?} is not an address", peer.address))?;
-            let remote: Ipv4Addr = peer
-                .remote
-                .parse()
-                .map_err(|_| format!("{:?} is not an address", peer.remote))?;
-            match scope.peer(address) {
-                Some((range, node)) if range.contains(address) && node == remote => {}
-                _ => {
-                    return Err(format!(
-                        "{address} at {remote} is not an address in the range of the node at {remote}"
-                    ));
-                }
-            }
-            checked.push(links::VxlanPeer {
-                mac: links::parse_mac(&peer.mac)?,
-                address,
-                remote,
-            });
-        }
+        let checked: Vec<links::VxlanPeer> = peers
+            .into_iter()
+            .map(|peer| scope.vxlan_peer(&peer))
+            .collect::<Result<_, _>>()?;
         links::set_vxlan_peers(&name, &checked)
     }
 
     fn set_routes(&mut self, routes: Vec<node_links::Route>) -> Result<(), String> {
         let scope = self.scope()?;
-        let mut checked = Vec::new();
-        for route in routes {
-            let destination = Net::parse(&route.destination)?;
-            let gateway: Ipv4Addr = route
-                .gateway
-                .parse()
-                .map_err(|_| format!("{:?} is not a gateway address", route.gateway))?;
-            // To a peer's range, through that peer.
-            match scope.peer(gateway) {
-                Some((range, _)) if range.covers(destination) => {}
-                _ => {
-                    return Err(format!(
-                        "{destination} via {gateway} is not a route to a node's range through that node"
-                    ));
-                }
-            }
-            if let Some(device) = &route.device {
-                device_name(device)?;
-            }
-            let source = match &route.source {
-                Some(source) => Some(scope.own(&format!("{source}/32"))?.ip),
-                None => None,
-            };
-            checked.push(links::Route {
-                destination,
-                gateway,
-                device: route.device,
-                source,
-            });
-        }
+        let checked: Vec<links::Route> = routes
+            .into_iter()
+            .map(|route| scope.route(route))
+            .collect::<Result<_, _>>()?;
         links::set_routes(&checked)
     }
 }
@@ -948,4 +954,80 @@ fn pre(host: &PluginHost, plugin: &str, component: &Component) -> Result<Plugin,
         node: node_export::GuestIndices::new(&pre).ok(),
         pre,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope::of(&Node {
+            name: "b".into(),
+            pod_cidr: "10.42.1.0/24".into(),
+            address: "192.168.5.2".into(),
+            peers: vec![("c".into(), "10.42.2.0/24".into(), "192.168.5.3".into())],
+        })
+        .unwrap()
+    }
+
+    fn route(destination: &str, gateway: &str, source: Option<&str>) -> node_links::Route {
+        node_links::Route {
+            destination: destination.into(),
+            gateway: gateway.into(),
+            device: None,
+            source: source.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_node_setup_touches_only_its_range_and_its_peers() {
+        let scope = scope();
+        assert!(scope.own("10.42.1.1/24").is_ok());
+        for outside in ["10.42.2.1/24", "10.42.0.0/16", "0.0.0.0/0"] {
+            assert!(scope.own(outside).is_err(), "{outside}");
+        }
+        // Routes to a peer's range, through the peer or its range.
+        let host_gw = scope.route(route("10.42.2.0/24", "192.168.5.3", Some("10.42.1.1")));
+        assert_eq!(host_gw.unwrap().gateway, Ipv4Addr::new(192, 168, 5, 3));
+        assert!(
+            scope
+                .route(route("10.42.2.0/24", "10.42.2.0", None))
+                .is_ok()
+        );
+        // Not the default route, another range, another gateway, or from
+        // an address the node does not have.
+        for (destination, gateway, source) in [
+            ("0.0.0.0/0", "192.168.5.3", None),
+            ("10.42.0.0/16", "192.168.5.3", None),
+            ("10.42.2.0/24", "192.168.5.9", None),
+            ("10.42.2.0/24", "192.168.5.3", Some("10.42.2.1")),
+        ] {
+            let refused = scope.route(route(destination, gateway, source));
+            assert!(
+                refused.is_err(),
+                "{destination} via {gateway} from {source:?}"
+            );
+        }
+        let peer = |address: &str, remote: &str, mac: &str| node_links::VxlanPeer {
+            mac: mac.into(),
+            address: address.into(),
+            remote: remote.into(),
+        };
+        assert!(
+            scope
+                .vxlan_peer(&peer("10.42.2.0", "192.168.5.3", "0a:58:0a:2a:02:00"))
+                .is_ok()
+        );
+        for wrong in [
+            peer("10.42.2.0", "192.168.5.9", "0a:58:0a:2a:02:00"),
+            peer("10.42.1.0", "192.168.5.3", "0a:58:0a:2a:02:00"),
+            peer("10.42.2.0", "192.168.5.3", "00:11:22:33:44:55"),
+        ] {
+            assert!(scope.vxlan_peer(&wrong).is_err(), "{}", wrong.address);
+        }
+        assert!(device_name("wasmkube.1").is_ok());
+        for bad in ["", "a-name-too-long-for-linux", "a/b", "eth 0"] {
+            assert!(device_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -116,7 +116,7 @@ fn bad_lists_and_unusable_addresses_fail_with_cni_codes_and_leave_nothing() {
     let refused = networks.add(&elsewhere, &a).unwrap_err();
     assert_eq!(refused.code, 5, "{refused}");
     assert!(
-        refused.msg.contains("cannot give 198.51.100.2"),
+        refused.msg.contains("198.51.100.2 cannot be given"),
         "{refused}"
     );
     let reserved = std::fs::read_dir(dir.path().join("state/pods/host-local"))

@@ -180,8 +180,15 @@ pub struct VxlanPeer {
 pub trait Links {
     /// A bridge, up, with an address.
     fn ensure_bridge(&self, name: &str, address: &str) -> Result<(), String>;
-    /// A VXLAN device, up, with a MAC and an address.
-    fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String>;
+    /// A VXLAN device, up: network id, UDP port, MAC and address.
+    fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        port: u16,
+        mac: &str,
+        address: &str,
+    ) -> Result<(), String>;
     /// The VXLAN device's peers, exactly.
     fn set_vxlan_peers(&self, name: &str, peers: &[VxlanPeer]) -> Result<(), String>;
     /// The network's routes, exactly.
@@ -257,7 +264,7 @@ pub fn setup(
         Some("vxlan") => {
             let address = format!("{network}/32");
             links
-                .ensure_vxlan(VXLAN, &vxlan_mac(network), &address)
+                .ensure_vxlan(VXLAN, VNI, VXLAN_PORT, &vxlan_mac(network), &address)
                 .map_err(failed)?;
             let known: Vec<VxlanPeer> = peers
                 .iter()
@@ -293,8 +300,8 @@ mod component {
 
     use exports::wasmkube::cni::node::NodeInfo;
     use exports::wasmkube::cni::plugin::Guest;
-    use wasmkube::cni::{host, node_links};
     use wasmkube::cni::types::{Error, Runtime};
+    use wasmkube::cni::{host, node_links};
 
     struct FromHost;
 
@@ -346,8 +353,15 @@ mod component {
         fn ensure_bridge(&self, name: &str, address: &str) -> Result<(), String> {
             node_links::ensure_bridge(name, address)
         }
-        fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String> {
-            node_links::ensure_vxlan(name, super::VNI, super::VXLAN_PORT, mac, address)
+        fn ensure_vxlan(
+            &self,
+            name: &str,
+            vni: u32,
+            port: u16,
+            mac: &str,
+            address: &str,
+        ) -> Result<(), String> {
+            node_links::ensure_vxlan(name, vni, port, mac, address)
         }
         fn set_vxlan_peers(&self, name: &str, peers: &[super::VxlanPeer]) -> Result<(), String> {
             let peers: Vec<node_links::VxlanPeer> = peers
@@ -433,8 +447,16 @@ mod tests {
             self.0.borrow_mut().push(format!("bridge {name} {address}"));
             Ok(())
         }
-        fn ensure_vxlan(&self, name: &str, mac: &str, address: &str) -> Result<(), String> {
-            self.0.borrow_mut().push(format!("vxlan {name} {mac} {address}"));
+        fn ensure_vxlan(
+            &self,
+            name: &str,
+            vni: u32,
+            port: u16,
+            mac: &str,
+            address: &str,
+        ) -> Result<(), String> {
+            let line = format!("vxlan {name} {vni} {port} {mac} {address}");
+            self.0.borrow_mut().push(line);
             Ok(())
         }
         fn set_vxlan_peers(&self, name: &str, peers: &[VxlanPeer]) -> Result<(), String> {
@@ -499,7 +521,7 @@ mod tests {
             asked(json!({"backend": "vxlan"}), &NODE).unwrap(),
             [
                 "bridge wasmkube0 10.42.1.1/24",
-                "vxlan wasmkube.1 0a:58:0a:2a:01:00 10.42.1.0/32",
+                "vxlan wasmkube.1 1 8472 0a:58:0a:2a:01:00 10.42.1.0/32",
                 "peer wasmkube.1 0a:58:0a:2a:02:00 10.42.2.0 192.168.5.2",
                 "route 10.42.2.0/24 via 10.42.2.0 dev Some(\"wasmkube.1\") src Some(\"10.42.1.1\")",
             ]
