@@ -19,14 +19,16 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 
 use cluster::Cluster;
+use wrk::Report;
 
 mod cluster;
 mod processes;
+mod wrk;
 
 const NODE: &str = "bench-http";
 const IDLE_PODS: usize = 5000;
 const CLIENTS: usize = 16;
-const WRK: [&str; 4] = ["-t2", "-c32", "-d10s", "--latency"];
+const WRK: [&str; 3] = ["-t2", "-c32", "-d10s"];
 const ANSWER: &str = "hello from wasi:http: GET /\n";
 
 fn pod(name: &str) -> Pod {
@@ -41,29 +43,11 @@ fn pod(name: &str) -> Pod {
     .unwrap()
 }
 
-/// What wrk measured: requests per second, p50 and p99 latency.
-type Measured = (f64, String, String);
-
 /// What wrk gives for `url` (run off the async threads, which serve the
 /// native baseline).
-async fn wrk(url: String) -> Measured {
-    let run = move || Command::new("wrk").args(WRK).arg(&url).output();
-    let out = tokio::task::spawn_blocking(run)
-        .await
-        .unwrap()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let per_sec = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in {text}"));
-    let percentile = |p: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(p))
-            .map_or_else(String::new, |v| v.trim().to_owned())
-    };
-    (per_sec, percentile("50%"), percentile("99%"))
+async fn wrk(url: String) -> Report {
+    let run = move || wrk::run(Command::new("wrk"), &WRK, &url);
+    tokio::task::spawn_blocking(run).await.unwrap()
 }
 
 /// A Service `web` at port 80 in front of the pod at `ip`, with the slice
@@ -209,7 +193,7 @@ async fn main() {
         "{:<36} | {:>9} | {:>9} | {:>9} | {:>9}",
         "server", "req/s", "p50", "p99", "of native"
     );
-    for (name, (rps, p50, p99)) in [
+    for (name, report) in [
         ("wasi:http pod, instances reused", &reused),
         ("wasi:http pod, fresh instance each", &fresh),
         ("native (axum, same answer)", &native),
@@ -217,13 +201,16 @@ async fn main() {
         ("the pod through its Service", &proxied),
     ] {
         println!(
-            "{name:<36} | {rps:>9.0} | {p50:>9} | {p99:>9} | {:>8.0}%",
-            rps / native.0 * 100.0
+            "{name:<36} | {:>9.0} | {:>7.0}us | {:>7.0}us | {:>8.0}%",
+            report.per_sec,
+            report.p50,
+            report.p99,
+            report.per_sec / native.per_sec * 100.0
         );
     }
     println!(
         "through the Service proxy: {:.0}% of the requests per second of the pod at its address",
-        proxied.0 / direct.0 * 100.0
+        proxied.per_sec / direct.per_sec * 100.0
     );
     println!(
         "agent CPU during the reused run: {:.1} s of 10 s",

@@ -25,8 +25,10 @@ use kube::Api;
 use kube::api::PostParams;
 
 use processes::{Process, binary};
+use wrk::Report;
 
 mod processes;
+mod wrk;
 
 #[path = "../tests/e2e/netns.rs"]
 #[allow(
@@ -45,49 +47,9 @@ const IDLE_PODS: usize = 100;
 /// How long the agent is left alone before its memory is read.
 const QUIET: Duration = Duration::from_secs(10);
 
-/// What wrk measured: requests per second, p50 and p99 latency (µs).
-struct Measured {
-    per_sec: f64,
-    p50: f64,
-    p99: f64,
-}
-
 /// wrk with `settings` inside `machine`, at `url`.
-fn wrk(machine: &netns::Machine, settings: &[&str], url: &str) -> Measured {
-    let out = machine
-        .command("wrk")
-        .args(settings)
-        .arg("--latency")
-        .arg(url)
-        .output()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let per_sec = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in {text}"));
-    let micros = |p: &str| {
-        let value = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(p))
-            .unwrap_or_else(|| panic!("no {p} in {text}"))
-            .trim();
-        let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic()).unwrap());
-        let number: f64 = number.parse().unwrap();
-        number
-            * match unit {
-                "us" => 1.0,
-                "ms" => 1e3,
-                "s" => 1e6,
-                other => panic!("unit {other}"),
-            }
-    };
-    Measured {
-        per_sec,
-        p50: micros("50%"),
-        p99: micros("99%"),
-    }
+fn wrk(machine: &netns::Machine, settings: &[&str], url: &str) -> Report {
+    wrk::run(machine.command("wrk"), settings, url)
 }
 
 /// The pod `name` of the web component on `node`.
@@ -258,7 +220,7 @@ async fn main() {
             wrk(&machines[0], &WARM_UP, url);
         }
         // Runs alternate between the pods; each row is the median run.
-        let mut runs: Vec<Vec<(Measured, Measured)>> = vec![Vec::new(), Vec::new()];
+        let mut runs: Vec<Vec<(Report, Report)>> = vec![Vec::new(), Vec::new()];
         for _ in 0..RUNS {
             for (i, (_, url)) in addresses.iter().enumerate() {
                 let load = wrk(&machines[0], &THROUGHPUT, url);
@@ -269,7 +231,7 @@ async fn main() {
         for ((name, _), mut measured) in addresses.iter().zip(runs) {
             measured.sort_by(|a, b| a.0.per_sec.total_cmp(&b.0.per_sec));
             let (load, _) = measured.swap_remove(RUNS / 2);
-            let mut ones: Vec<Measured> = measured.into_iter().map(|(_, one)| one).collect();
+            let mut ones: Vec<Report> = measured.into_iter().map(|(_, one)| one).collect();
             ones.sort_by(|a, b| a.p50.total_cmp(&b.p50));
             let one = ones.swap_remove(ones.len() / 2);
             rows.push((backend, *name, load, one));

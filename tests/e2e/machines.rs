@@ -3,26 +3,12 @@
 //! shares): cluster DNS at the `kube-dns` Service's address, and the API
 //! server through the `kubernetes` Service.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::agent::{eventually, run_kubectl};
 use crate::netns::Machine;
 use crate::process::Running;
-
-/// What `program ARGS` printed inside `machine`, or why it failed.
-fn inside(machine: &Machine, program: &str, args: &[&str]) -> String {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = machine.command(program).args(args).output().unwrap();
-    if status.success() {
-        String::from_utf8_lossy(&stdout).trim().to_owned()
-    } else {
-        format!("failed: {}", String::from_utf8_lossy(&stderr))
-    }
-}
 
 #[test]
 fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_kubernetes() {
@@ -58,11 +44,7 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
     );
     let ask = |name: &str, over: &str| {
         let at = "@127.192.0.10";
-        inside(
-            &machine,
-            "dig",
-            &[at, over, "+short", "+tries=1", "+time=1", name],
-        )
+        machine.output("dig", &[at, over, "+short", "+tries=1", "+time=1", name])
     };
     let dns = |name: &str| ask(name, "+notcp");
     eventually(Duration::from_secs(30), "127.192.0.1", || {
@@ -80,8 +62,7 @@ fn nodes_answer_cluster_dns_at_the_kube_dns_address_and_reach_the_api_through_ku
     );
     // The kubernetes Service leads to the API server (its CA is the cluster's).
     let ca = data.join("pki/ca.crt");
-    let version = inside(
-        &machine,
+    let version = machine.output(
         "curl",
         &[
             "-sS",

@@ -5,8 +5,8 @@
 //! pulls what was pushed to the built-in registry by the cluster's address.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::agent::{
@@ -56,18 +56,7 @@ fn logs_and_port_forward_reach_an_agent_behind_nat_through_its_connection_home()
     );
     // A component pushed from this side to the server's registry, pulled
     // by the node by the cluster's address.
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
-    let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .arg("push")
-        .arg(&wasm)
-        .args(["web:1", "--kubeconfig"])
-        .arg(&server.kubeconfig)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&pushed.stderr);
-    assert!(pushed.status.success(), "{said}");
-    let image = format!("{}/web:1", server.url.trim_start_matches("https://"));
+    let image = server.push_web();
     let web = pod(
         "behind-nat",
         "web",

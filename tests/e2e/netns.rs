@@ -82,6 +82,16 @@ impl Machine {
         machine
     }
 
+    /// What `program ARGS` printed inside the machine, or why it failed.
+    pub fn output(&self, program: &str, args: &[&str]) -> String {
+        let out = self.command(program).args(args).output().unwrap();
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        } else {
+            format!("failed: {}", String::from_utf8_lossy(&out.stderr))
+        }
+    }
+
     /// `program` to run inside the machine.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");

@@ -249,6 +249,26 @@ impl Agent {
     }
 }
 
+impl Server {
+    /// Pushes the example wasi:http component (`http-hello`) to the
+    /// server's built-in registry as `web:1`, as a client of the cluster
+    /// would; its image reference by the cluster's address.
+    pub fn push_web(&self) -> String {
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
+        let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("push")
+            .arg(&wasm)
+            .args(["web:1", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&pushed.stderr);
+        assert!(pushed.status.success(), "{said}");
+        format!("{}/web:1", self.url.trim_start_matches("https://"))
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Running(pub Child);
 

@@ -8,7 +8,7 @@
 //! comes back what changed meanwhile in the API is done and nothing else.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::agent::{apply, eventually, jsonpath, kubectl, run_kubectl};
@@ -16,23 +16,9 @@ use crate::join::token_create;
 use crate::netns::{Lan, Machine};
 use crate::process::{Running, Server};
 
-/// What `program ARGS` printed inside `machine`, or why it failed.
-fn inside(machine: &Machine, program: &str, args: &[&str]) -> String {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = machine.command(program).args(args).output().unwrap();
-    if status.success() {
-        String::from_utf8_lossy(&stdout).trim().to_owned()
-    } else {
-        format!("failed: {}", String::from_utf8_lossy(&stderr))
-    }
-}
-
 /// The body of `GET url` from inside `machine` (a failure says so).
 fn get(machine: &Machine, url: &str) -> String {
-    inside(machine, "curl", &["-sS", "--max-time", "3", url])
+    machine.output("curl", &["-sS", "--max-time", "3", url])
 }
 
 /// Whether the body says hello.
@@ -121,21 +107,7 @@ impl Routed {
             let routed = nodes.lines().filter(|l| l.contains("=True 10.42."));
             routed.count().to_string()
         });
-        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
-        let pushed = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .arg("push")
-            .arg(&wasm)
-            .args(["web:1", "--kubeconfig"])
-            .arg(&server.kubeconfig)
-            .output()
-            .unwrap();
-        assert!(
-            pushed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&pushed.stderr)
-        );
-        let image = format!("{}/web:1", server.url.trim_start_matches("https://"));
+        let image = server.push_web();
         Routed {
             data,
             server,
@@ -147,7 +119,7 @@ impl Routed {
 
 /// The network's routes inside `machine`: `destination via gateway dev device`.
 fn routes(machine: &Machine) -> String {
-    let shown = inside(machine, "ip", &["route", "show", "proto", "87"]);
+    let shown = machine.output("ip", &["route", "show", "proto", "87"]);
     shown
         .lines()
         .map(|l| {
@@ -302,7 +274,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
         let dig = ["@127.192.0.10", "+short", "+tries=1", "+time=1"];
         let name = "web.default.svc.cluster.local";
         eventually(Duration::from_secs(20), &cluster_ip, || {
-            inside(machine, "dig", &[dig.as_slice(), &[name]].concat())
+            machine.output("dig", &[dig.as_slice(), &[name]].concat())
         });
     }
 
@@ -338,8 +310,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
             let body = get(cut, &format!("http://{ip}:8080/"));
             assert_eq!(hello(&body), "true", "{ip} on the cut-off node: {body}");
         }
-        let dns = inside(
-            cut,
+        let dns = cut.output(
             "dig",
             &[
                 "@127.192.0.10",
