@@ -121,19 +121,12 @@ async fn main() {
     let lan = netns::Lan::new();
     let machines = [lan.machine(), lan.machine()];
     let listen = format!("{}:0", lan.gateway);
-    let server = Process::start(
-        &[
-            "server",
-            "--control-plane",
-            "--listen",
-            &listen,
-            "--cluster-cidr",
-            "10.42.0.0/16",
-            "--node-cidr-mask-size",
-            "24",
-        ],
-        &dir.path().join("server"),
-    );
+    let args = [
+        ["server", "--control-plane", "--listen", &listen].as_slice(),
+        &netns::POD_RANGES,
+    ]
+    .concat();
+    let server = Process::start(&args, &dir.path().join("server"));
     let client = server.client().await;
     let kubeconfig = server.kubeconfig.to_str().unwrap();
     let token = Command::new(binary())

@@ -100,6 +100,15 @@ impl Machine {
     }
 }
 
+/// The pod ranges of a cluster on a [`Lan`] (server arguments): a /24
+/// each out of 10.42.0.0/16, routed between the machines.
+pub const POD_RANGES: [&str; 4] = [
+    "--cluster-cidr",
+    "10.42.0.0/16",
+    "--node-cidr-mask-size",
+    "24",
+];
+
 /// One link several machines share, this side on it too.
 pub struct Lan {
     /// The namespace holding the bridge.

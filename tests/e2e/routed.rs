@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{apply, eventually, jsonpath, kubectl, run_kubectl};
 use crate::join::token_create;
-use crate::netns::{Lan, Machine};
+use crate::netns::{Lan, Machine, POD_RANGES};
 use crate::process::{Running, Server};
 
 /// The body of `GET url` from inside `machine` (a failure says so).
@@ -69,20 +69,13 @@ impl Routed {
     fn start(dir: &Path, lan: &Lan, machines: &[Machine], backend: &str) -> Routed {
         let data = dir.join("server");
         let listen = format!("{}:0", lan.gateway);
-        let server = Server::start_server(
-            &data,
-            &[
-                "--control-plane",
-                "--listen",
-                &listen,
-                "--cluster-cidr",
-                "10.42.0.0/16",
-                "--node-cidr-mask-size",
-                "24",
-                "--node-monitor-grace-period",
-                "10s",
-            ],
-        );
+        let args = [
+            ["--control-plane", "--listen", &listen].as_slice(),
+            &POD_RANGES,
+            &["--node-monitor-grace-period", "10s"],
+        ]
+        .concat();
+        let server = Server::start_server(&data, &args);
         let token = token_create(&server.kubeconfig);
         let agents = machines
             .iter()
