@@ -4,9 +4,49 @@
 //! 10.232.0.0/16, this side at `.1` on it too. Each is removed with
 //! everything in it when dropped.
 
+use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// One of `count` numbered slots of a kind that no other test process
+/// running now holds: a file naming the holder's pid, free again when
+/// dropped or when its holder is gone.
+pub struct Slot {
+    pub n: u32,
+    claim: PathBuf,
+}
+
+impl Slot {
+    /// A free slot of `kind`, trying from one the process id picks.
+    pub fn claim(kind: &str, count: u32) -> Slot {
+        let dir = std::env::temp_dir().join(format!("wasmkube-e2e-{kind}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let start = std::process::id();
+        for n in (0..count).map(|i| (start + i) % count) {
+            let claim = dir.join(n.to_string());
+            let held = std::fs::read_to_string(&claim)
+                .is_ok_and(|pid| Path::new("/proc").join(pid.trim()).exists());
+            if held {
+                continue;
+            }
+            let _ = std::fs::remove_file(&claim);
+            let Ok(mut file) = std::fs::File::create_new(&claim) else {
+                continue;
+            };
+            write!(file, "{}", std::process::id()).unwrap();
+            return Slot { n, claim };
+        }
+        panic!("all {count} test slots of {kind} are held");
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.claim);
+    }
+}
 
 /// A network namespace reached over a veth pair.
 pub struct Machine {
@@ -120,12 +160,15 @@ pub struct Lan {
     /// This side's address on it.
     pub gateway: Ipv4Addr,
     next: AtomicU32,
+    /// Held while the link is: its number.
+    _slot: Slot,
 }
 
 impl Lan {
     /// A new link, this side on it at `.1`.
     pub fn new() -> Lan {
-        let slot = std::process::id() % 256;
+        let held = Slot::claim("lans", 256);
+        let slot = held.n;
         let prefix = [10, 232, slot as u8];
         let lan = Lan {
             switch: format!("wk-lan-{slot}"),
@@ -133,6 +176,7 @@ impl Lan {
             prefix,
             gateway: Ipv4Addr::new(prefix[0], prefix[1], prefix[2], 1),
             next: AtomicU32::new(2),
+            _slot: held,
         };
         lan.remove();
         ip(&["netns", "add", &lan.switch]);

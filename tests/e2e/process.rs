@@ -1,9 +1,11 @@
 //! Starting and stopping the `wasmkube` binary under test.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::netns::Slot;
 
 /// A running `wasmkube up` or `wasmkube server`, stopped when dropped.
 pub struct Server {
@@ -20,39 +22,17 @@ pub struct Server {
 /// holder's pid, and free again when dropped or when its holder is gone.
 struct PodRange {
     cidr: String,
-    claim: PathBuf,
+    _slot: Slot,
 }
 
 impl PodRange {
     fn claim() -> PodRange {
-        let dir = std::env::temp_dir().join("wasmkube-e2e-pod-ranges");
-        std::fs::create_dir_all(&dir).unwrap();
-        let start = std::process::id() as usize;
-        for n in (0..256).map(|i| (start + i) % 256) {
-            let claim = dir.join(n.to_string());
-            let held = std::fs::read_to_string(&claim)
-                .is_ok_and(|pid| Path::new("/proc").join(pid.trim()).exists());
-            if held {
-                continue;
-            }
-            let _ = std::fs::remove_file(&claim);
-            let Ok(mut file) = std::fs::File::create_new(&claim) else {
-                continue;
-            };
-            write!(file, "{}", std::process::id()).unwrap();
-            let base = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 64, 0, 0)) + ((n as u32) << 14));
-            return PodRange {
-                cidr: format!("{base}/18"),
-                claim,
-            };
+        let slot = Slot::claim("pod-ranges", 256);
+        let base = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 64, 0, 0)) + (slot.n << 14));
+        PodRange {
+            cidr: format!("{base}/18"),
+            _slot: slot,
         }
-        panic!("all 256 test pod ranges are held");
-    }
-}
-
-impl Drop for PodRange {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.claim);
     }
 }
 
