@@ -350,5 +350,39 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     eventually(Duration::from_secs(30), "true", || {
         hello(&get(cut, &format!("http://{far_ip}:8080/")))
     });
+
+    // A node no machine can route to (its address is on no link): its
+    // route fails, said in an Event on each node, and the others stand.
+    apply(
+        data,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: ghost}\nspec: {podCIDR: 10.42.200.0/24}\n",
+    );
+    kubectl(
+        data,
+        &[
+            "patch",
+            "node/ghost",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.1"}]}}"#,
+        ],
+    );
+    let warned = "{range .items[?(@.reason==\"NetworkSetupFailed\")]}{.involvedObject.name} {.message}{\"\\n\"}{end}";
+    eventually(Duration::from_secs(30), "true", || {
+        let events = jsonpath(data, "events", warned);
+        let n0 = events.lines().find(|l| l.starts_with("n0 "));
+        n0.is_some_and(|l| l.contains("10.42.200.0/24 via 192.0.2.1"))
+            .to_string()
+    });
+    let (_, _, other_ip) = web
+        .iter()
+        .find(|(_, node, _)| node == "n1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        hello(&get(&machines[0], &format!("http://{other_ip}:8080/"))),
+        "true"
+    );
     assert!(cluster.server.stop());
 }

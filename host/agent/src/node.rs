@@ -109,6 +109,32 @@ pub(crate) async fn register(
     Ok(())
 }
 
+/// Tells of a problem of the node `name` in a Warning Event on its Node,
+/// as the kubelet reports.
+pub(crate) fn warn(client: &Client, name: &str, reason: &str, message: String) {
+    let node = Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            uid: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reporter = wasmkube_events::Reporter {
+        component: "kubelet",
+        host: Some(name),
+    };
+    wasmkube_events::emit(
+        client,
+        reporter,
+        &node,
+        None,
+        wasmkube_events::Kind::Warning,
+        reason,
+        message,
+    );
+}
+
 /// A node's pod range and address, as its Node says (either may be
 /// missing).
 fn range_and_address(node: &Node) -> (Option<String>, Option<String>) {
@@ -134,7 +160,7 @@ pub(crate) async fn follow_nodes(
     ready: tokio::sync::oneshot::Sender<()>,
     closing: CancellationToken,
 ) {
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
     // Each node's range and address; a new list is gathered apart.
     let mut known: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
@@ -211,6 +237,8 @@ pub(crate) async fn follow_nodes(
             // recheck the same way.
             Err(e) if e != failed => {
                 tracing::warn!(error = %e, "setting up the node's pod network");
+                let message = format!("cannot set up the pod network: {e}; trying again");
+                warn(&client, &name, "NetworkSetupFailed", message);
                 failed = e;
             }
             Err(e) => tracing::debug!(error = %e, "setting up the node's pod network"),

@@ -417,24 +417,9 @@ impl ClusterDns {
             }
             Err(e) if self.refused != Some(address) => {
                 self.refused = Some(address);
-                let node = k8s_openapi::api::core::v1::Node {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(self.node.clone()),
-                        uid: Some(self.node.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                let reporter = wasmkube_events::Reporter {
-                    component: "kubelet",
-                    host: Some(&self.node),
-                };
-                wasmkube_events::emit(
+                crate::node::warn(
                     &self.client,
-                    reporter,
-                    &node,
-                    None,
-                    wasmkube_events::Kind::Warning,
+                    &self.node,
                     "ClusterDNSUnavailable",
                     format!("cannot answer cluster DNS at {address}: {e}; trying again"),
                 );
