@@ -117,18 +117,41 @@ impl EtcdServer {
         EtcdServer::start_members(data_dir, members, None)
     }
 
+    /// Ports are picked free and bound by etcd a moment later, and another
+    /// process may take one between: members one of which exits at start
+    /// are all started again, on new ports and with no data, up to
+    /// [`START_TRIES`] times.
     fn start_members(
+        data_dir: &Path,
+        members: usize,
+        tls: Option<TlsFiles>,
+    ) -> io::Result<Vec<EtcdServer>> {
+        let mut tries = 1;
+        loop {
+            match EtcdServer::try_start_members(data_dir, members, tls.clone()) {
+                Err(e) if e.kind() == io::ErrorKind::Other && tries < START_TRIES => {
+                    tries += 1;
+                    for n in 0..members {
+                        let data = member_dir(data_dir, members, n).join("etcd");
+                        match std::fs::remove_dir_all(data) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                            _ => {}
+                        }
+                    }
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start_members(
         data_dir: &Path,
         members: usize,
         tls: Option<TlsFiles>,
     ) -> io::Result<Vec<EtcdServer>> {
         let mut servers = Vec::new();
         for n in 0..members {
-            let dir = if members == 1 {
-                data_dir.to_owned()
-            } else {
-                data_dir.join(format!("member-{n}"))
-            };
+            let dir = member_dir(data_dir, members, n);
             std::fs::create_dir_all(&dir)?;
             servers.push(EtcdServer {
                 child: None,
@@ -261,6 +284,18 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// How many times members are started before their failure is returned.
+const START_TRIES: u32 = 3;
+
+/// The directory of member `n` of `members` under `data_dir`.
+fn member_dir(data_dir: &Path, members: usize, n: usize) -> PathBuf {
+    if members == 1 {
+        data_dir.to_owned()
+    } else {
+        data_dir.join(format!("member-{n}"))
     }
 }
 

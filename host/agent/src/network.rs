@@ -134,11 +134,10 @@ impl PodRef {
 }
 
 impl PodNetwork {
-    /// The network of a node whose range is `range` (until it is given
-    /// another), its plugins run by `host` and their state under
-    /// `data_dir/network`.
-    /// The node's range is the one of its last setup, if it was set up
-    /// before, else `range`; a node set up before is set up again now.
+    /// The network of a node, its plugins run by `host` and their state
+    /// under `data_dir/network`, reaching other nodes by `backend`. Its
+    /// range is the one of its last setup, which is made again now, or
+    /// `range` when it was never set up.
     pub(crate) fn new(
         host: PluginHost,
         data_dir: &Path,

@@ -11,7 +11,10 @@
 //!   never entered again: the next call gets a fresh one from the
 //!   pre-instantiated component, configured and fed the nodes again.
 //! - [`Networks`] runs CNI network lists of `wasmkube:cni/plugin@0.1.0`
-//!   plugins (the built-in `pod-network` and `host-local`, in [`builtin`]).
+//!   plugins (the built-in `pod-network` and `host-local`, in [`builtin`]),
+//!   and sets the node up for them (`wasmkube:cni/node`): the devices,
+//!   addresses and routes a plugin asks for, checked against the node's
+//!   range and its peers, are made over rtnetlink.
 
 /// The built-in plugins, as packed components (built from `plugins/`).
 pub mod builtin {
