@@ -253,12 +253,7 @@ impl Lan {
     }
 
     fn remove(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.switch])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .output();
+        remove(&self.switch, &self.link);
     }
 }
 
@@ -275,16 +270,17 @@ impl Machine {
         ip(&["-n", &self.name, "link", "set", "eth0", state]);
     }
 
-    /// Removes the namespace, with everything in it, and this side's link.
     fn remove(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        if !self.link.is_empty() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.link])
-                .output();
-        }
+        remove(&self.name, &self.link);
+    }
+}
+
+/// Removes the namespace `name`, with everything in it, and this side's
+/// link `link` (none when empty), whatever of them is there.
+fn remove(name: &str, link: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    if !link.is_empty() {
+        let _ = Command::new("ip").args(["link", "del", link]).output();
     }
 }
 

@@ -54,19 +54,24 @@ fn kept_pod(name: &str, node: &str, image: &str) -> String {
     )
 }
 
-/// A server on this side of `lan` and an agent in each of `machines`
-/// (nodes `n0`, `n1`…), routing with `backend`, every node Ready with a
-/// range of 10.42.0.0/16; and the web component pushed to the built-in
-/// registry: its image.
+/// A link with a server on this side and an agent in each of its
+/// machines (nodes `n0`, `n1`…), routing with `backend`, every node Ready
+/// with a range of 10.42.0.0/16; and the web component pushed to the
+/// built-in registry: its image.
 struct Routed {
     data: std::path::PathBuf,
     server: Server,
     image: String,
+    /// Stopped before their machines go.
     _agents: Vec<Running>,
+    machines: Vec<Machine>,
+    _lan: Lan,
 }
 
 impl Routed {
-    fn start(dir: &Path, lan: &Lan, machines: &[Machine], backend: &str) -> Routed {
+    fn start(dir: &Path, count: usize, backend: &str) -> Routed {
+        let lan = Lan::new();
+        let machines: Vec<Machine> = (0..count).map(|_| lan.machine()).collect();
         let data = dir.join("server");
         let listen = format!("{}:0", lan.gateway);
         let args = [
@@ -106,6 +111,8 @@ impl Routed {
             server,
             image,
             _agents: agents,
+            machines,
+            _lan: lan,
         }
     }
 }
@@ -132,9 +139,8 @@ fn routes(machine: &Machine) -> String {
 #[test]
 fn pods_on_two_machines_reach_each_other_over_vxlan() {
     let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new();
-    let machines: Vec<Machine> = (0..2).map(|_| lan.machine()).collect();
-    let cluster = Routed::start(dir.path(), &lan, &machines, "vxlan");
+    let cluster = Routed::start(dir.path(), 2, "vxlan");
+    let machines = &cluster.machines;
     let data = &cluster.data;
     let image = &cluster.image;
     apply(
@@ -168,7 +174,7 @@ fn pods_on_two_machines_reach_each_other_over_vxlan() {
         routes(&machines[1]),
         format!("{}/24 via {} dev wasmkube.1", range(&a), range(&a))
     );
-    for machine in &machines {
+    for machine in machines {
         for ip in [&a, &b] {
             eventually(Duration::from_secs(20), "true", || {
                 hello(&get(machine, &format!("http://{ip}:8080/")))
@@ -183,9 +189,8 @@ fn pods_on_two_machines_reach_each_other_over_vxlan() {
 #[test]
 fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new();
-    let machines: Vec<Machine> = (0..3).map(|_| lan.machine()).collect();
-    let cluster = Routed::start(dir.path(), &lan, &machines, "host-gw");
+    let cluster = Routed::start(dir.path(), 3, "host-gw");
+    let machines = &cluster.machines;
     let (data, image) = (&cluster.data, &cluster.image);
     apply(
         data,
@@ -236,7 +241,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     expected.sort();
     assert_eq!(routes(&machines[0]), expected.join("\n"));
     // Every node reaches every pod, on its own node or another.
-    for machine in &machines {
+    for machine in machines {
         for (_, _, ip) in &web {
             eventually(Duration::from_secs(20), "true", || {
                 hello(&get(machine, &format!("http://{ip}:8080/")))
@@ -259,7 +264,7 @@ fn pods_reach_pods_across_routed_machines_and_a_cut_off_node_keeps_its_pods() {
     // A NodePort on every node; the Service's name in every node's DNS.
     let node_port = jsonpath(data, "service/web", "{.spec.ports[0].nodePort}");
     let cluster_ip = jsonpath(data, "service/web", "{.spec.clusterIP}");
-    for machine in &machines {
+    for machine in machines {
         let url = format!("http://{}:{node_port}/", machine.address);
         eventually(Duration::from_secs(20), "true", || {
             hello(&get(&machines[0], &url))

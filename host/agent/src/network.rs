@@ -92,8 +92,9 @@ pub(crate) struct PodNetwork {
     /// The node's range.
     range: Mutex<Range>,
     backend: Backend,
-    /// Where the node's last setup is kept.
+    /// Where the node's last setup is kept, and what it says.
     kept: std::path::PathBuf,
+    last: Mutex<Option<Node>>,
 }
 
 /// The pod a network call is for.
@@ -156,6 +157,7 @@ impl PodNetwork {
             range: Mutex::new(range),
             backend,
             kept,
+            last: Mutex::new(last.clone()),
         };
         if let Some(node) = last
             && let Err(e) = network.setup(&node)
@@ -168,19 +170,26 @@ impl PodNetwork {
     /// Sets the node up as `node` says (its range, address and peers):
     /// pods get addresses from its range from now on (pods keep theirs),
     /// and the plugins make its devices and routes. The setup is kept on
-    /// disk first.
+    /// disk first, when it changed.
     pub(crate) fn setup(&self, node: &Node) -> Result<(), String> {
         let range: Range = node.pod_cidr.parse()?;
         *self.range.lock().expect("range lock") = range;
-        let kept = serde_json::to_vec(node).map_err(|e| e.to_string())?;
-        let written = self
-            .kept
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&self.kept, kept));
-        if let Err(e) = written {
-            tracing::warn!(file = %self.kept.display(), error = %e, "keeping the node's network setup");
+        let mut last = self.last.lock().expect("last setup lock");
+        if last.as_ref() != Some(node) {
+            let kept = serde_json::to_vec(node).map_err(|e| e.to_string())?;
+            let written = self
+                .kept
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&self.kept, kept));
+            match written {
+                Ok(()) => *last = Some(node.clone()),
+                Err(e) => tracing::warn!(
+                    file = %self.kept.display(), error = %e, "keeping the node's network setup"
+                ),
+            }
         }
+        drop(last);
         self.networks
             .setup(&self.list(), node)
             .map_err(|e| e.to_string())

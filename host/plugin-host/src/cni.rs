@@ -584,25 +584,31 @@ impl Call {
     }
 }
 
-/// A fresh store and instance of the plugin `call.plugin`, and what it
-/// calls this failure.
+impl Inner {
+    /// The plugin of type `plugin`.
+    fn plugin(&self, plugin: &str) -> Result<&Plugin, CniError> {
+        self.plugins.get(plugin).ok_or_else(|| {
+            CniError::new(
+                INVALID_CONFIG,
+                format!("no network plugin of type {plugin:?}"),
+            )
+        })
+    }
+}
+
+/// A fresh store and instance of `found`, the plugin `call.plugin`.
 fn instantiate(
     inner: &Inner,
+    found: &Plugin,
     call: Call,
-) -> Result<(&Plugin, Store<State<Call>>, wasmtime::component::Instance), CniError> {
+) -> Result<(Store<State<Call>>, wasmtime::component::Instance), CniError> {
     let plugin = call.plugin.clone();
-    let found = inner.plugins.get(&plugin).ok_or_else(|| {
-        CniError::new(
-            INVALID_CONFIG,
-            format!("no network plugin of type {plugin:?}"),
-        )
-    })?;
     let mut store: Store<State<Call>> = sandbox::store(inner.host.engine(), inner.limits, call);
     let instance = sandbox::bounded(&mut store, inner.limits, &plugin, "instantiate", |s| {
         found.pre.instantiate(s)
     })
     .map_err(plugin_failed)?;
-    Ok((found, store, instance))
+    Ok((store, instance))
 }
 
 fn plugin_failed(e: PluginError) -> CniError {
@@ -625,7 +631,8 @@ fn run(inner: &Inner, call: Call, verb: Verb, config: &str) -> Result<String, Cn
         args: call.sandbox.args.clone(),
     };
     let limits = inner.limits;
-    let (found, mut store, instance) = instantiate(inner, call)?;
+    let found = inner.plugin(&plugin)?;
+    let (mut store, instance) = instantiate(inner, found, call)?;
     let guest = sandbox::bounded(&mut store, limits, &plugin, "instantiate", |s| {
         found.pods.load(s, &instance)
     })
@@ -729,6 +736,10 @@ impl Networks {
         };
         for config in plugins {
             let plugin = config["type"].as_str().unwrap_or_default().to_owned();
+            let found = self.inner.plugin(&plugin)?;
+            let Some(indices) = &found.node else {
+                continue;
+            };
             let call = Call {
                 inner: self.inner.clone(),
                 network: network.clone(),
@@ -738,10 +749,7 @@ impl Networks {
                 depth: 0,
                 scope: Some(scope.clone()),
             };
-            let (found, mut store, instance) = instantiate(&self.inner, call)?;
-            let Some(indices) = &found.node else {
-                continue;
-            };
+            let (mut store, instance) = instantiate(&self.inner, found, call)?;
             let limits = self.inner.limits;
             let outcome = sandbox::bounded(&mut store, limits, &plugin, "setup", |s| {
                 indices

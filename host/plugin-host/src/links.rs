@@ -6,6 +6,7 @@
 //! Each call opens its own netlink socket and runs on a small runtime of
 //! its own, on a thread of its own: plugin calls are synchronous.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
@@ -159,6 +160,15 @@ async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetl
     }
 }
 
+/// The index of the link `name`, which must exist.
+async fn index_of(handle: &Handle, name: &str) -> Result<u32, Failed> {
+    let found = link(handle, name).await?;
+    Ok(found
+        .ok_or_else(|| format!("{name} does not exist"))?
+        .header
+        .index)
+}
+
 fn kind(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
@@ -246,11 +256,7 @@ pub(crate) fn ensure_vxlan(
 /// address to its MAC) and a forwarding entry (its MAC to its node) each.
 pub(crate) fn set_vxlan_peers(name: &str, peers: &[VxlanPeer]) -> Result<(), String> {
     with_handle(|handle| async move {
-        let index = link(&handle, name)
-            .await?
-            .ok_or_else(|| format!("{name} does not exist"))?
-            .header
-            .index;
+        let index = index_of(&handle, name).await?;
         for peer in peers {
             let neighbours = handle.neighbours();
             neighbours
@@ -296,6 +302,8 @@ pub(crate) fn set_vxlan_peers(name: &str, peers: &[VxlanPeer]) -> Result<(), Str
 pub(crate) fn set_routes(routes: &[Route]) -> Result<(), String> {
     with_handle(|handle| async move {
         let mut failures = Vec::new();
+        // Each device's index, looked up once.
+        let mut devices: HashMap<&str, Option<u32>> = HashMap::new();
         for route in routes {
             let mut message = RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(route.destination.ip, route.destination.bits)
@@ -305,8 +313,16 @@ pub(crate) fn set_routes(routes: &[Route]) -> Result<(), String> {
                 message = message.pref_source(source);
             }
             if let Some(device) = &route.device {
-                match link(&handle, device).await? {
-                    Some(link) => message = message.output_interface(link.header.index).onlink(),
+                let index = match devices.get(device.as_str()) {
+                    Some(index) => *index,
+                    None => {
+                        let index = link(&handle, device).await?.map(|l| l.header.index);
+                        devices.insert(device, index);
+                        index
+                    }
+                };
+                match index {
+                    Some(index) => message = message.output_interface(index).onlink(),
                     None => {
                         failures.push(format!("{}: {device} does not exist", route.destination));
                         continue;
@@ -352,11 +368,7 @@ pub(crate) fn set_routes(routes: &[Route]) -> Result<(), String> {
 /// Puts `ip/32` on the link `device`, or takes it off.
 pub(crate) fn set_host_address(device: &str, ip: Ipv4Addr, present: bool) -> Result<(), String> {
     with_handle(|handle| async move {
-        let index = link(&handle, device)
-            .await?
-            .ok_or_else(|| format!("{device} does not exist"))?
-            .header
-            .index;
+        let index = index_of(&handle, device).await?;
         let host = Net { ip, bits: 32 };
         if present {
             return Ok(put_address(&handle, index, host).await?);
