@@ -230,13 +230,14 @@ impl Scope {
         }
     }
 
-    /// A route to a peer's range through that peer (its address, or one in
-    /// its range on a device), from an address of the node's range.
+    /// A route to a peer's range (the whole range) through that peer (its
+    /// address, or one in its range on a device), from an address of the
+    /// node's range.
     fn route(&self, route: node_links::Route) -> Result<links::Route, String> {
         let destination = Net::parse(&route.destination)?;
         let gateway = parse_ip(&route.gateway)?;
         match self.peer(gateway) {
-            Some((range, _)) if range.covers(destination) => {}
+            Some((range, _)) if range == destination => {}
             _ => {
                 return Err(format!(
                     "{destination} via {gateway} is not a route to a node's range through that node"
@@ -257,6 +258,21 @@ impl Scope {
             source,
         })
     }
+}
+
+/// Refuses a list that names a thing twice: with that, a setup asks at
+/// most one request per peer of the host.
+fn once_each<T: std::fmt::Display>(
+    things: impl Iterator<Item = T>,
+    what: &str,
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for thing in things {
+        if !seen.insert(thing.to_string()) {
+            return Err(format!("more than one {what} {thing}"));
+        }
+    }
+    Ok(())
 }
 
 fn parse_ip(text: &str) -> Result<Ipv4Addr, String> {
@@ -527,6 +543,7 @@ impl node_links::Host for Call {
             .into_iter()
             .map(|peer| scope.vxlan_peer(&peer))
             .collect::<Result<_, _>>()?;
+        once_each(checked.iter().map(|p| p.remote), "VXLAN peer at")?;
         links::set_vxlan_peers(&name, &checked)
     }
 
@@ -536,6 +553,7 @@ impl node_links::Host for Call {
             .into_iter()
             .map(|route| scope.route(route))
             .collect::<Result<_, _>>()?;
+        once_each(checked.iter().map(|r| r.destination), "route to")?;
         links::set_routes(&checked)
     }
 }
@@ -1007,6 +1025,7 @@ mod tests {
         for (destination, gateway, source) in [
             ("0.0.0.0/0", "192.168.5.3", None),
             ("10.42.0.0/16", "192.168.5.3", None),
+            ("10.42.2.7/32", "192.168.5.3", None),
             ("10.42.2.0/24", "192.168.5.9", None),
             ("10.42.2.0/24", "192.168.5.3", Some("10.42.2.1")),
         ] {
@@ -1033,6 +1052,8 @@ mod tests {
         ] {
             assert!(scope.vxlan_peer(&wrong).is_err(), "{}", wrong.address);
         }
+        let twice = ["10.42.2.0/24", "10.42.2.0/24"].map(|d| Net::parse(d).unwrap());
+        assert!(once_each(twice.into_iter(), "route to").is_err());
         assert!(device_name("wasmkube.1").is_ok());
         for bad in ["", "a-name-too-long-for-linux", "a/b", "eth 0"] {
             assert!(device_name(bad).is_err(), "{bad:?}");
