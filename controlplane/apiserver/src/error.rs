@@ -215,6 +215,15 @@ impl ApiError {
     }
 }
 
+/// A request or object over a size limit: 413, as Kubernetes answers it.
+pub(crate) fn too_large(message: String) -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!("Request entity too large: {message}"),
+    )
+}
+
 impl From<wasmkube_store::Error> for ApiError {
     /// Store failures that no handler turned into something more precise.
     fn from(error: wasmkube_store::Error) -> ApiError {
@@ -232,6 +241,9 @@ impl From<wasmkube_store::Error> for ApiError {
                 ApiError::bad_request(format!("invalid continue token: {why}"))
             }
             E::Unavailable(why) => ApiError::unavailable(why),
+            E::TooLarge { limit, .. } => too_large(format!(
+                "the object is too large to store: limit is {limit} bytes"
+            )),
             E::WatcherTooSlow(behind) => ApiError::expired(format!(
                 "the watch fell more than {behind} changes behind and was closed; list again"
             )),

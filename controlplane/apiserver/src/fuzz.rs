@@ -201,3 +201,60 @@ fn a_yaml_alias_bomb_is_refused() {
     let error = decode_body(&headers("application/yaml"), bomb.as_bytes()).unwrap_err();
     assert_eq!(error.code, 400, "{}", error.message);
 }
+
+#[test]
+fn a_large_anchored_scalar_repeated_by_aliases_is_refused() {
+    let mut yaml = format!("a: &big \"{}\"\nb:\n", "x".repeat(1 << 20));
+    for _ in 0..100 {
+        yaml.push_str("- *big\n");
+    }
+    let error = decode_body(&headers("application/yaml"), yaml.as_bytes()).unwrap_err();
+    assert_eq!(error.code, 400, "{}", error.message);
+    assert!(
+        error.message.contains("expands to more than"),
+        "{}",
+        error.message
+    );
+    // A few aliases of it are fine.
+    let few = format!("a: &big \"{}\"\nb: [*big, *big]\n", "x".repeat(1 << 20));
+    let value = decode_body(&headers("application/yaml"), few.as_bytes()).unwrap();
+    assert_eq!(value["b"][1].as_str().unwrap().len(), 1 << 20);
+}
+
+#[tokio::test]
+async fn bodies_and_objects_over_their_limits_are_refused_with_413() {
+    let server = crate::testing::TestServer::start().await;
+    let path = "/api/v1/namespaces/default/configmaps";
+    let config_map = |name: &str, bytes: usize| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"blob": "x".repeat(bytes)},
+        })
+    };
+    // Under the body limit but over what the store takes in one write.
+    let (status, _, body) = server.call("POST", path, config_map("big", 2 << 20)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["reason"], "RequestEntityTooLarge");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 1572864"),
+        "{body}"
+    );
+    // Over the body limit: refused before it is read whole.
+    let (status, _, body) = server.call("POST", path, config_map("huge", 4 << 20)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["kind"], "Status");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 3145728"),
+        "{body}"
+    );
+    // Just under both limits is stored.
+    let (status, _, body) = server.call("POST", path, config_map("fits", 1 << 20)).await;
+    assert_eq!(status, 201, "{body}");
+}

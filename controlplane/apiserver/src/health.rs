@@ -38,9 +38,9 @@ pub(crate) async fn live() -> &'static str {
     "ok"
 }
 
-/// The process is up and its store answers.
+/// The process is up and its store takes writes.
 pub(crate) async fn ready(State(server): State<ApiServer>) -> (StatusCode, String) {
-    match server.store.revision().await {
+    match server.store.ready().await {
         Ok(_) => (StatusCode::OK, "ok".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }

@@ -52,6 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -329,6 +330,7 @@ impl ApiServer {
             .route("/apis", any(rest::handle))
             .route("/apis/", any(rest::handle))
             .route("/apis/{*rest}", any(rest::handle))
+            .layer(DefaultBodyLimit::max(rest::MAX_BODY))
             .with_state(self.clone())
     }
 

@@ -99,7 +99,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let value: Value = match essence {
         "application/json" | "" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_value(body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?,
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
         other => return Err(ApiError::unsupported_media_type(other)),
@@ -108,6 +108,116 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the body must be an object"));
     }
     Ok(value)
+}
+
+/// How much a YAML body may expand to, in bytes of the values it decodes to
+/// (aliases repeat what they name, so a small body can name far more).
+const YAML_EXPANSION: usize = 64 << 20;
+
+/// A YAML document as JSON, refused once it expands past [`YAML_EXPANSION`].
+fn yaml_value(body: &[u8]) -> Result<Value, serde_yaml_ng::Error> {
+    use serde::de::DeserializeSeed as _;
+    let left = std::cell::Cell::new(YAML_EXPANSION);
+    Bounded(&left).deserialize(serde_yaml_ng::Deserializer::from_slice(body))
+}
+
+/// Builds a JSON value from any self-describing input, charging each node's
+/// bytes against what is left.
+#[derive(Clone, Copy)]
+struct Bounded<'a>(&'a std::cell::Cell<usize>);
+
+impl Bounded<'_> {
+    fn charge<E: serde::de::Error>(self, bytes: usize) -> Result<(), E> {
+        let cost = bytes + size_of::<Value>();
+        match self.0.get().checked_sub(cost) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format_args!(
+                "the document expands to more than {YAML_EXPANSION} bytes"
+            ))),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON-compatible value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(v.into())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(v.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.charge(0)?;
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom(format_args!("{v} is not a JSON number")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.charge(v.len())?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.charge(0)?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.charge(0)?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key_seed(self)? {
+            let key = match key {
+                Value::String(key) => key,
+                other => other.to_string(),
+            };
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// A response in `format` (JSON or YAML; a table is already JSON).

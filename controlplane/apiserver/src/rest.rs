@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmkube_store::{Error as StoreError, KeyValue, ListOptions, Revision, encode_continue};
@@ -36,12 +37,24 @@ const ATTEMPTS: usize = 5;
 /// The query parameters of a request.
 pub(crate) type Params = HashMap<String, String>;
 
+/// The largest request body taken (kube-apiserver's `MaxRequestBodyBytes`).
+pub(crate) const MAX_BODY: usize = 3 << 20;
+
 /// Every request under `/api` and `/apis`.
 pub(crate) async fn handle(
     State(server): State<ApiServer>,
     request: Parts,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return crate::error::too_large(format!("limit is {MAX_BODY}")).into_response();
+        }
+        Err(e) => {
+            return ApiError::bad_request(format!("reading the request body: {e}")).into_response();
+        }
+    };
     match dispatch(&server, &request, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),

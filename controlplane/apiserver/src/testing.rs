@@ -70,7 +70,7 @@ impl TestServer {
         let response = self.server.router().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body = to_bytes(response.into_body(), 8 << 20).await.unwrap();
         let body = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         (status, headers, body)

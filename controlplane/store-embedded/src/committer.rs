@@ -63,6 +63,24 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// The bytes of keys and values it adds to a commit.
+    fn bytes(&self) -> u64 {
+        let (key, value) = match self {
+            Command::Write {
+                write: Write::Create { key, value, .. } | Write::Update { key, value, .. },
+                ..
+            } => (key.len(), value.len()),
+            Command::Write {
+                write: Write::Delete { key, .. },
+                ..
+            } => (key.len(), 0),
+            Command::Compact { .. } => (0, 0),
+        };
+        (key + value) as u64
+    }
+}
+
 /// How a command of a commit is answered once the commit is durable.
 enum Answer {
     /// With the event of the record at this index of the commit.
@@ -73,10 +91,29 @@ enum Answer {
     Nobody,
 }
 
+/// Where the committer appends frames: the store file, or in tests a layer over
+/// it that loses unsynced bytes at a crash or fails on demand.
+pub(crate) trait Log: Send + std::fmt::Debug {
+    /// Appends `bytes`.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes what was appended durable.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl Log for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Committer {
     path: PathBuf,
-    file: File,
+    file: Box<dyn Log>,
     file_len: u64,
     /// Held while the committer runs: keeps other processes off the file.
     _lock: File,
@@ -86,15 +123,14 @@ pub(crate) struct Committer {
     expiries: BinaryHeap<Reverse<(u64, Revision, String)>>,
     /// When to compact next, and up to which revision.
     next_compaction: Option<(Instant, Revision)>,
-    /// Set when writing the file failed: the file may hold a partial frame, so no
-    /// more commits are safe until the store is reopened.
-    failed: Option<String>,
+    /// A command that did not fit the last commit's bytes: the next one's first.
+    held: Option<Command>,
 }
 
 impl Committer {
     pub(crate) fn new(
         path: PathBuf,
-        file: File,
+        file: Box<dyn Log>,
         file_len: u64,
         lock: File,
         shared: Arc<Shared>,
@@ -122,7 +158,7 @@ impl Committer {
             options,
             expiries,
             next_compaction,
-            failed: None,
+            held: None,
         }
     }
 
@@ -131,23 +167,33 @@ impl Committer {
             let wait = self
                 .next_wake()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            let first = match wait {
-                Some(wait) => match commands.recv_timeout(wait) {
-                    Ok(command) => Some(command),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match commands.recv() {
-                    Ok(command) => Some(command),
-                    Err(mpsc::RecvError) => return,
+            let first = match self.held.take() {
+                Some(held) => Some(held),
+                None => match wait {
+                    Some(wait) => match commands.recv_timeout(wait) {
+                        Ok(command) => Some(command),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match commands.recv() {
+                        Ok(command) => Some(command),
+                        Err(mpsc::RecvError) => return,
+                    },
                 },
             };
+            let budget = self.options.max_commit_bytes.min(format::MAX_FRAME / 2);
+            let mut bytes = first.as_ref().map_or(0, Command::bytes);
             let mut batch: Vec<Command> = first.into_iter().collect();
             while batch.len() < self.options.max_batch {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                bytes += command.bytes();
+                if bytes > budget {
+                    self.held = Some(command);
+                    break;
                 }
+                batch.push(command);
             }
             let compact_to = self.due_compaction();
             self.commit(batch, compact_to);
@@ -224,15 +270,15 @@ impl Committer {
             frame.push(&Record::Compact { compacted });
         }
 
-        if self.failed.is_none()
+        if self.shared.failed.get().is_none()
             && !frame.is_empty()
-            && let Err(e) = self.append(frame.seal())
+            && let Err(e) = frame.seal().and_then(|frame| self.append(frame))
         {
             tracing::error!(path = %self.path.display(), error = %e, "store write failed");
-            self.failed = Some(e.to_string());
+            let _ = self.shared.failed.set(e.to_string());
         }
-        if let Some(reason) = &self.failed {
-            let error = || Error::Unavailable(format!("store file failed ({reason}); reopen it"));
+        if let Some(reason) = self.shared.failed.get() {
+            let error = || failed_error(reason);
             for answer in answers {
                 match answer {
                     Answer::Event(_, reply) | Answer::Failed(reply, _) => {
@@ -291,8 +337,8 @@ impl Committer {
     }
 
     fn append(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        self.file.write_all(&frame)?;
-        self.file.sync_data()?;
+        self.file.append(&frame)?;
+        self.file.sync()?;
         self.file_len += frame.len() as u64;
         let c = &self.shared.counters;
         c.commits.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +402,7 @@ impl Committer {
                     took_ms = started.elapsed().as_millis() as u64,
                     "store file rewritten after compaction"
                 );
-                self.file = file;
+                self.file = Box::new(file);
                 self.file_len = len;
                 self.shared
                     .counters
@@ -527,6 +573,11 @@ pub(crate) fn replay(state: &mut State, record: Record) -> Result<(), String> {
     }
 }
 
+/// What every write hears once the file failed.
+pub(crate) fn failed_error(reason: &str) -> Error {
+    Error::Unavailable(format!("store file failed ({reason}); reopen it"))
+}
+
 /// Creates an empty store file: header only, durable, in place atomically.
 pub(crate) fn create_file(path: &Path) -> io::Result<()> {
     let tmp = tmp_path(path);
@@ -539,10 +590,11 @@ pub(crate) fn create_file(path: &Path) -> io::Result<()> {
 
 /// Writes the state as of the compacted revision and the history after it to a new
 /// file, then puts it in place of the old one. Returns the new file's length.
-fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
-    // History holds every change from `compacted` on, so the state just before it
-    // can be rebuilt, and replaying the history on top of it gives the state now.
-    let base_revision = state.compacted - 1;
+pub(crate) fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
+    // History holds every change from `compacted` on (from the first revision if
+    // nothing was compacted), so the state just before it can be rebuilt, and
+    // replaying the history on top of it gives the state now.
+    let base_revision = (state.compacted - 1).max(0);
     let base = state.range_unchecked("", "", 0, base_revision);
     let expires = |kv: &KeyValue| {
         state
@@ -570,7 +622,7 @@ fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
             value: kv.value.clone(),
         });
         if size > SNAPSHOT_FRAME {
-            out.write_all(&frame.seal())?;
+            out.write_all(&frame.seal()?)?;
             size = 0;
         }
     }
@@ -589,12 +641,12 @@ fn write_snapshot(path: &Path, state: &State) -> io::Result<u64> {
             },
         });
         if size > SNAPSHOT_FRAME {
-            out.write_all(&frame.seal())?;
+            out.write_all(&frame.seal()?)?;
             size = 0;
         }
     }
     if !frame.is_empty() {
-        out.write_all(&frame.seal())?;
+        out.write_all(&frame.seal()?)?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;

@@ -3,7 +3,8 @@
 //! ```text
 //! file   = header frame*
 //! header = "WASMKUBE" version:u32 reserved:u32
-//! frame  = length:u32 crc32(payload):u32 payload      (one frame per commit)
+//! frame  = length:u32 crc32(payload):u32 crc32(length crc32(payload)):u32 payload
+//!                                                    (one frame per commit)
 //! payload = record*
 //! record = 1 rev:i64 expires:u64 key value            a put (create or update)
 //!        | 2 rev:i64 key                              a delete
@@ -13,12 +14,19 @@
 //! key, value = length:u32 bytes
 //! ```
 //! All integers are little-endian; `expires` is Unix time in milliseconds, 0 for
-//! never. A commit is one frame, so it is on disk whole or not at all: a frame cut
-//! short or failing its checksum at the end of the file is a write torn by a crash,
-//! and the file is cut back to the frame before it.
+//! never. A commit is one frame, so it is on disk whole or not at all. A frame
+//! that is cut short or fails a checksum is a write torn by a crash only if no
+//! whole frame follows it: then the file is cut back to the frame before it.
+//! Otherwise acknowledged commits come after the damage, and the file is refused
+//! as corrupt rather than cut. The header has its own checksum, so a damaged length
+//! is told from a torn one and a search for whole frames after it skips nothing.
+//!
+//! Version 1 files (frames without the header checksum) are read and rewritten in
+//! the current version when opened.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use wasmkube_store::{Bytes, Revision};
@@ -27,13 +35,17 @@ use crate::OpenError as Error;
 
 /// The first eight bytes of every store file.
 pub(crate) const MAGIC: &[u8; 8] = b"WASMKUBE";
-/// The format version this build reads and writes.
-pub(crate) const VERSION: u32 = 1;
+/// The format version this build writes.
+pub(crate) const VERSION: u32 = 2;
+/// The older version this build reads (and rewrites).
+const VERSION_1: u32 = 1;
 /// Bytes before the first frame.
 pub(crate) const HEADER_LEN: u64 = 16;
-const FRAME_HEADER_LEN: u64 = 8;
-/// No frame is bigger than this; a larger length is garbage.
-const MAX_FRAME: u64 = 1 << 30;
+const FRAME_HEADER_LEN: u64 = 12;
+const FRAME_HEADER_LEN_1: u64 = 8;
+/// No frame is bigger than this: the committer never writes one, and a larger
+/// length read is damage.
+pub(crate) const MAX_FRAME: u64 = 1 << 30;
 
 /// One change, as kept in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,14 +150,28 @@ impl FrameWriter {
         }
     }
 
-    /// The frame, ready to append; the writer is empty again afterwards.
-    pub(crate) fn seal(&mut self) -> Vec<u8> {
-        let payload_len = (self.buf.len() as u64 - FRAME_HEADER_LEN) as u32;
-        let crc = crc32fast::hash(&self.buf[FRAME_HEADER_LEN as usize..]);
-        self.buf[..4].copy_from_slice(&payload_len.to_le_bytes());
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        std::mem::replace(&mut self.buf, vec![0; FRAME_HEADER_LEN as usize])
+    /// The frame, ready to append; the writer is empty again afterwards. A frame
+    /// over [`MAX_FRAME`] is refused: it would read back as damage.
+    pub(crate) fn seal(&mut self) -> io::Result<Vec<u8>> {
+        let frame = std::mem::replace(&mut self.buf, vec![0; FRAME_HEADER_LEN as usize]);
+        let payload_len = frame.len() as u64 - FRAME_HEADER_LEN;
+        if payload_len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a commit of {payload_len} bytes is over the {MAX_FRAME}-byte frame limit"),
+            ));
+        }
+        Ok(seal_header(frame, payload_len as u32))
     }
+}
+
+fn seal_header(mut frame: Vec<u8>, payload_len: u32) -> Vec<u8> {
+    let crc = crc32fast::hash(&frame[FRAME_HEADER_LEN as usize..]);
+    frame[..4].copy_from_slice(&payload_len.to_le_bytes());
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    let head_crc = crc32fast::hash(&frame[..8]);
+    frame[8..12].copy_from_slice(&head_crc.to_le_bytes());
+    frame
 }
 
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
@@ -160,6 +186,17 @@ pub(crate) struct Scan {
     pub(crate) valid_len: u64,
     /// Bytes after `valid_len` that were a torn write.
     pub(crate) torn_bytes: u64,
+    /// The format version the file is written in.
+    pub(crate) version: u32,
+}
+
+/// Why the frame at some offset could not be read whole.
+enum Bad {
+    /// Its header is cut short or fails its checksum.
+    Header,
+    /// Its header is whole, but the payload of this length is cut short or fails
+    /// its checksum.
+    Payload(u64),
 }
 
 /// Reads the file at `path`, handing every record to `apply` in order.
@@ -193,53 +230,110 @@ pub(crate) fn scan(
         });
     }
     let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_owned(),
-            found: version,
-            supported: VERSION,
-        });
-    }
+    let head_len = match version {
+        VERSION => FRAME_HEADER_LEN,
+        VERSION_1 => FRAME_HEADER_LEN_1,
+        found => {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found,
+                supported: VERSION,
+            });
+        }
+    };
 
     let mut offset = HEADER_LEN;
     let mut payload = Vec::new();
     while offset < file_len {
-        let torn = Ok(Scan {
-            valid_len: offset,
-            torn_bytes: file_len - offset,
-        });
         let left = file_len - offset;
-        if left < FRAME_HEADER_LEN {
-            return torn;
-        }
         let mut frame_head = [0; FRAME_HEADER_LEN as usize];
-        reader.read_exact(&mut frame_head).map_err(io)?;
-        let len = u64::from(u32::from_le_bytes(
-            frame_head[..4].try_into().expect("4 bytes"),
-        ));
-        let crc = u32::from_le_bytes(frame_head[4..].try_into().expect("4 bytes"));
-        if len > MAX_FRAME || FRAME_HEADER_LEN + len > left {
-            return torn;
-        }
-        payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload).map_err(io)?;
-        let end = offset + FRAME_HEADER_LEN + len;
-        if crc32fast::hash(&payload) != crc {
-            if end == file_len {
-                return torn;
+        let bad = if left < head_len {
+            Bad::Header
+        } else {
+            reader
+                .read_exact(&mut frame_head[..head_len as usize])
+                .map_err(io)?;
+            let (len, crc) = frame_fields(&frame_head);
+            if (version == VERSION && !header_whole(&frame_head)) || len > MAX_FRAME {
+                Bad::Header
+            } else if head_len + len > left {
+                Bad::Payload(len)
+            } else {
+                payload.resize(len as usize, 0);
+                reader.read_exact(&mut payload).map_err(io)?;
+                if crc32fast::hash(&payload) == crc {
+                    decode_frame(&payload, &mut apply).map_err(|reason| corrupt(offset, reason))?;
+                    offset += head_len + len;
+                    continue;
+                }
+                Bad::Payload(len)
             }
+        };
+        // Where a whole frame written after this one would start at the earliest.
+        let after = match bad {
+            Bad::Header => offset + 1,
+            Bad::Payload(len) => (offset + head_len + len).min(file_len),
+        };
+        let followed = if version == VERSION {
+            whole_frame_after(file, after, file_len).map_err(io)?
+        } else {
+            // Version 1 headers have no checksum to search by: damage is only known
+            // where a whole payload fails its checksum before the end.
+            matches!(bad, Bad::Payload(_))
+                .then_some(after)
+                .filter(|a| *a < file_len)
+        };
+        if let Some(at) = followed {
             return Err(corrupt(
                 offset,
-                "checksum mismatch before the end of the file".into(),
+                format!(
+                    "a damaged frame is followed by whole frames (from byte {at}) that would be lost"
+                ),
             ));
         }
-        decode_frame(&payload, &mut apply).map_err(|reason| corrupt(offset, reason))?;
-        offset = end;
+        return Ok(Scan {
+            valid_len: offset,
+            torn_bytes: file_len - offset,
+            version,
+        });
     }
     Ok(Scan {
         valid_len: offset,
         torn_bytes: 0,
+        version,
     })
+}
+
+/// A frame header's payload length and payload checksum.
+fn frame_fields(head: &[u8]) -> (u64, u32) {
+    let len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
+    (
+        len,
+        u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")),
+    )
+}
+
+/// Whether a (current version) frame header matches its own checksum.
+fn header_whole(head: &[u8]) -> bool {
+    crc32fast::hash(&head[..8]) == u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"))
+}
+
+/// The offset of the first whole frame that starts at or after `from`, if any.
+fn whole_frame_after(file: &File, from: u64, file_len: u64) -> io::Result<Option<u64>> {
+    let mut rest = vec![0; (file_len - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    let found = (0..rest.len()).find(|&start| {
+        let frame = &rest[start..];
+        if frame.len() < FRAME_HEADER_LEN as usize || !header_whole(frame) {
+            return false;
+        }
+        let (len, crc) = frame_fields(frame);
+        frame
+            .get(FRAME_HEADER_LEN as usize..)
+            .and_then(|p| p.get(..len as usize))
+            .is_some_and(|p| crc32fast::hash(p) == crc)
+    });
+    Ok(found.map(|start| from + start as u64))
 }
 
 fn decode_frame(
@@ -355,7 +449,7 @@ mod tests {
         for r in records() {
             frame.push(&r);
         }
-        file.write_all(&frame.seal()).unwrap();
+        file.write_all(&frame.seal().unwrap()).unwrap();
         assert!(frame.is_empty());
         let mut got = Vec::new();
         let file = File::open(&path).unwrap();

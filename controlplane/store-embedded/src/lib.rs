@@ -20,6 +20,8 @@
 //! Depends on `wasmkube-store` and tokio's channels; no runtime of its own.
 
 mod committer;
+#[cfg(test)]
+mod faults;
 mod format;
 mod state;
 
@@ -28,7 +30,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, OnceLock, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ use wasmkube_store::{
     WatchStream,
 };
 
-use crate::committer::{Command, Committer, Write};
+use crate::committer::{Command, Committer, Log, Write};
 use crate::state::State;
 
 /// The name of the store file in a data dir.
@@ -58,6 +60,9 @@ pub struct Options {
     pub compaction_interval: Option<Duration>,
     /// The most writes one commit takes.
     pub max_batch: usize,
+    /// The most bytes of keys and values one commit takes (a write over it on its
+    /// own still gets a commit of its own).
+    pub max_commit_bytes: u64,
     /// How many commits a watcher may fall behind before it is dropped.
     pub watch_buffer: usize,
 }
@@ -67,6 +72,7 @@ impl Default for Options {
         Options {
             compaction_interval: Some(DEFAULT_COMPACTION_INTERVAL),
             max_batch: 4096,
+            max_commit_bytes: 64 << 20,
             watch_buffer: 4096,
         }
     }
@@ -157,6 +163,9 @@ pub(crate) struct Shared {
     pub(crate) state: RwLock<State>,
     pub(crate) events: broadcast::Sender<Batch>,
     pub(crate) counters: Counters,
+    /// Set when writing the file failed: the file may hold a partial frame, so no
+    /// more commits are safe until the store is reopened.
+    pub(crate) failed: OnceLock<String>,
 }
 
 impl Shared {
@@ -182,7 +191,16 @@ impl EmbeddedStore {
     /// Opens the store file at `path`, creating it if it does not exist (mode
     /// 0600, in a directory made with mode 0700 if that is missing too).
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<EmbeddedStore, OpenError> {
-        let path = path.as_ref().to_owned();
+        Self::open_with(path.as_ref(), options, |file| Box::new(file))
+    }
+
+    /// Opens the store with its commits appended through `log`, made from the file.
+    pub(crate) fn open_with(
+        path: &Path,
+        options: Options,
+        log: impl FnOnce(File) -> Box<dyn Log>,
+    ) -> Result<EmbeddedStore, OpenError> {
+        let path = path.to_owned();
         let io = |source| OpenError::Io {
             path: path.clone(),
             source,
@@ -210,7 +228,7 @@ impl EmbeddedStore {
             .open(&path)
             .map_err(io)?;
         let mut state = State::default();
-        let scan = format::scan(&path, &file, |record| committer::replay(&mut state, record))?;
+        let mut scan = format::scan(&path, &file, |record| committer::replay(&mut state, record))?;
         let recovery = (scan.torn_bytes > 0).then_some(Recovery {
             torn_bytes: scan.torn_bytes,
             valid_len: scan.valid_len,
@@ -225,16 +243,33 @@ impl EmbeddedStore {
             file.set_len(scan.valid_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
+        let file = if scan.version == format::VERSION {
+            file
+        } else {
+            scan.valid_len = committer::write_snapshot(&path, &state).map_err(io)?;
+            tracing::info!(
+                path = %path.display(),
+                from = scan.version,
+                to = format::VERSION,
+                "store file rewritten in the current format"
+            );
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?
+        };
         let (events, _) = broadcast::channel(options.watch_buffer.max(1));
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             events,
             counters: Counters::default(),
+            failed: OnceLock::new(),
         });
         let (commands, receiver) = mpsc::channel();
         let committer = Committer::new(
             path.clone(),
-            file,
+            log(file),
             scan.valid_len,
             lock,
             shared.clone(),
@@ -331,6 +366,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
+        wasmkube_store::check_size(key, &value)?;
         self.write(Write::Create {
             key: key.to_owned(),
             value,
@@ -346,6 +382,7 @@ impl Store for EmbeddedStore {
         expected: Revision,
         ttl: Option<Duration>,
     ) -> Result<KeyValue> {
+        wasmkube_store::check_size(key, &value)?;
         self.write(Write::Update {
             key: key.to_owned(),
             value,
@@ -414,6 +451,13 @@ impl Store for EmbeddedStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.send(|reply| Command::Compact { revision, reply })
             .await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        match self.shared.failed.get() {
+            Some(reason) => Err(committer::failed_error(reason)),
+            None => Ok(()),
+        }
     }
 
     async fn revision(&self) -> Result<Revision> {

@@ -216,6 +216,118 @@ async fn damage_before_the_end_is_refused() {
 }
 
 #[tokio::test]
+async fn a_damaged_length_before_the_end_is_reported_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let lengths = write_commits(&path, 10).await;
+    for (n, flip) in [0usize, 3, 9].into_iter().enumerate() {
+        // A length made longer than the file, or shorter: either way the whole
+        // frames after it are acknowledged commits, so the file is refused.
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = lengths[3] as usize;
+        bytes[middle + flip.min(3)] ^= if flip == 3 { 0x80 } else { 0x01 };
+        let copy = dir.path().join(format!("length-{n}.db"));
+        fs::write(&copy, &bytes).unwrap();
+        let error = EmbeddedStore::open(&copy, options()).unwrap_err();
+        assert!(
+            matches!(error, OpenError::Corrupt { offset, .. } if offset == middle as u64),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("would be lost"), "{error}");
+        assert_eq!(
+            fs::read(&copy).unwrap(),
+            bytes,
+            "the damaged file was changed"
+        );
+    }
+}
+
+/// A version 1 file: frames of `length crc32(payload) payload`, one put each.
+fn version_1_file(path: &Path, keys: &[&str]) {
+    let mut bytes = [&b"WASMKUBE"[..], &1u32.to_le_bytes(), &[0; 4]].concat();
+    for (n, key) in keys.iter().enumerate() {
+        let mut payload = vec![1];
+        payload.extend_from_slice(&(n as i64 + 1).to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        for field in [key.as_bytes(), b"v1"] {
+            payload.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            payload.extend_from_slice(field);
+        }
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_read_and_rewritten_in_the_current_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    version_1_file(&path, &["/a", "/b", "/c"]);
+    let store = open(&path);
+    assert_eq!(fs::read(&path).unwrap()[8], 2, "rewritten as version 2");
+    store.update("/b", value("v2"), 2, None).await.unwrap();
+    drop(store);
+    let store = open(&path);
+    assert_eq!(store.recovery(), None);
+    assert_eq!(
+        all(&store).await,
+        [
+            ("/a".to_owned(), value("v1"), 1),
+            ("/b".to_owned(), value("v2"), 4),
+            ("/c".to_owned(), value("v1"), 3),
+        ]
+    );
+    // History from before the rewrite is still readable.
+    assert_eq!(at(&store, 2).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_the_request_limit_are_refused_and_commits_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let store = Arc::new(
+        EmbeddedStore::open(
+            &path,
+            Options {
+                max_commit_bytes: 4096,
+                ..options()
+            },
+        )
+        .unwrap(),
+    );
+    let limit = wasmkube_store::MAX_REQUEST_BYTES;
+    let key = "/big";
+    let at_limit = Bytes::from(vec![b'x'; limit - key.len()]);
+    store.create(key, at_limit.clone(), None).await.unwrap();
+    let over = Bytes::from(vec![b'x'; limit - key.len() + 1]);
+    let refused = store.update(key, over.clone(), 1, None).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::TooLarge { size, .. } if size == limit + 1),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.create("/other", over, None).await,
+        Err(Error::TooLarge { .. })
+    ));
+    // Concurrent writes of 1 KiB each go in commits of at most 4 KiB.
+    let before = store.stats().commits;
+    let shared: Arc<dyn Store> = store.clone();
+    let writes = conformance::spawn_creators(&shared, "/s/", 16, 4, Bytes::from(vec![b'y'; 1024]));
+    for t in writes {
+        t.await.unwrap();
+    }
+    let commits = store.stats().commits - before;
+    assert!(commits >= 16, "64 KiB went in {commits} commits");
+    drop(shared);
+    drop(Arc::into_inner(store).unwrap());
+    let store = open(&path);
+    assert_eq!(all(&store).await.len(), 65);
+    assert_eq!(store.get(key).await.unwrap().unwrap().value, at_limit);
+}
+
+#[tokio::test]
 async fn foreign_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, Vec<u8>, &str); 4] = [

@@ -269,6 +269,13 @@ fn map_error(error: etcd_client::Error) -> Error {
                 Error::Expired { requested: 0 }
             } else if message.contains("required revision is a future revision") {
                 Error::FutureRevision { requested: 0 }
+            } else if message.contains("request is too large") {
+                // The key and value fit, but etcd's framing took it over.
+                Error::TooLarge {
+                    key: String::new(),
+                    size: wasmkube_store::MAX_REQUEST_BYTES,
+                    limit: wasmkube_store::MAX_REQUEST_BYTES,
+                }
             } else {
                 match status.code() {
                     Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
@@ -445,6 +452,7 @@ impl Store for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
+        wasmkube_store::check_size(key, &value)?;
         let put = self.put_options(ttl).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
@@ -472,6 +480,7 @@ impl Store for EtcdStore {
         expected: Revision,
         ttl: Option<Duration>,
     ) -> Result<KeyValue> {
+        wasmkube_store::check_size(key, &value)?;
         let put = self.put_options(ttl).await?.with_prev_key();
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])

@@ -172,6 +172,17 @@ pub enum Error {
     /// A watcher fell too far behind and was dropped; it must list again.
     #[error("watcher fell behind the store by more than {0} events and was dropped")]
     WatcherTooSlow(usize),
+    /// A write is larger than the store takes in one request (etcd's
+    /// `--max-request-bytes`, 1.5 MiB by default).
+    #[error("request is too large: {size} bytes for key {key}, over the limit of {limit}")]
+    TooLarge {
+        /// The key written.
+        key: String,
+        /// The bytes of the key and value.
+        size: usize,
+        /// The most the store takes.
+        limit: usize,
+    },
     /// The backend cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -181,6 +192,23 @@ pub enum Error {
     /// A backend-specific failure.
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The most bytes (key and value) one write may carry: etcd's default
+/// `--max-request-bytes`, which the embedded store keeps too.
+pub const MAX_REQUEST_BYTES: usize = 3 << 19;
+
+/// Refuses a write of `key` and `value` over [`MAX_REQUEST_BYTES`].
+pub fn check_size(key: &str, value: &[u8]) -> Result<()> {
+    let size = key.len() + value.len();
+    if size > MAX_REQUEST_BYTES {
+        return Err(Error::TooLarge {
+            key: key.to_owned(),
+            size,
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// A revisioned key-value store.
@@ -229,6 +257,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest revision.
     async fn revision(&self) -> Result<Revision>;
+
+    /// Whether the store takes writes now: an error says why not. By default,
+    /// whether it answers at all.
+    async fn ready(&self) -> Result<()> {
+        self.revision().await.map(|_| ())
+    }
 
     /// One page of the keys under `prefix`. The first page is read at
     /// `options.revision` or the newest revision; the following ones, asked for with
