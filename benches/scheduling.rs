@@ -112,8 +112,10 @@ async fn run(wasm: bool) -> (f64, Duration, Duration, f64) {
             images: Images {
                 store: ImageStore::open(&dir.path().join("plugins")).unwrap(),
                 client: client.clone(),
-                // Its plugins are built in: no image names the server.
+                // Its plugins are built in: no image names the server, and no
+                // Plugin object a file.
                 registry: String::new(),
+                plugin_dir: dir.path().join("plugins"),
             },
             metrics: Metrics::default(),
         },

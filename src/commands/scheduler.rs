@@ -26,6 +26,10 @@ pub struct Scheduler {
     /// Where compiled plugins and pulled plugin images are kept.
     #[arg(long, default_value = "wasmkube-data")]
     data_dir: PathBuf,
+    /// The directory Plugin objects' file sources must be under (default:
+    /// `plugins` in the data dir).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
     /// Serve the metrics (Prometheus text) at `http://ADDRESS/metrics`.
     #[arg(long, value_name = "ADDRESS")]
     metrics: Option<SocketAddr>,
@@ -43,6 +47,9 @@ impl Scheduler {
             config: Config::read(self.config.as_deref()).map_err(anyhow::Error::msg)?,
             metrics: self.metrics,
             host: PluginHost::new(engine(&self.data_dir, false)?),
+            plugin_dir: self
+                .plugin_dir
+                .unwrap_or_else(|| self.data_dir.join("plugins")),
             data_dir: self.data_dir,
             registry: cluster.server,
             elect: self.leader_elect,

@@ -264,6 +264,7 @@ fn lead(
         metrics: args.scheduler_metrics,
         host: PluginHost::new(engine.clone()),
         data_dir: data_dir.to_owned(),
+        plugin_dir: data_dir.join("plugins"),
         elect,
         registry: registry.to_owned(),
     };

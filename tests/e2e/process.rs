@@ -269,7 +269,8 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts the scheduler against the cluster of `kubeconfig` with the
     /// profiles of `config`. Its plugins compile once for all the tests: they
-    /// share a data dir.
+    /// share a data dir. Plugin objects may name files in the kubeconfig's
+    /// directory.
     pub fn start(kubeconfig: &Path, config: &Path) -> Scheduler {
         let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-scheduler");
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -281,6 +282,8 @@ impl Scheduler {
             .arg(config)
             .arg("--data-dir")
             .arg(shared)
+            .arg("--plugin-dir")
+            .arg(kubeconfig.parent().expect("a kubeconfig's directory"))
             .arg("--metrics")
             .arg(&metrics)
             .stdout(Stdio::null())

@@ -319,7 +319,7 @@ fn plugins_in_python_and_javascript_steer_pods_while_declared() {
     pod(d, "plain", "", prefers_core);
     assert_eq!(placed(d, "plain"), "core-1");
 
-    let python = guests.join("prefer_edge_python.wasm");
+    let python = in_dir(d, &guests.join("prefer_edge_python.wasm"));
     let sources = [
         (
             "prefer-edge-python",
@@ -364,8 +364,8 @@ fn plugins_in_python_and_javascript_steer_pods_while_declared() {
 fn bad_plugins_fail_their_own_pods_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let misbehaving = built_plugin("misbehaving.wasm");
-    let other_wit = built_plugin("other_wit.wasm");
+    let misbehaving = in_dir(d, &built_plugin("misbehaving.wasm"));
+    let other_wit = in_dir(d, &built_plugin("other_wit.wasm"));
     // One profile per bad plugin, beside the default one.
     let (_server, scheduler) = cluster(
         d,
@@ -458,6 +458,35 @@ fn bad_plugins_fail_their_own_pods_and_say_so() {
     // The scheduler goes on: the default profile places its pods.
     pod(d, "bystander", "", "");
     assert_eq!(placed(d, "bystander"), "n1");
+    // A Plugin object names only files in the plugin directory: not a device,
+    // not a host file, not one reached through a link out of it.
+    std::os::unix::fs::symlink("/etc/passwd", d.join("link.wasm")).unwrap();
+    let escapes = [
+        ("dev-zero", "/dev/zero".to_owned()),
+        ("passwd", "/etc/passwd".to_owned()),
+        ("link", d.join("link.wasm").display().to_string()),
+    ];
+    for (plugin, path) in &escapes {
+        let placement = "{profiles: [trap], extensionPoints: [Filter]}";
+        declare(d, plugin, &format!("{{path: {path}}}"), "{}", placement);
+    }
+    for (plugin, path) in &escapes {
+        eventually(Duration::from_secs(60), "False", || {
+            loaded(d, plugin, "status")
+        });
+        let message = loaded(d, plugin, "message");
+        assert!(
+            message.contains(&format!("{path} is outside the plugin directory")),
+            "{message}"
+        );
+    }
+}
+
+/// A copy of `file` in the test's directory, where its Plugin objects may name it.
+fn in_dir(dir: &Path, file: &Path) -> PathBuf {
+    let copy = dir.join(file.file_name().expect("a file"));
+    std::fs::copy(file, &copy).unwrap();
+    copy
 }
 
 #[test]

@@ -15,7 +15,7 @@ use wasmkube_plugin_host::{Component, PluginHost};
 use wasmkube_types::plugin::{Extension, Plugin, PluginSpec};
 
 use crate::run::Input;
-use crate::{Images, fetch};
+use crate::{Images, fetch, read_declared};
 
 /// How often the files of plugins declared by path are looked at.
 const FILE_CHECK: Duration = Duration::from_secs(2);
@@ -61,11 +61,11 @@ async fn load(
     host: &PluginHost,
     images: &Images,
 ) -> Result<(Component, String), String> {
-    let path = spec.source.path.as_deref().map(Path::new);
-    let image = spec.source.image.as_deref();
-    let bytes = fetch(name, path, image, images)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let bytes = match (spec.source.path.as_deref(), spec.source.image.as_deref()) {
+        (Some(path), None) => read_declared(Path::new(path), &images.plugin_dir),
+        (path, image) => fetch(name, path.map(Path::new), image, images).await,
+    }
+    .map_err(|e| format!("{e:#}"))?;
     let (host, name) = (host.clone(), name.to_owned());
     tokio::task::spawn_blocking(move || {
         let component = host.compile(&name, &bytes).map_err(|e| e.to_string())?;

@@ -25,6 +25,8 @@ pub struct Serving {
     pub host: PluginHost,
     /// Where images of plugins are pulled to.
     pub data_dir: PathBuf,
+    /// The directory Plugin objects' file sources must be under.
+    pub plugin_dir: PathBuf,
     /// `host:port` of the API server, as the clients' URL has it: plugin
     /// images naming it are pulled from its built-in registry through the
     /// scheduler's client.
@@ -47,6 +49,7 @@ pub async fn serve(
         metrics: address,
         host,
         data_dir,
+        plugin_dir,
         registry,
         elect,
     } = serving;
@@ -54,6 +57,7 @@ pub async fn serve(
         store: ImageStore::open(&data_dir.join("scheduler").join("plugins"))?,
         client: client.clone(),
         registry,
+        plugin_dir,
     };
     // Compiling the plugins the first time takes seconds: a stop asked
     // meanwhile is not kept waiting.

@@ -110,6 +110,15 @@ const DICTIONARY_WORDS: &[&str] = &[
 ];
 const DICTIONARY_TAIL: &str = "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
 
+/// The most a header block may inflate to: port-forward's headers are a few
+/// short pairs.
+const MAX_HEADER_BLOCK: usize = 256 << 10;
+/// Frames queued towards a pod connection, or towards the client, before the
+/// sender waits: backpressure from the slower side.
+const QUEUED_FRAMES: usize = 64;
+/// The most data streams (forwarded connections) one session opens.
+const MAX_STREAMS: usize = 256;
+
 fn dictionary() -> Vec<u8> {
     let mut all = Vec::new();
     for word in DICTIONARY_WORDS {
@@ -218,21 +227,33 @@ impl Headers {
         }
     }
 
-    /// The name-value pairs of a compressed header block.
+    /// The name-value pairs of a compressed header block. A block that inflates
+    /// past [`MAX_HEADER_BLOCK`], or goes on after its stream ended, is refused.
     fn read(&mut self, block: &[u8]) -> Result<Vec<(String, String)>, String> {
-        let mut plain = Vec::with_capacity(block.len() * 4 + 256);
+        let mut plain = Vec::with_capacity((block.len() * 4 + 256).min(MAX_HEADER_BLOCK));
         let mut at = 0;
         while at < block.len() {
             if plain.capacity() - plain.len() < 256 {
-                plain.reserve(plain.capacity());
+                if plain.len() >= MAX_HEADER_BLOCK {
+                    return Err(format!(
+                        "a header block inflates past {MAX_HEADER_BLOCK} bytes"
+                    ));
+                }
+                plain.reserve(plain.capacity().min(MAX_HEADER_BLOCK));
             }
-            let before = self.inflate.total_in();
+            let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
             let status =
                 self.inflate
                     .decompress_vec(&block[at..], &mut plain, FlushDecompress::Sync);
-            at += (self.inflate.total_in() - before) as usize;
+            at += (self.inflate.total_in() - before_in) as usize;
+            let moved =
+                self.inflate.total_in() != before_in || self.inflate.total_out() != before_out;
             match status {
-                Ok(Status::Ok | Status::BufError | Status::StreamEnd) => {}
+                Ok(Status::StreamEnd) if at < block.len() => {
+                    return Err("bytes after the end of the header stream".into());
+                }
+                Ok(Status::Ok | Status::BufError | Status::StreamEnd) if moved => {}
+                Ok(_) => return Err("a header block that does not inflate".into()),
                 Err(e) if e.needs_dictionary().is_some() => self
                     .inflate
                     .set_dictionary(&self.dictionary)
@@ -275,7 +296,7 @@ impl Headers {
 /// One SPDY session on a client's WebSocket, forwarding to `pod`.
 async fn session(socket: WebSocket, pod: IpAddr) {
     let (mut sink, mut source) = socket.split();
-    let (out, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (out, mut outgoing) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
     let writing = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
             if sink
@@ -290,7 +311,7 @@ async fn session(socket: WebSocket, pod: IpAddr) {
     let mut headers = Headers::new();
     let mut buffer = Vec::new();
     // Where each data stream's bytes go, and each request's error stream.
-    let mut to_pod: HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
+    let mut to_pod: HashMap<u32, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
     let mut error_streams: HashMap<String, u32> = HashMap::new();
     let mut connections = Vec::new();
     'session: while let Some(Ok(message)) = source.next().await {
@@ -323,18 +344,24 @@ async fn session(socket: WebSocket, pod: IpAddr) {
                     };
                     let mut reply = stream.to_be_bytes().to_vec();
                     reply.extend(headers.empty());
-                    let _ = out.send(control(SYN_REPLY, 0, &reply));
+                    let _ = out.send(control(SYN_REPLY, 0, &reply)).await;
                     let request = header("requestid").unwrap_or_default();
                     match header("streamtype").as_deref() {
                         Some("error") => {
                             error_streams.insert(request, stream);
+                        }
+                        Some("data") if to_pod.len() >= MAX_STREAMS => {
+                            tracing::warn!(
+                                "a port-forward session opened more than {MAX_STREAMS} streams"
+                            );
+                            break 'session;
                         }
                         Some("data") => {
                             let port = header("port")
                                 .and_then(|p| p.parse::<u16>().ok())
                                 .unwrap_or(0);
                             let errors = error_streams.get(&request).copied();
-                            let (to, from) = mpsc::unbounded_channel();
+                            let (to, from) = mpsc::channel(QUEUED_FRAMES);
                             to_pod.insert(stream, to);
                             let target = SocketAddr::new(pod, port);
                             connections.push(tokio::spawn(forward(
@@ -361,7 +388,7 @@ async fn session(socket: WebSocket, pod: IpAddr) {
                     payload,
                     ..
                 } => {
-                    let _ = out.send(control(PING, 0, &payload));
+                    let _ = out.send(control(PING, 0, &payload)).await;
                 }
                 Frame::Control {
                     kind: RST_STREAM,
@@ -381,10 +408,10 @@ async fn session(socket: WebSocket, pod: IpAddr) {
                 } => {
                     if let Some(to) = to_pod.get(&stream) {
                         if !payload.is_empty() {
-                            let _ = to.send(Some(payload));
+                            let _ = to.send(Some(payload)).await;
                         }
                         if flags & FLAG_FIN != 0 {
-                            let _ = to.send(None);
+                            let _ = to.send(None).await;
                         }
                     }
                 }
@@ -404,13 +431,13 @@ async fn forward(
     target: SocketAddr,
     stream: u32,
     errors: Option<u32>,
-    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
+    out: mpsc::Sender<Vec<u8>>,
 ) {
-    let finish = |out: &mpsc::UnboundedSender<Vec<u8>>| {
-        let _ = out.send(data(stream, FLAG_FIN, &[]));
+    let finish = async |out: &mpsc::Sender<Vec<u8>>| {
+        let _ = out.send(data(stream, FLAG_FIN, &[])).await;
         if let Some(errors) = errors {
-            let _ = out.send(data(errors, FLAG_FIN, &[]));
+            let _ = out.send(data(errors, FLAG_FIN, &[])).await;
         }
     };
     let connection = match TcpStream::connect(target).await {
@@ -418,9 +445,9 @@ async fn forward(
         Err(e) => {
             if let Some(errors) = errors {
                 let message = format!("error forwarding port {} to pod: {e}", target.port());
-                let _ = out.send(data(errors, 0, message.as_bytes()));
+                let _ = out.send(data(errors, 0, message.as_bytes())).await;
             }
-            finish(&out);
+            finish(&out).await;
             return;
         }
     };
@@ -441,13 +468,13 @@ async fn forward(
             match reading.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out.send(data(stream, 0, &chunk[..n])).is_err() {
+                    if out.send(data(stream, 0, &chunk[..n])).await.is_err() {
                         return;
                     }
                 }
             }
         }
-        finish(&out);
+        finish(&out).await;
     };
     tokio::join!(to_pod, from_pod);
 }
@@ -517,5 +544,31 @@ mod tests {
             .decompress_vec(&headers.empty(), &mut plain, FlushDecompress::Sync)
             .unwrap();
         assert_eq!(plain, [0, 0, 0, 0]);
+    }
+
+    /// `plain` deflated with the SPDY dictionary, flushed with `flush`.
+    fn compressed(plain: &[u8], flush: FlushCompress) -> Vec<u8> {
+        let mut client = Compress::new(Compression::default(), true);
+        client.set_dictionary(&dictionary()).unwrap();
+        let mut out = Vec::with_capacity(plain.len() + 1024);
+        client.compress_vec(plain, &mut out, flush).unwrap();
+        out
+    }
+
+    #[test]
+    fn header_blocks_that_overrun_or_end_early_are_refused_at_once() {
+        // A whole zlib stream followed by more bytes: once looped forever.
+        let mut block = compressed(&[0, 0, 0, 0], FlushCompress::Finish);
+        block.extend_from_slice(b"trailing bytes");
+        let error = Headers::new().read(&block).unwrap_err();
+        assert!(error.contains("after the end"), "{error}");
+        // A small block that inflates to megabytes.
+        let bomb = compressed(&vec![0; 8 << 20], FlushCompress::Sync);
+        assert!(bomb.len() < 64 << 10);
+        let error = Headers::new().read(&bomb).unwrap_err();
+        assert!(error.contains("inflates past"), "{error}");
+        // Just under the limit still reads (a count of zero and padding).
+        let fits = compressed(&vec![0; MAX_HEADER_BLOCK - 1024], FlushCompress::Sync);
+        assert_eq!(Headers::new().read(&fits).unwrap(), []);
     }
 }
