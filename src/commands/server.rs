@@ -67,6 +67,9 @@ pub struct ServerArgs {
     /// Kubernetes API server's flag of the same name) in the store.
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
+    /// The largest blob (image layer) the built-in registry takes.
+    #[arg(long, value_name = "BYTES", default_value_t = wasmkube_registry::DEFAULT_MAX_BLOB)]
+    registry_max_blob_bytes: u64,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -144,8 +147,11 @@ pub async fn serve(
     wasmkube_apiserver::create_cluster_services(&store, local)
         .await
         .context("creating the kubernetes and kube-dns Services")?;
-    let registry = wasmkube_registry::Registry::open(&args.data_dir.join("registry"))
-        .context("opening the built-in registry")?;
+    let registry = wasmkube_registry::Registry::open_with_max_blob(
+        &args.data_dir.join("registry"),
+        args.registry_max_blob_bytes,
+    )
+    .context("opening the built-in registry")?;
     let router = api.router_with(registry.router());
     let engine = match (&control, &node) {
         (None, None) => None,

@@ -258,3 +258,34 @@ async fn bodies_and_objects_over_their_limits_are_refused_with_413() {
     let (status, _, body) = server.call("POST", path, config_map("fits", 1 << 20)).await;
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test]
+async fn a_watch_timeout_near_the_largest_integer_is_clamped_not_a_panic() {
+    use tower::ServiceExt as _;
+    let server = crate::testing::TestServer::start().await;
+    let watch = |timeout: &str| {
+        axum::http::Request::get(format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={timeout}"
+        ))
+        .body(axum::body::Body::empty())
+        .unwrap()
+    };
+    let response = server
+        .server
+        .router()
+        .oneshot(watch(&i64::MAX.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _, body) = server
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={}",
+                u64::MAX
+            ),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -58,7 +58,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
         .storage_collection(request.target.namespace.as_deref())
         .ok_or_else(|| ApiError::method_not_allowed("this resource cannot be watched"))?;
     let timeout = match params.get("timeoutSeconds").filter(|t| !t.is_empty()) {
-        Some(t) => Duration::from_secs(
+        Some(t) => wasmkube_types::seconds(
             t.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
         ),

@@ -320,7 +320,7 @@ fn expiry(job: &Job, done: &JobCondition, now: Timestamp) -> Plan {
     let left = since.0.as_second() + i64::from(ttl) - now.as_second();
     Plan {
         expired: left <= 0,
-        requeue: (left > 0).then(|| Duration::from_secs(left as u64)),
+        requeue: (left > 0).then(|| wasmkube_types::seconds(left)),
         ..Plan::default()
     }
 }
@@ -495,7 +495,7 @@ fn plan(job: &Job, pods: &[&Pod], now: Timestamp, settled: bool) -> Plan {
         let until_deadline = spec
             .active_deadline_seconds
             .filter(|d| !suspended && *d > ran_for)
-            .map(|d| Duration::from_secs((d - ran_for) as u64));
+            .map(|d| wasmkube_types::seconds(d.saturating_sub(ran_for)));
         let soonest = until_deadline.into_iter().chain(wait).min();
         soonest.map(|after| after + Duration::from_millis(100))
     };

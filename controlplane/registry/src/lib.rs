@@ -40,6 +40,9 @@ use uuid::Uuid;
 
 use storage::{Digest, Name, Reference, Storage};
 
+/// The largest blob taken by default: a Wasm component is rarely a tenth of it.
+pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
+
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 
@@ -62,10 +65,16 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The registry kept under `dir` (made if missing), e.g. `<data dir>/registry`.
+    /// The registry kept under `dir` (made if missing), e.g. `<data dir>/registry`,
+    /// taking blobs of up to [`DEFAULT_MAX_BLOB`] bytes.
     pub fn open(dir: &Path) -> io::Result<Registry> {
+        Registry::open_with_max_blob(dir, DEFAULT_MAX_BLOB)
+    }
+
+    /// [`Registry::open`], taking blobs of up to `max_blob` bytes.
+    pub fn open_with_max_blob(dir: &Path, max_blob: u64) -> io::Result<Registry> {
         Ok(Registry {
-            storage: Arc::new(Storage::open(dir)?),
+            storage: Arc::new(Storage::open(dir, max_blob)?),
         })
     }
 
@@ -117,6 +126,9 @@ enum Error {
     /// `MANIFEST_INVALID`: the manifest cannot be read.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    /// `SIZE_INVALID` with 413: a blob over the registry's limit.
+    #[error("blob too large: the registry takes blobs of up to {0} bytes")]
+    BlobTooLarge(u64),
     /// `MANIFEST_INVALID` with 413: the manifest is too large.
     #[error("manifest invalid: larger than {MAX_MANIFEST} bytes")]
     ManifestTooLarge,
@@ -161,6 +173,7 @@ impl Error {
             Error::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             Error::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Error::ManifestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+            Error::BlobTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             Error::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             Error::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             Error::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),

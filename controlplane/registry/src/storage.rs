@@ -237,6 +237,8 @@ pub(crate) struct Storage {
     /// two requests never append to one upload at once. The file under
     /// `uploads/` is the truth; an entry is only a cache of its state.
     uploads: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Upload>>>>,
+    /// The most bytes an upload may hold.
+    max_blob: u64,
 }
 
 impl Upload {
@@ -255,11 +257,12 @@ impl fmt::Debug for Upload {
 
 impl Storage {
     /// The storage under `dir`, made if missing.
-    pub(crate) fn open(dir: &Path) -> io::Result<Storage> {
+    pub(crate) fn open(dir: &Path, max_blob: u64) -> io::Result<Storage> {
         let dir = std::path::absolute(dir)?;
         let storage = Storage {
             dir,
             uploads: Mutex::default(),
+            max_blob,
         };
         make_dir(&storage.blobs_dir())?;
         make_dir(&storage.uploads_dir())?;
@@ -419,6 +422,7 @@ impl Storage {
             Err(e) => return Err(e.into()),
         };
         let mut broken = None;
+        let mut too_large = false;
         let mut written = Ok(());
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
@@ -428,6 +432,10 @@ impl Storage {
                     break;
                 }
             };
+            if upload.size + chunk.len() as u64 > self.max_blob {
+                too_large = true;
+                break;
+            }
             written = file.write_all(&chunk).await;
             if written.is_err() {
                 break;
@@ -447,6 +455,7 @@ impl Storage {
             Some(e) => Err(Error::BlobUploadInvalid(format!(
                 "reading the request body: {e}"
             ))),
+            None if too_large => Err(Error::BlobTooLarge(self.max_blob)),
             None => Ok(()),
         }
     }

@@ -270,6 +270,29 @@ async fn version_check() {
 }
 
 #[tokio::test]
+async fn blobs_over_the_limit_are_refused_in_one_request_or_in_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Fixture {
+        router: Registry::open_with_max_blob(&tmp.path().join("registry"), 10)
+            .unwrap()
+            .router(),
+        tmp,
+    };
+    let big = b"0123456789A";
+    let reply = registry.post_blob("wasm/big", &digest(big), big).await;
+    reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID");
+    // Chunks that each fit, but not together.
+    let location = registry.start_upload("wasm/big").await;
+    let first = registry.call("PATCH", &location, &[], &big[..6]).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let location = first.header("location").to_owned();
+    let second = registry.call("PATCH", &location, &[], &big[6..]).await;
+    second.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID");
+    // At the limit is taken.
+    registry.push_blob("wasm/big", &big[..10]).await;
+}
+
+#[tokio::test]
 async fn chunked_upload() {
     let registry = Fixture::new();
     let started = registry.send("POST", "/v2/wasm/hello/blobs/uploads/").await;

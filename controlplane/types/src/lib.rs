@@ -35,3 +35,26 @@ pub const KUBERNETES_VERSION: (u32, u32) = (1, 33);
 pub const TUNNEL_PATH: &str = "/wasmkube/v1/connect";
 /// The protocol a connection home is upgraded to.
 pub const TUNNEL_PROTOCOL: &str = "wasmkube-tunnel";
+
+/// The longest wait any field or parameter in seconds turns into: ten years.
+/// Larger values (up to `i64::MAX` seconds is valid API input) would overflow
+/// the clock arithmetic they meet.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `seconds` (a field such as `activeDeadlineSeconds`) as a wait: negative is
+/// none, and no wait is longer than [`MAX_WAIT`].
+pub fn seconds(seconds: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(MAX_WAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seconds_are_clamped() {
+        assert_eq!(super::seconds(-5).as_secs(), 0);
+        assert_eq!(super::seconds(30).as_secs(), 30);
+        assert_eq!(super::seconds(i64::MAX), super::MAX_WAIT);
+        // The clamped wait still adds to the clock.
+        let _ = std::time::Instant::now() + super::seconds(i64::MAX);
+    }
+}

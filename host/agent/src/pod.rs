@@ -602,11 +602,10 @@ impl Worker {
             reuse_instances: pod.annotations().get(FRESH_INSTANCES).map(String::as_str)
                 != Some("true"),
             names: Some(self.names(pod)),
-            grace: Duration::from_secs(
+            grace: wasmkube_types::seconds(
                 pod.spec
                     .as_ref()
                     .and_then(|s| s.termination_grace_period_seconds)
-                    .and_then(|s| u64::try_from(s).ok())
                     .unwrap_or(30),
             ),
         })

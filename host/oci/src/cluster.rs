@@ -19,7 +19,7 @@ use oci_client::manifest::{
 };
 use serde_json::Value;
 
-use crate::registry::{artifact, chain, container, wasm_layer};
+use crate::registry::{artifact, chain, container, declared_size, wasm_layer};
 use crate::{ImageStore, PullError, Pulled};
 
 /// The manifests a pull accepts: images and indexes, OCI's and Docker's.
@@ -140,8 +140,9 @@ impl ImageStore {
         let Some(layer) = wasm_layer(&manifest) else {
             return Ok(container(&manifest));
         };
+        let size = declared_size(reference, layer)?;
         let get = Request::get(format!("/v2/{repository}/blobs/{}", layer.digest));
-        let bytes = send(client, get, Bytes::new())
+        let bytes = send_limited(client, get, Bytes::new(), size)
             .await
             .and_then(succeeded)
             .map_err(|e| PullError(format!("pulling {}: {e}", layer.digest)))?
@@ -188,18 +189,37 @@ async fn manifest(client: &Client, repository: &str, object: &str) -> Result<Oci
 }
 
 /// Sends `request` with `body` through `client` (to its API server, whose
-/// URL prefixes the path): the response, its body read whole.
+/// URL prefixes the path): the response, its body read whole (up to the
+/// largest manifest).
 async fn send(
     client: &Client,
     request: http::request::Builder,
     body: Bytes,
 ) -> Result<Response<Bytes>, String> {
+    send_limited(client, request, body, MAX_MANIFEST).await
+}
+
+/// [`send`], reading at most `limit` bytes of the response.
+async fn send_limited(
+    client: &Client,
+    request: http::request::Builder,
+    body: Bytes,
+    limit: usize,
+) -> Result<Response<Bytes>, String> {
+    use http_body_util::BodyExt as _;
     let request = request.body(Body::from(body)).map_err(|e| e.to_string())?;
     let response = client.send(request).await.map_err(|e| chain(&e))?;
     let (parts, body) = response.into_parts();
-    let body = body.collect_bytes().await.map_err(|e| chain(&e))?;
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the response: {e}"))?
+        .to_bytes();
     Ok(Response::from_parts(parts, body))
 }
+
+/// The largest manifest or index read (as the registry takes).
+const MAX_MANIFEST: usize = 4 << 20;
 
 /// `response` if it succeeded, else what the server said.
 fn succeeded(response: Response<Bytes>) -> Result<Response<Bytes>, String> {
@@ -359,6 +379,67 @@ mod tests {
             format!("pulling the manifest of {reference}: 404 Not Found: manifest unknown: nope"),
         );
         assert_eq!(store.resolve(&reference).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_layer_larger_than_declared_or_than_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = component(b"hello");
+        let digest = crate::digest(&body);
+        // Manifests whose one Wasm layer declares a size: a terabyte, or fewer
+        // bytes than the blob has.
+        let manifest = move |size: u64| {
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+                           "digest": crate::digest(b"{}"), "size": 2},
+                "layers": [{"mediaType": "application/wasm", "digest": digest, "size": size}],
+            })
+            .to_string()
+        };
+        let served = Router::new()
+            .route(
+                "/v2/apps/{name}/manifests/{tag}",
+                axum::routing::get(
+                    move |axum::extract::Path((name, _)): axum::extract::Path<(String, String)>| {
+                        let size = if name == "huge" { 1 << 40 } else { 4 };
+                        let body = manifest(size);
+                        async move {
+                            (
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "application/vnd.oci.image.manifest.v1+json",
+                                )],
+                                body,
+                            )
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v2/apps/{name}/blobs/{digest}",
+                axum::routing::get(move || async move { component(b"hello") }),
+            );
+        let (client, authority) = registry(dir.path(), served).await;
+        let store = ImageStore::open(&dir.path().join("node")).unwrap();
+        for (name, expected) in [
+            ("huge", "declares 1099511627776 bytes"),
+            ("short", "length limit exceeded"),
+        ] {
+            let reference = format!("{authority}/apps/{name}:1");
+            let error = store.pull_via(&client, &reference).await.unwrap_err();
+            assert!(error.to_string().contains(expected), "{name}: {error}");
+            // Pulled directly (not through the API server's client) alike.
+            let error = store.pull(&reference, None).await.unwrap_err();
+            let expected = if name == "huge" {
+                expected
+            } else {
+                "more than the 4 bytes declared"
+            };
+            assert!(error.to_string().contains(expected), "{name}: {error}");
+            assert_eq!(store.resolve(&reference).unwrap(), None);
+        }
     }
 
     #[tokio::test]

@@ -24,6 +24,11 @@ pub use cluster::{push_via, same_registry};
 pub use images::{Image, ImageError, ImageStore, normalize};
 pub use registry::{Credentials, PullError, Pulled, names_a_registry, push, registry_of};
 
+/// The largest Wasm layer pulled: a manifest declaring more is refused before
+/// any byte is fetched, and no registry is read past what its manifest
+/// declared.
+pub const MAX_LAYER: u64 = 256 << 20;
+
 /// The digest of `bytes`, as OCI spells it: `sha256:<hex>`.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))

@@ -180,12 +180,12 @@ impl ImageStore {
         let Some(layer) = wasm_layer(&manifest) else {
             return Ok(container(&manifest));
         };
-        let mut bytes = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+        let mut bytes = Capped::new(declared_size(reference, layer)?);
         client
             .pull_blob(&parsed, layer, &mut bytes)
             .await
             .map_err(|e| PullError(format!("pulling {}: {}", layer.digest, chain(&e))))?;
-        self.keep(reference, layer, &bytes)
+        self.keep(reference, layer, &bytes.bytes)
     }
 
     /// Stores the `bytes` pulled for `layer` of `reference` and tags them
@@ -196,6 +196,13 @@ impl ImageStore {
         layer: &OciDescriptor,
         bytes: &[u8],
     ) -> Result<Pulled, PullError> {
+        if bytes.len() as u64 != declared_size(reference, layer)? as u64 {
+            return Err(PullError(format!(
+                "{reference}: the layer declares {} bytes but {} came",
+                layer.size,
+                bytes.len()
+            )));
+        }
         let hashed = crate::digest(bytes);
         if hashed != layer.digest {
             return Err(PullError(format!(
@@ -207,6 +214,68 @@ impl ImageStore {
             .add(bytes, reference, reference)
             .map_err(|e| PullError(e.to_string()))?;
         Ok(Pulled::Wasm(image))
+    }
+}
+
+/// The size `layer` declares, if it is one this node pulls.
+pub(crate) fn declared_size(reference: &str, layer: &OciDescriptor) -> Result<usize, PullError> {
+    u64::try_from(layer.size)
+        .ok()
+        .filter(|size| *size <= crate::MAX_LAYER)
+        .map(|size| size as usize)
+        .ok_or_else(|| {
+            PullError(format!(
+                "{reference}: the layer declares {} bytes; layers of up to {} are pulled",
+                layer.size,
+                crate::MAX_LAYER
+            ))
+        })
+}
+
+/// A buffer that takes at most the bytes it was made for: a registry sending
+/// more than its manifest declared fails the pull.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Capped {
+    fn new(limit: usize) -> Capped {
+        Capped {
+            bytes: Vec::with_capacity(limit),
+            limit,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.limit {
+            let limit = self.limit;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {limit} bytes declared"
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
