@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmkube_agent::{Endpoint, EndpointCertificate, serving_profile};
-use wasmkube_apiserver::{ApiServer, Config as ApiConfig, kubeconfig};
+use wasmkube_apiserver::{ApiServer, Config as ApiConfig, Limits, kubeconfig};
 use wasmkube_engine::Engine;
 use wasmkube_pki::Ca;
 use wasmkube_plugin_host::PluginHost;
@@ -67,6 +67,16 @@ pub struct ServerArgs {
     /// Kubernetes API server's flag of the same name) in the store.
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
+    /// Reads the API serves at once; more are answered 429 (watches and other
+    /// long-running requests, and system:masters, are not counted).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_requests_inflight)]
+    max_requests_inflight: usize,
+    /// Writes the API serves at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_mutating_requests_inflight)]
+    max_mutating_requests_inflight: usize,
+    /// Watches one user may hold open at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_watches_per_user)]
+    max_watches_per_user: usize,
     /// The largest blob (image layer) the built-in registry takes.
     #[arg(long, value_name = "BYTES", default_value_t = wasmkube_registry::DEFAULT_MAX_BLOB)]
     registry_max_blob_bytes: u64,
@@ -140,6 +150,11 @@ pub async fn serve(
         ApiConfig {
             access: security.access.clone(),
             kubelet_client: Some(security.kubelet_client.clone()),
+            limits: Limits {
+                max_requests_inflight: args.max_requests_inflight,
+                max_mutating_requests_inflight: args.max_mutating_requests_inflight,
+                max_watches_per_user: args.max_watches_per_user,
+            },
             ..ApiConfig::default()
         },
     )

@@ -29,6 +29,7 @@ pub mod error;
 mod fuzz;
 mod health;
 pub mod kubeconfig;
+mod limits;
 mod logs;
 mod negotiate;
 mod objects;
@@ -65,6 +66,7 @@ use crate::cache::WatchCache;
 pub use crate::cluster_services::{create_cluster_services, dns_service_ip, kubernetes_service_ip};
 use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails};
+pub use crate::limits::Limits;
 pub use crate::pipeline::Access;
 pub use crate::tunnels::{CONNECT_PATH, PROTOCOL};
 
@@ -89,6 +91,8 @@ pub struct ApiServer {
     kubelet_client: Option<Arc<rustls::ClientConfig>>,
     /// The connections agents that dial home keep open to it.
     tunnels: tunnels::Tunnels,
+    /// The budgets of requests in flight and of watches.
+    gates: Arc<limits::Gates>,
 }
 
 /// What a server serves and who may reach it, beyond its store.
@@ -103,15 +107,18 @@ pub struct Config {
     /// client, which trusts the CA of the agents' serving certificates and
     /// presents the server's own; in the clear without one.
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// How much the server takes at once.
+    pub limits: Limits,
 }
 
 impl Default for Config {
-    /// The registry's kinds, open to everyone.
+    /// The registry's kinds, open to everyone, with Kubernetes' budgets.
     fn default() -> Config {
         Config {
             kinds: BUILTIN,
             access: Access::default(),
             kubelet_client: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -253,6 +260,7 @@ impl ApiServer {
             access: Arc::new(config.access),
             kubelet_client: config.kubelet_client,
             tunnels: tunnels::Tunnels::default(),
+            gates: limits::Gates::new(config.limits),
         };
         let services = by_kind("", "v1", "Service").expect("services are served");
         allocate::reclaim(

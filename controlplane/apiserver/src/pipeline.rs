@@ -113,6 +113,10 @@ pub(crate) async fn authenticate(
     {
         return e.into_response();
     }
+    let _in_flight = match server.gates.admit(&user, &parts) {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
     parts.extensions.insert(user);
     next.run(HttpRequest::from_parts(parts, body)).await
 }

@@ -54,6 +54,11 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let resource = request.target.resource;
     let params = request.params;
     let filters = Filters::parse(resource, params)?;
+    // Held by the stream: the user's place is given back when the watch ends.
+    let slot = match request.server.gates.watch(request.user) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     let prefix = resource
         .storage_collection(request.target.namespace.as_deref())
         .ok_or_else(|| ApiError::method_not_allowed("this resource cannot be watched"))?;
@@ -108,6 +113,7 @@ pub(crate) async fn serve(request: Request<'_>) -> ApiResult<Response> {
     let mut closed = Box::pin(closing.cancelled_owned());
     let deadline = Instant::now() + timeout;
     let body = async_stream::stream! {
+        let _slot = slot;
         for object in &initial {
             yield render("ADDED", object);
         }

@@ -28,6 +28,10 @@ use tower::ServiceExt as _;
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once: past it, new ones wait in the listen queue
+/// until one closes (file descriptors stay for the rest of the process).
+pub const MAX_CONNECTIONS: usize = 8192;
+
 /// How long a connection may wait for the next request's headers: idle
 /// keep-alive connections close after it (hyper's default when it has a
 /// timer). A burst of requests leaves a client's pool with a connection for
@@ -60,7 +64,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerCertificates {
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes.
 ///
-/// Every connection is handled in its own task: its handshake (given
+/// Every connection (at most [`MAX_CONNECTIONS`] at once) is handled in its
+/// own task: its handshake (given
 /// [`HANDSHAKE_TIMEOUT`]), then HTTP/1.1 with upgrades (exec, attach and
 /// port-forward switch protocols). Every request carries the client's
 /// [`PeerCertificates`] and its address as axum's
@@ -87,7 +92,12 @@ where
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut shutdown = pin!(shutdown);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let place = tokio::select! {
+            () = &mut shutdown => break,
+            place = open.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+        };
         let (stream, remote) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -98,13 +108,17 @@ where
                 }
             },
         };
-        connections.spawn(connection(
+        let serving = connection(
             acceptor.clone(),
             stream,
             remote,
             app.clone(),
             stopping.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            serving.await;
+            drop(place);
+        });
     }
     drop(listener);
     stopping.cancel();
