@@ -220,7 +220,7 @@ fn set_version(object: &mut Value, revision: Revision) {
 
 /// The object as the store keeps it: without a resourceVersion, which is the
 /// store's revision.
-fn encode(object: &mut Value) -> Bytes {
+pub(crate) fn encode(object: &mut Value) -> Bytes {
     metadata_mut(object).remove("resourceVersion");
     Bytes::from(serde_json::to_vec(object).expect("JSON values serialize"))
 }

@@ -5,10 +5,12 @@
 //! many may be disrupted now: the status the eviction API reads before it
 //! lets `kubectl drain` take a pod.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,6 +23,11 @@ use wasmkube_types::selector::labels::Selector;
 use crate::deployments::scaled;
 use crate::replicas::{labels, ready_since};
 use crate::runtime::{Context, Error, Pods, of_pods, selecting};
+
+/// How long a pod an eviction took counts as gone without its deletion seen
+/// (Kubernetes' `DeletionTimeout`).
+const DISRUPTED_FOR: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(120);
 
 fn selector(budget: &PodDisruptionBudget) -> Option<Selector> {
     let selector = budget.spec.as_ref()?.selector.as_ref()?;
@@ -57,32 +64,63 @@ async fn reconcile(budget: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Resul
             !matches!(phase, Some("Succeeded" | "Failed"))
         })
         .collect();
+    // Pods an eviction took from the budget count as gone until their deletion
+    // is seen, or for two minutes if it never is.
+    let now_at = k8s_openapi::jiff::Timestamp::now();
+    let old = budget.status.clone().unwrap_or_default();
+    let disrupted: BTreeMap<String, Time> = old
+        .disrupted_pods
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, at)| {
+            now_at.duration_since(at.0) < DISRUPTED_FOR
+                && selected
+                    .iter()
+                    .any(|p| p.name_any() == *name && p.metadata.deletion_timestamp.is_none())
+        })
+        .collect();
     let healthy = selected
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !disrupted.contains_key(&p.name_any()))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter(|p| ready_since(p).is_some())
         .count() as i32;
     let expected = selected.len() as i32;
     let desired = desired_healthy(&budget, expected);
     let allowed = (healthy - desired).max(0);
-    let old = budget.status.clone().unwrap_or_default();
+    let old_disrupted = old.disrupted_pods.clone().unwrap_or_default();
     let same = old.current_healthy == healthy
         && old.desired_healthy == desired
         && old.expected_pods == expected
         && old.disruptions_allowed == allowed
-        && old.observed_generation == budget.metadata.generation;
+        && old.observed_generation == budget.metadata.generation
+        && old_disrupted == disrupted;
     if !same {
         let (status, reason) = if allowed > 0 {
             ("True", "SufficientPods")
         } else {
             ("False", "InsufficientPods")
         };
-        let patch = json!({"status": {
+        // A merge patch removes a key by naming it null.
+        let mut disrupted_patch = serde_json::Map::new();
+        for name in old_disrupted.keys().filter(|n| !disrupted.contains_key(*n)) {
+            disrupted_patch.insert(name.clone(), serde_json::Value::Null);
+        }
+        for (name, at) in &disrupted {
+            disrupted_patch.insert(name.clone(), json!(at));
+        }
+        // Only over the status this was computed from: an eviction that took a
+        // disruption since makes this a conflict, and it is computed again.
+        let patch = json!({
+            "metadata": {"resourceVersion": budget.resource_version()},
+            "status": {
             "currentHealthy": healthy,
             "desiredHealthy": desired,
             "expectedPods": expected,
             "disruptionsAllowed": allowed,
+            "disruptedPods": disrupted_patch,
             "observedGeneration": budget.metadata.generation,
             "conditions": [{"type": "DisruptionAllowed", "status": status, "reason": reason,
                 "message": "", "lastTransitionTime": now(false),
@@ -95,6 +133,12 @@ async fn reconcile(budget: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Resul
             &Patch::Merge(&patch),
         )
         .await?;
+    }
+    if let Some(first) = disrupted.values().map(|at| at.0).min() {
+        let left = DISRUPTED_FOR - now_at.duration_since(first);
+        return Ok(Action::requeue(
+            left.unsigned_abs().max(std::time::Duration::from_secs(1)),
+        ));
     }
     Ok(Action::await_change())
 }

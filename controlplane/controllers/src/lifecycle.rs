@@ -211,12 +211,12 @@ impl Lifecycle {
                 "reason": "NodeStatusNeverUpdated", "message": "Kubelet never posted node status.",
                 "lastHeartbeatTime": time, "lastTransitionTime": time}));
         }
+        // Only over the status this was judged on: a Ready the agent posted since
+        // is a conflict, not overwritten.
+        let patch = json!({"metadata": {"resourceVersion": node.resource_version()},
+            "status": {"conditions": conditions}});
         nodes
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"conditions": conditions}})),
-            )
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         let reporter = Reporter {
             component: COMPONENT,
@@ -250,7 +250,8 @@ impl Lifecycle {
                     c
                 })
                 .collect();
-            let patch = json!({"status": {"conditions": conditions}});
+            let patch = json!({"metadata": {"resourceVersion": pod.resource_version()},
+                "status": {"conditions": conditions}});
             if let Err(e) = api
                 .patch_status(
                     &pod.name_any(),
