@@ -161,9 +161,30 @@ fn up_runs_wasm_pods_to_their_end() {
             "    volumeMounts: [{name: info, mountPath: /data}]\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: name, fieldRef: {fieldPath: metadata.name}}\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n",
         ),
         pod(&node, "crash", "examples/fail:1", "").replace("restartPolicy: Never", "restartPolicy: Always"),
+        pod(
+            &node,
+            "host",
+            "examples/hello:1",
+            "    volumeMounts: [{name: root, mountPath: /data}]\n  volumes: [{name: root, hostPath: {path: /}}]\n",
+        ),
     ]
     .join("---\n");
     apply(dir.path(), &manifest);
+    // Host directories are off unless the agent was started to allow them.
+    let waiting = "{.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}";
+    let refused = "CreateContainerConfigError: volume \"root\": hostPath volumes are off on this node (the agent's --allow-host-path turns them on)";
+    eventually(Duration::from_secs(30), refused, || {
+        k(&["get", "pod", "host", "-o", &format!("jsonpath={waiting}")])
+    });
+    let said = k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=host,reason=Failed",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(said.contains("hostPath volumes are off"), "{said}");
 
     let state = |pod: &str| {
         k(&[

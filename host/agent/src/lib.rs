@@ -114,6 +114,8 @@ pub struct Agent {
     names: Arc<std::sync::OnceLock<dns::Names>>,
     /// Where it dials home, if it does.
     home: Option<Arc<Home>>,
+    /// Whether pods may mount host directories (hostPath volumes).
+    host_paths: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -168,7 +170,16 @@ impl Agent {
             ingress: None,
             names: Arc::default(),
             home: None,
+            host_paths: false,
         })
+    }
+
+    /// The agent, letting pods mount directories of the host (hostPath
+    /// volumes), which are refused by default: a pod with one could read or
+    /// change anything the agent can.
+    pub fn allow_host_paths(mut self) -> Agent {
+        self.host_paths = true;
+        self
     }
 
     /// The agent, answering cluster DNS (UDP) at `address` too.

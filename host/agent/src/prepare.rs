@@ -6,6 +6,7 @@
 //! `CreateContainerConfigError`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
@@ -326,12 +327,14 @@ fn downward_files(
         .collect()
 }
 
-/// The pod's volumes, made ready under `pod_dir/volumes`.
+/// The pod's volumes, made ready under `pod_dir/volumes`; hostPath volumes
+/// only where `host_paths` allows them.
 pub(crate) async fn volumes(
     client: &Client,
     pod: &Pod,
     pod_dir: &Path,
     ips: &Ips,
+    host_paths: bool,
 ) -> Result<HashMap<String, Volume>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut ready = HashMap::new();
@@ -341,6 +344,12 @@ pub(crate) async fn volumes(
             std::fs::create_dir_all(&own).map_err(|e| e.to_string())?;
             (own, false)
         } else if let Some(host) = &volume.host_path {
+            if !host_paths {
+                return Err(format!(
+                    "volume {:?}: hostPath volumes are off on this node (the agent's --allow-host-path turns them on)",
+                    volume.name
+                ));
+            }
             let path = PathBuf::from(&host.path);
             if host.type_.as_deref() == Some("DirectoryOrCreate") {
                 std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
@@ -393,15 +402,17 @@ pub(crate) fn mounts(spec: &Spec, volumes: &HashMap<String, Volume>) -> Result<V
             let volume = volumes
                 .get(&m.name)
                 .ok_or_else(|| format!("volumeMount {:?} names no volume", m.name))?;
-            let host = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
-                Some(sub) if sub.split('/').any(|part| part == "..") => {
-                    return Err(format!("subPath {sub:?} may not leave its volume"));
+            let (host, handle) = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                Some(sub) => {
+                    let handle = beneath(&volume.path, sub)?;
+                    let path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+                    (path, Some(std::sync::Arc::new(handle)))
                 }
-                Some(sub) => volume.path.join(sub),
-                None => volume.path.clone(),
+                None => (volume.path.clone(), None),
             };
             Ok(Mount {
                 host,
+                handle,
                 guest: m.mount_path.clone(),
                 read_only: volume.read_only || m.read_only == Some(true),
             })
@@ -409,9 +420,103 @@ pub(crate) fn mounts(spec: &Spec, volumes: &HashMap<String, Volume>) -> Result<V
         .collect()
 }
 
+/// The directory `sub` of the volume at `volume`, opened without leaving the
+/// volume: absolute paths, `..` and symbolic links that point out of it (a
+/// container may have made one) are refused by the kernel (`openat2` with
+/// `RESOLVE_BENEATH`), and missing directories are made, each beneath too.
+fn beneath(volume: &Path, sub: &str) -> Result<OwnedFd, String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let refused = |e: rustix::io::Errno| format!("subPath {sub:?} may not leave its volume: {e}");
+    if sub.starts_with('/') {
+        return Err(refused(rustix::io::Errno::XDEV));
+    }
+    let root = rustix::fs::open(
+        volume,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("volume {}: {e}", volume.display()))?;
+    let open = |path: &str| {
+        rustix::fs::openat2(
+            &root,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let mut made = String::new();
+    for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let parent = if made.is_empty() {
+            ".".to_owned()
+        } else {
+            made.clone()
+        };
+        made = if made.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{made}/{part}")
+        };
+        match open(&made) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                let parent = open(&parent).map_err(refused)?;
+                match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(format!("subPath {sub:?}: {e}")),
+                }
+            }
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    open(if made.is_empty() { "." } else { &made }).map_err(refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sub_path_cannot_leave_its_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(volume.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(volume.join("a/kept"), "").unwrap();
+        std::fs::write(outside.join("secret"), "").unwrap();
+        // Links a container could have made in the volume.
+        std::os::unix::fs::symlink("/", volume.join("root")).unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join("out")).unwrap();
+        std::os::unix::fs::symlink("../outside", volume.join("up")).unwrap();
+        std::os::unix::fs::symlink("a", volume.join("inner")).unwrap();
+        for sub in [
+            "/", "/etc", "..", "a/../..", "root", "root/etc", "out", "up", "a/../out",
+        ] {
+            let error = beneath(&volume, sub).unwrap_err();
+            assert!(error.contains("may not leave its volume"), "{sub}: {error}");
+        }
+        let listed = |fd: &OwnedFd| -> Vec<String> {
+            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            let mut names: Vec<String> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        // Inside is fine, links that stay inside too; missing directories are made.
+        assert_eq!(listed(&beneath(&volume, "a").unwrap()), ["kept"]);
+        assert_eq!(listed(&beneath(&volume, "./inner/").unwrap()), ["kept"]);
+        assert!(listed(&beneath(&volume, "new/deeper").unwrap()).is_empty());
+        assert!(volume.join("new/deeper").is_dir());
+        // The handle is the directory resolved, whatever its path names later.
+        let held = beneath(&volume, "a").unwrap();
+        std::fs::rename(volume.join("a"), volume.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join("a")).unwrap();
+        assert_eq!(listed(&held), ["kept"]);
+        assert!(beneath(&volume, "a").is_err());
+    }
 
     #[test]
     fn downward_items_are_fields_and_resources() {

@@ -24,6 +24,10 @@ use wasmkube_oci::Image;
 pub struct Mount {
     /// Where it is on the node.
     pub host: PathBuf,
+    /// The directory opened already, when `host` names it through this handle
+    /// (`/proc/self/fd/N`): the very directory resolved once, not whatever the
+    /// path names when the container starts.
+    pub handle: Option<Arc<std::os::fd::OwnedFd>>,
     /// Where the guest finds it (`/data`).
     pub guest: String,
     /// Whether the guest may only read it.

@@ -120,6 +120,7 @@ async fn a_command_sees_its_args_env_and_mounts() {
     ];
     hello.mounts = vec![Mount {
         host: data,
+        handle: None,
         guest: "/data".into(),
         read_only: true,
     }];

@@ -166,6 +166,7 @@ fn pod_spec(spec: &Value, path: &str, restart: &[&'static str], errors: &mut Vec
             Some(name) if !volumes.insert(name) => errors.push(FieldError::duplicate(field, name)),
             Some(name) => dns_label(&field, name, errors),
         }
+        volume_items(volume, &format!("{path}.volumes[{i}]"), errors);
     }
     let mut names = BTreeSet::new();
     for list in ["initContainers", "containers"] {
@@ -233,6 +234,49 @@ fn container<'a>(
                 "",
             ));
         }
+        if let Some(sub) = mount["subPath"].as_str() {
+            local_path(&format!("{at}.volumeMounts[{j}].subPath"), sub, errors);
+        }
+    }
+}
+
+/// The file paths a volume's items name (configMap, secret, downwardAPI, and
+/// each source of a projected volume): each must stay inside the volume.
+fn volume_items(volume: &Value, at: &str, errors: &mut Vec<FieldError>) {
+    let mut sources: Vec<(String, &Value)> = ["configMap", "secret", "downwardAPI"]
+        .iter()
+        .map(|kind| (format!("{at}.{kind}"), &volume[*kind]))
+        .collect();
+    for (n, source) in volume["projected"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for kind in ["configMap", "secret", "downwardAPI"] {
+            sources.push((format!("{at}.projected.sources[{n}].{kind}"), &source[kind]));
+        }
+    }
+    for (field, source) in sources {
+        for (k, item) in source["items"].as_array().into_iter().flatten().enumerate() {
+            let field = format!("{field}.items[{k}].path");
+            match item["path"].as_str() {
+                Some(path) if path.starts_with("..") => {
+                    errors.push(FieldError::invalid(field, path, "must not start with '..'"))
+                }
+                Some(path) => local_path(&field, path, errors),
+                None => errors.push(FieldError::required(field, "")),
+            }
+        }
+    }
+}
+
+/// A path inside a volume, as Kubernetes checks one: relative, never up.
+fn local_path(field: &str, path: &str, errors: &mut Vec<FieldError>) {
+    if path.starts_with('/') {
+        errors.push(FieldError::invalid(field, path, "must be a relative path"));
+    } else if path.split('/').any(|part| part == "..") {
+        errors.push(FieldError::invalid(field, path, "must not contain '..'"));
     }
 }
 
@@ -281,6 +325,36 @@ mod tests {
                 "spec.containers[2].name: Invalid value: \"Side_Car\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
                 "spec.containers[2].env[0].name: Required value",
                 "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_inside_volumes_stay_inside() {
+        let pod = json!({"spec": {
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "conf", "configMap": {"name": "c", "items": [
+                    {"key": "a", "path": "ok/a"}, {"key": "b", "path": "../b"},
+                    {"key": "c", "path": "/etc/c"}, {"key": "d", "path": "x/../../d"}]}},
+                {"name": "all", "projected": {"sources": [
+                    {"secret": {"name": "s", "items": [{"key": "k", "path": "..data"}]}}]}},
+            ],
+            "containers": [{"name": "c", "image": "x", "volumeMounts": [
+                {"name": "data", "mountPath": "/a", "subPath": "/"},
+                {"name": "data", "mountPath": "/b", "subPath": "a/../../.."},
+                {"name": "data", "mountPath": "/c", "subPath": "logs/today"},
+            ]}],
+        }});
+        assert_eq!(
+            errors("", "v1", "Pod", pod),
+            [
+                "spec.volumes[1].configMap.items[1].path: Invalid value: \"../b\": must not start with '..'",
+                "spec.volumes[1].configMap.items[2].path: Invalid value: \"/etc/c\": must be a relative path",
+                "spec.volumes[1].configMap.items[3].path: Invalid value: \"x/../../d\": must not contain '..'",
+                "spec.volumes[2].projected.sources[0].secret.items[0].path: Invalid value: \"..data\": must not start with '..'",
+                "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"/\": must be a relative path",
+                "spec.containers[0].volumeMounts[1].subPath: Invalid value: \"a/../../..\": must not contain '..'",
             ]
         );
     }
