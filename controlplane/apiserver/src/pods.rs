@@ -37,7 +37,23 @@ impl Request<'_> {
             .await?
             .unwrap_or_default();
         let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
+        let uid = binding["metadata"]["uid"]
+            .as_str()
+            .filter(|u| !u.is_empty());
         self.modify(pod, |object| {
+            // A binding for a pod that was deleted and made again is refused.
+            if let Some(uid) = uid
+                && object["metadata"]["uid"].as_str() != Some(uid)
+            {
+                return Err(ApiError::conflict(
+                    pods,
+                    pod,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object["metadata"]["uid"].as_str().unwrap_or("")
+                    ),
+                ));
+            }
             if let Some(current) = object["spec"]["nodeName"]
                 .as_str()
                 .filter(|n| !n.is_empty())
@@ -259,5 +275,42 @@ mod tests {
             budget["status"]["disruptedPods"].as_object().unwrap().len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_uid_in_a_write_or_a_binding_is_a_precondition() {
+        let server = TestServer::start().await;
+        let pods = "/api/v1/namespaces/default/pods";
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "app.wasm"}]},
+        });
+        let (_, _, created) = server.call("POST", pods, pod).await;
+        let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+        let labels = |uid: &str| json!({"metadata": {"uid": uid, "labels": {"a": "b"}}});
+        let (status, _, body) = server
+            .call_with("PATCH", &format!("{pods}/p"), &[MERGE], labels("other"))
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("UID in precondition: other")
+        );
+        let (status, _, body) = server
+            .call_with("PATCH", &format!("{pods}/p"), &[MERGE], labels(&uid))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let binding = |uid: &str| {
+            json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": "p", "uid": uid},
+                "target": {"kind": "Node", "name": "n1"}})
+        };
+        let path = format!("{pods}/p/binding");
+        let (status, _, body) = server.call("POST", &path, binding("other")).await;
+        assert_eq!(status, 409, "{body}");
+        let (status, _, body) = server.call("POST", &path, binding(&uid)).await;
+        assert_eq!(status, 201, "{body}");
     }
 }

@@ -509,6 +509,12 @@ impl Request<'_> {
         if expected != revision {
             return Err(ApiError::modified(r, name));
         }
+        // A uid in the new object is a precondition, as in Kubernetes: a write
+        // meant for an object that was deleted and made again under its name.
+        if let Some(uid) = meta_str(&object, "uid").filter(|u| !u.is_empty()) {
+            let preconditions = json!({"preconditions": {"uid": uid}});
+            check_preconditions(r, name, &old, &preconditions)?;
+        }
         let new = self.prepare_update(object, &old, write);
         let new = self
             .admit_object(Operation::Update, new, Some(&old))

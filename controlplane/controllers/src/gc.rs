@@ -189,20 +189,15 @@ impl Graph {
                 return Ok(());
             }
             if !dangling.is_empty() {
-                let kept: Vec<&OwnerReference> = object
-                    .owners
-                    .iter()
-                    .filter(|o| !dangling.iter().any(|d| d.uid == o.uid))
-                    .collect();
-                self.set_owners(node, &object.uid, &kept).await?;
+                let gone: Vec<&str> = dangling.iter().map(|d| d.uid.as_str()).collect();
+                self.drop_owners(node, &object.uid, &gone).await?;
             }
         }
         if object.deleting {
             if object.finalizers.iter().any(|f| f == ORPHAN) {
                 for (dependent, seen) in self.dependents(&object.uid) {
-                    let kept: Vec<&OwnerReference> =
-                        seen.owners.iter().filter(|o| o.uid != object.uid).collect();
-                    self.set_owners(&dependent, &seen.uid, &kept).await?;
+                    self.drop_owners(&dependent, &seen.uid, &[object.uid.as_str()])
+                        .await?;
                 }
                 self.drop_finalizer(node, &object, ORPHAN).await?;
             } else if object.finalizers.iter().any(|f| f == FOREGROUND) {
@@ -266,35 +261,58 @@ impl Graph {
         ))
     }
 
-    /// Patches `node`'s metadata with `patch` (if it is still `uid`).
-    async fn patch_meta(
+    /// Changes the owner references and finalizers of `node` (if it is still
+    /// `uid`) with `change`, read fresh and written only over the version read:
+    /// a finalizer or owner another writer set meanwhile is never lost, nor one
+    /// it took away put back.
+    async fn edit_meta(
         &self,
         node: &Node,
         uid: &str,
-        patch: serde_json::Value,
+        change: impl Fn(&mut Vec<OwnerReference>, &mut Vec<String>),
     ) -> Result<(), kube::Error> {
-        let mut patch = patch;
-        patch["metadata"]["uid"] = json!(uid);
-        let patch = Patch::Merge(&patch);
-        let params = PatchParams::default();
         let Some(api) = self.api(node) else {
             return Ok(());
         };
-        let result = api.patch(&node.name, &params, &patch).await.map(drop);
-        match result {
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            other => other,
+        for _ in 0..EDIT_ATTEMPTS {
+            let Some(object) = api.get_opt(&node.name).await? else {
+                return Ok(());
+            };
+            if object.uid().as_deref() != Some(uid) {
+                return Ok(());
+            }
+            let meta = &object.metadata;
+            let before = (
+                meta.owner_references.clone().unwrap_or_default(),
+                meta.finalizers.clone().unwrap_or_default(),
+            );
+            let (mut owners, mut finalizers) = before.clone();
+            change(&mut owners, &mut finalizers);
+            if (&owners, &finalizers) == (&before.0, &before.1) {
+                return Ok(());
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": object.resource_version(),
+                "ownerReferences": owners,
+                "finalizers": finalizers,
+            }});
+            let params = PatchParams::default();
+            match api.patch(&node.name, &params, &Patch::Merge(&patch)).await {
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                other => return other.map(drop),
+            }
         }
+        // Still contended: the change that keeps winning brings the object back.
+        Ok(())
     }
 
-    async fn set_owners(
-        &self,
-        node: &Node,
-        uid: &str,
-        owners: &[&OwnerReference],
-    ) -> Result<(), kube::Error> {
-        self.patch_meta(node, uid, json!({"metadata": {"ownerReferences": owners}}))
-            .await
+    /// Takes the owners `gone` (by uid) out of `node`'s owner references.
+    async fn drop_owners(&self, node: &Node, uid: &str, gone: &[&str]) -> Result<(), kube::Error> {
+        self.edit_meta(node, uid, |owners, _| {
+            owners.retain(|o| !gone.contains(&o.uid.as_str()));
+        })
+        .await
     }
 
     async fn drop_finalizer(
@@ -303,21 +321,21 @@ impl Graph {
         object: &Seen,
         finalizer: &str,
     ) -> Result<(), kube::Error> {
-        let kept: Vec<&String> = object
-            .finalizers
-            .iter()
-            .filter(|f| *f != finalizer)
-            .collect();
         tracing::info!(
             kind = node.kind,
             name = node.name,
             finalizer,
             "done with the finalizer"
         );
-        self.patch_meta(node, &object.uid, json!({"metadata": {"finalizers": kept}}))
-            .await
+        self.edit_meta(node, &object.uid, |_, finalizers| {
+            finalizers.retain(|f| f != finalizer);
+        })
+        .await
     }
 }
+
+/// How many times a metadata change is read and tried again after losing a race.
+const EDIT_ATTEMPTS: usize = 5;
 
 /// Tells the collector of every change to objects of `informer`'s kind: the
 /// object itself and its owners.

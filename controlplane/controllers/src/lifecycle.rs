@@ -154,12 +154,21 @@ impl Lifecycle {
             }
             let silent = heard.1.elapsed() > self.grace;
             let mut ready = ready_status(&node).map(str::to_owned);
+            let mut version = node.resource_version();
             if silent && ready.as_deref() != Some("Unknown") {
-                if let Err(e) = self.unknown(&nodes, &node).await {
-                    tracing::warn!(node = %name, error = %e, "marking a silent node");
-                    continue;
+                match self.unknown(&nodes, &node).await {
+                    Ok(marked) => version = marked.resource_version(),
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %e, "marking a silent node");
+                        continue;
+                    }
                 }
                 ready = Some("Unknown".into());
+            }
+            if ready.as_deref() == Some("Unknown") {
+                // Every pass, so that a pod whose write lost a race is marked at
+                // the next.
+                self.pods_not_ready(&name).await;
             }
             let taints = node
                 .spec
@@ -167,7 +176,7 @@ impl Lifecycle {
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
             if let Some(taints) = retaint(&taints, wanted_taint(ready.as_deref()), &at) {
-                let patch = json!({"metadata": {"resourceVersion": node.resource_version()},
+                let patch = json!({"metadata": {"resourceVersion": version},
                     "spec": {"taints": taints}});
                 if let Err(e) = nodes
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -184,8 +193,8 @@ impl Lifecycle {
         self.heard.retain(|name, _| names.contains(name));
     }
 
-    /// Turns the node's conditions Unknown and its pods not ready.
-    async fn unknown(&self, nodes: &Api<Node>, node: &Node) -> Result<(), kube::Error> {
+    /// Turns the node's conditions Unknown; the node as written.
+    async fn unknown(&self, nodes: &Api<Node>, node: &Node) -> Result<Node, kube::Error> {
         let name = node.name_any();
         let time = now(false);
         let old = node
@@ -215,7 +224,7 @@ impl Lifecycle {
         // is a conflict, not overwritten.
         let patch = json!({"metadata": {"resourceVersion": node.resource_version()},
             "status": {"conditions": conditions}});
-        nodes
+        let marked = nodes
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         let reporter = Reporter {
@@ -232,7 +241,22 @@ impl Lifecycle {
             "NodeNotReady",
             message,
         );
-        for pod in self.pods_on(&name) {
+        Ok(marked)
+    }
+
+    /// Turns the Ready condition of the pods on the node `name` False, where it
+    /// is not already, each only over the version it was judged on.
+    async fn pods_not_ready(&self, name: &str) {
+        let time = now(false);
+        for pod in self.pods_on(name) {
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+            if ready.is_none_or(|c| c.status == "False") {
+                continue;
+            }
             let api: Api<Pod> =
                 Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
             let conditions: Vec<Value> = pod
@@ -263,7 +287,6 @@ impl Lifecycle {
                 tracing::warn!(pod = %pod.name_any(), error = %e, "marking a pod not ready");
             }
         }
-        Ok(())
     }
 
     /// The pods bound to `node` and not being deleted.
