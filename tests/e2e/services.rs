@@ -102,8 +102,50 @@ fn a_service_spreads_requests_over_its_ready_pods_on_both_nodes() {
         let who = answer.split(' ').next().unwrap();
         assert!(pods.contains(who), "{name}: {answer}");
     }
+    // The host decides where a pod's requests go, on the address they reach:
+    // every spelling of a loopback address, the API server's port (its
+    // registry's too), an agent's endpoint, etcd's port, its own address on a
+    // port it does not serve and a metadata address are refused before any
+    // connection is made; the Service and the other node's pod were reached
+    // above.
+    let api = server.url.rsplit_once(':').unwrap().1.to_owned();
+    let agent = jsonpath(
+        &data,
+        &format!("node/{}", here.0),
+        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    );
+    let refusals = |what: &str| {
+        let said = http_get(&format!("{}:8080", here.1), &format!("/fetch/{what}/"));
+        assert!(said.contains("could not fetch"), "{what}: {said}");
+        said
+    };
+    for port in [api.as_str(), agent.as_str(), "2379"] {
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "localhost",
+            "LOCALHOST",
+            "0.0.0.0",
+            "0x7f000001",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "127.0.0.2",
+            here.1.as_str(),
+        ] {
+            let said = refusals(&format!("{host}:{port}"));
+            assert!(
+                said.contains("DestinationIpProhibited"),
+                "{host}:{port}: {said}"
+            );
+        }
+    }
+    let said = refusals("169.254.169.254");
+    assert!(said.contains("DestinationIpProhibited"), "{said}");
     let cluster_ip = jsonpath(&data, "svc/web", "{.spec.clusterIP}");
     assert!(cluster_ip.starts_with("127."), "{cluster_ip}");
+    // A Service's address on a port it does not serve is refused too.
+    let said = refusals(&format!("{cluster_ip}:{api}"));
+    assert!(said.contains("DestinationIpProhibited"), "{said}");
     let node_port = jsonpath(&data, "svc/web", "{.spec.ports[0].nodePort}");
     for address in [format!("{cluster_ip}:80"), format!("127.0.0.1:{node_port}")] {
         // The proxies may still be binding the address: wait for an answer.

@@ -56,7 +56,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
-use wasmkube_runtime::{Rotation, Runtime};
+use wasmkube_runtime::{Egress, Net, Rotation, Runtime};
 
 pub use endpoint::{Endpoint, EndpointCertificate, KUBELET_CLIENT, serving_profile};
 pub use network::{Backend, Range};
@@ -116,6 +116,11 @@ pub struct Agent {
     home: Option<Arc<Home>>,
     /// Whether pods may mount host directories (hostPath volumes).
     host_paths: bool,
+    /// Where the node's pods and Services listen, which pods may reach.
+    listeners: wasmkube_runtime::Listeners,
+    /// The API server's addresses, which pods may not reach but through the
+    /// `kubernetes` Service.
+    control_plane: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -171,6 +176,31 @@ impl Agent {
             names: Arc::default(),
             home: None,
             host_paths: false,
+            listeners: wasmkube_runtime::Listeners::default(),
+            control_plane: addresses_of(registry),
+        })
+    }
+
+    /// What the node's pods may connect to now.
+    pub(crate) fn egress(&self) -> Arc<Egress> {
+        let range = self.network.range();
+        let net = |address: std::net::Ipv4Addr, bits| Net {
+            address: address.into(),
+            bits,
+        };
+        let own = net(range.nth(0), range.bits());
+        // Other nodes of this machine take their ranges from the loopback one.
+        let cluster = if range.nth(0).is_loopback() {
+            net(std::net::Ipv4Addr::new(127, 64, 0, 0), 10)
+        } else {
+            own
+        };
+        Arc::new(Egress {
+            node_pods: Some(own),
+            cluster_pods: vec![cluster],
+            node: self.host_ip.parse().into_iter().collect(),
+            control_plane: self.control_plane.clone(),
+            listeners: self.listeners.clone(),
         })
     }
 
@@ -302,6 +332,7 @@ impl Agent {
         let mut serving = proxy::Serving {
             names: self.names.clone(),
             node: self.node.clone(),
+            listeners: self.listeners.clone(),
             ..proxy::Serving::default()
         };
         if let Some(address) = self.dns {
@@ -476,4 +507,14 @@ fn raise_open_files() {
             tracing::warn!(error = %e, "raising the open-file limit");
         }
     }
+}
+
+/// The addresses `authority` (`host:port`) names: its IP, or what its name
+/// resolves to.
+fn addresses_of(authority: &str) -> Vec<std::net::IpAddr> {
+    use std::net::ToSocketAddrs as _;
+    authority
+        .to_socket_addrs()
+        .map(|found| found.map(|a| a.ip()).collect())
+        .unwrap_or_default()
 }

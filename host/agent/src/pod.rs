@@ -603,6 +603,7 @@ impl Worker {
             reuse_instances: pod.annotations().get(FRESH_INSTANCES).map(String::as_str)
                 != Some("true"),
             names: Some(self.names(pod)),
+            egress: Some(self.agent.egress()),
             grace: wasmkube_types::seconds(
                 pod.spec
                     .as_ref()

@@ -267,6 +267,8 @@ pub(crate) struct Serving {
     pub(crate) node: String,
     /// The Ingresses of the class `wasmkube`.
     pub(crate) ingress: Option<tokio::net::TcpListener>,
+    /// Told every Service address and port, which the node's pods may reach.
+    pub(crate) listeners: wasmkube_runtime::Listeners,
 }
 
 /// Proxies every Service until `closing` is cancelled; node ports on `node`; answers
@@ -286,6 +288,7 @@ pub(crate) async fn run(
         tokio::spawn(watching_services),
         tokio::spawn(watching_slices),
     ];
+    let listeners = serving.listeners.clone();
     let _ = serving.names.set(crate::dns::Names {
         services: services.clone(),
         slices: slices.clone(),
@@ -333,6 +336,7 @@ pub(crate) async fn run(
             dns.follow(&services, &slices);
         }
         let wanted = routes(&services.state(), node);
+        listeners.set_services(wanted.keys().copied().collect());
         listening.retain(|address, (route, task)| {
             let keep = wanted.get(address) == Some(route);
             if !keep {

@@ -160,11 +160,16 @@ pub(crate) async fn serve(
         container.ports.clone()
     };
     let mut listeners = Vec::new();
+    // The node's other pods may reach these while they are served.
+    let mut listening = Vec::new();
     for port in ports {
         let at = SocketAddr::new(address, port);
         match TcpListener::bind(at).await {
             Ok(listener) => listeners.push(listener),
             Err(e) => return failed(128, format!("cannot listen on {at}: {e}")),
+        }
+        if let Some(egress) = &container.egress {
+            listening.push(egress.listeners.pod(at));
         }
     }
     let server = Arc::new(Server {

@@ -16,6 +16,7 @@
 //! It knows nothing of Kubernetes objects (the agent maps pods to
 //! [`Container`]s) and nothing of plugins.
 
+pub mod egress;
 mod http;
 pub mod log;
 mod run;
@@ -29,6 +30,7 @@ use wasmkube_engine::Engine;
 use wasmkube_oci::{Image, ImageStore};
 use wasmtime::component::{Component, Linker};
 
+pub use egress::{Egress, Listeners, Net};
 pub use jiff;
 pub use log::Rotation;
 pub use run::{Container, Exit, Mount, Names};

@@ -1,6 +1,6 @@
 //! One `wasi:cli/command` container, run to its end.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,8 +13,11 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::egress::Egress;
 use crate::log::{LogFile, Rotation, Source};
 use wasmkube_engine::MemoryLimit;
 use wasmkube_oci::Image;
@@ -68,6 +71,9 @@ pub struct Container {
     /// Where its outgoing requests find the hosts the cluster names
     /// (Services), before the node's resolver.
     pub names: Option<Names>,
+    /// What its outgoing connections may reach, and where the node's pods
+    /// listen (none: anywhere the host reaches).
+    pub egress: Option<Arc<Egress>>,
 }
 
 /// Names the cluster gives addresses to, as a pod looks them up: a host
@@ -160,6 +166,7 @@ type Done = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 struct PodHooks {
     address: Option<IpAddr>,
     names: Option<Names>,
+    egress: Option<Arc<Egress>>,
 }
 
 impl WasiHttpHooks for PodHooks {
@@ -176,12 +183,145 @@ impl WasiHttpHooks for PodHooks {
         if let Some(names) = &self.names {
             resolve_host(&mut request, names);
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Done))
-        })
+        Box::new(send(request, options, self.egress.clone()))
     }
+}
+
+/// Sends a pod's request: the host it names resolved here, each address checked
+/// against `egress`, and the connection made to the first allowed address that
+/// answers (TLS verified against the name asked for), so what was checked is
+/// what is reached.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    egress: Option<Arc<Egress>>,
+) -> Result<(http::Response<WasiBody>, Done), HttpError> {
+    use http_body_util::BodyExt as _;
+    let uri = request.uri();
+    let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let host = uri
+        .host()
+        .ok_or(HttpError::HttpRequestUriInvalid)?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let timeout = |of: fn(&RequestOptions) -> Option<Duration>| {
+        options.as_ref().and_then(of).unwrap_or(DEFAULT_TIMEOUT)
+    };
+    let connect = timeout(|o| o.connect_timeout);
+    let first_byte = timeout(|o| o.first_byte_timeout);
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::time::timeout(connect, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| HttpError::DnsTimeout)?
+            .map_err(|_| HttpError::DestinationNotFound)?
+            .collect(),
+    };
+    let mut failed = HttpError::DestinationNotFound;
+    let mut stream = None;
+    for to in addresses {
+        if let Some(Err(why)) = egress.as_ref().map(|e| e.check(to)) {
+            tracing::info!(host, why, "a pod's outgoing request refused");
+            failed = HttpError::DestinationIpProhibited;
+            continue;
+        }
+        match tokio::time::timeout(connect, TcpStream::connect(to)).await {
+            Ok(Ok(connected)) => {
+                stream = Some(connected);
+                break;
+            }
+            Ok(Err(e)) => failed = HttpError::Connect(e),
+            Err(_) => failed = HttpError::ConnectionTimeout,
+        }
+    }
+    let stream = stream.ok_or(failed)?;
+    let stream: Box<dyn Stream> = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(HttpError::InvalidDnsNameError)?;
+        let connector = tokio_rustls::TlsConnector::from(tls_client());
+        Box::new(
+            connector
+                .connect(name, stream)
+                .await
+                .map_err(HttpError::Tls)?,
+        )
+    } else {
+        Box::new(stream)
+    };
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+    let (mut sender, connection) = tokio::time::timeout(connect, handshake)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+    // The request line names only the path: the host is in the Host header.
+    let path = uri_path(request.uri());
+    *request.uri_mut() = path;
+    // The connection is driven while the response is awaited, and after it by
+    // whoever reads the body.
+    let mut connection = Box::pin(connection);
+    let mut connection_done = false;
+    let response = {
+        let sent = tokio::time::timeout(first_byte, sender.send_request(request));
+        tokio::pin!(sent);
+        loop {
+            tokio::select! {
+                sent = &mut sent => break sent,
+                ended = &mut connection, if !connection_done => {
+                    connection_done = true;
+                    ended?;
+                }
+            }
+        }
+    };
+    let response = response.map_err(|_| HttpError::ConnectionReadTimeout)??;
+    let done: Done = Box::new(async move {
+        if connection_done {
+            Ok(())
+        } else {
+            connection.await.map_err(HttpError::from)
+        }
+    });
+    Ok((
+        response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
+        done,
+    ))
+}
+
+/// How long an outgoing request may take at each step the guest sets no time for.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A connection an outgoing request goes over: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+/// The TLS client of pods' requests: the Web PKI's roots.
+fn tls_client() -> Arc<rustls::ClientConfig> {
+    static CLIENT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("the ring provider speaks TLS 1.2 and 1.3")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The path and query of `uri`, as a URI.
+fn uri_path(uri: &http::Uri) -> http::Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
 /// Points a request for `localhost` (or 127.0.0.1) at `address`.
@@ -270,6 +410,7 @@ pub(crate) fn new_store(
         hooks: PodHooks {
             address: container.address,
             names: container.names.clone(),
+            egress: container.egress.clone(),
         },
         table: ResourceTable::new(),
         limiter: MemoryLimit::new(container.memory_limit),

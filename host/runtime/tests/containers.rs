@@ -74,6 +74,7 @@ impl Node {
             grace: Duration::from_secs(5),
             reuse_instances: true,
             names: None,
+            egress: None,
         }
     }
 }
