@@ -1,0 +1,185 @@
+//! Egress benchmark: requests per second and latency of a wasi:http pod that
+//! answers each request with a request of its own to another pod, with the
+//! host's egress check on every outgoing connection against the same pod with
+//! none, side by side.
+//!
+//! The pods run `examples/wasi/http-hello` on the runtime in this process (one
+//! engine): `back` serves, `checked` and `open` both fetch `back` at
+//! `/fetch/<back>/` (a fresh connection per request, so every request is
+//! resolved and checked), `checked` through an [`Egress`] that knows the pods'
+//! listeners, `open` without one. wrk (Debian's) drives `checked` and `open`
+//! alternately, `-t2 -c32 -d10s` for requests per second and `-t1 -c1 -d5s` for
+//! one request at a time, three times each; the medians are shown.
+//!
+//! `cargo bench --bench egress` (needs `wrk`: `apt-get install wrk`).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmkube_engine::{Engine, Settings};
+use wasmkube_runtime::{CancellationToken, Container, Egress, Listeners, Net, Rotation, Runtime};
+use wrk::Report;
+
+mod wrk;
+
+const THROUGHPUT: [&str; 3] = ["-t2", "-c32", "-d10s"];
+const ONE_AT_A_TIME: [&str; 3] = ["-t1", "-c1", "-d5s"];
+const WARM_UP: [&str; 3] = ["-t1", "-c8", "-d2s"];
+/// How many times each pod is measured (the median is shown).
+const RUNS: usize = 3;
+/// The pods' range: a loopback one, as on one machine.
+const RANGE: [u8; 3] = [127, 77, 0];
+
+/// A wasi:http container of `image` serving at `.host` of the range.
+fn web(
+    image: &wasmkube_oci::Image,
+    dir: &Path,
+    host: u8,
+    egress: Option<Arc<Egress>>,
+) -> Container {
+    Container {
+        image: image.clone(),
+        args: vec!["web".into()],
+        env: Vec::new(),
+        mounts: Vec::new(),
+        working_dir: None,
+        log: dir.join(format!("web-{host}.log")),
+        rotation: Rotation::default(),
+        memory_limit: None,
+        cpu_millis: None,
+        address: Some([RANGE[0], RANGE[1], RANGE[2], host].into()),
+        ports: vec![8080],
+        grace: Duration::from_secs(1),
+        reuse_instances: true,
+        names: None,
+        egress,
+    }
+}
+
+/// The median run of `settings` at `url`, after a warm-up.
+async fn measure(settings: &'static [&'static str], url: String) -> Report {
+    tokio::task::spawn_blocking(move || {
+        wrk::run(Command::new("wrk"), &WARM_UP, &url);
+        let mut runs: Vec<Report> = (0..RUNS)
+            .map(|_| wrk::run(Command::new("wrk"), settings, &url))
+            .collect();
+        runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        runs.swap_remove(RUNS / 2)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/build-examples.sh")).status();
+    assert!(built.unwrap().success(), "building the examples");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        instances: 256,
+        ..Settings::at(&dir.path().join("compiled"))
+    };
+    let runtime =
+        Arc::new(Runtime::new(Arc::new(Engine::start(&settings).unwrap()), dir.path()).unwrap());
+    let file = root.join("examples/wasi/target/wasm32-wasip2/release/http_hello.wasm");
+    let image = runtime
+        .images()
+        .import(&file, "examples/http-hello:1")
+        .unwrap();
+    let egress = Arc::new(Egress {
+        node_pods: Some(Net {
+            address: [RANGE[0], RANGE[1], RANGE[2], 0].into(),
+            bits: 24,
+        }),
+        cluster_pods: vec![Net {
+            address: [127, 64, 0, 0].into(),
+            bits: 10,
+        }],
+        node: vec!["127.0.0.1".parse().unwrap()],
+        control_plane: vec!["127.0.0.1".parse().unwrap()],
+        listeners: Listeners::default(),
+    });
+    let stop = CancellationToken::new();
+    let pods = [
+        web(&image, dir.path(), 2, Some(egress.clone())),
+        web(&image, dir.path(), 3, Some(egress.clone())),
+        web(&image, dir.path(), 4, None),
+    ];
+    for pod in pods {
+        let (runtime, stop) = (runtime.clone(), stop.clone());
+        tokio::spawn(async move { runtime.run(&pod, &stop).await });
+    }
+    let back = format!("{}.{}.{}.2:8080", RANGE[0], RANGE[1], RANGE[2]);
+    let url = |host: u8| {
+        format!(
+            "http://{}.{}.{}.{host}:8080/fetch/{back}/",
+            RANGE[0], RANGE[1], RANGE[2]
+        )
+    };
+    // Both fronts reach the back pod before anything is measured.
+    for host in [3, 4] {
+        let mut tries = 0;
+        loop {
+            let answer = get(&url(host)).await;
+            if answer.contains("fetched: hello from wasi:http") {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 300, "{}: {answer}", url(host));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let mut results = Vec::new();
+    for (settings, what) in [(&THROUGHPUT, "requests/s"), (&ONE_AT_A_TIME, "latency")] {
+        let checked = measure(settings, url(3)).await;
+        let open = measure(settings, url(4)).await;
+        results.push((what, checked, open));
+    }
+    stop.cancel();
+    println!("wasi:http pod fetching another pod per request (a fresh connection each):");
+    println!(
+        "{:<14} {:>14} {:>14} {:>8}",
+        "", "egress check", "no check", "ratio"
+    );
+    for (what, checked, open) in results {
+        if what == "requests/s" {
+            println!(
+                "{what:<14} {:>14.0} {:>14.0} {:>7.1}%",
+                checked.per_sec,
+                open.per_sec,
+                100.0 * checked.per_sec / open.per_sec
+            );
+        } else {
+            for (what, checked, open) in [
+                ("p50 latency", checked.p50, open.p50),
+                ("p99 latency", checked.p99, open.p99),
+            ] {
+                println!(
+                    "{what:<14} {checked:>12.0}µs {open:>12.0}µs {:>+7.0}µs",
+                    checked - open
+                );
+            }
+        }
+    }
+}
+
+/// The body of `GET url` (plain HTTP/1.1, one connection), or what went wrong.
+async fn get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url.trim_start_matches("http://");
+    let (address, path) = rest.split_once('/').unwrap();
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return "not listening yet".into();
+    };
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return "write failed".into();
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
+}
