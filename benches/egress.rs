@@ -8,7 +8,7 @@
 //! `/fetch/<back>/` (a fresh connection per request, so every request is
 //! resolved and checked), `checked` through an [`Egress`] that knows the pods'
 //! listeners, `open` without one. wrk (Debian's) drives `checked` and `open`
-//! alternately, `-t2 -c32 -d10s` for requests per second and `-t1 -c1 -d5s` for
+//! in turn, `-t2 -c32 -d10s` for requests per second and `-t1 -c1 -d5s` for
 //! one request at a time, three times each; the medians are shown.
 //!
 //! `cargo bench --bench egress` (needs `wrk`: `apt-get install wrk`).
@@ -58,15 +58,23 @@ fn web(
     }
 }
 
-/// The median run of `settings` at `url`, after a warm-up.
-async fn measure(settings: &'static [&'static str], url: String) -> Report {
+/// The median runs of `settings` at each of `urls`, measured in turn (after a
+/// warm-up each) so that both see the same machine.
+async fn measure(settings: &'static [&'static str], urls: [String; 2]) -> [Report; 2] {
     tokio::task::spawn_blocking(move || {
-        wrk::run(Command::new("wrk"), &WARM_UP, &url);
-        let mut runs: Vec<Report> = (0..RUNS)
-            .map(|_| wrk::run(Command::new("wrk"), settings, &url))
-            .collect();
-        runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
-        runs.swap_remove(RUNS / 2)
+        for url in &urls {
+            wrk::run(Command::new("wrk"), &WARM_UP, url);
+        }
+        let mut runs: [Vec<Report>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..RUNS {
+            for (url, runs) in urls.iter().zip(&mut runs) {
+                runs.push(wrk::run(Command::new("wrk"), settings, url));
+            }
+        }
+        runs.map(|mut runs| {
+            runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+            runs.swap_remove(RUNS / 2)
+        })
     })
     .await
     .unwrap()
@@ -135,8 +143,7 @@ async fn main() {
 
     let mut results = Vec::new();
     for (settings, what) in [(&THROUGHPUT, "requests/s"), (&ONE_AT_A_TIME, "latency")] {
-        let checked = measure(settings, url(3)).await;
-        let open = measure(settings, url(4)).await;
+        let [checked, open] = measure(settings, [url(3), url(4)]).await;
         results.push((what, checked, open));
     }
     stop.cancel();

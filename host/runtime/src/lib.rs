@@ -12,6 +12,8 @@
 //!   it also rests for its share). Cancelling its token ends it.
 //! - A `wasi:http/proxy` container serves its ports on the pod's address, an
 //!   instance of the component per request in flight ([`http`]).
+//! - Containers' outgoing requests are resolved and connected here, each
+//!   address checked by the node's [`Egress`] first ([`egress`]).
 //!
 //! It knows nothing of Kubernetes objects (the agent maps pods to
 //! [`Container`]s) and nothing of plugins.
