@@ -55,6 +55,7 @@ fn web(
         reuse_instances: true,
         names: None,
         egress,
+        ingress: None,
     }
 }
 
@@ -109,6 +110,7 @@ async fn main() {
         node: vec!["127.0.0.1".parse().unwrap()],
         control_plane: vec!["127.0.0.1".parse().unwrap()],
         listeners: Listeners::default(),
+        policy: None,
     });
     let stop = CancellationToken::new();
     let pods = [

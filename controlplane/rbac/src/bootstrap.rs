@@ -809,6 +809,10 @@ fn wasmkube_roles() -> Vec<ClusterRole> {
             "wasmkube:node",
             vec![
                 rule(READ, &[NETWORKING], &["ingresses"]),
+                // NetworkPolicies are enforced by the agent, which needs the
+                // namespaces' labels for their selectors.
+                rule(READ, &[NETWORKING], &["networkpolicies"]),
+                rule(READ, &[""], &["namespaces"]),
                 rule(
                     &["get", "list", "watch", "create"],
                     &[NETWORKING],

@@ -29,6 +29,7 @@ mod dns;
 mod endpoint;
 mod ingress;
 mod logs;
+mod netpol;
 mod network;
 mod node;
 mod pod;
@@ -56,7 +57,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmkube_engine::Engine;
 use wasmkube_plugin_host::PluginHost;
-use wasmkube_runtime::{Egress, Net, Rotation, Runtime};
+use wasmkube_runtime::{Decide, Egress, Net, Rotation, Runtime};
 
 pub use endpoint::{Endpoint, EndpointCertificate, KUBELET_CLIENT, serving_profile};
 pub use network::{Backend, Range};
@@ -121,6 +122,8 @@ pub struct Agent {
     /// The API server's addresses, which pods may not reach but through the
     /// `kubernetes` Service.
     control_plane: Vec<std::net::IpAddr>,
+    /// The NetworkPolicies, once the cluster has any.
+    policies: Arc<std::sync::OnceLock<netpol::Policies>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -178,11 +181,38 @@ impl Agent {
             host_paths: false,
             listeners: wasmkube_runtime::Listeners::default(),
             control_plane: addresses_of(registry),
+            policies: Arc::default(),
         })
     }
 
-    /// What the node's pods may connect to now.
-    pub(crate) fn egress(&self) -> Arc<Egress> {
+    /// The decision of `pod`'s NetworkPolicies on its connections: to an
+    /// address (`ingress` false), or from one to its port (`ingress` true).
+    pub(crate) fn policy(&self, pod: &Pod, ingress: bool) -> Decide {
+        let policies = self.policies.clone();
+        let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        Decide(Arc::new(move |other: std::net::SocketAddr| {
+            let Some(policies) = policies.get() else {
+                return Ok(());
+            };
+            if ingress && policies.is_node(other.ip()) {
+                return Ok(());
+            }
+            let Some(me) = policies.pod(&namespace, &name) else {
+                return Ok(());
+            };
+            let me = netpol::Side::Pod(me);
+            let peer = policies.side(other.ip());
+            if ingress {
+                let own = me_ip(&me).unwrap_or(other.ip());
+                policies.check(&peer, &me, own, other.port())
+            } else {
+                policies.check(&me, &peer, other.ip(), other.port())
+            }
+        }))
+    }
+
+    /// What the node's pods may connect to now: `pod`'s policies on top.
+    pub(crate) fn egress(&self, pod: &Pod) -> Arc<Egress> {
         let range = self.network.range();
         let net = |address: std::net::Ipv4Addr, bits| Net {
             address: address.into(),
@@ -201,6 +231,7 @@ impl Agent {
             node: self.host_ip.parse().into_iter().collect(),
             control_plane: self.control_plane.clone(),
             listeners: self.listeners.clone(),
+            policy: Some(self.policy(pod, false)),
         })
     }
 
@@ -333,6 +364,7 @@ impl Agent {
             names: self.names.clone(),
             node: self.node.clone(),
             listeners: self.listeners.clone(),
+            policies: self.policies.clone(),
             ..proxy::Serving::default()
         };
         if let Some(address) = self.dns {
@@ -360,6 +392,15 @@ impl Agent {
             }
             _ = set_up => {}
         }
+        let range = self.network.range();
+        let node_addresses = [Some(address.ip()), Some(range.nth(0).into())];
+        tokio::spawn(netpol::follow(
+            self.client.clone(),
+            self.node.clone(),
+            node_addresses.into_iter().flatten().collect(),
+            self.policies.clone(),
+            closing.clone(),
+        ));
         let pods: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let mut events = watcher(pods, config).backoff(Retry::default()).boxed();
@@ -517,4 +558,12 @@ fn addresses_of(authority: &str) -> Vec<std::net::IpAddr> {
         .to_socket_addrs()
         .map(|found| found.map(|a| a.ip()).collect())
         .unwrap_or_default()
+}
+
+/// The address of a pod side of a connection.
+fn me_ip(side: &netpol::Side) -> Option<std::net::IpAddr> {
+    match side {
+        netpol::Side::Pod(pod) => pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok(),
+        netpol::Side::Outside(ip) => Some(*ip),
+    }
 }

@@ -603,7 +603,8 @@ impl Worker {
             reuse_instances: pod.annotations().get(FRESH_INSTANCES).map(String::as_str)
                 != Some("true"),
             names: Some(self.names(pod)),
-            egress: Some(self.agent.egress()),
+            egress: Some(self.agent.egress(pod)),
+            ingress: Some(self.agent.policy(pod, true)),
             grace: wasmkube_types::seconds(
                 pod.spec
                     .as_ref()

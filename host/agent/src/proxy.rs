@@ -178,6 +178,7 @@ fn listen(
     address: SocketAddr,
     route: Route,
     table: Arc<Mutex<Table>>,
+    policies: Arc<std::sync::OnceLock<crate::netpol::Policies>>,
 ) -> std::io::Result<JoinHandle<()>> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
@@ -193,14 +194,32 @@ fn listen(
             let Ok((client, peer)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(forward(client, peer.ip(), route.clone(), table.clone()));
+            let (route, table, policies) = (route.clone(), table.clone(), policies.clone());
+            tokio::spawn(forward(client, peer.ip(), route, table, policies));
         }
     }))
 }
 
 /// Joins `client` to an endpoint of `route`.
-async fn forward(mut client: TcpStream, peer: IpAddr, route: Route, table: Arc<Mutex<Table>>) {
-    if let Some(mut upstream) = connect(&table, &route, peer).await {
+async fn forward(
+    mut client: TcpStream,
+    peer: IpAddr,
+    route: Route,
+    table: Arc<Mutex<Table>>,
+    policies: Arc<std::sync::OnceLock<crate::netpol::Policies>>,
+) {
+    // A pod's connection goes only to an endpoint its egress and the
+    // endpoint's ingress allow; the node's own always may.
+    let allowed = |endpoint: SocketAddr| match policies.get() {
+        Some(policies) if !policies.is_node(peer) => {
+            let (from, to) = (policies.side(peer), policies.side(endpoint.ip()));
+            policies
+                .check(&from, &to, endpoint.ip(), endpoint.port())
+                .is_ok()
+        }
+        _ => true,
+    };
+    if let Some(mut upstream) = connect(&table, &route, peer, allowed).await {
         let _ = upstream.set_nodelay(true);
         let _ = client.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -214,6 +233,7 @@ pub(crate) async fn connect(
     table: &Mutex<Table>,
     route: &Route,
     peer: IpAddr,
+    allowed: impl Fn(SocketAddr) -> bool,
 ) -> Option<TcpStream> {
     let mut failed = Vec::new();
     loop {
@@ -221,6 +241,10 @@ pub(crate) async fn connect(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pick(route, peer, &failed)?;
+        if !allowed(endpoint) {
+            failed.push(endpoint);
+            continue;
+        }
         match tokio::time::timeout(CONNECT, TcpStream::connect(endpoint)).await {
             Ok(Ok(upstream)) => return Some(upstream),
             Ok(Err(e)) => tracing::debug!(%endpoint, error = %e, "an endpoint refused"),
@@ -231,7 +255,7 @@ pub(crate) async fn connect(
 }
 
 /// A cache of every object of kind `K`, and a signal rung at each change.
-fn informer<K>(
+pub(crate) fn informer<K>(
     client: &Client,
     changed: Arc<Notify>,
 ) -> (Store<K>, impl Future<Output = ()> + use<K>)
@@ -269,6 +293,9 @@ pub(crate) struct Serving {
     pub(crate) ingress: Option<tokio::net::TcpListener>,
     /// Told every Service address and port, which the node's pods may reach.
     pub(crate) listeners: wasmkube_runtime::Listeners,
+    /// The NetworkPolicies a connection from a pod to an endpoint passes,
+    /// once any exist.
+    pub(crate) policies: Arc<std::sync::OnceLock<crate::netpol::Policies>>,
 }
 
 /// Proxies every Service until `closing` is cancelled; node ports on `node`; answers
@@ -289,6 +316,7 @@ pub(crate) async fn run(
         tokio::spawn(watching_slices),
     ];
     let listeners = serving.listeners.clone();
+    let policies = serving.policies.clone();
     let _ = serving.names.set(crate::dns::Names {
         services: services.clone(),
         slices: slices.clone(),
@@ -348,7 +376,7 @@ pub(crate) async fn run(
             if listening.contains_key(&address) {
                 continue;
             }
-            match listen(address, route.clone(), table.clone()) {
+            match listen(address, route.clone(), table.clone(), policies.clone()) {
                 Ok(task) => {
                     listening.insert(address, (route, task));
                 }

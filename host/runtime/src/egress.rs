@@ -42,6 +42,38 @@ impl Net {
     }
 }
 
+impl std::str::FromStr for Net {
+    type Err = String;
+
+    /// `10.0.0.0/8`, `fd00::/8`, or one address.
+    fn from_str(text: &str) -> Result<Net, String> {
+        let bad = || format!("{text:?} is not an address range");
+        let (address, bits) = match text.split_once('/') {
+            Some((address, bits)) => (address, Some(bits)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let most = if address.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            Some(bits) => bits.parse().ok().filter(|b| *b <= most).ok_or_else(bad)?,
+            None => most,
+        };
+        Ok(Net { address, bits })
+    }
+}
+
+/// A decision the node makes on a connection of a pod (its NetworkPolicies):
+/// given the other side's address (for a connection to the pod, with the
+/// pod's port), `Err` with why it is refused.
+#[derive(Clone)]
+pub struct Decide(pub Arc<dyn Fn(SocketAddr) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Decide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decide")
+    }
+}
+
 /// The addresses a node's pods and Services listen at. Shared: the runtime adds
 /// a pod's listeners while it serves, the Service proxy sets the Services'.
 #[derive(Clone, Debug, Default)]
@@ -66,13 +98,19 @@ impl Listeners {
     }
 
     fn serve(&self, address: SocketAddr) -> bool {
-        let read = |set: &RwLock<HashSet<SocketAddr>>| {
-            set.read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&address)
-        };
-        read(&self.pods) || read(&self.services)
+        contains(&self.pods, address) || self.service(address)
     }
+
+    /// Whether a Service listens at `address`.
+    fn service(&self, address: SocketAddr) -> bool {
+        contains(&self.services, address)
+    }
+}
+
+fn contains(set: &RwLock<HashSet<SocketAddr>>, address: SocketAddr) -> bool {
+    set.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&address)
 }
 
 fn write(
@@ -109,10 +147,34 @@ pub struct Egress {
     pub control_plane: Vec<IpAddr>,
     /// Where the node's pods and Services listen.
     pub listeners: Listeners,
+    /// The pod's NetworkPolicies on a connection to a pod or an address (a
+    /// connection to a Service is decided by the proxy, on the endpoint).
+    pub policy: Option<Decide>,
 }
 
 impl Egress {
-    /// Whether a pod may connect to `to`; if not, why.
+    /// Whether a pod may connect to `to`: the address, then its policies.
+    pub fn allows(&self, to: SocketAddr) -> Result<(), String> {
+        self.check(to)?;
+        match &self.policy {
+            Some(policy) if !self.listeners.service(to) => (policy.0)(to),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `to` is an address of the cluster's pods or Services, which a
+    /// pod's connection comes from its own address to.
+    pub fn in_cluster(&self, to: SocketAddr) -> bool {
+        let ip = canonical(to.ip());
+        self.listeners.service(SocketAddr::new(ip, to.port()))
+            || self
+                .node_pods
+                .iter()
+                .chain(&self.cluster_pods)
+                .any(|n| n.contains(ip))
+    }
+
+    /// Whether a pod may connect to `to`, by its address alone; if not, why.
     pub fn check(&self, to: SocketAddr) -> Result<(), String> {
         let ip = canonical(to.ip());
         let to = SocketAddr::new(ip, to.port());
@@ -179,6 +241,7 @@ mod tests {
             node: vec!["10.0.0.7".parse().unwrap()],
             control_plane: vec!["10.0.0.1".parse().unwrap()],
             listeners: Listeners::default(),
+            policy: None,
         };
         let own: SocketAddr = "127.64.3.2:8080".parse().unwrap();
         let _serving = egress.listeners.pod(own);

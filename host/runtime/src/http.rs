@@ -32,6 +32,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::egress::Decide;
 use crate::log::LogFile;
 use crate::run::{State, failed, new_store, out_of_memory};
 use tokio_util::sync::CancellationToken;
@@ -185,7 +186,11 @@ pub(crate) async fn serve(
     let (accepted, mut incoming) = tokio::sync::mpsc::channel(64);
     let mut acceptors = JoinSet::new();
     for listener in listeners {
-        acceptors.spawn(accept(listener, accepted.clone()));
+        acceptors.spawn(accept(
+            listener,
+            container.ingress.clone(),
+            accepted.clone(),
+        ));
     }
     drop(accepted);
     let mut connections = JoinSet::new();
@@ -213,11 +218,24 @@ pub(crate) async fn serve(
     Exit::Stopped
 }
 
-/// Hands the connections of `listener` on until the receiver goes.
-async fn accept(listener: TcpListener, accepted: tokio::sync::mpsc::Sender<TcpStream>) {
+/// Hands the connections of `listener` that `ingress` takes on until the
+/// receiver goes; the others are closed at once.
+async fn accept(
+    listener: TcpListener,
+    ingress: Option<Decide>,
+    accepted: tokio::sync::mpsc::Sender<TcpStream>,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                if let Some(Err(why)) = ingress
+                    .as_ref()
+                    .map(|d| (d.0)(SocketAddr::new(peer.ip(), port)))
+                {
+                    tracing::debug!(why, "a connection to a pod refused");
+                    continue;
+                }
                 if accepted.send(stream).await.is_err() {
                     return;
                 }

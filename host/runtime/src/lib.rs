@@ -32,7 +32,7 @@ use wasmkube_engine::Engine;
 use wasmkube_oci::{Image, ImageStore};
 use wasmtime::component::{Component, Linker};
 
-pub use egress::{Egress, Listeners, Net};
+pub use egress::{Decide, Egress, Listeners, Net};
 pub use jiff;
 pub use log::Rotation;
 pub use run::{Container, Exit, Mount, Names};

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::egress::Egress;
+use crate::egress::{Decide, Egress};
 use crate::log::{LogFile, Rotation, Source};
 use wasmkube_engine::MemoryLimit;
 use wasmkube_oci::Image;
@@ -74,6 +74,8 @@ pub struct Container {
     /// What its outgoing connections may reach, and where the node's pods
     /// listen (none: anywhere the host reaches).
     pub egress: Option<Arc<Egress>>,
+    /// Which connections to its ports it takes (none: all).
+    pub ingress: Option<Decide>,
 }
 
 /// Names the cluster gives addresses to, as a pod looks them up: a host
@@ -183,17 +185,19 @@ impl WasiHttpHooks for PodHooks {
         if let Some(names) = &self.names {
             resolve_host(&mut request, names);
         }
-        Box::new(send(request, options, self.egress.clone()))
+        Box::new(send(request, options, self.address, self.egress.clone()))
     }
 }
 
 /// Sends a pod's request: the host it names resolved here, each address checked
 /// against `egress`, and the connection made to the first allowed address that
 /// answers (TLS verified against the name asked for), so what was checked is
-/// what is reached.
+/// what is reached. A connection to the cluster's pods and Services comes from
+/// the pod's own address `own`, so the other side knows the pod.
 async fn send(
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
+    own: Option<IpAddr>,
     egress: Option<Arc<Egress>>,
 ) -> Result<(http::Response<WasiBody>, Done), HttpError> {
     use http_body_util::BodyExt as _;
@@ -222,12 +226,15 @@ async fn send(
     let mut failed = HttpError::DestinationNotFound;
     let mut stream = None;
     for to in addresses {
-        if let Some(Err(why)) = egress.as_ref().map(|e| e.check(to)) {
+        if let Some(Err(why)) = egress.as_ref().map(|e| e.allows(to)) {
             tracing::info!(host, why, "a pod's outgoing request refused");
             failed = HttpError::DestinationIpProhibited;
             continue;
         }
-        match tokio::time::timeout(connect, TcpStream::connect(to)).await {
+        let from = own.filter(|own| {
+            own.is_ipv4() == to.is_ipv4() && egress.as_ref().is_some_and(|e| e.in_cluster(to))
+        });
+        match tokio::time::timeout(connect, connect_from(from, to)).await {
             Ok(Ok(connected)) => {
                 stream = Some(connected);
                 break;
@@ -286,6 +293,20 @@ async fn send(
         response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
         done,
     ))
+}
+
+/// A TCP connection to `to`, from the address `from` if one is given.
+async fn connect_from(from: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = if from.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
 }
 
 /// How long an outgoing request may take at each step the guest sets no time for.

@@ -75,6 +75,7 @@ impl Node {
             reuse_instances: true,
             names: None,
             egress: None,
+            ingress: None,
         }
     }
 }
