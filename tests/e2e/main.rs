@@ -17,6 +17,7 @@ mod leader;
 mod machines;
 mod nat;
 mod netns;
+mod netpol;
 mod node_access;
 mod process;
 mod proxy;

@@ -1,5 +1,6 @@
-//! Namespaces: named as DNS labels, `Active` when made, and on deletion
-//! `Terminating` until the server has deleted everything in them.
+//! Namespaces: named as DNS labels, labelled `kubernetes.io/metadata.name` with
+//! their name (what NetworkPolicies select namespaces by), `Active` when made,
+//! and on deletion `Terminating` until the server has deleted everything in them.
 
 use serde_json::{Value, json};
 
@@ -15,6 +16,13 @@ pub(crate) static NAMESPACES: Namespaces = Namespaces;
 impl Strategy for Namespaces {
     fn apply_defaults(&self, namespace: &mut Value) {
         fill(namespace, "/spec/finalizers", json!(["kubernetes"]));
+        // Always the name, whatever a write says, as in Kubernetes.
+        if let Some(name) = namespace["metadata"]["name"].as_str().map(str::to_owned) {
+            if !namespace["metadata"]["labels"].is_object() {
+                namespace["metadata"]["labels"] = json!({});
+            }
+            namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
     }
 
     fn reset_status(&self, namespace: &mut Value) {
@@ -44,6 +52,10 @@ mod tests {
         NAMESPACES.apply_defaults(&mut namespace);
         NAMESPACES.reset_status(&mut namespace);
         assert_eq!(namespace["spec"]["finalizers"], json!(["kubernetes"]));
+        assert_eq!(
+            namespace["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team"
+        );
         assert_eq!(namespace["status"]["phase"], "Active");
         assert_eq!(NAMESPACES.deletion(&namespace, Some(0)), Deletion::Contents);
         NAMESPACES.prepare_for_delete(&mut namespace);
