@@ -1,13 +1,16 @@
 //! Egress benchmark: requests per second and latency of a wasi:http pod that
 //! answers each request with a request of its own to another pod, with the
-//! host's egress check on every outgoing connection against the same pod with
-//! none, side by side.
+//! host's egress check and NetworkPolicies on every connection against the same
+//! pod with neither, side by side.
 //!
 //! The pods run `examples/wasi/http-hello` on the runtime in this process (one
 //! engine): `back` serves, `checked` and `open` both fetch `back` at
 //! `/fetch/<back>/` (a fresh connection per request, so every request is
-//! resolved and checked), `checked` through an [`Egress`] that knows the pods'
-//! listeners, `open` without one. wrk (Debian's) drives `checked` and `open`
+//! resolved and checked). `checked` goes through an [`Egress`] that knows the
+//! pods' listeners, from its own address, and through the agent's
+//! NetworkPolicy decisions (its egress policy, then `back`'s ingress policy,
+//! from caches of the pods, namespaces and policies as the agent keeps them);
+//! `open` through none of it. wrk (Debian's) drives `checked` and `open`
 //! in turn, `-t2 -c32 -d10s` for requests per second and `-t1 -c1 -d5s` for
 //! one request at a time, three times each; the medians are shown.
 //!
@@ -98,7 +101,12 @@ async fn main() {
         .images()
         .import(&file, "examples/http-hello:1")
         .unwrap();
-    let egress = Arc::new(Egress {
+    let policies = Arc::new(std::sync::OnceLock::new());
+    let _ = policies.set(network_policies());
+    let decide = |pod: &str, ingress| {
+        wasmkube_agent::netpol::decision(policies.clone(), NAMESPACE.into(), pod.into(), ingress)
+    };
+    let base = Egress {
         node_pods: Some(Net {
             address: [RANGE[0], RANGE[1], RANGE[2], 0].into(),
             bits: 24,
@@ -111,11 +119,18 @@ async fn main() {
         control_plane: vec!["127.0.0.1".parse().unwrap()],
         listeners: Listeners::default(),
         policy: None,
-    });
+    };
+    let checked = Egress {
+        policy: Some(decide("checked", false)),
+        ..base.clone()
+    };
     let stop = CancellationToken::new();
     let pods = [
-        web(&image, dir.path(), 2, Some(egress.clone())),
-        web(&image, dir.path(), 3, Some(egress.clone())),
+        Container {
+            ingress: Some(decide("back", true)),
+            ..web(&image, dir.path(), 2, Some(Arc::new(base)))
+        },
+        web(&image, dir.path(), 3, Some(Arc::new(checked))),
         web(&image, dir.path(), 4, None),
     ];
     for pod in pods {
@@ -174,6 +189,61 @@ async fn main() {
             }
         }
     }
+}
+
+/// The namespace of the pods.
+const NAMESPACE: &str = "bench";
+
+/// A cache holding `objects`, as the agent's reflectors fill theirs.
+fn cache<K>(objects: Vec<serde_json::Value>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for object in objects {
+        let object: K = serde_json::from_value(object).unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
+    }
+    store
+}
+
+/// The agent's NetworkPolicy decisions over the pods `back` (which only
+/// `app: front` may reach, on its port `http`) and `checked` (which may reach
+/// only `app: back`).
+fn network_policies() -> wasmkube_agent::netpol::Policies {
+    use serde_json::json;
+    let pod = |name: &str, app: &str, host: u8| {
+        json!({
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "web", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": format!("{}.{}.{}.{host}", RANGE[0], RANGE[1], RANGE[2])},
+        })
+    };
+    let policy = |name: &str, spec: serde_json::Value| json!({"metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec});
+    let policies = vec![
+        policy(
+            "back",
+            json!({"podSelector": {"matchLabels": {"app": "back"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "front"}}}], "ports": [{"port": "http"}]}]}),
+        ),
+        policy(
+            "front",
+            json!({"podSelector": {"matchLabels": {"app": "front"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "back"}}}]}]}),
+        ),
+    ];
+    let namespace = json!({"metadata": {"name": NAMESPACE, "labels": {"kubernetes.io/metadata.name": NAMESPACE}}});
+    // Events of refusals would go nowhere: none is expected.
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    wasmkube_agent::netpol::Policies::new(
+        cache(policies),
+        cache(vec![pod("back", "back", 2), pod("checked", "front", 3)]),
+        cache(vec![namespace]),
+        client,
+        "bench".into(),
+        vec!["127.0.0.1".parse().unwrap()],
+    )
 }
 
 /// The body of `GET url` (plain HTTP/1.1, one connection), or what went wrong.

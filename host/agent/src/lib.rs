@@ -29,7 +29,7 @@ mod dns;
 mod endpoint;
 mod ingress;
 mod logs;
-mod netpol;
+pub mod netpol;
 mod network;
 mod node;
 mod pod;
@@ -188,27 +188,8 @@ impl Agent {
     /// The decision of `pod`'s NetworkPolicies on its connections: to an
     /// address (`ingress` false), or from one to its port (`ingress` true).
     pub(crate) fn policy(&self, pod: &Pod, ingress: bool) -> Decide {
-        let policies = self.policies.clone();
         let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        Decide(Arc::new(move |other: std::net::SocketAddr| {
-            let Some(policies) = policies.get() else {
-                return Ok(());
-            };
-            if ingress && policies.is_node(other.ip()) {
-                return Ok(());
-            }
-            let Some(me) = policies.pod(&namespace, &name) else {
-                return Ok(());
-            };
-            let me = netpol::Side::Pod(me);
-            let peer = policies.side(other.ip());
-            if ingress {
-                let own = me_ip(&me).unwrap_or(other.ip());
-                policies.check(&peer, &me, own, other.port())
-            } else {
-                policies.check(&me, &peer, other.ip(), other.port())
-            }
-        }))
+        netpol::decision(self.policies.clone(), namespace, name, ingress)
     }
 
     /// What the node's pods may connect to now: `pod`'s policies on top.
@@ -558,12 +539,4 @@ fn addresses_of(authority: &str) -> Vec<std::net::IpAddr> {
         .to_socket_addrs()
         .map(|found| found.map(|a| a.ip()).collect())
         .unwrap_or_default()
-}
-
-/// The address of a pod side of a connection.
-fn me_ip(side: &netpol::Side) -> Option<std::net::IpAddr> {
-    match side {
-        netpol::Side::Pod(pod) => pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok(),
-        netpol::Side::Outside(ip) => Some(*ip),
-    }
 }

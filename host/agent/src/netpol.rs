@@ -57,20 +57,30 @@ enum Direction {
 
 /// The caches the policies are decided from.
 #[derive(Clone)]
-pub(crate) struct Policies {
-    pub(crate) policies: Store<NetworkPolicy>,
-    pub(crate) pods: Store<Pod>,
-    pub(crate) namespaces: Store<Namespace>,
-    pub(crate) client: Client,
-    pub(crate) node: String,
+pub struct Policies {
+    policies: Store<NetworkPolicy>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    client: Client,
+    node: String,
     /// The node's own addresses (its address, its pods' gateway).
-    pub(crate) node_addresses: Vec<IpAddr>,
+    node_addresses: Vec<IpAddr>,
     /// When each refusal was last told, by (pod uid, peer, direction).
     told: Arc<Mutex<HashMap<Told, Instant>>>,
 }
 
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Policies {
-    pub(crate) fn new(
+    /// Policies decided from these caches, told as Events through `client` by
+    /// the node `node`, whose own addresses are `node_addresses`.
+    pub fn new(
         policies: Store<NetworkPolicy>,
         pods: Store<Pod>,
         namespaces: Store<Namespace>,
@@ -216,6 +226,35 @@ impl Policies {
 /// Whether `ip` is in the loopback pod ranges (127.64.0.0/10).
 fn in_pod_ranges(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 127 && (64..128).contains(&v4.octets()[1]))
+}
+
+/// The decision of the pod `namespace/name`'s policies on its connections, once
+/// `policies` has any: to an address (`ingress` false), or to its port from
+/// one (`ingress` true); the node's own connections to it are always let in.
+pub fn decision(
+    policies: Arc<std::sync::OnceLock<Policies>>,
+    namespace: String,
+    name: String,
+    ingress: bool,
+) -> wasmkube_runtime::Decide {
+    wasmkube_runtime::Decide(Arc::new(move |other: std::net::SocketAddr| {
+        let Some(policies) = policies.get() else {
+            return Ok(());
+        };
+        if ingress && policies.is_node(other.ip()) {
+            return Ok(());
+        }
+        let Some(me) = policies.pod(&namespace, &name) else {
+            return Ok(());
+        };
+        let own = pod_ip(&me).unwrap_or(other.ip());
+        let (me, peer) = (Side::Pod(me), policies.side(other.ip()));
+        if ingress {
+            policies.check(&peer, &me, own, other.port())
+        } else {
+            policies.check(&me, &peer, other.ip(), other.port())
+        }
+    }))
 }
 
 /// Starts the caches the policies are decided from once the cluster has a
