@@ -34,32 +34,14 @@ fn network_policies_isolate_pods_as_kubernetes_says() {
     .join("---\n");
     apply(data, &manifest);
     let ip = |namespace: &str, pod: &str| {
+        let field = |template: &str| {
+            let template = format!("jsonpath={template}");
+            kubectl(data, &["get", "pod", "-n", namespace, pod, "-o", &template])
+        };
         eventually(Duration::from_secs(60), "Running", || {
-            kubectl(
-                data,
-                &[
-                    "get",
-                    "pod",
-                    "-n",
-                    namespace,
-                    pod,
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ],
-            )
+            field("{.status.phase}")
         });
-        kubectl(
-            data,
-            &[
-                "get",
-                "pod",
-                "-n",
-                namespace,
-                pod,
-                "-o",
-                "jsonpath={.status.podIP}",
-            ],
-        )
+        field("{.status.podIP}")
     };
     let server_ip = ip("x", "server");
     let (client, other) = (ip("x", "client"), ip("zed", "other"));

@@ -305,8 +305,36 @@ async fn connect_from(from: Option<IpAddr>, to: SocketAddr) -> std::io::Result<T
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    // The port is chosen at connect, for the whole address pair: a busy pod
+    // does not run out of ports bound to its address.
+    bind_address_no_port(&socket)?;
     socket.bind(SocketAddr::new(from, 0))?;
     socket.connect(to).await
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` on `socket` (Linux 4.2): a bind names the
+/// address only, and the port comes at connect time (no safe binding offers
+/// this option).
+#[allow(unsafe_code)]
+fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is the open socket borrowed for the call, and the
+    // value is a c_int that outlives it, with its size passed along.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// How long an outgoing request may take at each step the guest sets no time for.
