@@ -77,6 +77,22 @@ fn network_policies_isolate_pods_as_kubernetes_says() {
         http_get(&direct, "/").starts_with("server from wasi:http"),
         "the node is let in"
     );
+    // A peer that is neither the node nor a pod (an address of the pod range
+    // no pod has) is refused by the server's own listener.
+    let stranger = server_ip
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.250"))
+        .unwrap();
+    let curl = |from: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "3", "--interface", from])
+            .arg(format!("http://{direct}/"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&stranger), "", "a stranger was answered");
+    assert!(curl("127.0.0.1").starts_with("server from wasi:http"));
     eventually(Duration::from_secs(30), "told", || {
         let messages = kubectl(
             data,
