@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use limits::MemoryLimit;
+pub use limits::{MemoryBudget, MemoryLimit};
 pub use shipped::Shipped;
 
 /// How often the epoch advances: the granularity of every guest's time

@@ -1,7 +1,7 @@
 //! What bounds a guest: an epoch ticker (time) and a memory limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Engine, ResourceLimiter};
@@ -37,12 +37,51 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Refuses linear memory growth past a limit (over all of a store's memories),
-/// and remembers that it did: a refusal shows in the guest only as a failed
-/// allocation, usually a trap, so the host reads it here to say why.
+/// Bytes of linear memory several stores share (the instances of one
+/// container): each store's growth is charged here, and given back when the
+/// store goes.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` more, unless that goes past the limit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|after| *after <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Refuses linear memory growth past a limit (over all of a store's memories,
+/// or over all the stores sharing a [`MemoryBudget`]), and remembers that it
+/// did: a refusal shows in the guest only as a failed allocation, usually a
+/// trap, so the host reads it here to say why.
 #[derive(Debug, Default)]
 pub struct MemoryLimit {
     limit: Option<usize>,
+    budget: Option<Arc<MemoryBudget>>,
     used: usize,
     refused: bool,
 }
@@ -52,7 +91,19 @@ impl MemoryLimit {
     pub fn new(limit: Option<usize>) -> MemoryLimit {
         MemoryLimit {
             limit,
-            ..MemoryLimit::default()
+            budget: None,
+            used: 0,
+            refused: false,
+        }
+    }
+
+    /// A limit shared with the other stores of `budget`.
+    pub fn shared(budget: Arc<MemoryBudget>) -> MemoryLimit {
+        MemoryLimit {
+            limit: None,
+            budget: Some(budget),
+            used: 0,
+            refused: false,
         }
     }
 
@@ -70,7 +121,10 @@ impl ResourceLimiter for MemoryLimit {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let after = self.used - current.min(self.used) + desired;
-        if self.limit.is_some_and(|limit| after > limit) {
+        let more = after.saturating_sub(self.used);
+        let refused = self.limit.is_some_and(|limit| after > limit)
+            || self.budget.as_ref().is_some_and(|b| !b.take(more));
+        if refused {
             self.refused = true;
             return Ok(false);
         }
@@ -85,5 +139,14 @@ impl ResourceLimiter for MemoryLimit {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(true)
+    }
+}
+
+impl Drop for MemoryLimit {
+    /// Gives what the store took back to the budget it shares.
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.used);
+        }
     }
 }

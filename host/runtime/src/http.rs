@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::egress::Decide;
 use crate::log::LogFile;
-use crate::run::{State, failed, new_store, out_of_memory};
+use crate::run::{Shares, State, failed, new_store, out_of_memory};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Container, Exit};
@@ -55,6 +55,8 @@ pub(crate) fn serves_http(engine: &wasmtime::Engine, component: &Component) -> b
 struct Server {
     engine: wasmtime::Engine,
     pre: ProxyPre<State>,
+    /// What all its instances share: the memory limit, outgoing connections.
+    shares: Shares,
     container: Container,
     log: LogFile,
     /// Set once the grace period is over: guests still running are ended.
@@ -80,8 +82,14 @@ impl Server {
         if let Some(found) = self.idle.lock().expect("idle lock").pop() {
             return Ok(found);
         }
-        let mut store = new_store(&self.engine, &self.container, &self.log, &self.kill)
-            .map_err(|exit| format!("{exit:?}"))?;
+        let mut store = new_store(
+            &self.engine,
+            &self.container,
+            &self.log,
+            &self.kill,
+            &self.shares,
+        )
+        .map_err(|exit| format!("{exit:?}"))?;
         let proxy = self
             .pre
             .instantiate_async(&mut store)
@@ -176,6 +184,7 @@ pub(crate) async fn serve(
     let server = Arc::new(Server {
         engine: engine.clone(),
         pre,
+        shares: Shares::of(container),
         container: container.clone(),
         log: log.clone(),
         kill: CancellationToken::new(),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::egress::{Decide, Egress};
 use crate::log::{LogFile, Rotation, Source};
-use wasmkube_engine::MemoryLimit;
+use wasmkube_engine::{MemoryBudget, MemoryLimit};
 use wasmkube_oci::Image;
 
 /// A directory the container sees.
@@ -54,7 +54,7 @@ pub struct Container {
     pub log: PathBuf,
     /// When its log files rotate.
     pub rotation: Rotation,
-    /// The most linear memory, in bytes, all its instances may hold.
+    /// The most linear memory, in bytes, all its instances may hold together.
     pub memory_limit: Option<usize>,
     /// The share of one CPU it may use, in thousandths (`500` for `500m`).
     pub cpu_millis: Option<u32>,
@@ -169,6 +169,30 @@ struct PodHooks {
     address: Option<IpAddr>,
     names: Option<Names>,
     egress: Option<Arc<Egress>>,
+    /// The container's outgoing connections open now, of its most.
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+/// The most outgoing connections one container holds open at once; past it, a
+/// request fails with `ConnectionLimitReached` and its neighbours see nothing.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
+/// What all the instances of one container run share: its memory limit, and
+/// its outgoing connections.
+#[derive(Clone, Debug)]
+pub(crate) struct Shares {
+    memory: Option<Arc<MemoryBudget>>,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shares {
+    /// The shares of a run of `container`.
+    pub(crate) fn of(container: &Container) -> Shares {
+        Shares {
+            memory: container.memory_limit.map(MemoryBudget::new),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
 }
 
 impl WasiHttpHooks for PodHooks {
@@ -185,7 +209,20 @@ impl WasiHttpHooks for PodHooks {
         if let Some(names) = &self.names {
             resolve_host(&mut request, names);
         }
-        Box::new(send(request, options, self.address, self.egress.clone()))
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        };
+        let sent = send(request, options, self.address, self.egress.clone());
+        Box::new(async move {
+            let (response, done) = sent.await?;
+            // The connection counts until it is done.
+            let done: Done = Box::new(async move {
+                let ended = Box::into_pin(done).await;
+                drop(permit);
+                ended
+            });
+            Ok((response, done))
+        })
     }
 }
 
@@ -434,6 +471,7 @@ pub(crate) fn new_store(
     container: &Container,
     log: &LogFile,
     kill: &CancellationToken,
+    shares: &Shares,
 ) -> Result<Store<State>, Exit> {
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
@@ -460,9 +498,13 @@ pub(crate) fn new_store(
             address: container.address,
             names: container.names.clone(),
             egress: container.egress.clone(),
+            connections: shares.connections.clone(),
         },
         table: ResourceTable::new(),
-        limiter: MemoryLimit::new(container.memory_limit),
+        limiter: match &shares.memory {
+            Some(budget) => MemoryLimit::shared(budget.clone()),
+            None => MemoryLimit::new(None),
+        },
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -511,7 +553,7 @@ pub(crate) async fn run(
     log: &LogFile,
     stop: &CancellationToken,
 ) -> Exit {
-    let mut store = match new_store(engine, container, log, stop) {
+    let mut store = match new_store(engine, container, log, stop, &Shares::of(container)) {
         Ok(store) => store,
         Err(exit) => return exit,
     };

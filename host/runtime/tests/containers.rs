@@ -275,3 +275,86 @@ async fn an_http_component_serves_on_its_pods_address() {
     assert_eq!(first.1, "hi from wasi:http: GET /a?b=c\n");
     assert_eq!(second.1, "hey from wasi:http: GET /\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pool large enough that only the limit can refuse an instance.
+    let settings = Settings {
+        instances: 128,
+        ..Settings::at(&dir.path().join("compiled"))
+    };
+    let node = Node {
+        runtime: Runtime::new(Arc::new(Engine::start(&settings).unwrap()), dir.path()).unwrap(),
+        dir,
+    };
+    // Requests that fetch from here wait for as long as the test wants.
+    let holder = tokio::net::TcpListener::bind("127.0.10.9:0").await.unwrap();
+    let held = holder.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = holder.accept().await {
+            kept.push(stream);
+        }
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    const LIMIT: usize = 8 << 20;
+    let mut limited = node.container("http-hello", &[]);
+    limited.log = node.dir.path().join("limited.log");
+    limited.address = Some("127.0.10.1".parse().unwrap());
+    limited.ports = vec![port];
+    limited.memory_limit = Some(LIMIT);
+    let mut neighbour = node.container("http-hello", &[]);
+    neighbour.log = node.dir.path().join("neighbour.log");
+    neighbour.address = Some("127.0.10.2".parse().unwrap());
+    neighbour.ports = vec![port];
+    let stop = CancellationToken::new();
+    let serving = async {
+        tokio::join!(
+            node.runtime.run(&limited, &stop),
+            node.runtime.run(&neighbour, &stop)
+        )
+    };
+    let asking = async {
+        let address = format!("127.0.10.1:{port}");
+        assert_eq!(get(&address, "/").await.0, "HTTP/1.1 200 OK");
+        // 50 requests at once, each holding an instance while it fetches.
+        let requests = (0..50).map(|_| {
+            let address = address.clone();
+            tokio::spawn(async move {
+                let path = format!("/fetch/{held}/");
+                tokio::time::timeout(Duration::from_secs(5), get(&address, &path))
+                    .await
+                    .ok()
+            })
+        });
+        let requests: Vec<_> = requests.collect();
+        // The neighbour answers meanwhile, unlimited by the other's limit.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let answer = get(&format!("127.0.10.2:{port}"), "/").await;
+        assert_eq!(answer.0, "HTTP/1.1 200 OK");
+        let mut refused = Vec::new();
+        let mut waiting = 0;
+        for request in requests {
+            match request.await.unwrap() {
+                Some(answer) => refused.push(answer),
+                None => waiting += 1,
+            }
+        }
+        stop.cancel();
+        (waiting, refused)
+    };
+    let (_, (waiting, refused)) = tokio::join!(serving, asking);
+    holding.abort();
+    // Each instance holds at least a MiB of linear memory: no more than 8 fit
+    // in the pod's 8 MiB at once (one is the first request's, kept idle).
+    assert!(waiting < 8, "{waiting} instances held at once in 8 MiB");
+    assert!(refused.len() > 42, "{} refused", refused.len());
+    for (status, body) in &refused {
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error", "{body}");
+    }
+}
