@@ -76,6 +76,8 @@ impl Settings {
 /// The process's engine, its ticker and its compile cache.
 pub struct Engine {
     engine: wasmtime::Engine,
+    /// The instances its pool holds (0: no pool).
+    instances: u32,
     cache_dir: PathBuf,
     shipped: Shipped,
     _ticker: limits::EpochTicker,
@@ -94,25 +96,34 @@ impl Engine {
     pub fn start(settings: &Settings) -> Result<Engine, EngineError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = if settings.instances == 0 {
-            wasmtime::Engine::new(&config)
+        let (engine, instances) = if settings.instances == 0 {
+            (wasmtime::Engine::new(&config), 0)
         } else {
             let mut pooled = config.clone();
             pooled.allocation_strategy(pool(settings.instances));
-            wasmtime::Engine::new(&pooled).or_else(|e| {
-                tracing::warn!(error = %e, "no pooling allocator: instances allocated on demand");
-                wasmtime::Engine::new(&config)
-            })
-        }
-        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+            match wasmtime::Engine::new(&pooled) {
+                Ok(engine) => (Ok(engine), settings.instances),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no pooling allocator: instances allocated on demand");
+                    (wasmtime::Engine::new(&config), 0)
+                }
+            }
+        };
+        let engine = engine.map_err(|e| EngineError::Config(format!("{e:#}")))?;
         std::fs::create_dir_all(&settings.cache_dir)?;
         let ticker = limits::EpochTicker::start(&engine, TICK)?;
         Ok(Engine {
             engine,
+            instances,
             cache_dir: settings.cache_dir.clone(),
             shipped: settings.shipped.clone(),
             _ticker: ticker,
         })
+    }
+
+    /// How many instances its pool holds at once (0: no pool).
+    pub fn instances(&self) -> u32 {
+        self.instances
     }
 
     /// The wasmtime engine, for stores, linkers and instances.

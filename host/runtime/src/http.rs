@@ -155,6 +155,7 @@ pub(crate) async fn serve(
     container: &Container,
     log: &LogFile,
     stop: &CancellationToken,
+    shares: Shares,
 ) -> Exit {
     let pre = match linker.instantiate_pre(component).and_then(ProxyPre::new) {
         Ok(pre) => pre,
@@ -184,7 +185,7 @@ pub(crate) async fn serve(
     let server = Arc::new(Server {
         engine: engine.clone(),
         pre,
-        shares: Shares::of(container),
+        shares,
         container: container.clone(),
         log: log.clone(),
         kill: CancellationToken::new(),

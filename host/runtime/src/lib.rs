@@ -140,10 +140,29 @@ impl Runtime {
             }
         };
         let engine = self.engine.wasmtime();
+        let shares = run::Shares::of(container, self.engine.instances());
         let exit = if http::serves_http(engine, &component) {
-            http::serve(engine, &self.linker, &component, container, &log, stop).await
+            http::serve(
+                engine,
+                &self.linker,
+                &component,
+                container,
+                &log,
+                stop,
+                shares,
+            )
+            .await
         } else {
-            run::run(engine, &self.linker, &component, container, &log, stop).await
+            run::run(
+                engine,
+                &self.linker,
+                &component,
+                container,
+                &log,
+                stop,
+                &shares,
+            )
+            .await
         };
         if let Err(e) = log.finish() {
             tracing::warn!(log = %container.log.display(), error = %e, "writing the log");

@@ -136,6 +136,8 @@ pub(crate) struct State {
     hooks: PodHooks,
     table: ResourceTable,
     limiter: MemoryLimit,
+    /// Its place among the container's instances, while it lives.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl WasiView for State {
@@ -177,20 +179,26 @@ struct PodHooks {
 /// request fails with `ConnectionLimitReached` and its neighbours see nothing.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
 
-/// What all the instances of one container run share: its memory limit, and
-/// its outgoing connections.
+/// What all the instances of one container run share: its memory limit, its
+/// outgoing connections, and its share of the node's instance pool.
 #[derive(Clone, Debug)]
 pub(crate) struct Shares {
     memory: Option<Arc<MemoryBudget>>,
     connections: Arc<tokio::sync::Semaphore>,
+    /// Its places in the pool, and how many there are.
+    instances: Option<(Arc<tokio::sync::Semaphore>, usize)>,
 }
 
 impl Shares {
-    /// The shares of a run of `container`.
-    pub(crate) fn of(container: &Container) -> Shares {
+    /// The shares of a run of `container` on an engine whose pool holds
+    /// `pool` instances (0: no pool): at most a quarter of the pool, so that
+    /// no container leaves its neighbours without instances.
+    pub(crate) fn of(container: &Container, pool: u32) -> Shares {
+        let share = (pool as usize / 4).max(1);
         Shares {
             memory: container.memory_limit.map(MemoryBudget::new),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            instances: (pool > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(share)), share)),
         }
     }
 }
@@ -473,6 +481,15 @@ pub(crate) fn new_store(
     kill: &CancellationToken,
     shares: &Shares,
 ) -> Result<Store<State>, Exit> {
+    let slot = match &shares.instances {
+        Some((places, share)) => Some(places.clone().try_acquire_owned().map_err(|_| {
+            failed(
+                128,
+                format!("the container holds its share of the node's instances ({share})"),
+            )
+        })?),
+        None => None,
+    };
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
         .envs(&container.env)
@@ -505,6 +522,7 @@ pub(crate) fn new_store(
             Some(budget) => MemoryLimit::shared(budget.clone()),
             None => MemoryLimit::new(None),
         },
+        _slot: slot,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -552,8 +570,9 @@ pub(crate) async fn run(
     container: &Container,
     log: &LogFile,
     stop: &CancellationToken,
+    shares: &Shares,
 ) -> Exit {
-    let mut store = match new_store(engine, container, log, stop, &Shares::of(container)) {
+    let mut store = match new_store(engine, container, log, stop, shares) {
         Ok(store) => store,
         Err(exit) => return exit,
     };

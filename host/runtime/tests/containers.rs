@@ -276,19 +276,28 @@ async fn an_http_component_serves_on_its_pods_address() {
     assert_eq!(second.1, "hey from wasi:http: GET /\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbours() {
+/// A node whose pool holds `instances`.
+fn node_with_pool(instances: u32) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    // A pool large enough that only the limit can refuse an instance.
     let settings = Settings {
-        instances: 128,
+        instances,
         ..Settings::at(&dir.path().join("compiled"))
     };
-    let node = Node {
+    Node {
         runtime: Runtime::new(Arc::new(Engine::start(&settings).unwrap()), dir.path()).unwrap(),
         dir,
-    };
-    // Requests that fetch from here wait for as long as the test wants.
+    }
+}
+
+/// What `count` requests at once to `limited` get while each holds its
+/// instance (fetching from a server that never answers): how many were still
+/// waiting after 5 s, and the answers of the others. Another pod of the node
+/// must answer meanwhile.
+async fn saturate(
+    node: &Node,
+    mut limited: Container,
+    count: usize,
+) -> (usize, Vec<(String, String)>) {
     let holder = tokio::net::TcpListener::bind("127.0.10.9:0").await.unwrap();
     let held = holder.local_addr().unwrap();
     let holding = tokio::spawn(async move {
@@ -302,12 +311,9 @@ async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbou
         .local_addr()
         .unwrap()
         .port();
-    const LIMIT: usize = 8 << 20;
-    let mut limited = node.container("http-hello", &[]);
     limited.log = node.dir.path().join("limited.log");
     limited.address = Some("127.0.10.1".parse().unwrap());
     limited.ports = vec![port];
-    limited.memory_limit = Some(LIMIT);
     let mut neighbour = node.container("http-hello", &[]);
     neighbour.log = node.dir.path().join("neighbour.log");
     neighbour.address = Some("127.0.10.2".parse().unwrap());
@@ -322,21 +328,21 @@ async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbou
     let asking = async {
         let address = format!("127.0.10.1:{port}");
         assert_eq!(get(&address, "/").await.0, "HTTP/1.1 200 OK");
-        // 50 requests at once, each holding an instance while it fetches.
-        let requests = (0..50).map(|_| {
-            let address = address.clone();
-            tokio::spawn(async move {
-                let path = format!("/fetch/{held}/");
-                tokio::time::timeout(Duration::from_secs(5), get(&address, &path))
-                    .await
-                    .ok()
+        let requests: Vec<_> = (0..count)
+            .map(|_| {
+                let address = address.clone();
+                tokio::spawn(async move {
+                    let path = format!("/fetch/{held}/");
+                    tokio::time::timeout(Duration::from_secs(5), get(&address, &path))
+                        .await
+                        .ok()
+                })
             })
-        });
-        let requests: Vec<_> = requests.collect();
-        // The neighbour answers meanwhile, unlimited by the other's limit.
+            .collect();
+        // The neighbour answers meanwhile.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let answer = get(&format!("127.0.10.2:{port}"), "/").await;
-        assert_eq!(answer.0, "HTTP/1.1 200 OK");
+        assert_eq!(answer.0, "HTTP/1.1 200 OK", "{}", answer.1);
         let mut refused = Vec::new();
         let mut waiting = 0;
         for request in requests {
@@ -348,13 +354,41 @@ async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbou
         stop.cancel();
         (waiting, refused)
     };
-    let (_, (waiting, refused)) = tokio::join!(serving, asking);
+    let (_, outcome) = tokio::join!(serving, asking);
     holding.abort();
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_holds_across_concurrent_requests_and_spares_the_neighbours() {
+    // A pool large enough that only the limit can refuse an instance.
+    let node = node_with_pool(256);
+    let mut limited = node.container("http-hello", &[]);
+    limited.memory_limit = Some(8 << 20);
+    let (waiting, refused) = saturate(&node, limited, 50).await;
     // Each instance holds at least a MiB of linear memory: no more than 8 fit
     // in the pod's 8 MiB at once (one is the first request's, kept idle).
     assert!(waiting < 8, "{waiting} instances held at once in 8 MiB");
     assert!(refused.len() > 42, "{} refused", refused.len());
     for (status, body) in &refused {
         assert_eq!(status, "HTTP/1.1 500 Internal Server Error", "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_takes_at_most_its_share_of_the_instance_pool() {
+    // 16 instances: a quarter for each pod at most, so 20 requests at once to
+    // one pod leave the neighbour instances to answer with.
+    let node = node_with_pool(16);
+    let limited = node.container("http-hello", &[]);
+    let (waiting, refused) = saturate(&node, limited, 20).await;
+    assert!(waiting <= 4, "{waiting} instances held at once");
+    assert!(refused.len() >= 16, "{} refused", refused.len());
+    for (status, body) in &refused {
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error", "{body}");
+        assert!(
+            body.contains("its share of the node's instances (4)"),
+            "{body}"
+        );
     }
 }
