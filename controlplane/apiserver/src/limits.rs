@@ -140,7 +140,7 @@ fn long_running(parts: &Parts) -> bool {
     let param = |name: &str| {
         query.split('&').any(|pair| {
             pair.split_once('=')
-                .is_some_and(|(k, v)| k == name && (v == "true" || v == "1"))
+                .is_some_and(|(k, v)| k == name && crate::rest::truthy(v))
         })
     };
     let path = parts.uri.path();

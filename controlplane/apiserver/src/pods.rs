@@ -13,7 +13,7 @@ use crate::error::{
     ApiError, ApiResult, FieldError, Status, StatusCause, StatusDetails, respond_status,
 };
 use crate::objects::{deleting, labels, name, now};
-use crate::rest::{Request, decode_stored, encode};
+use crate::rest::{Request, check_preconditions, decode_stored, encode};
 
 impl Request<'_> {
     /// Binds the pod `pod` to the node a Binding names, once admitted.
@@ -42,17 +42,9 @@ impl Request<'_> {
             .filter(|u| !u.is_empty());
         self.modify(pod, |object| {
             // A binding for a pod that was deleted and made again is refused.
-            if let Some(uid) = uid
-                && object["metadata"]["uid"].as_str() != Some(uid)
-            {
-                return Err(ApiError::conflict(
-                    pods,
-                    pod,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        object["metadata"]["uid"].as_str().unwrap_or("")
-                    ),
-                ));
+            if let Some(uid) = uid {
+                let preconditions = json!({"preconditions": {"uid": uid}});
+                check_preconditions(pods, pod, object, &preconditions)?;
             }
             if let Some(current) = object["spec"]["nodeName"]
                 .as_str()

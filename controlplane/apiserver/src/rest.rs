@@ -203,7 +203,12 @@ fn not_allowed() -> ApiError {
 
 /// `true`, `1`: how clients say yes in a query.
 pub(crate) fn is_true(value: Option<&String>) -> bool {
-    matches!(value.map(String::as_str), Some("true" | "1"))
+    value.is_some_and(|v| truthy(v))
+}
+
+/// Whether a query parameter's value says yes, as Kubernetes reads booleans.
+pub(crate) fn truthy(value: &str) -> bool {
+    matches!(value, "true" | "1")
 }
 
 /// The object as stored, with its resourceVersion.
@@ -935,7 +940,7 @@ fn delete_options(params: &Params, body: &[u8]) -> ApiResult<Value> {
     }
 }
 
-fn check_preconditions(
+pub(crate) fn check_preconditions(
     resource: &ResourceType,
     name: &str,
     object: &Value,

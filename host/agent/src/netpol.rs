@@ -110,8 +110,6 @@ impl Policies {
     pub(crate) fn side(&self, ip: IpAddr) -> Side {
         let text = ip.to_string();
         self.pods
-            .state()
-            .into_iter()
             .find(|p| {
                 let status = p.status.as_ref();
                 status.and_then(|s| s.pod_ip.as_deref()) == Some(text.as_str())
@@ -139,12 +137,10 @@ impl Policies {
         to_ip: IpAddr,
         port: u16,
     ) -> Result<(), String> {
-        let namespaces = self.namespaces.state();
         let policies = self.policies.state();
         let labels_of = |ns: &str| {
-            namespaces
-                .iter()
-                .find(|n| n.name_any() == ns)
+            self.namespaces
+                .get(&kube::runtime::reflector::ObjectRef::new(ns))
                 .map(|n| n.labels().clone())
                 .unwrap_or_default()
         };

@@ -210,14 +210,19 @@ async fn forward(
 ) {
     // A pod's connection goes only to an endpoint its egress and the
     // endpoint's ingress allow; the node's own always may.
-    let allowed = |endpoint: SocketAddr| match policies.get() {
-        Some(policies) if !policies.is_node(peer) => {
-            let (from, to) = (policies.side(peer), policies.side(endpoint.ip()));
+    // The client, once: each endpoint tried is checked against it.
+    let caller = policies
+        .get()
+        .filter(|policies| !policies.is_node(peer))
+        .map(|policies| (policies, policies.side(peer)));
+    let allowed = |endpoint: SocketAddr| match &caller {
+        Some((policies, from)) => {
+            let to = policies.side(endpoint.ip());
             policies
-                .check(&from, &to, endpoint.ip(), endpoint.port())
+                .check(from, &to, endpoint.ip(), endpoint.port())
                 .is_ok()
         }
-        _ => true,
+        None => true,
     };
     if let Some(mut upstream) = connect(&table, &route, peer, allowed).await {
         let _ = upstream.set_nodelay(true);
