@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::egress::Decide;
 use crate::log::LogFile;
-use crate::run::{Shares, State, failed, new_store, out_of_memory};
+use crate::run::{Handles, Shares, State, failed, new_store, out_of_memory, why};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Container, Exit};
@@ -88,6 +88,7 @@ impl Server {
             &self.log,
             &self.kill,
             &self.shares,
+            Handles::Request,
         )
         .map_err(|exit| format!("{exit:?}"))?;
         let proxy = self
@@ -131,7 +132,7 @@ impl Server {
                 Err(_) if out_of_memory(&store) => {
                     Err("the handler wanted more memory than its limit".to_owned())
                 }
-                Err(e) => Err(format!("the handler failed: {e:#}")),
+                Err(e) => Err(format!("the handler failed: {}", why(&e))),
             }
         });
         match receiver.await {

@@ -136,8 +136,12 @@ pub(crate) struct State {
     hooks: PodHooks,
     table: ResourceTable,
     limiter: MemoryLimit,
-    /// Its place among the container's instances, while it lives.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its place among the container's instances and its handles, while it
+    /// lives.
+    _held: (
+        Option<tokio::sync::OwnedSemaphorePermit>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
 }
 
 impl WasiView for State {
@@ -179,12 +183,29 @@ struct PodHooks {
 /// request fails with `ConnectionLimitReached` and its neighbours see nothing.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
 
+/// The most host handles (open files and directories, streams, requests,
+/// bodies, pollables) one container's instances hold together. Every host
+/// descriptor a guest holds is one of them, so this also caps its descriptors.
+pub(crate) const MAX_HANDLES: usize = 16_384;
+
+/// The handles one instance holds at most, reserved from its container's
+/// [`MAX_HANDLES`] while it lives. A command gets what a process gets by
+/// default (1,024 open files); an instance serving one request needs a few
+/// dozen (its request, response, bodies, streams and some outgoing requests),
+/// so 128 of them leave a container 128 concurrent requests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Handles {
+    Command = 1024,
+    Request = 128,
+}
+
 /// What all the instances of one container run share: its memory limit, its
 /// outgoing connections, and its share of the node's instance pool.
 #[derive(Clone, Debug)]
 pub(crate) struct Shares {
     memory: Option<Arc<MemoryBudget>>,
     connections: Arc<tokio::sync::Semaphore>,
+    handles: Arc<tokio::sync::Semaphore>,
     /// Its places in the pool, and how many there are.
     instances: Option<(Arc<tokio::sync::Semaphore>, usize)>,
 }
@@ -198,6 +219,7 @@ impl Shares {
         Shares {
             memory: container.memory_limit.map(MemoryBudget::new),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            handles: Arc::new(tokio::sync::Semaphore::new(MAX_HANDLES)),
             instances: (pool > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(share)), share)),
         }
     }
@@ -480,6 +502,7 @@ pub(crate) fn new_store(
     log: &LogFile,
     kill: &CancellationToken,
     shares: &Shares,
+    handles: Handles,
 ) -> Result<Store<State>, Exit> {
     let slot = match &shares.instances {
         Some((places, share)) => Some(places.clone().try_acquire_owned().map_err(|_| {
@@ -490,6 +513,18 @@ pub(crate) fn new_store(
         })?),
         None => None,
     };
+    let reserved = shares
+        .handles
+        .clone()
+        .try_acquire_many_owned(handles as u32)
+        .map_err(|_| {
+            failed(
+                128,
+                format!("the container holds its {MAX_HANDLES} handles in its other instances"),
+            )
+        })?;
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(handles as usize);
     let mut wasi = WasiCtx::builder();
     wasi.args(&container.args)
         .envs(&container.env)
@@ -517,12 +552,12 @@ pub(crate) fn new_store(
             egress: container.egress.clone(),
             connections: shares.connections.clone(),
         },
-        table: ResourceTable::new(),
+        table,
         limiter: match &shares.memory {
             Some(budget) => MemoryLimit::shared(budget.clone()),
             None => MemoryLimit::new(None),
         },
-        _slot: slot,
+        _held: (slot, reserved),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -557,6 +592,15 @@ pub(crate) fn new_store(
     Ok(store)
 }
 
+/// Why a call into a guest failed: its trap, or the host's refusal (a full
+/// handle table, a closed stream), without the guest's backtrace.
+pub(crate) fn why(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => format!("trapped: {trap}"),
+        None => e.root_cause().to_string(),
+    }
+}
+
 /// Whether the guest of `store` wanted more memory than its limit.
 pub(crate) fn out_of_memory(store: &Store<State>) -> bool {
     store.data().limiter.refused()
@@ -572,7 +616,7 @@ pub(crate) async fn run(
     stop: &CancellationToken,
     shares: &Shares,
 ) -> Exit {
-    let mut store = match new_store(engine, container, log, stop, shares) {
+    let mut store = match new_store(engine, container, log, stop, shares, Handles::Command) {
         Ok(store) => store,
         Err(exit) => return exit,
     };
@@ -600,13 +644,7 @@ pub(crate) async fn run(
             Some(I32Exit(0)) => Exit::Completed,
             Some(I32Exit(code)) => failed(*code, "exited"),
             None if stop.is_cancelled() => Exit::Stopped,
-            None => failed(
-                1,
-                match e.downcast_ref::<Trap>() {
-                    Some(trap) => format!("trapped: {trap}"),
-                    None => format!("{e:#}"),
-                },
-            ),
+            None => failed(1, why(&e)),
         },
     }
 }

@@ -392,3 +392,61 @@ async fn a_pod_takes_at_most_its_share_of_the_instance_pool() {
         );
     }
 }
+
+/// The descriptors this process holds open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn a_command_holds_at_most_its_open_files() {
+    let node = Node::new();
+    let data = node.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    let mut hog = node.container("hog", &["files", "/data/f"]);
+    hog.mounts = vec![Mount {
+        host: data,
+        handle: None,
+        guest: "/data".into(),
+        read_only: true,
+    }];
+    let before = open_descriptors();
+    let exit = node.runtime.run(&hog, &CancellationToken::new()).await;
+    let Exit::Failed { reason, .. } = &exit else {
+        panic!("{exit:?}");
+    };
+    assert!(
+        reason.contains("resource table has no free keys"),
+        "{reason}"
+    );
+    let out = output(&hog, Source::Stdout);
+    assert!(out.contains("holding 768 open files"), "{out}");
+    assert!(!out.contains("holding 1024 open files"), "{out}");
+    // Its files were closed with it, and the node still opens files for others.
+    assert!(
+        open_descriptors() <= before + 2,
+        "{} > {before}",
+        open_descriptors()
+    );
+    let hello = node.container("hello", &[]);
+    assert_eq!(
+        node.runtime.run(&hello, &CancellationToken::new()).await,
+        Exit::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_instances_hold_at_most_its_handles_together() {
+    // A pool large enough that only the handles can refuse an instance: each
+    // request's instance reserves 128 of the container's 16,384.
+    let node = node_with_pool(1024);
+    let limited = node.container("http-hello", &[]);
+    let (waiting, refused) = saturate(&node, limited, 140).await;
+    assert!(waiting <= 128, "{waiting} instances held at once");
+    assert!(refused.len() >= 12, "{} refused", refused.len());
+    for (status, body) in &refused {
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error", "{body}");
+        assert!(body.contains("its 16384 handles"), "{body}");
+    }
+}
