@@ -64,12 +64,26 @@ fn http_pods_serve_on_their_own_addresses_under_their_probes() {
         || http_get(&format!("{b}:8080"), "/"),
     );
 
+    // A condition someone else set (a readiness gate's) outlives the agent's
+    // own status writes.
+    let gate =
+        "{\"status\":{\"conditions\":[{\"type\":\"example.com/gate\",\"status\":\"True\"}]}}";
+    k(&["patch", "pod", "web-a", "--subresource=status", "-p", gate]);
+    let gated = || {
+        get(
+            "web-a",
+            "{.status.conditions[?(@.type==\"example.com/gate\")].status}",
+        )
+    };
+    assert_eq!(gated(), "True");
+
     // Readiness follows the probe both ways.
     std::fs::write(healthy.join("unhealthy"), "").unwrap();
     eventually(Duration::from_secs(10), "False", || ready("web-a"));
     assert_eq!(get("web-a", "{.status.phase}"), "Running");
     std::fs::remove_file(healthy.join("unhealthy")).unwrap();
     eventually(Duration::from_secs(10), "True", || ready("web-a"));
+    assert_eq!(gated(), "True");
 
     // A failing liveness probe ends the run: it is restarted, as a killed
     // container, and the events say why.

@@ -213,7 +213,7 @@ impl Worker {
         let pod = self.pod.borrow().clone();
         tokio::spawn(send_status(
             self.api(),
-            pod.name_any(),
+            pod.clone(),
             self.status.subscribe(),
         ));
         let done = matches!(
@@ -754,25 +754,48 @@ impl Worker {
     }
 }
 
-/// Sends the newest status of the pod `name` until the server takes it, each
-/// time it changes, until the worker is gone.
-async fn send_status(api: Api<Pod>, name: String, mut status: watch::Receiver<Option<PodStatus>>) {
+/// Sends the newest status of the pod until the server takes it, each time it
+/// changes, until the worker is gone. Conditions the agent does not set
+/// (`DisruptionTarget`, readiness gates' own) are kept: each write carries them
+/// as last read, beside the agent's, with the resourceVersion they were read
+/// at, so one set meanwhile makes the write conflict, and it is redone on a
+/// fresh read.
+async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Option<PodStatus>>) {
+    let name = seen.name_any();
+    let mut seen = Some(seen);
     let mut delay = RETRY_START;
     while status.changed().await.is_ok() {
         loop {
-            let Some(body) = status.borrow_and_update().clone() else {
+            let Some(mut body) = status.borrow_and_update().clone() else {
                 break;
             };
-            let patch = json!({ "status": body });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
+            let fresh = seen.is_none();
+            let base = match seen.take() {
+                Some(pod) => Ok(pod),
+                None => api.get(&name).await,
+            };
+            let sent = match base {
+                Ok(base) => {
+                    keep_others_conditions(&mut body, &base);
+                    let patch = json!({
+                        "metadata": {"resourceVersion": base.metadata.resource_version},
+                        "status": body,
+                    });
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(written) => {
+                    seen = Some(written);
                     delay = RETRY_START;
                     break;
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
+                // Someone wrote the pod since it was read: read it again, at
+                // once unless it was just read.
+                Err(kube::Error::Api(e)) if e.code == 409 && !fresh => continue,
                 Err(e) => tracing::debug!(pod = name, error = %e, "status not taken yet"),
             }
             tokio::select! {
@@ -782,6 +805,20 @@ async fn send_status(api: Api<Pod>, name: String, mut status: watch::Receiver<Op
             delay = (delay * 2).min(RETRY_MAX);
         }
     }
+}
+
+/// Adds to `status` the conditions of `pod` whose types `status` does not
+/// set.
+fn keep_others_conditions(status: &mut PodStatus, pod: &Pod) {
+    let others = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ours = status.conditions.get_or_insert_with(Vec::new);
+    let kept: Vec<_> = others
+        .into_iter()
+        .flatten()
+        .filter(|c| !ours.iter().any(|o| o.type_ == c.type_))
+        .cloned()
+        .collect();
+    ours.extend(kept);
 }
 
 /// Whether an earlier agent ran the init container `name` to success.
