@@ -1,5 +1,5 @@
-//! The host of Wasmkube's plugins: every plugin kind (scheduler and network
-//! now; admission and CSI later) is a Wasm component whose interface is a
+//! The host of Wasmkube's plugins: every plugin kind (scheduler, network and
+//! admission now; CSI later) is a Wasm component whose interface is a
 //! WIT world under `wit/`, loaded and called through this crate.
 //!
 //! - [`PluginHost`] loads plugins on the process's one engine
@@ -10,6 +10,9 @@
 //!   becomes a [`PluginError`] naming the plugin, and the trapped instance is
 //!   never entered again: the next call gets a fresh one from the
 //!   pre-instantiated component, configured and fed the nodes again.
+//! - [`AdmissionPolicy`] is a loaded `wasmkube:admission/policy@0.1.0`,
+//!   called by the API server for the writes it matches, each call bounded,
+//!   its lookups served by the server's caches ([`Lookup`]).
 //! - [`Networks`] runs CNI network lists of `wasmkube:cni/plugin@0.1.0`
 //!   plugins (the built-in `pod-network` and `host-local`, in [`builtin`]),
 //!   and sets the node up for them (`wasmkube:cni/node`): the devices,
@@ -21,6 +24,7 @@ pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
+mod admission;
 mod cni;
 mod links;
 mod sandbox;
@@ -34,6 +38,10 @@ use std::time::Duration;
 
 use wasmkube_engine::Engine;
 
+pub use admission::{
+    ADMISSION_WIT_PACKAGE, AdmissionPolicy, Lookup, MAX_LISTED, MAX_LOOKUPS, Operation, Phase,
+    Request, Verdict,
+};
 pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Node, Sandbox};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
 pub use wasmtime::component::Component;
