@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmkube_agent::{Endpoint, EndpointCertificate, serving_profile};
-use wasmkube_apiserver::{ApiServer, Config as ApiConfig, Limits, kubeconfig};
+use wasmkube_apiserver::{ApiServer, Config as ApiConfig, Limits, PolicyHost, kubeconfig};
 use wasmkube_engine::Engine;
 use wasmkube_pki::Ca;
 use wasmkube_plugin_host::PluginHost;
@@ -145,6 +145,14 @@ pub async fn serve(
     let admin = security.kubeconfig(&url, ADMIN, &["system:masters"])?;
     kubeconfig::write(&config, &admin).context("writing the kubeconfig")?;
     announce(&url, local, &config, node.is_some());
+    // Admission policies run in Wasm, so every server has the engine.
+    let engine = engine(&args.data_dir, node.is_some())?;
+    let plugins = PluginHost::new(engine.clone());
+    let policies = PolicyHost {
+        builtin: super::admission::builtin(&plugins)?,
+        plugins,
+        plugin_dir: args.data_dir.join("plugins"),
+    };
     let api = ApiServer::start_with(
         store.clone(),
         ApiConfig {
@@ -155,6 +163,7 @@ pub async fn serve(
                 max_mutating_requests_inflight: args.max_mutating_requests_inflight,
                 max_watches_per_user: args.max_watches_per_user,
             },
+            policies: Some(policies),
             ..ApiConfig::default()
         },
     )
@@ -168,12 +177,8 @@ pub async fn serve(
     )
     .context("opening the built-in registry")?;
     let router = api.router_with(registry.router());
-    let engine = match (&control, &node) {
-        (None, None) => None,
-        _ => Some(engine(&args.data_dir, node.is_some())?),
-    };
     let mut leading = Vec::new();
-    if let (Some(control), Some(engine)) = (control, &engine) {
+    if let Some(control) = control {
         let scheduler = security.client(&url, "system:kube-scheduler", &[]).await?;
         let controllers = security
             .client(&url, "system:kube-controller-manager", &[])
@@ -186,7 +191,7 @@ pub async fn serve(
         leading = lead(
             control,
             clients,
-            engine,
+            &engine,
             &args.data_dir,
             elect,
             &closed,
@@ -194,7 +199,7 @@ pub async fn serve(
         )?;
     }
     let mut node_agent = None;
-    if let (Some(node), Some(engine)) = (node, engine) {
+    if let Some(node) = node {
         let name = format!("system:node:{}", node.name());
         let client = security.client(&url, &name, &["system:nodes"]).await?;
         // Its network plugins compile (once) beside the serving API.

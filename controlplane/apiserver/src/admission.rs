@@ -69,6 +69,16 @@ pub struct AdmissionRequest<'a> {
     pub old_object: Option<&'a Value>,
     /// Whether the write is a dry run, which stores nothing.
     pub dry_run: bool,
+    /// What the plugins warn the client of.
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl AdmissionRequest<'_> {
+    /// Adds `warnings` to those the client gets.
+    pub fn warn(&self, warnings: impl IntoIterator<Item = String>) {
+        let mut held = self.warnings.lock().expect("warnings lock");
+        held.extend(warnings);
+    }
 }
 
 /// An admission plugin that may change what is written.

@@ -449,6 +449,43 @@ impl WatchCache {
 }
 
 impl WatchCache {
+    /// The object under `key` as the cache holds it now, as JSON, without
+    /// waiting for the store.
+    pub(crate) fn get_now(&self, key: &str) -> Option<Bytes> {
+        let state = self.state.read().expect("cache lock");
+        state.objects.get(key).map(|object| object.json.clone())
+    }
+
+    /// The objects under `prefix` as the cache holds them now whose labels
+    /// match `labels`, as JSON: at most `limit` of them, and no more than
+    /// `bytes` bytes in all (an error past that).
+    pub(crate) fn list_now(
+        &self,
+        prefix: &str,
+        labels: &Selector,
+        limit: usize,
+        bytes: usize,
+    ) -> Result<Vec<Bytes>, String> {
+        let state = self.state.read().expect("cache lock");
+        let under = state
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, object)| object)
+            .filter(|object| labels.matches(&object.labels))
+            .take(limit);
+        let mut found = Vec::new();
+        let mut total = 0;
+        for object in under {
+            total += object.json.len();
+            if total > bytes {
+                return Err(format!("the objects listed are larger than {bytes} bytes"));
+            }
+            found.push(object.json.clone());
+        }
+        Ok(found)
+    }
+
     /// The objects under `prefix` now; every later change goes to `each`, in
     /// order, from a task that runs until `closing`. A watch the cache ends (it
     /// listed again) resumes where it stopped; one that fails (its history is

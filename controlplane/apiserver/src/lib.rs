@@ -38,6 +38,7 @@ mod openapi_v2;
 mod path;
 mod pipeline;
 mod pods;
+mod policies;
 mod portforward;
 mod protobuf;
 mod rest;
@@ -68,6 +69,7 @@ use crate::crd::Kinds;
 use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails};
 pub use crate::limits::Limits;
 pub use crate::pipeline::Access;
+pub use crate::policies::{BuiltinPolicy, MAX_LISTED_BYTES, PolicyHost};
 pub use crate::tunnels::{CONNECT_PATH, PROTOCOL};
 
 /// The namespaces every cluster has.
@@ -109,6 +111,10 @@ pub struct Config {
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
     /// How much the server takes at once.
     pub limits: Limits,
+    /// The admission policies in Wasm: the built-in ones and those Plugin
+    /// objects declare, called after the plugins of `access`. None: no
+    /// policies.
+    pub policies: Option<PolicyHost>,
 }
 
 impl Default for Config {
@@ -119,6 +125,7 @@ impl Default for Config {
             access: Access::default(),
             kubelet_client: None,
             limits: Limits::default(),
+            policies: None,
         }
     }
 }
@@ -252,12 +259,28 @@ impl ApiServer {
         });
         create_missing(&store, &namespaces).await?;
         let closing = CancellationToken::new();
+        let cache = WatchCache::start(store.clone(), closing.clone()).await?;
+        let kinds = Arc::new(Kinds::new(config.kinds));
+        let mut access = config.access;
+        if let Some(host) = config.policies {
+            let policies = policies::Policies::start(
+                host,
+                cache.clone(),
+                store.clone(),
+                kinds.clone(),
+                closing.clone(),
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(e.message))?;
+            access.admission.mutating.push(policies.clone());
+            access.admission.validating.push(policies);
+        }
         let server = ApiServer {
-            cache: WatchCache::start(store.clone(), closing.clone()).await?,
-            kinds: Arc::new(Kinds::new(config.kinds)),
+            cache,
+            kinds,
             store,
             closing,
-            access: Arc::new(config.access),
+            access: Arc::new(access),
             kubelet_client: config.kubelet_client,
             tunnels: tunnels::Tunnels::default(),
             gates: limits::Gates::new(config.limits),

@@ -449,18 +449,26 @@ impl Request<'_> {
             object,
             old_object: old,
             dry_run: self.dry_run(),
+            warnings: Default::default(),
         };
         let admission = &self.server.access.admission;
-        for plugin in &admission.mutating {
-            plugin.admit(&mut request).await?;
+        // The client hears the plugins' warnings whether the write goes on or not.
+        let outcome = async {
+            for plugin in &admission.mutating {
+                plugin.admit(&mut request).await?;
+            }
+            if let Some(object) = &request.object {
+                validate(object)?;
+            }
+            for plugin in &admission.validating {
+                plugin.validate(&request).await?;
+            }
+            Ok(())
         }
-        if let Some(object) = &request.object {
-            validate(object)?;
-        }
-        for plugin in &admission.validating {
-            plugin.validate(&request).await?;
-        }
-        Ok(request.object)
+        .await;
+        let warnings = std::mem::take(&mut *request.warnings.lock().expect("warnings lock"));
+        self.warnings.lock().expect("warnings lock").extend(warnings);
+        outcome.map(|()| request.object)
     }
 
     /// What the kind's strategy finds wrong with `object` (replacing `old`, if it

@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasmkube_oci::digest;
-use wasmkube_plugin_host::{Component, PluginHost};
+use wasmkube_plugin_host::{Component, PluginHost, read_declared};
 use wasmkube_types::plugin::{Extension, Plugin, PluginSpec};
 
 use crate::run::Input;
-use crate::{Images, fetch, read_declared};
+use crate::{Images, fetch};
 
 /// How often the files of plugins declared by path are looked at.
 const FILE_CHECK: Duration = Duration::from_secs(2);
@@ -62,7 +62,9 @@ async fn load(
     images: &Images,
 ) -> Result<(Component, String), String> {
     let bytes = match (spec.source.path.as_deref(), spec.source.image.as_deref()) {
-        (Some(path), None) => read_declared(Path::new(path), &images.plugin_dir),
+        (Some(path), None) => {
+            read_declared(Path::new(path), &images.plugin_dir).map_err(anyhow::Error::from)
+        }
         (path, image) => fetch(name, path.map(Path::new), image, images).await,
     }
     .map_err(|e| format!("{e:#}"))?;

@@ -30,7 +30,6 @@ mod run;
 mod serve;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -84,40 +83,6 @@ impl Images {
             self.store.pull(image, None).await
         }
     }
-}
-
-/// The largest plugin component read from a file.
-const MAX_COMPONENT: u64 = 128 << 20;
-
-/// The bytes of the file a Plugin object names: a regular file under the
-/// plugin directory (links resolved first), of at most [`MAX_COMPONENT`] bytes.
-pub(crate) fn read_declared(file: &Path, dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let outside = || {
-        anyhow::anyhow!(
-            "{} is outside the plugin directory {}",
-            file.display(),
-            dir.display()
-        )
-    };
-    let resolved = file.canonicalize().map_err(|_| outside())?;
-    let dir = dir.canonicalize().map_err(|_| outside())?;
-    if !resolved.starts_with(&dir) {
-        return Err(outside());
-    }
-    let opened = std::fs::File::open(&resolved)?;
-    let meta = opened.metadata()?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", file.display());
-    }
-    if meta.len() > MAX_COMPONENT {
-        bail!("{} is larger than {MAX_COMPONENT} bytes", file.display());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    opened.take(MAX_COMPONENT + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_COMPONENT {
-        bail!("{} is larger than {MAX_COMPONENT} bytes", file.display());
-    }
-    Ok(bytes)
 }
 
 /// The bytes of the plugin `name`: read from `file`, or pulled into `images`

@@ -16,7 +16,8 @@
 //! (the `Loaded` condition, with why not), the digest it runs, and how many of
 //! its calls failed.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::{ClusterResourceScope, Metadata, Resource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,10 @@ pub struct PluginSpec {
     /// For scheduler plugins: where in the scheduling cycle it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerPlacement>,
+    /// For admission plugins: which writes it is called for, and what a
+    /// failed call means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionPlacement>,
 }
 
 /// The kinds of extension.
@@ -113,6 +118,46 @@ pub enum ExtensionPoint {
     Filter,
     /// Ranks the nodes that fit.
     Score,
+}
+
+/// Which writes an admission plugin is called for, as a webhook
+/// configuration says it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionPlacement {
+    /// The writes it is called for: operations, API groups, versions,
+    /// resources (`pods`, `pods/status`, `*`, `*/*`) and scope, as in a
+    /// webhook's rules. A write any rule matches is sent to it.
+    pub rules: Vec<RuleWithOperations>,
+    /// Only writes in namespaces whose labels match (of a namespace itself:
+    /// its own labels); none: every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Only objects whose labels (new or old) match; none: every object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_selector: Option<LabelSelector>,
+    /// What a call that fails (traps, runs out of time or memory) means:
+    /// `Fail` (the default) refuses the write, `Ignore` lets it go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Whether its `mutate` is called, before the object is validated; its
+    /// `validate` is always called, after.
+    #[serde(default)]
+    pub mutating: bool,
+    /// The longest one call may run, in milliseconds (default 100, at most
+    /// 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_milliseconds: Option<u32>,
+}
+
+/// What a failed call of an admission plugin means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailurePolicy {
+    /// The write is refused.
+    #[default]
+    Fail,
+    /// The write goes on.
+    Ignore,
 }
 
 /// What the component that loads a plugin observed.

@@ -113,6 +113,38 @@ impl Default for Limits {
     }
 }
 
+/// The largest plugin component read from a file.
+pub const MAX_COMPONENT: u64 = 128 << 20;
+
+/// The bytes of the file a Plugin object names: a regular file under the
+/// plugin directory `dir` (links resolved first), of at most
+/// [`MAX_COMPONENT`] bytes. An object names a file; only the operator of the
+/// component that loads it puts files in its directory.
+pub fn read_declared(file: &Path, dir: &Path) -> std::io::Result<Vec<u8>> {
+    let refused = |why: String| std::io::Error::other(format!("{} is {why}", file.display()));
+    let outside = || refused(format!("outside the plugin directory {}", dir.display()));
+    let resolved = file.canonicalize().map_err(|_| outside())?;
+    let dir = dir.canonicalize().map_err(|_| outside())?;
+    if !resolved.starts_with(&dir) {
+        return Err(outside());
+    }
+    let opened = std::fs::File::open(&resolved)?;
+    let meta = opened.metadata()?;
+    if !meta.is_file() {
+        return Err(refused("not a regular file".into()));
+    }
+    let too_large = || refused(format!("larger than {MAX_COMPONENT} bytes"));
+    if meta.len() > MAX_COMPONENT {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    opened.take(MAX_COMPONENT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_COMPONENT {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// A plugin built into the binary.
 #[derive(Clone, Copy, Debug)]
 pub struct Builtin {

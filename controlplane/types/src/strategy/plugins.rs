@@ -1,5 +1,7 @@
 //! Plugins: one source, a file by its absolute path; a scheduler placement only
-//! for scheduler plugins, at some extension point, weighing at least 1.
+//! for scheduler plugins, at some extension point, weighing at least 1; an
+//! admission placement (some rules, calls of at most 10 s) exactly for
+//! admission plugins.
 
 use serde_json::Value;
 
@@ -33,6 +35,36 @@ impl Strategy for Plugins {
                 "must be an absolute path",
             )),
             _ => {}
+        }
+        let admission = &spec["admission"];
+        if !admission.is_null() {
+            if spec["extension"] != "Admission" {
+                errors.push(FieldError::forbidden(
+                    "spec.admission",
+                    "only for Admission plugins",
+                ));
+            }
+            if admission["rules"].as_array().is_none_or(Vec::is_empty) {
+                errors.push(FieldError::required(
+                    "spec.admission.rules",
+                    "the writes it is called for",
+                ));
+            }
+            if let Some(ms) = admission["timeoutMilliseconds"]
+                .as_u64()
+                .filter(|ms| !(1..=10_000).contains(ms))
+            {
+                errors.push(FieldError::invalid(
+                    "spec.admission.timeoutMilliseconds",
+                    ms.to_string(),
+                    "must be between 1 and 10000",
+                ));
+            }
+        } else if spec["extension"] == "Admission" {
+            errors.push(FieldError::required(
+                "spec.admission",
+                "the writes an Admission plugin is called for",
+            ));
         }
         let placement = &spec["scheduler"];
         if placement.is_null() {
@@ -74,6 +106,7 @@ mod tests {
     fn plugins_have_one_source_and_a_scheduler_placement_only_when_scheduling() {
         let both = json!({"spec": {"extension": "Admission",
             "source": {"image": "r/p:1", "path": "/p.wasm"},
+            "admission": {"rules": [{"operations": ["CREATE"]}]},
             "scheduler": {"extensionPoints": [], "weight": 0}}});
         assert_eq!(
             errors("wasmkube.io", "v1alpha1", "Plugin", both),
@@ -88,6 +121,21 @@ mod tests {
         assert_eq!(
             errors("wasmkube.io", "v1alpha1", "Plugin", relative),
             ["spec.source.path: Invalid value: \"p.wasm\": must be an absolute path"]
+        );
+        let admission = json!({"spec": {"extension": "Scheduler", "source": {"path": "/p.wasm"},
+            "admission": {"rules": [], "timeoutMilliseconds": 20000}}});
+        assert_eq!(
+            errors("wasmkube.io", "v1alpha1", "Plugin", admission),
+            [
+                "spec.admission: Forbidden: only for Admission plugins",
+                "spec.admission.rules: Required value: the writes it is called for",
+                "spec.admission.timeoutMilliseconds: Invalid value: \"20000\": must be between 1 and 10000",
+            ]
+        );
+        let unplaced = json!({"spec": {"extension": "Admission", "source": {"path": "/p.wasm"}}});
+        assert_eq!(
+            errors("wasmkube.io", "v1alpha1", "Plugin", unplaced),
+            ["spec.admission: Required value: the writes an Admission plugin is called for"]
         );
         let none = json!({"spec": {"extension": "Scheduler", "source": {}}});
         assert_eq!(

@@ -27,6 +27,7 @@ impl Strategy for Pods {
     fn apply_defaults(&self, pod: &mut Value) {
         pod_spec_defaults(pod, "/spec");
         default_toleration_seconds(pod);
+        requests_from_limits(pod);
     }
 
     fn reset_status(&self, pod: &mut Value) {
@@ -101,6 +102,30 @@ pub(super) fn pod_spec_defaults(object: &mut Value, spec: &str) {
                 for p in ports {
                     fill(p, "/protocol", json!("TCP"));
                 }
+            }
+        }
+    }
+}
+
+/// A container's limits are its requests where it names none, as Kubernetes
+/// defaults a pod (its templates keep what they say).
+fn requests_from_limits(pod: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = pod["spec"][list].as_array_mut() else {
+            continue;
+        };
+        for container in containers {
+            let limits = container.pointer("/resources/limits").and_then(Value::as_object);
+            let Some(limits) = limits.cloned() else {
+                continue;
+            };
+            let resources = &mut container["resources"];
+            if !resources["requests"].is_object() {
+                resources["requests"] = json!({});
+            }
+            let requests = resources["requests"].as_object_mut().expect("an object");
+            for (name, value) in limits {
+                requests.entry(name).or_insert(value);
             }
         }
     }
@@ -327,6 +352,22 @@ mod tests {
                 "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
             ]
         );
+    }
+
+    #[test]
+    fn a_containers_limits_are_its_requests_where_it_names_none() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
+                "requests": {"cpu": "100m"}}},
+            {"name": "b", "image": "x"},
+        ]}});
+        PODS.apply_defaults(&mut pod);
+        let containers = &pod["spec"]["containers"];
+        assert_eq!(
+            containers[0]["resources"]["requests"],
+            json!({"cpu": "100m", "memory": "1Gi"})
+        );
+        assert_eq!(containers[1]["resources"], json!({}));
     }
 
     #[test]
