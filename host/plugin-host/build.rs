@@ -1,7 +1,8 @@
 //! Builds the built-in plugins (`plugins/`, their own workspace and target
 //! directory) as Wasm components, which this crate embeds zlib-compressed
 //! (they share most of their code, a third of their size when packed): the
-//! default scheduler plugins and the network plugins.
+//! default scheduler plugins, the network plugins and the built-in admission
+//! policies.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -28,6 +29,13 @@ const SCHEDULING: &[(&str, &str)] = &[
 /// The network plugins: their CNI types and their crates' names.
 const NETWORK: &[(&str, &str)] = &[("pod-network", "pod_network"), ("host-local", "host_local")];
 
+/// The built-in admission policies: their names and their crates' names.
+const ADMISSION: &[(&str, &str)] = &[
+    ("NamespaceLifecycle", "namespace_lifecycle"),
+    ("LimitRanger", "limit_ranger"),
+    ("PodSecurity", "pod_security"),
+];
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // The sources, not plugins/target, which the build itself writes.
@@ -40,6 +48,7 @@ fn main() {
         "sdk",
         "wit",
         "controlplane/quantity",
+        "examples/allowed-registries/rust",
         "controlplane/scheduling",
         "examples/prefer-edge/rust",
         "scripts/build-plugins.sh",
@@ -93,6 +102,10 @@ fn main() {
         "NETWORK",
         "The network plugins' components, by CNI type.",
         NETWORK,
+    ) + &table(
+        "ADMISSION",
+        "The built-in admission policies' components, by name.",
+        ADMISSION,
     );
     std::fs::write(out.join("builtin.rs"), tables).expect("writing the plugin tables");
 }

@@ -23,7 +23,8 @@ pub fn engine(data_dir: &Path, node: bool) -> Result<Arc<Engine>> {
 }
 
 /// Write a copy of this program that ships its built-in plugins (the
-/// default scheduler plugins and the network plugins) compiled for this
+/// default scheduler plugins, the network plugins and the admission
+/// policies) compiled for this
 /// machine, so that a node on a fresh data dir runs them at once. Run on
 /// another CPU or with another wasmtime, the copy compiles them as usual.
 #[derive(Debug, Args)]
@@ -40,6 +41,7 @@ impl Bundle {
         let artefacts = builtin::SCHEDULING
             .iter()
             .chain(builtin::NETWORK)
+            .chain(builtin::ADMISSION)
             .map(|plugin| {
                 engine
                     .precompile(&plugin.bytes())

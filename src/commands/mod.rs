@@ -18,6 +18,7 @@ use crate::cluster::Cluster;
 use crate::exit::Failure;
 use crate::kinds::Kind;
 
+mod admission;
 pub mod agent;
 pub mod apply;
 pub mod completion;

@@ -80,6 +80,11 @@ pub struct ServerArgs {
     /// The largest blob (image layer) the built-in registry takes.
     #[arg(long, value_name = "BYTES", default_value_t = wasmkube_registry::DEFAULT_MAX_BLOB)]
     registry_max_blob_bytes: u64,
+    /// Settings of the built-in admission policies (an
+    /// AdmissionConfiguration, as Kubernetes' flag of the same name reads):
+    /// PodSecurity's default levels and exemptions.
+    #[arg(long, value_name = "FILE")]
+    admission_control_config_file: Option<PathBuf>,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -149,7 +154,10 @@ pub async fn serve(
     let engine = engine(&args.data_dir, node.is_some())?;
     let plugins = PluginHost::new(engine.clone());
     let policies = PolicyHost {
-        builtin: super::admission::builtin(&plugins)?,
+        builtin: super::admission::builtin(
+            &plugins,
+            args.admission_control_config_file.as_deref(),
+        )?,
         plugins,
         plugin_dir: args.data_dir.join("plugins"),
     };

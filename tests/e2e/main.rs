@@ -1,6 +1,7 @@
 //! End-to-end tests: real `wasmkube` processes on loopback ports chosen at run
 //! time, driven by real clients.
 
+mod admission;
 mod agent;
 mod authorization;
 mod bad_input;

@@ -71,6 +71,7 @@ pub use crate::limits::Limits;
 pub use crate::pipeline::Access;
 pub use crate::policies::{BuiltinPolicy, MAX_LISTED_BYTES, PolicyHost};
 pub use crate::tunnels::{CONNECT_PATH, PROTOCOL};
+pub use wasmkube_types::plugin::AdmissionPlacement;
 
 /// The namespaces every cluster has.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -400,8 +401,9 @@ impl ApiServer {
         Ok(())
     }
 
-    /// Deletes everything in a terminating namespace, then the namespace, in the
-    /// background.
+    /// Deletes everything in a terminating namespace, then the namespace's own
+    /// finalizer (`kubernetes`), in the background: the namespace goes once its
+    /// other finalizers are gone too.
     fn finalize_namespace(&self, namespace: String) {
         let server = self.clone();
         tokio::spawn(async move {
@@ -417,13 +419,38 @@ impl ApiServer {
             let key = namespaces
                 .storage_key(None, &namespace)
                 .expect("namespaces are stored");
-            match server.store.delete(&key, None).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {
-                    tracing::info!(namespace, "namespace deleted")
+            loop {
+                match server.release_namespace(&key).await {
+                    Ok(done) => {
+                        tracing::info!(namespace, done, "namespace emptied");
+                        return;
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(namespace, error = %e, "releasing namespace");
+                        return;
+                    }
                 }
-                Err(e) => tracing::warn!(namespace, error = %e, "deleting namespace"),
             }
         });
+    }
+
+    /// Takes the namespace's own finalizer off the namespace stored at `key`,
+    /// and deletes it unless other finalizers hold it: whether it is gone.
+    async fn release_namespace(&self, key: &str) -> Result<bool, StoreError> {
+        let Some(kv) = self.store.get(key).await? else {
+            return Ok(true);
+        };
+        let mut namespace =
+            rest::decode_stored(&kv).map_err(|e| StoreError::Unavailable(e.message))?;
+        if objects::finalizers(&namespace).is_empty() {
+            self.store.delete(key, Some(kv.mod_revision)).await?;
+            return Ok(true);
+        }
+        namespace["spec"]["finalizers"] = json!([]);
+        let value = rest::encode(&mut namespace);
+        self.store.update(key, value, kv.mod_revision, None).await?;
+        Ok(false)
     }
 
     /// Asks every object in `namespace` to go; true once none is left.

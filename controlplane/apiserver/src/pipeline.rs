@@ -467,7 +467,10 @@ impl Request<'_> {
         }
         .await;
         let warnings = std::mem::take(&mut *request.warnings.lock().expect("warnings lock"));
-        self.warnings.lock().expect("warnings lock").extend(warnings);
+        self.warnings
+            .lock()
+            .expect("warnings lock")
+            .extend(warnings);
         outcome.map(|()| request.object)
     }
 

@@ -29,8 +29,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wasmkube_plugin_host::{
-    AdmissionPolicy, Component, Limits, Lookup, Operation as WitOperation,
-    Phase, PluginHost, Request as PolicyRequest, Verdict, read_declared,
+    AdmissionPolicy, Component, Limits, Lookup, Operation as WitOperation, Phase, PluginHost,
+    Request as PolicyRequest, Verdict, read_declared,
 };
 use wasmkube_store::{EventType, Store};
 use wasmkube_types::k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
@@ -218,15 +218,8 @@ fn activate(
         call_time: Duration::from_millis(placement.timeout_milliseconds.unwrap_or(100).into()),
         ..Limits::default()
     };
-    let policy = AdmissionPolicy::new(
-        host,
-        name,
-        component,
-        &settings.to_string(),
-        limits,
-        lookup,
-    )
-    .map_err(|e| e.to_string())?;
+    let policy = AdmissionPolicy::new(host, name, component, &settings.to_string(), limits, lookup)
+        .map_err(|e| e.to_string())?;
     Ok(Active {
         name: name.to_owned(),
         declared,
@@ -377,12 +370,20 @@ impl Policies {
                     .get_or_insert_with(|| request.object.clone().map(Arc::new))
                     .clone(),
             };
-            let verdict = match active.policy.call(phase, policy_request(request, object)).await {
+            let verdict = match active
+                .policy
+                .call(phase, policy_request(request, object))
+                .await
+            {
                 Ok(verdict) => verdict,
                 Err(e) => {
                     let message = e.to_string();
                     let _ = self.failures.send(Failure {
-                        plugin: if active.declared { active.name.clone() } else { String::new() },
+                        plugin: if active.declared {
+                            active.name.clone()
+                        } else {
+                            String::new()
+                        },
                         message: message.clone(),
                     });
                     if active.ignore_failures {
@@ -440,8 +441,7 @@ fn rule_matches(rule: &RuleWithOperations, request: &AdmissionRequest<'_>) -> bo
     scope_fits
         && rule.resources.iter().flatten().any(|named| {
             let (resource, subresource) = named.split_once('/').unwrap_or((named, ""));
-            (resource == "*" || resource == r.plural)
-                && (subresource == "*" || subresource == sub)
+            (resource == "*" || resource == r.plural) && (subresource == "*" || subresource == sub)
         })
 }
 
@@ -490,7 +490,11 @@ fn refusal(policy: &str, verdict: Verdict) -> ApiError {
     } else {
         message
     };
-    let code = if (400..600).contains(&code) { code } else { 403 };
+    let code = if (400..600).contains(&code) {
+        code
+    } else {
+        403
+    };
     ApiError::new(code, known_reason(&reason, code), message)
 }
 
@@ -522,7 +526,8 @@ fn apply_patch(policy: &str, patch: &str, object: &mut Value) -> ApiResult<()> {
             "Internal error occurred: admission policy {policy:?} returned an invalid patch: {e}"
         ))
     };
-    let patch: json_patch::Patch = serde_json::from_str(patch).map_err(|e| invalid(e.to_string()))?;
+    let patch: json_patch::Patch =
+        serde_json::from_str(patch).map_err(|e| invalid(e.to_string()))?;
     json_patch::patch(object, &patch).map_err(|e| invalid(e.to_string()))
 }
 
@@ -635,16 +640,25 @@ impl Loader {
     /// The policy of `plugin`, and its component's digest.
     async fn load(&self, plugin: &Plugin) -> Result<(Active, String), String> {
         let Some(path) = plugin.spec.source.path.clone() else {
-            return Err("the API server loads admission policies from files (spec.source.path) only".into());
+            return Err(
+                "the API server loads admission policies from files (spec.source.path) only".into(),
+            );
         };
         let placement = plugin.spec.admission.clone().unwrap_or_default();
         let settings = plugin.spec.args.clone().unwrap_or_else(|| json!({}));
-        let (host, dir, lookup) = (self.host.clone(), self.plugin_dir.clone(), self.lookup.clone());
+        let (host, dir, lookup) = (
+            self.host.clone(),
+            self.plugin_dir.clone(),
+            self.lookup.clone(),
+        );
         let name = plugin.name().to_owned();
         tokio::task::spawn_blocking(move || {
-            let bytes = read_declared(std::path::Path::new(&path), &dir).map_err(|e| e.to_string())?;
+            let bytes =
+                read_declared(std::path::Path::new(&path), &dir).map_err(|e| e.to_string())?;
             let component = host.compile(&name, &bytes).map_err(|e| e.to_string())?;
-            let active = activate(&host, &name, true, &component, &placement, &settings, lookup)?;
+            let active = activate(
+                &host, &name, true, &component, &placement, &settings, lookup,
+            )?;
             Ok((active, format!("sha256:{:x}", Sha256::digest(&bytes))))
         })
         .await
@@ -717,7 +731,10 @@ async fn write_status(store: &Arc<dyn Store>, name: &str, change: impl Fn(&mut V
             plugin["status"] = json!({});
         }
         change(&mut plugin["status"]);
-        match store.update(&key, encode(&mut plugin), kv.mod_revision, None).await {
+        match store
+            .update(&key, encode(&mut plugin), kv.mod_revision, None)
+            .await
+        {
             Ok(_) => return,
             Err(wasmkube_store::Error::Conflict { .. }) => continue,
             Err(e) => {
@@ -746,9 +763,12 @@ async fn report(store: Arc<dyn Store>, mut failures: mpsc::UnboundedReceiver<Fai
             status["lastFailureTime"] = json!(now);
         })
         .await;
-        let (event, count) = counts
-            .entry(failure.plugin.clone())
-            .or_insert_with(|| (format!("{}.{}", failure.plugin, uuid::Uuid::new_v4().simple()), 0));
+        let (event, count) = counts.entry(failure.plugin.clone()).or_insert_with(|| {
+            (
+                format!("{}.{}", failure.plugin, uuid::Uuid::new_v4().simple()),
+                0,
+            )
+        });
         *count += 1;
         let Some(key) =
             by_kind("", "v1", "Event").and_then(|r| r.storage_key(Some("default"), event))
@@ -807,13 +827,14 @@ mod tests {
             dry_run: false,
             warnings: Default::default(),
         };
-        let rule = |resources: &[&str], operations: &[&str], scope: Option<&str>| RuleWithOperations {
-            api_groups: Some(vec!["".into()]),
-            api_versions: Some(vec!["*".into()]),
-            operations: Some(operations.iter().map(|s| s.to_string()).collect()),
-            resources: Some(resources.iter().map(|s| s.to_string()).collect()),
-            scope: scope.map(str::to_owned),
-        };
+        let rule =
+            |resources: &[&str], operations: &[&str], scope: Option<&str>| RuleWithOperations {
+                api_groups: Some(vec!["".into()]),
+                api_versions: Some(vec!["*".into()]),
+                operations: Some(operations.iter().map(|s| s.to_string()).collect()),
+                resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+                scope: scope.map(str::to_owned),
+            };
         let create = request(Operation::Create, None);
         let status = request(Operation::Update, Some("status"));
         assert!(rule_matches(&rule(&["pods"], &["CREATE"], None), &create));
@@ -823,8 +844,14 @@ mod tests {
         assert!(rule_matches(&rule(&["*/*"], &["*"], None), &status));
         assert!(rule_matches(&rule(&["pods/*"], &["*"], None), &status));
         assert!(!rule_matches(&rule(&["*"], &["*"], None), &status));
-        assert!(rule_matches(&rule(&["*"], &["*"], Some("Namespaced")), &create));
-        assert!(!rule_matches(&rule(&["*"], &["*"], Some("Cluster")), &create));
+        assert!(rule_matches(
+            &rule(&["*"], &["*"], Some("Namespaced")),
+            &create
+        ));
+        assert!(!rule_matches(
+            &rule(&["*"], &["*"], Some("Cluster")),
+            &create
+        ));
         assert!(!rule_matches(&rule(&["services"], &["*"], None), &create));
     }
 
@@ -839,7 +866,10 @@ mod tests {
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
         assert_eq!(e.message, "admission policy \"p\" denied the request");
         let e = refusal("p", verdict(422, "Invalid", "bad"));
-        assert_eq!((e.code, e.reason, e.message.as_str()), (422, "Invalid", "bad"));
+        assert_eq!(
+            (e.code, e.reason, e.message.as_str()),
+            (422, "Invalid", "bad")
+        );
         let e = refusal("p", verdict(409, "Made up", "no"));
         assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
     }

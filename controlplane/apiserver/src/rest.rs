@@ -543,7 +543,8 @@ impl Request<'_> {
     }
 
     /// Writes an updated object over revision `expected`; an object being deleted
-    /// whose last finalizer is gone is deleted instead.
+    /// whose last finalizer is gone (a namespace's own, in `spec.finalizers`,
+    /// too) is deleted instead.
     async fn commit(&self, name: &str, mut object: Value, expected: Revision) -> ApiResult<Value> {
         let r = self.resource();
         let key = self.key(name)?;
@@ -552,7 +553,10 @@ impl Request<'_> {
             StoreError::NotFound { .. } => ApiError::not_found(r, name),
             other => other.into(),
         };
-        if deleting(&object) && finalizers(&object).is_empty() {
+        let held = object["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if deleting(&object) && finalizers(&object).is_empty() && !held {
             let kv = self
                 .server
                 .store

@@ -218,11 +218,11 @@ impl PluginHost {
 mod tests {
     use sha2::{Digest as _, Sha256};
 
-    use super::builtin::{NETWORK, SCHEDULING};
+    use super::builtin::{ADMISSION, NETWORK, SCHEDULING};
 
     #[test]
     fn built_in_plugins_unpack_to_the_components_their_digests_name() {
-        for plugin in SCHEDULING.iter().chain(NETWORK) {
+        for plugin in SCHEDULING.iter().chain(NETWORK).chain(ADMISSION) {
             let bytes = plugin.bytes();
             assert!(
                 plugin.packed.len() < bytes.len(),

@@ -71,10 +71,13 @@ pub(crate) fn bounded<T, R>(
         let state = store.data();
         let mut message = if state.limiter.refused() {
             format!("wanted more than {} bytes of memory", limits.memory)
-        } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            format!("ran longer than {:?}", limits.call_time)
         } else {
-            format!("{e:#}")
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => format!("ran longer than {:?}", limits.call_time),
+                // The trap, without the guest's backtrace.
+                Some(trap) => trap.to_string(),
+                None => e.root_cause().to_string(),
+            }
         };
         let said = String::from_utf8_lossy(&state.stderr.contents())
             .trim()

@@ -596,7 +596,7 @@ pub(crate) fn new_store(
 /// handle table, a closed stream), without the guest's backtrace.
 pub(crate) fn why(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
-        Some(trap) => format!("trapped: {trap}"),
+        Some(trap) => trap.to_string(),
         None => e.root_cause().to_string(),
     }
 }

@@ -27,9 +27,10 @@ impl Policy for Misbehaving {
                 }
             }
             _ => {
+                // Grown, not touched: the limit refuses it at once.
                 let mut held: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    held.push(vec![1; 1 << 20]);
+                    held.push(Vec::with_capacity(64 << 20));
                 }
             }
         }

@@ -115,7 +115,9 @@ fn requests_from_limits(pod: &mut Value) {
             continue;
         };
         for container in containers {
-            let limits = container.pointer("/resources/limits").and_then(Value::as_object);
+            let limits = container
+                .pointer("/resources/limits")
+                .and_then(Value::as_object);
             let Some(limits) = limits.cloned() else {
                 continue;
             };

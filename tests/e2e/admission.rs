@@ -1,0 +1,319 @@
+//! Admission policies in Wasm, through kubectl: the built-in ones refuse,
+//! default and warn as Kubernetes' admission plugins do, in their words; a
+//! policy a Plugin object declares is called for the writes its rules match,
+//! and one that traps, spins or hogs memory fails its own calls by its
+//! failure policy while the API goes on serving.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent::{eventually, jsonpath, kubectl, kubectl_command, run_kubectl};
+use crate::process::Server;
+use crate::scheduler::built_plugin;
+
+/// kubectl on the cluster of `dir` with `stdin`: whether it succeeded, and
+/// what it wrote on stdout and on stderr (warnings, errors).
+fn kubectl_with(dir: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = kubectl_command(dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// `kubectl apply -f -` of `manifest`.
+fn apply(dir: &Path, manifest: &str) -> (bool, String, String) {
+    kubectl_with(dir, &["apply", "-f", "-"], manifest)
+}
+
+/// A pod `name` in `namespace` of `image`, with `extra` lines of its spec.
+fn pod(namespace: &str, name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  containers: [{{name: app, image: {image}}}]\n{extra}"
+    )
+}
+
+const HOST_PATH: &str = "  volumes: [{name: h, hostPath: {path: /}}]\n";
+
+#[test]
+fn built_in_policies_refuse_default_and_warn_as_kubernetes_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Namespaces without labels are warned of baseline violations.
+    let config = d.join("admission.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: privileged, warn: baseline}\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = Server::start_server(d, &["--admission-control-config-file", &config]);
+
+    // PodSecurity: a restricted namespace refuses a hostPath pod with every
+    // reason; the cluster's default warns and lets it in.
+    kubectl(d, &["create", "namespace", "locked"]);
+    kubectl(
+        d,
+        &[
+            "label",
+            "namespace",
+            "locked",
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+    );
+    let (ok, _, err) = apply(d, &pod("locked", "h", "x", HOST_PATH));
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "pods \"h\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "restricted volume types (volume \"h\" uses restricted volume type \"hostPath\")"
+        ),
+        "{err}"
+    );
+    let (ok, _, err) = apply(d, &pod("default", "h", "x", HOST_PATH));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "Warning: would violate PodSecurity \"baseline:latest\": hostPath volumes (volume \"h\")"
+        ),
+        "{err}"
+    );
+
+    // LimitRanger: defaults set (and said in an annotation), a limit above
+    // the maximum refused.
+    let range = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: limits, namespace: default}\nspec:\n  limits: [{type: Container, max: {memory: 256Mi}, defaultRequest: {cpu: 100m}}]\n";
+    assert!(apply(d, range).0);
+    assert!(apply(d, &pod("default", "small", "x", "")).0);
+    assert_eq!(
+        jsonpath(d, "pod/small", "{.spec.containers[0].resources}"),
+        r#"{"limits":{"memory":"256Mi"},"requests":{"cpu":"100m","memory":"256Mi"}}"#
+    );
+    assert_eq!(
+        jsonpath(
+            d,
+            "pod/small",
+            "{.metadata.annotations.kubernetes\\.io/limit-ranger}"
+        ),
+        "LimitRanger plugin set: cpu, memory request for container app; memory limit for container app"
+    );
+    let big = pod("default", "big", "x", "")
+        .replace("image: x}", "image: x, resources: {limits: {memory: 1Gi}}}");
+    let (ok, _, err) = apply(d, &big);
+    assert!(!ok);
+    assert!(
+        err.contains("pods \"big\" is forbidden: maximum memory usage per Container is 256Mi, but limit is 1Gi"),
+        "{err}"
+    );
+
+    // NamespaceLifecycle: a namespace held in Terminating by a finalizer
+    // takes nothing new; the system namespaces are never deleted.
+    kubectl(d, &["create", "namespace", "going"]);
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: going, finalizers: [example.com/hold]}\n";
+    assert!(apply(d, held).0);
+    kubectl(d, &["delete", "namespace", "going", "--wait=false"]);
+    eventually(Duration::from_secs(20), "Terminating", || {
+        jsonpath(d, "namespace/going", "{.status.phase}")
+    });
+    let refused = run_kubectl(d, &["create", "configmap", "late", "-n", "going"]);
+    assert!(
+        refused.contains(
+            "configmaps \"late\" is forbidden: unable to create new content in namespace going because it is being terminated"
+        ),
+        "{refused}"
+    );
+    let refused = run_kubectl(d, &["delete", "namespace", "kube-system"]);
+    assert!(
+        refused
+            .contains("namespaces \"kube-system\" is forbidden: this namespace may not be deleted"),
+        "{refused}"
+    );
+    kubectl(
+        d,
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "-n",
+            "going",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    );
+    assert!(server.stop());
+}
+
+/// Declares the admission policy `name` of the component `file` (in the
+/// plugin directory of `dir`), with `args` and its `admission` placement.
+fn declare(dir: &Path, name: &str, file: &Path, args: &str, admission: &str) {
+    let manifest = format!(
+        "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  extension: Admission\n  source: {{path: {}}}\n  args: {args}\n  admission: {admission}\n",
+        file.display()
+    );
+    let (ok, _, err) = apply(dir, &manifest);
+    assert!(ok, "{err}");
+    eventually(Duration::from_secs(60), "True", || {
+        jsonpath(
+            dir,
+            &format!("plugin/{name}"),
+            "{.status.conditions[?(@.type==\"Loaded\")].status}",
+        )
+    });
+}
+
+/// A copy of the built plugin `file` in the plugin directory of `dir`.
+fn in_plugin_dir(dir: &Path, file: &str) -> std::path::PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let copy = plugins.join(file);
+    std::fs::copy(built_plugin(file), &copy).unwrap();
+    copy
+}
+
+#[test]
+fn declared_policies_are_called_by_their_rules_and_fail_by_their_failure_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start_server(d, &[]);
+    let allowed = in_plugin_dir(d, "allowed_registries.wasm");
+    declare(
+        d,
+        "allowed-registries",
+        &allowed,
+        "{registries: [registry.example:5000], defaultLabels: {team: unassigned}}",
+        "{mutating: true, rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}], namespaceSelector: {matchLabels: {policy: 'on'}}}",
+    );
+    kubectl(d, &["create", "namespace", "guarded"]);
+    kubectl(d, &["label", "namespace", "guarded", "policy=on"]);
+    let (ok, _, err) = apply(d, &pod("guarded", "bad", "nginx:1.27", ""));
+    assert!(!ok);
+    assert!(
+        err.contains("pods \"bad\" is forbidden: image \"nginx:1.27\" of container \"app\" is not from an allowed registry (registry.example:5000)"),
+        "{err}"
+    );
+    // A dry run is mutated and checked, and stores nothing.
+    let good = pod("guarded", "good", "registry.example:5000/web:1", "");
+    let (ok, out, err) = kubectl_with(
+        d,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.metadata.labels.team}",
+            "-f",
+            "-",
+        ],
+        &good,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "unassigned");
+    assert!(run_kubectl(d, &["get", "pod", "good", "-n", "guarded"]).contains("NotFound"));
+    assert!(apply(d, &good).0);
+    let team = [
+        "get",
+        "pod",
+        "good",
+        "-n",
+        "guarded",
+        "-o",
+        "jsonpath={.metadata.labels.team}",
+    ];
+    assert_eq!(kubectl(d, &team), "unassigned");
+    // Namespaces the selector does not match are not its business.
+    assert!(apply(d, &pod("default", "free", "nginx:1.27", "")).0);
+
+    // Policies that trap, spin and hog memory: each fails its own calls,
+    // refusing (Fail) or letting the write go on with a warning (Ignore).
+    let misbehaving = in_plugin_dir(d, "misbehaving_policy.wasm");
+    let bad = [
+        (
+            "trap",
+            "configmaps",
+            "Fail",
+            "wasm trap: wasm `unreachable` instruction executed",
+        ),
+        ("spin", "secrets", "Ignore", "ran longer than 100ms"),
+        (
+            "hog",
+            "serviceaccounts",
+            "Fail",
+            "wanted more than 268435456 bytes of memory",
+        ),
+    ];
+    for (how, resource, failure, _) in bad {
+        declare(
+            d,
+            how,
+            &misbehaving,
+            &format!("{{misbehave: {how}}}"),
+            &format!(
+                "{{failurePolicy: {failure}, rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [{resource}]}}]}}"
+            ),
+        );
+    }
+    let (ok, _, err) = kubectl_with(d, &["create", "configmap", "c"], "");
+    assert!(!ok);
+    assert!(
+        err.contains("Internal error occurred: failed calling admission policy \"trap\": plugin trap: validate failed: wasm trap"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_with(d, &["create", "secret", "generic", "s"], "");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning: admission policy \"spin\" failed and was ignored: plugin spin: validate failed: ran longer than 100ms"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_with(d, &["create", "serviceaccount", "a"], "");
+    assert!(!ok);
+    assert!(
+        err.contains("wanted more than 268435456 bytes of memory"),
+        "{err}"
+    );
+    // The API serves on, and each Plugin counts its failures and says so in
+    // an Event.
+    assert!(apply(d, &pod("default", "after", "x", "")).0);
+    for (how, _, _, said) in bad {
+        eventually(Duration::from_secs(10), "1", || {
+            jsonpath(d, &format!("plugin/{how}"), "{.status.failures}")
+        });
+        let last = jsonpath(d, &format!("plugin/{how}"), "{.status.lastFailure}");
+        assert!(last.contains(said), "{how}: {last}");
+        let events = kubectl(
+            d,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={how}"),
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ],
+        );
+        assert_eq!(events, "PolicyFailed", "{how}");
+    }
+    // Deleted, a policy is called no more.
+    kubectl(d, &["delete", "plugin", "trap"]);
+    eventually(Duration::from_secs(10), "configmap/again", || {
+        run_kubectl(d, &["create", "configmap", "again", "-o", "name"])
+            .trim()
+            .to_owned()
+    });
+    assert!(server.stop());
+}
