@@ -34,6 +34,7 @@ const ADMISSION: &[(&str, &str)] = &[
     ("NamespaceLifecycle", "namespace_lifecycle"),
     ("LimitRanger", "limit_ranger"),
     ("PodSecurity", "pod_security"),
+    ("ResourceQuota", "resource_quota"),
 ];
 
 fn main() {

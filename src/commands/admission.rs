@@ -29,6 +29,8 @@ fn placement(name: &str) -> Value {
         "NamespaceLifecycle" => json!({"rules": [{"operations": ["CREATE", "DELETE"],
             "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"]}]}),
         "LimitRanger" => json!({"rules": pods, "mutating": true}),
+        "ResourceQuota" => json!({"rules": [{"operations": ["CREATE"], "apiGroups": ["*"],
+            "apiVersions": ["*"], "resources": ["*"], "scope": "Namespaced"}]}),
         _ => json!({"rules": [
             {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
              "resources": ["pods", "replicationcontrollers", "podtemplates"]},

@@ -59,7 +59,14 @@ fn built_in_policies_refuse_default_and_warn_as_kubernetes_does() {
     )
     .unwrap();
     let config = config.display().to_string();
-    let server = Server::start_server(d, &["--admission-control-config-file", &config]);
+    let server = Server::start_server(
+        d,
+        &[
+            "--admission-control-config-file",
+            &config,
+            "--control-plane",
+        ],
+    );
 
     // PodSecurity: a restricted namespace refuses a hostPath pod with every
     // reason; the cluster's default warns and lets it in.
@@ -121,6 +128,53 @@ fn built_in_policies_refuse_default_and_warn_as_kubernetes_does() {
         err.contains("pods \"big\" is forbidden: maximum memory usage per Container is 256Mi, but limit is 1Gi"),
         "{err}"
     );
+
+    // ResourceQuota: the controller counts what the namespace uses, and a
+    // pod that would take it past the quota is refused.
+    kubectl(d, &["create", "namespace", "quota"]);
+    let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: quota}\nspec:\n  hard: {pods: '2', requests.cpu: '1'}\n";
+    assert!(apply(d, quota).0);
+    let used = |resource: &str| {
+        let path = format!("{{.status.used.{}}}", resource.replace('.', "\\."));
+        kubectl(
+            d,
+            &[
+                "get",
+                "resourcequota",
+                "compute",
+                "-n",
+                "quota",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+    };
+    eventually(Duration::from_secs(30), "0", || used("pods"));
+    let asking = |name: &str, cpu: &str| {
+        pod("quota", name, "x", "").replace(
+            "image: x}",
+            &format!("image: x, resources: {{requests: {{cpu: {cpu}}}}}}}"),
+        )
+    };
+    assert!(apply(d, &asking("a", "500m")).0);
+    eventually(Duration::from_secs(30), "500m", || used("requests.cpu"));
+    let (ok, _, err) = apply(d, &asking("b", "600m"));
+    assert!(!ok);
+    assert!(
+        err.contains("pods \"b\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"),
+        "{err}"
+    );
+    let described = kubectl(d, &["describe", "quota", "compute", "-n", "quota"]);
+    let row = described
+        .lines()
+        .find(|l| l.starts_with("requests.cpu"))
+        .unwrap_or("");
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["requests.cpu", "500m", "1"],
+        "{described}"
+    );
+    assert!(apply(d, &asking("c", "500m")).0);
 
     // NamespaceLifecycle: a namespace held in Terminating by a finalizer
     // takes nothing new; the system namespaces are never deleted.

@@ -20,6 +20,7 @@
 //!   their pods are evicted after their toleration.
 //! - Node IPAM: every node a subnet of the cluster's pod range.
 //! - PodDisruptionBudgets: how many pods may be disrupted now.
+//! - ResourceQuotas: what each quota's namespace uses of what it limits.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
 //!   not, with its ports resolved on them.
 //! - ServiceAccounts: a `default` one in every namespace.
@@ -45,6 +46,7 @@ mod gc;
 mod jobs;
 mod lifecycle;
 mod node_ipam;
+mod quota;
 pub use certificates::{KUBELET_CLIENT, KUBELET_SERVING, Signing};
 pub use node_ipam::PodRanges;
 mod replicas;
@@ -115,6 +117,7 @@ pub async fn run(client: Client, settings: Settings, closed: CancellationToken) 
         deployments::controller(c, &pods, &mut sets, closed.clone()).boxed(),
         cronjobs::controller(c, &pods, &mut jobs, closed.clone()).boxed(),
         disruption::controller(c, &mut pods, closed.clone()).boxed(),
+        quota::controller(c, &mut pods, closed.clone()).boxed(),
         aggregation::controller(c, closed.clone()).boxed(),
         certificates::controller(c, settings.signing.clone(), closed.clone()).boxed(),
     ];

@@ -1,7 +1,39 @@
 //! Kubernetes resource quantities as numbers: `250m` is 0.25, `64Mi` is
 //! 67108864, `1G` is 10^9. No dependencies, so the host and Wasm guests (the
-//! scheduler SDK) share it. [`parse`] gives a float; [`value`] and
-//! [`milli_value`] give the exact integers Kubernetes accounts resources in.
+//! scheduler SDK, the admission policies) share it. [`parse`] gives a float;
+//! [`value`] and [`milli_value`] give the exact integers Kubernetes accounts
+//! resources in; [`format`] writes one back. With the `json` feature,
+//! [`usage`] says what a pod asks, as ResourceQuotas count it.
+
+#[cfg(feature = "json")]
+pub mod usage;
+
+/// A quantity of `resource` as Kubernetes prints a sum of them: cpu in
+/// cores or millicores, other amounts with the largest binary suffix that
+/// divides them exactly, counts as they are.
+pub fn format(resource: &str, value: f64) -> String {
+    if resource == "cpu" || resource.ends_with(".cpu") {
+        let milli = (value * 1000.0).round() as i64;
+        return if milli % 1000 == 0 {
+            (milli / 1000).to_string()
+        } else {
+            format!("{milli}m")
+        };
+    }
+    let whole = value.round() as i64;
+    let suffixes = [
+        ("Ti", 1i64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (suffix, size) in suffixes {
+        if whole != 0 && whole % size == 0 {
+            return format!("{}{suffix}", whole / size);
+        }
+    }
+    whole.to_string()
+}
 
 /// The value of a quantity in its base unit (cores, bytes), or `None` when it
 /// is not a non-negative quantity.
@@ -131,6 +163,15 @@ fn scaled(text: &str, scale: i32) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_print_as_kubernetes_prints_them() {
+        assert_eq!(format("requests.cpu", 1.5), "1500m");
+        assert_eq!(format("cpu", 2.0), "2");
+        assert_eq!(format("limits.memory", 1_610_612_736.0), "1536Mi");
+        assert_eq!(format("pods", 3.0), "3");
+        assert_eq!(format("requests.memory", 0.0), "0");
+    }
 
     #[test]
     fn integers_are_exact_and_round_up() {

@@ -1110,6 +1110,14 @@ fn controller_roles() -> Vec<ClusterRole> {
             ],
         ),
         controller(
+            "resourcequota-controller",
+            vec![
+                rule(&["list", "watch"], &["*"], &["*"]),
+                rule(&["update"], &[CORE], &["resourcequotas/status"]),
+                events(),
+            ],
+        ),
+        controller(
             "service-account-controller",
             vec![rule(&["create"], &[CORE], &["serviceaccounts"]), events()],
         ),
