@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::PostParams;
@@ -144,10 +145,15 @@ async fn through_the_api(ops: usize) -> Vec<(usize, Figures)> {
 struct Namespaces(HashMap<String, String>);
 
 impl Lookup for Namespaces {
-    fn get(&self, _: &str, resource: &str, _: &str, name: &str) -> Result<Option<String>, String> {
-        Ok((resource == "namespaces")
-            .then(|| self.0.get(name).cloned())
-            .flatten())
+    fn get<'a>(
+        &'a self,
+        _: &'a str,
+        resource: &'a str,
+        _: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let found = (resource == "namespaces").then(|| self.0.get(name).cloned());
+        Box::pin(std::future::ready(Ok(found.flatten())))
     }
 
     fn list(&self, _: &str, _: &str, _: &str, _: &str, _: usize) -> Result<Vec<String>, String> {
@@ -252,6 +258,7 @@ async fn main() {
             Limits::default(),
             lookup.clone(),
         )
+        .await
         .unwrap(),
     );
     let security = builtin::ADMISSION
@@ -268,6 +275,7 @@ async fn main() {
             Limits::default(),
             lookup,
         )
+        .await
         .unwrap(),
     );
     println!();
@@ -276,8 +284,7 @@ async fn main() {
         "{:<34} {:>10} {:>10} {:>10}",
         "policy", "calls/s", "p50 ms", "p99 ms"
     );
-    let warm = calls(&example, |_| "default".into()).await;
-    drop(warm);
+    calls(&example, |_| "default".into()).await;
     let f = calls(&example, |_| "default".into()).await;
     println!(
         "{:<34} {:>10.0} {:>10} {:>10}",

@@ -19,6 +19,10 @@ pub fn pod(name: &str) -> Pod {
 
 /// `ops` pod creates, then as many gets of them, through `pods`, for each
 /// number of concurrent clients: a row each.
+#[allow(
+    dead_code,
+    reason = "each bench compiles this module; not every bench reads pods back"
+)]
 pub async fn creates_and_gets(
     pods: &Api<Pod>,
     clients: &[usize],

@@ -118,10 +118,6 @@ pub struct NodeArgs {
     /// `127.0.0.1:8081`.
     #[arg(long, value_name = "ADDRESS")]
     ingress_listen: Option<SocketAddr>,
-    /// Let pods mount directories of this host (hostPath volumes); without it
-    /// such pods wait with an error saying so.
-    #[arg(long)]
-    allow_host_path: bool,
 }
 
 impl NodeArgs {
@@ -155,9 +151,6 @@ impl NodeArgs {
         }
         if let Some(address) = self.ingress_listen {
             agent = agent.serve_ingress(address);
-        }
-        if self.allow_host_path {
-            agent = agent.allow_host_paths();
         }
         Ok(agent)
     }

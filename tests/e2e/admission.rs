@@ -2,10 +2,17 @@
 //! default and warn as Kubernetes' admission plugins do, in their words; a
 //! policy a Plugin object declares is called for the writes its rules match,
 //! and one that traps, spins or hogs memory fails its own calls by its
-//! failure policy while the API goes on serving.
+//! failure policy while the API goes on serving; the example policy answers
+//! alike in Rust, Python and JavaScript.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use wasmkube_engine::{Engine, Settings};
+use wasmkube_plugin_host::{
+    AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request,
+};
 
 use crate::agent::{eventually, jsonpath, kubectl, kubectl_command, run_kubectl};
 use crate::process::Server;
@@ -370,4 +377,201 @@ fn declared_policies_are_called_by_their_rules_and_fail_by_their_failure_policy(
             .to_owned()
     });
     assert!(server.stop());
+}
+
+/// A create of `object` (of `plural`, `kind`) in `default`, as a policy gets it.
+fn create(plural: &str, kind: &str, object: serde_json::Value) -> Request {
+    Request {
+        uid: "u".into(),
+        kind: (String::new(), "v1".into(), kind.into()),
+        resource: (String::new(), "v1".into(), plural.into()),
+        sub_resource: String::new(),
+        name: object["metadata"]["name"].as_str().unwrap_or("").into(),
+        namespace: "default".into(),
+        operation: Operation::Create,
+        user: ("jane".into(), String::new(), Vec::new(), Vec::new()),
+        object: Some(Arc::new(object)),
+        old_object: None,
+        dry_run: false,
+        options: "{}".into(),
+    }
+}
+
+/// Runs `future` to its end.
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(future)
+}
+
+/// What `policy` answers `request` in `phase`: allowed, the Status, the
+/// warnings, and the patch as JSON.
+fn answer(
+    policy: &AdmissionPolicy,
+    phase: Phase,
+    request: Request,
+) -> (
+    bool,
+    Option<(u16, String, String)>,
+    Vec<String>,
+    serde_json::Value,
+) {
+    let verdict = block_on(policy.call(phase, request)).unwrap();
+    let patch = verdict.patch.map_or(serde_json::Value::Null, |p| {
+        serde_json::from_str(&p).unwrap()
+    });
+    (verdict.allowed, verdict.status, verdict.warnings, patch)
+}
+
+/// No lookups: the example needs none.
+struct Nothing;
+
+impl Lookup for Nothing {
+    fn get<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn list(&self, _: &str, _: &str, _: &str, _: &str, _: usize) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn the_example_policy_behaves_alike_in_rust_python_and_javascript() {
+    use serde_json::json;
+    let guests = crate::scheduler::built_guests();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-admission/compiled");
+    let host = PluginHost::new(Arc::new(Engine::start(&Settings::at(&cache)).unwrap()));
+    let settings = json!({"registries": ["registry.example:5000", "localhost"],
+        "defaultLabels": {"team": "unassigned", "example.com/owner": "ops"}});
+    let pod = |labels: serde_json::Value, image: &str, init: Option<&str>| {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "app", "image": image}]}});
+        if let Some(init) = init {
+            pod["spec"]["initContainers"] = json!([{"name": "setup", "image": init}]);
+        }
+        if labels.is_null() {
+            pod["metadata"].as_object_mut().unwrap().remove("labels");
+        }
+        pod
+    };
+    let mut answers = Vec::new();
+    for file in [
+        "allowed_registries.wasm",
+        "allowed_registries_python.wasm",
+        "allowed_registries_js.wasm",
+    ] {
+        let component = host
+            .compile(file, &std::fs::read(guests.join(file)).unwrap())
+            .unwrap();
+        let load = |settings: &str| {
+            let lookup = Arc::new(Nothing);
+            block_on(AdmissionPolicy::new(
+                &host,
+                file,
+                &component,
+                settings,
+                Limits::default(),
+                lookup,
+            ))
+        };
+        for (bad, said) in [
+            ("{}", "registries: a list of registries is required"),
+            (r#"{"registries": [1]}"#, "registries: each is a string"),
+        ] {
+            let refused = load(bad).expect_err(file).to_string();
+            assert!(
+                refused.contains("refused its args") && refused.contains(said),
+                "{file}: {refused}"
+            );
+        }
+        let policy = load(&settings.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mine = vec![
+            answer(
+                &policy,
+                Phase::Mutate,
+                create(
+                    "pods",
+                    "Pod",
+                    pod(json!({"app": "web"}), "registry.example:5000/web:1", None),
+                ),
+            ),
+            answer(
+                &policy,
+                Phase::Mutate,
+                create(
+                    "pods",
+                    "Pod",
+                    pod(serde_json::Value::Null, "localhost/web:1", None),
+                ),
+            ),
+            answer(
+                &policy,
+                Phase::Validate,
+                create(
+                    "pods",
+                    "Pod",
+                    pod(json!({}), "registry.example:5000/web:1", None),
+                ),
+            ),
+            answer(
+                &policy,
+                Phase::Validate,
+                create("pods", "Pod", pod(json!({}), "nginx:1.27", None)),
+            ),
+            answer(
+                &policy,
+                Phase::Validate,
+                create(
+                    "pods",
+                    "Pod",
+                    pod(json!({}), "localhost/web:1", Some("docker.io/busybox")),
+                ),
+            ),
+            answer(
+                &policy,
+                Phase::Mutate,
+                create(
+                    "configmaps",
+                    "ConfigMap",
+                    json!({"metadata": {"name": "c"}}),
+                ),
+            ),
+        ];
+        answers.push((file, mine));
+    }
+    let (_, rust) = &answers[0];
+    assert_eq!(
+        rust[0].3,
+        json!([{"op": "add", "path": "/metadata/labels/example.com~1owner", "value": "ops"},
+            {"op": "add", "path": "/metadata/labels/team", "value": "unassigned"}])
+    );
+    assert_eq!(
+        rust[1].3,
+        json!([{"op": "add", "path": "/metadata/labels", "value": {"team": "unassigned", "example.com/owner": "ops"}}])
+    );
+    assert!(rust[2].0);
+    assert_eq!(
+        rust[3].1,
+        Some((403, "Forbidden".into(), "pods \"web\" is forbidden: image \"nginx:1.27\" of container \"app\" is not from an allowed registry (registry.example:5000, localhost)".into()))
+    );
+    assert_eq!(
+        rust[4].1.as_ref().map(|s| s.2.as_str()),
+        Some(
+            "pods \"web\" is forbidden: image \"docker.io/busybox\" of container \"setup\" is not from an allowed registry (registry.example:5000, localhost)"
+        )
+    );
+    assert_eq!(rust[5], (true, None, Vec::new(), serde_json::Value::Null));
+    for (file, theirs) in &answers[1..] {
+        assert_eq!(theirs, rust, "{file} answers as the Rust policy does");
+    }
 }

@@ -22,7 +22,7 @@ fn web(node: &str, name: &str, health: &Path, probes: &str) -> String {
 fn http_pods_serve_on_their_own_addresses_under_their_probes() {
     let dir = tempfile::tempdir().unwrap();
     import_examples(dir.path(), &["http-hello"]);
-    let server = Server::start_up(dir.path(), &["--allow-host-path"]);
+    let server = Server::start(dir.path());
     let node = ready_node(dir.path());
     let k = |args: &[&str]| kubectl(dir.path(), args);
     let (healthy, sick) = (dir.path().join("healthy"), dir.path().join("sick"));

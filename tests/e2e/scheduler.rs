@@ -249,7 +249,7 @@ fn the_higher_priority_pod_takes_the_room_that_appears() {
 
 /// The example plugins in Python and JavaScript (and the rest of
 /// `plugins/`), built from source.
-fn built_guests() -> PathBuf {
+pub(crate) fn built_guests() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let built = Command::new(root.join("scripts/build-plugins.sh"))
         .arg("--guests")

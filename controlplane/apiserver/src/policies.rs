@@ -129,7 +129,6 @@ struct Lookups {
     cache: Arc<WatchCache>,
     store: Arc<dyn Store>,
     kinds: Arc<Kinds>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl Lookups {
@@ -149,30 +148,30 @@ fn in_namespace(namespace: &str) -> Option<&str> {
 }
 
 impl Lookup for Lookups {
-    fn get(
-        &self,
-        api_version: &str,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<String>, String> {
-        let kind = self.kind(api_version, resource)?;
-        let key = kind
-            .storage_key(in_namespace(namespace), name)
-            .ok_or_else(|| format!("{resource} are not stored"))?;
-        let text = |json: &[u8]| String::from_utf8_lossy(json).into_owned();
-        if let Some(json) = self.cache.get_now(&key) {
-            return Ok(Some(text(&json)));
-        }
-        // Calls run on the blocking pool: waiting here holds no server thread.
-        let stored = self.runtime.block_on(self.store.get(&key));
-        match stored.map_err(|e| e.to_string())? {
-            Some(kv) => {
-                let object = decode_stored(&kv).map_err(|e| e.message)?;
-                Ok(Some(object.to_string()))
+    fn get<'a>(
+        &'a self,
+        api_version: &'a str,
+        resource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        async move {
+            let kind = self.kind(api_version, resource)?;
+            let key = kind
+                .storage_key(in_namespace(namespace), name)
+                .ok_or_else(|| format!("{resource} are not stored"))?;
+            if let Some(json) = self.cache.get_now(&key) {
+                return Ok(Some(String::from_utf8_lossy(&json).into_owned()));
             }
-            None => Ok(None),
+            match self.store.get(&key).await.map_err(|e| e.to_string())? {
+                Some(kv) => {
+                    let object = decode_stored(&kv).map_err(|e| e.message)?;
+                    Ok(Some(object.to_string()))
+                }
+                None => Ok(None),
+            }
         }
+        .boxed()
     }
 
     fn list(
@@ -199,7 +198,7 @@ impl Lookup for Lookups {
 }
 
 /// A policy of `component` with `placement` and `settings`.
-fn activate(
+async fn activate(
     host: &PluginHost,
     name: &str,
     declared: bool,
@@ -219,6 +218,7 @@ fn activate(
         ..Limits::default()
     };
     let policy = AdmissionPolicy::new(host, name, component, &settings.to_string(), limits, lookup)
+        .await
         .map_err(|e| e.to_string())?;
     Ok(Active {
         name: name.to_owned(),
@@ -246,25 +246,19 @@ impl Policies {
             cache: cache.clone(),
             store: store.clone(),
             kinds,
-            runtime: tokio::runtime::Handle::current(),
         });
         let mut builtin = Vec::new();
         for policy in host.builtin {
-            let plugins = host.plugins.clone();
-            let lookup = lookup.clone();
-            let active = tokio::task::spawn_blocking(move || {
-                activate(
-                    &plugins,
-                    &policy.name,
-                    false,
-                    &policy.component,
-                    &policy.placement,
-                    &policy.settings,
-                    lookup,
-                )
-            })
+            let active = activate(
+                &host.plugins,
+                &policy.name,
+                false,
+                &policy.component,
+                &policy.placement,
+                &policy.settings,
+                lookup.clone(),
+            )
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(format!("a built-in admission policy: {e}")))?;
             builtin.push(Arc::new(active));
         }
@@ -348,33 +342,24 @@ impl Policies {
         }
     }
 
-    /// Calls `phase` of every policy in force that matches `request`, in order.
-    /// A mutation's patch is applied to `mutated` (the object written, taken
-    /// out of the request) before the next policy; validating policies share
-    /// one copy of the request's object. Their warnings go to `warnings`.
+    /// Calls `phase` of every policy in force that matches `request`, in order,
+    /// with `object` as the object written; their warnings go to `warnings`.
+    /// A mutation's patch is applied before the next policy is called: the
+    /// policy let its handle go when its call ended, so the object is changed
+    /// in place. Returns the object as the policies left it.
     async fn run(
         &self,
         phase: Phase,
         request: &AdmissionRequest<'_>,
-        mut mutated: Option<&mut Value>,
+        mut object: Option<Arc<Value>>,
         warnings: &mut Vec<String>,
-    ) -> ApiResult<()> {
-        let mut shared: Option<Option<Arc<Value>>> = None;
+    ) -> ApiResult<Option<Arc<Value>>> {
         for active in self.now().iter() {
             if (phase == Phase::Mutate && !active.mutating) || !self.matches(active, request) {
                 continue;
             }
-            let object = match mutated.as_deref() {
-                Some(object) => Some(Arc::new(object.clone())),
-                None => shared
-                    .get_or_insert_with(|| request.object.clone().map(Arc::new))
-                    .clone(),
-            };
-            let verdict = match active
-                .policy
-                .call(phase, policy_request(request, object))
-                .await
-            {
+            let asked = policy_request(request, object.clone());
+            let verdict = match active.policy.call(phase, asked).await {
                 Ok(verdict) => verdict,
                 Err(e) => {
                     let message = e.to_string();
@@ -403,11 +388,13 @@ impl Policies {
             if !verdict.allowed {
                 return Err(refusal(&active.name, verdict));
             }
-            if let (Some(patch), Some(object)) = (&verdict.patch, mutated.as_deref_mut()) {
-                apply_patch(&active.name, patch, object)?;
+            if let (Some(patch), Some(object), Phase::Mutate) =
+                (&verdict.patch, object.as_mut(), phase)
+            {
+                apply_patch(&active.name, patch, Arc::make_mut(object))?;
             }
         }
-        Ok(())
+        Ok(object)
     }
 }
 
@@ -535,13 +522,14 @@ impl MutatingAdmission for Policies {
     fn admit<'a>(&'a self, request: &'a mut AdmissionRequest<'_>) -> BoxFuture<'a, ApiResult<()>> {
         async move {
             let mut warnings = Vec::new();
-            let mut object = request.object.take();
+            let object = request.object.take().map(Arc::new);
             let outcome = self
-                .run(Phase::Mutate, request, object.as_mut(), &mut warnings)
+                .run(Phase::Mutate, request, object, &mut warnings)
                 .await;
-            request.object = object;
             request.warn(warnings);
-            outcome
+            let object = outcome?;
+            request.object = object.map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone()));
+            Ok(())
         }
         .boxed()
     }
@@ -551,11 +539,12 @@ impl ValidatingAdmission for Policies {
     fn validate<'a>(&'a self, request: &'a AdmissionRequest<'_>) -> BoxFuture<'a, ApiResult<()>> {
         async move {
             let mut warnings = Vec::new();
+            let object = request.object.clone().map(Arc::new);
             let outcome = self
-                .run(Phase::Validate, request, None, &mut warnings)
+                .run(Phase::Validate, request, object, &mut warnings)
                 .await;
             request.warn(warnings);
-            outcome
+            outcome.map(drop)
         }
         .boxed()
     }
@@ -646,23 +635,27 @@ impl Loader {
         };
         let placement = plugin.spec.admission.clone().unwrap_or_default();
         let settings = plugin.spec.args.clone().unwrap_or_else(|| json!({}));
-        let (host, dir, lookup) = (
-            self.host.clone(),
-            self.plugin_dir.clone(),
-            self.lookup.clone(),
-        );
+        let (host, dir) = (self.host.clone(), self.plugin_dir.clone());
         let name = plugin.name().to_owned();
-        tokio::task::spawn_blocking(move || {
+        let (bytes, component) = tokio::task::spawn_blocking(move || {
             let bytes =
                 read_declared(std::path::Path::new(&path), &dir).map_err(|e| e.to_string())?;
             let component = host.compile(&name, &bytes).map_err(|e| e.to_string())?;
-            let active = activate(
-                &host, &name, true, &component, &placement, &settings, lookup,
-            )?;
-            Ok((active, format!("sha256:{:x}", Sha256::digest(&bytes))))
+            Ok::<_, String>((bytes, component))
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())??;
+        let active = activate(
+            &self.host,
+            plugin.name(),
+            true,
+            &component,
+            &placement,
+            &settings,
+            self.lookup.clone(),
+        )
+        .await?;
+        Ok((active, format!("sha256:{:x}", Sha256::digest(&bytes))))
     }
 
     /// Puts the built-in policies, then the declared ones (by name), in force.

@@ -115,8 +115,6 @@ pub struct Agent {
     names: Arc<std::sync::OnceLock<dns::Names>>,
     /// Where it dials home, if it does.
     home: Option<Arc<Home>>,
-    /// Whether pods may mount host directories (hostPath volumes).
-    host_paths: bool,
     /// Where the node's pods and Services listen, which pods may reach.
     listeners: wasmkube_runtime::Listeners,
     /// The API server's addresses, which pods may not reach but through the
@@ -178,7 +176,6 @@ impl Agent {
             ingress: None,
             names: Arc::default(),
             home: None,
-            host_paths: false,
             listeners: wasmkube_runtime::Listeners::default(),
             control_plane: addresses_of(registry),
             policies: Arc::default(),
@@ -214,14 +211,6 @@ impl Agent {
             listeners: self.listeners.clone(),
             policy: Some(self.policy(pod, false)),
         })
-    }
-
-    /// The agent, letting pods mount directories of the host (hostPath
-    /// volumes), which are refused by default: a pod with one could read or
-    /// change anything the agent can.
-    pub fn allow_host_paths(mut self) -> Agent {
-        self.host_paths = true;
-        self
     }
 
     /// The agent, answering cluster DNS (UDP) at `address` too.

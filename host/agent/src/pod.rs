@@ -566,8 +566,7 @@ impl Worker {
             .as_ref()
             .ok_or("the node has no free pod address left")?;
         let env = prepare::environment(client, pod, spec, ips).await?;
-        let host_paths = self.agent.host_paths;
-        let volumes = prepare::volumes(client, pod, &dir, ips, host_paths).await?;
+        let volumes = prepare::volumes(client, pod, &dir, ips).await?;
         let argv0 = match &spec.command {
             Some(command) if !command.is_empty() => command.clone(),
             _ => vec![spec.name.clone()],

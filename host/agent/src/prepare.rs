@@ -327,14 +327,14 @@ fn downward_files(
         .collect()
 }
 
-/// The pod's volumes, made ready under `pod_dir/volumes`; hostPath volumes
-/// only where `host_paths` allows them.
+/// The pod's volumes, made ready under `pod_dir/volumes`. hostPath volumes
+/// are mounted as the kubelet mounts them: whether a pod may have one is
+/// admission's to say (PodSecurity's baseline level refuses them).
 pub(crate) async fn volumes(
     client: &Client,
     pod: &Pod,
     pod_dir: &Path,
     ips: &Ips,
-    host_paths: bool,
 ) -> Result<HashMap<String, Volume>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut ready = HashMap::new();
@@ -344,12 +344,6 @@ pub(crate) async fn volumes(
             std::fs::create_dir_all(&own).map_err(|e| e.to_string())?;
             (own, false)
         } else if let Some(host) = &volume.host_path {
-            if !host_paths {
-                return Err(format!(
-                    "volume {:?}: hostPath volumes are off on this node (the agent's --allow-host-path turns them on)",
-                    volume.name
-                ));
-            }
             let path = PathBuf::from(&host.path);
             if host.type_.as_deref() == Some("DirectoryOrCreate") {
                 std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;

@@ -4,14 +4,17 @@
 //! A policy is pre-instantiated once; a call takes an idle instance (one whose
 //! earlier calls all ended cleanly) or a fresh one, so a busy API server pays
 //! instantiation only when its concurrency grows, and an instance that trapped
-//! is never entered again. Every call runs on the blocking pool, bounded in
-//! time and memory. The objects of a request stay in the host as resources
-//! (`object.get` hands a policy the one field it reads); lookups of other
-//! objects go to a [`Lookup`] the embedder gives, at most
+//! is never entered again. Calls are async, on the caller's task: a policy
+//! runs on a fiber of the thread that asked, bounded in time (epochs) and
+//! memory, and a lookup the embedder must wait for (a store read) suspends
+//! it rather than a thread. The objects of a request stay in the host as
+//! resources (`object.get` hands a policy the one field it reads); lookups of
+//! other objects go to a [`Lookup`] the embedder gives, at most
 //! [`MAX_LOOKUPS`] per call and [`MAX_LISTED`] objects per list.
 
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use wasmtime::Store;
 use wasmtime::component::{Component, HasData, Linker, Resource};
@@ -23,6 +26,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit/admission",
         world: "admission-policy",
+        imports: { "wasmkube:admission/host.get": async },
+        exports: { default: async },
         with: { "wasmkube:admission/types.object": super::Object },
     });
 }
@@ -46,14 +51,15 @@ const IDLE_INSTANCES: usize = 8;
 /// Where a policy's lookups go: the API server's caches.
 pub trait Lookup: Send + Sync {
     /// The object `name` of `resource` (`api_version` as objects name it) in
-    /// `namespace` ("" for a cluster-scoped one), as JSON.
-    fn get(
-        &self,
-        api_version: &str,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<String>, String>;
+    /// `namespace` ("" for a cluster-scoped one), as JSON; waited for when it
+    /// must be read from further away than a cache.
+    fn get<'a>(
+        &'a self,
+        api_version: &'a str,
+        resource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>>;
 
     /// The objects of `resource` in `namespace` ("": all) whose labels match
     /// `selector`, at most `limit`, as JSON.
@@ -187,7 +193,7 @@ impl bindings::wasmkube::admission::host::Host for Call {
         self.settings.to_string()
     }
 
-    fn get(
+    async fn get(
         &mut self,
         api_version: String,
         resource: String,
@@ -195,7 +201,8 @@ impl bindings::wasmkube::admission::host::Host for Call {
         name: String,
     ) -> Result<Option<String>, String> {
         self.count_lookup()?;
-        self.lookup.get(&api_version, &resource, &namespace, &name)
+        let lookup = self.lookup.clone();
+        lookup.get(&api_version, &resource, &namespace, &name).await
     }
 
     fn list(
@@ -249,7 +256,7 @@ impl AdmissionPolicy {
     /// The policy of a compiled `component` (called `name` in errors): checks
     /// the interface version it was built for, and has it check `settings`
     /// (JSON), which refuses the policy if it says no.
-    pub fn new(
+    pub async fn new(
         host: &PluginHost,
         name: &str,
         component: &Component,
@@ -264,7 +271,7 @@ impl AdmissionPolicy {
             message,
         };
         let mut linker: Linker<State<Call>> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| load(e.to_string()))?;
         bindings::AdmissionPolicy::add_to_linker::<_, HostField>(&mut linker, |state| {
             &mut state.host
         })
@@ -282,19 +289,17 @@ impl AdmissionPolicy {
             lookup,
             idle: Mutex::new(Vec::new()),
         };
-        let mut live = policy.start("validate-settings")?;
-        let checked = sandbox::bounded(
+        let mut live = policy.start("validate-settings").await?;
+        let exports = live.policy.wasmkube_admission_policy();
+        let settings = policy.settings.clone();
+        let checked = sandbox::bounded_async(
             &mut live.store,
             limits,
             name,
             "validate-settings",
-            |store| {
-                let settings = store.data().host.settings.clone();
-                live.policy
-                    .wasmkube_admission_policy()
-                    .call_validate_settings(store, &settings)
-            },
-        )?;
+            async |store| exports.call_validate_settings(store, &settings).await,
+        )
+        .await?;
         if let Err(message) = checked {
             return Err(PluginError::Config {
                 plugin: name.to_owned(),
@@ -311,7 +316,7 @@ impl AdmissionPolicy {
     }
 
     /// A fresh instance.
-    fn start(&self, call: &'static str) -> Result<Live, PluginError> {
+    async fn start(&self, call: &'static str) -> Result<Live, PluginError> {
         let state = Call {
             settings: self.settings.clone(),
             lookup: self.lookup.clone(),
@@ -319,41 +324,25 @@ impl AdmissionPolicy {
             lookups: 0,
         };
         let mut store = sandbox::store(self.host.engine(), self.limits, state);
-        let policy = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Call {
-                plugin: self.name.clone(),
-                call,
-                message: format!("{e:#}"),
-            })?;
+        let policy =
+            self.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| PluginError::Call {
+                    plugin: self.name.clone(),
+                    call,
+                    message: format!("{e:#}"),
+                })?;
         Ok(Live { store, policy })
     }
 
-    /// Calls the policy's `mutate` or `validate` with `request`, on the
-    /// blocking pool, bounded by its limits.
-    pub async fn call(
-        self: &Arc<Self>,
-        phase: Phase,
-        request: Request,
-    ) -> Result<Verdict, PluginError> {
-        let policy = self.clone();
-        let ran = tokio::task::spawn_blocking(move || policy.call_now(phase, request)).await;
-        ran.unwrap_or_else(|e| {
-            Err(PluginError::Call {
-                plugin: self.name.clone(),
-                call: phase.call(),
-                message: e.to_string(),
-            })
-        })
-    }
-
-    /// [`AdmissionPolicy::call`], on this thread.
-    fn call_now(&self, phase: Phase, request: Request) -> Result<Verdict, PluginError> {
+    /// Calls the policy's `mutate` or `validate` with `request`, bounded by
+    /// its limits.
+    pub async fn call(&self, phase: Phase, request: Request) -> Result<Verdict, PluginError> {
         let idle = self.idle.lock().expect("idle lock").pop();
         let mut live = match idle {
             Some(live) => live,
-            None => self.start(phase.call())?,
+            None => self.start(phase.call()).await?,
         };
         let data = &mut live.store.data_mut().host;
         data.objects.clear();
@@ -389,16 +378,17 @@ impl AdmissionPolicy {
             options: request.options,
         };
         let exports = live.policy.wasmkube_admission_policy();
-        let answer = sandbox::bounded(
+        let answer = sandbox::bounded_async(
             &mut live.store,
             self.limits,
             &self.name,
             phase.call(),
-            |store| match phase {
-                Phase::Mutate => exports.call_mutate(store, &wit_request),
-                Phase::Validate => exports.call_validate(store, &wit_request),
+            async |store| match phase {
+                Phase::Mutate => exports.call_mutate(store, &wit_request).await,
+                Phase::Validate => exports.call_validate(store, &wit_request).await,
             },
-        )?;
+        )
+        .await?;
         live.store.data_mut().host.objects.clear();
         let mut idle = self.idle.lock().expect("idle lock");
         if idle.len() < IDLE_INSTANCES {

@@ -67,30 +67,54 @@ pub(crate) fn bounded<T, R>(
     store.set_epoch_deadline(wasmkube_engine::Engine::ticks(limits.call_time).min(NO_DEADLINE));
     let result = f(store);
     store.set_epoch_deadline(NO_DEADLINE);
-    result.map_err(|e| {
-        let state = store.data();
-        let mut message = if state.limiter.refused() {
-            format!("wanted more than {} bytes of memory", limits.memory)
-        } else {
-            match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => format!("ran longer than {:?}", limits.call_time),
-                // The trap, without the guest's backtrace.
-                Some(trap) => trap.to_string(),
-                None => e.root_cause().to_string(),
-            }
-        };
-        let said = String::from_utf8_lossy(&state.stderr.contents())
-            .trim()
-            .to_owned();
-        if !said.is_empty() {
-            message = format!("{message} (stderr: {said})");
+    result.map_err(|e| failure(store, limits, plugin, call, &e))
+}
+
+/// [`bounded`], for the async calls of a store whose host functions wait.
+pub(crate) async fn bounded_async<T: Send, R>(
+    store: &mut Store<State<T>>,
+    limits: Limits,
+    plugin: &str,
+    call: &'static str,
+    f: impl AsyncFnOnce(&mut Store<State<T>>) -> wasmtime::Result<R>,
+) -> Result<R, PluginError> {
+    store.set_epoch_deadline(wasmkube_engine::Engine::ticks(limits.call_time).min(NO_DEADLINE));
+    let result = f(store).await;
+    store.set_epoch_deadline(NO_DEADLINE);
+    result.map_err(|e| failure(store, limits, plugin, call, &e))
+}
+
+/// The error of a call of `plugin` that failed with `e`: its time, its
+/// memory, its trap or the host's refusal, and what it wrote to stderr.
+fn failure<T>(
+    store: &Store<State<T>>,
+    limits: Limits,
+    plugin: &str,
+    call: &'static str,
+    e: &wasmtime::Error,
+) -> PluginError {
+    let state = store.data();
+    let mut message = if state.limiter.refused() {
+        format!("wanted more than {} bytes of memory", limits.memory)
+    } else {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!("ran longer than {:?}", limits.call_time),
+            // The trap, without the guest's backtrace.
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
         }
-        PluginError::Call {
-            plugin: plugin.to_owned(),
-            call,
-            message,
-        }
-    })
+    };
+    let said = String::from_utf8_lossy(&state.stderr.contents())
+        .trim()
+        .to_owned();
+    if !said.is_empty() {
+        message = format!("{message} (stderr: {said})");
+    }
+    PluginError::Call {
+        plugin: plugin.to_owned(),
+        call,
+        message,
+    }
 }
 
 /// The interfaces of `prefix` (`wasmkube:scheduler/plugin`) that `component`
