@@ -575,3 +575,273 @@ fn the_example_policy_behaves_alike_in_rust_python_and_javascript() {
         assert_eq!(theirs, rust, "{file} answers as the Rust policy does");
     }
 }
+
+#[test]
+fn validating_admission_policies_in_cel_deny_and_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start_server(d, &[]);
+    let policies = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: demo-policy.example.com}
+spec:
+  failurePolicy: Fail
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}
+  variables:
+  - {name: most, expression: int(params.data.maxReplicas)}
+  validations:
+  - expression: object.spec.replicas <= variables.most
+    messageExpression: \"'replicas ' + string(object.spec.replicas) + ' is more than ' + string(variables.most)\"
+  - expression: object.metadata.name != 'forbidden'
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: demo-binding-test.example.com}
+spec:
+  policyName: demo-policy.example.com
+  validationActions: [Deny]
+  paramRef: {name: limits, parameterNotFoundAction: Deny}
+  matchResources:
+    namespaceSelector: {matchLabels: {environment: test}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: demo-binding-dev.example.com}
+spec:
+  policyName: demo-policy.example.com
+  validationActions: [Warn]
+  paramRef: {name: limits, parameterNotFoundAction: Allow}
+  matchResources:
+    namespaceSelector: {matchLabels: {environment: dev}}
+";
+    let (ok, _, err) = apply(d, policies);
+    assert!(ok, "{err}");
+    for (namespace, environment) in [("test", "test"), ("dev", "dev"), ("unset", "test")] {
+        kubectl(d, &["create", "namespace", namespace]);
+        kubectl(
+            d,
+            &[
+                "label",
+                "namespace",
+                namespace,
+                &format!("environment={environment}"),
+            ],
+        );
+    }
+    for (namespace, most) in [("test", 3), ("dev", 5)] {
+        let limits = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: limits, namespace: {namespace}}}\ndata: {{maxReplicas: '{most}'}}\n"
+        );
+        assert!(apply(d, &limits).0);
+    }
+    let deployment = |namespace: &str, name: &str, replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: x}}]}}\n"
+        )
+    };
+    // Deny, with the params' limit, worded as Kubernetes words it.
+    eventually(Duration::from_secs(10), "refused", || {
+        let (ok, _, _) = apply(d, &deployment("test", "big", 4));
+        if ok {
+            kubectl(d, &["delete", "deployment", "big", "-n", "test"]);
+            "let in".into()
+        } else {
+            "refused".into()
+        }
+    });
+    let (ok, _, err) = apply(d, &deployment("test", "big", 4));
+    assert!(!ok);
+    assert!(
+        err.contains("The deployments \"big\" is invalid: : ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-test.example.com' denied request: replicas 4 is more than 3"),
+        "{err}"
+    );
+    let (ok, _, err) = apply(d, &deployment("test", "forbidden", 1));
+    assert!(!ok);
+    assert!(
+        err.contains("denied request: failed expression: object.metadata.name != 'forbidden'"),
+        "{err}"
+    );
+    assert!(apply(d, &deployment("test", "small", 3)).0);
+    // Params a binding names must be there, unless it allows them missing.
+    let (ok, _, err) = apply(d, &deployment("unset", "any", 1));
+    assert!(!ok);
+    assert!(
+        err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{err}"
+    );
+    // Warn: the write goes on, and the client hears why.
+    let (ok, _, err) = apply(d, &deployment("dev", "big", 6));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-dev.example.com': replicas 6 is more than 5"),
+        "{err}"
+    );
+    // Namespaces no binding names are not the policy's business.
+    kubectl(d, &["create", "namespace", "free"]);
+    assert!(apply(d, &deployment("free", "big", 9)).0);
+    assert!(server.stop());
+}
+
+/// A webhook's answer to `review`: allowed unless the object is labelled
+/// `deny: "yes"`; for `/mutate`, a patch labelling it `mutated: "yes"`.
+fn webhook_answer(mutate: bool, review: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine as _;
+    use serde_json::json;
+    let request = &review["request"];
+    let mut response = json!({"uid": request["uid"], "allowed": true});
+    if mutate {
+        let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(patch.to_string()));
+    } else if request["object"]["metadata"]["labels"]["deny"] == "yes" {
+        response["allowed"] = json!(false);
+        response["status"] =
+            json!({"code": 403, "message": "configmaps labelled deny=yes are refused"});
+    } else {
+        response["warnings"] = json!(["checked by the test's webhook"]);
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+#[test]
+fn webhooks_get_admission_reviews_over_https_and_their_patches_are_applied() {
+    use base64::Engine as _;
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start_server(d, &[]);
+    // The webhook: HTTPS with a certificate of a CA of its own, kept apart
+    // from the cluster's.
+    let ca = wasmkube_pki::Ca::load_or_create(&d.join("webhook-ca")).unwrap();
+    let profile = wasmkube_pki::Profile::server("webhook", &[], &["127.0.0.1".parse().unwrap()]);
+    let issued = ca.issue(&profile).unwrap();
+    let tls = wasmkube_pki::server_config(&issued.cert_pem, &issued.key_pem, None).unwrap();
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = seen.clone();
+    let answer = move |mutate: bool| {
+        let heard = heard.clone();
+        move |axum::Json(review): axum::Json<serde_json::Value>| async move {
+            heard.lock().unwrap().push(review.clone());
+            axum::Json(webhook_answer(mutate, &review))
+        }
+    };
+    let router = axum::Router::new()
+        .route("/mutate", axum::routing::post(answer(true)))
+        .route("/validate", axum::routing::post(answer(false)));
+    runtime.spawn(wasmkube_pki::serve(
+        listener,
+        router,
+        tls,
+        std::future::pending(),
+    ));
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+    let configurations = format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: label.example.com}}
+webhooks:
+- name: label.example.com
+  clientConfig: {{url: 'https://127.0.0.1:{port}/mutate', caBundle: {bundle}}}
+  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [configmaps]}}]
+  objectSelector: {{matchLabels: {{app: checked}}}}
+  sideEffects: None
+  admissionReviewVersions: [v1]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: deny.example.com}}
+webhooks:
+- name: deny.example.com
+  clientConfig: {{url: 'https://127.0.0.1:{port}/validate', caBundle: {bundle}}}
+  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [configmaps]}}]
+  objectSelector: {{matchLabels: {{app: checked}}}}
+  sideEffects: None
+  admissionReviewVersions: [v1]
+- name: gone.example.com
+  clientConfig: {{url: 'https://127.0.0.1:1/nowhere', caBundle: {bundle}}}
+  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [secrets]}}]
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"
+    );
+    let (ok, _, err) = apply(d, &configurations);
+    assert!(ok, "{err}");
+    let map = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {labels}}}\ndata: {{a: b}}\n"
+        )
+    };
+    // Patched by the mutating webhook, warned of by the validating one.
+    eventually(Duration::from_secs(10), "yes", || {
+        let name = format!("m{}", seen.lock().unwrap().len());
+        apply(d, &map(&name, "{app: checked}"));
+        run_kubectl(
+            d,
+            &[
+                "get",
+                "configmap",
+                &name,
+                "-o",
+                "jsonpath={.metadata.labels.mutated}",
+            ],
+        )
+    });
+    let (ok, _, err) = apply(d, &map("plain", "{app: checked}"));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning: checked by the test's webhook"),
+        "{err}"
+    );
+    assert_eq!(
+        jsonpath(d, "configmap/plain", "{.metadata.labels.mutated}"),
+        "yes"
+    );
+    // What the webhooks were sent: AdmissionReview v1, the object as it
+    // would be stored (the mutation applied before validation).
+    let reviews = seen.lock().unwrap().clone();
+    let sent = reviews
+        .iter()
+        .rev()
+        .find(|r| r["request"]["object"]["metadata"]["name"] == "plain")
+        .unwrap();
+    assert_eq!(sent["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(sent["kind"], "AdmissionReview");
+    let request = &sent["request"];
+    assert_eq!(request["operation"], "CREATE");
+    assert_eq!(request["resource"]["resource"], "configmaps");
+    assert_eq!(request["kind"]["kind"], "ConfigMap");
+    assert_eq!(request["namespace"], "default");
+    assert_eq!(request["userInfo"]["username"], "wasmkube-admin");
+    assert_eq!(request["object"]["metadata"]["labels"]["mutated"], "yes");
+    // Refused, in Kubernetes' words.
+    let (ok, _, err) = apply(d, &map("denied", "{app: checked, deny: 'yes'}"));
+    assert!(!ok);
+    assert!(
+        err.contains("admission webhook \"deny.example.com\" denied the request: configmaps labelled deny=yes are refused"),
+        "{err}"
+    );
+    // Objects the selector does not name are not sent.
+    let before = seen.lock().unwrap().len();
+    assert!(apply(d, &map("other", "{app: free}")).0);
+    assert_eq!(seen.lock().unwrap().len(), before);
+    // A webhook that cannot be called refuses what it is for (Fail).
+    let refused = run_kubectl(
+        d,
+        &["create", "secret", "generic", "s", "--from-literal=a=b"],
+    );
+    assert!(
+        refused.contains("failed calling webhook \"gone.example.com\""),
+        "{refused}"
+    );
+    assert!(server.stop());
+}

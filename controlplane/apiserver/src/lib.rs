@@ -48,7 +48,9 @@ mod table;
 mod testing;
 mod tokens;
 mod tunnels;
+mod validating_policies;
 mod watch;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,6 +278,16 @@ impl ApiServer {
             access.admission.mutating.push(policies.clone());
             access.admission.validating.push(policies);
         }
+        let expressions =
+            validating_policies::ValidatingPolicies::start(cache.clone(), closing.clone())
+                .await
+                .map_err(|e| StoreError::Unavailable(e.message))?;
+        access.admission.validating.push(expressions);
+        let webhooks = webhooks::Webhooks::start(cache.clone(), closing.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(e.message))?;
+        access.admission.mutating.push(webhooks.clone());
+        access.admission.validating.push(webhooks);
         let server = ApiServer {
             cache,
             kinds,

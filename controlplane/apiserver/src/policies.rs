@@ -317,7 +317,11 @@ impl Policies {
 
     /// Whether `active` is called for `request`.
     fn matches(&self, active: &Active, request: &AdmissionRequest<'_>) -> bool {
-        if !active.rules.iter().any(|rule| rule_matches(rule, request)) {
+        if !active
+            .rules
+            .iter()
+            .any(|rule| rule_with_operations_matches(rule, request))
+        {
             return false;
         }
         if let Some(selector) = &active.namespaces {
@@ -407,29 +411,50 @@ fn object_labels(request: &AdmissionRequest<'_>) -> BTreeMap<String, String> {
     }
 }
 
-/// Whether `rule` names the write of `request`, as a webhook's rule does.
-fn rule_matches(rule: &RuleWithOperations, request: &AdmissionRequest<'_>) -> bool {
+/// Whether the rule of `operations`, API groups, versions, `resources`
+/// (`pods`, `pods/status`, `*`, `*/*`, `pods/*`) and `scope` names the write
+/// of `request`, as a webhook's rule does.
+pub(crate) fn rule_matches(
+    operations: &Option<Vec<String>>,
+    groups: &Option<Vec<String>>,
+    versions: &Option<Vec<String>>,
+    resources: &Option<Vec<String>>,
+    scope: Option<&str>,
+    request: &AdmissionRequest<'_>,
+) -> bool {
     let any = |list: &Option<Vec<String>>, value: &str| {
         list.iter().flatten().any(|v| v == "*" || v == value)
     };
     let r = request.resource;
-    if !any(&rule.operations, request.operation.as_str())
-        || !any(&rule.api_groups, r.group)
-        || !any(&rule.api_versions, r.version)
+    if !any(operations, request.operation.as_str())
+        || !any(groups, r.group)
+        || !any(versions, r.version)
     {
         return false;
     }
-    let scope_fits = match rule.scope.as_deref() {
+    let scope_fits = match scope {
         Some("Cluster") => !r.namespaced,
         Some("Namespaced") => r.namespaced,
         _ => true,
     };
     let sub = request.subresource.unwrap_or("");
     scope_fits
-        && rule.resources.iter().flatten().any(|named| {
+        && resources.iter().flatten().any(|named| {
             let (resource, subresource) = named.split_once('/').unwrap_or((named, ""));
             (resource == "*" || resource == r.plural) && (subresource == "*" || subresource == sub)
         })
+}
+
+/// Whether a webhook-like `rule` names the write of `request`.
+fn rule_with_operations_matches(rule: &RuleWithOperations, request: &AdmissionRequest<'_>) -> bool {
+    rule_matches(
+        &rule.operations,
+        &rule.api_groups,
+        &rule.api_versions,
+        &rule.resources,
+        rule.scope.as_deref(),
+        request,
+    )
 }
 
 /// `request` as a policy gets it, with `object` as the object written.
@@ -830,13 +855,34 @@ mod tests {
             };
         let create = request(Operation::Create, None);
         let status = request(Operation::Update, Some("status"));
-        assert!(rule_matches(&rule(&["pods"], &["CREATE"], None), &create));
-        assert!(!rule_matches(&rule(&["pods"], &["UPDATE"], None), &create));
-        assert!(!rule_matches(&rule(&["pods"], &["*"], None), &status));
-        assert!(rule_matches(&rule(&["pods/status"], &["*"], None), &status));
-        assert!(rule_matches(&rule(&["*/*"], &["*"], None), &status));
-        assert!(rule_matches(&rule(&["pods/*"], &["*"], None), &status));
-        assert!(!rule_matches(&rule(&["*"], &["*"], None), &status));
+        assert!(rule_with_operations_matches(
+            &rule(&["pods"], &["CREATE"], None),
+            &create
+        ));
+        assert!(!rule_with_operations_matches(
+            &rule(&["pods"], &["UPDATE"], None),
+            &create
+        ));
+        assert!(!rule_with_operations_matches(
+            &rule(&["pods"], &["*"], None),
+            &status
+        ));
+        assert!(rule_with_operations_matches(
+            &rule(&["pods/status"], &["*"], None),
+            &status
+        ));
+        assert!(rule_with_operations_matches(
+            &rule(&["*/*"], &["*"], None),
+            &status
+        ));
+        assert!(rule_with_operations_matches(
+            &rule(&["pods/*"], &["*"], None),
+            &status
+        ));
+        assert!(!rule_with_operations_matches(
+            &rule(&["*"], &["*"], None),
+            &status
+        ));
         assert!(rule_matches(
             &rule(&["*"], &["*"], Some("Namespaced")),
             &create
@@ -845,7 +891,10 @@ mod tests {
             &rule(&["*"], &["*"], Some("Cluster")),
             &create
         ));
-        assert!(!rule_matches(&rule(&["services"], &["*"], None), &create));
+        assert!(!rule_with_operations_matches(
+            &rule(&["services"], &["*"], None),
+            &create
+        ));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! with rules of its own, a strategy).
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    authentication::v1 as authentication, authorization::v1 as authorization,
     autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
     networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
@@ -613,6 +614,11 @@ pub static BUILTIN: &[ResourceType] = &[
         .strategy(&s::POD_DISRUPTION_BUDGETS),
     // node.k8s.io/v1
     ResourceType::of::<node::RuntimeClass>(),
+    // admissionregistration.k8s.io/v1
+    ResourceType::of::<admissionregistration::ValidatingAdmissionPolicy>().sub(STATUS),
+    ResourceType::of::<admissionregistration::ValidatingAdmissionPolicyBinding>(),
+    ResourceType::of::<admissionregistration::ValidatingWebhookConfiguration>(),
+    ResourceType::of::<admissionregistration::MutatingWebhookConfiguration>(),
     // apiextensions.k8s.io/v1
     ResourceType::of::<apiextensions::CustomResourceDefinition>()
         .short(&["crd", "crds"])

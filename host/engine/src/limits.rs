@@ -107,6 +107,11 @@ impl MemoryLimit {
         }
     }
 
+    /// The bytes of linear memory and tables its instance holds.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
     /// Whether a growth was refused.
     pub fn refused(&self) -> bool {
         self.refused

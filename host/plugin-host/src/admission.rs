@@ -45,8 +45,13 @@ pub const MAX_LOOKUPS: u32 = 64;
 /// Objects one list hands a policy, at most.
 pub const MAX_LISTED: u32 = 1000;
 
-/// Idle instances kept per policy for the next calls.
-const IDLE_INSTANCES: usize = 8;
+/// Idle instances kept per policy for the next calls, at most: as many as
+/// a busy server calls at once...
+const IDLE_INSTANCES: usize = 32;
+
+/// ...while they hold no more than this memory together (a Python policy's
+/// instance holds tens of MiB, a Rust one's a few hundred KiB).
+const IDLE_MEMORY: usize = 128 << 20;
 
 /// Where a policy's lookups go: the API server's caches.
 pub trait Lookup: Send + Sync {
@@ -391,7 +396,8 @@ impl AdmissionPolicy {
         .await?;
         live.store.data_mut().host.objects.clear();
         let mut idle = self.idle.lock().expect("idle lock");
-        if idle.len() < IDLE_INSTANCES {
+        let held: usize = idle.iter().map(|l| l.store.data().memory()).sum();
+        if idle.len() < IDLE_INSTANCES && held + live.store.data().memory() <= IDLE_MEMORY {
             idle.push(live);
         }
         Ok(Verdict {

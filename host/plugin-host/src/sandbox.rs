@@ -37,6 +37,13 @@ impl<T: Send> WasiView for State<T> {
     }
 }
 
+impl<T> State<T> {
+    /// The bytes of memory its instance holds.
+    pub(crate) fn memory(&self) -> usize {
+        self.limiter.used()
+    }
+}
+
 /// A store for one plugin instance, within `limits`.
 pub(crate) fn store<T: Send>(engine: &Engine, limits: Limits, host: T) -> Store<State<T>> {
     let stderr = MemoryOutputPipe::new(STDERR_KEPT);

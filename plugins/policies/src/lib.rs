@@ -44,7 +44,9 @@ pub(crate) mod testing {
             Ok(self
                 .0
                 .iter()
-                .find(|(r, ns, o)| *r == resource && *ns == namespace && o["metadata"]["name"] == name)
+                .find(|(r, ns, o)| {
+                    *r == resource && *ns == namespace && o["metadata"]["name"] == name
+                })
                 .map(|(_, _, o)| o.clone()))
         }
 

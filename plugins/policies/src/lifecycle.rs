@@ -47,7 +47,11 @@ impl Policy for NamespaceLifecycle {
                 }
                 Verdict::allow()
             }
-            Ok(None) => Verdict::refuse(404, "NotFound", format!("namespaces {namespace:?} not found")),
+            Ok(None) => Verdict::refuse(
+                404,
+                "NotFound",
+                format!("namespaces {namespace:?} not found"),
+            ),
             Err(e) => Verdict::refuse(500, "InternalError", e),
         }
     }
@@ -62,14 +66,29 @@ mod tests {
 
     fn create(namespace: &str) -> Request {
         let pod = json!({"metadata": {"name": "p", "namespace": namespace}});
-        Request::new(Operation::Create, ("", "v1", "pods"), "Pod", namespace, Some(pod), None)
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            namespace,
+            Some(pod),
+            None,
+        )
     }
 
     #[test]
     fn no_new_content_in_a_terminating_or_missing_namespace() {
         let cluster = Objects(vec![
-            ("namespaces", "", json!({"metadata": {"name": "live"}, "status": {"phase": "Active"}})),
-            ("namespaces", "", json!({"metadata": {"name": "going"}, "status": {"phase": "Terminating"}})),
+            (
+                "namespaces",
+                "",
+                json!({"metadata": {"name": "live"}, "status": {"phase": "Active"}}),
+            ),
+            (
+                "namespaces",
+                "",
+                json!({"metadata": {"name": "going"}, "status": {"phase": "Terminating"}}),
+            ),
         ]);
         let policy = NamespaceLifecycle;
         assert!(policy.validate(&create("live"), &cluster).allowed);
@@ -80,15 +99,28 @@ mod tests {
             status.message,
             "pods \"p\" is forbidden: unable to create new content in namespace going because it is being terminated"
         );
-        let missing = policy.validate(&create("nowhere"), &cluster).status.unwrap();
-        assert_eq!((missing.code, missing.message.as_str()), (404, "namespaces \"nowhere\" not found"));
+        let missing = policy
+            .validate(&create("nowhere"), &cluster)
+            .status
+            .unwrap();
+        assert_eq!(
+            (missing.code, missing.message.as_str()),
+            (404, "namespaces \"nowhere\" not found")
+        );
     }
 
     #[test]
     fn the_system_namespaces_are_never_deleted() {
         let delete = |name: &str| {
             let ns = json!({"metadata": {"name": name}});
-            Request::new(Operation::Delete, ("", "v1", "namespaces"), "Namespace", "", None, Some(ns))
+            Request::new(
+                Operation::Delete,
+                ("", "v1", "namespaces"),
+                "Namespace",
+                "",
+                None,
+                Some(ns),
+            )
         };
         let cluster = Objects::default();
         let refused = NamespaceLifecycle.validate(&delete("kube-system"), &cluster);
@@ -96,6 +128,10 @@ mod tests {
             refused.status.unwrap().message,
             "namespaces \"kube-system\" is forbidden: this namespace may not be deleted"
         );
-        assert!(NamespaceLifecycle.validate(&delete("shop"), &cluster).allowed);
+        assert!(
+            NamespaceLifecycle
+                .validate(&delete("shop"), &cluster)
+                .allowed
+        );
     }
 }

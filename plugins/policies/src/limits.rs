@@ -38,9 +38,7 @@ impl Item {
             default.entry(name.clone()).or_insert(value.clone());
         }
         for (name, value) in default.iter().chain(&min) {
-            default_request
-                .entry(name.clone())
-                .or_insert(value.clone());
+            default_request.entry(name.clone()).or_insert(value.clone());
         }
         Item {
             kind: item["type"].as_str().unwrap_or("").to_owned(),
@@ -60,14 +58,21 @@ fn items(request: &Request, cluster: &dyn Cluster) -> Result<Vec<Item>, Verdict>
         .map_err(|e| Verdict::refuse(500, "InternalError", e))?;
     Ok(ranges
         .iter()
-        .flat_map(|range| range["spec"]["limits"].as_array().cloned().unwrap_or_default())
+        .flat_map(|range| {
+            range["spec"]["limits"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|item| Item::of(&item))
         .collect())
 }
 
 /// Whether the policy has a say: a pod created, in a namespace.
 fn applies(request: &Request) -> bool {
-    request.is("", "pods") && request.operation == Operation::Create && !request.namespace.is_empty()
+    request.is("", "pods")
+        && request.operation == Operation::Create
+        && !request.namespace.is_empty()
 }
 
 impl Policy for LimitRanger {
@@ -119,7 +124,11 @@ impl Policy for LimitRanger {
                 let limits = set("limits", &|item| &item.default);
                 for (names, what) in [(requests, "request"), (limits, "limit")] {
                     if !names.is_empty() {
-                        said.push(format!("{} {what} for {} {name}", names.join(", "), kind(list)));
+                        said.push(format!(
+                            "{} {what} for {} {name}",
+                            names.join(", "),
+                            kind(list)
+                        ));
                     }
                 }
                 if resources != container["resources"] {
@@ -137,7 +146,11 @@ impl Policy for LimitRanger {
                 let path = format!("/metadata/annotations/{}", ANNOTATION.replace('/', "~1"));
                 verdict.patch("add", &path, Some(note))
             }
-            _ => verdict.patch("add", "/metadata/annotations", Some(json!({ANNOTATION: note}))),
+            _ => verdict.patch(
+                "add",
+                "/metadata/annotations",
+                Some(json!({ANNOTATION: note})),
+            ),
         }
     }
 
@@ -313,7 +326,14 @@ mod tests {
     fn pod(resources: Value) -> Request {
         let pod = json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [
             {"name": "app", "image": "x", "resources": resources}]}});
-        Request::new(Operation::Create, ("", "v1", "pods"), "Pod", "shop", Some(pod), None)
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            "shop",
+            Some(pod),
+            None,
+        )
     }
 
     #[test]

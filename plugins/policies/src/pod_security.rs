@@ -201,7 +201,9 @@ impl Policy for PodSecurity {
         let warn = level("warn");
         let violations = violations(&spec, &warn);
         if !violations.is_empty() {
-            verdict = verdict.warn(format!("would violate PodSecurity \"{warn}\": {violations}"));
+            verdict = verdict.warn(format!(
+                "would violate PodSecurity \"{warn}\": {violations}"
+            ));
         }
         verdict
     }
@@ -257,7 +259,11 @@ fn quoted(names: &[&str]) -> String {
 
 /// `container "a"` or `containers "a", "b"`.
 fn containers_named(names: &[&str]) -> String {
-    let noun = if names.len() == 1 { "container" } else { "containers" };
+    let noun = if names.len() == 1 {
+        "container"
+    } else {
+        "containers"
+    };
     format!("{noun} {}", quoted(names))
 }
 
@@ -293,7 +299,11 @@ fn violations(spec: &Value, level: &Level) -> String {
     let added = |c: &Container| strings(&c.context["capabilities"]["add"]);
     if restricted {
         let mut details = Vec::new();
-        let undropped = named(&|c| !strings(&c.context["capabilities"]["drop"]).iter().any(|d| d == "ALL"));
+        let undropped = named(&|c| {
+            !strings(&c.context["capabilities"]["drop"])
+                .iter()
+                .any(|d| d == "ALL")
+        });
         if !undropped.is_empty() {
             details.push(format!(
                 "{} must set securityContext.capabilities.drop=[\"ALL\"]",
@@ -303,10 +313,18 @@ fn violations(spec: &Value, level: &Level) -> String {
         let mut adders = Vec::new();
         let mut adds: Vec<String> = Vec::new();
         for c in &all {
-            let extra: Vec<String> = added(c).into_iter().filter(|a| a != "NET_BIND_SERVICE").collect();
+            let extra: Vec<String> = added(c)
+                .into_iter()
+                .filter(|a| a != "NET_BIND_SERVICE")
+                .collect();
             if !extra.is_empty() {
                 adders.push(c.name);
-                adds.extend(extra.into_iter().filter(|a| !adds.contains(a)).collect::<Vec<_>>());
+                adds.extend(
+                    extra
+                        .into_iter()
+                        .filter(|a| !adds.contains(a))
+                        .collect::<Vec<_>>(),
+                );
             }
         }
         if !adders.is_empty() {
@@ -317,7 +335,10 @@ fn violations(spec: &Value, level: &Level) -> String {
                 quoted(&adds)
             ));
         }
-        check("unrestricted capabilities", (!details.is_empty()).then(|| details.join("; ")));
+        check(
+            "unrestricted capabilities",
+            (!details.is_empty()).then(|| details.join("; ")),
+        );
     } else {
         let mut adders = Vec::new();
         let mut adds: Vec<String> = Vec::new();
@@ -352,7 +373,10 @@ fn violations(spec: &Value, level: &Level) -> String {
         .filter(|field| spec[*field] == true)
         .collect();
     let host: Vec<String> = host.iter().map(|f| format!("{f}=true")).collect();
-    check("host namespaces", (!host.is_empty()).then(|| host.join(", ")));
+    check(
+        "host namespaces",
+        (!host.is_empty()).then(|| host.join(", ")),
+    );
     let volumes: Vec<(&str, &str)> = spec["volumes"]
         .as_array()
         .into_iter()
@@ -372,7 +396,11 @@ fn violations(spec: &Value, level: &Level) -> String {
             .filter(|(_, kind)| *kind == "hostPath")
             .map(|(name, _)| *name)
             .collect();
-        let noun = if paths.len() == 1 { "volume" } else { "volumes" };
+        let noun = if paths.len() == 1 {
+            "volume"
+        } else {
+            "volumes"
+        };
         check(
             "hostPath volumes",
             (!paths.is_empty()).then(|| format!("{noun} {}", quoted(&paths))),
@@ -401,7 +429,11 @@ fn violations(spec: &Value, level: &Level) -> String {
                 (1, _) => ("uses", "hostPorts"),
                 (_, _) => ("use", "hostPorts"),
             };
-            format!("{} {uses} {noun} {}", containers_named(&users), ports.join(", "))
+            format!(
+                "{} {uses} {noun} {}",
+                containers_named(&users),
+                ports.join(", ")
+            )
         }),
     );
     check(
@@ -425,7 +457,10 @@ fn violations(spec: &Value, level: &Level) -> String {
     check(
         "procMount",
         some(unmasked, &|who| {
-            format!("{who} must not set securityContext.procMount to {}", quoted(&mounts))
+            format!(
+                "{who} must not set securityContext.procMount to {}",
+                quoted(&mounts)
+            )
         }),
     );
     if restricted {
@@ -485,7 +520,12 @@ fn violations(spec: &Value, level: &Level) -> String {
             })
         };
         check("runAsUser=0", root_user);
-        let allowed = |profile: &Value| matches!(profile["type"].as_str(), Some("RuntimeDefault" | "Localhost"));
+        let allowed = |profile: &Value| {
+            matches!(
+                profile["type"].as_str(),
+                Some("RuntimeDefault" | "Localhost")
+            )
+        };
         let pod_profile = &pod["seccompProfile"];
         let seccomp = if !pod_profile.is_null() && !allowed(pod_profile) {
             Some(format!(
@@ -493,7 +533,9 @@ fn violations(spec: &Value, level: &Level) -> String {
                 pod_profile["type"].as_str().unwrap_or("")
             ))
         } else {
-            let bad = named(&|c| !c.context["seccompProfile"].is_null() && !allowed(&c.context["seccompProfile"]));
+            let bad = named(&|c| {
+                !c.context["seccompProfile"].is_null() && !allowed(&c.context["seccompProfile"])
+            });
             let unset = named(&|c| c.context["seccompProfile"].is_null());
             if !bad.is_empty() {
                 Some(format!(
@@ -513,11 +555,18 @@ fn violations(spec: &Value, level: &Level) -> String {
     } else {
         let unconfined = |profile: &Value| profile["type"] == "Unconfined";
         let seccomp = if unconfined(&spec["securityContext"]["seccompProfile"]) {
-            Some("pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_owned())
+            Some(
+                "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_owned(),
+            )
         } else {
-            some(named(&|c| unconfined(&c.context["seccompProfile"])), &|who| {
-                format!("{who} must not set securityContext.seccompProfile.type to \"Unconfined\"")
-            })
+            some(
+                named(&|c| unconfined(&c.context["seccompProfile"])),
+                &|who| {
+                    format!(
+                        "{who} must not set securityContext.seccompProfile.type to \"Unconfined\""
+                    )
+                },
+            )
         };
         check("seccompProfile", seccomp);
     }
@@ -529,7 +578,10 @@ fn violations(spec: &Value, level: &Level) -> String {
         .filter(|name| !SAFE_SYSCTLS.contains(name))
         .map(str::to_owned)
         .collect();
-    check("forbidden sysctls", (!sysctls.is_empty()).then(|| sysctls.join(", ")));
+    check(
+        "forbidden sysctls",
+        (!sysctls.is_empty()).then(|| sysctls.join(", ")),
+    );
     let parts: Vec<String> = found
         .into_iter()
         .map(|(reason, detail)| format!("{reason} ({detail})"))
@@ -554,7 +606,14 @@ mod tests {
 
     fn pod(spec: Value) -> Request {
         let pod = json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec});
-        Request::new(Operation::Create, ("", "v1", "pods"), "Pod", "shop", Some(pod), None)
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            "shop",
+            Some(pod),
+            None,
+        )
     }
 
     fn host_path_pod() -> Request {

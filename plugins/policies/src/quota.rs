@@ -51,7 +51,9 @@ pub fn usage(request: &Request) -> BTreeMap<String, f64> {
     }
     if request.is("", "services") {
         let kind = request.field("/spec/type");
-        let ports = request.field("/spec/ports").and_then(|p| p.as_array().map(Vec::len));
+        let ports = request
+            .field("/spec/ports")
+            .and_then(|p| p.as_array().map(Vec::len));
         match kind.as_ref().and_then(Value::as_str) {
             Some("NodePort") => {
                 usage.insert("services.nodeports".into(), ports.unwrap_or(0) as f64);
@@ -87,7 +89,10 @@ fn unspecified(spec: &Value, limited: &str) -> Vec<String> {
 
 /// `a=1,b=2`, by resource name.
 fn listed(values: &[(&String, String)]) -> String {
-    let parts: Vec<String> = values.iter().map(|(name, v)| format!("{name}={v}")).collect();
+    let parts: Vec<String> = values
+        .iter()
+        .map(|(name, v)| format!("{name}={v}"))
+        .collect();
     parts.join(",")
 }
 
@@ -103,7 +108,8 @@ impl Policy for ResourceQuota {
         {
             return Verdict::allow();
         }
-        let quotas = match cluster.list("v1", "resourcequotas", &request.namespace, "", MAX_QUOTAS) {
+        let quotas = match cluster.list("v1", "resourcequotas", &request.namespace, "", MAX_QUOTAS)
+        {
             Ok(quotas) => quotas,
             Err(e) => return Verdict::refuse(500, "InternalError", e),
         };
@@ -114,8 +120,12 @@ impl Policy for ResourceQuota {
         let spec = request.field("/spec").unwrap_or(Value::Null);
         for quota in &quotas {
             let name = quota["metadata"]["name"].as_str().unwrap_or("");
-            let limits = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
-            let concerned: Vec<&String> = limits.keys().filter(|r| usage.contains_key(*r)).collect();
+            let limits = quota["spec"]["hard"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let concerned: Vec<&String> =
+                limits.keys().filter(|r| usage.contains_key(*r)).collect();
             if concerned.is_empty() {
                 continue;
             }
@@ -130,7 +140,10 @@ impl Policy for ResourceQuota {
             };
             if request.is("", "pods") {
                 let mut missing = Vec::new();
-                for limited in concerned.iter().filter(|r| r.contains('.') && !r.starts_with("count/")) {
+                for limited in concerned
+                    .iter()
+                    .filter(|r| r.contains('.') && !r.starts_with("count/"))
+                {
                     let containers = unspecified(&spec, limited);
                     if !containers.is_empty() {
                         missing.push(format!("{limited} for: {}", containers.join(",")));
@@ -160,7 +173,8 @@ fn exceeded(
     hard: &Map<String, Value>,
     used: &Map<String, Value>,
 ) -> Option<Verdict> {
-    let amount = |map: &Map<String, Value>, r: &str| map.get(r).and_then(Value::as_str).and_then(parse);
+    let amount =
+        |map: &Map<String, Value>, r: &str| map.get(r).and_then(Value::as_str).and_then(parse);
     let mut requested = Vec::new();
     let mut were = Vec::new();
     let mut limited = Vec::new();
@@ -210,7 +224,14 @@ mod tests {
         }
         let pod = json!({"metadata": {"name": "p", "namespace": "shop"},
             "spec": {"containers": [{"name": "app", "image": "x", "resources": resources}]}});
-        Request::new(Operation::Create, ("", "v1", "pods"), "Pod", "shop", Some(pod), None)
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            "shop",
+            Some(pod),
+            None,
+        )
     }
 
     fn counted(pods: &str, cpu: &str, memory: &str) -> Value {
@@ -220,14 +241,21 @@ mod tests {
 
     #[test]
     fn a_pod_past_the_quota_is_refused_in_kubernetes_words() {
-        let fits = ResourceQuota.validate(&pod("500m", Some("512Mi")), &quota(counted("1", "500m", "512Mi")));
+        let fits = ResourceQuota.validate(
+            &pod("500m", Some("512Mi")),
+            &quota(counted("1", "500m", "512Mi")),
+        );
         assert!(fits.allowed, "{fits:?}");
-        let refused = ResourceQuota.validate(&pod("600m", Some("512Mi")), &quota(counted("1", "500m", "512Mi")));
+        let refused = ResourceQuota.validate(
+            &pod("600m", Some("512Mi")),
+            &quota(counted("1", "500m", "512Mi")),
+        );
         assert_eq!(
             refused.status.unwrap().message,
             "pods \"p\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
         );
-        let full = ResourceQuota.validate(&pod("1500m", Some("1Gi")), &quota(counted("2", "0", "0")));
+        let full =
+            ResourceQuota.validate(&pod("1500m", Some("1Gi")), &quota(counted("2", "0", "0")));
         assert_eq!(
             full.status.unwrap().message,
             "pods \"p\" is forbidden: exceeded quota: compute, requested: pods=1,requests.cpu=1500m, used: pods=2,requests.cpu=0, limited: pods=2,requests.cpu=1"

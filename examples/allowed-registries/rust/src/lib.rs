@@ -31,7 +31,11 @@ impl Policy for AllowedRegistries {
             .as_array()
             .ok_or("registries: a list of registries is required")?
             .iter()
-            .map(|r| r.as_str().map(str::to_owned).ok_or("registries: each is a string"))
+            .map(|r| {
+                r.as_str()
+                    .map(str::to_owned)
+                    .ok_or("registries: each is a string")
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let default_labels = match &settings["defaultLabels"] {
             Value::Null => Map::new(),
@@ -59,7 +63,10 @@ impl Policy for AllowedRegistries {
         };
         for (key, value) in &self.default_labels {
             if !labels.contains_key(key) {
-                let path = format!("/metadata/labels/{}", key.replace('~', "~0").replace('/', "~1"));
+                let path = format!(
+                    "/metadata/labels/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                );
                 verdict = verdict.patch("add", &path, Some(value.clone()));
             }
         }
@@ -111,7 +118,14 @@ mod tests {
     fn pod(image: &str, labels: Value) -> Request {
         let pod = json!({"metadata": {"name": "p", "labels": labels},
             "spec": {"containers": [{"name": "web", "image": image}]}});
-        Request::new(Operation::Create, ("", "v1", "pods"), "Pod", "default", Some(pod), None)
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            "default",
+            Some(pod),
+            None,
+        )
     }
 
     fn policy() -> AllowedRegistries {
@@ -122,7 +136,11 @@ mod tests {
 
     #[test]
     fn images_from_other_registries_are_refused() {
-        assert!(policy().validate(&pod("registry.example:5000/web:1", json!({})), &Nothing).allowed);
+        assert!(
+            policy()
+                .validate(&pod("registry.example:5000/web:1", json!({})), &Nothing)
+                .allowed
+        );
         let refused = policy().validate(&pod("nginx:1.27", json!({})), &Nothing);
         assert_eq!(
             refused.status.unwrap().message,
@@ -137,7 +155,12 @@ mod tests {
             verdict.patch,
             [json!({"op": "add", "path": "/metadata/labels/team", "value": "unassigned"})]
         );
-        assert!(policy().mutate(&pod("x", json!({"team": "a"})), &Nothing).patch.is_empty());
+        assert!(
+            policy()
+                .mutate(&pod("x", json!({"team": "a"})), &Nothing)
+                .patch
+                .is_empty()
+        );
         assert!(AllowedRegistries::new(json!({})).is_err());
     }
 }
