@@ -26,7 +26,7 @@ use kube::api::PostParams;
 use serde_json::json;
 use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{
-    AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request, builtin,
+    AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request, User, builtin,
 };
 
 use common::{Figures, figures, measure, ms};
@@ -174,7 +174,10 @@ fn request(namespace: &str) -> Request {
         name: "web".into(),
         namespace: namespace.into(),
         operation: Operation::Create,
-        user: ("admin".into(), String::new(), Vec::new(), Vec::new()),
+        user: User {
+            name: "admin".into(),
+            ..User::default()
+        },
         object: Some(Arc::new(object)),
         old_object: None,
         dry_run: false,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasmkube_engine::{Engine, Settings};
 use wasmkube_plugin_host::{
-    AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request,
+    AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request, User,
 };
 
 use crate::agent::{eventually, jsonpath, kubectl, kubectl_command, run_kubectl};
@@ -389,7 +389,10 @@ fn create(plural: &str, kind: &str, object: serde_json::Value) -> Request {
         name: object["metadata"]["name"].as_str().unwrap_or("").into(),
         namespace: "default".into(),
         operation: Operation::Create,
-        user: ("jane".into(), String::new(), Vec::new(), Vec::new()),
+        user: User {
+            name: "jane".into(),
+            ..User::default()
+        },
         object: Some(Arc::new(object)),
         old_object: None,
         dry_run: false,
@@ -406,18 +409,16 @@ fn block_on<T>(future: impl Future<Output = T>) -> T {
     runtime.block_on(future)
 }
 
-/// What `policy` answers `request` in `phase`: allowed, the Status, the
-/// warnings, and the patch as JSON.
-fn answer(
-    policy: &AdmissionPolicy,
-    phase: Phase,
-    request: Request,
-) -> (
+/// A policy's answer: allowed, the Status, the warnings, the patch as JSON.
+type Answer = (
     bool,
     Option<(u16, String, String)>,
     Vec<String>,
     serde_json::Value,
-) {
+);
+
+/// What `policy` answers `request` in `phase`.
+fn answer(policy: &AdmissionPolicy, phase: Phase, request: Request) -> Answer {
     let verdict = block_on(policy.call(phase, request)).unwrap();
     let patch = verdict.patch.map_or(serde_json::Value::Null, |p| {
         serde_json::from_str(&p).unwrap()

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wasmkube_plugin_host::{
     AdmissionPolicy, Component, Limits, Lookup, Operation as WitOperation, Phase, PluginHost,
-    Request as PolicyRequest, Verdict, read_declared,
+    Request as PolicyRequest, User, Verdict, read_declared,
 };
 use wasmkube_store::{EventType, Store};
 use wasmkube_types::k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
@@ -480,12 +480,12 @@ fn policy_request(request: &AdmissionRequest<'_>, object: Option<Arc<Value>>) ->
             Operation::Update => WitOperation::Update,
             Operation::Delete => WitOperation::Delete,
         },
-        user: (
-            user.name.clone(),
-            user.uid.clone(),
-            user.groups.clone(),
-            user.extra.clone().into_iter().collect(),
-        ),
+        user: User {
+            name: user.name.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            extra: user.extra.clone().into_iter().collect(),
+        },
         object,
         old_object: request.old_object.map(|o| Arc::new(o.clone())),
         dry_run: request.dry_run,
@@ -883,11 +883,11 @@ mod tests {
             &rule(&["*"], &["*"], None),
             &status
         ));
-        assert!(rule_matches(
+        assert!(rule_with_operations_matches(
             &rule(&["*"], &["*"], Some("Namespaced")),
             &create
         ));
-        assert!(!rule_matches(
+        assert!(!rule_with_operations_matches(
             &rule(&["*"], &["*"], Some("Cluster")),
             &create
         ));

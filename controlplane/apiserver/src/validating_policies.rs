@@ -532,7 +532,6 @@ impl ValidatingAdmission for ValidatingPolicies {
                                 message: said,
                                 field: String::new(),
                             }],
-                            ..StatusDetails::default()
                         }));
                     }
                 }

@@ -535,6 +535,7 @@ mod tests {
             object: Some(object),
             old_object: old,
             dry_run: false,
+            warnings: Default::default(),
         }
     }
 

@@ -675,6 +675,7 @@ mod tests {
                 object: self.object.clone(),
                 old_object: self.old.as_ref(),
                 dry_run: false,
+                warnings: Default::default(),
             };
             plugin.validate(&request).await.map_err(|e| {
                 assert_eq!(e.code, 403, "{e:?}");
@@ -912,6 +913,7 @@ mod tests {
             object: gone.object.clone(),
             old_object: None,
             dry_run: false,
+            warnings: Default::default(),
         };
         let e = plugin.validate(&request).await.unwrap_err();
         assert_eq!(

@@ -118,8 +118,8 @@ pub struct Request {
     pub namespace: String,
     /// What the write does.
     pub operation: Operation,
-    /// Who writes: name, uid, groups, extra.
-    pub user: (String, String, Vec<String>, Vec<(String, Vec<String>)>),
+    /// Who writes.
+    pub user: User,
     /// The object as it will be stored.
     pub object: Option<Arc<Value>>,
     /// The object it replaces or deletes.
@@ -128,6 +128,19 @@ pub struct Request {
     pub dry_run: bool,
     /// The request's options, as JSON.
     pub options: String,
+}
+
+/// Who writes, as a policy sees them.
+#[derive(Clone, Debug, Default)]
+pub struct User {
+    /// Their name.
+    pub name: String,
+    /// Their uid, if the authenticator knows one.
+    pub uid: String,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// What else the authenticator knows, by key.
+    pub extra: Vec<(String, Vec<String>)>,
 }
 
 /// A policy's answer.
@@ -354,7 +367,7 @@ impl AdmissionPolicy {
         data.lookups = 0;
         let object = request.object.map(|o| data.lend(o));
         let old_object = request.old_object.map(|o| data.lend(o));
-        let (username, uid, groups, extra) = request.user;
+        let user = request.user;
         let wit_request = wit::Request {
             uid: request.uid,
             kind: wit::GroupVersionKind {
@@ -372,10 +385,10 @@ impl AdmissionPolicy {
             namespace: request.namespace,
             operation: request.operation,
             user_info: wit::UserInfo {
-                username,
-                uid,
-                groups,
-                extra,
+                username: user.name,
+                uid: user.uid,
+                groups: user.groups,
+                extra: user.extra,
             },
             object,
             old_object,

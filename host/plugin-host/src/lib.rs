@@ -40,7 +40,7 @@ use wasmkube_engine::Engine;
 
 pub use admission::{
     ADMISSION_WIT_PACKAGE, AdmissionPolicy, Lookup, MAX_LISTED, MAX_LOOKUPS, Operation, Phase,
-    Request, Verdict,
+    Request, User, Verdict,
 };
 pub use cni::{Added, Attachment, CNI_WIT_PACKAGE, CniError, Networks, Node, Sandbox};
 pub use scheduler::{Code, NodeChange, Rejection, SchedulerPlugin, Status, WIT_PACKAGE};
