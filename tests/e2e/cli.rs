@@ -52,7 +52,7 @@ fn examples() -> std::path::PathBuf {
 fn a_bundled_program_starts_a_fresh_node_without_compiling_its_plugins() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("wasmkube");
-    let built_in = builtin::SCHEDULING.len() + builtin::NETWORK.len();
+    let built_in = builtin::SCHEDULING.len() + builtin::NETWORK.len() + builtin::ADMISSION.len();
     let said = ok(wasmkube_in(
         dir.path(),
         &[],

@@ -456,6 +456,59 @@ impl WatchCache {
         state.objects.get(key).map(|object| object.json.clone())
     }
 
+    /// The object of `api_version` and `kind` named `name` (in `namespace`)
+    /// as the cache holds it now.
+    pub(crate) fn object_now(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let key = wasmkube_types::registry::by_kind(group, version, kind)?
+            .storage_key(namespace, name)?;
+        serde_json::from_slice(&self.get_now(&key)?).ok()
+    }
+
+    /// The labels of the namespace `name` as the cache holds it now (none for
+    /// one it does not know).
+    pub(crate) fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
+        let namespace = self.object_now("v1", "Namespace", None, name);
+        namespace.map_or_else(BTreeMap::new, |ns| labels(&ns))
+    }
+
+    /// Calls `learn` with every object of each of `kinds` (of
+    /// `api_version`) the cache holds now, then with each one written or
+    /// deleted (`true`) after, until `closing`.
+    pub(crate) async fn follow_kinds(
+        self: &Arc<Self>,
+        api_version: &str,
+        kinds: &[&str],
+        closing: &CancellationToken,
+        learn: impl Fn(&Value, bool) + Clone + Send + Sync + 'static,
+    ) -> ApiResult<()> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        for kind in kinds {
+            let root = wasmkube_types::registry::by_kind(group, version, kind)
+                .and_then(ResourceType::storage_root)
+                .ok_or_else(|| ApiError::internal(format!("{kind} is not stored")))?;
+            let following = learn.clone();
+            let current = self
+                .follow(root, closing.clone(), move |change| {
+                    if let Ok(object) = change.object.object() {
+                        following(&object, change.kind == EventType::Deleted);
+                    }
+                    async {}
+                })
+                .await?;
+            for object in current.iter().filter_map(|c| c.object().ok()) {
+                learn(&object, false);
+            }
+        }
+        Ok(())
+    }
+
     /// The objects under `prefix` as the cache holds them now whose labels
     /// match `labels`, as JSON: at most `limit` of them, and no more than
     /// `bytes` bytes in all (an error past that).

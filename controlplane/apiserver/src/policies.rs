@@ -307,14 +307,6 @@ impl Policies {
         self.active.read().expect("policies lock").clone()
     }
 
-    /// The labels of the namespace `name`, as the cache holds it.
-    fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
-        let key = by_kind("", "v1", "Namespace").and_then(|r| r.storage_key(None, name));
-        let json = key.and_then(|key| self.cache.get_now(&key));
-        json.and_then(|json| serde_json::from_slice::<Value>(&json).ok())
-            .map_or_else(BTreeMap::new, |ns| labels(&ns))
-    }
-
     /// Whether `active` is called for `request`.
     fn matches(&self, active: &Active, request: &AdmissionRequest<'_>) -> bool {
         if !active
@@ -324,26 +316,12 @@ impl Policies {
         {
             return false;
         }
-        if let Some(selector) = &active.namespaces {
-            let own = request.resource.kind == "Namespace" && request.resource.group.is_empty();
-            let namespace_labels = match (own, request.namespace) {
-                (true, _) => object_labels(request),
-                (false, Some(ns)) => self.namespace_labels(ns),
-                // A cluster-scoped object is in no namespace: always called.
-                (false, None) => return true,
-            };
-            if !selector.matches(&namespace_labels) {
-                return false;
-            }
-        }
-        match &active.objects {
-            Some(selector) => {
-                let new = request.object.as_ref().map(labels);
-                let old = request.old_object.map(labels);
-                [new, old].iter().flatten().any(|l| selector.matches(l))
-            }
-            None => true,
-        }
+        selected(
+            &self.cache,
+            active.namespaces.as_ref(),
+            active.objects.as_ref(),
+            request,
+        )
     }
 
     /// Calls `phase` of every policy in force that matches `request`, in order,
@@ -402,13 +380,30 @@ impl Policies {
     }
 }
 
-/// Labels of the object of `request` (or of the one it deletes).
-fn object_labels(request: &AdmissionRequest<'_>) -> BTreeMap<String, String> {
-    match (&request.object, request.old_object) {
-        (Some(object), _) => labels(object),
-        (None, Some(old)) => labels(old),
-        (None, None) => BTreeMap::new(),
+/// Whether the write of `request` passes a webhook's `namespaces` and
+/// `objects` selectors (none: any): the labels of its namespace (of a
+/// Namespace, its own; a cluster-scoped object is in no namespace and always
+/// passes), and those of its object, new or old.
+pub(crate) fn selected(
+    cache: &WatchCache,
+    namespaces: Option<&Selector>,
+    objects: Option<&Selector>,
+    request: &AdmissionRequest<'_>,
+) -> bool {
+    let labelled = [request.object.as_ref(), request.old_object];
+    let object_labels = || labelled.iter().flatten().map(|o| labels(o));
+    if let Some(selector) = namespaces {
+        let own = request.resource.kind == "Namespace" && request.resource.group.is_empty();
+        let passes = match (own, request.namespace) {
+            (true, _) => object_labels().any(|l| selector.matches(&l)),
+            (false, Some(ns)) => selector.matches(&cache.namespace_labels(ns)),
+            (false, None) => true,
+        };
+        if !passes {
+            return false;
+        }
     }
+    objects.is_none_or(|selector| object_labels().any(|l| selector.matches(&l)))
 }
 
 /// Whether the rule of `operations`, API groups, versions, `resources`
@@ -446,7 +441,10 @@ pub(crate) fn rule_matches(
 }
 
 /// Whether a webhook-like `rule` names the write of `request`.
-fn rule_with_operations_matches(rule: &RuleWithOperations, request: &AdmissionRequest<'_>) -> bool {
+pub(crate) fn rule_with_operations_matches(
+    rule: &RuleWithOperations,
+    request: &AdmissionRequest<'_>,
+) -> bool {
     rule_matches(
         &rule.operations,
         &rule.api_groups,

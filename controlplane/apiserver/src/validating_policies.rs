@@ -27,7 +27,6 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wasmkube_store::EventType;
 use wasmkube_types::k8s_openapi::api::admissionregistration::v1::{
     MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
@@ -38,7 +37,9 @@ use wasmkube_types::selector::labels::Selector;
 use crate::admission::{AdmissionRequest, ValidatingAdmission};
 use crate::cache::WatchCache;
 use crate::error::{ApiError, ApiResult, StatusCause, StatusDetails, qualified};
-use crate::objects::labels;
+
+/// The group-version of the admission kinds.
+pub(crate) const ADMISSION_API: &str = "admissionregistration.k8s.io/v1";
 
 /// An expression, compiled (or why it does not compile).
 struct Expression {
@@ -161,27 +162,16 @@ impl ValidatingPolicies {
             known: RwLock::default(),
             cache: cache.clone(),
         });
-        for kind in [
+        let following = policies.clone();
+        let kinds = [
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
-        ] {
-            let root = by_kind("admissionregistration.k8s.io", "v1", kind)
-                .and_then(ResourceType::storage_root)
-                .expect("admission policies are stored");
-            let following = policies.clone();
-            let current = cache
-                .follow(root, closing.clone(), move |change| {
-                    let object = change.object.object().ok();
-                    if let Some(object) = object {
-                        following.learn(&object, change.kind == EventType::Deleted);
-                    }
-                    async {}
-                })
-                .await?;
-            for object in current.iter().filter_map(|c| c.object().ok()) {
-                policies.learn(&object, false);
-            }
-        }
+        ];
+        cache
+            .follow_kinds(ADMISSION_API, &kinds, &closing, move |object, deleted| {
+                following.learn(object, deleted)
+            })
+            .await?;
         Ok(policies)
     }
 
@@ -210,21 +200,6 @@ impl ValidatingPolicies {
         }
     }
 
-    /// The object `name` of kind (`api_version`, `kind`) in `namespace`, from
-    /// the cache.
-    fn object(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<Value> {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let key = by_kind(group, version, kind)?.storage_key(namespace, name)?;
-        let json = self.cache.get_now(&key)?;
-        serde_json::from_slice(&json).ok()
-    }
-
     /// The objects of kind (`api_version`, `kind`) in `namespace` whose
     /// labels `selector` matches.
     fn objects(
@@ -248,11 +223,6 @@ impl ValidatingPolicies {
             .iter()
             .filter_map(|json| serde_json::from_slice(json).ok())
             .collect()
-    }
-
-    /// The labels of the namespace `name`, and the namespace.
-    fn namespace(&self, name: &str) -> Option<Value> {
-        self.object("v1", "Namespace", None, name)
     }
 
     /// Whether `resources` names the write of `request`. A binding's
@@ -291,24 +261,11 @@ impl ValidatingPolicies {
                 .ok()
                 .flatten()
         };
-        if let Some(selector) = selector(&resources.namespace_selector)
-            && let Some(namespace) = request.namespace
-            && !selector.matches(
-                &self
-                    .namespace(namespace)
-                    .map(|n| labels(&n))
-                    .unwrap_or_default(),
-            )
-        {
-            return false;
-        }
-        match selector(&resources.object_selector) {
-            Some(selector) => [request.object.as_ref(), request.old_object]
-                .iter()
-                .flatten()
-                .any(|o| selector.matches(&labels(o))),
-            None => true,
-        }
+        let (namespaces, objects) = (
+            selector(&resources.namespace_selector),
+            selector(&resources.object_selector),
+        );
+        crate::policies::selected(&self.cache, namespaces.as_ref(), objects.as_ref(), request)
     }
 
     /// The params a binding gives a policy that takes some: none (the policy
@@ -334,7 +291,8 @@ impl ValidatingPolicies {
             .filter(|_| by_kind_of(api_version, kind).is_some_and(|r| r.namespaced));
         let found = match (&reference.name, &reference.selector) {
             (Some(name), _) => self
-                .object(api_version, kind, namespace, name)
+                .cache
+                .object_now(api_version, kind, namespace, name)
                 .into_iter()
                 .collect(),
             (None, Some(selector)) => match Selector::from_label_selector(selector) {
@@ -396,7 +354,9 @@ impl ValidatingPolicies {
     fn decide(&self, policy: &Policy, request: &AdmissionRequest<'_>, params: &Value) -> Decision {
         let mut context = Context::default();
         let null = Value::Null;
-        let namespace = request.namespace.and_then(|n| self.namespace(n));
+        let namespace = request
+            .namespace
+            .and_then(|n| self.cache.object_now("v1", "Namespace", None, n));
         let bound = [
             ("object", request.object.as_ref().unwrap_or(&null)),
             ("oldObject", request.old_object.unwrap_or(&null)),

@@ -31,17 +31,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
-use wasmkube_store::EventType;
 use wasmkube_types::k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, WebhookClientConfig,
 };
-use wasmkube_types::registry::{ResourceType, by_kind};
 use wasmkube_types::selector::labels::Selector;
 
 use crate::admission::{AdmissionRequest, MutatingAdmission, ValidatingAdmission};
 use crate::cache::WatchCache;
 use crate::error::{ApiError, ApiResult};
-use crate::objects::labels;
+use crate::validating_policies::ADMISSION_API;
 
 /// The largest answer a webhook may give.
 const MAX_REVIEW: usize = 16 << 20;
@@ -120,26 +118,16 @@ impl Webhooks {
             known: RwLock::default(),
             cache: cache.clone(),
         });
-        for kind in [
+        let following = webhooks.clone();
+        let kinds = [
             "MutatingWebhookConfiguration",
             "ValidatingWebhookConfiguration",
-        ] {
-            let root = by_kind("admissionregistration.k8s.io", "v1", kind)
-                .and_then(ResourceType::storage_root)
-                .expect("webhook configurations are stored");
-            let following = webhooks.clone();
-            let current = cache
-                .follow(root, closing.clone(), move |change| {
-                    if let Ok(object) = change.object.object() {
-                        following.learn(&object, change.kind == EventType::Deleted);
-                    }
-                    async {}
-                })
-                .await?;
-            for object in current.iter().filter_map(|c| c.object().ok()) {
-                webhooks.learn(&object, false);
-            }
-        }
+        ];
+        cache
+            .follow_kinds(ADMISSION_API, &kinds, &closing, move |object, deleted| {
+                following.learn(object, deleted)
+            })
+            .await?;
         Ok(webhooks)
     }
 
@@ -176,44 +164,23 @@ impl Webhooks {
     }
 
     fn matches(&self, hook: &Hook, request: &AdmissionRequest<'_>) -> bool {
-        let ruled = hook.rules.iter().any(|rule| {
-            crate::policies::rule_matches(
-                &rule.operations,
-                &rule.api_groups,
-                &rule.api_versions,
-                &rule.resources,
-                rule.scope.as_deref(),
+        let ruled = hook
+            .rules
+            .iter()
+            .any(|rule| crate::policies::rule_with_operations_matches(rule, request));
+        ruled
+            && crate::policies::selected(
+                &self.cache,
+                hook.namespaces.as_ref(),
+                hook.objects.as_ref(),
                 request,
             )
-        });
-        if !ruled {
-            return false;
-        }
-        if let (Some(selector), Some(namespace)) = (&hook.namespaces, request.namespace) {
-            let key = by_kind("", "v1", "Namespace").and_then(|r| r.storage_key(None, namespace));
-            let found = key.and_then(|k| self.cache.get_now(&k));
-            let ns = found.and_then(|json| serde_json::from_slice::<Value>(&json).ok());
-            if !selector.matches(&ns.map(|n| labels(&n)).unwrap_or_default()) {
-                return false;
-            }
-        }
-        match &hook.objects {
-            Some(selector) => [request.object.as_ref(), request.old_object]
-                .iter()
-                .flatten()
-                .any(|o| selector.matches(&labels(o))),
-            None => true,
-        }
     }
 
     /// Where the Service `namespace/name` serves `port`: an address of its
     /// Endpoints and the target port.
     fn service_address(&self, namespace: &str, name: &str, port: i32) -> Result<String, String> {
-        let read = |kind: &str| {
-            let key = by_kind("", "v1", kind).and_then(|r| r.storage_key(Some(namespace), name));
-            let json = key.and_then(|k| self.cache.get_now(&k));
-            json.and_then(|j| serde_json::from_slice::<Value>(&j).ok())
-        };
+        let read = |kind: &str| self.cache.object_now("v1", kind, Some(namespace), name);
         let service =
             read("Service").ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
         let ports = service["spec"]["ports"]

@@ -24,16 +24,6 @@ use crate::runtime::{Context, Error, Pods, of_pods};
 /// How often objects other than pods are counted again.
 const RECOUNT: Duration = Duration::from_secs(10);
 
-/// Kinds of the core group counted under their own names.
-const LEGACY_COUNTS: [&str; 6] = [
-    "configmaps",
-    "persistentvolumeclaims",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "services",
-];
-
 /// Whether `pod` counts against its namespace's quotas: not finished, not
 /// being deleted.
 fn live(pod: &Pod) -> bool {
@@ -61,7 +51,7 @@ fn pods_usage(pods: &[Arc<Pod>]) -> BTreeMap<String, f64> {
 async fn counted_kind(client: &Client, name: &str) -> Option<ApiResource> {
     let named = name
         .strip_prefix("count/")
-        .or_else(|| LEGACY_COUNTS.contains(&name).then_some(name))?;
+        .or_else(|| usage::LEGACY_COUNTS.contains(&name).then_some(name))?;
     let (plural, group) = named.split_once('.').unwrap_or((named, ""));
     if group.is_empty() {
         return Some(ApiResource {

@@ -1,13 +1,24 @@
-//! What a pod asks, as a ResourceQuota counts it: for each of the requests
-//! and limits of cpu, memory and ephemeral storage, the sum over its
-//! containers or the most one init container asks, whichever is more;
-//! `cpu` and `memory` name its requests.
+//! What a ResourceQuota counts: some kinds by their own names, and what a
+//! pod asks: for each of the requests and limits of cpu, memory and
+//! ephemeral storage, the sum over its containers or the most one init
+//! container asks, whichever is more; `cpu` and `memory` name its requests.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::parse;
+
+/// Kinds of the core group a quota counts under their own names
+/// (`secrets`), beside `count/secrets`.
+pub const LEGACY_COUNTS: [&str; 6] = [
+    "configmaps",
+    "persistentvolumeclaims",
+    "replicationcontrollers",
+    "resourcequotas",
+    "secrets",
+    "services",
+];
 
 /// The usage of a pod of `spec` (its JSON), by the resource names a quota
 /// limits (`requests.cpu`, `limits.memory`, `cpu`, …).

@@ -26,8 +26,21 @@ pub use quota::ResourceQuota;
 pub(crate) mod testing {
     //! A cluster of a few objects, for the policies' tests.
 
-    use serde_json::Value;
-    use wasmkube_admission_sdk::Cluster;
+    use serde_json::{Value, json};
+    use wasmkube_admission_sdk::{Cluster, Operation, Request};
+
+    /// The create of a pod `p` with `spec` in the namespace `shop`.
+    pub(crate) fn pod_in_shop(spec: Value) -> Request {
+        let pod = json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec});
+        Request::new(
+            Operation::Create,
+            ("", "v1", "pods"),
+            "Pod",
+            "shop",
+            Some(pod),
+            None,
+        )
+    }
 
     /// Objects by (resource, namespace, name).
     #[derive(Default)]

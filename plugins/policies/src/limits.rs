@@ -308,7 +308,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::Objects;
+    use crate::testing::{Objects, pod_in_shop};
 
     fn range() -> Objects {
         Objects(vec![(
@@ -324,16 +324,8 @@ mod tests {
     }
 
     fn pod(resources: Value) -> Request {
-        let pod = json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [
-            {"name": "app", "image": "x", "resources": resources}]}});
-        Request::new(
-            Operation::Create,
-            ("", "v1", "pods"),
-            "Pod",
-            "shop",
-            Some(pod),
-            None,
-        )
+        let containers = json!([{"name": "app", "image": "x", "resources": resources}]);
+        pod_in_shop(json!({ "containers": containers }))
     }
 
     #[test]

@@ -594,7 +594,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::Objects;
+    use crate::testing::{Objects, pod_in_shop};
 
     fn namespace(labels: Value) -> Objects {
         Objects(vec![(
@@ -605,15 +605,7 @@ mod tests {
     }
 
     fn pod(spec: Value) -> Request {
-        let pod = json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec});
-        Request::new(
-            Operation::Create,
-            ("", "v1", "pods"),
-            "Pod",
-            "shop",
-            Some(pod),
-            None,
-        )
+        pod_in_shop(spec)
     }
 
     fn host_path_pod() -> Request {

@@ -16,20 +16,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use wasmkube_admission_sdk::{Cluster, Operation, Policy, Request, Verdict};
+use wasmkube_quantity::usage::LEGACY_COUNTS;
 use wasmkube_quantity::{format, parse};
 
 /// The quotas of one namespace a policy reads, at most.
 const MAX_QUOTAS: u32 = 100;
-
-/// Kinds counted under a name of their own, as Kubernetes counts them.
-const LEGACY_COUNTS: [&str; 6] = [
-    "configmaps",
-    "persistentvolumeclaims",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "services",
-];
 
 /// The ResourceQuota admission policy.
 #[derive(Debug)]
@@ -205,7 +196,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::Objects;
+    use crate::testing::{Objects, pod_in_shop};
 
     fn quota(status: Value) -> Objects {
         Objects(vec![(
@@ -222,16 +213,8 @@ mod tests {
         if let Some(memory) = memory {
             resources["limits"] = json!({"memory": memory});
         }
-        let pod = json!({"metadata": {"name": "p", "namespace": "shop"},
-            "spec": {"containers": [{"name": "app", "image": "x", "resources": resources}]}});
-        Request::new(
-            Operation::Create,
-            ("", "v1", "pods"),
-            "Pod",
-            "shop",
-            Some(pod),
-            None,
-        )
+        let containers = json!([{"name": "app", "image": "x", "resources": resources}]);
+        pod_in_shop(json!({ "containers": containers }))
     }
 
     fn counted(pods: &str, cpu: &str, memory: &str) -> Value {
