@@ -196,11 +196,46 @@ impl wit::HostObject for Call {
         self.object(&handle).pointer(&pointer).map(Value::to_string)
     }
 
+    fn select(&mut self, handle: Resource<Object>, pattern: String) -> Vec<String> {
+        let mut found = Vec::new();
+        let segments: Vec<String> = pattern
+            .split('/')
+            .skip(1)
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        select(self.object(&handle), &segments, &mut found);
+        found
+    }
+
     fn drop(&mut self, handle: Resource<Object>) -> wasmtime::Result<()> {
         if let Some(held) = self.objects.get_mut(handle.rep() as usize) {
             *held = None;
         }
         Ok(())
+    }
+}
+
+/// Adds to `found` the JSON of each value of `value` that `segments` (`*`:
+/// every element or member) reach.
+fn select(value: &Value, segments: &[String], found: &mut Vec<String>) {
+    let Some((first, rest)) = segments.split_first() else {
+        found.push(value.to_string());
+        return;
+    };
+    match (first.as_str(), value) {
+        ("*", Value::Array(items)) => items.iter().for_each(|v| select(v, rest, found)),
+        ("*", Value::Object(members)) => members.values().for_each(|v| select(v, rest, found)),
+        (key, Value::Object(members)) => {
+            if let Some(v) = members.get(key) {
+                select(v, rest, found);
+            }
+        }
+        (index, Value::Array(items)) => {
+            if let Some(v) = index.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                select(v, rest, found);
+            }
+        }
+        _ => {}
     }
 }
 

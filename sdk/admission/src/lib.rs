@@ -114,11 +114,55 @@ impl Held {
         }
     }
 
+    fn select(&self, pattern: &str) -> Vec<Value> {
+        match self {
+            Held::Handle(handle) => handle
+                .select(pattern)
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect(),
+            Held::Here(object) => {
+                let mut found = Vec::new();
+                let segments: Vec<String> = pattern
+                    .split('/')
+                    .skip(1)
+                    .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                    .collect();
+                reach(object, &segments, &mut found);
+                found
+            }
+        }
+    }
+
     fn whole(&self) -> Value {
         match self {
             Held::Handle(handle) => serde_json::from_str(&handle.json()).unwrap_or(Value::Null),
             Held::Here(object) => object.clone(),
         }
+    }
+}
+
+/// Adds to `found` each value of `value` that `segments` reach, `*` being
+/// every element or member (as the host selects them).
+fn reach(value: &Value, segments: &[String], found: &mut Vec<Value>) {
+    let Some((first, rest)) = segments.split_first() else {
+        found.push(value.clone());
+        return;
+    };
+    let next: Vec<&Value> = match (first.as_str(), value) {
+        ("*", Value::Array(items)) => items.iter().collect(),
+        ("*", Value::Object(members)) => members.values().collect(),
+        (key, Value::Object(members)) => members.get(key).into_iter().collect(),
+        (index, Value::Array(items)) => index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    for value in next {
+        reach(value, rest, found);
     }
 }
 
@@ -208,6 +252,15 @@ impl Request {
     /// The value at `pointer` (`/spec/containers`) in the object written.
     pub fn field(&self, pointer: &str) -> Option<Value> {
         self.object.as_ref()?.field(pointer)
+    }
+
+    /// Each value of the object written that `pattern` reaches: a JSON
+    /// pointer whose segments may be `*` (every element or member), as
+    /// `/spec/containers/*/image`. Only those values cross from the host.
+    pub fn select(&self, pattern: &str) -> Vec<Value> {
+        self.object
+            .as_ref()
+            .map_or_else(Vec::new, |held| held.select(pattern))
     }
 
     /// The value at `pointer` in the object replaced or deleted.
