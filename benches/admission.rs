@@ -1,7 +1,7 @@
 //! Admission benchmark: what Wasm admission policies cost a `wasmkube server`.
 //!
-//! - Pod creates/s through the API from 16 clients with 0, 1, 5 and 10
-//!   declared policies (the example AllowedRegistries, mutating and
+//! - Pod creates/s through the API from 16 clients (the median of three
+//!   runs) with 0, 1, 5 and 10 declared policies (the example AllowedRegistries, mutating and
 //!   validating every pod), side by side, with the ratio to 0. The built-in
 //!   policies (NamespaceLifecycle, LimitRanger, PodSecurity, ResourceQuota)
 //!   run in every row.
@@ -39,6 +39,7 @@ mod processes;
 
 const POLICIES: [usize; 4] = [0, 1, 5, 10];
 const CLIENTS: usize = 16;
+const RUNS: usize = 3;
 const CALLS: usize = 10_000;
 const NAMESPACES: usize = 10_000;
 
@@ -124,18 +125,27 @@ async fn through_the_api(ops: usize) -> Vec<(usize, Figures)> {
                 .await
                 .unwrap();
         }
-        let figures = measure(CLIENTS, ops, move |i| {
+        // Three runs a row (the store's syncs make one run noisy): the
+        // median by creates/s.
+        let mut runs = Vec::new();
+        for run in 0..RUNS {
             let pods = pods.clone();
-            async move {
-                let created = pods
-                    .create(&PostParams::default(), &pod(&format!("p{i}")))
-                    .await
-                    .unwrap();
-                let labels = created.metadata.labels.unwrap_or_default();
-                assert_eq!(labels.contains_key("team"), count > 0);
-            }
-        })
-        .await;
+            let figures = measure(CLIENTS, ops, move |i| {
+                let pods = pods.clone();
+                async move {
+                    let created = pods
+                        .create(&PostParams::default(), &pod(&format!("p{run}-{i}")))
+                        .await
+                        .unwrap();
+                    let labels = created.metadata.labels.unwrap_or_default();
+                    assert_eq!(labels.contains_key("team"), count > 0);
+                }
+            })
+            .await;
+            runs.push(figures);
+        }
+        runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        let figures = runs[RUNS / 2];
         rows.push((count, figures));
     }
     rows
@@ -219,7 +229,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    println!("pod creates through the API, {CLIENTS} clients, {ops} pods a row");
+    println!(
+        "pod creates through the API, {CLIENTS} clients, {ops} pods a run, the median of {RUNS} runs"
+    );
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>8}",
         "declared policies", "creates/s", "p50 ms", "p99 ms", "vs 0"
