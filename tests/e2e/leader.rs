@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wasmkube_store_etcd::server::EtcdServer;
 
-use crate::agent::{apply, eventually, kubectl};
+use crate::agent::{apply, eventually, kubectl, run_kubectl};
 use crate::process::Server;
 
 /// The pid in the holder of `kube-system/<lease>` (`host_pid_start`), if
@@ -29,9 +29,11 @@ fn holder(data_dir: &std::path::Path, lease: &str) -> String {
     identity.split('_').nth(1).unwrap_or_default().to_owned()
 }
 
-/// How many pods labelled `app=APP` there are.
+/// How many pods labelled `app=APP` there are; none when the read fails,
+/// as one may right after a server or an etcd member is killed (every
+/// caller asks again until the count it wants).
 fn count(data_dir: &std::path::Path, app: &str) -> usize {
-    let names = kubectl(
+    let names = run_kubectl(
         data_dir,
         &[
             "get",
@@ -42,6 +44,9 @@ fn count(data_dir: &std::path::Path, app: &str) -> usize {
             "jsonpath={.items[*].metadata.name}",
         ],
     );
+    if names.starts_with("ERROR: ") {
+        return 0;
+    }
     names.split_whitespace().count()
 }
 
