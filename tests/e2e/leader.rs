@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use wasmkube_store_etcd::server::EtcdServer;
 
-use crate::agent::{apply, eventually, kubectl, run_kubectl};
+use crate::agent::{apply, eventually, run_kubectl};
 use crate::process::Server;
 
 /// The pid in the holder of `kube-system/<lease>` (`host_pid_start`), if
 /// it is held.
 fn holder(data_dir: &std::path::Path, lease: &str) -> String {
-    let identity = crate::agent::run_kubectl(
+    let identity = run_kubectl(
         data_dir,
         &[
             "get",
@@ -144,7 +144,7 @@ fn two_servers_on_three_etcd_members_keep_serving_when_a_server_or_a_member_dies
     // What one server writes, the other reads; the leading controllers act.
     let note = |data_dir: &std::path::Path, name: &str| {
         let run = || {
-            let said = crate::agent::run_kubectl(
+            let said = run_kubectl(
                 data_dir,
                 &["create", "configmap", name, "--from-literal=k=v"],
             );
