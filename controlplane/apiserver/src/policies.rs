@@ -35,7 +35,7 @@ use wasmkube_plugin_host::{
 use wasmkube_store::{EventType, Store};
 use wasmkube_types::k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
 use wasmkube_types::plugin::{AdmissionPlacement, Extension, FailurePolicy, Plugin};
-use wasmkube_types::registry::{ResourceType, by_kind};
+use wasmkube_types::registry::{ResourceType, by_kind, by_resource};
 use wasmkube_types::selector::labels::Selector;
 
 use crate::admission::{AdmissionRequest, MutatingAdmission, Operation, ValidatingAdmission};
@@ -135,10 +135,13 @@ impl Lookups {
     /// The kind `resource` (plural) of `api_version`.
     fn kind(&self, api_version: &str, resource: &str) -> Result<&'static ResourceType, String> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        self.kinds
-            .all()
-            .into_iter()
-            .find(|r| r.group == group && r.version == version && r.plural == resource)
+        by_resource(group, version, resource)
+            .or_else(|| {
+                self.kinds
+                    .all()
+                    .into_iter()
+                    .find(|r| r.group == group && r.version == version && r.plural == resource)
+            })
             .ok_or_else(|| format!("the server does not serve {resource} in {api_version}"))
     }
 }
@@ -561,6 +564,15 @@ impl MutatingAdmission for Policies {
 impl ValidatingAdmission for Policies {
     fn validate<'a>(&'a self, request: &'a AdmissionRequest<'_>) -> BoxFuture<'a, ApiResult<()>> {
         async move {
+            // Most writes (status updates) concern no policy: the object is
+            // copied for the policies only when one is called.
+            if !self
+                .now()
+                .iter()
+                .any(|active| self.matches(active, request))
+            {
+                return Ok(());
+            }
             let mut warnings = Vec::new();
             let object = request.object.clone().map(Arc::new);
             let outcome = self

@@ -362,23 +362,19 @@ impl ValidatingPolicies {
             ("oldObject", request.old_object.unwrap_or(&null)),
             ("params", params),
             ("namespaceObject", namespace.as_ref().unwrap_or(&null)),
+            ("request", &request_variable(request)),
         ];
         for (name, value) in bound {
             context.add_variable_from_value(name, cel(value));
         }
-        context.add_variable_from_value("request", cel(&request_variable(request)));
         let failed = |e: String, text: &str| {
             Decision::Failed(format!("expression '{text}' resulted in error: {e}"))
         };
+        // Each variable sees those before it, in the one context.
         let mut variables = std::collections::HashMap::new();
         for (name, expression) in &policy.variables {
-            let mut scope = Context::default();
-            for (bound_name, value) in bound {
-                scope.add_variable_from_value(bound_name, cel(value));
-            }
-            scope.add_variable_from_value("request", cel(&request_variable(request)));
-            scope.add_variable_from_value("variables", Cel::from(variables.clone()));
-            match expression.eval(&scope) {
+            context.add_variable_from_value("variables", Cel::from(variables.clone()));
+            match expression.eval(&context) {
                 Ok(value) => {
                     variables.insert(name.clone(), value);
                 }

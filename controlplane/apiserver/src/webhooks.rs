@@ -284,46 +284,37 @@ impl Webhooks {
         }
     }
 
-    /// Sends `request` to each of its webhooks of one kind, in order; a
-    /// mutating webhook's patch is applied to `request.object`.
-    async fn run(&self, mutating: bool, request: &mut AdmissionRequest<'_>) -> ApiResult<()> {
-        for hook in self.for_request(mutating, request) {
-            let uid = uuid::Uuid::new_v4().to_string();
-            let review = review(&uid, request);
-            let answer = match self.call(&hook, &review).await {
-                Ok(answer) => answer,
-                Err(_) if hook.ignore_failures => continue,
-                Err(e) => {
-                    return Err(ApiError::internal(format!(
-                        "Internal error occurred: failed calling webhook {:?}: {e}",
-                        hook.name
-                    )));
-                }
-            };
-            let response = &answer["response"];
-            if response["uid"] != uid.as_str() {
-                if hook.ignore_failures {
-                    continue;
-                }
+    /// Sends `request` to `hook`: its response when it allows the write (its
+    /// warnings passed on), none when a failure is ignored, an error when it
+    /// refuses or fails.
+    async fn ask(&self, hook: &Hook, request: &AdmissionRequest<'_>) -> ApiResult<Option<Value>> {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let answer = match self.call(hook, &review(&uid, request)).await {
+            Ok(answer) => answer,
+            Err(_) if hook.ignore_failures => return Ok(None),
+            Err(e) => {
                 return Err(ApiError::internal(format!(
-                    "Internal error occurred: failed calling webhook {:?}: expected response.uid={uid:?}, got {}",
-                    hook.name, response["uid"]
+                    "Internal error occurred: failed calling webhook {:?}: {e}",
+                    hook.name
                 )));
             }
-            let warnings = response["warnings"].as_array().into_iter().flatten();
-            request.warn(warnings.filter_map(|w| w.as_str().map(str::to_owned)));
-            if response["allowed"] != true {
-                return Err(denied(&hook.name, &response["status"]));
+        };
+        let response = &answer["response"];
+        if response["uid"] != uid.as_str() {
+            if hook.ignore_failures {
+                return Ok(None);
             }
-            if let (true, Some(patch), Some(object)) = (
-                mutating,
-                response["patch"].as_str(),
-                request.object.as_mut(),
-            ) {
-                apply(&hook.name, patch, object)?;
-            }
+            return Err(ApiError::internal(format!(
+                "Internal error occurred: failed calling webhook {:?}: expected response.uid={uid:?}, got {}",
+                hook.name, response["uid"]
+            )));
         }
-        Ok(())
+        let warnings = response["warnings"].as_array().into_iter().flatten();
+        request.warn(warnings.filter_map(|w| w.as_str().map(str::to_owned)));
+        if response["allowed"] != true {
+            return Err(denied(&hook.name, &response["status"]));
+        }
+        Ok(Some(response.clone()))
     }
 }
 
@@ -423,23 +414,32 @@ fn rustls_pemfile_certs(
 }
 
 impl MutatingAdmission for Webhooks {
+    /// Each mutating webhook in order, its JSON Patch applied before the next.
     fn admit<'a>(&'a self, request: &'a mut AdmissionRequest<'_>) -> BoxFuture<'a, ApiResult<()>> {
-        self.run(true, request).boxed()
+        async move {
+            for hook in self.for_request(true, request) {
+                let Some(response) = self.ask(&hook, request).await? else {
+                    continue;
+                };
+                if let (Some(patch), Some(object)) =
+                    (response["patch"].as_str(), request.object.as_mut())
+                {
+                    apply(&hook.name, patch, object)?;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
     }
 }
 
 impl ValidatingAdmission for Webhooks {
     fn validate<'a>(&'a self, request: &'a AdmissionRequest<'_>) -> BoxFuture<'a, ApiResult<()>> {
         async move {
-            let mut copy = AdmissionRequest {
-                object: request.object.clone(),
-                warnings: Default::default(),
-                ..*request
-            };
-            let outcome = self.run(false, &mut copy).await;
-            let warnings = std::mem::take(&mut *copy.warnings.lock().expect("warnings lock"));
-            request.warn(warnings);
-            outcome
+            for hook in self.for_request(false, request) {
+                self.ask(&hook, request).await?;
+            }
+            Ok(())
         }
         .boxed()
     }
