@@ -124,9 +124,15 @@ impl Cluster {
     }
 }
 
-/// A client of the cluster of a kubeconfig file.
-pub async fn client(kubeconfig: &Path) -> Result<Client> {
-    Ok(Client::try_from(config(kubeconfig).await?)?)
+/// A client of the cluster of a kubeconfig file, and the CA it trusts the
+/// server by (PEM), if the file names one.
+pub async fn client_and_ca(kubeconfig: &Path) -> Result<(Client, Option<String>)> {
+    let config = config(kubeconfig).await?;
+    let ca = config
+        .root_cert
+        .as_ref()
+        .map(|ders| wasmkube_pki::certificates_pem(ders));
+    Ok((Client::try_from(config)?, ca))
 }
 
 /// The configuration of a kubeconfig file.

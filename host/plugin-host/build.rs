@@ -33,6 +33,7 @@ const NETWORK: &[(&str, &str)] = &[("pod-network", "pod_network"), ("host-local"
 const ADMISSION: &[(&str, &str)] = &[
     ("NamespaceLifecycle", "namespace_lifecycle"),
     ("LimitRanger", "limit_ranger"),
+    ("ServiceAccount", "service_account"),
     ("PodSecurity", "pod_security"),
     ("ResourceQuota", "resource_quota"),
 ];

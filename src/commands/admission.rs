@@ -28,7 +28,7 @@ fn placement(name: &str) -> Value {
     match name {
         "NamespaceLifecycle" => json!({"rules": [{"operations": ["CREATE", "DELETE"],
             "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"]}]}),
-        "LimitRanger" => json!({"rules": pods, "mutating": true}),
+        "LimitRanger" | "ServiceAccount" => json!({"rules": pods, "mutating": true}),
         "ResourceQuota" => json!({"rules": [{"operations": ["CREATE"], "apiGroups": ["*"],
             "apiVersions": ["*"], "resources": ["*"], "scope": "Namespaced"}]}),
         _ => json!({"rules": [

@@ -15,7 +15,7 @@ use wasmkube_controllers::{PodRanges, Settings, Signing};
 use wasmkube_pki::Ca;
 
 use super::shutdown::closed_on_shutdown;
-use crate::cluster::client;
+use crate::cluster::client_and_ca;
 
 /// Runs the controllers against a cluster.
 #[derive(Debug, Args)]
@@ -38,12 +38,24 @@ pub struct ControllerManager {
     /// The private key of `--cluster-signing-cert-file`.
     #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
     cluster_signing_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signed the API server's certificate, published in
+    /// every namespace as the ConfigMap `kube-root-ca.crt` for pods to trust
+    /// the server by (default: the CA of `--kubeconfig`).
+    #[arg(long, value_name = "FILE")]
+    root_ca_file: Option<PathBuf>,
 }
 
 impl ControllerManager {
     /// Runs the controllers until the process is asked to stop.
     pub async fn run(self) -> Result<()> {
-        let client = client(&self.kubeconfig).await?;
+        let (client, kubeconfig_ca) = client_and_ca(&self.kubeconfig).await?;
+        let root_ca = match &self.root_ca_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+            ),
+            None => kubeconfig_ca,
+        };
         let ca = match (
             &self.cluster_signing_cert_file,
             &self.cluster_signing_key_file,
@@ -59,7 +71,7 @@ impl ControllerManager {
             }
             _ => None,
         };
-        let settings = self.controlling.settings(ca);
+        let settings = self.controlling.settings(ca, root_ca);
         control(client, settings, self.leader_elect, closed_on_shutdown()).await;
         Ok(())
     }
@@ -90,8 +102,9 @@ pub struct ControllingArgs {
 
 impl ControllingArgs {
     /// The controllers' settings; with `ca`, they sign nodes' approved
-    /// certificate requests with it.
-    pub fn settings(&self, ca: Option<Arc<Ca>>) -> Settings {
+    /// certificate requests with it; with `root_ca`, they publish it in
+    /// every namespace.
+    pub fn settings(&self, ca: Option<Arc<Ca>>, root_ca: Option<String>) -> Settings {
         let ranges = PodRanges {
             cluster: self.cluster_cidr,
             node_bits: self.node_cidr_mask_size,
@@ -103,6 +116,7 @@ impl ControllingArgs {
                 ca,
                 duration: self.cluster_signing_duration,
             }),
+            root_ca,
         }
     }
 }

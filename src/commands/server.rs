@@ -308,7 +308,10 @@ fn lead(
             tracing::error!(error = format!("{e:#}"), "the scheduler stopped");
         }
     });
-    let settings = args.controlling.settings(Some(clients.signing));
+    let root_ca = clients.signing.cert_pem().to_owned();
+    let settings = args
+        .controlling
+        .settings(Some(clients.signing), Some(root_ca));
     let controllers = tokio::spawn(control(
         clients.controllers,
         settings,

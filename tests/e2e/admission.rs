@@ -14,7 +14,9 @@ use wasmkube_plugin_host::{
     AdmissionPolicy, Limits, Lookup, Operation, Phase, PluginHost, Request, User,
 };
 
-use crate::agent::{eventually, jsonpath, kubectl, kubectl_command, run_kubectl};
+use crate::agent::{
+    eventually, import_examples, jsonpath, kubectl, kubectl_command, ready_node, run_kubectl,
+};
 use crate::process::Server;
 use crate::scheduler::built_plugin;
 
@@ -223,6 +225,137 @@ fn built_in_policies_refuse_default_and_warn_as_kubernetes_does() {
 
 /// Declares the admission policy `name` of the component `file` (in the
 /// plugin directory of `dir`), with `args` and its `admission` placement.
+#[test]
+fn a_pod_runs_as_its_service_account_with_a_token_that_speaks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start(d);
+    import_examples(d, &["hello"]);
+    let node = ready_node(d);
+    kubectl(d, &["create", "namespace", "shop"]);
+    // Every namespace gets its default account and the cluster's CA.
+    let ca = std::fs::read_to_string(d.join("pki/ca.crt")).unwrap();
+    eventually(Duration::from_secs(20), "default", || {
+        run_kubectl(
+            d,
+            &[
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.metadata.name}",
+            ],
+        )
+    });
+    eventually(Duration::from_secs(20), ca.trim(), || {
+        run_kubectl(
+            d,
+            &[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+        )
+        .trim()
+        .to_owned()
+    });
+    let hello = |name: &str, extra: &str| {
+        let spec = format!(
+            "  nodeName: {node}\n  restartPolicy: Never\n  containers: [{{name: app, image: 'examples/hello:1', imagePullPolicy: Never}}]\n{extra}"
+        );
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}"
+        )
+    };
+    let (ok, _, err) = apply(d, &hello("p", ""));
+    assert!(ok, "{err}");
+    let shown = |path: &str| {
+        let mut args = vec!["get", "pod", "p", "-n", "shop", "-o"];
+        let template = format!("jsonpath={path}");
+        args.push(&template);
+        kubectl(d, &args)
+    };
+    assert_eq!(shown("{.spec.serviceAccountName}"), "default");
+    let volume = shown("{.spec.volumes[0].name}");
+    assert!(
+        volume.starts_with("kube-api-access-") && volume.len() == 21,
+        "{volume}"
+    );
+    assert_eq!(
+        shown("{.spec.containers[0].volumeMounts[0]}"),
+        format!(
+            r#"{{"mountPath":"/var/run/secrets/kubernetes.io/serviceaccount","name":"{volume}","readOnly":true}}"#
+        )
+    );
+    assert_eq!(
+        shown("{.spec.volumes[0].projected.sources[*].serviceAccountToken.expirationSeconds}"),
+        "3607"
+    );
+    // The pod reads its token, the CA and its namespace where clients look.
+    eventually(Duration::from_secs(30), "Succeeded", || {
+        shown("{.status.phase}")
+    });
+    let log = kubectl(d, &["logs", "p", "-n", "shop"]);
+    assert!(
+        log.contains(
+            r#"/var/run/secrets/kubernetes.io/serviceaccount: ["ca.crt", "namespace", "token"]"#
+        ) && log.contains("namespace: shop\n"),
+        "{log}"
+    );
+    // The token speaks for the account, bound to the pod.
+    let uid = shown("{.metadata.uid}");
+    let files = d.join("pods").join(&uid).join("volumes").join(&volume);
+    assert_eq!(std::fs::read_to_string(files.join("ca.crt")).unwrap(), ca);
+    let token = std::fs::read_to_string(files.join("token")).unwrap();
+    let review = format!(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nmetadata: {{name: review}}\nspec: {{token: {token}}}\n"
+    );
+    let (ok, out, err) = kubectl_with(
+        d,
+        &[
+            "create",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.user.username} {.status.user.extra.authentication\\.kubernetes\\.io/pod-name}",
+        ],
+        &review,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "system:serviceaccount:shop:default [\"p\"]");
+
+    // A pod may decline the token; one naming an account that is not there is
+    // refused in Kubernetes' words.
+    let (ok, _, err) = apply(
+        d,
+        &hello("quiet", "  automountServiceAccountToken: false\n"),
+    );
+    assert!(ok, "{err}");
+    let volumes = [
+        "get",
+        "pod",
+        "quiet",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.volumes}",
+    ];
+    assert_eq!(kubectl(d, &volumes), "");
+    let (ok, _, err) = apply(d, &hello("robot", "  serviceAccountName: robot\n"));
+    assert!(!ok);
+    assert!(
+        err.contains("pods \"robot\" is forbidden: error looking up service account shop/robot: serviceaccount \"robot\" not found"),
+        "{err}"
+    );
+    assert!(server.stop());
+}
+
 fn declare(dir: &Path, name: &str, file: &Path, args: &str, admission: &str) {
     let manifest = format!(
         "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  extension: Admission\n  source: {{path: {}}}\n  args: {args}\n  admission: {admission}\n",

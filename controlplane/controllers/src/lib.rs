@@ -23,7 +23,8 @@
 //! - ResourceQuotas: what each quota's namespace uses of what it limits.
 //! - Endpoints and EndpointSlices: the pods behind each Service, ready or
 //!   not, with its ports resolved on them.
-//! - ServiceAccounts: a `default` one in every namespace.
+//! - ServiceAccounts: a `default` one in every namespace, and the ConfigMap
+//!   `kube-root-ca.crt` of the cluster's CA.
 //! - The garbage collector: background, foreground and orphan propagation
 //!   over owner references.
 //! - ClusterRole aggregation: roles with an `aggregationRule` hold the rules
@@ -76,6 +77,10 @@ pub struct Settings {
     /// The cluster's signer, which signs approved CertificateSigningRequests
     /// of kubelets (none: they are approved, not signed).
     pub signing: Option<Signing>,
+    /// The CA that signed the API server's certificate (PEM), published in
+    /// every namespace as the ConfigMap `kube-root-ca.crt` (none: not
+    /// published).
+    pub root_ca: Option<String>,
 }
 
 impl Default for Settings {
@@ -85,6 +90,7 @@ impl Default for Settings {
             node_monitor_grace: Duration::from_secs(40),
             pod_ranges: Some(PodRanges::default()),
             signing: None,
+            root_ca: None,
         }
     }
 }
@@ -100,7 +106,7 @@ pub async fn run(client: Client, settings: Settings, closed: CancellationToken) 
     let mut controllers = vec![
         replicas::controller::<ReplicaSet>(c, &mut pods, closed.clone()).boxed(),
         replicas::controller::<ReplicationController>(c, &mut pods, closed.clone()).boxed(),
-        service_accounts::controller(c, &pods, closed.clone()).boxed(),
+        service_accounts::controller(c, &pods, settings.root_ca.clone(), closed.clone()).boxed(),
         endpoints::controller(c, &mut pods, closed.clone()).boxed(),
         jobs::controller(c, &mut pods, closed.clone()).boxed(),
         statefulsets::controller(c, &mut pods, closed.clone()).boxed(),

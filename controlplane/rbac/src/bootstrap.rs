@@ -1118,6 +1118,13 @@ fn controller_roles() -> Vec<ClusterRole> {
             ],
         ),
         controller(
+            "root-ca-cert-publisher",
+            vec![
+                rule(&["create", "update"], &[CORE], &["configmaps"]),
+                events(),
+            ],
+        ),
+        controller(
             "service-account-controller",
             vec![rule(&["create"], &[CORE], &["serviceaccounts"]), events()],
         ),

@@ -227,7 +227,13 @@ impl Worker {
             let stop = CancellationToken::new();
             self.join_network().await;
             self.start(&pod).await;
-            let running = self.run_containers(&pod, &stop);
+            let dir = record::pod_dir(&self.agent.pods_dir, &pod.uid().unwrap_or_default());
+            let running = async {
+                tokio::select! {
+                    () = self.run_containers(&pod, &stop) => {}
+                    () = prepare::refresh_tokens(&self.agent.client, &pod, &dir) => {}
+                }
+            };
             let mut running = std::pin::pin!(running);
             tokio::select! {
                 () = &mut running => {}

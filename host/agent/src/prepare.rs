@@ -1,19 +1,23 @@
 //! What a container needs before it runs: its environment (values, ConfigMap and
 //! Secret keys, fields and resources of its pod) and its volumes as directories
-//! (emptyDir and hostPath as they are; configMap and secret keys and downwardAPI
-//! items written as files), mounted
-//! where its volumeMounts say. An error is the message of a
-//! `CreateContainerConfigError`.
+//! (emptyDir and hostPath as they are; configMap and secret keys, downwardAPI
+//! items and projected sources, ServiceAccount tokens among them, written as
+//! files), mounted where its volumeMounts say. An error is the message of a
+//! `CreateContainerConfigError`. Tokens are asked for again before they
+//! expire, as the kubelet does ([`refresh_tokens`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container as Spec, DownwardAPIVolumeSource, KeyToPath, Pod, ResourceFieldSelector,
-    Secret,
+    ConfigMap, Container as Spec, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource,
+    ResourceFieldSelector, Secret, ServiceAccount, ServiceAccountTokenProjection,
 };
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use wasmkube_runtime::Mount;
 
@@ -281,23 +285,171 @@ fn write_files(dir: &Path, files: impl IntoIterator<Item = File>) -> Result<(), 
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        // Written aside and renamed over the old file, so a container reading
+        // it sees the old bytes or the new, never a part.
+        let aside = path.with_file_name(format!(".{}.new", file_name(&name)));
+        std::fs::write(&aside, bytes).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(mode))
             .map_err(|e| e.to_string())?;
+        std::fs::rename(&aside, &path).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The last component of a volume's file path.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// How long a projected token lives when its source does not say, as
+/// Kubernetes has it.
+const TOKEN_SECONDS: i64 = 3600;
+
+/// A token for the pod's ServiceAccount as `source` asks for it (audience
+/// and lifetime), bound to the pod, and how long it lives.
+async fn token(
+    client: &Client,
+    pod: &Pod,
+    source: &ServiceAccountTokenProjection,
+) -> Result<(Vec<u8>, Duration), String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let seconds = source.expiration_seconds.unwrap_or(TOKEN_SECONDS);
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "audiences": source.audience.iter().collect::<Vec<_>>(),
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                "name": pod.name_any(), "uid": pod.uid()},
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    let answer = api
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("a token for serviceaccount {namespace}/{account}: {e}"))?;
+    let token = answer.status.map(|s| s.token).unwrap_or_default();
+    let lifetime = Duration::from_secs(seconds.max(0) as u64);
+    Ok((token.into_bytes(), lifetime))
+}
+
+/// The files of a projected volume: each source's, as its own kind of
+/// volume would have them (a ServiceAccount token at its path).
+async fn projected_volume(
+    client: &Client,
+    pod: &Pod,
+    source: &ProjectedVolumeSource,
+    ips: &Ips,
+) -> Result<Vec<File>, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let mode = source.default_mode;
+    let mut files = Vec::new();
+    for projection in source.sources.iter().flatten() {
+        if let Some(map) = &projection.config_map {
+            let data = config_map_opt(client, &namespace, &map.name).await?;
+            let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
+            let items = map.items.as_ref();
+            files.extend(projected(
+                data,
+                items,
+                mode,
+                map.optional,
+                "configmap",
+                &map.name,
+            )?);
+        }
+        if let Some(secret) = &projection.secret {
+            let data = secret_opt(client, &namespace, &secret.name).await?;
+            let items = secret.items.as_ref();
+            let name = &secret.name;
+            files.extend(projected(
+                data,
+                items,
+                mode,
+                secret.optional,
+                "secret",
+                name,
+            )?);
+        }
+        if let Some(downward) = &projection.downward_api {
+            files.extend(downward_files(pod, downward.items.as_ref(), mode, ips)?);
+        }
+        if let Some(asked) = &projection.service_account_token {
+            let (bytes, _) = token(client, pod, asked).await?;
+            let mode = (mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+            files.push((asked.path.clone(), bytes, mode));
+        }
+    }
+    Ok(files)
+}
+
+/// When a token that lives `lifetime` is asked for again: at 80% of its
+/// life, and at least daily, as the kubelet does.
+#[must_use]
+fn refresh_after(lifetime: Duration) -> Duration {
+    (lifetime * 4 / 5).min(Duration::from_secs(24 * 3600))
+}
+
+/// Keeps the pod's projected tokens fresh under `pod_dir/volumes`: each is
+/// asked for again before it expires (a failure tried again a minute later)
+/// and its file replaced whole. Never returns; a pod with no token volume
+/// just waits.
+pub(crate) async fn refresh_tokens(client: &Client, pod: &Pod, pod_dir: &Path) {
+    let mut due = Vec::new();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(source) = &volume.projected else {
+            continue;
+        };
+        let mode = (source.default_mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+        for asked in source.sources.iter().flatten() {
+            if let Some(asked) = &asked.service_account_token {
+                let lifetime = Duration::from_secs(
+                    asked.expiration_seconds.unwrap_or(TOKEN_SECONDS).max(0) as u64,
+                );
+                let at = tokio::time::Instant::now() + refresh_after(lifetime);
+                due.push((at, volume.name.clone(), asked, mode));
+            }
+        }
+    }
+    loop {
+        let Some(next) = due.iter_mut().min_by_key(|(at, ..)| *at) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(next.0).await;
+        let (at, volume, asked, mode) = next;
+        let dir = pod_dir.join("volumes").join(&*volume);
+        let written = match token(client, pod, asked).await {
+            Ok((bytes, lifetime)) => write_files(&dir, [(asked.path.clone(), bytes, *mode)])
+                .map(|()| refresh_after(lifetime)),
+            Err(e) => Err(e),
+        };
+        *at = tokio::time::Instant::now()
+            + match written {
+                Ok(after) => after,
+                Err(e) => {
+                    tracing::warn!(pod = pod.name_any(), error = e, "refreshing a token");
+                    Duration::from_secs(60)
+                }
+            };
+    }
 }
 
 /// The files of a downwardAPI volume: fields of the pod and resources of its
 /// containers, one per item.
 fn downward_files(
     pod: &Pod,
-    source: &DownwardAPIVolumeSource,
+    items: Option<&Vec<DownwardAPIVolumeFile>>,
+    default_mode: Option<i32>,
     ips: &Ips,
 ) -> Result<Vec<File>, String> {
-    source
-        .items
-        .iter()
+    items
+        .into_iter()
         .flatten()
         .map(|item| {
             let value = match (&item.field_ref, &item.resource_field_ref) {
@@ -321,7 +473,7 @@ fn downward_files(
                     return Err(format!("downwardAPI item {:?} has no source", item.path));
                 }
             };
-            let mode = item.mode.or(source.default_mode).unwrap_or(DEFAULT_MODE) & 0o777;
+            let mode = item.mode.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777;
             Ok((item.path.clone(), value.into_bytes(), mode as u32))
         })
         .collect()
@@ -374,11 +526,15 @@ pub(crate) async fn volumes(
             write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.downward_api {
-            write_files(&own, downward_files(pod, source, ips)?)?;
+            let (items, mode) = (source.items.as_ref(), source.default_mode);
+            write_files(&own, downward_files(pod, items, mode, ips)?)?;
+            (own, true)
+        } else if let Some(source) = &volume.projected {
+            write_files(&own, projected_volume(client, pod, source, ips).await?)?;
             (own, true)
         } else {
             return Err(format!(
-                "volume {:?}: only emptyDir, hostPath, configMap, secret and downwardAPI are supported",
+                "volume {:?}: only emptyDir, hostPath, configMap, secret, downwardAPI and projected are supported",
                 volume.name
             ));
         };
@@ -514,6 +670,7 @@ mod tests {
 
     #[test]
     fn downward_items_are_fields_and_resources() {
+        use k8s_openapi::api::core::v1::DownwardAPIVolumeSource;
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "tier": "edge"}},
             "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]},
@@ -531,7 +688,8 @@ mod tests {
             host: "10.0.0.7".into(),
             pod: "127.64.0.2".into(),
         };
-        let files: HashMap<String, String> = downward_files(&pod, &source, &ips)
+        let items = source.items.as_ref();
+        let files: HashMap<String, String> = downward_files(&pod, items, None, &ips)
             .unwrap()
             .into_iter()
             .map(|(k, v, _)| (k, String::from_utf8(v).unwrap()))
@@ -546,7 +704,7 @@ mod tests {
         ]}))
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let files = downward_files(&pod, &escape, &ips).unwrap();
+        let files = downward_files(&pod, escape.items.as_ref(), None, &ips).unwrap();
         assert!(write_files(dir.path(), files).is_err());
     }
 

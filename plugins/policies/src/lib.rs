@@ -10,17 +10,20 @@
 //! | [`NamespaceLifecycle`] | | new objects in a namespace being deleted or missing; deleting `default`, `kube-system`, `kube-public` |
 //! | [`LimitRanger`] | containers' default requests and limits | requests and limits outside a LimitRange's min, max and ratio |
 //! | [`PodSecurity`] | | pods above their namespace's Pod Security level (`enforce`); warns for `warn` |
+//! | [`ServiceAccount`] | a pod's account (`default`), its token volume in every container, the account's pull secrets | pods naming an account that does not exist |
 //! | [`ResourceQuota`] | | writes that take a namespace past a ResourceQuota, as its status counts it |
 
 mod lifecycle;
 mod limits;
 mod pod_security;
 mod quota;
+mod service_account;
 
 pub use lifecycle::NamespaceLifecycle;
 pub use limits::LimitRanger;
 pub use pod_security::PodSecurity;
 pub use quota::ResourceQuota;
+pub use service_account::ServiceAccount;
 
 #[cfg(test)]
 pub(crate) mod testing {
