@@ -61,6 +61,10 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     let name = namespace.name_any();
+    // The CA first: a pod that finds the account mounts it.
+    if let Some(pem) = &root_ca {
+        publish(&name, pem, &ctx).await?;
+    }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
     if api.get_opt(DEFAULT).await?.is_none() {
         let account: ServiceAccount = serde_json::from_value(json!({
@@ -77,9 +81,6 @@ async fn reconcile(
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-    }
-    if let Some(pem) = &root_ca {
-        publish(&name, pem, &ctx).await?;
     }
     Ok(Action::requeue(Duration::from_secs(600)))
 }

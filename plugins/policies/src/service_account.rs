@@ -41,9 +41,9 @@ fn account_name(request: &Request) -> String {
 }
 
 /// The account `name` of the request's namespace: `Ok(None)` when the
-/// `default` one is still to be made (its controller makes it moments after
-/// the namespace; Kubernetes waits for it, a policy call cannot), refused
-/// when any other is missing.
+/// `default` one is not there (its controller makes it moments after the
+/// namespace, where Kubernetes waits for it and a policy call cannot; or the
+/// cluster runs no controllers), refused when any other is missing.
 fn account(request: &Request, cluster: &dyn Cluster, name: &str) -> Result<Option<Value>, Verdict> {
     let namespace = &request.namespace;
     let refuse = |why: String| {
@@ -156,14 +156,17 @@ impl Policy for ServiceAccount {
             return Verdict::allow();
         }
         let name = account_name(request);
-        let account = match account(request, cluster, &name) {
-            Ok(account) => account.unwrap_or(Value::Null),
-            Err(refused) => return refused,
-        };
         let mut verdict = Verdict::allow();
         if request.field("/spec/serviceAccountName") != Some(json!(name)) {
             verdict = verdict.patch("add", "/spec/serviceAccountName", Some(json!(name)));
         }
+        // Without its account (a cluster running no controllers, or a
+        // namespace made a moment ago) a pod has no token to mount.
+        let account = match account(request, cluster, &name) {
+            Ok(Some(account)) => account,
+            Ok(None) => return verdict,
+            Err(refused) => return refused,
+        };
         let automount = request
             .field("/spec/automountServiceAccountToken")
             .and_then(|v| v.as_bool())
@@ -297,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_account_refuses_the_pod_but_default_is_awaited() {
+    fn a_missing_account_refuses_the_pod_but_default_is_not_awaited() {
         let request = pod_in_shop(json!({"serviceAccountName": "robot",
             "containers": [{"name": "a", "image": "a"}]}));
         let refused = ServiceAccount.validate(&request, &Objects::default());
