@@ -3,8 +3,8 @@
 //! - Pod creates/s through the API from 16 clients (the median of three
 //!   runs) with 0, 1, 5 and 10 declared policies (the example AllowedRegistries, mutating and
 //!   validating every pod), side by side, with the ratio to 0. The built-in
-//!   policies (NamespaceLifecycle, LimitRanger, PodSecurity, ResourceQuota)
-//!   run in every row.
+//!   policies (NamespaceLifecycle, LimitRanger, ServiceAccount, PodSecurity,
+//!   ResourceQuota) run in every row.
 //! - One policy call, in process: p50 and p99 of `validate` of
 //!   AllowedRegistries and of PodSecurity (which looks its namespace up).
 //! - Memory of a context-aware policy: PodSecurity called for pods of

@@ -339,11 +339,13 @@ impl Policies {
         mut object: Option<Arc<Value>>,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Option<Arc<Value>>> {
+        // One uid for the request, whichever policy it is shown to.
+        let uid = uuid::Uuid::new_v4().to_string();
         for active in self.now().iter() {
             if (phase == Phase::Mutate && !active.mutating) || !self.matches(active, request) {
                 continue;
             }
-            let asked = policy_request(request, object.clone());
+            let asked = policy_request(&uid, request, object.clone());
             let verdict = match active.policy.call(phase, asked).await {
                 Ok(verdict) => verdict,
                 Err(e) => {
@@ -458,11 +460,16 @@ pub(crate) fn rule_with_operations_matches(
     )
 }
 
-/// `request` as a policy gets it, with `object` as the object written.
-fn policy_request(request: &AdmissionRequest<'_>, object: Option<Arc<Value>>) -> PolicyRequest {
+/// `request` as a policy gets it, named `uid`, with `object` as the object
+/// written.
+fn policy_request(
+    uid: &str,
+    request: &AdmissionRequest<'_>,
+    object: Option<Arc<Value>>,
+) -> PolicyRequest {
     let user = request.user;
     PolicyRequest {
-        uid: uuid::Uuid::new_v4().to_string(),
+        uid: uid.to_owned(),
         kind: (
             request.group.to_owned(),
             request.version.to_owned(),
