@@ -131,7 +131,7 @@ pub async fn client_and_ca(kubeconfig: &Path) -> Result<(Client, Option<String>)
     let ca = config
         .root_cert
         .as_ref()
-        .map(|ders| wasmkube_pki::certificates_pem(ders));
+        .map(wasmkube_pki::certificates_pem);
     Ok((Client::try_from(config)?, ca))
 }
 
