@@ -709,6 +709,14 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_asked_for_again_at_four_fifths_of_their_life_and_daily() {
+        let after = |seconds| refresh_after(Duration::from_secs(seconds)).as_secs();
+        assert_eq!(after(3600), 2880);
+        assert_eq!(after(3607), 2885);
+        assert_eq!(after(48 * 3600), 24 * 3600);
+    }
+
+    #[test]
     fn items_and_modes_project_as_kubernetes_projects_them() {
         use std::os::unix::fs::PermissionsExt;
         let data = || {
