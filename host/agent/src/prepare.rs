@@ -98,7 +98,7 @@ fn projected(
     name: &str,
 ) -> Result<Vec<File>, String> {
     let optional = optional == Some(true);
-    let mode = |m: Option<i32>| (m.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+    let mode = |m: Option<i32>| file_mode(m.or(default_mode));
     let Some(mut data) = data else {
         return match optional {
             true => Ok(Vec::new()),
@@ -122,6 +122,40 @@ fn projected(
         }
     }
     Ok(files)
+}
+
+/// The permission bits of a volume's file whose item or volume says `mode`.
+fn file_mode(mode: Option<i32>) -> u32 {
+    (mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32
+}
+
+/// The files of the ConfigMap `name` of `namespace` in a volume, as
+/// [`projected`] has them.
+async fn config_map_files(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    optional: Option<bool>,
+) -> Result<Vec<File>, String> {
+    let data = config_map_opt(client, namespace, name).await?;
+    let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
+    projected(data, items, default_mode, optional, "configmap", name)
+}
+
+/// The files of the Secret `name` of `namespace` in a volume, as
+/// [`projected`] has them.
+async fn secret_files(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    optional: Option<bool>,
+) -> Result<Vec<File>, String> {
+    let data = secret_opt(client, namespace, name).await?;
+    projected(data, items, default_mode, optional, "secret", name)
 }
 
 /// The addresses of a pod and of its node.
@@ -305,13 +339,19 @@ fn file_name(path: &str) -> &str {
 /// Kubernetes has it.
 const TOKEN_SECONDS: i64 = 3600;
 
+/// How long the token `source` asks for lives.
+fn lifetime(source: &ServiceAccountTokenProjection) -> Duration {
+    let seconds = source.expiration_seconds.unwrap_or(TOKEN_SECONDS);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
 /// A token for the pod's ServiceAccount as `source` asks for it (audience
-/// and lifetime), bound to the pod, and how long it lives.
+/// and lifetime), bound to the pod.
 async fn token(
     client: &Client,
     pod: &Pod,
     source: &ServiceAccountTokenProjection,
-) -> Result<(Vec<u8>, Duration), String> {
+) -> Result<Vec<u8>, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let account = pod
         .spec
@@ -319,11 +359,10 @@ async fn token(
         .and_then(|s| s.service_account_name.clone())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".into());
-    let seconds = source.expiration_seconds.unwrap_or(TOKEN_SECONDS);
     let request: TokenRequest = serde_json::from_value(serde_json::json!({
         "spec": {
             "audiences": source.audience.iter().collect::<Vec<_>>(),
-            "expirationSeconds": seconds,
+            "expirationSeconds": lifetime(source).as_secs(),
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                 "name": pod.name_any(), "uid": pod.uid()},
         },
@@ -335,8 +374,7 @@ async fn token(
         .await
         .map_err(|e| format!("a token for serviceaccount {namespace}/{account}: {e}"))?;
     let token = answer.status.map(|s| s.token).unwrap_or_default();
-    let lifetime = Duration::from_secs(seconds.max(0) as u64);
-    Ok((token.into_bytes(), lifetime))
+    Ok(token.into_bytes())
 }
 
 /// The files of a projected volume: each source's, as its own kind of
@@ -352,38 +390,23 @@ async fn projected_volume(
     let mut files = Vec::new();
     for projection in source.sources.iter().flatten() {
         if let Some(map) = &projection.config_map {
-            let data = config_map_opt(client, &namespace, &map.name).await?;
-            let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
-            let items = map.items.as_ref();
-            files.extend(projected(
-                data,
-                items,
-                mode,
-                map.optional,
-                "configmap",
-                &map.name,
-            )?);
+            let (name, items) = (&map.name, map.items.as_ref());
+            files.extend(
+                config_map_files(client, &namespace, name, items, mode, map.optional).await?,
+            );
         }
         if let Some(secret) = &projection.secret {
-            let data = secret_opt(client, &namespace, &secret.name).await?;
-            let items = secret.items.as_ref();
-            let name = &secret.name;
-            files.extend(projected(
-                data,
-                items,
-                mode,
-                secret.optional,
-                "secret",
-                name,
-            )?);
+            let (name, items) = (&secret.name, secret.items.as_ref());
+            files.extend(
+                secret_files(client, &namespace, name, items, mode, secret.optional).await?,
+            );
         }
         if let Some(downward) = &projection.downward_api {
             files.extend(downward_files(pod, downward.items.as_ref(), mode, ips)?);
         }
         if let Some(asked) = &projection.service_account_token {
-            let (bytes, _) = token(client, pod, asked).await?;
-            let mode = (mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32;
-            files.push((asked.path.clone(), bytes, mode));
+            let bytes = token(client, pod, asked).await?;
+            files.push((asked.path.clone(), bytes, file_mode(mode)));
         }
     }
     Ok(files)
@@ -406,13 +429,10 @@ pub(crate) async fn refresh_tokens(client: &Client, pod: &Pod, pod_dir: &Path) {
         let Some(source) = &volume.projected else {
             continue;
         };
-        let mode = (source.default_mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+        let mode = file_mode(source.default_mode);
         for asked in source.sources.iter().flatten() {
             if let Some(asked) = &asked.service_account_token {
-                let lifetime = Duration::from_secs(
-                    asked.expiration_seconds.unwrap_or(TOKEN_SECONDS).max(0) as u64,
-                );
-                let at = tokio::time::Instant::now() + refresh_after(lifetime);
+                let at = tokio::time::Instant::now() + refresh_after(lifetime(asked));
                 due.push((at, volume.name.clone(), asked, mode));
             }
         }
@@ -424,14 +444,12 @@ pub(crate) async fn refresh_tokens(client: &Client, pod: &Pod, pod_dir: &Path) {
         tokio::time::sleep_until(next.0).await;
         let (at, volume, asked, mode) = next;
         let dir = pod_dir.join("volumes").join(&*volume);
-        let written = match token(client, pod, asked).await {
-            Ok((bytes, lifetime)) => write_files(&dir, [(asked.path.clone(), bytes, *mode)])
-                .map(|()| refresh_after(lifetime)),
-            Err(e) => Err(e),
-        };
+        let written = token(client, pod, asked)
+            .await
+            .and_then(|bytes| write_files(&dir, [(asked.path.clone(), bytes, *mode)]));
         *at = tokio::time::Instant::now()
             + match written {
-                Ok(after) => after,
+                Ok(()) => refresh_after(lifetime(asked)),
                 Err(e) => {
                     tracing::warn!(pod = pod.name_any(), error = e, "refreshing a token");
                     Duration::from_secs(60)
@@ -473,8 +491,8 @@ fn downward_files(
                     return Err(format!("downwardAPI item {:?} has no source", item.path));
                 }
             };
-            let mode = item.mode.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777;
-            Ok((item.path.clone(), value.into_bytes(), mode as u32))
+            let mode = file_mode(item.mode.or(default_mode));
+            Ok((item.path.clone(), value.into_bytes(), mode))
         })
         .collect()
 }
@@ -505,24 +523,17 @@ pub(crate) async fn volumes(
             }
             (path, false)
         } else if let Some(source) = &volume.config_map {
-            let data = config_map_opt(client, &namespace, &source.name).await?;
-            let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
             let (items, mode) = (source.items.as_ref(), source.default_mode);
-            let files = projected(
-                data,
-                items,
-                mode,
-                source.optional,
-                "configmap",
-                &source.name,
-            )?;
+            let name = &source.name;
+            let files =
+                config_map_files(client, &namespace, name, items, mode, source.optional).await?;
             write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.secret {
             let name = source.secret_name.clone().unwrap_or_default();
-            let data = secret_opt(client, &namespace, &name).await?;
             let (items, mode) = (source.items.as_ref(), source.default_mode);
-            let files = projected(data, items, mode, source.optional, "secret", &name)?;
+            let files =
+                secret_files(client, &namespace, &name, items, mode, source.optional).await?;
             write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.downward_api {
