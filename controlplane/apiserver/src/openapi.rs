@@ -25,16 +25,27 @@ use wasmkube_types::{ResourceType, Verb};
 
 use crate::error::ApiError;
 
-/// The document of one group-version.
+/// The document of one group-version, as served, and the structure of its
+/// schemas, which finds unknown fields.
 struct Document {
     json: Bytes,
     hash: String,
-    schemas: Map<String, Value>,
-    paths: Map<String, Value>,
+    structure: Map<String, Value>,
 }
 
 /// The documents, by their path under `/openapi/v3/` (`api/v1`, `apis/apps/v1`).
 static DOCUMENTS: LazyLock<BTreeMap<String, Document>> = LazyLock::new(|| {
+    group_versions_and_kinds()
+        .into_iter()
+        .map(|(base, kinds)| {
+            let document = document(&base, &kinds);
+            (base, document)
+        })
+        .collect()
+});
+
+/// Each group-version's path under `/openapi/v3/` and its kinds.
+fn group_versions_and_kinds() -> Vec<(String, Vec<&'static ResourceType>)> {
     group_versions()
         .into_iter()
         .map(|(group, version)| {
@@ -43,16 +54,20 @@ static DOCUMENTS: LazyLock<BTreeMap<String, Document>> = LazyLock::new(|| {
             } else {
                 format!("apis/{group}/{version}")
             };
-            let kinds: Vec<&ResourceType> = BUILTIN
+            let kinds = BUILTIN
                 .iter()
                 .filter(|r| r.group == group && r.version == version)
                 .collect();
-            (base.clone(), document(&base, &kinds))
+            (base, kinds)
         })
         .collect()
-});
+}
 
-fn document(base: &str, kinds: &[&ResourceType]) -> Document {
+/// The schemas and the paths of `kinds`, served under `base`.
+fn schemas_and_paths(
+    base: &str,
+    kinds: &[&ResourceType],
+) -> (Map<String, Value>, Map<String, Value>) {
     let mut generator = SchemaSettings::openapi3().into_generator();
     for r in kinds {
         (r.schema)(&mut generator);
@@ -63,6 +78,18 @@ fn document(base: &str, kinds: &[&ResourceType]) -> Document {
     for r in kinds {
         add_paths(&mut paths, base, r);
     }
+    (schemas, paths)
+}
+
+/// The document is kept serialized; of its schemas only their structure is
+/// kept as values (the descriptions are most of a document's size), and its
+/// paths not at all.
+fn document(base: &str, kinds: &[&ResourceType]) -> Document {
+    let (schemas, paths) = schemas_and_paths(base, kinds);
+    let structure = schemas
+        .iter()
+        .map(|(name, schema)| (name.clone(), structure(schema)))
+        .collect();
     let document = json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", wasmkube_types::KUBERNETES_VERSION.0, wasmkube_types::KUBERNETES_VERSION.1)},
@@ -75,9 +102,32 @@ fn document(base: &str, kinds: &[&ResourceType]) -> Document {
     Document {
         hash: format!("{:016X}", hasher.finish()),
         json: Bytes::from(json),
-        schemas,
-        paths,
+        structure,
     }
+}
+
+/// What [`walk`] reads of `schema`: its fields, items, additional
+/// properties, references and whether it keeps unknown fields.
+fn structure(schema: &Value) -> Value {
+    let Value::Object(keywords) = schema else {
+        return schema.clone();
+    };
+    let kept = keywords.iter().filter_map(|(keyword, value)| {
+        let value = match (keyword.as_str(), value) {
+            ("properties", Value::Object(fields)) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(field, schema)| (field.clone(), structure(schema)))
+                    .collect(),
+            ),
+            ("allOf", Value::Array(all)) => Value::Array(all.iter().map(structure).collect()),
+            ("items" | "additionalProperties", schema) => structure(schema),
+            ("$ref" | "x-kubernetes-preserve-unknown-fields", value) => value.clone(),
+            _ => return None,
+        };
+        Some((keyword.clone(), value))
+    });
+    Value::Object(kept.collect())
 }
 
 /// Adds what the patch table knows to the schemas, and wraps references that
@@ -209,13 +259,15 @@ fn add_paths(paths: &mut Map<String, Value>, base: &str, r: &ResourceType) {
 }
 
 /// Every schema and every path of every group-version, for the OpenAPI v2
-/// document, which holds them all.
+/// document, which holds them all (made again: the v3 documents keep them
+/// only serialized).
 pub(crate) fn everything() -> (Map<String, Value>, Map<String, Value>) {
     let mut schemas = Map::new();
     let mut paths = Map::new();
-    for document in DOCUMENTS.values() {
-        schemas.extend(document.schemas.clone());
-        paths.extend(document.paths.clone());
+    for (base, kinds) in group_versions_and_kinds() {
+        let (more_schemas, more_paths) = schemas_and_paths(&base, &kinds);
+        schemas.extend(more_schemas);
+        paths.extend(more_paths);
     }
     (schemas, paths)
 }
@@ -265,7 +317,7 @@ pub(crate) fn prune_unknown(resource: &ResourceType, object: &mut Value) -> Vec<
     };
     let mut unknown = Vec::new();
     let root = json!({"$ref": format!("#/components/schemas/{definition}")});
-    walk(&document.schemas, &root, object, "", &mut unknown);
+    walk(&document.structure, &root, object, "", &mut unknown);
     unknown
 }
 

@@ -225,8 +225,10 @@ impl Worker {
             self.status.send_replace(pod.status.clone());
         } else if pod.metadata.deletion_timestamp.is_none() {
             let stop = CancellationToken::new();
-            self.join_network().await;
-            self.start(&pod).await;
+            // What runs once is boxed, so that the task of a running pod
+            // does not keep its room.
+            Box::pin(self.join_network()).await;
+            Box::pin(self.start(&pod)).await;
             let dir = record::pod_dir(&self.agent.pods_dir, &pod.uid().unwrap_or_default());
             let running = async {
                 tokio::select! {
@@ -251,7 +253,7 @@ impl Worker {
             }
         }
         deleted(self.pod.clone()).await;
-        self.finish_deletion().await;
+        Box::pin(self.finish_deletion()).await;
     }
 
     /// The containers of `pod` running now.
@@ -361,7 +363,10 @@ impl Worker {
         let mut pull_backoff = BACKOFF_START;
         let image = loop {
             let (client, registry) = (&self.agent.client, &self.agent.registry);
-            let found = pull::image(client, registry, self.agent.runtime.images(), pod, spec).await;
+            let images = self.agent.runtime.images();
+            // Boxed, as what else runs once: a running container's future
+            // keeps no room for it.
+            let found = Box::pin(pull::image(client, registry, images, pod, spec)).await;
             let missing = match found {
                 Ok(image) => break image,
                 Err(missing) => missing,
@@ -393,7 +398,7 @@ impl Worker {
             format!("Container image {reference:?} is {}", image.digest),
         );
         let container = loop {
-            match self.prepare(pod, spec, &image).await {
+            match Box::pin(self.prepare(pod, spec, &image)).await {
                 Ok(container) => break container,
                 Err(message) => {
                     let reason = "CreateContainerConfigError";
@@ -767,7 +772,7 @@ impl Worker {
 /// fresh read.
 async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Option<PodStatus>>) {
     let name = seen.name_any();
-    let mut seen = Some(seen);
+    let mut seen = Some(Base::of(seen));
     let mut delay = RETRY_START;
     while status.changed().await.is_ok() {
         loop {
@@ -775,25 +780,27 @@ async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Optio
                 break;
             };
             let fresh = seen.is_none();
+            // The requests are boxed: a pod's idle task holds only what it
+            // waits with, not room for a request in flight.
             let base = match seen.take() {
-                Some(pod) => Ok(pod),
-                None => api.get(&name).await,
+                Some(base) => Ok(base),
+                None => Box::pin(api.get(&name)).await.map(Base::of),
             };
             let sent = match base {
                 Ok(base) => {
-                    keep_others_conditions(&mut body, &base);
+                    keep_others_conditions(&mut body, base.conditions);
                     let patch = json!({
-                        "metadata": {"resourceVersion": base.metadata.resource_version},
+                        "metadata": {"resourceVersion": base.version},
                         "status": body,
                     });
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
+                    let params = PatchParams::default();
+                    Box::pin(api.patch_status(&name, &params, &Patch::Merge(&patch))).await
                 }
                 Err(e) => Err(e),
             };
             match sent {
                 Ok(written) => {
-                    seen = Some(written);
+                    seen = Some(Base::of(written));
                     delay = RETRY_START;
                     break;
                 }
@@ -812,16 +819,29 @@ async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Optio
     }
 }
 
-/// Adds to `status` the conditions of `pod` whose types `status` does not
-/// set.
-fn keep_others_conditions(status: &mut PodStatus, pod: &Pod) {
-    let others = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+/// What a status write needs of the pod as last read or written: the
+/// version it was at, and its conditions.
+struct Base {
+    version: Option<String>,
+    conditions: Vec<PodCondition>,
+}
+
+impl Base {
+    fn of(pod: Pod) -> Base {
+        Base {
+            version: pod.metadata.resource_version,
+            conditions: pod.status.and_then(|s| s.conditions).unwrap_or_default(),
+        }
+    }
+}
+
+/// Adds to `status` the conditions among `others` whose types `status` does
+/// not set.
+fn keep_others_conditions(status: &mut PodStatus, others: Vec<PodCondition>) {
     let ours = status.conditions.get_or_insert_with(Vec::new);
     let kept: Vec<_> = others
         .into_iter()
-        .flatten()
         .filter(|c| !ours.iter().any(|o| o.type_ == c.type_))
-        .cloned()
         .collect();
     ours.extend(kept);
 }

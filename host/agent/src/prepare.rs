@@ -444,7 +444,8 @@ pub(crate) async fn refresh_tokens(client: &Client, pod: &Pod, pod_dir: &Path) {
         tokio::time::sleep_until(next.0).await;
         let (at, volume, asked, mode) = next;
         let dir = pod_dir.join("volumes").join(&*volume);
-        let written = token(client, pod, asked)
+        // Boxed: a sleeping refresher holds no room for the request.
+        let written = Box::pin(token(client, pod, asked))
             .await
             .and_then(|bytes| write_files(&dir, [(asked.path.clone(), bytes, *mode)]));
         *at = tokio::time::Instant::now()

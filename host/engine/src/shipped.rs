@@ -137,7 +137,7 @@ impl Shipped {
         let mut index = Vec::new();
         let mut offset = program;
         for (name, bytes) in artefacts {
-            let mut deflate = ZlibEncoder::new(Vec::new(), Compression::default());
+            let mut deflate = ZlibEncoder::new(Vec::new(), Compression::best());
             deflate.write_all(bytes)?;
             let compressed = deflate.finish()?;
             writer.write_all(&compressed)?;
