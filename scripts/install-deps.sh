@@ -6,7 +6,9 @@
 # cluster DNS test), cargo-nextest (the test runner), kubectl and the Python kubernetes
 # client (end-to-end tests), and the OpenAPI v2 protobuf messages (gnostic's
 # OpenAPIv2.proto, from Debian's golang-github-googleapis-gnostic-dev) that the API
-# server's build compiles for `/openapi/v2`.
+# server's build compiles for `/openapi/v2`; containerd and runc (the CRI
+# tests' runtime), umoci and Debian's static busybox (the OCI images those
+# tests run, built without network by scripts/oci-images.sh).
 # Does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,10 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v umoci >/dev/null || need+=(umoci)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
