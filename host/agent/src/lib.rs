@@ -65,6 +65,9 @@ pub use node::{INSTANCES, POD_CAPACITY};
 pub use pod::FRESH_INSTANCES;
 pub use tunnel::Home;
 
+/// How many pod statuses the agent writes at once.
+const STATUS_WRITERS: usize = 4;
+
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -122,6 +125,9 @@ pub struct Agent {
     control_plane: Vec<std::net::IpAddr>,
     /// The NetworkPolicies, once the cluster has any.
     policies: Arc<std::sync::OnceLock<netpol::Policies>>,
+    /// Turns at writing pods' statuses: a few at once, as the kubelet's one
+    /// status writer, so a burst of pods does not open a connection each.
+    status_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -179,6 +185,7 @@ impl Agent {
             listeners: wasmkube_runtime::Listeners::default(),
             control_plane: addresses_of(registry),
             policies: Arc::default(),
+            status_writes: Arc::new(tokio::sync::Semaphore::new(STATUS_WRITERS)),
         })
     }
 

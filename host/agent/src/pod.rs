@@ -215,6 +215,7 @@ impl Worker {
             self.api(),
             pod.clone(),
             self.status.subscribe(),
+            self.agent.status_writes.clone(),
         ));
         let done = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -770,7 +771,12 @@ impl Worker {
 /// as last read, beside the agent's, with the resourceVersion they were read
 /// at, so one set meanwhile makes the write conflict, and it is redone on a
 /// fresh read.
-async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Option<PodStatus>>) {
+async fn send_status(
+    api: Api<Pod>,
+    seen: Pod,
+    mut status: watch::Receiver<Option<PodStatus>>,
+    turns: Arc<tokio::sync::Semaphore>,
+) {
     let name = seen.name_any();
     let mut seen = Some(Base::of(seen));
     let mut delay = RETRY_START;
@@ -780,6 +786,7 @@ async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Optio
                 break;
             };
             let fresh = seen.is_none();
+            let turn = turns.acquire().await;
             // The requests are boxed: a pod's idle task holds only what it
             // waits with, not room for a request in flight.
             let base = match seen.take() {
@@ -798,6 +805,7 @@ async fn send_status(api: Api<Pod>, seen: Pod, mut status: watch::Receiver<Optio
                 }
                 Err(e) => Err(e),
             };
+            drop(turn);
             match sent {
                 Ok(written) => {
                     seen = Some(Base::of(written));

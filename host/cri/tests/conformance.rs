@@ -156,7 +156,10 @@ async fn a_container_is_created_runs_exits_with_its_code_and_logs_in_cri_format(
     let exited = until_state(&cri, &id, ContainerState::ContainerExited).await;
     assert_eq!(exited.exit_code, 3);
     // (containerd may stamp the start after the end of so short a run.)
-    assert!(exited.started_at > 0 && exited.finished_at > 0, "{exited:?}");
+    assert!(
+        exited.started_at > 0 && exited.finished_at > 0,
+        "{exited:?}"
+    );
     assert_eq!(exited.reason, "Error");
     assert_eq!(exited.log_path, format!("{}/app.log", config.log_directory));
 
@@ -198,7 +201,11 @@ async fn a_stop_ends_a_container_that_ignores_sigterm_once_its_grace_is_over() {
     let sandbox = cri.run_sandbox(config.clone(), "").await.unwrap();
     // A shell that ignores SIGTERM, as does the program it waits for.
     let stubborn = cri
-        .create_container(&sandbox, busybox("stubborn", "trap '' TERM; sleep 1000 & wait"), config.clone())
+        .create_container(
+            &sandbox,
+            busybox("stubborn", "trap '' TERM; sleep 1000 & wait"),
+            config.clone(),
+        )
         .await
         .unwrap();
     // A shell that traps SIGTERM ends at once, with its own code.
