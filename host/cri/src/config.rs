@@ -373,12 +373,17 @@ mod tests {
         }
     }
 
+    fn namespaces_of(config: PodSandboxConfig) -> NamespaceOption {
+        let linux = config.linux.unwrap();
+        linux.security_context.unwrap().namespace_options.unwrap()
+    }
+
     #[test]
     fn a_sandbox_carries_the_pods_identity_logs_dns_and_ports() {
         let pod = pod(json!({"containers": [{"name": "c", "image": "i",
             "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]}]}));
         let config = sandbox(&pod, 1, &node());
-        let meta = config.metadata.unwrap();
+        let meta = config.metadata.clone().unwrap();
         assert_eq!(
             (
                 meta.name.as_str(),
@@ -393,7 +398,7 @@ mod tests {
         assert_eq!(config.labels[POD_UID], "u-1");
         assert_eq!(config.labels["app"], "web");
         assert_eq!(config.annotations["note"], "n");
-        let dns = config.dns_config.unwrap();
+        let dns = config.dns_config.clone().unwrap();
         assert_eq!(dns.servers, ["10.96.0.10"]);
         assert_eq!(
             dns.searches,
@@ -410,13 +415,7 @@ mod tests {
             "only ports with a host port are mapped"
         );
         assert_eq!(config.port_mappings[0].host_port, 8080);
-        let namespaces = config
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        let namespaces = namespaces_of(config);
         assert_eq!(namespaces.network, NamespaceMode::Pod as i32);
         assert_eq!(namespaces.pid, NamespaceMode::Container as i32);
     }
@@ -428,13 +427,7 @@ mod tests {
         let config = sandbox(&on_node, 0, &node());
         assert_eq!(config.hostname, "");
         assert!(config.dns_config.is_none());
-        let namespaces = config
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        let namespaces = namespaces_of(config);
         assert_eq!(namespaces.network, NamespaceMode::Node as i32);
         assert_eq!(namespaces.pid, NamespaceMode::Pod as i32);
         let with_policy = pod(

@@ -16,7 +16,7 @@
 //! The messages come from the `k8s-cri` crate, generated from Kubernetes'
 //! `api.proto`; they are re-exported as [`v1`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -83,7 +83,6 @@ impl CriError {
 /// A client of one container runtime. Clones share its connection.
 #[derive(Clone, Debug)]
 pub struct Cri {
-    endpoint: String,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
 }
@@ -112,12 +111,14 @@ impl Cri {
             .connect_timeout(Duration::from_secs(10))
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(connect(&path).await?)) }
+                async move {
+                    let stream = tokio::net::UnixStream::connect(&path).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
             }))
             .await
             .map_err(|e| unreachable(source_chain(&e)))?;
         let cri = Cri {
-            endpoint: endpoint.to_owned(),
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
         };
@@ -130,11 +131,6 @@ impl Cri {
             });
         }
         Ok((cri, version))
-    }
-
-    /// The endpoint this client talks to.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     /// The runtime's name and versions.
@@ -202,12 +198,12 @@ impl Cri {
         let request = StopPodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        let stopped = call(
+        let done = call(
             "StopPodSandbox",
             self.runtime.clone().stop_pod_sandbox(request),
         )
         .await;
-        absent_is_done(stopped.map(drop))
+        absent_is_done(done.map(drop))
     }
 
     /// Removes sandbox `id` and its containers; done when it is gone.
@@ -215,12 +211,12 @@ impl Cri {
         let request = RemovePodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        let removed = call(
+        let done = call(
             "RemovePodSandbox",
             self.runtime.clone().remove_pod_sandbox(request),
         )
         .await;
-        absent_is_done(removed.map(drop))
+        absent_is_done(done.map(drop))
     }
 
     /// Creates the container of `config` in sandbox `sandbox` (made with
@@ -308,12 +304,12 @@ impl Cri {
         let request = RemoveContainerRequest {
             container_id: id.to_owned(),
         };
-        let removed = call(
+        let done = call(
             "RemoveContainer",
             self.runtime.clone().remove_container(request),
         )
         .await;
-        absent_is_done(removed.map(drop))
+        absent_is_done(done.map(drop))
     }
 
     /// Runs `command` in container `id` to its end or for at most `timeout`;
@@ -378,10 +374,6 @@ pub fn image_spec(reference: &str) -> ImageSpec {
     }
 }
 
-async fn connect(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
-    tokio::net::UnixStream::connect(path).await
-}
-
 async fn call<T>(
     name: &'static str,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,
@@ -432,6 +424,7 @@ fn source_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn endpoints_are_unix_sockets() {
