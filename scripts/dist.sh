@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the binary that ships, target/dist/wasmkube: whole-program optimised
-# and stripped ([profile.dist] in Cargo.toml), then bundled with its built-in
+# Builds the binary that ships, target/dist/wasmkube: optimised for size and
+# whole-program, stripped ([profile.dist] in Cargo.toml), then bundled with its built-in
 # plugins compiled for this machine (`wasmkube bundle`), so a node on a fresh
 # data dir places its first pod without compiling them.
 #
