@@ -30,8 +30,11 @@ build() {
     echo "root:x:0:" > "$rootfs/etc/group"
     umoci repack --image "$work/layout-$name:1" "$work/bundle-$name"
     umoci config --image "$work/layout-$name:1" --config.env PATH=/bin "$@"
-    rm -f "$out/$name.tar"
-    skopeo copy --quiet "oci:$work/layout-$name:1" "docker-archive:$out/$name.tar:wasmkube.local/$name:1"
+    # Written aside and renamed: tests that build at once never read half
+    # an archive.
+    skopeo copy --quiet "oci:$work/layout-$name:1" "docker-archive:$work/$name.tar:wasmkube.local/$name:1"
+    mv "$work/$name.tar" "$out/$name.tar.$$"
+    mv "$out/$name.tar.$$" "$out/$name.tar"
 }
 
 build busybox --config.cmd sh
