@@ -231,13 +231,14 @@ impl Worker {
             Box::pin(self.join_network()).await;
             Box::pin(self.start(&pod)).await;
             let dir = record::pod_dir(&self.agent.pods_dir, &pod.uid().unwrap_or_default());
-            let running = async {
+            // Pinned where it is made: a future moved into `pin!` would
+            // keep a second slot of its size in this one.
+            let mut running = std::pin::pin!(async {
                 tokio::select! {
                     () = self.run_containers(&pod, &stop) => {}
                     () = prepare::refresh_tokens(&self.agent.client, &pod, &dir) => {}
                 }
-            };
-            let mut running = std::pin::pin!(running);
+            });
             tokio::select! {
                 () = &mut running => {}
                 () = deleted(self.pod.clone()) => {
@@ -328,9 +329,8 @@ impl Worker {
             if completed_before(pod, &c.name) {
                 continue;
             }
-            let exit = self
-                .run_container(pod, Slot::Init(i), c, init_policy, stop)
-                .await;
+            // Boxed, as the main containers' runs are (by join_all).
+            let exit = Box::pin(self.run_container(pod, Slot::Init(i), c, init_policy, stop)).await;
             if exit != Exit::Completed {
                 self.report.lock().expect("report lock").phase = "Failed";
                 self.publish().await;
