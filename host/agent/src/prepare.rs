@@ -129,33 +129,35 @@ fn file_mode(mode: Option<i32>) -> u32 {
     (mode.unwrap_or(DEFAULT_MODE) & 0o777) as u32
 }
 
-/// The files of the ConfigMap `name` of `namespace` in a volume, as
-/// [`projected`] has them.
-async fn config_map_files(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: Option<i32>,
-    optional: Option<bool>,
-) -> Result<Vec<File>, String> {
-    let data = config_map_opt(client, namespace, name).await?;
-    let data = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
-    projected(data, items, default_mode, optional, "configmap", name)
+/// The kind of object whose keys a volume's files are.
+#[derive(Clone, Copy, Debug)]
+enum Keyed {
+    ConfigMap,
+    Secret,
 }
 
-/// The files of the Secret `name` of `namespace` in a volume, as
-/// [`projected`] has them.
-async fn secret_files(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: Option<i32>,
-    optional: Option<bool>,
-) -> Result<Vec<File>, String> {
-    let data = secret_opt(client, namespace, name).await?;
-    projected(data, items, default_mode, optional, "secret", name)
+impl Keyed {
+    /// The files of the object `name` of `namespace` of this kind in a
+    /// volume, as [`projected`] has them.
+    async fn files(
+        self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        items: Option<&Vec<KeyToPath>>,
+        default_mode: Option<i32>,
+        optional: Option<bool>,
+    ) -> Result<Vec<File>, String> {
+        let (data, what) = match self {
+            Keyed::ConfigMap => {
+                let data = config_map_opt(client, namespace, name).await?;
+                let bytes = data.map(|d| d.into_iter().map(|(k, v)| (k, v.into_bytes())).collect());
+                (bytes, "configmap")
+            }
+            Keyed::Secret => (secret_opt(client, namespace, name).await?, "secret"),
+        };
+        projected(data, items, default_mode, optional, what, name)
+    }
 }
 
 /// The addresses of a pod and of its node.
@@ -392,13 +394,17 @@ async fn projected_volume(
         if let Some(map) = &projection.config_map {
             let (name, items) = (&map.name, map.items.as_ref());
             files.extend(
-                config_map_files(client, &namespace, name, items, mode, map.optional).await?,
+                Keyed::ConfigMap
+                    .files(client, &namespace, name, items, mode, map.optional)
+                    .await?,
             );
         }
         if let Some(secret) = &projection.secret {
             let (name, items) = (&secret.name, secret.items.as_ref());
             files.extend(
-                secret_files(client, &namespace, name, items, mode, secret.optional).await?,
+                Keyed::Secret
+                    .files(client, &namespace, name, items, mode, secret.optional)
+                    .await?,
             );
         }
         if let Some(downward) = &projection.downward_api {
@@ -526,15 +532,17 @@ pub(crate) async fn volumes(
         } else if let Some(source) = &volume.config_map {
             let (items, mode) = (source.items.as_ref(), source.default_mode);
             let name = &source.name;
-            let files =
-                config_map_files(client, &namespace, name, items, mode, source.optional).await?;
+            let files = Keyed::ConfigMap
+                .files(client, &namespace, name, items, mode, source.optional)
+                .await?;
             write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.secret {
             let name = source.secret_name.clone().unwrap_or_default();
             let (items, mode) = (source.items.as_ref(), source.default_mode);
-            let files =
-                secret_files(client, &namespace, &name, items, mode, source.optional).await?;
+            let files = Keyed::Secret
+                .files(client, &namespace, &name, items, mode, source.optional)
+                .await?;
             write_files(&own, files)?;
             (own, true)
         } else if let Some(source) = &volume.downward_api {
