@@ -69,8 +69,14 @@ fn record(bytes: &[u8]) -> Result<Record<'_>, NotARecord> {
     })
 }
 
+/// The most of a line the reader holds: a container that prints parts
+/// without end gets its output in lines of this size, not in the reader's
+/// memory.
+pub const MOST_LINE: usize = 1 << 20;
+
 /// Joins the records of a log file, fed one line of the file at a time,
-/// into whole lines; a part waits for the rest of its line on its stream.
+/// into whole lines; a part waits for the rest of its line on its stream,
+/// up to [`MOST_LINE`] bytes.
 #[derive(Debug, Default)]
 pub struct Assembler {
     pending: [Option<Line>; 2],
@@ -87,7 +93,8 @@ impl Assembler {
             content: Vec::new(),
         });
         line.content.extend_from_slice(record.content);
-        Ok(if record.partial { None } else { slot.take() })
+        let whole = !record.partial || line.content.len() >= MOST_LINE;
+        Ok(if whole { slot.take() } else { None })
     }
 
     /// The lines begun and not ended (a program's last output without a
@@ -177,6 +184,22 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_line_of_parts_without_end_is_given_out_at_the_bound() {
+        let mut assembler = Assembler::default();
+        let part = format!(
+            "2026-12-07T17:48:22.1Z stdout P {}\n",
+            "x".repeat(16 * 1024)
+        );
+        let mut given = Vec::new();
+        for _ in 0..(MOST_LINE / (16 * 1024)) * 3 {
+            given.extend(assembler.push(part.as_bytes()).unwrap());
+        }
+        assert_eq!(given.len(), 3);
+        assert!(given.iter().all(|l| l.content.len() == MOST_LINE));
+        assert!(assembler.finish().is_empty());
     }
 
     #[test]
