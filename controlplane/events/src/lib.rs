@@ -82,6 +82,10 @@ pub fn emit<K: Resource<DynamicType = ()>>(
     reason: &str,
     message: String,
 ) {
+    let waiting = Waiting::new();
+    if WAITING.load(Ordering::Relaxed) > QUEUED {
+        return tracing::debug!(reason, "too many events waiting: one dropped");
+    }
     let namespace = object.namespace().unwrap_or_else(|| "default".into());
     let time = now(false);
     let nanos = std::time::SystemTime::now()
@@ -104,10 +108,6 @@ pub fn emit<K: Resource<DynamicType = ()>>(
         "lastTimestamp": time,
         "count": 1,
     });
-    let waiting = Waiting::new();
-    if WAITING.load(Ordering::Relaxed) > QUEUED {
-        return tracing::debug!(reason, "too many events waiting: one dropped");
-    }
     let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     tokio::spawn(async move {
         let permit = WRITING.acquire().await;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, SecurityContext};
 
 use crate::image_spec;
 use crate::v1::{
@@ -48,7 +48,8 @@ pub fn pod_log_dir(log_root: &Path, pod: &Pod) -> PathBuf {
 /// The sandbox of `pod`, its `attempt`-th on this node.
 pub fn sandbox(pod: &Pod, attempt: u32, node: &Node) -> PodSandboxConfig {
     let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let host_network = spec.host_network == Some(true);
     let (name, namespace, uid) = (
         meta.name.clone().unwrap_or_default(),
@@ -86,9 +87,10 @@ pub fn sandbox(pod: &Pod, attempt: u32, node: &Node) -> PodSandboxConfig {
             })
         })
         .collect();
-    let context = spec.security_context.clone().unwrap_or_default();
+    let no_context = PodSecurityContext::default();
+    let context = spec.security_context.as_ref().unwrap_or(&no_context);
     let security_context = LinuxSandboxSecurityContext {
-        namespace_options: Some(namespaces(&spec)),
+        namespace_options: Some(namespaces(spec)),
         run_as_user: context.run_as_user.map(|value| Int64Value { value }),
         run_as_group: context.run_as_group.map(|value| Int64Value { value }),
         supplemental_groups: context.supplemental_groups.clone().unwrap_or_default(),
@@ -130,7 +132,7 @@ pub fn sandbox(pod: &Pod, attempt: u32, node: &Node) -> PodSandboxConfig {
 /// The namespaces of a pod's sandbox and containers: the node's when the pod
 /// asks for them, else the pod's own (its processes' own unless it shares
 /// them).
-fn namespaces(spec: &k8s_openapi::api::core::v1::PodSpec) -> NamespaceOption {
+fn namespaces(spec: &PodSpec) -> NamespaceOption {
     let mode = |host: Option<bool>, own: NamespaceMode| {
         if host == Some(true) {
             NamespaceMode::Node as i32
@@ -200,7 +202,8 @@ pub struct Inputs {
 /// The container `container` of `pod`, in a sandbox made by [`sandbox`].
 pub fn container(pod: &Pod, container: &Container, inputs: Inputs) -> ContainerConfig {
     let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let env = expand_env(&inputs.env);
     let lookup: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |words: &Option<Vec<String>>| -> Vec<String> {
@@ -217,15 +220,16 @@ pub fn container(pod: &Pod, container: &Container, inputs: Inputs) -> ContainerC
     ]);
     let annotations = HashMap::from([(RESTART_COUNT.to_owned(), inputs.attempt.to_string())]);
     let mut security = security(container.security_context.as_ref());
-    security.namespace_options = Some(namespaces(&spec));
-    let pod_context = spec.security_context.unwrap_or_default();
+    security.namespace_options = Some(namespaces(spec));
+    let no_context = PodSecurityContext::default();
+    let pod_context = spec.security_context.as_ref().unwrap_or(&no_context);
     if security.run_as_user.is_none() {
         security.run_as_user = pod_context.run_as_user.map(|value| Int64Value { value });
     }
     if security.run_as_group.is_none() {
         security.run_as_group = pod_context.run_as_group.map(|value| Int64Value { value });
     }
-    security.supplemental_groups = pod_context.supplemental_groups.unwrap_or_default();
+    security.supplemental_groups = pod_context.supplemental_groups.clone().unwrap_or_default();
     ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: container.name.clone(),
